@@ -1,0 +1,160 @@
+//! One endpoint, several AWS services. A request is refused if a web page could have forged it;
+//! otherwise its AWS service is found, in this order: the SigV4 credential scope, the
+//! `X-Amz-Target` prefix, the form body's `Version`, and last the REST path (VPC Lattice).
+//! The scope also gives the request's region; unsigned requests use the default region.
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::ControlState;
+
+/// Who is calling, where, and which request this is.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    /// The request's region.
+    pub region: String,
+    /// The caller's account.
+    pub account: String,
+    /// This request's ID (`x-amzn-RequestId`).
+    pub request_id: String,
+}
+
+/// The AWS services the endpoint knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Service {
+    Ec2,
+    Lattice,
+}
+
+pub(crate) fn router(state: ControlState) -> Router {
+    Router::new()
+        .route("/_trellis/health", get(health))
+        .fallback(aws)
+        .layer(middleware::from_fn_with_state(state.clone(), refuse_forgeries))
+        .with_state(state)
+}
+
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+/// Refuses what a web page could send: a foreign `Origin`, `Sec-Fetch-Site: cross-site`, or a
+/// `Host` that is not the API's own (DNS rebinding).
+async fn refuse_forgeries(State(state): State<ControlState>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let allowed = &state.config.allowed_hosts;
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let mut why = None;
+    if !allowed.is_empty() && !allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) {
+        why = Some(format!("Host {host:?} is not this API's address"));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let own = origin.strip_prefix("http://").is_some_and(|o| {
+            if allowed.is_empty() { o.eq_ignore_ascii_case(host) } else { allowed.iter().any(|a| a.eq_ignore_ascii_case(o)) }
+        });
+        if !own {
+            why = Some(format!("cross-origin requests are refused (Origin {origin:?})"));
+        }
+    }
+    if headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site")) {
+        why = Some("cross-site requests are refused".to_owned());
+    }
+    match why {
+        Some(message) => {
+            tracing::debug!(%message, "refused a request a web page could have forged");
+            let body = serde_json::json!({ "message": message }).to_string();
+            let mut resp = (StatusCode::FORBIDDEN, body).into_response();
+            let h = resp.headers_mut();
+            h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+            h.insert("x-amzn-errortype", header::HeaderValue::from_static("AccessDeniedException"));
+            resp
+        }
+        None => next.run(req).await,
+    }
+}
+
+async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let scope = credential_scope(&headers);
+    let ctx = Ctx {
+        region: scope.as_ref().map_or_else(|| state.config.default_region.clone(), |s| s.0.clone()),
+        account: state.config.account.clone(),
+        request_id: crate::request_id(),
+    };
+    let form = is_form(&headers).then(|| form_urlencoded::parse(&body).into_owned().collect::<Vec<_>>());
+    let service = match scope.as_ref().map(|s| s.1.as_str()) {
+        Some("vpc-lattice") => Some(Service::Lattice),
+        Some("ec2") => Some(Service::Ec2),
+        Some(other) => return unknown(&ctx, &format!("the service {other:?} is not served here")),
+        None => detect_unsigned(&headers, form.as_deref()),
+    };
+    match service {
+        Some(Service::Lattice) => crate::lattice::handle(&state, &ctx, &method, &uri, &body).await,
+        Some(Service::Ec2) => crate::ec2::handle(&state, &ctx, form.unwrap_or_default()).await,
+        None => unknown(&ctx, "no AWS service recognised: no SigV4 scope, X-Amz-Target or form Version"),
+    }
+}
+
+fn detect_unsigned(headers: &HeaderMap, form: Option<&[(String, String)]>) -> Option<Service> {
+    if headers.contains_key("x-amz-target") {
+        return None;
+    }
+    if let Some(form) = form {
+        let version = form.iter().find(|(k, _)| k == "Version").map(|(_, v)| v.as_str());
+        return match version {
+            Some("2016-11-15") => Some(Service::Ec2),
+            _ => None,
+        };
+    }
+    Some(Service::Lattice)
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+}
+
+/// `(region, service)` from `Authorization: AWS4-HMAC-SHA256 Credential=AKID/date/region/service/aws4_request, …`.
+fn credential_scope(headers: &HeaderMap) -> Option<(String, String)> {
+    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let cred = auth.split([' ', ',']).find_map(|part| part.trim().strip_prefix("Credential="))?;
+    let mut parts = cred.split('/');
+    let (_key, _date, region, service) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    Some((region.to_owned(), service.to_owned()))
+}
+
+fn unknown(ctx: &Ctx, message: &str) -> Response {
+    let body = serde_json::json!({ "message": message }).to_string();
+    let mut resp = (StatusCode::BAD_REQUEST, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    h.insert("x-amzn-errortype", header::HeaderValue::from_static("UnknownOperationException"));
+    if let Ok(id) = header::HeaderValue::from_str(&ctx.request_id) {
+        h.insert("x-amzn-requestid", id);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_is_parsed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            "AWS4-HMAC-SHA256 Credential=AKID/20261125/eu-west-1/vpc-lattice/aws4_request, SignedHeaders=host, Signature=00"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(credential_scope(&h), Some(("eu-west-1".into(), "vpc-lattice".into())));
+    }
+}

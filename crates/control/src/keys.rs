@@ -1,0 +1,117 @@
+//! Where everything lives in the store. Every key starts with `r/<region>/<account>/`, so that
+//! regions and accounts are prefixes of their own. Children sit under their parent's ID
+//! (listeners under their service, rules under their listener, targets under their target
+//! group) so that cascades are prefix deletes, within etcd's transaction limits.
+//!
+//! Index keys hold an ID as their value: `name/<kind>/<scope>/<name>` makes names unique,
+//! `ref/<relation>/<from>/<to>` keys record who references whom (for listings by parent and
+//! cascades), `count/<what>/<scope>` keys count resources and references (for quotas and delete
+//! guards: a counter read as zero and compared at commit proves nothing was added meanwhile,
+//! which a prefix read cannot), `token/…` keys remember `clientToken` answers.
+
+use trellis_model::Kind;
+
+/// Reference relations (`ref/<relation>/<from>/<to>`, value: the `to` ID). Each relation also
+/// has a counter, `count/<relation>/<from>`, moved in the same transaction as its entries.
+pub(crate) mod rel {
+    /// Service network → its VPC associations (`snva-…`).
+    pub(crate) const SN_VPC: &str = "sn-vpc";
+    /// Service network → its service associations (`snsa-…`).
+    pub(crate) const SN_SVC: &str = "sn-svc";
+    /// Service → its service-network associations (`snsa-…`).
+    pub(crate) const SVC_SN: &str = "svc-sn";
+    /// VPC → its (single) service-network association (`snva-…`).
+    pub(crate) const VPC_SNVA: &str = "vpc-snva";
+    /// Service network → service: the pair is associated (value: `snsa-…`).
+    pub(crate) const SN_SVC_PAIR: &str = "sn-svc-pair";
+    /// Service network or service → its access log subscriptions (`als-…`).
+    pub(crate) const ALS: &str = "als";
+    /// Target group → the listeners and rules whose actions forward to it.
+    pub(crate) const TG_USERS: &str = "tg-users";
+    /// Service → the target groups its listeners and rules forward to.
+    pub(crate) const SVC_TG: &str = "svc-tg";
+}
+
+/// The key layout for one region and account.
+#[derive(Clone, Debug)]
+pub(crate) struct Keys {
+    base: String,
+}
+
+impl Keys {
+    pub(crate) fn new(region: &str, account: &str) -> Self {
+        Self { base: format!("r/{region}/{account}/") }
+    }
+
+    /// A top-level resource (service network, service, target group, association, subscription,
+    /// VPC, subnet, security group).
+    pub(crate) fn res(&self, kind: Kind, id: &str) -> String {
+        format!("{}{}", self.all(kind), id)
+    }
+
+    /// The prefix of every resource of a top-level kind.
+    pub(crate) fn all(&self, kind: Kind) -> String {
+        format!("{}res/{}/", self.base, kind.prefix())
+    }
+
+    /// A listener of a service.
+    pub(crate) fn listener(&self, service_id: &str, listener_id: &str) -> String {
+        format!("{}{listener_id}", self.listeners(service_id))
+    }
+
+    /// Every listener of a service.
+    pub(crate) fn listeners(&self, service_id: &str) -> String {
+        format!("{}listener/{service_id}/", self.base)
+    }
+
+    /// A rule of a listener.
+    pub(crate) fn rule(&self, listener_id: &str, rule_id: &str) -> String {
+        format!("{}{rule_id}", self.rules(listener_id))
+    }
+
+    /// Every rule of a listener.
+    pub(crate) fn rules(&self, listener_id: &str) -> String {
+        format!("{}rule/{listener_id}/", self.base)
+    }
+
+    /// A target of a target group.
+    pub(crate) fn target(&self, tg_id: &str, target_id: &str, port: u16) -> String {
+        format!("{}{target_id}/{port:05}", self.targets(tg_id))
+    }
+
+    /// Every target of a target group.
+    pub(crate) fn targets(&self, tg_id: &str) -> String {
+        format!("{}target/{tg_id}/", self.base)
+    }
+
+    /// The auth policy of a service network or service.
+    pub(crate) fn auth_policy(&self, resource_id: &str) -> String {
+        format!("{}authpolicy/{resource_id}", self.base)
+    }
+
+    /// The index key that makes `name` unique among `kind`s within `scope` (empty for
+    /// account-wide names, else the parent's ID).
+    pub(crate) fn name(&self, kind: Kind, scope: &str, name: &str) -> String {
+        format!("{}name/{}/{scope}/{name}", self.base, kind.prefix())
+    }
+
+    /// A reference index entry: `ref/<relation>/<from>/<to>`.
+    pub(crate) fn reference(&self, relation: &str, from: &str, to: &str) -> String {
+        format!("{}{to}", self.references(relation, from))
+    }
+
+    /// Every entry of a relation from one resource.
+    pub(crate) fn references(&self, relation: &str, from: &str) -> String {
+        format!("{}ref/{relation}/{from}/", self.base)
+    }
+
+    /// A quota counter.
+    pub(crate) fn counter(&self, what: &str, scope: &str) -> String {
+        format!("{}count/{what}/{scope}", self.base)
+    }
+
+    /// The remembered answer to a create with a `clientToken`.
+    pub(crate) fn token(&self, operation: &str, token: &str) -> String {
+        format!("{}token/{operation}/{token}", self.base)
+    }
+}

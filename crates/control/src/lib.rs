@@ -1,0 +1,121 @@
+//! The control plane: the AWS APIs Trellis speaks (VPC Lattice, the EC2 network subset), all on
+//! one HTTP endpoint, over the store. Requests are told apart as `spec/aws-protocols.md` says
+//! ([`dispatch`]); each AWS service has its own module with its wire shapes and errors
+//! ([`lattice`], [`ec2`]); [`repo`] is the typed layer over the store and [`keys`] its layout.
+//! Trellis's own endpoints live under `/_trellis/`.
+//!
+//! The API is a value: [`router`] builds it from a [`ControlState`], and [`serve`] runs it on a
+//! bound listener until a shutdown signal.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use trellis_store::Store;
+
+mod dispatch;
+pub mod ec2;
+mod keys;
+pub mod lattice;
+mod repo;
+#[cfg(test)]
+mod test_util;
+
+/// Quotas (spec §7), per region and account unless said otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quotas {
+    /// Service networks per region.
+    pub service_networks: u64,
+    /// Services per region.
+    pub services: u64,
+    /// Target groups per region.
+    pub target_groups: u64,
+    /// Listeners per service.
+    pub listeners_per_service: u64,
+    /// Rules per listener (not counting the default rule).
+    pub rules_per_listener: u64,
+    /// Target groups per service.
+    pub target_groups_per_service: u64,
+    /// Targets per target group.
+    pub targets_per_target_group: u64,
+    /// VPC associations per service network.
+    pub vpc_associations_per_service_network: u64,
+    /// Service associations per service network.
+    pub service_associations_per_service_network: u64,
+}
+
+/// What the control plane needs to know about its installation.
+#[derive(Clone, Debug)]
+pub struct ControlConfig {
+    /// The region of unsigned requests.
+    pub default_region: String,
+    /// The account every caller acts in.
+    pub account: String,
+    /// The middle label of generated service names (`7d67968`).
+    pub partition_label: String,
+    /// The `hostedZoneId` reported in `dnsEntry`.
+    pub hosted_zone_id: String,
+    /// Host headers (`host:port`) the API answers to; any other is refused, which defeats DNS
+    /// rebinding. Empty: any host is accepted (the API listens on a non-loopback address).
+    pub allowed_hosts: Vec<String>,
+    /// Quotas.
+    pub quotas: Quotas,
+}
+
+/// Everything a request handler can reach.
+#[derive(Clone)]
+pub struct ControlState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Settings.
+    pub config: Arc<ControlConfig>,
+}
+
+/// Builds the API.
+pub fn router(state: ControlState) -> Router {
+    dispatch::router(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ControlState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            service_networks: 50,
+            services: 2000,
+            target_groups: 500,
+            listeners_per_service: 2,
+            rules_per_listener: 10,
+            target_groups_per_service: 10,
+            targets_per_target_group: 1000,
+            vpc_associations_per_service_network: 500,
+            service_associations_per_service_network: 500,
+        }
+    }
+}
+
+/// A fresh request ID in UUID form.
+pub(crate) fn request_id() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("the system random number generator failed");
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// Now, as a model timestamp.
+pub(crate) fn now() -> trellis_model::Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    trellis_model::Timestamp(ms)
+}

@@ -1,0 +1,71 @@
+//! In-process helpers for handler tests: a router over a fresh SQLite store in a temp dir, and
+//! a one-call request helper (`router(state).oneshot(request)`, no sockets).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use crate::{ControlConfig, ControlState, Quotas};
+
+/// A router on an empty store, and the temp dir that holds it (keep it alive).
+pub(crate) fn app() -> (Router, tempfile::TempDir) {
+    app_with(Quotas::default())
+}
+
+/// Like [`app`], with the given quotas.
+pub(crate) fn app_with(quotas: Quotas) -> (Router, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = trellis_store::SqliteStore::open(&dir.path().join("store.db"), Default::default()).expect("store");
+    let config = ControlConfig {
+        default_region: "us-east-1".into(),
+        account: "000000000000".into(),
+        partition_label: "7d67968".into(),
+        hosted_zone_id: "Z0000000000000000000".into(),
+        allowed_hosts: Vec::new(),
+        quotas,
+    };
+    (crate::router(ControlState { store: Arc::new(store), config: Arc::new(config) }), dir)
+}
+
+/// Sends a Lattice request (unsigned, so the default region); returns the status, the error
+/// code header (if any) and the JSON body (`Null` when empty).
+pub(crate) async fn call(app: &Router, method: &str, path: &str, body: Option<serde_json::Value>) -> (StatusCode, Option<String>, serde_json::Value) {
+    let mut req = Request::builder().method(method).uri(path).header("host", "localhost");
+    let body = match body {
+        Some(b) => {
+            req = req.header("content-type", "application/json");
+            Body::from(b.to_string())
+        }
+        None => Body::empty(),
+    };
+    let resp = app.clone().oneshot(req.body(body).expect("request")).await.expect("infallible");
+    let status = resp.status();
+    let code = resp.headers().get("x-amzn-errortype").map(|v| v.to_str().unwrap_or_default().to_owned());
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let json = if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null) };
+    (status, code, json)
+}
+
+/// Sends an EC2 query request (form body); returns the status and the XML text.
+pub(crate) async fn ec2(app: &Router, params: &[(&str, &str)]) -> (StatusCode, String) {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("Version", "2016-11-15");
+    for (k, v) in params {
+        form.append_pair(k, v);
+    }
+    let req = Request::builder()
+        .method("POST")
+        .uri("/")
+        .header("host", "localhost")
+        .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
+        .body(Body::from(form.finish()))
+        .expect("request");
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}

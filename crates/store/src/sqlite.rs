@@ -1,0 +1,431 @@
+//! The embedded backend: one SQLite database (WAL mode) in the data directory.
+//!
+//! Writes go through one connection, each [`Txn`] as one SQLite transaction that bumps the
+//! revision once, so after a crash at any moment the file holds every acknowledged write and none
+//! that is half done. Reads use a small pool of their own connections and see the last committed
+//! state. A `log` table keeps recent changes so that watches can start from a past revision; it
+//! is trimmed to the newest `retain` revisions.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::{
+    BoxFuture, Compare, Error, EventKind, KeyValue, Op, RangeRequest, RangeResponse, Revision, Store, Txn,
+    TxnResponse, WatchEvent, WatchStream,
+};
+
+/// The schema version this build writes. Older files are migrated forward on open; newer ones
+/// are refused with [`Error::SchemaTooNew`].
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How many revisions of history are kept for watches by default.
+const DEFAULT_RETAIN: i64 = 100_000;
+
+/// How hard a commit tries to survive a crash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Survives the process being killed at any moment (SQLite `synchronous=NORMAL` in WAL mode).
+    #[default]
+    Process,
+    /// Also survives power loss: every commit is flushed to disk (`synchronous=FULL`).
+    PowerLoss,
+}
+
+/// The SQLite-backed [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: std::path::PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    revision: AtomicI64,
+    events: broadcast::Sender<Arc<Vec<WatchEvent>>>,
+    retain: i64,
+}
+
+// === impl SqliteStore ===
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`, migrating an older schema.
+    pub fn open(path: &Path, durability: Durability) -> Result<Self, Error> {
+        Self::open_with_retention(path, durability, DEFAULT_RETAIN)
+    }
+
+    /// Like [`SqliteStore::open`], keeping `retain` revisions of watch history.
+    pub fn open_with_retention(path: &Path, durability: Durability, retain: i64) -> Result<Self, Error> {
+        let writer = Connection::open(path).map_err(backend)?;
+        // The file may hold secrets (certificates, credentials): only its owner may read it.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(backend)?;
+        let sync = match durability {
+            Durability::Process => "NORMAL",
+            Durability::PowerLoss => "FULL",
+        };
+        writer
+            .execute_batch(&format!(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA busy_timeout=5000;"
+            ))
+            .map_err(backend)?;
+        migrate(&writer)?;
+        let revision = read_meta(&writer, "revision")?;
+        let (events, _) = broadcast::channel(1024);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+                revision: AtomicI64::new(revision),
+                events,
+                retain: retain.max(1),
+            }),
+        })
+    }
+
+    /// The latest committed revision.
+    pub fn revision(&self) -> Revision {
+        self.inner.revision.load(Ordering::Acquire)
+    }
+}
+
+impl Store for SqliteStore {
+    fn range(&self, req: RangeRequest) -> BoxFuture<'_, Result<RangeResponse, Error>> {
+        // Reads run inline: they touch SQLite's page cache and take microseconds, far less than
+        // a hop to the blocking pool would cost.
+        Box::pin(std::future::ready(self.inner.with_reader(|conn| range(conn, &req))))
+    }
+
+    fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnResponse, Error>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            txn.check_limits()?;
+            tokio::task::spawn_blocking(move || inner.commit(&txn))
+                .await
+                .map_err(|e| Error::Backend(format!("writer task: {e}")))?
+        })
+    }
+
+    fn watch(&self, prefix: String, from_revision: Revision) -> BoxFuture<'_, Result<WatchStream, Error>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            // Subscribe before reading history so that nothing committed in between is missed.
+            let live = inner.events.subscribe();
+            let start = if from_revision <= 0 { inner.revision.load(Ordering::Acquire) + 1 } else { from_revision };
+            let oldest = inner.with_reader(|conn| read_meta(conn, "compacted"))? + 1;
+            if start < oldest {
+                return Err(Error::Compacted { requested: start, oldest });
+            }
+            let (tx, rx) = mpsc::channel(256);
+            tokio::spawn(run_watch(Arc::downgrade(&inner), prefix, start, live, tx));
+            Ok(rx)
+        })
+    }
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.inner.path).finish()
+    }
+}
+
+// === impl Inner ===
+
+impl Inner {
+    fn with_reader<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, Error>) -> Result<T, Error> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open(&self.path).map_err(backend)?;
+                conn.execute_batch("PRAGMA busy_timeout=5000;").map_err(backend)?;
+                conn
+            }
+        };
+        let out = f(&mut conn);
+        self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        out
+    }
+
+    fn commit(&self, txn: &Txn) -> Result<TxnResponse, Error> {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+        let current = read_meta(&tx, "revision")?;
+        let mut succeeded = true;
+        for cmp in &txn.compare {
+            if !compare_holds(&tx, cmp)? {
+                succeeded = false;
+                break;
+            }
+        }
+        let ops = if succeeded { &txn.success } else { &txn.failure };
+        if ops.is_empty() {
+            return Ok(TxnResponse { succeeded, revision: current });
+        }
+        let revision = current + 1;
+        let mut events = Vec::new();
+        for op in ops {
+            apply(&tx, op, revision, &mut events)?;
+        }
+        if events.is_empty() {
+            // Only deletes of absent keys: etcd does not bump the revision for those either.
+            return Ok(TxnResponse { succeeded, revision: current });
+        }
+        write_meta(&tx, "revision", revision)?;
+        {
+            let mut log = tx
+                .prepare_cached("INSERT INTO log (rev, seq, key, kind, value, create_rev, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+                .map_err(backend)?;
+            for (seq, ev) in events.iter().enumerate() {
+                let kind = match ev.kind {
+                    EventKind::Put => 0,
+                    EventKind::Delete => 1,
+                };
+                log.execute(params![revision, seq as i64, ev.kv.key, kind, ev.kv.value, ev.kv.create_revision, ev.kv.version])
+                    .map_err(backend)?;
+            }
+        }
+        if revision % 1000 == 0 && revision > self.retain {
+            let keep_from = revision - self.retain;
+            tx.execute("DELETE FROM log WHERE rev < ?1", params![keep_from]).map_err(backend)?;
+            write_meta(&tx, "compacted", keep_from - 1)?;
+        }
+        tx.commit().map_err(backend)?;
+        self.revision.store(revision, Ordering::Release);
+        // No receivers is fine: nobody is watching.
+        let _ = self.events.send(Arc::new(events));
+        Ok(TxnResponse { succeeded, revision })
+    }
+}
+
+/// Feeds one watch stream. It holds the store only weakly (upgrading just to read the log): a
+/// strong reference would keep `Inner`, and with it the broadcast sender, alive forever, so the
+/// stream would never end when the store is dropped, as [`WatchStream`] promises, and every
+/// watch would leak its task and the database connections.
+async fn run_watch(
+    inner: Weak<Inner>,
+    prefix: String,
+    start: Revision,
+    mut live: broadcast::Receiver<Arc<Vec<WatchEvent>>>,
+    tx: mpsc::Sender<Result<WatchEvent, Error>>,
+) {
+    let mut next = start;
+    loop {
+        // Catch up from the log, then follow live events.
+        let Some(store) = inner.upgrade() else { return };
+        let history = store.with_reader(|conn| read_log(conn, &prefix, next));
+        drop(store);
+        match history {
+            Ok(events) => {
+                for ev in events {
+                    next = ev.kv.mod_revision + 1;
+                    if tx.send(Ok(ev)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        }
+        loop {
+            match live.recv().await {
+                Ok(batch) => {
+                    for ev in batch.iter() {
+                        if ev.kv.mod_revision < next || !ev.kv.key.starts_with(&prefix) {
+                            continue;
+                        }
+                        if tx.send(Ok(ev.clone())).await.is_err() {
+                            return;
+                        }
+                    }
+                    if let Some(last) = batch.last() {
+                        next = next.max(last.kv.mod_revision + 1);
+                    }
+                }
+                // Fell behind the live channel: go back to the log.
+                Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+fn migrate(conn: &Connection) -> Result<(), Error> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;")
+        .map_err(backend)?;
+    let found: i64 = conn
+        .query_row("SELECT value FROM meta WHERE name = 'schema_version'", [], |r| r.get(0))
+        .optional()
+        .map_err(backend)?
+        .unwrap_or(0);
+    if found > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION });
+    }
+    // Each step takes the schema from version N to N + 1; step 0 creates it.
+    const STEPS: [&str; 1] = ["
+        CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, create_rev INTEGER NOT NULL,
+                         mod_rev INTEGER NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE log (rev INTEGER NOT NULL, seq INTEGER NOT NULL, key TEXT NOT NULL, kind INTEGER NOT NULL,
+                          value BLOB NOT NULL, create_rev INTEGER NOT NULL, version INTEGER NOT NULL,
+                          PRIMARY KEY (rev, seq)) WITHOUT ROWID;
+        INSERT INTO meta (name, value) VALUES ('revision', 0), ('compacted', 0);
+    "];
+    for (version, step) in STEPS.iter().enumerate().skip(found as usize) {
+        let sql = format!(
+            "BEGIN IMMEDIATE; {step}
+             INSERT INTO meta (name, value) VALUES ('schema_version', {next})
+               ON CONFLICT(name) DO UPDATE SET value = excluded.value;
+             COMMIT;",
+            next = version + 1
+        );
+        conn.execute_batch(&sql).map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn range(conn: &mut Connection, req: &RangeRequest) -> Result<RangeResponse, Error> {
+    let tx = conn.transaction().map_err(backend)?;
+    let revision = read_meta(&tx, "revision")?;
+    let end = req.end.clone().unwrap_or_else(|| format!("{}\0", req.start));
+    if req.count_only {
+        let count = count_range(&tx, &req.start, &end)?;
+        return Ok(RangeResponse { kvs: Vec::new(), count, more: false, revision });
+    }
+    let limit = if req.limit == 0 { -1 } else { req.limit as i64 + 1 };
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT key, value, create_rev, mod_rev, version FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key LIMIT ?3",
+        )
+        .map_err(backend)?;
+    let mut kvs = stmt
+        .query_map(params![req.start, end, limit], |r| {
+            Ok(KeyValue { key: r.get(0)?, value: r.get(1)?, create_revision: r.get(2)?, mod_revision: r.get(3)?, version: r.get(4)? })
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(backend)?;
+    let more = req.limit != 0 && kvs.len() > req.limit;
+    kvs.truncate(if req.limit == 0 { kvs.len() } else { req.limit });
+    // `count` is every key in the range, as etcd reports it, not just those returned: when
+    // `limit` cut the answer short, count the rest (fixes count == limit with `more` set).
+    let count = if more { count_range(&tx, &req.start, &end)? } else { kvs.len() };
+    Ok(RangeResponse { kvs, count, more, revision })
+}
+
+fn count_range(conn: &Connection, start: &str, end: &str) -> Result<usize, Error> {
+    let count: i64 = conn
+        .prepare_cached("SELECT count(*) FROM kv WHERE key >= ?1 AND key < ?2")
+        .and_then(|mut s| s.query_row(params![start, end], |r| r.get(0)))
+        .map_err(backend)?;
+    Ok(count as usize)
+}
+
+fn read_log(conn: &mut Connection, prefix: &str, from: Revision) -> Result<Vec<WatchEvent>, Error> {
+    let oldest = read_meta(conn, "compacted")? + 1;
+    if from < oldest {
+        return Err(Error::Compacted { requested: from, oldest });
+    }
+    let end = crate::prefix_end(prefix);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT rev, key, kind, value, create_rev, version FROM log
+             WHERE rev >= ?1 AND key >= ?2 AND key < ?3 ORDER BY rev, seq",
+        )
+        .map_err(backend)?;
+    stmt.query_map(params![from, prefix, end], |r| {
+        let kind: i64 = r.get(2)?;
+        Ok(WatchEvent {
+            kind: if kind == 0 { EventKind::Put } else { EventKind::Delete },
+            kv: KeyValue { key: r.get(1)?, value: r.get(3)?, create_revision: r.get(4)?, mod_revision: r.get(0)?, version: r.get(5)? },
+        })
+    })
+    .and_then(|rows| rows.collect())
+    .map_err(backend)
+}
+
+fn compare_holds(conn: &Connection, cmp: &Compare) -> Result<bool, Error> {
+    let key = match cmp {
+        Compare::ModRevision(key, _) | Compare::Value(key, _) => key,
+    };
+    let row: Option<(i64, Vec<u8>)> = conn
+        .prepare_cached("SELECT mod_rev, value FROM kv WHERE key = ?1")
+        .and_then(|mut s| s.query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(backend)?;
+    Ok(match (cmp, row) {
+        (Compare::ModRevision(_, want), Some((rev, _))) => rev == *want,
+        (Compare::ModRevision(_, want), None) => *want == 0,
+        (Compare::Value(_, want), Some((_, value))) => value == *want,
+        (Compare::Value(..), None) => false,
+    })
+}
+
+fn apply(conn: &Connection, op: &Op, revision: Revision, events: &mut Vec<WatchEvent>) -> Result<(), Error> {
+    match op {
+        Op::Put(key, value) => {
+            let prev: Option<(i64, i64)> = conn
+                .prepare_cached("SELECT create_rev, version FROM kv WHERE key = ?1")
+                .and_then(|mut s| s.query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                .map_err(backend)?;
+            let (create_revision, version) = match prev {
+                Some((created, version)) => (created, version + 1),
+                None => (revision, 1),
+            };
+            conn.prepare_cached(
+                "INSERT INTO kv (key, value, create_rev, mod_rev, version) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, mod_rev = excluded.mod_rev, version = excluded.version",
+            )
+            .and_then(|mut s| s.execute(params![key, value, create_revision, revision, version]))
+            .map_err(backend)?;
+            // A key written twice in one transaction keeps only its last event.
+            events.retain(|e| e.kv.key != *key);
+            events.push(WatchEvent {
+                kind: EventKind::Put,
+                kv: KeyValue { key: key.clone(), value: value.clone(), create_revision, mod_revision: revision, version },
+            });
+        }
+        Op::Delete(key) => delete_range(conn, key, &format!("{key}\0"), revision, events)?,
+        Op::DeletePrefix(prefix) => delete_range(conn, prefix, &crate::prefix_end(prefix), revision, events)?,
+    }
+    Ok(())
+}
+
+fn delete_range(conn: &Connection, start: &str, end: &str, revision: Revision, events: &mut Vec<WatchEvent>) -> Result<(), Error> {
+    let keys: Vec<String> = conn
+        .prepare_cached("DELETE FROM kv WHERE key >= ?1 AND key < ?2 RETURNING key")
+        .and_then(|mut s| s.query_map(params![start, end], |r| r.get(0))?.collect())
+        .map_err(backend)?;
+    for key in keys {
+        events.retain(|e| e.kv.key != key);
+        events.push(WatchEvent {
+            kind: EventKind::Delete,
+            kv: KeyValue { key, value: Vec::new(), create_revision: 0, mod_revision: revision, version: 0 },
+        });
+    }
+    Ok(())
+}
+
+fn read_meta(conn: &Connection, name: &str) -> Result<i64, Error> {
+    conn.prepare_cached("SELECT value FROM meta WHERE name = ?1")
+        .and_then(|mut s| s.query_row(params![name], |r| r.get(0)))
+        .map_err(backend)
+}
+
+fn write_meta(conn: &Connection, name: &str, value: i64) -> Result<(), Error> {
+    conn.prepare_cached("UPDATE meta SET value = ?2 WHERE name = ?1")
+        .and_then(|mut s| s.execute(params![name, value]))
+        .map(drop)
+        .map_err(backend)
+}
+
+fn backend(e: impl std::fmt::Display) -> Error {
+    Error::Backend(e.to_string())
+}
+
+#[cfg(test)]
+mod tests;
