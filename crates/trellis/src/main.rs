@@ -1,1 +1,136 @@
-fn main() {}
+//! `trellis`: the command line. `trellis serve` runs the server; the other commands talk to a
+//! running server over HTTP, found through `--endpoint` or `TRELLIS_ENDPOINT`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+mod app;
+mod client;
+mod config;
+mod status;
+
+use config::{Env, ProcessEnv, RawConfig};
+
+/// Amazon VPC Lattice, self-hosted.
+#[derive(Debug, Parser)]
+#[command(name = "trellis", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: the AWS APIs on one endpoint, over the embedded store.
+    Serve(ServeArgs),
+    /// Show service networks, services (with DNS names), target groups and targets.
+    Status(ClientArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// A TOML configuration file (flags and TRELLIS_* variables override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory [default: $XDG_DATA_HOME/trellis, else ~/.local/share/trellis].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address of the API [default: 127.0.0.1:7700].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Region of unsigned requests [default: us-east-1].
+    #[arg(long)]
+    region: Option<String>,
+    /// The account every caller acts in [default: 000000000000].
+    #[arg(long)]
+    account: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ClientArgs {
+    /// The server [default: $TRELLIS_ENDPOINT, else http://127.0.0.1:7700].
+    #[arg(long)]
+    endpoint: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Handled here, so reported here: one line with the causes, no backtrace.
+            eprintln!("trellis: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    match cli.command {
+        Command::Serve(args) => {
+            let config = serve_config(args, &ProcessEnv)?;
+            init_logs(config.log_json);
+            runtime.block_on(async move {
+                let bound = app::build(config).await?;
+                bound.wait_termination(shutdown_signal()).await
+            })
+        }
+        Command::Status(args) => {
+            let endpoint = endpoint(args.endpoint, &ProcessEnv);
+            runtime.block_on(status::run(&endpoint))
+        }
+    }
+}
+
+fn serve_config(args: ServeArgs, env: &dyn Env) -> anyhow::Result<config::Config> {
+    let mut raw = match &args.config {
+        Some(path) => RawConfig::from_file(path)?,
+        None => RawConfig::default(),
+    };
+    raw.apply_env(env)?;
+    raw.data_dir = args.data_dir.or(raw.data_dir);
+    raw.listen = args.listen.or(raw.listen);
+    raw.region = args.region.or(raw.region);
+    raw.account = args.account.or(raw.account);
+    raw.log_format = args.log_format.or(raw.log_format);
+    raw.validate(env)
+}
+
+fn endpoint(flag: Option<String>, env: &dyn Env) -> String {
+    flag.or_else(|| env.var("TRELLIS_ENDPOINT").filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "http://127.0.0.1:7700".to_owned())
+}
+
+fn init_logs(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TRELLIS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
