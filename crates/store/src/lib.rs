@@ -14,7 +14,7 @@ mod sqlite;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 
-pub use sqlite::{Durability, SqliteStore, SCHEMA_VERSION};
+pub use sqlite::{Durability, SCHEMA_VERSION, SqliteStore};
 
 /// A store revision. Revision 0 means "never written"; the first committed write is revision 1.
 pub type Revision = i64;
@@ -181,24 +181,43 @@ pub fn prefix_end(prefix: &str) -> String {
 pub trait StoreExt: Store {
     /// Reads one key.
     fn get(&self, key: &str) -> BoxFuture<'_, Result<Option<KeyValue>, Error>> {
-        let req = RangeRequest { start: key.to_owned(), ..RangeRequest::default() };
+        let req = RangeRequest {
+            start: key.to_owned(),
+            ..RangeRequest::default()
+        };
         Box::pin(async move { Ok(self.range(req).await?.kvs.into_iter().next()) })
     }
 
     /// Reads every key under `prefix` that sorts after `after` (exclusive), up to `limit`.
-    fn list_prefix(&self, prefix: &str, after: Option<&str>, limit: usize) -> BoxFuture<'_, Result<RangeResponse, Error>> {
+    fn list_prefix(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<RangeResponse, Error>> {
         let start = match after {
-            // The smallest key greater than `after`.
-            Some(after) => format!("{after}\0"),
+            // The smallest key greater than `after`, but never before `prefix`: an `after` that
+            // sorts before the prefix would otherwise list keys outside it.
+            Some(after) => format!("{after}\0").max(prefix.to_owned()),
             None => prefix.to_owned(),
         };
-        let req = RangeRequest { start, end: Some(prefix_end(prefix)), limit, count_only: false };
+        let req = RangeRequest {
+            start,
+            end: Some(prefix_end(prefix)),
+            limit,
+            count_only: false,
+        };
         Box::pin(self.range(req))
     }
 
     /// Counts the keys under `prefix`.
     fn count_prefix(&self, prefix: &str) -> BoxFuture<'_, Result<usize, Error>> {
-        let req = RangeRequest { start: prefix.to_owned(), end: Some(prefix_end(prefix)), limit: 0, count_only: true };
+        let req = RangeRequest {
+            start: prefix.to_owned(),
+            end: Some(prefix_end(prefix)),
+            limit: 0,
+            count_only: true,
+        };
         Box::pin(async move { Ok(self.range(req).await?.count) })
     }
 }

@@ -11,12 +11,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::{
-    BoxFuture, Compare, Error, EventKind, KeyValue, Op, RangeRequest, RangeResponse, Revision, Store, Txn,
-    TxnResponse, WatchEvent, WatchStream,
+    BoxFuture, Compare, Error, EventKind, KeyValue, Op, RangeRequest, RangeResponse, Revision, Store, Txn, TxnResponse,
+    WatchEvent, WatchStream,
 };
 
 /// The schema version this build writes. Older files are migrated forward on open; newer ones
@@ -116,10 +116,17 @@ impl Store for SqliteStore {
         Box::pin(async move {
             // Subscribe before reading history so that nothing committed in between is missed.
             let live = inner.events.subscribe();
-            let start = if from_revision <= 0 { inner.revision.load(Ordering::Acquire) + 1 } else { from_revision };
+            let start = if from_revision <= 0 {
+                inner.revision.load(Ordering::Acquire) + 1
+            } else {
+                from_revision
+            };
             let oldest = inner.with_reader(|conn| read_meta(conn, "compacted"))? + 1;
             if start < oldest {
-                return Err(Error::Compacted { requested: start, oldest });
+                return Err(Error::Compacted {
+                    requested: start,
+                    oldest,
+                });
             }
             let (tx, rx) = mpsc::channel(256);
             tokio::spawn(run_watch(Arc::downgrade(&inner), prefix, start, live, tx));
@@ -154,7 +161,9 @@ impl Inner {
 
     fn commit(&self, txn: &Txn) -> Result<TxnResponse, Error> {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
         let current = read_meta(&tx, "revision")?;
         let mut succeeded = true;
         for cmp in &txn.compare {
@@ -165,7 +174,10 @@ impl Inner {
         }
         let ops = if succeeded { &txn.success } else { &txn.failure };
         if ops.is_empty() {
-            return Ok(TxnResponse { succeeded, revision: current });
+            return Ok(TxnResponse {
+                succeeded,
+                revision: current,
+            });
         }
         let revision = current + 1;
         let mut events = Vec::new();
@@ -174,7 +186,10 @@ impl Inner {
         }
         if events.is_empty() {
             // Only deletes of absent keys: etcd does not bump the revision for those either.
-            return Ok(TxnResponse { succeeded, revision: current });
+            return Ok(TxnResponse {
+                succeeded,
+                revision: current,
+            });
         }
         write_meta(&tx, "revision", revision)?;
         {
@@ -186,13 +201,22 @@ impl Inner {
                     EventKind::Put => 0,
                     EventKind::Delete => 1,
                 };
-                log.execute(params![revision, seq as i64, ev.kv.key, kind, ev.kv.value, ev.kv.create_revision, ev.kv.version])
-                    .map_err(backend)?;
+                log.execute(params![
+                    revision,
+                    seq as i64,
+                    ev.kv.key,
+                    kind,
+                    ev.kv.value,
+                    ev.kv.create_revision,
+                    ev.kv.version
+                ])
+                .map_err(backend)?;
             }
         }
         if revision % 1000 == 0 && revision > self.retain {
             let keep_from = revision - self.retain;
-            tx.execute("DELETE FROM log WHERE rev < ?1", params![keep_from]).map_err(backend)?;
+            tx.execute("DELETE FROM log WHERE rev < ?1", params![keep_from])
+                .map_err(backend)?;
             write_meta(&tx, "compacted", keep_from - 1)?;
         }
         tx.commit().map_err(backend)?;
@@ -258,15 +282,20 @@ async fn run_watch(
 }
 
 fn migrate(conn: &Connection) -> Result<(), Error> {
-    conn.execute_batch("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;")
-        .map_err(backend)?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;",
+    )
+    .map_err(backend)?;
     let found: i64 = conn
         .query_row("SELECT value FROM meta WHERE name = 'schema_version'", [], |r| r.get(0))
         .optional()
         .map_err(backend)?
         .unwrap_or(0);
     if found > SCHEMA_VERSION {
-        return Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION });
+        return Err(Error::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
     }
     // Each step takes the schema from version N to N + 1; step 0 creates it.
     const STEPS: [&str; 1] = ["
@@ -296,7 +325,12 @@ fn range(conn: &mut Connection, req: &RangeRequest) -> Result<RangeResponse, Err
     let end = req.end.clone().unwrap_or_else(|| format!("{}\0", req.start));
     if req.count_only {
         let count = count_range(&tx, &req.start, &end)?;
-        return Ok(RangeResponse { kvs: Vec::new(), count, more: false, revision });
+        return Ok(RangeResponse {
+            kvs: Vec::new(),
+            count,
+            more: false,
+            revision,
+        });
     }
     let limit = if req.limit == 0 { -1 } else { req.limit as i64 + 1 };
     let mut stmt = tx
@@ -306,7 +340,13 @@ fn range(conn: &mut Connection, req: &RangeRequest) -> Result<RangeResponse, Err
         .map_err(backend)?;
     let mut kvs = stmt
         .query_map(params![req.start, end, limit], |r| {
-            Ok(KeyValue { key: r.get(0)?, value: r.get(1)?, create_revision: r.get(2)?, mod_revision: r.get(3)?, version: r.get(4)? })
+            Ok(KeyValue {
+                key: r.get(0)?,
+                value: r.get(1)?,
+                create_revision: r.get(2)?,
+                mod_revision: r.get(3)?,
+                version: r.get(4)?,
+            })
         })
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(backend)?;
@@ -314,8 +354,17 @@ fn range(conn: &mut Connection, req: &RangeRequest) -> Result<RangeResponse, Err
     kvs.truncate(if req.limit == 0 { kvs.len() } else { req.limit });
     // `count` is every key in the range, as etcd reports it, not just those returned: when
     // `limit` cut the answer short, count the rest (fixes count == limit with `more` set).
-    let count = if more { count_range(&tx, &req.start, &end)? } else { kvs.len() };
-    Ok(RangeResponse { kvs, count, more, revision })
+    let count = if more {
+        count_range(&tx, &req.start, &end)?
+    } else {
+        kvs.len()
+    };
+    Ok(RangeResponse {
+        kvs,
+        count,
+        more,
+        revision,
+    })
 }
 
 fn count_range(conn: &Connection, start: &str, end: &str) -> Result<usize, Error> {
@@ -329,7 +378,10 @@ fn count_range(conn: &Connection, start: &str, end: &str) -> Result<usize, Error
 fn read_log(conn: &mut Connection, prefix: &str, from: Revision) -> Result<Vec<WatchEvent>, Error> {
     let oldest = read_meta(conn, "compacted")? + 1;
     if from < oldest {
-        return Err(Error::Compacted { requested: from, oldest });
+        return Err(Error::Compacted {
+            requested: from,
+            oldest,
+        });
     }
     let end = crate::prefix_end(prefix);
     let mut stmt = conn
@@ -342,7 +394,13 @@ fn read_log(conn: &mut Connection, prefix: &str, from: Revision) -> Result<Vec<W
         let kind: i64 = r.get(2)?;
         Ok(WatchEvent {
             kind: if kind == 0 { EventKind::Put } else { EventKind::Delete },
-            kv: KeyValue { key: r.get(1)?, value: r.get(3)?, create_revision: r.get(4)?, mod_revision: r.get(0)?, version: r.get(5)? },
+            kv: KeyValue {
+                key: r.get(1)?,
+                value: r.get(3)?,
+                create_revision: r.get(4)?,
+                mod_revision: r.get(0)?,
+                version: r.get(5)?,
+            },
         })
     })
     .and_then(|rows| rows.collect())
@@ -386,7 +444,13 @@ fn apply(conn: &Connection, op: &Op, revision: Revision, events: &mut Vec<WatchE
             events.retain(|e| e.kv.key != *key);
             events.push(WatchEvent {
                 kind: EventKind::Put,
-                kv: KeyValue { key: key.clone(), value: value.clone(), create_revision, mod_revision: revision, version },
+                kv: KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                    create_revision,
+                    mod_revision: revision,
+                    version,
+                },
             });
         }
         Op::Delete(key) => delete_range(conn, key, &format!("{key}\0"), revision, events)?,
@@ -395,7 +459,13 @@ fn apply(conn: &Connection, op: &Op, revision: Revision, events: &mut Vec<WatchE
     Ok(())
 }
 
-fn delete_range(conn: &Connection, start: &str, end: &str, revision: Revision, events: &mut Vec<WatchEvent>) -> Result<(), Error> {
+fn delete_range(
+    conn: &Connection,
+    start: &str,
+    end: &str,
+    revision: Revision,
+    events: &mut Vec<WatchEvent>,
+) -> Result<(), Error> {
     let keys: Vec<String> = conn
         .prepare_cached("DELETE FROM kv WHERE key >= ?1 AND key < ?2 RETURNING key")
         .and_then(|mut s| s.query_map(params![start, end], |r| r.get(0))?.collect())
@@ -404,7 +474,13 @@ fn delete_range(conn: &Connection, start: &str, end: &str, revision: Revision, e
         events.retain(|e| e.kv.key != key);
         events.push(WatchEvent {
             kind: EventKind::Delete,
-            kv: KeyValue { key, value: Vec::new(), create_revision: 0, mod_revision: revision, version: 0 },
+            kv: KeyValue {
+                key,
+                value: Vec::new(),
+                create_revision: 0,
+                mod_revision: revision,
+                version: 0,
+            },
         });
     }
     Ok(())
