@@ -259,7 +259,12 @@ async fn run_watch(
             }
         }
         loop {
-            match live.recv().await {
+            // A watcher that went away ends its task now, not at the next matching event.
+            let received = tokio::select! {
+                received = live.recv() => received,
+                () = tx.closed() => return,
+            };
+            match received {
                 Ok(batch) => {
                     for ev in batch.iter() {
                         if ev.kv.mod_revision < next || !ev.kv.key.starts_with(&prefix) {
