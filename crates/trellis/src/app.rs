@@ -39,7 +39,7 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
         account: config.account.clone(),
         partition_label: config.partition_label.clone(),
         hosted_zone_id: config.hosted_zone_id.clone(),
-        allowed_hosts: config.allowed_hosts(),
+        allowed_hosts: config.allowed_hosts(listener.local_addr().context("reading the bound address")?),
         quotas: config.quotas.clone(),
     };
     let state = ControlState { store: Arc::new(store), config: Arc::new(control) };

@@ -227,14 +227,15 @@ impl RawQuotas {
 // === impl Config ===
 
 impl Config {
-    /// The `Host` header values the API answers to: its own address, `localhost` on its port,
-    /// and any configured extras. Empty (anything goes) when listening on all addresses.
-    pub fn allowed_hosts(&self) -> Vec<String> {
-        let ip = self.listen.ip();
+    /// The `Host` header values the API answers to once bound to `bound`: its own address,
+    /// `localhost` on its port, and any configured extras. Empty (anything goes) when listening
+    /// on all addresses.
+    pub fn allowed_hosts(&self, bound: SocketAddr) -> Vec<String> {
+        let ip = bound.ip();
         if ip.is_unspecified() {
             return self.allowed_hosts.clone();
         }
-        let port = self.listen.port();
+        let port = bound.port();
         let own = match ip {
             std::net::IpAddr::V4(v4) => v4.to_string(),
             std::net::IpAddr::V6(v6) => format!("[{v6}]"),
@@ -297,9 +298,8 @@ mod tests {
 
     #[test]
     fn allowed_hosts_follow_listen() {
-        let mut c = RawConfig::default().validate(&env(&[("HOME", "/h")])).unwrap();
-        assert_eq!(c.allowed_hosts(), vec!["127.0.0.1:7700", "localhost:7700"]);
-        c.listen = "0.0.0.0:7700".parse().unwrap();
-        assert!(c.allowed_hosts().is_empty());
+        let c = RawConfig::default().validate(&env(&[("HOME", "/h")])).unwrap();
+        assert_eq!(c.allowed_hosts(c.listen), vec!["127.0.0.1:7700", "localhost:7700"]);
+        assert!(c.allowed_hosts("0.0.0.0:7700".parse().unwrap()).is_empty());
     }
 }

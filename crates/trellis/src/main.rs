@@ -6,12 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-mod app;
-mod client;
-mod config;
-mod status;
-
-use config::{Env, ProcessEnv, RawConfig};
+use trellis::config::{self, Env, ProcessEnv, RawConfig};
+use trellis::{app, status};
 
 /// Amazon VPC Lattice, self-hosted.
 #[derive(Debug, Parser)]
