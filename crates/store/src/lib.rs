@@ -55,7 +55,9 @@ pub struct RangeRequest {
 pub struct RangeResponse {
     /// The key-values found, in key order (empty when `count_only`).
     pub kvs: Vec<KeyValue>,
-    /// How many keys the range holds in all (ignoring `limit`).
+    /// With `count_only`, how many keys the range holds. Otherwise the number of key-values
+    /// returned: counting a whole range costs a scan of it, which a paged listing (that needs
+    /// only `more`) should not pay on every page.
     pub count: usize,
     /// Whether `limit` cut the answer short.
     pub more: bool,

@@ -357,13 +357,8 @@ fn range(conn: &mut Connection, req: &RangeRequest) -> Result<RangeResponse, Err
         .map_err(backend)?;
     let more = req.limit != 0 && kvs.len() > req.limit;
     kvs.truncate(if req.limit == 0 { kvs.len() } else { req.limit });
-    // `count` is every key in the range, as etcd reports it, not just those returned: when
-    // `limit` cut the answer short, count the rest (fixes count == limit with `more` set).
-    let count = if more {
-        count_range(&tx, &req.start, &end)?
-    } else {
-        kvs.len()
-    };
+    // Only `count_only` requests count the whole range (see `RangeResponse::count`).
+    let count = kvs.len();
     Ok(RangeResponse {
         kvs,
         count,
