@@ -31,6 +31,23 @@ pub(crate) fn app_with(quotas: Quotas) -> (Router, tempfile::TempDir) {
     (crate::router(ControlState { store: Arc::new(store), config: Arc::new(config) }), dir)
 }
 
+/// Like [`app`], also handing back the store, for tests that seed records directly (resources
+/// whose create operations live in other modules).
+pub(crate) fn app_and_store() -> (Router, Arc<dyn trellis_store::Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = trellis_store::SqliteStore::open(&dir.path().join("store.db"), Default::default()).expect("store");
+    let store: Arc<dyn trellis_store::Store> = Arc::new(store);
+    let config = ControlConfig {
+        default_region: "us-east-1".into(),
+        account: "000000000000".into(),
+        partition_label: "7d67968".into(),
+        hosted_zone_id: "Z0000000000000000000".into(),
+        allowed_hosts: Vec::new(),
+        quotas: Quotas::default(),
+    };
+    (crate::router(ControlState { store: store.clone(), config: Arc::new(config) }), store, dir)
+}
+
 /// Sends a Lattice request (unsigned, so the default region); returns the status, the error
 /// code header (if any) and the JSON body (`Null` when empty).
 pub(crate) async fn call(app: &Router, method: &str, path: &str, body: Option<serde_json::Value>) -> (StatusCode, Option<String>, serde_json::Value) {

@@ -189,7 +189,7 @@ impl Arn {
     /// gives `[(Service, "svc-1"), (Listener, "listener-2")]`. `None` if a type word is unknown.
     pub fn lattice_path(&self) -> Option<Vec<(Kind, &str)>> {
         let segments: Vec<&str> = self.resource.split('/').collect();
-        if segments.len() % 2 != 0 {
+        if !segments.len().is_multiple_of(2) {
             return None;
         }
         segments

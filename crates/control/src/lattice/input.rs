@@ -6,36 +6,28 @@ use trellis_model::{Arn, Kind};
 
 use super::{ApiError, Req};
 
-/// Parses a JSON body; an empty body reads as `{}`.
+/// Parses a JSON body; an empty body reads as `{}`. Text that is not JSON is `cannotParse`;
+/// JSON that does not fit the shape is `fieldValidationFailed`, naming the member at fault.
 pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    // Two steps, so that a shape error inside well-formed JSON (`"defaultAction": {}`) is never
+    // mistaken for a syntax error.
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| ApiError::Validation {
+        message: format!("Unable to parse the request body: {e}"),
+        reason: "cannotParse",
+        field_list: Vec::new(),
+    })?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::Validation {
-                message: format!("Unable to parse the request body: {inner}"),
-                reason: "cannotParse",
-                field_list: Vec::new(),
-            };
-        }
-        let text = inner.to_string();
+        let text = e.into_inner().to_string();
         // serde reports a missing member at its parent's path; name the member itself.
         let field = match text.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
             Some(member) if path == "." => member.to_owned(),
             Some(member) => format!("{path}.{member}"),
             None => path,
         };
-        let message = text.split(" at line ").next().unwrap_or(&text).to_owned();
-        ApiError::field(&field, message)
-    })?;
-    de.end().map_err(|e| ApiError::Validation {
-        message: format!("Unable to parse the request body: {e}"),
-        reason: "cannotParse",
-        field_list: Vec::new(),
-    })?;
-    Ok(value)
+        ApiError::field(&field, text)
+    })
 }
 
 /// Drops `null` members at every depth.

@@ -47,7 +47,7 @@ fn encode(key: &str) -> String {
 }
 
 fn decode(token: &str) -> Option<String> {
-    if token.is_empty() || token.len() % 2 != 0 || token.len() > 2048 {
+    if token.is_empty() || !token.len().is_multiple_of(2) || token.len() > 2048 {
         return None;
     }
     let bytes = (0..token.len())
