@@ -15,13 +15,13 @@ use crate::ControlState;
 
 /// Who is calling, where, and which request this is.
 #[derive(Clone, Debug)]
-pub struct Ctx {
+pub(crate) struct Ctx {
     /// The request's region.
-    pub region: String,
+    pub(crate) region: String,
     /// The caller's account.
-    pub account: String,
+    pub(crate) account: String,
     /// This request's ID (`x-amzn-RequestId`).
-    pub request_id: String,
+    pub(crate) request_id: String,
 }
 
 /// The AWS services the endpoint knows.
@@ -92,6 +92,15 @@ async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, header
         Some("ec2") => Some(Service::Ec2),
         Some(other) => return unknown(&ctx, &format!("the service {other:?} is not served here")),
         None => detect_unsigned(&headers, form.as_deref()),
+    };
+    let writes = match service {
+        Some(Service::Lattice) => method != Method::GET && !uri.path().ends_with("/listtargets"),
+        Some(Service::Ec2) => form.as_deref().is_some_and(crate::ec2::is_write),
+        None => false,
+    };
+    let _turn = match writes {
+        true => Some(state.write_turn().await),
+        false => None,
     };
     match service {
         Some(Service::Lattice) => crate::lattice::handle(&state, &ctx, &method, &uri, &body).await,

@@ -375,10 +375,6 @@ impl Reply {
         Self { status, body: Some(body) }
     }
 
-    pub(crate) fn status(&self) -> StatusCode {
-        self.status
-    }
-
     pub(crate) fn body(&self) -> &[u8] {
         self.body.as_deref().unwrap_or_default()
     }

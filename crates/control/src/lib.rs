@@ -69,6 +69,23 @@ pub struct ControlState {
     pub store: Arc<dyn Store>,
     /// Settings.
     pub config: Arc<ControlConfig>,
+    /// Held by every API call that writes, from its first read to its commit. Each call's
+    /// compare-and-swap keeps it correct on its own (and across nodes, once there are several);
+    /// the lock keeps this node's calls from invalidating each other's reads, which under load
+    /// turned every hot counter into a retry storm.
+    writes: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl ControlState {
+    /// The state of an API over `store`.
+    pub fn new(store: Arc<dyn Store>, config: ControlConfig) -> Self {
+        Self { store, config: Arc::new(config), writes: Arc::default() }
+    }
+
+    /// Waits for this node's turn to write.
+    pub(crate) async fn write_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writes.lock().await
+    }
 }
 
 /// Builds the API.

@@ -135,11 +135,6 @@ impl Tx {
         self.ops.push(Op::Put(key, id.as_bytes().to_vec()));
     }
 
-    /// Requires that `key` does not exist.
-    pub(crate) fn require_absent(&mut self, key: String) {
-        self.compare.push(Compare::ModRevision(key, 0));
-    }
-
     /// Requires that `key` is still at `revision` (0: still absent).
     pub(crate) fn require_unchanged(&mut self, key: String, revision: Revision) {
         self.compare.push(Compare::ModRevision(key, revision));

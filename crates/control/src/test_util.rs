@@ -9,6 +9,8 @@ use axum::Router;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
+use trellis_store::Store;
+
 use crate::{ControlConfig, ControlState, Quotas};
 
 /// A router on an empty store, and the temp dir that holds it (keep it alive).
@@ -18,8 +20,21 @@ pub(crate) fn app() -> (Router, tempfile::TempDir) {
 
 /// Like [`app`], with the given quotas.
 pub(crate) fn app_with(quotas: Quotas) -> (Router, tempfile::TempDir) {
+    let (app, _store, dir) = app_and_store_with(quotas);
+    (app, dir)
+}
+
+/// Like [`app`], also handing back the store, for tests that seed records directly (resources
+/// whose create operations live in other modules).
+pub(crate) fn app_and_store() -> (Router, Arc<dyn Store>, tempfile::TempDir) {
+    app_and_store_with(Quotas::default())
+}
+
+/// Like [`app_and_store`], with the given quotas.
+pub(crate) fn app_and_store_with(quotas: Quotas) -> (Router, Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = trellis_store::SqliteStore::open(&dir.path().join("store.db"), Default::default()).expect("store");
+    let store: Arc<dyn Store> = Arc::new(store);
     let config = ControlConfig {
         default_region: "us-east-1".into(),
         account: "000000000000".into(),
@@ -28,24 +43,7 @@ pub(crate) fn app_with(quotas: Quotas) -> (Router, tempfile::TempDir) {
         allowed_hosts: Vec::new(),
         quotas,
     };
-    (crate::router(ControlState { store: Arc::new(store), config: Arc::new(config) }), dir)
-}
-
-/// Like [`app`], also handing back the store, for tests that seed records directly (resources
-/// whose create operations live in other modules).
-pub(crate) fn app_and_store() -> (Router, Arc<dyn trellis_store::Store>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = trellis_store::SqliteStore::open(&dir.path().join("store.db"), Default::default()).expect("store");
-    let store: Arc<dyn trellis_store::Store> = Arc::new(store);
-    let config = ControlConfig {
-        default_region: "us-east-1".into(),
-        account: "000000000000".into(),
-        partition_label: "7d67968".into(),
-        hosted_zone_id: "Z0000000000000000000".into(),
-        allowed_hosts: Vec::new(),
-        quotas: Quotas::default(),
-    };
-    (crate::router(ControlState { store: store.clone(), config: Arc::new(config) }), store, dir)
+    (crate::router(ControlState::new(store.clone(), config)), store, dir)
 }
 
 /// Sends a Lattice request (unsigned, so the default region); returns the status, the error

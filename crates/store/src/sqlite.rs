@@ -2,14 +2,17 @@
 //!
 //! Writes go through one connection, each [`Txn`] as one SQLite transaction that bumps the
 //! revision once, so after a crash at any moment the file holds every acknowledged write and none
-//! that is half done. Reads use a small pool of their own connections and see the last committed
-//! state. A `log` table keeps recent changes so that watches can start from a past revision; it
+//! that is half done. Every live key is also kept in memory, updated after each commit: range
+//! reads are served from there and never touch the file (Trellis's state is small: resources and
+//! indexes, not bulk data). A `log` table keeps recent changes so that watches can start from a past revision; it
 //! is trimmed to the newest `retain` revisions.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{broadcast, mpsc};
@@ -46,6 +49,9 @@ struct Inner {
     path: std::path::PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Every live key, mirrored in memory: range reads never touch SQLite. Updated by the writer
+    /// after each commit while it still holds the writer lock, so it always equals the file.
+    cache: RwLock<BTreeMap<String, KeyValue>>,
     revision: AtomicI64,
     events: broadcast::Sender<Arc<Vec<WatchEvent>>>,
     retain: i64,
@@ -75,12 +81,14 @@ impl SqliteStore {
             .map_err(backend)?;
         migrate(&writer)?;
         let revision = read_meta(&writer, "revision")?;
+        let cache = load_all(&writer)?;
         let (events, _) = broadcast::channel(1024);
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
+                cache: RwLock::new(cache),
                 revision: AtomicI64::new(revision),
                 events,
                 retain: retain.max(1),
@@ -96,9 +104,9 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn range(&self, req: RangeRequest) -> BoxFuture<'_, Result<RangeResponse, Error>> {
-        // Reads run inline: they touch SQLite's page cache and take microseconds, far less than
-        // a hop to the blocking pool would cost.
-        Box::pin(std::future::ready(self.inner.with_reader(|conn| range(conn, &req))))
+        // Reads are served from memory, inline: microseconds, under a read lock never held
+        // across an await.
+        Box::pin(std::future::ready(Ok(self.inner.range(&req))))
     }
 
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnResponse, Error>> {
@@ -157,6 +165,33 @@ impl Inner {
         let out = f(&mut conn);
         self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
         out
+    }
+
+    fn range(&self, req: &RangeRequest) -> RangeResponse {
+        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+        let revision = self.revision.load(Ordering::Acquire);
+        let start = Bound::Included(req.start.as_str());
+        let in_range: Box<dyn Iterator<Item = &KeyValue>> = match &req.end {
+            Some(end) if end.as_str() <= req.start.as_str() => Box::new(std::iter::empty()),
+            Some(end) => Box::new(cache.range::<str, _>((start, Bound::Excluded(end.as_str()))).map(|(_, kv)| kv)),
+            None => Box::new(cache.get(&req.start).into_iter()),
+        };
+        if req.count_only {
+            return RangeResponse { kvs: Vec::new(), count: in_range.count(), more: false, revision };
+        }
+        let limit = if req.limit == 0 { usize::MAX } else { req.limit };
+        let mut kvs = Vec::new();
+        let mut more = false;
+        for kv in in_range {
+            if kvs.len() == limit {
+                more = true;
+                break;
+            }
+            kvs.push(kv.clone());
+        }
+        // Only `count_only` requests count the whole range (see `RangeResponse::count`).
+        let count = kvs.len();
+        RangeResponse { kvs, count, more, revision }
     }
 
     fn commit(&self, txn: &Txn) -> Result<TxnResponse, Error> {
@@ -220,7 +255,17 @@ impl Inner {
             write_meta(&tx, "compacted", keep_from - 1)?;
         }
         tx.commit().map_err(backend)?;
-        self.revision.store(revision, Ordering::Release);
+        {
+            let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+            for ev in &events {
+                match ev.kind {
+                    EventKind::Put => cache.insert(ev.kv.key.clone(), ev.kv.clone()),
+                    EventKind::Delete => cache.remove(&ev.kv.key),
+                };
+            }
+            // Published under the cache lock, so a reader never sees data newer than its revision.
+            self.revision.store(revision, Ordering::Release);
+        }
         // No receivers is fine: nobody is watching.
         let _ = self.events.send(Arc::new(events));
         Ok(TxnResponse { succeeded, revision })
@@ -324,27 +369,13 @@ fn migrate(conn: &Connection) -> Result<(), Error> {
     Ok(())
 }
 
-fn range(conn: &mut Connection, req: &RangeRequest) -> Result<RangeResponse, Error> {
-    let tx = conn.transaction().map_err(backend)?;
-    let revision = read_meta(&tx, "revision")?;
-    let end = req.end.clone().unwrap_or_else(|| format!("{}\0", req.start));
-    if req.count_only {
-        let count = count_range(&tx, &req.start, &end)?;
-        return Ok(RangeResponse {
-            kvs: Vec::new(),
-            count,
-            more: false,
-            revision,
-        });
-    }
-    let limit = if req.limit == 0 { -1 } else { req.limit as i64 + 1 };
-    let mut stmt = tx
-        .prepare_cached(
-            "SELECT key, value, create_rev, mod_rev, version FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key LIMIT ?3",
-        )
+/// Reads every key into memory (at open).
+fn load_all(conn: &Connection) -> Result<BTreeMap<String, KeyValue>, Error> {
+    let mut stmt = conn
+        .prepare("SELECT key, value, create_rev, mod_rev, version FROM kv")
         .map_err(backend)?;
-    let mut kvs = stmt
-        .query_map(params![req.start, end, limit], |r| {
+    let rows = stmt
+        .query_map([], |r| {
             Ok(KeyValue {
                 key: r.get(0)?,
                 value: r.get(1)?,
@@ -353,26 +384,13 @@ fn range(conn: &mut Connection, req: &RangeRequest) -> Result<RangeResponse, Err
                 version: r.get(4)?,
             })
         })
-        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(backend)?;
-    let more = req.limit != 0 && kvs.len() > req.limit;
-    kvs.truncate(if req.limit == 0 { kvs.len() } else { req.limit });
-    // Only `count_only` requests count the whole range (see `RangeResponse::count`).
-    let count = kvs.len();
-    Ok(RangeResponse {
-        kvs,
-        count,
-        more,
-        revision,
-    })
-}
-
-fn count_range(conn: &Connection, start: &str, end: &str) -> Result<usize, Error> {
-    let count: i64 = conn
-        .prepare_cached("SELECT count(*) FROM kv WHERE key >= ?1 AND key < ?2")
-        .and_then(|mut s| s.query_row(params![start, end], |r| r.get(0)))
-        .map_err(backend)?;
-    Ok(count as usize)
+    let mut map = BTreeMap::new();
+    for kv in rows {
+        let kv = kv.map_err(backend)?;
+        map.insert(kv.key.clone(), kv);
+    }
+    Ok(map)
 }
 
 fn read_log(conn: &mut Connection, prefix: &str, from: Revision) -> Result<Vec<WatchEvent>, Error> {

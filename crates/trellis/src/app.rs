@@ -42,7 +42,7 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
         allowed_hosts: config.allowed_hosts(listener.local_addr().context("reading the bound address")?),
         quotas: config.quotas.clone(),
     };
-    let state = ControlState { store: Arc::new(store), config: Arc::new(control) };
+    let state = ControlState::new(Arc::new(store), control);
     Ok(Bound { listener, state })
 }
 

@@ -10,26 +10,26 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use trellis::config::RawConfig;
 
-pub struct TestApp {
-    pub addr: SocketAddr,
-    pub dir: tempfile::TempDir,
+pub(crate) struct TestApp {
+    pub(crate) addr: SocketAddr,
+    pub(crate) dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
-pub struct Answer {
-    pub status: u16,
-    pub headers: http::HeaderMap,
-    pub json: serde_json::Value,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) json: serde_json::Value,
 }
 
 impl TestApp {
-    pub async fn spawn() -> Self {
+    pub(crate) async fn spawn() -> Self {
         Self::spawn_in(tempfile::tempdir().unwrap()).await
     }
 
     /// A server whose data directory is `dir/data` (which may hold an earlier server's state).
-    pub async fn spawn_in(dir: tempfile::TempDir) -> Self {
+    pub(crate) async fn spawn_in(dir: tempfile::TempDir) -> Self {
         let raw: RawConfig = toml::from_str(&format!(
             "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
             dir.path().join("data").display()
@@ -45,12 +45,12 @@ impl TestApp {
         Self { addr, dir, stop: Some(stop), task: Some(task) }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// Sends a request with extra headers; the body is JSON text or a form.
-    pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+    pub(crate) async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         let mut req = http::Request::builder().method(method).uri(self.url(path));
         for (k, v) in headers {
@@ -65,7 +65,7 @@ impl TestApp {
     }
 
     /// Stops the server, waits for it to finish, and hands back its directory.
-    pub async fn stop(mut self) -> tempfile::TempDir {
+    pub(crate) async fn stop(mut self) -> tempfile::TempDir {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -86,7 +86,7 @@ impl Drop for TestApp {
 }
 
 /// An `Authorization` header with a SigV4 credential scope for `region` and `service`.
-pub fn signed(region: &str, service: &str) -> String {
+pub(crate) fn signed(region: &str, service: &str) -> String {
     format!(
         "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261125/{region}/{service}/aws4_request, SignedHeaders=host;x-amz-date, Signature={}",
         "0".repeat(64)

@@ -13,7 +13,7 @@ use trellis_store::Store;
 use crate::keys::{Keys, rel};
 use crate::repo::{self, Attempts, Tx};
 use crate::test_util::call;
-use crate::{ControlConfig, ControlState, Quotas};
+use crate::Quotas;
 
 /// A test app, its store, and the temp dir holding it.
 pub(crate) struct TestApp {
@@ -28,22 +28,7 @@ impl TestApp {
     }
 
     pub(crate) fn with(quotas: Quotas) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store: Arc<dyn Store> = Arc::new(
-            trellis_store::SqliteStore::open(&dir.path().join("store.db"), Default::default()).expect("store"),
-        );
-        let config = ControlConfig {
-            default_region: "us-east-1".into(),
-            account: "000000000000".into(),
-            partition_label: "7d67968".into(),
-            hosted_zone_id: "Z0000000000000000000".into(),
-            allowed_hosts: Vec::new(),
-            quotas,
-        };
-        let app = crate::router(ControlState {
-            store: store.clone(),
-            config: Arc::new(config),
-        });
+        let (app, store, dir) = crate::test_util::app_and_store_with(quotas);
         Self { app, store, _dir: dir }
     }
 

@@ -11,32 +11,14 @@ use trellis_store::{Op, Store, Txn};
 
 use crate::keys::{Keys, rel};
 use crate::test_util::call;
-use crate::{ControlConfig, ControlState, Quotas};
+use crate::Quotas;
 
 pub(crate) const VPC: &str = "vpc-0123456789abcdef0";
 pub(crate) const OTHER_VPC: &str = "vpc-0fedcba9876543210";
 
 /// A router with these quotas on an empty store, the store itself, and its temp dir.
 pub(crate) fn app_store(quotas: Quotas) -> (Router, Arc<dyn Store>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> =
-        Arc::new(trellis_store::SqliteStore::open(&dir.path().join("store.db"), Default::default()).unwrap());
-    let config = ControlConfig {
-        default_region: "us-east-1".into(),
-        account: "000000000000".into(),
-        partition_label: "7d67968".into(),
-        hosted_zone_id: "Z0000000000000000000".into(),
-        allowed_hosts: Vec::new(),
-        quotas,
-    };
-    (
-        crate::router(ControlState {
-            store: store.clone(),
-            config: Arc::new(config),
-        }),
-        store,
-        dir,
-    )
+    crate::test_util::app_and_store_with(quotas)
 }
 
 pub(crate) fn keys() -> Keys {
