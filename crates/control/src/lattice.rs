@@ -8,7 +8,6 @@ use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use trellis_store::Store;
 
 use crate::dispatch::Ctx;
@@ -354,14 +353,13 @@ impl Req<'_> {
 
 impl Reply {
     /// A JSON answer. `null` members are dropped at every depth: AWS omits unset members.
-    pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> Self {
-        let mut value = serde_json::to_value(body).unwrap_or(serde_json::Value::Null);
+    pub(crate) fn json(status: StatusCode, mut value: serde_json::Value) -> Self {
         input::strip_nulls(&mut value);
         Self { status, body: Some(value.to_string().into_bytes()) }
     }
 
     /// `200 OK` with a JSON body.
-    pub(crate) fn ok(body: &impl Serialize) -> Self {
+    pub(crate) fn ok(body: serde_json::Value) -> Self {
         Self::json(StatusCode::OK, body)
     }
 

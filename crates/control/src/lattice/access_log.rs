@@ -107,7 +107,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
             "serviceNetworkLogType": als.service_network_log_type,
             "destinationArn": als.destination_arn,
         });
-        let reply = token.remember(&mut tx, StatusCode::CREATED, &body, &id);
+        let reply = token.remember(&mut tx, StatusCode::CREATED, body, &id);
         if attempts.commit(store, tx).await? {
             return Ok(reply);
         }
@@ -117,7 +117,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
 pub(crate) async fn get(req: &Req<'_>) -> Result<Reply, ApiError> {
     let id = req.path_id(0, "accessLogSubscriptionIdentifier", KIND)?;
     let als = find(req, &id).await?.value;
-    Ok(Reply::ok(&json!({
+    Ok(Reply::ok(json!({
         "id": als.id,
         "arn": als.arn,
         "resourceId": als.resource_id,
@@ -137,7 +137,7 @@ pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
         Ok((_, id)) => id,
         // The operation models no ResourceNotFoundException: a resource elsewhere has no
         // subscriptions here.
-        Err(ApiError::NotFound { .. }) => return Ok(Reply::ok(&json!({ "items": [] }))),
+        Err(ApiError::NotFound { .. }) => return Ok(Reply::ok(json!({ "items": [] }))),
         Err(e) => return Err(e),
     };
     // A resource that does not exist simply has no subscriptions, for the same reason.
@@ -166,7 +166,7 @@ pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
         }));
     }
     let next = page.next_token(resp.kvs.last().map(|kv| kv.key.as_str()), resp.more);
-    Ok(Reply::ok(&json!({ "items": items, "nextToken": next })))
+    Ok(Reply::ok(json!({ "items": items, "nextToken": next })))
 }
 
 pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
@@ -187,7 +187,7 @@ pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
         tx.update(&read, &als);
         touch(&mut tx, &owner);
         if attempts.commit(store, tx).await? {
-            return Ok(Reply::ok(&json!({
+            return Ok(Reply::ok(json!({
                 "id": als.id,
                 "arn": als.arn,
                 "resourceId": als.resource_id,

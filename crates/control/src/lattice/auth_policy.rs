@@ -59,7 +59,7 @@ pub(crate) async fn put(req: &Req<'_>) -> Result<Reply, ApiError> {
             None => tx.create(key, &policy),
         }
         if attempts.commit(store, tx).await? {
-            return Ok(Reply::ok(&json!({ "policy": input.policy, "state": state(&owner) })));
+            return Ok(Reply::ok(json!({ "policy": input.policy, "state": state(&owner) })));
         }
     }
 }
@@ -68,7 +68,7 @@ pub(crate) async fn get(req: &Req<'_>) -> Result<Reply, ApiError> {
     let (kind, id) = owner_id(req, path_ident(req), FIELD)?;
     let owner = find_owner(req, kind, &id).await?;
     match repo::load::<AuthPolicy>(req.store(), &req.keys.auth_policy(&id)).await? {
-        Some(read) => Ok(Reply::ok(&json!({
+        Some(read) => Ok(Reply::ok(json!({
             "policy": read.value.policy,
             "state": state(&owner),
             "createdAt": read.value.created_at,
@@ -77,7 +77,7 @@ pub(crate) async fn get(req: &Req<'_>) -> Result<Reply, ApiError> {
         // AWS answers 200 without a `policy` when none is set, not ResourceNotFoundException
         // (hashicorp/terraform-provider-aws#49721 found this against AWS; its reader treats both
         // a 404 and a missing policy as "gone").
-        None => Ok(Reply::ok(&json!({}))),
+        None => Ok(Reply::ok(json!({}))),
     }
 }
 

@@ -68,7 +68,7 @@ impl ClientToken {
     }
 
     /// Renders the answer and adds to `tx` the record that remembers it for this token.
-    pub(crate) fn remember(&self, tx: &mut Tx, status: StatusCode, body: &serde_json::Value, id: &str) -> Reply {
+    pub(crate) fn remember(&self, tx: &mut Tx, status: StatusCode, body: serde_json::Value, id: &str) -> Reply {
         let reply = Reply::json(status, body);
         if let Some(key) = &self.key {
             let remembered = Remembered {

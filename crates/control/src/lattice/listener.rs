@@ -120,7 +120,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
         // The service must still be there: its deletion may not have seen this listener.
         tx.require_unchanged(svc.key.clone(), svc.revision);
         ledger.write(req, &mut tx);
-        let reply = token.remember(&mut tx, StatusCode::CREATED, &body(&listener), &id);
+        let reply = token.remember(&mut tx, StatusCode::CREATED, body(&listener), &id);
         if attempts.commit(store, tx).await? {
             return Ok(reply);
         }
@@ -133,7 +133,7 @@ pub(crate) async fn get(req: &Req<'_>) -> Result<Reply, ApiError> {
     let mut out = body(&listener);
     out["createdAt"] = json!(listener.created_at);
     out["lastUpdatedAt"] = json!(listener.last_updated_at);
-    Ok(Reply::ok(&out))
+    Ok(Reply::ok(out))
 }
 
 pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
@@ -157,7 +157,7 @@ pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
         })
         .collect();
     let next = page.next_token(items.last().map(|i| i.key.as_str()), more);
-    Ok(Reply::ok(&json!({ "items": out, "nextToken": next })))
+    Ok(Reply::ok(json!({ "items": out, "nextToken": next })))
 }
 
 pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
@@ -185,7 +185,7 @@ pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
         tx.update(&read, &listener);
         ledger.write(req, &mut tx);
         if attempts.commit(store, tx).await? {
-            return Ok(Reply::ok(&body(&listener)));
+            return Ok(Reply::ok(body(&listener)));
         }
     }
 }

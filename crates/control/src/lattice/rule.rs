@@ -141,7 +141,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
             "arn": rule.arn, "id": rule.id, "name": rule.name, "match": rule.rule_match,
             "priority": rule.priority, "action": rule.action,
         });
-        let reply = token.remember(&mut tx, StatusCode::CREATED, &body, &id);
+        let reply = token.remember(&mut tx, StatusCode::CREATED, body, &id);
         if attempts.commit(store, tx).await? {
             return Ok(reply);
         }
@@ -161,7 +161,7 @@ pub(crate) async fn get(req: &Req<'_>) -> Result<Reply, ApiError> {
         out["lastUpdatedAt"] = json!(rule.last_updated_at);
         out
     };
-    Ok(Reply::ok(&out))
+    Ok(Reply::ok(out))
 }
 
 pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
@@ -210,7 +210,7 @@ pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
         last = Some(format!("{prefix}~{position:04}"));
     }
     let next = page.next_token(last.as_deref(), remaining.peek().is_some());
-    Ok(Reply::ok(&json!({ "items": items, "nextToken": next })))
+    Ok(Reply::ok(json!({ "items": items, "nextToken": next })))
 }
 
 pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
@@ -265,7 +265,7 @@ pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
         tx.require_unchanged(parent.key.clone(), parent.revision);
         ledger.write(req, &mut tx);
         if attempts.commit(store, tx).await? {
-            return Ok(Reply::ok(&body(&rule)));
+            return Ok(Reply::ok(body(&rule)));
         }
     }
 }

@@ -112,7 +112,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
             "idleTimeoutSeconds": idle_timeout_of(&svc),
             "dnsEntry": dns_entry(req, &svc),
         });
-        let reply = token.remember(&mut tx, StatusCode::CREATED, &body, &id);
+        let reply = token.remember(&mut tx, StatusCode::CREATED, body, &id);
         if attempts.commit(store, tx).await? {
             return Ok(reply);
         }
@@ -122,7 +122,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
 pub(crate) async fn get(req: &Req<'_>) -> Result<Reply, ApiError> {
     let id = req.path_id(0, "serviceIdentifier", KIND)?;
     let svc = find(req, &id).await?.value;
-    Ok(Reply::ok(&json!({
+    Ok(Reply::ok(json!({
         "id": svc.id,
         "name": svc.name,
         "arn": svc.arn,
@@ -157,7 +157,7 @@ pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
         })
         .collect();
     let next = page.next_token(items.last().map(|i| i.key.as_str()), more);
-    Ok(Reply::ok(&json!({ "items": out, "nextToken": next })))
+    Ok(Reply::ok(json!({ "items": out, "nextToken": next })))
 }
 
 pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
@@ -188,7 +188,7 @@ pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
         let mut tx = Tx::default();
         tx.update(&read, &svc);
         if attempts.commit(store, tx).await? {
-            return Ok(Reply::ok(&json!({
+            return Ok(Reply::ok(json!({
                 "id": svc.id,
                 "arn": svc.arn,
                 "name": svc.name,
@@ -238,7 +238,7 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
         cascade_policy_and_logs(req, &mut tx, &id).await?;
         if attempts.commit(store, tx).await? {
             let svc = &read.value;
-            return Ok(Reply::ok(&json!({
+            return Ok(Reply::ok(json!({
                 "id": svc.id, "arn": svc.arn, "name": svc.name, "status": Status::DeleteInProgress,
             })));
         }

@@ -72,7 +72,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
         let body = json!({
             "id": sn.id, "name": sn.name, "arn": sn.arn, "authType": sn.auth_type, "sharingConfig": sn.sharing_config,
         });
-        let reply = token.remember(&mut tx, StatusCode::CREATED, &body, &id);
+        let reply = token.remember(&mut tx, StatusCode::CREATED, body, &id);
         if attempts.commit(store, tx).await? {
             return Ok(reply);
         }
@@ -83,7 +83,7 @@ pub(crate) async fn get(req: &Req<'_>) -> Result<Reply, ApiError> {
     let id = req.path_id(0, "serviceNetworkIdentifier", KIND)?;
     let sn = find(req, &id).await?.value;
     let (vpcs, services) = counts(req, &sn.id).await?;
-    Ok(Reply::ok(&json!({
+    Ok(Reply::ok(json!({
         "id": sn.id,
         "name": sn.name,
         "arn": sn.arn,
@@ -115,7 +115,7 @@ pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
         }));
     }
     let next = page.next_token(items.last().map(|i| i.key.as_str()), more);
-    Ok(Reply::ok(&json!({ "items": out, "nextToken": next })))
+    Ok(Reply::ok(json!({ "items": out, "nextToken": next })))
 }
 
 pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
@@ -131,7 +131,7 @@ pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
         let mut tx = Tx::default();
         tx.update(&read, &sn);
         if attempts.commit(store, tx).await? {
-            return Ok(Reply::ok(&json!({ "id": sn.id, "name": sn.name, "arn": sn.arn, "authType": sn.auth_type })));
+            return Ok(Reply::ok(json!({ "id": sn.id, "name": sn.name, "arn": sn.arn, "authType": sn.auth_type })));
         }
     }
 }

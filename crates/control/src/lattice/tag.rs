@@ -54,7 +54,7 @@ pub(crate) async fn tag(req: &Req<'_>) -> Result<Reply, ApiError> {
         let mut tx = Tx::default();
         tx.update(&read, &with_tags(&read, &tags)?);
         if attempts.commit(req.store(), tx).await? {
-            return Ok(Reply::ok(&json!({})));
+            return Ok(Reply::ok(json!({})));
         }
     }
 }
@@ -82,12 +82,12 @@ pub(crate) async fn untag(req: &Req<'_>) -> Result<Reply, ApiError> {
         tags.retain(|k, _| !keys.contains(&k.as_str()));
         if tags.len() == before {
             // Removing tags that are not there is a success that changes nothing.
-            return Ok(Reply::ok(&json!({})));
+            return Ok(Reply::ok(json!({})));
         }
         let mut tx = Tx::default();
         tx.update(&read, &with_tags(&read, &tags)?);
         if attempts.commit(req.store(), tx).await? {
-            return Ok(Reply::ok(&json!({})));
+            return Ok(Reply::ok(json!({})));
         }
     }
 }
@@ -96,7 +96,7 @@ pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
     let target = locate(req)?;
     let read = find(req, &target).await?;
     // `tags` is emitted even when empty: clients read `response["tags"]`.
-    Ok(Reply::ok(&json!({ "tags": tags_of(&read.value) })))
+    Ok(Reply::ok(json!({ "tags": tags_of(&read.value) })))
 }
 
 /// Maps the `resourceArn` path member to the store key of the resource it names. A malformed

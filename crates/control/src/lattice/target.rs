@@ -130,7 +130,7 @@ pub(crate) async fn register(req: &Req<'_>) -> Result<Reply, ApiError> {
         tx.require_unchanged(tg_read.key.clone(), tg_read.revision);
         if attempts.commit(store, tx).await? {
             return Ok(Reply::ok(
-                &json!({ "successful": successful, "unsuccessful": unsuccessful }),
+                json!({ "successful": successful, "unsuccessful": unsuccessful }),
             ));
         }
     }
@@ -166,7 +166,7 @@ pub(crate) async fn deregister(req: &Req<'_>) -> Result<Reply, ApiError> {
             tx.count(&counter, -(removed as i64));
         }
         if attempts.commit(store, tx).await? {
-            return Ok(Reply::ok(&json!({ "successful": successful, "unsuccessful": [] })));
+            return Ok(Reply::ok(json!({ "successful": successful, "unsuccessful": [] })));
         }
     }
 }
@@ -197,7 +197,7 @@ pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
             json!({ "id": t.id, "port": shown(t.port), "status": status, "reasonCode": reason })
         })
         .collect();
-    Ok(Reply::ok(&json!({ "items": items, "nextToken": next })))
+    Ok(Reply::ok(json!({ "items": items, "nextToken": next })))
 }
 
 /// A target's status and reason code, until active health checks report real ones.

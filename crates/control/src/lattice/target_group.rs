@@ -109,7 +109,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
             "id": tg.id, "arn": tg.arn, "name": tg.name, "type": tg.target_type, "config": tg.config,
             "status": Status::CreateInProgress,
         });
-        let reply = token.remember(&mut tx, StatusCode::CREATED, &body, &id);
+        let reply = token.remember(&mut tx, StatusCode::CREATED, body, &id);
         if attempts.commit(store, tx).await? {
             return Ok(reply);
         }
@@ -120,7 +120,7 @@ pub(crate) async fn get(req: &Req<'_>) -> Result<Reply, ApiError> {
     let id = req.path_id(0, "targetGroupIdentifier", KIND)?;
     let tg = find(req, &id).await?.value;
     let services = service_arns(req, &tg.id).await?;
-    Ok(Reply::ok(&json!({
+    Ok(Reply::ok(json!({
         "id": tg.id,
         "arn": tg.arn,
         "name": tg.name,
@@ -169,7 +169,7 @@ pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
             "lambdaEventStructureVersion": c.lambda_event_structure_version,
         }));
     }
-    Ok(Reply::ok(&json!({ "items": out, "nextToken": next })))
+    Ok(Reply::ok(json!({ "items": out, "nextToken": next })))
 }
 
 pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
@@ -203,7 +203,7 @@ pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
         let mut tx = Tx::default();
         tx.update(&read, &tg);
         if attempts.commit(store, tx).await? {
-            return Ok(Reply::ok(&json!({
+            return Ok(Reply::ok(json!({
                 "id": tg.id, "arn": tg.arn, "name": tg.name, "type": tg.target_type, "config": tg.config, "status": tg.status,
             })));
         }
@@ -239,7 +239,7 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
         tx.delete_prefix(req.keys.targets(&id));
         if attempts.commit(store, tx).await? {
             return Ok(Reply::ok(
-                &json!({ "id": id, "arn": read.value.arn, "status": Status::DeleteInProgress }),
+                json!({ "id": id, "arn": read.value.arn, "status": Status::DeleteInProgress }),
             ));
         }
     }

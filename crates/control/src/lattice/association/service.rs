@@ -119,7 +119,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
             "customDomainName": svc.value.custom_domain_name,
             "dnsEntry": dns_entry(req, &svc.value),
         });
-        let reply = token.remember(&mut tx, StatusCode::OK, &body, &id);
+        let reply = token.remember(&mut tx, StatusCode::OK, body, &id);
         if attempts.commit(store, tx).await? {
             return Ok(reply);
         }
@@ -132,7 +132,7 @@ pub(crate) async fn get(req: &Req<'_>) -> Result<Reply, ApiError> {
     let mut networks = Networks::default();
     let mut body = summary(req, &a, &mut networks).await?;
     body["createdAt"] = json!(a.created_at);
-    Ok(Reply::ok(&body))
+    Ok(Reply::ok(body))
 }
 
 /// Lists by service network (its `sn-svc` entries), by service (its `svc-sn` entries), by both,
@@ -164,7 +164,7 @@ pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
         item["createdAt"] = json!(a.created_at);
         out.push(item);
     }
-    Ok(Reply::ok(&json!({ "items": out, "nextToken": next })))
+    Ok(Reply::ok(json!({ "items": out, "nextToken": next })))
 }
 
 pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
@@ -198,7 +198,7 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
         tx.count(&svc_counter, -1);
         if attempts.commit(store, tx).await? {
             return Ok(Reply::ok(
-                &json!({ "id": id, "status": Status::DeleteInProgress, "arn": a.arn }),
+                json!({ "id": id, "status": Status::DeleteInProgress, "arn": a.arn }),
             ));
         }
     }

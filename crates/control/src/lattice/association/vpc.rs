@@ -133,7 +133,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
             "privateDnsEnabled": snva.private_dns_enabled,
             "dnsOptions": snva.dns_options,
         });
-        let reply = token.remember(&mut tx, StatusCode::OK, &body, &id);
+        let reply = token.remember(&mut tx, StatusCode::OK, body, &id);
         if attempts.commit(store, tx).await? {
             return Ok(reply);
         }
@@ -145,7 +145,7 @@ pub(crate) async fn get(req: &Req<'_>) -> Result<Reply, ApiError> {
     let a = find(req, &id).await?.value;
     let mut networks = Networks::default();
     let sn = networks.get(req, &a.service_network_id).await?;
-    Ok(Reply::ok(&json!({
+    Ok(Reply::ok(json!({
         "id": a.id,
         "status": a.status,
         "arn": a.arn,
@@ -208,7 +208,7 @@ pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
             "lastUpdatedAt": a.last_updated_at,
         }));
     }
-    Ok(Reply::ok(&json!({ "items": out, "nextToken": next })))
+    Ok(Reply::ok(json!({ "items": out, "nextToken": next })))
 }
 
 /// Updates security groups (1–5: once an association has them it keeps at least one),
@@ -244,7 +244,7 @@ pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
         a.last_updated_at = crate::now();
         tx.update(&read, &a);
         if attempts.commit(store, tx).await? {
-            return Ok(Reply::ok(&json!({
+            return Ok(Reply::ok(json!({
                 "id": a.id,
                 "arn": a.arn,
                 "status": Status::UpdateInProgress,
@@ -274,7 +274,7 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
         tx.count(&vpc_counter, -1);
         if attempts.commit(store, tx).await? {
             return Ok(Reply::ok(
-                &json!({ "id": id, "status": Status::DeleteInProgress, "arn": a.arn }),
+                json!({ "id": id, "status": Status::DeleteInProgress, "arn": a.arn }),
             ));
         }
     }

@@ -124,7 +124,7 @@ pub(crate) async fn batch_update(req: &Req<'_>) -> Result<Reply, ApiError> {
             })
             .collect();
         return Ok(Reply::ok(
-            &json!({ "successful": successful, "unsuccessful": unsuccessful }),
+            json!({ "successful": successful, "unsuccessful": unsuccessful }),
         ));
     }
 }
