@@ -3,13 +3,13 @@
 //! `X-Amz-Target` prefix, the form body's `Version`, and last the REST path (VPC Lattice).
 //! The scope also gives the request's region; unsigned requests use the default region.
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 
 use crate::ControlState;
 
@@ -56,7 +56,11 @@ async fn refuse_forgeries(State(state): State<ControlState>, req: Request, next:
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
         let own = origin.strip_prefix("http://").is_some_and(|o| {
-            if allowed.is_empty() { o.eq_ignore_ascii_case(host) } else { allowed.iter().any(|a| a.eq_ignore_ascii_case(o)) }
+            if allowed.is_empty() {
+                o.eq_ignore_ascii_case(host)
+            } else {
+                allowed.iter().any(|a| a.eq_ignore_ascii_case(o))
+            }
         });
         if !own {
             why = Some(format!("cross-origin requests are refused (Origin {origin:?})"));

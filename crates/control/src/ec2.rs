@@ -74,22 +74,15 @@ pub(crate) fn is_write(form: &[(String, String)]) -> bool {
 pub(crate) async fn handle(state: &ControlState, ctx: &Ctx, form: Vec<(String, String)>) -> Response {
     let params: HashMap<String, String> = form.into_iter().collect();
     let action = params.get("Action").cloned().unwrap_or_default();
-    let req = Req {
-        state,
-        ctx,
-        keys: Keys::new(&ctx.region, &ctx.account),
-        params,
-    };
+    let req = Req { state, ctx, keys: Keys::new(&ctx.region, &ctx.account), params };
     let result = match Operation::parse(&action) {
         Some(op) => dispatch(op, &req).await,
-        None if action.is_empty() => Err(Ec2Error::new(
-            Code::MissingAction,
-            "The request must contain the parameter Action",
-        )),
-        None => Err(Ec2Error::new(
-            Code::InvalidAction,
-            format!("The action {action} is not valid for this web service."),
-        )),
+        None if action.is_empty() => {
+            Err(Ec2Error::new(Code::MissingAction, "The request must contain the parameter Action"))
+        }
+        None => {
+            Err(Ec2Error::new(Code::InvalidAction, format!("The action {action} is not valid for this web service.")))
+        }
     };
     match result {
         Ok(body) => xml::success(&action, &ctx.request_id, &body),
@@ -161,12 +154,7 @@ impl Req<'_> {
 
     /// The ARN of an EC2 resource in this region and account (`arn:aws:ec2:…:subnet/subnet-…`).
     pub(crate) fn arn(&self, kind: trellis_model::Kind, id: &str) -> String {
-        format!(
-            "arn:aws:ec2:{}:{}:{}/{id}",
-            self.ctx.region,
-            self.ctx.account,
-            kind.arn_type()
-        )
+        format!("arn:aws:ec2:{}:{}:{}/{id}", self.ctx.region, self.ctx.account, kind.arn_type())
     }
 }
 
@@ -181,17 +169,10 @@ pub(crate) mod testing {
     /// Moves the counter `count/<what>/<scope>` in the default region and account by `delta`.
     pub(crate) async fn bump(store: &dyn Store, what: &str, scope: &str, delta: i64) {
         let keys = crate::keys::Keys::new("us-east-1", "000000000000");
-        let counter = crate::repo::counter(store, keys.counter(what, scope))
-            .await
-            .expect("counter");
+        let counter = crate::repo::counter(store, keys.counter(what, scope)).await.expect("counter");
         let mut tx = crate::repo::Tx::default();
         tx.count(&counter, delta);
-        assert!(
-            crate::repo::Attempts::default()
-                .commit(store, tx)
-                .await
-                .expect("commit")
-        );
+        assert!(crate::repo::Attempts::default().commit(store, tx).await.expect("commit"));
     }
 
     /// The text between the first `open` and the `close` after it (empty if absent).
@@ -246,10 +227,7 @@ mod tests {
         let (status, body) = ec2(&app, &[("Action", "RunInstances")]).await;
         assert_eq!(status, 400);
         assert!(body.contains("<Code>InvalidAction</Code>"), "{body}");
-        assert!(
-            body.starts_with(r#"<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error>"#),
-            "{body}"
-        );
+        assert!(body.starts_with(r#"<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error>"#), "{body}");
         assert!(body.contains("<RequestID>"), "{body}");
         let (status, body) = ec2(&app, &[]).await;
         assert_eq!(status, 400);

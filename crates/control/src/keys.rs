@@ -115,3 +115,21 @@ impl Keys {
         format!("{}token/{operation}/{token}", self.base)
     }
 }
+
+/// A paging token for a listing that stopped at `key`: the key in hex, opaque to clients and
+/// safe in a URL.
+pub(crate) fn token_of(key: &str) -> String {
+    key.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The key a paging token stands for; `None` if it is not one of ours.
+pub(crate) fn key_of_token(token: &str) -> Option<String> {
+    if token.is_empty() || !token.len().is_multiple_of(2) || token.len() > 2048 {
+        return None;
+    }
+    let bytes = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}

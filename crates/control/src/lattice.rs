@@ -4,15 +4,15 @@
 //! they are built.
 
 use axum::body::Bytes;
-use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
 use serde::de::DeserializeOwned;
 use trellis_store::Store;
 
+use crate::ControlState;
 use crate::dispatch::Ctx;
 use crate::keys::Keys;
-use crate::ControlState;
 
 mod access_log;
 mod association;
@@ -131,7 +131,8 @@ pub(crate) struct Reply {
 pub(crate) async fn handle(state: &ControlState, ctx: &Ctx, method: &Method, uri: &Uri, body: &Bytes) -> Response {
     let result = match route(method, uri.path()) {
         Some((op, path)) => {
-            let query = uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+            let query =
+                uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
             let keys = Keys::new(&ctx.region, &ctx.account);
             let req = Req { state, ctx, op, path, query, body, keys };
             dispatch(&req).await
@@ -225,7 +226,9 @@ async fn dispatch(req: &Req<'_>) -> Result<Reply, ApiError> {
         | PutResourcePolicy
         | StartDomainVerification
         | UpdateResourceConfiguration
-        | UpdateResourceGateway => Err(ApiError::unknown_operation(&format!("{:?} is not supported by Trellis yet", req.op))),
+        | UpdateResourceGateway => {
+            Err(ApiError::unknown_operation(&format!("{:?} is not supported by Trellis yet", req.op)))
+        }
     }
 }
 

@@ -130,9 +130,7 @@ pub(crate) fn request_id() -> String {
 
 /// Now, as a model timestamp.
 pub(crate) fn now() -> trellis_model::Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     trellis_model::Timestamp(ms)
 }

@@ -2,8 +2,8 @@
 //! every API call that writes does so in one compare-and-swap transaction, retried when another
 //! call changed what it read.
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use trellis_store::{Compare, Op, Revision, Store, StoreExt, Txn};
 
 /// Why a repository call failed: the store failed, or a stored value is unreadable.

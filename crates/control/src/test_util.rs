@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use axum::Router;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -48,7 +48,12 @@ pub(crate) fn app_and_store_with(quotas: Quotas) -> (Router, Arc<dyn Store>, tem
 
 /// Sends a Lattice request (unsigned, so the default region); returns the status, the error
 /// code header (if any) and the JSON body (`Null` when empty).
-pub(crate) async fn call(app: &Router, method: &str, path: &str, body: Option<serde_json::Value>) -> (StatusCode, Option<String>, serde_json::Value) {
+pub(crate) async fn call(
+    app: &Router,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, Option<String>, serde_json::Value) {
     let mut req = Request::builder().method(method).uri(path).header("host", "localhost");
     let body = match body {
         Some(b) => {
@@ -61,7 +66,11 @@ pub(crate) async fn call(app: &Router, method: &str, path: &str, body: Option<se
     let status = resp.status();
     let code = resp.headers().get("x-amzn-errortype").map(|v| v.to_str().unwrap_or_default().to_owned());
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    let json = if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null) };
+    let json = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
+    };
     (status, code, json)
 }
 

@@ -56,7 +56,8 @@ impl FromStr for Cidr {
     type Err = CidrError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || CidrError(format!("Value ({s}) for parameter cidrBlock is invalid. This is not a valid CIDR block."));
+        let bad =
+            || CidrError(format!("Value ({s}) for parameter cidrBlock is invalid. This is not a valid CIDR block."));
         let (addr, len) = s.split_once('/').ok_or_else(bad)?;
         let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
         if len.is_empty() || len.len() > 2 || !len.bytes().all(|b| b.is_ascii_digit()) {

@@ -98,19 +98,8 @@ const PROBE_KEY: &str = "conformance/revision-probe";
 
 /// A key that was never written reads as absent, by `get` and by a single-key range.
 pub async fn get_absent_key(store: &dyn Store) {
-    assert_eq!(
-        get(store, "absent").await,
-        None,
-        "get of a never-written key must be None"
-    );
-    let resp = range(
-        store,
-        RangeRequest {
-            start: "absent".into(),
-            ..RangeRequest::default()
-        },
-    )
-    .await;
+    assert_eq!(get(store, "absent").await, None, "get of a never-written key must be None");
+    let resp = range(store, RangeRequest { start: "absent".into(), ..RangeRequest::default() }).await;
     assert!(
         resp.kvs.is_empty() && resp.count == 0 && !resp.more,
         "range of a never-written key must be empty, got {resp:?}"
@@ -122,13 +111,7 @@ pub async fn put_then_get(store: &dyn Store) {
     let before = revision(store).await;
     let rev = put(store, "k", b"v1").await;
     assert_eq!(rev, before + 1, "the first write must take the next revision");
-    let want = KeyValue {
-        key: "k".into(),
-        value: b"v1".to_vec(),
-        create_revision: rev,
-        mod_revision: rev,
-        version: 1,
-    };
+    let want = KeyValue { key: "k".into(), value: b"v1".to_vec(), create_revision: rev, mod_revision: rev, version: 1 };
     assert_eq!(get(store, "k").await, Some(want), "get after put");
     assert_eq!(revision(store).await, rev, "reads must report the latest revision");
 }
@@ -164,11 +147,7 @@ pub async fn txn_bumps_revision_once(store: &dyn Store) {
     ops.push(Op::Delete("batch/absent".into()));
     let rev = write(store, ops).await.revision;
     assert_eq!(rev, before + 1, "a 10-put transaction must take exactly one revision");
-    assert_eq!(
-        revision(store).await,
-        rev,
-        "the store revision after a 10-put transaction"
-    );
+    assert_eq!(revision(store).await, rev, "the store revision after a 10-put transaction");
     for i in 0..10 {
         let kv = must_get(store, &format!("batch/{i:02}")).await;
         assert_eq!(
@@ -177,11 +156,7 @@ pub async fn txn_bumps_revision_once(store: &dyn Store) {
             "every key of one transaction carries its revision: {kv:?}"
         );
     }
-    let ops = vec![
-        put_op("batch/00", b"y"),
-        Op::Delete("batch/01".into()),
-        put_op("batch/new", b"z"),
-    ];
+    let ops = vec![put_op("batch/00", b"y"), Op::Delete("batch/01".into()), put_op("batch/new", b"z")];
     let mixed = write(store, ops).await.revision;
     assert_eq!(mixed, rev + 1, "a put + delete + create transaction takes one revision");
     assert_eq!(must_get(store, "batch/00").await.mod_revision, mixed);
@@ -192,31 +167,17 @@ pub async fn txn_bumps_revision_once(store: &dyn Store) {
 /// A compare that fails with an empty failure branch writes nothing and keeps the revision.
 pub async fn failed_compare_keeps_revision(store: &dyn Store) {
     let rev = put(store, "k", b"v").await;
-    for compare in [
-        Compare::Value("k".into(), b"other".to_vec()),
-        Compare::ModRevision("k".into(), rev + 5),
-    ] {
+    for compare in [Compare::Value("k".into(), b"other".to_vec()), Compare::ModRevision("k".into(), rev + 5)] {
         let resp = txn(store, guarded(compare.clone(), vec![put_op("k", b"x")], vec![])).await;
         assert_eq!(
             resp,
-            TxnResponse {
-                succeeded: false,
-                revision: rev
-            },
+            TxnResponse { succeeded: false, revision: rev },
             "a failed {compare:?} with no failure ops must report the unchanged revision"
         );
     }
     let kv = must_get(store, "k").await;
-    assert_eq!(
-        (kv.value.as_slice(), kv.mod_revision),
-        (b"v".as_slice(), rev),
-        "key untouched"
-    );
-    assert_eq!(
-        revision(store).await,
-        rev,
-        "store revision untouched by failed compares"
-    );
+    assert_eq!((kv.value.as_slice(), kv.mod_revision), (b"v".as_slice(), rev), "key untouched");
+    assert_eq!(revision(store).await, rev, "store revision untouched by failed compares");
 }
 
 /// `ModRevision(key, 0)` holds only while the key is absent; `ModRevision(key, rev)` only while
@@ -228,17 +189,10 @@ pub async fn mod_revision_zero_guards_absent_key(store: &dyn Store) {
     let second = txn(store, guarded(absent(), vec![put_op("lock", b"b")], vec![])).await;
     assert_eq!(
         second,
-        TxnResponse {
-            succeeded: false,
-            revision: first.revision
-        },
+        TxnResponse { succeeded: false, revision: first.revision },
         "ModRevision(key, 0) must fail once the key exists"
     );
-    assert_eq!(
-        must_get(store, "lock").await.value,
-        b"a",
-        "the second creator must not overwrite"
-    );
+    assert_eq!(must_get(store, "lock").await.value, b"a", "the second creator must not overwrite");
 
     let current = || Compare::ModRevision("lock".into(), first.revision);
     let update = txn(store, guarded(current(), vec![put_op("lock", b"c")], vec![])).await;
@@ -248,10 +202,7 @@ pub async fn mod_revision_zero_guards_absent_key(store: &dyn Store) {
 
     write(store, vec![Op::Delete("lock".into())]).await;
     let recreate = txn(store, guarded(absent(), vec![put_op("lock", b"e")], vec![])).await;
-    assert!(
-        recreate.succeeded,
-        "ModRevision(key, 0) must hold again after the key is deleted"
-    );
+    assert!(recreate.succeeded, "ModRevision(key, 0) must hold again after the key is deleted");
 }
 
 /// Many creators racing with `ModRevision(key, 0)`: exactly one wins, once per key.
@@ -269,24 +220,12 @@ pub async fn racing_creators_exactly_one_wins(store: &dyn Store) {
             .collect();
         let results = join_all(racers).await;
         let winners: Vec<usize> = (0..RACERS).filter(|&i| results[i].succeeded).collect();
-        assert_eq!(
-            winners.len(),
-            1,
-            "round {round}: exactly one racing creator must win, got {winners:?}"
-        );
+        assert_eq!(winners.len(), 1, "round {round}: exactly one racing creator must win, got {winners:?}");
         for resp in &results {
-            assert_eq!(
-                resp.revision,
-                before + 1,
-                "round {round}: only the winner writes: {results:?}"
-            );
+            assert_eq!(resp.revision, before + 1, "round {round}: only the winner writes: {results:?}");
         }
         let kv = must_get(store, &key).await;
-        assert_eq!(
-            kv.value,
-            winners[0].to_string().into_bytes(),
-            "round {round}: the winner's value is stored"
-        );
+        assert_eq!(kv.value, winners[0].to_string().into_bytes(), "round {round}: the winner's value is stored");
         assert_eq!(kv.version, 1, "round {round}: the key was written once");
     }
 }
@@ -308,17 +247,9 @@ pub async fn cas_counter_loses_no_updates(store: &dyn Store) {
     join_all(workers).await;
     let kv = must_get(store, "counter").await;
     let total = WORKERS * INCREMENTS;
-    assert_eq!(
-        kv.value,
-        total.to_string().into_bytes(),
-        "{WORKERS} workers × {INCREMENTS} CAS increments"
-    );
+    assert_eq!(kv.value, total.to_string().into_bytes(), "{WORKERS} workers × {INCREMENTS} CAS increments");
     assert_eq!(kv.version, total as i64 + 1, "one version per successful increment");
-    assert_eq!(
-        kv.mod_revision,
-        before + total as i64,
-        "failed CAS attempts must not take revisions"
-    );
+    assert_eq!(kv.mod_revision, before + total as i64, "failed CAS attempts must not take revisions");
 }
 
 /// `Compare::Value` holds only when the key exists with exactly that value.
@@ -326,41 +257,18 @@ pub async fn compare_value(store: &dyn Store) {
     put(store, "k", b"v1").await;
     let cas =
         |from: &[u8], to: &[u8]| guarded(Compare::Value("k".into(), from.to_vec()), vec![put_op("k", to)], vec![]);
-    assert!(
-        txn(store, cas(b"v1", b"v2")).await.succeeded,
-        "Value(k, current value) must hold"
-    );
+    assert!(txn(store, cas(b"v1", b"v2")).await.succeeded, "Value(k, current value) must hold");
     assert_eq!(must_get(store, "k").await.value, b"v2");
-    assert!(
-        !txn(store, cas(b"v1", b"v3")).await.succeeded,
-        "Value(k, old value) must fail"
-    );
-    assert!(
-        !txn(store, cas(b"v", b"v3")).await.succeeded,
-        "Value compares whole values, not prefixes"
-    );
+    assert!(!txn(store, cas(b"v1", b"v3")).await.succeeded, "Value(k, old value) must fail");
+    assert!(!txn(store, cas(b"v", b"v3")).await.succeeded, "Value compares whole values, not prefixes");
     assert_eq!(must_get(store, "k").await.value, b"v2", "failed compares write nothing");
 
-    let absent = guarded(
-        Compare::Value("absent".into(), Vec::new()),
-        vec![put_op("absent", b"x")],
-        vec![],
-    );
-    assert!(
-        !txn(store, absent).await.succeeded,
-        "an absent key has no value, not an empty one"
-    );
+    let absent = guarded(Compare::Value("absent".into(), Vec::new()), vec![put_op("absent", b"x")], vec![]);
+    assert!(!txn(store, absent).await.succeeded, "an absent key has no value, not an empty one");
     assert_eq!(get(store, "absent").await, None);
     put(store, "empty", b"").await;
-    let empty = guarded(
-        Compare::Value("empty".into(), Vec::new()),
-        vec![put_op("empty", b"x")],
-        vec![],
-    );
-    assert!(
-        txn(store, empty).await.succeeded,
-        "Value(k, empty) must hold for a key holding an empty value"
-    );
+    let empty = guarded(Compare::Value("empty".into(), Vec::new()), vec![put_op("empty", b"x")], vec![]);
+    assert!(txn(store, empty).await.succeeded, "Value(k, empty) must hold for a key holding an empty value");
 }
 
 /// Every compare of a transaction must hold for its success branch to run.
@@ -368,25 +276,15 @@ pub async fn all_compares_must_hold(store: &dyn Store) {
     put(store, "a", b"1").await;
     let b = put(store, "b", b"2").await;
     let both = |a: &[u8], b_rev: Revision| Txn {
-        compare: vec![
-            Compare::Value("a".into(), a.to_vec()),
-            Compare::ModRevision("b".into(), b_rev),
-        ],
+        compare: vec![Compare::Value("a".into(), a.to_vec()), Compare::ModRevision("b".into(), b_rev)],
         success: vec![put_op("out", b"success")],
         failure: vec![put_op("out", b"failure")],
     };
     for (a, b_rev, succeeded) in [(&b"1"[..], b, true), (&b"1"[..], b + 1, false), (&b"x"[..], b, false)] {
         let resp = txn(store, both(a, b_rev)).await;
-        assert_eq!(
-            resp.succeeded, succeeded,
-            "compares (a == {a:?}, b@{b_rev}); b is at {b}"
-        );
+        assert_eq!(resp.succeeded, succeeded, "compares (a == {a:?}, b@{b_rev}); b is at {b}");
         let want: &[u8] = if succeeded { b"success" } else { b"failure" };
-        assert_eq!(
-            must_get(store, "out").await.value,
-            want,
-            "the branch chosen by the compares ran"
-        );
+        assert_eq!(must_get(store, "out").await.value, want, "the branch chosen by the compares ran");
     }
 }
 
@@ -400,34 +298,19 @@ pub async fn failure_branch_applies_on_failed_compare(store: &dyn Store) {
         guarded(
             Compare::Value("k".into(), b"nope".to_vec()),
             vec![put_op("k", b"success"), put_op("success-only", b"s")],
-            vec![
-                put_op("k", b"failure"),
-                put_op("failure-only", b"f"),
-                Op::Delete("doomed".into()),
-            ],
+            vec![put_op("k", b"failure"), put_op("failure-only", b"f"), Op::Delete("doomed".into())],
         ),
     )
     .await;
     assert_eq!(
         resp,
-        TxnResponse {
-            succeeded: false,
-            revision: before + 2
-        },
+        TxnResponse { succeeded: false, revision: before + 2 },
         "a failed compare with failure ops reports succeeded = false and takes one revision"
     );
-    assert_eq!(
-        must_get(store, "k").await.value,
-        b"failure",
-        "the failure branch's put ran"
-    );
+    assert_eq!(must_get(store, "k").await.value, b"failure", "the failure branch's put ran");
     assert_eq!(must_get(store, "failure-only").await.mod_revision, resp.revision);
     assert_eq!(get(store, "doomed").await, None, "the failure branch's delete ran");
-    assert_eq!(
-        get(store, "success-only").await,
-        None,
-        "the success branch must not run"
-    );
+    assert_eq!(get(store, "success-only").await, None, "the success branch must not run");
 }
 
 // === deletes ===
@@ -452,10 +335,7 @@ pub async fn delete_absent_key_keeps_revision(store: &dyn Store) {
     ];
     for ops in ops {
         let resp = write(store, ops.clone()).await;
-        assert_eq!(
-            resp.revision, rev,
-            "{ops:?} deletes nothing and must not take a revision"
-        );
+        assert_eq!(resp.revision, rev, "{ops:?} deletes nothing and must not take a revision");
     }
     assert_eq!(revision(store).await, rev);
 }
@@ -482,21 +362,13 @@ pub async fn recreate_after_delete_restarts_version(store: &dyn Store) {
     write(store, vec![Op::Delete("k".into())]).await;
     let rev = put(store, "k", b"3").await;
     let kv = must_get(store, "k").await;
-    assert_eq!(
-        (kv.create_revision, kv.mod_revision, kv.version),
-        (rev, rev, 1),
-        "a recreated key starts a new life"
-    );
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (rev, rev, 1), "a recreated key starts a new life");
 }
 
 // === helpers ===
 
 fn guarded(compare: Compare, success: Vec<Op>, failure: Vec<Op>) -> Txn {
-    Txn {
-        compare: vec![compare],
-        success,
-        failure,
-    }
+    Txn { compare: vec![compare], success, failure }
 }
 
 fn put_op(key: &str, value: &[u8]) -> Op {
@@ -504,19 +376,11 @@ fn put_op(key: &str, value: &[u8]) -> Op {
 }
 
 fn all_keys() -> RangeRequest {
-    RangeRequest {
-        start: "\0".into(),
-        end: Some(crate::prefix_end("")),
-        ..RangeRequest::default()
-    }
+    RangeRequest { start: "\0".into(), end: Some(crate::prefix_end("")), ..RangeRequest::default() }
 }
 
 fn prefix_range(prefix: &str) -> RangeRequest {
-    RangeRequest {
-        start: prefix.into(),
-        end: Some(crate::prefix_end(prefix)),
-        ..RangeRequest::default()
-    }
+    RangeRequest { start: prefix.into(), end: Some(crate::prefix_end(prefix)), ..RangeRequest::default() }
 }
 
 fn key_list(kvs: &[KeyValue]) -> Vec<&str> {
@@ -529,18 +393,8 @@ async fn txn(store: &dyn Store, txn: Txn) -> TxnResponse {
 
 /// Runs `ops` unconditionally; such a transaction always takes its success branch.
 async fn write(store: &dyn Store, ops: Vec<Op>) -> TxnResponse {
-    let resp = txn(
-        store,
-        Txn {
-            success: ops,
-            ..Txn::default()
-        },
-    )
-    .await;
-    assert!(
-        resp.succeeded,
-        "a transaction without compares must take its success branch"
-    );
+    let resp = txn(store, Txn { success: ops, ..Txn::default() }).await;
+    assert!(resp.succeeded, "a transaction without compares must take its success branch");
     resp
 }
 
@@ -556,11 +410,7 @@ async fn increment(store: &dyn Store, key: &str) -> bool {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("{key} must hold a decimal number: {kv:?}"));
     let next = (n + 1).to_string().into_bytes();
-    let cas = guarded(
-        Compare::ModRevision(key.into(), kv.mod_revision),
-        vec![put_op(key, &next)],
-        vec![],
-    );
+    let cas = guarded(Compare::ModRevision(key.into(), kv.mod_revision), vec![put_op(key, &next)], vec![]);
     txn(store, cas).await.succeeded
 }
 
@@ -578,15 +428,7 @@ async fn range(store: &dyn Store, req: RangeRequest) -> RangeResponse {
 }
 
 async fn revision(store: &dyn Store) -> Revision {
-    range(
-        store,
-        RangeRequest {
-            start: PROBE_KEY.into(),
-            ..RangeRequest::default()
-        },
-    )
-    .await
-    .revision
+    range(store, RangeRequest { start: PROBE_KEY.into(), ..RangeRequest::default() }).await.revision
 }
 
 /// Polls every future concurrently on the current task and returns their outputs in order.
@@ -609,8 +451,5 @@ async fn join_all<T>(mut futures: Vec<BoxFuture<'_, T>>) -> Vec<T> {
         if pending { Poll::Pending } else { Poll::Ready(()) }
     })
     .await;
-    outputs
-        .into_iter()
-        .map(|out| out.expect("poll_fn returns once every future is ready"))
-        .collect()
+    outputs.into_iter().map(|out| out.expect("poll_fn returns once every future is ready")).collect()
 }

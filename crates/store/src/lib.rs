@@ -183,10 +183,7 @@ pub fn prefix_end(prefix: &str) -> String {
 pub trait StoreExt: Store {
     /// Reads one key.
     fn get(&self, key: &str) -> BoxFuture<'_, Result<Option<KeyValue>, Error>> {
-        let req = RangeRequest {
-            start: key.to_owned(),
-            ..RangeRequest::default()
-        };
+        let req = RangeRequest { start: key.to_owned(), ..RangeRequest::default() };
         Box::pin(async move { Ok(self.range(req).await?.kvs.into_iter().next()) })
     }
 
@@ -203,23 +200,13 @@ pub trait StoreExt: Store {
             Some(after) => format!("{after}\0").max(prefix.to_owned()),
             None => prefix.to_owned(),
         };
-        let req = RangeRequest {
-            start,
-            end: Some(prefix_end(prefix)),
-            limit,
-            count_only: false,
-        };
+        let req = RangeRequest { start, end: Some(prefix_end(prefix)), limit, count_only: false };
         Box::pin(self.range(req))
     }
 
     /// Counts the keys under `prefix`.
     fn count_prefix(&self, prefix: &str) -> BoxFuture<'_, Result<usize, Error>> {
-        let req = RangeRequest {
-            start: prefix.to_owned(),
-            end: Some(prefix_end(prefix)),
-            limit: 0,
-            count_only: true,
-        };
+        let req = RangeRequest { start: prefix.to_owned(), end: Some(prefix_end(prefix)), limit: 0, count_only: true };
         Box::pin(async move { Ok(self.range(req).await?.count) })
     }
 }

@@ -7,11 +7,11 @@
 //! indexes, not bulk data). A `log` table keeps recent changes so that watches can start from a past revision; it
 //! is trimmed to the newest `retain` revisions.
 
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -75,9 +75,7 @@ impl SqliteStore {
             Durability::PowerLoss => "FULL",
         };
         writer
-            .execute_batch(&format!(
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA busy_timeout=5000;"
-            ))
+            .execute_batch(&format!("PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA busy_timeout=5000;"))
             .map_err(backend)?;
         migrate(&writer)?;
         let revision = read_meta(&writer, "revision")?;
@@ -124,17 +122,10 @@ impl Store for SqliteStore {
         Box::pin(async move {
             // Subscribe before reading history so that nothing committed in between is missed.
             let live = inner.events.subscribe();
-            let start = if from_revision <= 0 {
-                inner.revision.load(Ordering::Acquire) + 1
-            } else {
-                from_revision
-            };
+            let start = if from_revision <= 0 { inner.revision.load(Ordering::Acquire) + 1 } else { from_revision };
             let oldest = inner.with_reader(|conn| read_meta(conn, "compacted"))? + 1;
             if start < oldest {
-                return Err(Error::Compacted {
-                    requested: start,
-                    oldest,
-                });
+                return Err(Error::Compacted { requested: start, oldest });
             }
             let (tx, rx) = mpsc::channel(256);
             tokio::spawn(run_watch(Arc::downgrade(&inner), prefix, start, live, tx));
@@ -196,9 +187,7 @@ impl Inner {
 
     fn commit(&self, txn: &Txn) -> Result<TxnResponse, Error> {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(backend)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
         let current = read_meta(&tx, "revision")?;
         let mut succeeded = true;
         for cmp in &txn.compare {
@@ -209,10 +198,7 @@ impl Inner {
         }
         let ops = if succeeded { &txn.success } else { &txn.failure };
         if ops.is_empty() {
-            return Ok(TxnResponse {
-                succeeded,
-                revision: current,
-            });
+            return Ok(TxnResponse { succeeded, revision: current });
         }
         let revision = current + 1;
         let mut events = Vec::new();
@@ -221,10 +207,7 @@ impl Inner {
         }
         if events.is_empty() {
             // Only deletes of absent keys: etcd does not bump the revision for those either.
-            return Ok(TxnResponse {
-                succeeded,
-                revision: current,
-            });
+            return Ok(TxnResponse { succeeded, revision: current });
         }
         write_meta(&tx, "revision", revision)?;
         {
@@ -250,8 +233,7 @@ impl Inner {
         }
         if revision % 1000 == 0 && revision > self.retain {
             let keep_from = revision - self.retain;
-            tx.execute("DELETE FROM log WHERE rev < ?1", params![keep_from])
-                .map_err(backend)?;
+            tx.execute("DELETE FROM log WHERE rev < ?1", params![keep_from]).map_err(backend)?;
             write_meta(&tx, "compacted", keep_from - 1)?;
         }
         tx.commit().map_err(backend)?;
@@ -342,10 +324,7 @@ fn migrate(conn: &Connection) -> Result<(), Error> {
         .map_err(backend)?
         .unwrap_or(0);
     if found > SCHEMA_VERSION {
-        return Err(Error::SchemaTooNew {
-            found,
-            supported: SCHEMA_VERSION,
-        });
+        return Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION });
     }
     // Each step takes the schema from version N to N + 1; step 0 creates it.
     const STEPS: [&str; 1] = ["
@@ -371,9 +350,7 @@ fn migrate(conn: &Connection) -> Result<(), Error> {
 
 /// Reads every key into memory (at open).
 fn load_all(conn: &Connection) -> Result<BTreeMap<String, KeyValue>, Error> {
-    let mut stmt = conn
-        .prepare("SELECT key, value, create_rev, mod_rev, version FROM kv")
-        .map_err(backend)?;
+    let mut stmt = conn.prepare("SELECT key, value, create_rev, mod_rev, version FROM kv").map_err(backend)?;
     let rows = stmt
         .query_map([], |r| {
             Ok(KeyValue {
@@ -396,10 +373,7 @@ fn load_all(conn: &Connection) -> Result<BTreeMap<String, KeyValue>, Error> {
 fn read_log(conn: &mut Connection, prefix: &str, from: Revision) -> Result<Vec<WatchEvent>, Error> {
     let oldest = read_meta(conn, "compacted")? + 1;
     if from < oldest {
-        return Err(Error::Compacted {
-            requested: from,
-            oldest,
-        });
+        return Err(Error::Compacted { requested: from, oldest });
     }
     let end = crate::prefix_end(prefix);
     let mut stmt = conn
@@ -492,13 +466,7 @@ fn delete_range(
         events.retain(|e| e.kv.key != key);
         events.push(WatchEvent {
             kind: EventKind::Delete,
-            kv: KeyValue {
-                key,
-                value: Vec::new(),
-                create_revision: 0,
-                mod_revision: revision,
-                version: 0,
-            },
+            kv: KeyValue { key, value: Vec::new(), create_revision: 0, mod_revision: revision, version: 0 },
         });
     }
     Ok(())

@@ -6,14 +6,14 @@
 //! (200000), BENCH_LISTS (2000), BENCH_CONCURRENCY (32).
 
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 type Http = Client<HttpConnector, Full<Bytes>>;
@@ -147,7 +147,8 @@ fn main() {
         let lat = drive(services, concurrency, move |i| {
             let (h, b, ids) = (h.clone(), b.clone(), ids2.clone());
             async move {
-                let (status, body) = call(&h, "POST", &format!("{b}/services"), Some(format!("{{\"name\":\"bench-{i}\"}}"))).await;
+                let (status, body) =
+                    call(&h, "POST", &format!("{b}/services"), Some(format!("{{\"name\":\"bench-{i}\"}}"))).await;
                 assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
                 let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
                 ids.lock().expect("ids")[i] = v["id"].as_str().expect("id").to_owned();

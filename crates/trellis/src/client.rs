@@ -1,7 +1,7 @@
 //! A small HTTP client for the CLI commands: JSON requests to a running server's Lattice API
 //! (unsigned, so in the server's default region) and to its `/_trellis/` endpoints.
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
@@ -25,7 +25,12 @@ impl Client {
 
     /// Sends a request and parses the JSON answer; a non-2xx answer is an error that carries
     /// the server's message.
-    pub async fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<serde_json::Value> {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
         let uri = format!("{}{path}", self.endpoint);
         let mut req = http::Request::builder().method(method).uri(&uri);
         let body = match body {
@@ -42,7 +47,11 @@ impl Client {
             .with_context(|| format!("cannot reach Trellis at {} (is `trellis serve` running?)", self.endpoint))?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await.context("reading the answer")?.to_bytes();
-        let json: serde_json::Value = if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null) };
+        let json: serde_json::Value = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
+        };
         if !status.is_success() {
             let message = json.get("message").and_then(|m| m.as_str()).unwrap_or("");
             bail!("{method} {path}: {status} {message}");
@@ -51,7 +60,12 @@ impl Client {
     }
 
     /// Every item of a paginated Lattice listing.
-    pub async fn list_all(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<Vec<serde_json::Value>> {
+    pub async fn list_all(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
         let mut items = Vec::new();
         let mut token: Option<String> = None;
         loop {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use serde::Deserialize;
 use trellis_control::Quotas;
 use trellis_store::Durability;
@@ -171,7 +171,8 @@ impl RawConfig {
             other => bail!("durability {other:?}: use process or power-loss"),
         };
         let partition_label = self.partition_label.unwrap_or_else(|| "7d67968".to_owned());
-        if partition_label.is_empty() || !partition_label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        if partition_label.is_empty() || !partition_label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
             bail!("partition label {partition_label:?} must be lowercase letters and digits");
         }
         let defaults = Quotas::default();
@@ -270,7 +271,8 @@ mod tests {
 
     #[test]
     fn layers_env_over_file() {
-        let mut raw: RawConfig = toml::from_str("region = \"eu-west-1\"\n[quotas]\nservices = 5\ntarget_groups = 7\n").unwrap();
+        let mut raw: RawConfig =
+            toml::from_str("region = \"eu-west-1\"\n[quotas]\nservices = 5\ntarget_groups = 7\n").unwrap();
         raw.apply_env(&env(&[("TRELLIS_QUOTAS_SERVICES", "10000"), ("TRELLIS_ACCOUNT", "111122223333")])).unwrap();
         let c = raw.validate(&env(&[("HOME", "/h")])).unwrap();
         assert_eq!((c.quotas.services, c.quotas.target_groups), (10000, 7));

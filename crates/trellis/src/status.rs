@@ -16,7 +16,9 @@ pub async fn run(endpoint: &str) -> anyhow::Result<()> {
     out.push_str(&table(
         "SERVICE NETWORKS",
         &["ID", "NAME", "VPCS", "SERVICES"],
-        networks.iter().map(|n| vec![s(n, "id"), s(n, "name"), s(n, "numberOfAssociatedVPCs"), s(n, "numberOfAssociatedServices")]),
+        networks.iter().map(|n| {
+            vec![s(n, "id"), s(n, "name"), s(n, "numberOfAssociatedVPCs"), s(n, "numberOfAssociatedServices")]
+        }),
     ));
     out.push_str(&table(
         "SERVICES",
@@ -26,12 +28,16 @@ pub async fn run(endpoint: &str) -> anyhow::Result<()> {
     out.push_str(&table(
         "TARGET GROUPS",
         &["ID", "NAME", "TYPE", "PROTOCOL", "PORT", "VPC"],
-        groups.iter().map(|g| vec![s(g, "id"), s(g, "name"), s(g, "type"), s(g, "protocol"), s(g, "port"), s(g, "vpcIdentifier")]),
+        groups.iter().map(|g| {
+            vec![s(g, "id"), s(g, "name"), s(g, "type"), s(g, "protocol"), s(g, "port"), s(g, "vpcIdentifier")]
+        }),
     ));
     let mut targets = Vec::new();
     for group in &groups {
         let id = s(group, "id");
-        for t in client.list_all("POST", &format!("/targetgroups/{id}/listtargets"), Some(serde_json::json!({}))).await? {
+        for t in
+            client.list_all("POST", &format!("/targetgroups/{id}/listtargets"), Some(serde_json::json!({}))).await?
+        {
             targets.push(vec![id.clone(), s(&t, "id"), s(&t, "port"), s(&t, "status"), s(&t, "reasonCode")]);
         }
     }

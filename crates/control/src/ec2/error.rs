@@ -96,10 +96,7 @@ impl Code {
 
 impl Ec2Error {
     pub(crate) fn new(code: Code, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 
     /// `InvalidParameterValue`.
@@ -114,18 +111,12 @@ impl Ec2Error {
 
     /// `MissingParameter` for a required parameter that was not sent.
     pub(crate) fn missing(param: &str) -> Self {
-        Self::new(
-            Code::MissingParameter,
-            format!("The request must contain the parameter {param}"),
-        )
+        Self::new(Code::MissingParameter, format!("The request must contain the parameter {param}"))
     }
 
     /// `DependencyViolation`: something still uses `id`.
     pub(crate) fn dependency(id: &str) -> Self {
-        Self::new(
-            Code::DependencyViolation,
-            format!("resource {id} has a dependent object"),
-        )
+        Self::new(Code::DependencyViolation, format!("resource {id} has a dependent object"))
     }
 
     /// The `….NotFound` error for IDs of `kind` that do not exist.
@@ -168,18 +159,12 @@ impl Ec2Error {
             Kind::Subnet => Code::InvalidSubnetIdMalformed,
             _ => Code::InvalidVpcIdMalformed,
         };
-        Self::new(
-            code,
-            format!("Invalid id: \"{id}\" (expecting \"{}-...\")", kind.prefix()),
-        )
+        Self::new(code, format!("Invalid id: \"{id}\" (expecting \"{}-...\")", kind.prefix()))
     }
 
     /// `DryRunOperation`: the request was valid, and nothing was done.
     pub(crate) fn dry_run() -> Self {
-        Self::new(
-            Code::DryRunOperation,
-            "Request would have succeeded, but DryRun flag is set.",
-        )
+        Self::new(Code::DryRunOperation, "Request would have succeeded, but DryRun flag is set.")
     }
 
     /// The HTTP status to answer with.

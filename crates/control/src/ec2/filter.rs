@@ -36,20 +36,11 @@ impl Filters {
             if !is_tag && !known.contains(&name) {
                 return Err(Ec2Error::invalid(format!("The filter '{name}' is invalid")));
             }
-            let values: Vec<String> = req
-                .list(&format!("Filter.{n}.Value"))
-                .into_iter()
-                .map(str::to_owned)
-                .collect();
+            let values: Vec<String> = req.list(&format!("Filter.{n}.Value")).into_iter().map(str::to_owned).collect();
             if values.is_empty() {
-                return Err(Ec2Error::invalid(format!(
-                    "The filter '{name}' must have at least one value"
-                )));
+                return Err(Ec2Error::invalid(format!("The filter '{name}' must have at least one value")));
             }
-            filters.push(Filter {
-                name: name.to_owned(),
-                values,
-            });
+            filters.push(Filter { name: name.to_owned(), values });
         }
         Ok(Self(filters))
     }

@@ -15,9 +15,7 @@ impl Req<'_> {
 
     /// A required parameter: absent or empty is `MissingParameter`.
     pub(crate) fn required(&self, name: &str) -> Result<&str, Ec2Error> {
-        self.param(name)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| Ec2Error::missing(name))
+        self.param(name).filter(|v| !v.is_empty()).ok_or_else(|| Ec2Error::missing(name))
     }
 
     /// A flattened list `name.1`, `name.2`, … in index order.
@@ -64,11 +62,7 @@ impl Req<'_> {
     /// Fails with `DryRunOperation` if `DryRun` is set: call once the request has been checked
     /// and just before anything would change.
     pub(crate) fn check_dry_run(&self) -> Result<(), Ec2Error> {
-        if self.flag("DryRun")? {
-            Err(Ec2Error::dry_run())
-        } else {
-            Ok(())
-        }
+        if self.flag("DryRun")? { Err(Ec2Error::dry_run()) } else { Ok(()) }
     }
 
     /// A required ID parameter of `kind`, checked for form.
@@ -93,11 +87,7 @@ impl Req<'_> {
 
 /// `Ok` if `id` is a well-formed ID of `kind`, else its `….Malformed` error.
 pub(crate) fn check_id(kind: Kind, id: &str) -> Result<(), Ec2Error> {
-    if kind.is_id(id) {
-        Ok(())
-    } else {
-        Err(Ec2Error::malformed(kind, id))
-    }
+    if kind.is_id(id) { Ok(()) } else { Err(Ec2Error::malformed(kind, id)) }
 }
 
 /// A list index: decimal digits, no sign, at least 1.

@@ -34,10 +34,7 @@ impl Page {
         let after = match req.param("NextToken") {
             None | Some("") => None,
             Some(token) => Some(decode(token).filter(|id| kind.is_id(id)).ok_or_else(|| {
-                Ec2Error::new(
-                    Code::InvalidPaginationToken,
-                    format!("The pagination token '{token}' is invalid."),
-                )
+                Ec2Error::new(Code::InvalidPaginationToken, format!("The pagination token '{token}' is invalid."))
             })?),
         };
         Ok(Self { kind, limit, after })
@@ -81,36 +78,16 @@ pub(crate) async fn candidates<T: DeserializeOwned>(
             None => missing.push(id.as_str()),
         }
     }
-    if missing.is_empty() {
-        Ok(found)
-    } else {
-        Err(Ec2Error::not_found(kind, &missing))
-    }
+    if missing.is_empty() { Ok(found) } else { Err(Ec2Error::not_found(kind, &missing)) }
 }
 
-fn encode(id: &str) -> String {
-    id.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode(token: &str) -> Option<String> {
-    if token.len() % 2 != 0 || token.len() > 256 {
-        return None;
-    }
-    let bytes = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    String::from_utf8(bytes).ok()
-}
+use crate::keys::{key_of_token as decode, token_of as encode};
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn tokens_round_trip() {
-        assert_eq!(
-            super::decode(&super::encode("vpc-0123456789abcdef0")).as_deref(),
-            Some("vpc-0123456789abcdef0")
-        );
+        assert_eq!(super::decode(&super::encode("vpc-0123456789abcdef0")).as_deref(), Some("vpc-0123456789abcdef0"));
         assert_eq!(super::decode("zz"), None);
         assert_eq!(super::decode("abc"), None);
     }

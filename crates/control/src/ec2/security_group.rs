@@ -41,10 +41,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Xml, Ec2Error> {
         return Err(Ec2Error::invalid("Group names may not be in the format sg-*."));
     }
     if name == DEFAULT_GROUP_NAME {
-        return Err(Ec2Error::new(
-            Code::InvalidGroupReserved,
-            "The security group name 'default' is reserved.",
-        ));
+        return Err(Ec2Error::new(Code::InvalidGroupReserved, "The security group name 'default' is reserved."));
     }
     let Some(vpc_id) = req.param("VpcId").filter(|v| !v.is_empty()) else {
         return Err(no_default_vpc());
@@ -133,10 +130,7 @@ pub(crate) async fn describe(req: &Req<'_>) -> Result<Xml, Ec2Error> {
 }
 
 pub(crate) async fn delete(req: &Req<'_>) -> Result<Xml, Ec2Error> {
-    let id = match (
-        req.param("GroupId").filter(|v| !v.is_empty()),
-        req.param("GroupName").filter(|v| !v.is_empty()),
-    ) {
+    let id = match (req.param("GroupId").filter(|v| !v.is_empty()), req.param("GroupName").filter(|v| !v.is_empty())) {
         (Some(id), _) => id,
         (None, Some(_)) => return Err(no_default_vpc()),
         (None, None) => {
@@ -191,16 +185,9 @@ fn no_default_vpc() -> Ec2Error {
 /// A group name or description: 1–255 characters AWS allows in a VPC.
 fn check_text(param: &str, value: &str) -> Result<(), Ec2Error> {
     if value.len() > 255 {
-        return Err(Ec2Error::bad_value(
-            param,
-            value,
-            "Length exceeds maximum of 255 characters.",
-        ));
+        return Err(Ec2Error::bad_value(param, value, "Length exceeds maximum of 255 characters."));
     }
-    if !value
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || ALLOWED_PUNCTUATION.contains(c))
-    {
+    if !value.chars().all(|c| c.is_ascii_alphanumeric() || ALLOWED_PUNCTUATION.contains(c)) {
         return Err(Ec2Error::bad_value(
             param,
             value,

@@ -38,14 +38,8 @@ const FILTERS: &[&str] = &[
 ];
 
 /// Parameters CreateSubnet takes that Trellis does not (IPv6, IPAM pools, Outposts).
-const UNSUPPORTED: &[&str] = &[
-    "Ipv6CidrBlock",
-    "Ipv4IpamPoolId",
-    "Ipv6IpamPoolId",
-    "Ipv4NetmaskLength",
-    "Ipv6NetmaskLength",
-    "OutpostArn",
-];
+const UNSUPPORTED: &[&str] =
+    &["Ipv6CidrBlock", "Ipv4IpamPoolId", "Ipv6IpamPoolId", "Ipv4NetmaskLength", "Ipv6NetmaskLength", "OutpostArn"];
 
 pub(crate) async fn create(req: &Req<'_>) -> Result<Xml, Ec2Error> {
     let vpc_id = req.required_id("VpcId", Kind::Vpc)?;
@@ -56,20 +50,12 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Xml, Ec2Error> {
         ));
     }
     if req.flag("Ipv6Native")? {
-        return Err(Ec2Error::new(
-            Code::UnsupportedOperation,
-            "IPv6-only subnets are not supported by Trellis.",
-        ));
+        return Err(Ec2Error::new(Code::UnsupportedOperation, "IPv6-only subnets are not supported by Trellis."));
     }
     let raw = req.param("CidrBlock").filter(|c| !c.is_empty()).ok_or_else(|| {
-        Ec2Error::new(
-            Code::MissingParameter,
-            "Either 'cidrBlock' or 'ipv6CidrBlock' should be provided.",
-        )
+        Ec2Error::new(Code::MissingParameter, "Either 'cidrBlock' or 'ipv6CidrBlock' should be provided.")
     })?;
-    let cidr: Cidr = raw
-        .parse()
-        .map_err(|e: trellis_model::cidr::CidrError| Ec2Error::invalid(e.to_string()))?;
+    let cidr: Cidr = raw.parse().map_err(|e: trellis_model::cidr::CidrError| Ec2Error::invalid(e.to_string()))?;
     let out_of_range = || Ec2Error::new(Code::InvalidSubnetRange, format!("The CIDR '{raw}' is invalid."));
     if !(16..=28).contains(&cidr.prefix_len()) {
         return Err(out_of_range());
@@ -243,10 +229,7 @@ fn zone_id(region: &str, zone: &str) -> String {
 
 /// Addresses left for use: the block less the five AWS reserves.
 fn available(subnet: &Subnet) -> u64 {
-    subnet
-        .cidr_block
-        .parse::<Cidr>()
-        .map_or(0, |c| c.size().saturating_sub(5))
+    subnet.cidr_block.parse::<Cidr>().map_or(0, |c| c.size().saturating_sub(5))
 }
 
 /// The members of a `Subnet` structure.
@@ -258,10 +241,7 @@ fn render(x: &mut Xml, req: &Req<'_>, subnet: &Subnet) {
         .leaf("cidrBlock", &subnet.cidr_block)
         .number("availableIpAddressCount", available(subnet))
         .leaf("availabilityZone", &subnet.availability_zone)
-        .leaf(
-            "availabilityZoneId",
-            &zone_id(&req.ctx.region, &subnet.availability_zone),
-        )
+        .leaf("availabilityZoneId", &zone_id(&req.ctx.region, &subnet.availability_zone))
         .flag("defaultForAz", false)
         .flag("mapPublicIpOnLaunch", false)
         .flag("mapCustomerOwnedIpOnLaunch", false)

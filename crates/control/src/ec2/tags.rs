@@ -25,9 +25,7 @@ pub(crate) fn from_specifications(req: &Req<'_>, resource_type: &str) -> Result<
     let mut tags = Tags::new();
     let mut seen = false;
     for n in req.indices("TagSpecification") {
-        let kind = req
-            .param(&format!("TagSpecification.{n}.ResourceType"))
-            .unwrap_or_default();
+        let kind = req.param(&format!("TagSpecification.{n}.ResourceType")).unwrap_or_default();
         if kind.is_empty() {
             return Err(Ec2Error::invalid("Tag specification resource type must have a value"));
         }
@@ -37,9 +35,7 @@ pub(crate) fn from_specifications(req: &Req<'_>, resource_type: &str) -> Result<
             )));
         }
         if seen {
-            return Err(Ec2Error::invalid(format!(
-                "The tag specification for resource type '{kind}' is duplicated."
-            )));
+            return Err(Ec2Error::invalid(format!("The tag specification for resource type '{kind}' is duplicated.")));
         }
         seen = true;
         for (key, value) in read(req, &format!("TagSpecification.{n}.Tag"))? {
@@ -65,11 +61,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Xml, Ec2Error> {
         for (key, value) in &tags {
             have.insert(key.clone(), value.clone().unwrap_or_default());
         }
-        if have.len() > MAX_TAGS {
-            Err(limit_exceeded())
-        } else {
-            Ok(())
-        }
+        if have.len() > MAX_TAGS { Err(limit_exceeded()) } else { Ok(()) }
     };
     retag_all(req, &resources, &edit).await?;
     Ok(returned_true())
@@ -168,9 +160,8 @@ async fn retag<T: Clone + Serialize + DeserializeOwned>(
 fn read(req: &Req<'_>, prefix: &str) -> Result<Vec<TagParam>, Ec2Error> {
     let mut tags = Vec::new();
     for n in req.indices(prefix) {
-        let key = req
-            .param(&format!("{prefix}.{n}.Key"))
-            .ok_or_else(|| Ec2Error::missing(&format!("{prefix}.{n}.Key")))?;
+        let key =
+            req.param(&format!("{prefix}.{n}.Key")).ok_or_else(|| Ec2Error::missing(&format!("{prefix}.{n}.Key")))?;
         let value = req.param(&format!("{prefix}.{n}.Value"));
         check(key, value)?;
         tags.push((key.to_owned(), value.map(str::to_owned)));
@@ -199,10 +190,7 @@ fn check(key: &str, value: Option<&str>) -> Result<(), Ec2Error> {
 }
 
 fn limit_exceeded() -> Ec2Error {
-    Ec2Error::new(
-        Code::TagLimitExceeded,
-        "The maximum number of Tags for a resource has been reached.",
-    )
+    Ec2Error::new(Code::TagLimitExceeded, "The maximum number of Tags for a resource has been reached.")
 }
 
 #[cfg(test)]
@@ -236,10 +224,7 @@ mod tests {
         );
         assert!(body.contains("<return>true</return>"), "{body}");
         let (_, body) = ec2(&app, &[("Action", "DescribeSubnets"), ("SubnetId.1", &subnet)]).await;
-        assert!(
-            body.contains("<item><key>Name</key><value>a&amp;b</value></item>"),
-            "{body}"
-        );
+        assert!(body.contains("<item><key>Name</key><value>a&amp;b</value></item>"), "{body}");
         assert!(body.contains("<item><key>empty</key><value></value></item>"), "{body}");
 
         // A value that does not match leaves the tag; no value removes it whatever its value.
@@ -256,10 +241,7 @@ mod tests {
         .await;
         assert_eq!(status, 200);
         let (_, body) = ec2(&app, &[("Action", "DescribeVpcs"), ("VpcId.1", &vpc)]).await;
-        assert!(
-            body.contains("<key>env</key>") && !body.contains("<key>Name</key>"),
-            "{body}"
-        );
+        assert!(body.contains("<key>env</key>") && !body.contains("<key>Name</key>"), "{body}");
         let (_, _) = ec2(&app, &[("Action", "DeleteTags"), ("ResourceId.1", &vpc)]).await;
         let (_, body) = ec2(&app, &[("Action", "DescribeVpcs"), ("VpcId.1", &vpc)]).await;
         assert!(!body.contains("<tagSet>"), "{body}");
@@ -272,30 +254,12 @@ mod tests {
         let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
             (vec![("Tag.1.Key", "k")], "MissingParameter"),
             (vec![("ResourceId.1", &vpc)], "MissingParameter"),
-            (
-                vec![("ResourceId.1", "i-0123456789abcdef0"), ("Tag.1.Key", "k")],
-                "InvalidID",
-            ),
-            (
-                vec![("ResourceId.1", "vpc-0123456789abcdef0"), ("Tag.1.Key", "k")],
-                "InvalidVpcID.NotFound",
-            ),
-            (
-                vec![("ResourceId.1", "subnet-0123456789abcdef0"), ("Tag.1.Key", "k")],
-                "InvalidSubnetID.NotFound",
-            ),
-            (
-                vec![("ResourceId.1", "sg-0123456789abcdef0"), ("Tag.1.Key", "k")],
-                "InvalidGroup.NotFound",
-            ),
-            (
-                vec![("ResourceId.1", &vpc), ("Tag.1.Key", "aws:x")],
-                "InvalidParameterValue",
-            ),
-            (
-                vec![("ResourceId.1", &vpc), ("Tag.1.Key", "k"), ("DryRun", "true")],
-                "DryRunOperation",
-            ),
+            (vec![("ResourceId.1", "i-0123456789abcdef0"), ("Tag.1.Key", "k")], "InvalidID"),
+            (vec![("ResourceId.1", "vpc-0123456789abcdef0"), ("Tag.1.Key", "k")], "InvalidVpcID.NotFound"),
+            (vec![("ResourceId.1", "subnet-0123456789abcdef0"), ("Tag.1.Key", "k")], "InvalidSubnetID.NotFound"),
+            (vec![("ResourceId.1", "sg-0123456789abcdef0"), ("Tag.1.Key", "k")], "InvalidGroup.NotFound"),
+            (vec![("ResourceId.1", &vpc), ("Tag.1.Key", "aws:x")], "InvalidParameterValue"),
+            (vec![("ResourceId.1", &vpc), ("Tag.1.Key", "k"), ("DryRun", "true")], "DryRunOperation"),
         ];
         for (params, expected) in cases {
             let mut all = vec![("Action", "CreateTags")];

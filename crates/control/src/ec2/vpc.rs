@@ -32,14 +32,8 @@ const FILTERS: &[&str] = &[
 ];
 
 /// Parameters CreateVpc takes that Trellis does not (IPv6, IPAM pools).
-const UNSUPPORTED: &[&str] = &[
-    "Ipv6CidrBlock",
-    "Ipv6Pool",
-    "Ipv4IpamPoolId",
-    "Ipv6IpamPoolId",
-    "Ipv4NetmaskLength",
-    "Ipv6NetmaskLength",
-];
+const UNSUPPORTED: &[&str] =
+    &["Ipv6CidrBlock", "Ipv6Pool", "Ipv4IpamPoolId", "Ipv6IpamPoolId", "Ipv4NetmaskLength", "Ipv6NetmaskLength"];
 
 pub(crate) async fn create(req: &Req<'_>) -> Result<Xml, Ec2Error> {
     if let Some(name) = UNSUPPORTED.iter().find(|p| req.param(p).is_some()) {
@@ -49,35 +43,20 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Xml, Ec2Error> {
         ));
     }
     if req.flag("AmazonProvidedIpv6CidrBlock")? {
-        return Err(Ec2Error::new(
-            Code::UnsupportedOperation,
-            "IPv6 CIDR blocks are not supported by Trellis.",
-        ));
+        return Err(Ec2Error::new(Code::UnsupportedOperation, "IPv6 CIDR blocks are not supported by Trellis."));
     }
     let raw = req.param("CidrBlock").filter(|c| !c.is_empty()).ok_or_else(|| {
-        Ec2Error::new(
-            Code::MissingParameter,
-            "Either 'cidrBlock' or 'ipv4IpamPoolId' should be provided.",
-        )
+        Ec2Error::new(Code::MissingParameter, "Either 'cidrBlock' or 'ipv4IpamPoolId' should be provided.")
     })?;
-    let cidr: Cidr = raw
-        .parse()
-        .map_err(|e: trellis_model::cidr::CidrError| Ec2Error::invalid(e.to_string()))?;
+    let cidr: Cidr = raw.parse().map_err(|e: trellis_model::cidr::CidrError| Ec2Error::invalid(e.to_string()))?;
     if !(16..=28).contains(&cidr.prefix_len()) {
-        return Err(Ec2Error::new(
-            Code::InvalidVpcRange,
-            format!("The CIDR '{raw}' is invalid."),
-        ));
+        return Err(Ec2Error::new(Code::InvalidVpcRange, format!("The CIDR '{raw}' is invalid.")));
     }
     let tenancy = match req.param("InstanceTenancy") {
         None | Some("default") => "default",
         Some("dedicated") => "dedicated",
         Some(other) => {
-            return Err(Ec2Error::bad_value(
-                "instanceTenancy",
-                other,
-                "Supported values: default, dedicated.",
-            ));
+            return Err(Ec2Error::bad_value("instanceTenancy", other, "Supported values: default, dedicated."));
         }
     };
     let tags = tags::from_specifications(req, "vpc")?;
@@ -103,10 +82,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Xml, Ec2Error> {
         let mut tx = Tx::default();
         tx.create(req.keys.res(KIND, &vpc.id), &vpc);
         tx.create(req.keys.res(Kind::SecurityGroup, &group.id), &group);
-        tx.create_index(
-            req.keys.name(Kind::SecurityGroup, &vpc.id, &group.group_name),
-            &group.id,
-        );
+        tx.create_index(req.keys.name(Kind::SecurityGroup, &vpc.id, &group.group_name), &group.id);
         tx.create_index(req.keys.reference(rel::VPC_SG, &vpc.id, &group.id), &group.id);
         tx.count(&groups, 1);
         if attempts.commit(store, tx).await? {

@@ -60,8 +60,7 @@ pub(crate) fn failure(err: &Ec2Error, request_id: &str) -> Response {
 
 fn respond(status: StatusCode, text: String) -> Response {
     let mut resp = (status, text).into_response();
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml;charset=UTF-8"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml;charset=UTF-8"));
     resp
 }
 
@@ -126,10 +125,7 @@ mod tests {
         assert_eq!(escape(r#"a&b<c>d"e'f"#), "a&amp;b&lt;c&gt;d&quot;e&apos;f");
         let mut x = Xml::default();
         x.leaf("key", "<&>").flag("isDefault", false).number("n", 3);
-        assert_eq!(
-            x.as_str(),
-            "<key>&lt;&amp;&gt;</key><isDefault>false</isDefault><n>3</n>"
-        );
+        assert_eq!(x.as_str(), "<key>&lt;&amp;&gt;</key><isDefault>false</isDefault><n>3</n>");
     }
 
     #[test]
@@ -138,9 +134,6 @@ mod tests {
         x.tag_set(&Tags::new());
         assert_eq!(x.as_str(), "");
         x.tag_set(&Tags::from([("Name".to_owned(), "a'b".to_owned())]));
-        assert_eq!(
-            x.as_str(),
-            "<tagSet><item><key>Name</key><value>a&apos;b</value></item></tagSet>"
-        );
+        assert_eq!(x.as_str(), "<tagSet><item><key>Name</key><value>a&apos;b</value></item></tagSet>");
     }
 }

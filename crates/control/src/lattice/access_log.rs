@@ -66,10 +66,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
         (Kind::ServiceNetwork, given) => Some(given.unwrap_or(LogType::Service)),
         (_, None) => None,
         (_, Some(_)) => {
-            return Err(ApiError::field(
-                "serviceNetworkLogType",
-                "applies only to service networks",
-            ));
+            return Err(ApiError::field("serviceNetworkLogType", "applies only to service networks"));
         }
     };
     let log_type = log_type.map(LogType::as_str).map(str::to_owned);
@@ -142,10 +139,7 @@ pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
     };
     // A resource that does not exist simply has no subscriptions, for the same reason.
     let page = Page::new(req, req.keys.references(rel::ALS, &resource_id))?;
-    let resp = req
-        .store()
-        .list_prefix(page.prefix(), page.after.as_deref(), page.limit)
-        .await?;
+    let resp = req.store().list_prefix(page.prefix(), page.after.as_deref(), page.limit).await?;
     let mut items = Vec::with_capacity(resp.kvs.len());
     for kv in &resp.kvs {
         let als_id = String::from_utf8_lossy(&kv.value);
@@ -213,20 +207,14 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
 }
 
 async fn find(req: &Req<'_>, id: &str) -> Result<Versioned<AccessLogSubscription>, ApiError> {
-    repo::load(req.store(), &req.keys.res(KIND, id))
-        .await?
-        .ok_or_else(|| ApiError::not_found(KIND, id))
+    repo::load(req.store(), &req.keys.res(KIND, id)).await?.ok_or_else(|| ApiError::not_found(KIND, id))
 }
 
 /// The service network or service a stored subscription belongs to. A subscription outliving
 /// its owner cannot happen (the owner's delete takes its subscriptions along); should one be
 /// found, it reads as not found itself.
 async fn owner_of(req: &Req<'_>, als: &AccessLogSubscription) -> Result<Owner, ApiError> {
-    let kind = if als.resource_id.starts_with("sn-") {
-        Kind::ServiceNetwork
-    } else {
-        Kind::Service
-    };
+    let kind = if als.resource_id.starts_with("sn-") { Kind::ServiceNetwork } else { Kind::Service };
     match find_owner(req, kind, &als.resource_id).await {
         Err(ApiError::NotFound { .. }) => Err(ApiError::not_found(KIND, &als.id)),
         other => other,
@@ -299,9 +287,7 @@ fn destination(raw: &str) -> Result<Destination, ApiError> {
             "s3" if arn.region.is_empty() && arn.account.is_empty() => {
                 let bucket = arn.resource.split('/').next()?;
                 let ok = (3..=63).contains(&bucket.len())
-                    && bucket
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+                    && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
                     && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
                     && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
                 ok.then_some(Destination::S3)
@@ -325,9 +311,7 @@ fn destination(raw: &str) -> Result<Destination, ApiError> {
 
 /// A non-empty run of `[a-z0-9-]`, as partitions and regions are.
 fn is_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 // === impl Destination ===

@@ -49,11 +49,7 @@ pub(crate) async fn put(req: &Req<'_>) -> Result<Reply, ApiError> {
         // written after that would be orphaned.
         tx.require_unchanged(owner.read.key.clone(), owner.read.revision);
         let created_at = existing.as_ref().map_or(now, |read| read.value.created_at);
-        let policy = AuthPolicy {
-            policy: input.policy.clone(),
-            created_at,
-            last_updated_at: now,
-        };
+        let policy = AuthPolicy { policy: input.policy.clone(), created_at, last_updated_at: now };
         match &existing {
             Some(read) => tx.update(read, &policy),
             None => tx.create(key, &policy),
@@ -124,10 +120,7 @@ pub(super) fn owner_id(req: &Req<'_>, ident: &str, field: &str) -> Result<(Kind,
         })
     };
     let kind = kind.ok_or_else(|| {
-        ApiError::field(
-            field,
-            format!("{ident:?} is not the ID or ARN of a service network or service"),
-        )
+        ApiError::field(field, format!("{ident:?} is not the ID or ARN of a service network or service"))
     })?;
     Ok((kind, req.resolve(ident, field, kind)?))
 }
@@ -137,24 +130,10 @@ pub(super) async fn find_owner(req: &Req<'_>, kind: Kind, id: &str) -> Result<Ow
     let read = repo::load::<Value>(req.store(), &req.keys.res(kind, id))
         .await?
         .ok_or_else(|| ApiError::not_found(kind, id))?;
-    let arn = read
-        .value
-        .get("arn")
-        .and_then(Value::as_str)
-        .map_or_else(|| req.arn(kind, &[], id), str::to_owned);
-    let auth_type = read
-        .value
-        .get("authType")
-        .cloned()
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_default();
-    Ok(Owner {
-        kind,
-        id: id.to_owned(),
-        arn,
-        auth_type,
-        read,
-    })
+    let arn = read.value.get("arn").and_then(Value::as_str).map_or_else(|| req.arn(kind, &[], id), str::to_owned);
+    let auth_type =
+        read.value.get("authType").cloned().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+    Ok(Owner { kind, id: id.to_owned(), arn, auth_type, read })
 }
 
 /// Checks a policy document: at most 10 KB, JSON, and the skeleton of the IAM grammar (an
@@ -164,9 +143,7 @@ pub(super) async fn find_owner(req: &Req<'_>, kind: Kind, id: &str) -> Result<Ow
 fn check_policy(policy: &str) -> Result<(), ApiError> {
     let bad = |m: String| ApiError::field("policy", m);
     if policy.chars().count() > MAX_POLICY_CHARS {
-        return Err(bad(format!(
-            "must be at most {MAX_POLICY_CHARS} characters (the auth policy size quota)"
-        )));
+        return Err(bad(format!("must be at most {MAX_POLICY_CHARS} characters (the auth policy size quota)")));
     }
     let doc: Value = serde_json::from_str(policy).map_err(|e| bad(format!("is not valid JSON: {e}")))?;
     let Some(doc) = doc.as_object() else {
@@ -181,18 +158,14 @@ fn check_policy(policy: &str) -> Result<(), ApiError> {
         Some(Value::Array(list)) if !list.is_empty() => list.iter().collect::<Vec<_>>(),
         Some(one @ Value::Object(_)) => vec![one],
         _ => {
-            return Err(bad(
-                "must have a Statement: an object or a non-empty list of objects".to_owned()
-            ));
+            return Err(bad("must have a Statement: an object or a non-empty list of objects".to_owned()));
         }
     };
     for (i, statement) in statements.iter().enumerate() {
         match statement.get("Effect").and_then(Value::as_str) {
             Some("Allow" | "Deny") => {}
             _ => {
-                return Err(bad(format!(
-                    "Statement {i} must have an Effect of \"Allow\" or \"Deny\""
-                )));
+                return Err(bad(format!("Statement {i} must have an Effect of \"Allow\" or \"Deny\"")));
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The errors of the `vpc-lattice` API, one variant per modelled exception with its members,
 //! rendered in one place: status, `x-amzn-ErrorType` and a JSON body (spec §1.4).
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use trellis_model::Kind;
@@ -117,7 +117,11 @@ impl ApiError {
 
     /// A `ValidationException` for an operation Trellis does not know or serve.
     pub fn unknown_operation(what: &str) -> Self {
-        Self::Validation { message: format!("Unknown operation: {what}"), reason: "unknownOperation", field_list: Vec::new() }
+        Self::Validation {
+            message: format!("Unknown operation: {what}"),
+            reason: "unknownOperation",
+            field_list: Vec::new(),
+        }
     }
 
     /// A `ResourceNotFoundException`.
@@ -131,7 +135,11 @@ impl ApiError {
 
     /// A `ConflictException`.
     pub fn conflict(kind: Kind, id: &str, message: impl Into<String>) -> Self {
-        Self::Conflict { message: message.into(), resource_id: id.to_owned(), resource_type: kind.resource_type().to_owned() }
+        Self::Conflict {
+            message: message.into(),
+            resource_id: id.to_owned(),
+            resource_type: kind.resource_type().to_owned(),
+        }
     }
 
     /// A `ServiceQuotaExceededException` for quota `quota_code` of `limit` `kind`s.
@@ -147,7 +155,9 @@ impl ApiError {
     fn body(&self) -> serde_json::Value {
         let message = self.to_string();
         match self {
-            Self::AccessDenied { .. } | Self::Internal { .. } | Self::Throttling { .. } => json!({ "message": message }),
+            Self::AccessDenied { .. } | Self::Internal { .. } | Self::Throttling { .. } => {
+                json!({ "message": message })
+            }
             Self::Conflict { resource_id, resource_type, .. } | Self::NotFound { resource_id, resource_type, .. } => {
                 json!({ "message": message, "resourceId": resource_id, "resourceType": resource_type })
             }

@@ -76,28 +76,17 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
             return Err(ApiError::conflict(
                 KIND,
                 &other.value.id,
-                format!(
-                    "Listener {} of service {service_id} already listens on port {port}",
-                    other.value.id
-                ),
+                format!("Listener {} of service {service_id} already listens on port {port}", other.value.id),
             ));
         }
         let counter = repo::counter(store, req.keys.counter(KIND.prefix(), &service_id)).await?;
         let limit = req.quotas().listeners_per_service;
         if counter.value() >= limit {
-            return Err(ApiError::quota(
-                KIND,
-                Some(&service_id),
-                "L-D64E952E",
-                "listeners per service",
-                limit,
-            ));
+            return Err(ApiError::quota(KIND, Some(&service_id), "L-D64E952E", "listeners per service", limit));
         }
         let id = KIND.new_id();
         let mut ledger = TgLedger::new(req, &service_id).await?;
-        ledger
-            .change(req, &id, &BTreeSet::new(), &target_groups(&action))
-            .await?;
+        ledger.change(req, &id, &BTreeSet::new(), &target_groups(&action)).await?;
         let now = crate::now();
         let listener = Listener {
             arn: req.arn(KIND, &[&service_id], &id),
@@ -171,14 +160,7 @@ pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
         let mut listener = read.value.clone();
         check_targets(req, "defaultAction", &action, listener.protocol).await?;
         let mut ledger = TgLedger::new(req, &service_id).await?;
-        ledger
-            .change(
-                req,
-                &listener.id,
-                &target_groups(&listener.default_action),
-                &target_groups(&action),
-            )
-            .await?;
+        ledger.change(req, &listener.id, &target_groups(&listener.default_action), &target_groups(&action)).await?;
         listener.default_action = action.clone();
         listener.last_updated_at = crate::now();
         let mut tx = Tx::default();
@@ -200,13 +182,9 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
         let (rules, _) = repo::list::<Rule>(store, &req.keys.rules(&listener.id), None, 0).await?;
         let none = BTreeSet::new();
         let mut ledger = TgLedger::new(req, &service_id).await?;
-        ledger
-            .change(req, &listener.id, &target_groups(&listener.default_action), &none)
-            .await?;
+        ledger.change(req, &listener.id, &target_groups(&listener.default_action), &none).await?;
         for rule in &rules {
-            ledger
-                .change(req, &rule.value.id, &target_groups(&rule.value.action), &none)
-                .await?;
+            ledger.change(req, &rule.value.id, &target_groups(&rule.value.action), &none).await?;
         }
         let listeners = repo::counter(store, req.keys.counter(KIND.prefix(), &service_id)).await?;
         let rule_count = repo::counter(store, req.keys.counter(Kind::Rule.prefix(), &listener.id)).await?;
@@ -233,10 +211,7 @@ pub(crate) fn cascade_rules(req: &Req<'_>, tx: &mut Tx, listener_id: &str, rule_
 
 /// The service and listener IDs of a request's path (`/services/{svc}/listeners/{listener}…`).
 pub(crate) fn path_ids(req: &Req<'_>) -> Result<(String, String), ApiError> {
-    Ok((
-        req.path_id(0, "serviceIdentifier", Kind::Service)?,
-        req.path_id(1, "listenerIdentifier", KIND)?,
-    ))
+    Ok((req.path_id(0, "serviceIdentifier", Kind::Service)?, req.path_id(1, "listenerIdentifier", KIND)?))
 }
 
 /// A listener of a service; `ResourceNotFoundException` names the service if it is the service
@@ -253,10 +228,9 @@ pub(crate) async fn find(req: &Req<'_>, service_id: &str, listener_id: &str) -> 
 /// listeners must give one.
 fn port(protocol: ListenerProtocol, port: Option<i64>) -> Result<u16, ApiError> {
     match (protocol, port) {
-        (_, Some(p)) => u16::try_from(p)
-            .ok()
-            .filter(|p| *p >= 1)
-            .ok_or_else(|| ApiError::field("port", "must be from 1 to 65535")),
+        (_, Some(p)) => {
+            u16::try_from(p).ok().filter(|p| *p >= 1).ok_or_else(|| ApiError::field("port", "must be from 1 to 65535"))
+        }
         (ListenerProtocol::Http, None) => Ok(80),
         (ListenerProtocol::Https, None) => Ok(443),
         (ListenerProtocol::TlsPassthrough, None) => {

@@ -24,9 +24,11 @@ impl Page {
         };
         let after = match req.query("nextToken") {
             None => None,
-            Some(token) => Some(decode(token).filter(|k| k.starts_with(&prefix)).ok_or_else(|| {
-                ApiError::field("nextToken", "is not a token this listing returned")
-            })?),
+            Some(token) => Some(
+                decode(token)
+                    .filter(|k| k.starts_with(&prefix))
+                    .ok_or_else(|| ApiError::field("nextToken", "is not a token this listing returned"))?,
+            ),
         };
         Ok(Self { limit, after, prefix })
     }
@@ -42,20 +44,7 @@ impl Page {
     }
 }
 
-fn encode(key: &str) -> String {
-    key.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode(token: &str) -> Option<String> {
-    if token.is_empty() || !token.len().is_multiple_of(2) || token.len() > 2048 {
-        return None;
-    }
-    let bytes = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    String::from_utf8(bytes).ok()
-}
+use crate::keys::{key_of_token as decode, token_of as encode};
 
 #[cfg(test)]
 mod tests {

@@ -81,9 +81,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
         }
         let parent = listener::find(req, &service_id, &listener_id).await?;
         if parent.value.protocol == ListenerProtocol::TlsPassthrough {
-            return Err(ApiError::invalid(
-                "A TLS_PASSTHROUGH listener has only its default rule",
-            ));
+            return Err(ApiError::invalid("A TLS_PASSTHROUGH listener has only its default rule"));
         }
         check_targets(req, "action", &rule_action, parent.value.protocol).await?;
         let name_key = req.keys.name(KIND, &listener_id, &input.name);
@@ -94,29 +92,17 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
                 format!("A rule named {} already exists in listener {listener_id}", input.name),
             ));
         }
-        if let Some(other) = all(req, &listener_id)
-            .await?
-            .iter()
-            .find(|r| r.value.priority == priority)
-        {
+        if let Some(other) = all(req, &listener_id).await?.iter().find(|r| r.value.priority == priority) {
             return Err(priority_taken(priority, &other.value.id));
         }
         let counter = repo::counter(store, req.keys.counter(KIND.prefix(), &listener_id)).await?;
         let limit = req.quotas().rules_per_listener;
         if counter.value() >= limit {
-            return Err(ApiError::quota(
-                KIND,
-                Some(&listener_id),
-                "L-CF78395E",
-                "rules per listener",
-                limit,
-            ));
+            return Err(ApiError::quota(KIND, Some(&listener_id), "L-CF78395E", "rules per listener", limit));
         }
         let id = KIND.new_id();
         let mut ledger = TgLedger::new(req, &service_id).await?;
-        ledger
-            .change(req, &id, &BTreeSet::new(), &target_groups(&rule_action))
-            .await?;
+        ledger.change(req, &id, &BTreeSet::new(), &target_groups(&rule_action)).await?;
         let now = crate::now();
         let rule = Rule {
             arn: format!("{}/rule/{id}", parent.value.arn),
@@ -220,15 +206,8 @@ pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
     if let Some(m) = &input.rule_match {
         action::check_match("match", m)?;
     }
-    let priority = input
-        .priority
-        .map(|p| action::check_priority("priority", p))
-        .transpose()?;
-    let new_action = input
-        .action
-        .as_ref()
-        .map(|a| parse_action(req, "action", a))
-        .transpose()?;
+    let priority = input.priority.map(|p| action::check_priority("priority", p)).transpose()?;
+    let new_action = input.action.as_ref().map(|a| parse_action(req, "action", a)).transpose()?;
     let store = req.store();
     let mut attempts = Attempts::default();
     loop {
@@ -243,9 +222,7 @@ pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
         let mut ledger = TgLedger::new(req, &service_id).await?;
         if let Some(a) = &new_action {
             check_targets(req, "action", a, parent.value.protocol).await?;
-            ledger
-                .change(req, &rule.id, &target_groups(&rule.action), &target_groups(a))
-                .await?;
+            ledger.change(req, &rule.id, &target_groups(&rule.action), &target_groups(a)).await?;
             rule.action = a.clone();
         }
         if let Some(p) = priority.filter(|p| *p != rule.priority) {
@@ -285,9 +262,7 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
         let read = find(req, &listener_id, &rule_id).await?;
         let rule = &read.value;
         let mut ledger = TgLedger::new(req, &service_id).await?;
-        ledger
-            .change(req, &rule.id, &target_groups(&rule.action), &BTreeSet::new())
-            .await?;
+        ledger.change(req, &rule.id, &target_groups(&rule.action), &BTreeSet::new()).await?;
         let counter = repo::counter(store, req.keys.counter(KIND.prefix(), &listener_id)).await?;
         let mut tx = Tx::default();
         tx.delete_read(&read);
@@ -302,9 +277,7 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
 
 /// Every (non-default) rule of a listener.
 async fn all(req: &Req<'_>, listener_id: &str) -> Result<Vec<Versioned<Rule>>, ApiError> {
-    Ok(repo::list::<Rule>(req.store(), &req.keys.rules(listener_id), None, 0)
-        .await?
-        .0)
+    Ok(repo::list::<Rule>(req.store(), &req.keys.rules(listener_id), None, 0).await?.0)
 }
 
 async fn find(req: &Req<'_>, listener_id: &str, rule_id: &str) -> Result<Versioned<Rule>, ApiError> {
@@ -314,11 +287,7 @@ async fn find(req: &Req<'_>, listener_id: &str, rule_id: &str) -> Result<Version
 }
 
 fn priority_taken(priority: u32, other: &str) -> ApiError {
-    ApiError::conflict(
-        KIND,
-        other,
-        format!("Priority {priority} is already used by rule {other}"),
-    )
+    ApiError::conflict(KIND, other, format!("Priority {priority} is already used by rule {other}"))
 }
 
 /// A rule as UpdateRule and BatchUpdateRule answer it (GetRule adds the timestamps).

@@ -64,11 +64,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
         }
         let name_key = req.keys.name(KIND, "", &input.name);
         if let Some(existing) = repo::load_index(store, &name_key).await? {
-            return Err(ApiError::conflict(
-                KIND,
-                &existing,
-                format!("A service named {} already exists", input.name),
-            ));
+            return Err(ApiError::conflict(KIND, &existing, format!("A service named {} already exists", input.name)));
         }
         let counter = repo::counter(store, req.keys.counter(KIND.prefix(), "")).await?;
         let limit = req.quotas().services;
@@ -164,11 +160,7 @@ pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
     let id = req.path_id(0, "serviceIdentifier", KIND)?;
     let input: UpdateServiceRequest = req.input()?;
     // An empty certificateArn (the model allows it) removes the certificate.
-    let certificate_arn = input
-        .certificate_arn
-        .as_deref()
-        .map(|c| check_certificate(Some(c)))
-        .transpose()?;
+    let certificate_arn = input.certificate_arn.as_deref().map(|c| check_certificate(Some(c))).transpose()?;
     let idle_timeout = input.idle_timeout_seconds.map(check_idle_timeout).transpose()?;
     let store = req.store();
     let mut attempts = Attempts::default();
@@ -212,10 +204,7 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
             return Err(ApiError::conflict(
                 KIND,
                 &id,
-                format!(
-                    "Service {id} is still associated with {} service networks",
-                    networks.value()
-                ),
+                format!("Service {id} is still associated with {} service networks", networks.value()),
             ));
         }
         let services = repo::counter(store, req.keys.counter(KIND.prefix(), "")).await?;
@@ -247,9 +236,7 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
 
 /// A service of this region and account.
 pub(crate) async fn find(req: &Req<'_>, id: &str) -> Result<Versioned<Service>, ApiError> {
-    repo::load(req.store(), &req.keys.res(KIND, id))
-        .await?
-        .ok_or_else(|| ApiError::not_found(KIND, id))
+    repo::load(req.store(), &req.keys.res(KIND, id)).await?.ok_or_else(|| ApiError::not_found(KIND, id))
 }
 
 fn dns_entry(req: &Req<'_>, svc: &Service) -> serde_json::Value {
@@ -279,14 +266,7 @@ fn check_domain(domain: &str) -> Result<(), ApiError> {
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::field(
-            "customDomainName",
-            "must be a domain name of 3 to 255 characters",
-        ))
-    }
+    if ok { Ok(()) } else { Err(ApiError::field("customDomainName", "must be a domain name of 3 to 255 characters")) }
 }
 
 /// `certificateArn` (model pattern
@@ -305,10 +285,7 @@ fn check_certificate(arn: Option<&str>) -> Result<Option<String>, ApiError> {
         && (parts[3].is_empty() || is_arn_word(parts[3]))
         && (parts[4].is_empty() || is_arn_word(parts[4]))
         && parts[5].strip_prefix("certificate/").is_some_and(|id| {
-            !id.is_empty()
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            !id.is_empty() && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         });
     if ok {
         Ok(Some(arn.to_owned()))

@@ -4,8 +4,8 @@
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
-use trellis_model::lattice::{AuthType, ServiceNetwork, SharingConfig, Tags};
 use trellis_model::Kind;
+use trellis_model::lattice::{AuthType, ServiceNetwork, SharingConfig, Tags};
 
 use super::idempotency::ClientToken;
 use super::input::{check_name, check_tags};
@@ -51,7 +51,11 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
         }
         let name_key = req.keys.name(KIND, "", &input.name);
         if let Some(existing) = repo::load_index(store, &name_key).await? {
-            return Err(ApiError::conflict(KIND, &existing, format!("A service network named {} already exists", input.name)));
+            return Err(ApiError::conflict(
+                KIND,
+                &existing,
+                format!("A service network named {} already exists", input.name),
+            ));
         }
         let id = KIND.new_id();
         let now = crate::now();
@@ -98,7 +102,8 @@ pub(crate) async fn get(req: &Req<'_>) -> Result<Reply, ApiError> {
 
 pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
     let page = Page::new(req, req.keys.all(KIND))?;
-    let (items, more) = repo::list::<ServiceNetwork>(req.store(), page.prefix(), page.after.as_deref(), page.limit).await?;
+    let (items, more) =
+        repo::list::<ServiceNetwork>(req.store(), page.prefix(), page.after.as_deref(), page.limit).await?;
     let mut out = Vec::with_capacity(items.len());
     for item in &items {
         let sn = &item.value;
@@ -203,13 +208,16 @@ mod tests {
     #[tokio::test]
     async fn create_get_list_delete() {
         let (app, _dir) = app();
-        let (status, _, sn) = call(&app, "POST", "/servicenetworks", Some(json!({"name": "net-one", "clientToken": "t1"}))).await;
+        let (status, _, sn) =
+            call(&app, "POST", "/servicenetworks", Some(json!({"name": "net-one", "clientToken": "t1"}))).await;
         assert_eq!(status, 201, "{sn}");
         let id = sn["id"].as_str().unwrap().to_owned();
         assert!(sn.get("sharingConfig").is_none());
-        let (status, _, again) = call(&app, "POST", "/servicenetworks", Some(json!({"name": "net-one", "clientToken": "t1"}))).await;
+        let (status, _, again) =
+            call(&app, "POST", "/servicenetworks", Some(json!({"name": "net-one", "clientToken": "t1"}))).await;
         assert_eq!((status, &again["id"]), (201.try_into().unwrap(), &sn["id"]));
-        let (status, code, _) = call(&app, "POST", "/servicenetworks", Some(json!({"name": "net-two", "clientToken": "t1"}))).await;
+        let (status, code, _) =
+            call(&app, "POST", "/servicenetworks", Some(json!({"name": "net-two", "clientToken": "t1"}))).await;
         assert_eq!((status.as_u16(), code.as_deref()), (409, Some("ConflictException")));
         let (status, code, _) = call(&app, "POST", "/servicenetworks", Some(json!({"name": "net-one"}))).await;
         assert_eq!((status.as_u16(), code.as_deref()), (409, Some("ConflictException")));
@@ -235,7 +243,8 @@ mod tests {
         assert_eq!((&body["quotaCode"], &body["serviceCode"]), (&json!("L-9CAD07FB"), &json!("vpc-lattice")));
         let (status, _, body) = call(&app, "POST", "/servicenetworks", Some(json!({"name": "Bad_Name"}))).await;
         assert_eq!((status.as_u16(), &body["fieldList"][0]["name"]), (400, &json!("name")));
-        let (_, _, body) = call(&app, "POST", "/servicenetworks", Some(json!({"name": "ccc", "authType": "NOPE"}))).await;
+        let (_, _, body) =
+            call(&app, "POST", "/servicenetworks", Some(json!({"name": "ccc", "authType": "NOPE"}))).await;
         assert_eq!(body["reason"], "fieldValidationFailed");
         let (_, _, body) = call(&app, "GET", "/servicenetworks?maxResults=0", None).await;
         assert_eq!(body["fieldList"][0]["name"], "maxResults");

@@ -45,10 +45,7 @@ pub(crate) async fn tag(req: &Req<'_>) -> Result<Reply, ApiError> {
         if tags.len() > MAX_TAGS {
             return Err(ApiError::field(
                 "tags",
-                format!(
-                    "a resource can have at most {MAX_TAGS} tags; this request would give it {}",
-                    tags.len()
-                ),
+                format!("a resource can have at most {MAX_TAGS} tags; this request would give it {}", tags.len()),
             ));
         }
         let mut tx = Tx::default();
@@ -69,10 +66,7 @@ pub(crate) async fn untag(req: &Req<'_>) -> Result<Reply, ApiError> {
         return Err(ApiError::field("tagKeys", format!("at most {MAX_TAGS} tag keys")));
     }
     if let Some(bad) = keys.iter().find(|k| k.is_empty() || k.chars().count() > 128) {
-        return Err(ApiError::field(
-            "tagKeys",
-            format!("tag key {bad:?} must be 1 to 128 characters"),
-        ));
+        return Err(ApiError::field("tagKeys", format!("tag key {bad:?} must be 1 to 128 characters")));
     }
     let mut attempts = Attempts::default();
     loop {
@@ -104,18 +98,12 @@ pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
 /// ARN of another region or account names nothing here (`ResourceNotFoundException`).
 fn locate(req: &Req<'_>) -> Result<Taggable, ApiError> {
     let raw = req.path.first().map(String::as_str).unwrap_or_default();
-    let malformed = || {
-        ApiError::field(
-            "resourceArn",
-            format!("{raw:?} is not the ARN of a taggable VPC Lattice resource"),
-        )
-    };
+    let malformed =
+        || ApiError::field("resourceArn", format!("{raw:?} is not the ARN of a taggable VPC Lattice resource"));
     if raw.chars().count() > MAX_ARN_CHARS {
         return Err(malformed());
     }
-    let arn = Arn::parse(raw)
-        .filter(|a| a.service == "vpc-lattice")
-        .ok_or_else(malformed)?;
+    let arn = Arn::parse(raw).filter(|a| a.service == "vpc-lattice").ok_or_else(malformed)?;
     let path = arn.lattice_path().ok_or_else(malformed)?;
     if !path.iter().all(|(kind, id)| kind.is_id(id)) {
         return Err(malformed());
@@ -142,12 +130,7 @@ fn locate(req: &Req<'_>) -> Result<Taggable, ApiError> {
     if arn.region != req.ctx.region || arn.account != req.ctx.account {
         return Err(ApiError::not_found(kind, raw));
     }
-    Ok(Taggable {
-        kind,
-        arn: raw.to_owned(),
-        key,
-        service_id,
-    })
+    Ok(Taggable { kind, arn: raw.to_owned(), key, service_id })
 }
 
 /// Loads the resource's stored record. A listener's default rule has no record of its own, so
@@ -162,20 +145,14 @@ async fn find(req: &Req<'_>, target: &Taggable) -> Result<Versioned<Value>, ApiE
 }
 
 fn tags_of(record: &Value) -> Tags {
-    record
-        .get("tags")
-        .cloned()
-        .and_then(|t| serde_json::from_value(t).ok())
-        .unwrap_or_default()
+    record.get("tags").cloned().and_then(|t| serde_json::from_value(t).ok()).unwrap_or_default()
 }
 
 /// The record with its `tags` member replaced.
 fn with_tags(read: &Versioned<Value>, tags: &Tags) -> Result<Value, ApiError> {
     let mut value = read.value.clone();
     let Some(map) = value.as_object_mut() else {
-        return Err(ApiError::Internal {
-            message: format!("the record under {} is not a JSON object", read.key),
-        });
+        return Err(ApiError::Internal { message: format!("the record under {} is not a JSON object", read.key) });
     };
     map.insert("tags".to_owned(), json!(tags));
     Ok(value)

@@ -60,11 +60,7 @@ pub(crate) async fn register(req: &Req<'_>) -> Result<Reply, ApiError> {
         let cidr = vpc_cidr(req, tg).await?;
         let counter = repo::counter(store, req.keys.counter(TARGETS, &tg_id)).await?;
         // A LAMBDA target group holds one function.
-        let mut lambda_slots = if tg.target_type == "LAMBDA" {
-            1u64.saturating_sub(counter.value())
-        } else {
-            u64::MAX
-        };
+        let mut lambda_slots = if tg.target_type == "LAMBDA" { 1u64.saturating_sub(counter.value()) } else { u64::MAX };
         let (mut successful, mut unsuccessful) = (Vec::new(), Vec::new());
         let mut seen = BTreeSet::new();
         let mut tx = Tx::default();
@@ -81,13 +77,7 @@ pub(crate) async fn register(req: &Req<'_>) -> Result<Reply, ApiError> {
                 match repo::load::<Target>(store, &key).await? {
                     // Registered again: idempotent; a draining target is back in service.
                     Some(existing) if existing.value.draining_since.is_some() => {
-                        tx.update(
-                            &existing,
-                            &Target {
-                                draining_since: None,
-                                ..existing.value.clone()
-                            },
-                        );
+                        tx.update(&existing, &Target { draining_since: None, ..existing.value.clone() });
                     }
                     Some(_) => {}
                     None if lambda_slots == 0 => {
@@ -101,12 +91,7 @@ pub(crate) async fn register(req: &Req<'_>) -> Result<Reply, ApiError> {
                         added += 1;
                         tx.create(
                             key,
-                            &Target {
-                                id: t.id.clone(),
-                                port,
-                                registered_at: crate::now(),
-                                draining_since: None,
-                            },
+                            &Target { id: t.id.clone(), port, registered_at: crate::now(), draining_since: None },
                         );
                     }
                 }
@@ -129,9 +114,7 @@ pub(crate) async fn register(req: &Req<'_>) -> Result<Reply, ApiError> {
         // The target group must still exist (DeleteTargetGroup deletes its targets by prefix).
         tx.require_unchanged(tg_read.key.clone(), tg_read.revision);
         if attempts.commit(store, tx).await? {
-            return Ok(Reply::ok(
-                json!({ "successful": successful, "unsuccessful": unsuccessful }),
-            ));
+            return Ok(Reply::ok(json!({ "successful": successful, "unsuccessful": unsuccessful })));
         }
     }
 }
@@ -177,17 +160,11 @@ pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
     let filter = input.targets.unwrap_or_default();
     check_targets(&filter, 0, 20)?;
     let tg = target_group::find(req, &tg_id).await?.value;
-    let in_use = repo::counter(req.store(), req.keys.counter(rel::TG_USERS, &tg_id))
-        .await?
-        .value()
-        > 0;
+    let in_use = repo::counter(req.store(), req.keys.counter(rel::TG_USERS, &tg_id)).await?.value() > 0;
     let page = Page::new(req, req.keys.targets(&tg_id))?;
     // A filter without a port matches the target on any port.
     let (targets, next) = target_group::scan::<Target>(req, &page, |t| {
-        filter.is_empty()
-            || filter
-                .iter()
-                .any(|f| f.id == t.id && f.port.is_none_or(|p| p == t.port))
+        filter.is_empty() || filter.iter().any(|f| f.id == t.id && f.port.is_none_or(|p| p == t.port))
     })
     .await?;
     let items: Vec<_> = targets
@@ -206,12 +183,7 @@ pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
 /// and `DeregistrationInProgress` are Trellis's words in the same style (unconfirmed).
 /// `INITIAL` carries no reason code.
 fn status(tg: &TargetGroup, target: &Target, in_use: bool) -> (&'static str, Option<&'static str>) {
-    let checks_on = tg
-        .config
-        .as_ref()
-        .and_then(|c| c.health_check.as_ref())
-        .and_then(|h| h.enabled)
-        .unwrap_or(false);
+    let checks_on = tg.config.as_ref().and_then(|c| c.health_check.as_ref()).and_then(|h| h.enabled).unwrap_or(false);
     if target.draining_since.is_some() {
         ("DRAINING", Some("DeregistrationInProgress"))
     } else if !in_use {
@@ -232,16 +204,10 @@ fn check_targets(targets: &[TargetInput], min: usize, max: usize) -> Result<(), 
     }
     for (i, t) in targets.iter().enumerate() {
         if t.id.is_empty() || t.id.chars().count() > 200 {
-            return Err(ApiError::field(
-                &format!("targets[{i}].id"),
-                "must be 1 to 200 characters",
-            ));
+            return Err(ApiError::field(&format!("targets[{i}].id"), "must be 1 to 200 characters"));
         }
         if t.port == Some(0) {
-            return Err(ApiError::field(
-                &format!("targets[{i}].port"),
-                "must be from 1 to 65535",
-            ));
+            return Err(ApiError::field(&format!("targets[{i}].port"), "must be from 1 to 65535"));
         }
     }
     Ok(())
@@ -262,11 +228,7 @@ fn shown(port: u16) -> Option<u16> {
 
 /// The IPv4 block of an IP target group's VPC, if the VPC is still known.
 async fn vpc_cidr(req: &Req<'_>, tg: &TargetGroup) -> Result<Option<Cidr>, ApiError> {
-    let Some(vpc_id) = tg
-        .config
-        .as_ref()
-        .and_then(|c| c.vpc_identifier.as_deref())
-        .filter(|_| tg.target_type == "IP")
+    let Some(vpc_id) = tg.config.as_ref().and_then(|c| c.vpc_identifier.as_deref()).filter(|_| tg.target_type == "IP")
     else {
         return Ok(None);
     };
@@ -283,8 +245,7 @@ fn check_target(tg: &TargetGroup, cidr: Option<Cidr>, id: &str) -> Result<(), Re
             let hex = id
                 .strip_prefix("i-")
                 .filter(|h| (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_hexdigit()));
-            hex.map(|_| ())
-                .ok_or_else(|| ("InvalidTarget", format!("{id} is not a valid EC2 instance ID")))
+            hex.map(|_| ()).ok_or_else(|| ("InvalidTarget", format!("{id} is not a valid EC2 instance ID")))
         }
         "LAMBDA" => Arn::parse(id)
             .filter(|a| a.service == "lambda" && a.resource.starts_with("function:"))
@@ -302,31 +263,19 @@ fn check_target(tg: &TargetGroup, cidr: Option<Cidr>, id: &str) -> Result<(), Re
 /// loopback mode (DESIGN.md) forwards only to them and no VPC block can hold them. IPv6
 /// addresses are not range-checked: Trellis's VPCs have no IPv6 block.
 fn check_ip(tg: &TargetGroup, cidr: Option<Cidr>, id: &str) -> Result<(), Refusal> {
-    let ip: IpAddr = id
-        .parse()
-        .map_err(|_| ("InvalidTarget", format!("{id} is not a valid IP address")))?;
-    let family = tg
-        .config
-        .as_ref()
-        .and_then(|c| c.ip_address_type.as_deref())
-        .unwrap_or("IPV4");
+    let ip: IpAddr = id.parse().map_err(|_| ("InvalidTarget", format!("{id} is not a valid IP address")))?;
+    let family = tg.config.as_ref().and_then(|c| c.ip_address_type.as_deref()).unwrap_or("IPV4");
     match (ip, family) {
-        (IpAddr::V4(_), "IPV6") => Err((
-            "UnsupportedTarget",
-            format!("{id} is an IPv4 address; the target group's IP address type is IPV6"),
-        )),
-        (IpAddr::V6(_), "IPV4") => Err((
-            "UnsupportedTarget",
-            format!("{id} is an IPv6 address; the target group's IP address type is IPV4"),
-        )),
+        (IpAddr::V4(_), "IPV6") => {
+            Err(("UnsupportedTarget", format!("{id} is an IPv4 address; the target group's IP address type is IPV6")))
+        }
+        (IpAddr::V6(_), "IPV4") => {
+            Err(("UnsupportedTarget", format!("{id} is an IPv6 address; the target group's IP address type is IPV4")))
+        }
         (ip, _) if ip.is_loopback() => Ok(()),
         (IpAddr::V4(v4), _) => match cidr {
             Some(block) if !block.contains_addr(v4) => {
-                let vpc = tg
-                    .config
-                    .as_ref()
-                    .and_then(|c| c.vpc_identifier.as_deref())
-                    .unwrap_or_default();
+                let vpc = tg.config.as_ref().and_then(|c| c.vpc_identifier.as_deref()).unwrap_or_default();
                 Err((
                     "UnsupportedTarget",
                     format!(

@@ -76,13 +76,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
         let limit = req.quotas().target_groups;
         let counter = repo::counter(store, req.keys.counter(KIND.prefix(), "")).await?;
         if counter.value() >= limit {
-            return Err(ApiError::quota(
-                KIND,
-                None,
-                "L-BB11C6B9",
-                "target groups per region",
-                limit,
-            ));
+            return Err(ApiError::quota(KIND, None, "L-BB11C6B9", "target groups per region", limit));
         }
         let id = KIND.new_id();
         let now = crate::now();
@@ -187,9 +181,7 @@ pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
             ));
         }
         let Some(config) = tg.config.as_mut() else {
-            return Err(ApiError::invalid(format!(
-                "Target group {id} has no configuration to update"
-            )));
+            return Err(ApiError::invalid(format!("Target group {id} has no configuration to update")));
         };
         let protocol = config.protocol.clone().unwrap_or_default();
         config.health_check = Some(health_check::merge(
@@ -218,11 +210,7 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
         let read = find(req, &id).await?;
         let users = repo::counter(store, req.keys.counter(rel::TG_USERS, &id)).await?;
         if users.value() > 0 {
-            return Err(ApiError::conflict(
-                KIND,
-                &id,
-                format!("Target group {id} is in use by a listener or rule"),
-            ));
+            return Err(ApiError::conflict(KIND, &id, format!("Target group {id} is in use by a listener or rule")));
         }
         let counter = repo::counter(store, req.keys.counter(KIND.prefix(), "")).await?;
         let targets = repo::counter(store, req.keys.counter(TARGETS, &id)).await?;
@@ -238,34 +226,26 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
         tx.retire(&targets);
         tx.delete_prefix(req.keys.targets(&id));
         if attempts.commit(store, tx).await? {
-            return Ok(Reply::ok(
-                json!({ "id": id, "arn": read.value.arn, "status": Status::DeleteInProgress }),
-            ));
+            return Ok(Reply::ok(json!({ "id": id, "arn": read.value.arn, "status": Status::DeleteInProgress })));
         }
     }
 }
 
 /// Reads a target group or answers `ResourceNotFoundException`.
 pub(crate) async fn find(req: &Req<'_>, id: &str) -> Result<repo::Versioned<TargetGroup>, ApiError> {
-    repo::load(req.store(), &req.keys.res(KIND, id))
-        .await?
-        .ok_or_else(|| ApiError::not_found(KIND, id))
+    repo::load(req.store(), &req.keys.res(KIND, id)).await?.ok_or_else(|| ApiError::not_found(KIND, id))
 }
 
 /// Reads a VPC (written by the EC2 API) or answers `ResourceNotFoundException` (`VPC`).
 pub(crate) async fn find_vpc(req: &Req<'_>, id: &str) -> Result<repo::Versioned<Vpc>, ApiError> {
-    repo::load(req.store(), &req.keys.res(Kind::Vpc, id))
-        .await?
-        .ok_or_else(|| ApiError::not_found(Kind::Vpc, id))
+    repo::load(req.store(), &req.keys.res(Kind::Vpc, id)).await?.ok_or_else(|| ApiError::not_found(Kind::Vpc, id))
 }
 
 /// The ARNs of the services whose listeners and rules forward to a target group (`None` when
 /// there are none, so the member is omitted).
 async fn service_arns(req: &Req<'_>, tg_id: &str) -> Result<Option<Vec<String>>, ApiError> {
-    let services: BTreeSet<String> = repo::list_index(req.store(), &req.keys.references(rel::TG_USERS, tg_id))
-        .await?
-        .into_iter()
-        .collect();
+    let services: BTreeSet<String> =
+        repo::list_index(req.store(), &req.keys.references(rel::TG_USERS, tg_id)).await?.into_iter().collect();
     Ok((!services.is_empty()).then(|| services.iter().map(|s| req.arn(Kind::Service, &[], s)).collect()))
 }
 
@@ -274,10 +254,7 @@ pub(crate) fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), A
     if allowed.contains(&value) {
         return Ok(());
     }
-    Err(ApiError::field(
-        field,
-        format!("{value:?} is not one of {}", allowed.join(", ")),
-    ))
+    Err(ApiError::field(field, format!("{value:?} is not one of {}", allowed.join(", "))))
 }
 
 /// Checks a create's `config` for a target group of `target_type` and fills in its defaults.
@@ -292,25 +269,13 @@ fn build_config(target_type: &str, given: Option<&TargetGroupConfig>) -> Result<
     let unsupported =
         |member: &str, what: &str| ApiError::field(&format!("config.{member}"), format!("is not supported for {what}"));
     if c.lambda_event_structure_version.is_some() {
-        return Err(unsupported(
-            "lambdaEventStructureVersion",
-            &format!("{target_type} target groups"),
-        ));
+        return Err(unsupported("lambdaEventStructureVersion", &format!("{target_type} target groups")));
     }
-    let protocol = c
-        .protocol
-        .clone()
-        .ok_or_else(|| ApiError::field("config.protocol", "is required"))?;
+    let protocol = c.protocol.clone().ok_or_else(|| ApiError::field("config.protocol", "is required"))?;
     one_of("config.protocol", &protocol, &["HTTP", "HTTPS", "TCP"])?;
-    let vpc = c
-        .vpc_identifier
-        .clone()
-        .ok_or_else(|| ApiError::field("config.vpcIdentifier", "is required"))?;
+    let vpc = c.vpc_identifier.clone().ok_or_else(|| ApiError::field("config.vpcIdentifier", "is required"))?;
     if !Kind::Vpc.is_id(&vpc) {
-        return Err(ApiError::field(
-            "config.vpcIdentifier",
-            format!("{vpc:?} is not a valid VPC ID"),
-        ));
+        return Err(ApiError::field("config.vpcIdentifier", format!("{vpc:?} is not a valid VPC ID")));
     }
     let port = match (c.port, protocol.as_str()) {
         (Some(0), _) => return Err(ApiError::field("config.port", "must be from 1 to 65535")),
@@ -345,13 +310,7 @@ fn build_config(target_type: &str, given: Option<&TargetGroupConfig>) -> Result<
         None
     } else {
         let given = c.health_check.clone().unwrap_or_default();
-        Some(health_check::merge(
-            &protocol,
-            version.as_deref(),
-            None,
-            &given,
-            "config.healthCheck",
-        )?)
+        Some(health_check::merge(&protocol, version.as_deref(), None, &given, "config.healthCheck")?)
     };
     Ok(Some(TargetGroupConfig {
         port: Some(port),
@@ -376,20 +335,11 @@ fn lambda_config(given: Option<&TargetGroupConfig>) -> Result<Option<TargetGroup
         ("healthCheck", c.health_check.is_some()),
     ];
     if let Some((member, _)) = others.iter().find(|(_, set)| *set) {
-        return Err(ApiError::field(
-            &format!("config.{member}"),
-            "is not supported for LAMBDA target groups",
-        ));
+        return Err(ApiError::field(&format!("config.{member}"), "is not supported for LAMBDA target groups"));
     }
-    let version = c
-        .lambda_event_structure_version
-        .clone()
-        .unwrap_or_else(|| "V1".to_owned());
+    let version = c.lambda_event_structure_version.clone().unwrap_or_else(|| "V1".to_owned());
     one_of("config.lambdaEventStructureVersion", &version, &["V1", "V2"])?;
-    Ok(Some(TargetGroupConfig {
-        lambda_event_structure_version: Some(version),
-        ..TargetGroupConfig::default()
-    }))
+    Ok(Some(TargetGroupConfig { lambda_event_structure_version: Some(version), ..TargetGroupConfig::default() }))
 }
 
 // === filtered listings ===
@@ -437,10 +387,7 @@ pub(crate) async fn scan_refs<T: DeserializeOwned>(
     let mut last: Option<String> = None;
     let mut after = page.after.clone();
     loop {
-        let resp = req
-            .store()
-            .list_prefix(page.prefix(), after.as_deref(), page.limit)
-            .await?;
+        let resp = req.store().list_prefix(page.prefix(), after.as_deref(), page.limit).await?;
         for kv in resp.kvs {
             let id = String::from_utf8_lossy(&kv.value).into_owned();
             if let Some(record) = repo::load::<T>(req.store(), &req.keys.res(kind, &id)).await?

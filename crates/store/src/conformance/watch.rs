@@ -20,19 +20,11 @@ pub async fn watch_from_zero_sees_only_new_events(store: &dyn Store) {
     let mut stream = watch(store, "w/", 0).await;
     let rev = put(store, "w/new", b"new").await;
     let ev = next_event(&mut stream, "the put made after the watch started").await;
-    let want = KeyValue {
-        key: "w/new".into(),
-        value: b"new".to_vec(),
-        create_revision: rev,
-        mod_revision: rev,
-        version: 1,
-    };
+    let want =
+        KeyValue { key: "w/new".into(), value: b"new".to_vec(), create_revision: rev, mod_revision: rev, version: 1 };
     assert_eq!(
         ev,
-        WatchEvent {
-            kind: EventKind::Put,
-            kv: want
-        },
+        WatchEvent { kind: EventKind::Put, kv: want },
         "a watch from 0 must deliver only writes made after it started (not w/old)"
     );
 }
@@ -55,20 +47,12 @@ pub async fn watch_from_past_revision_replays_then_follows(store: &dyn Store) {
         "a replayed event carries the key-value as written at that revision"
     );
     let r5 = put(store, "h/c", b"4").await;
-    assert_event(
-        &next_event(&mut stream, "live h/c after the replay").await,
-        EventKind::Put,
-        "h/c",
-        r5,
-    );
+    assert_event(&next_event(&mut stream, "live h/c after the replay").await, EventKind::Put, "h/c", r5);
 
     let mut from_start = watch(store, "h/", r1).await;
     let ev = next_event(&mut from_start, "replay from the first revision").await;
     assert_event(&ev, EventKind::Put, "h/a", r1);
-    assert_eq!(
-        ev.kv.value, b"1",
-        "the from-revision is inclusive and replays the old value"
-    );
+    assert_eq!(ev.kv.value, b"1", "the from-revision is inclusive and replays the old value");
 }
 
 /// A watch sees only keys under its prefix, including from transactions that also write
@@ -78,9 +62,7 @@ pub async fn watch_filters_by_prefix(store: &dyn Store) {
     for key in ["w", "wx", "v/w/x", "x/w/"] {
         put(store, key, b"v").await;
     }
-    let mixed = write(store, vec![put_op("z/1", b"v"), put_op("w/1", b"v")])
-        .await
-        .revision;
+    let mixed = write(store, vec![put_op("z/1", b"v"), put_op("w/1", b"v")]).await.revision;
     let sentinel = put(store, "w/sentinel", b"v").await;
     assert_event(&next_event(&mut stream, "w/1").await, EventKind::Put, "w/1", mixed);
     let ev = next_event(&mut stream, "w/sentinel").await;
@@ -90,11 +72,7 @@ pub async fn watch_filters_by_prefix(store: &dyn Store) {
 /// Deletes (by key and by prefix) are reported as delete events at the deleting revision;
 /// deletes of absent keys report nothing.
 pub async fn watch_reports_deletes(store: &dyn Store) {
-    write(
-        store,
-        vec![put_op("w/a", b"1"), put_op("w/b", b"2"), put_op("keep/x", b"3")],
-    )
-    .await;
+    write(store, vec![put_op("w/a", b"1"), put_op("w/b", b"2"), put_op("keep/x", b"3")]).await;
     let mut stream = watch(store, "w/", 0).await;
     let deleted = write(store, vec![Op::Delete("w/a".into())]).await.revision;
     let ev = next_event(&mut stream, "delete of w/a").await;
@@ -102,20 +80,11 @@ pub async fn watch_reports_deletes(store: &dyn Store) {
     assert!(ev.kv.value.is_empty(), "a delete event carries no value: {ev:?}");
     write(store, vec![Op::Delete("w/absent".into())]).await;
     let swept = write(store, vec![Op::DeletePrefix("w/".into())]).await.revision;
-    assert_event(
-        &next_event(&mut stream, "prefix delete of w/b").await,
-        EventKind::Delete,
-        "w/b",
-        swept,
-    );
+    assert_event(&next_event(&mut stream, "prefix delete of w/b").await, EventKind::Delete, "w/b", swept);
     let again = put(store, "w/a", b"4").await;
     let ev = next_event(&mut stream, "re-creation of w/a").await;
     assert_event(&ev, EventKind::Put, "w/a", again);
-    assert_eq!(
-        (ev.kv.create_revision, ev.kv.version),
-        (again, 1),
-        "a re-created key starts over"
-    );
+    assert_eq!((ev.kv.create_revision, ev.kv.version), (again, 1), "a re-created key starts over");
 }
 
 /// A transaction writing several watched keys yields one event per key, at one revision, in
@@ -152,9 +121,7 @@ pub async fn watch_burst_arrives_in_order_without_gaps(store: &dyn Store) {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         };
-        timeout(WATCH_TIMEOUT, reached)
-            .await
-            .expect("the burst reached 100 writes within 5 s");
+        timeout(WATCH_TIMEOUT, reached).await.expect("the burst reached 100 writes within 5 s");
         watch(store, "burst/", start + 1).await
     };
     let (_, mut late) = tokio::join!(join_all(writers), late);
@@ -168,17 +135,9 @@ async fn expect_burst(stream: &mut WatchStream, start: Revision, writes: usize, 
     let mut seen = BTreeSet::new();
     for i in 1..=writes as i64 {
         let ev = next_event(stream, &format!("{name}: event {i} of {writes}")).await;
-        assert_eq!(
-            ev.kv.mod_revision,
-            start + i,
-            "{name}: events must come in revision order, no gap or repeat"
-        );
+        assert_eq!(ev.kv.mod_revision, start + i, "{name}: events must come in revision order, no gap or repeat");
         assert_eq!(ev.kind, EventKind::Put, "{name}: {ev:?}");
-        assert_eq!(
-            ev.kv.value,
-            ev.kv.key.as_bytes(),
-            "{name}: event carries its write's value"
-        );
+        assert_eq!(ev.kv.value, ev.kv.key.as_bytes(), "{name}: event carries its write's value");
         assert!(seen.insert(ev.kv.key.clone()), "{name}: {} reported twice", ev.kv.key);
     }
 }

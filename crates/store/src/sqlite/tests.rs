@@ -31,10 +31,7 @@ fn open(dir: &Path) -> SqliteStore {
 }
 
 async fn put(store: &SqliteStore, key: &str, value: &[u8]) -> Revision {
-    let txn = Txn {
-        success: vec![Op::Put(key.into(), value.to_vec())],
-        ..Txn::default()
-    };
+    let txn = Txn { success: vec![Op::Put(key.into(), value.to_vec())], ..Txn::default() };
     store.txn(txn).await.expect("put").revision
 }
 
@@ -48,8 +45,7 @@ async fn next_event(stream: &mut WatchStream) -> WatchEvent {
 
 fn meta(dir: &Path, name: &str) -> i64 {
     let conn = Connection::open(db_path(dir)).unwrap();
-    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0))
-        .unwrap()
+    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0)).unwrap()
 }
 
 fn mode(path: &Path) -> u32 {
@@ -71,20 +67,14 @@ async fn reopen_keeps_data_and_revision() {
         let store = open(dir.path());
         put(&store, "k1", b"v1").await;
         put(&store, "k2", b"v2").await;
-        let txn = Txn {
-            success: vec![Op::Delete("k1".into())],
-            ..Txn::default()
-        };
+        let txn = Txn { success: vec![Op::Delete("k1".into())], ..Txn::default() };
         assert_eq!(store.txn(txn).await.unwrap().revision, 3);
     }
     let store = open(dir.path());
     assert_eq!(store.revision(), 3, "the revision survives a reopen");
     assert_eq!(store.get("k1").await.unwrap(), None);
     let kv = store.get("k2").await.unwrap().expect("k2 survives a reopen");
-    assert_eq!(
-        (kv.value.as_slice(), kv.create_revision, kv.mod_revision, kv.version),
-        (&b"v2"[..], 2, 2, 1)
-    );
+    assert_eq!((kv.value.as_slice(), kv.create_revision, kv.mod_revision, kv.version), (&b"v2"[..], 2, 2, 1));
     assert_eq!(put(&store, "k3", b"v3").await, 4, "revisions continue after a reopen");
 }
 
@@ -116,21 +106,13 @@ fn newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path()));
     let conn = Connection::open(db_path(dir.path())).unwrap();
-    conn.execute("UPDATE meta SET value = 99 WHERE name = 'schema_version'", [])
-        .unwrap();
+    conn.execute("UPDATE meta SET value = 99 WHERE name = 'schema_version'", []).unwrap();
     drop(conn);
     match SqliteStore::open(&db_path(dir.path()), Durability::Process) {
-        Err(Error::SchemaTooNew {
-            found: 99,
-            supported: SCHEMA_VERSION,
-        }) => {}
+        Err(Error::SchemaTooNew { found: 99, supported: SCHEMA_VERSION }) => {}
         other => panic!("expected SchemaTooNew {{ found: 99 }}, got {other:?}"),
     }
-    assert_eq!(
-        meta(dir.path(), "schema_version"),
-        99,
-        "a refused open must not touch the file"
-    );
+    assert_eq!(meta(dir.path(), "schema_version"), 99, "a refused open must not touch the file");
 }
 
 #[tokio::test]
@@ -168,11 +150,7 @@ async fn power_loss_durability_opens() {
         assert_eq!(store.get("k").await.unwrap().unwrap().value, b"v");
     }
     let store = open(dir.path());
-    assert_eq!(
-        store.get("k").await.unwrap().unwrap().value,
-        b"v",
-        "a PowerLoss store reopens as Process"
-    );
+    assert_eq!(store.get("k").await.unwrap().unwrap().value, b"v", "a PowerLoss store reopens as Process");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,20 +161,12 @@ async fn watch_from_compacted_revision_fails() {
         put(&store, &format!("c/{}", i % 7), b"v").await;
     }
     // Compaction runs only on multiples of 1000 revisions: all history is still there.
-    drop(
-        store
-            .watch(String::new(), 1)
-            .await
-            .expect("revision 1 is not yet compacted"),
-    );
+    drop(store.watch(String::new(), 1).await.expect("revision 1 is not yet compacted"));
     assert_eq!(put(&store, "c/last", b"v").await, 1000);
     // Revision 1000 keeps the newest 10 revisions, 990..=1000.
     for requested in [1, 5, 989] {
         match store.watch(String::new(), requested).await {
-            Err(Error::Compacted {
-                requested: r,
-                oldest: 990,
-            }) if r == requested => {}
+            Err(Error::Compacted { requested: r, oldest: 990 }) if r == requested => {}
             other => panic!("watch from {requested}: expected Compacted {{ oldest: 990 }}, got {other:?}"),
         }
     }
@@ -204,17 +174,10 @@ async fn watch_from_compacted_revision_fails() {
     for rev in 990..=1000 {
         assert_eq!(next_event(&mut stream).await.kv.mod_revision, rev);
     }
-    let mut live = store
-        .watch("c/".into(), 0)
-        .await
-        .expect("a watch from now ignores compaction");
+    let mut live = store.watch("c/".into(), 0).await.expect("a watch from now ignores compaction");
     assert_eq!(put(&store, "c/next", b"v").await, 1001);
     assert_eq!(next_event(&mut live).await.kv.key, "c/next");
-    assert_eq!(
-        next_event(&mut stream).await.kv.mod_revision,
-        1001,
-        "the replaying watch follows live writes"
-    );
+    assert_eq!(next_event(&mut stream).await.kv.mod_revision, 1001, "the replaying watch follows live writes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,11 +191,7 @@ async fn watch_that_falls_behind_catches_up_from_the_log() {
     }
     for rev in 1..=WRITES {
         let ev = next_event(&mut stream).await;
-        assert_eq!(
-            (ev.kind, ev.kv.mod_revision),
-            (EventKind::Put, rev),
-            "no gap or repeat after lagging"
-        );
+        assert_eq!((ev.kind, ev.kv.mod_revision), (EventKind::Put, rev), "no gap or repeat after lagging");
     }
 }
 
@@ -242,8 +201,5 @@ async fn watch_ends_when_store_is_dropped() {
     let mut stream = store.watch("w/".into(), 0).await.unwrap();
     drop(store);
     let end = timeout(Duration::from_secs(5), stream.recv()).await;
-    assert!(
-        matches!(end, Ok(None)),
-        "the stream must end once the store is dropped, got {end:?}"
-    );
+    assert!(matches!(end, Ok(None)), "the stream must end once the store is dropped, got {end:?}");
 }

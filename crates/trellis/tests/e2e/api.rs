@@ -1,6 +1,6 @@
 //! The API endpoint as a whole: health, forgery refusal, service dispatch, regions.
 
-use crate::support::{signed, TestApp};
+use crate::support::{TestApp, signed};
 
 #[tokio::test]
 async fn health_answers() {
@@ -47,7 +47,12 @@ async fn resources_live_per_region() {
     let app = TestApp::spawn().await;
     let eu = signed("eu-west-1", "vpc-lattice");
     let a = app
-        .send("POST", "/servicenetworks", &[("authorization", &eu), ("content-type", "application/json")], r#"{"name":"eu-net"}"#)
+        .send(
+            "POST",
+            "/servicenetworks",
+            &[("authorization", &eu), ("content-type", "application/json")],
+            r#"{"name":"eu-net"}"#,
+        )
         .await;
     assert_eq!(a.status, 201, "{}", a.json);
     assert!(a.json["arn"].as_str().unwrap().starts_with("arn:aws:vpc-lattice:eu-west-1:000000000000:"));

@@ -95,7 +95,8 @@ fn bad_configuration_is_refused_clearly() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no_such_setting"), "{err}");
-    let out = trellis().args(["serve", "--listen", "not-an-address"]).arg("--data-dir").arg(dir.path()).output().unwrap();
+    let out =
+        trellis().args(["serve", "--listen", "not-an-address"]).arg("--data-dir").arg(dir.path()).output().unwrap();
     assert!(!out.status.success());
 }
 
@@ -115,7 +116,8 @@ fn a_newer_store_is_refused() {
         .unwrap()
         .success();
     assert!(ok);
-    let out = trellis().args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(&data).output().unwrap();
+    let out =
+        trellis().args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(&data).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("schema version 99"), "{err}");

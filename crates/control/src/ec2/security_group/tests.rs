@@ -27,25 +27,16 @@ async fn create_describe_delete() {
         )),
         "{body}"
     );
-    assert!(
-        body.contains("<tagSet><item><key>Name</key><value>web</value></item></tagSet>"),
-        "{body}"
-    );
+    assert!(body.contains("<tagSet><item><key>Name</key><value>web</value></item></tagSet>"), "{body}");
 
     let (status, body) = ec2(&app, &[("Action", "DescribeSecurityGroups"), ("GroupId.1", &id)]).await;
     assert_eq!(status, 200, "{body}");
-    assert!(
-        body.contains("<securityGroupInfo><item><ownerId>000000000000</ownerId>"),
-        "{body}"
-    );
+    assert!(body.contains("<securityGroupInfo><item><ownerId>000000000000</ownerId>"), "{body}");
     assert!(
         body.contains("<groupName>web</groupName><groupDescription>Web &amp; API tier</groupDescription>"),
         "{body}"
     );
-    assert!(
-        body.contains(&format!("<vpcId>{vpc}</vpcId><ipPermissions></ipPermissions>")),
-        "{body}"
-    );
+    assert!(body.contains(&format!("<vpcId>{vpc}</vpcId><ipPermissions></ipPermissions>")), "{body}");
     assert!(
         body.contains("<ipPermissionsEgress><item><ipProtocol>-1</ipProtocol><groups></groups><ipRanges><item><cidrIp>0.0.0.0/0</cidrIp></item></ipRanges>"),
         "{body}"
@@ -54,11 +45,8 @@ async fn create_describe_delete() {
     let count = |name: &'static str, value: String| {
         let app = app.clone();
         async move {
-            let params = [
-                ("Action", "DescribeSecurityGroups"),
-                ("Filter.1.Name", name),
-                ("Filter.1.Value.1", value.as_str()),
-            ];
+            let params =
+                [("Action", "DescribeSecurityGroups"), ("Filter.1.Name", name), ("Filter.1.Value.1", value.as_str())];
             let (status, body) = ec2(&app, &params).await;
             assert_eq!(status, 200, "{body}");
             body.matches("<groupId>").count()
@@ -73,16 +61,10 @@ async fn create_describe_delete() {
 
     let (status, body) = ec2(&app, &[("Action", "DeleteSecurityGroup"), ("GroupId", &id)]).await;
     assert_eq!(status, 200, "{body}");
-    assert!(
-        body.contains(&format!("<return>true</return><groupId>{id}</groupId>")),
-        "{body}"
-    );
+    assert!(body.contains(&format!("<return>true</return><groupId>{id}</groupId>")), "{body}");
     let (_, body) = ec2(&app, &[("Action", "DescribeSecurityGroups"), ("GroupId.1", &id)]).await;
     assert_eq!(code(&body), "InvalidGroup.NotFound");
-    assert!(
-        body.contains(&format!("The security group &apos;{id}&apos; does not exist")),
-        "{body}"
-    );
+    assert!(body.contains(&format!("The security group &apos;{id}&apos; does not exist")), "{body}");
     // The name is free again.
     group(&app, &vpc, "web").await;
 }
@@ -98,47 +80,14 @@ async fn create_errors() {
         (&[("VpcId", v), ("GroupDescription", "d")], "MissingParameter"),
         (&[("VpcId", v), ("GroupName", "a")], "MissingParameter"),
         (&[("GroupName", "a"), ("GroupDescription", "d")], "VPCIdNotSpecified"),
-        (
-            &[("VpcId", "vpc-x"), ("GroupName", "a"), ("GroupDescription", "d")],
-            "InvalidVpcID.Malformed",
-        ),
-        (
-            &[
-                ("VpcId", "vpc-0123456789abcdef0"),
-                ("GroupName", "a"),
-                ("GroupDescription", "d"),
-            ],
-            "InvalidVpcID.NotFound",
-        ),
-        (
-            &[("VpcId", v), ("GroupName", "web"), ("GroupDescription", "d")],
-            "InvalidGroup.Duplicate",
-        ),
-        (
-            &[("VpcId", v), ("GroupName", "default"), ("GroupDescription", "d")],
-            "InvalidGroup.Reserved",
-        ),
-        (
-            &[("VpcId", v), ("GroupName", "sg-1"), ("GroupDescription", "d")],
-            "InvalidParameterValue",
-        ),
-        (
-            &[("VpcId", v), ("GroupName", "a"), ("GroupDescription", &long)],
-            "InvalidParameterValue",
-        ),
-        (
-            &[("VpcId", v), ("GroupName", "é"), ("GroupDescription", "d")],
-            "InvalidParameterValue",
-        ),
-        (
-            &[
-                ("VpcId", v),
-                ("GroupName", "a"),
-                ("GroupDescription", "d"),
-                ("DryRun", "true"),
-            ],
-            "DryRunOperation",
-        ),
+        (&[("VpcId", "vpc-x"), ("GroupName", "a"), ("GroupDescription", "d")], "InvalidVpcID.Malformed"),
+        (&[("VpcId", "vpc-0123456789abcdef0"), ("GroupName", "a"), ("GroupDescription", "d")], "InvalidVpcID.NotFound"),
+        (&[("VpcId", v), ("GroupName", "web"), ("GroupDescription", "d")], "InvalidGroup.Duplicate"),
+        (&[("VpcId", v), ("GroupName", "default"), ("GroupDescription", "d")], "InvalidGroup.Reserved"),
+        (&[("VpcId", v), ("GroupName", "sg-1"), ("GroupDescription", "d")], "InvalidParameterValue"),
+        (&[("VpcId", v), ("GroupName", "a"), ("GroupDescription", &long)], "InvalidParameterValue"),
+        (&[("VpcId", v), ("GroupName", "é"), ("GroupDescription", "d")], "InvalidParameterValue"),
+        (&[("VpcId", v), ("GroupName", "a"), ("GroupDescription", "d"), ("DryRun", "true")], "DryRunOperation"),
     ];
     for (params, expected) in cases {
         let mut all = vec![("Action", "CreateSecurityGroup")];
@@ -162,20 +111,12 @@ async fn delete_guards() {
     assert_eq!(code(&body), "VPCIdNotSpecified");
     let (_, body) = ec2(&app, &[("Action", "DeleteSecurityGroup"), ("GroupId", "sg-?")]).await;
     assert_eq!(code(&body), "InvalidGroupId.Malformed");
-    let (_, body) = ec2(
-        &app,
-        &[("Action", "DeleteSecurityGroup"), ("GroupId", "sg-0123456789abcdef0")],
-    )
-    .await;
+    let (_, body) = ec2(&app, &[("Action", "DeleteSecurityGroup"), ("GroupId", "sg-0123456789abcdef0")]).await;
     assert_eq!(code(&body), "InvalidGroup.NotFound");
 
     let (_, body) = ec2(
         &app,
-        &[
-            ("Action", "DescribeSecurityGroups"),
-            ("Filter.1.Name", "group-name"),
-            ("Filter.1.Value.1", "default"),
-        ],
+        &[("Action", "DescribeSecurityGroups"), ("Filter.1.Name", "group-name"), ("Filter.1.Value.1", "default")],
     )
     .await;
     let default = between(&body, "<groupId>", "</groupId>").to_owned();
@@ -186,11 +127,7 @@ async fn delete_guards() {
     let (_, body) = ec2(&app, &[("Action", "DeleteSecurityGroup"), ("GroupId", &sg)]).await;
     assert_eq!(code(&body), "DependencyViolation");
     bump(store.as_ref(), rel::SG_USERS, &sg, -1).await;
-    let (_, body) = ec2(
-        &app,
-        &[("Action", "DeleteSecurityGroup"), ("GroupId", &sg), ("DryRun", "true")],
-    )
-    .await;
+    let (_, body) = ec2(&app, &[("Action", "DeleteSecurityGroup"), ("GroupId", &sg), ("DryRun", "true")]).await;
     assert_eq!(code(&body), "DryRunOperation");
     let (status, _) = ec2(&app, &[("Action", "DeleteSecurityGroup"), ("GroupId", &sg)]).await;
     assert_eq!(status, 200);
@@ -207,24 +144,13 @@ async fn describe_errors_and_paging() {
     assert_eq!(code(&body), "VPCIdNotSpecified");
     let (_, body) = ec2(&app, &[("Action", "DescribeSecurityGroups"), ("GroupId.1", "sg-x")]).await;
     assert_eq!(code(&body), "InvalidGroupId.Malformed");
-    let (_, body) = ec2(
-        &app,
-        &[("Action", "DescribeSecurityGroups"), ("Filter.1.Name", "group-id")],
-    )
-    .await;
+    let (_, body) = ec2(&app, &[("Action", "DescribeSecurityGroups"), ("Filter.1.Name", "group-id")]).await;
     assert_eq!(code(&body), "InvalidParameterValue");
     let (_, first) = ec2(&app, &[("Action", "DescribeSecurityGroups"), ("MaxResults", "5")]).await;
     assert_eq!(first.matches("<groupName>").count(), 5, "{first}");
     let token = between(&first, "<nextToken>", "</nextToken>").to_owned();
-    let (_, second) = ec2(
-        &app,
-        &[
-            ("Action", "DescribeSecurityGroups"),
-            ("MaxResults", "5"),
-            ("NextToken", &token),
-        ],
-    )
-    .await;
+    let (_, second) =
+        ec2(&app, &[("Action", "DescribeSecurityGroups"), ("MaxResults", "5"), ("NextToken", &token)]).await;
     assert_eq!(second.matches("<groupName>").count(), 1, "{second}");
 }
 

@@ -20,27 +20,13 @@ async fn create_describe_delete() {
     ];
     let (status, body) = ec2(&app, &params).await;
     assert_eq!(status, 200, "{body}");
-    assert!(
-        body.contains("<CreateSubnetResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"),
-        "{body}"
-    );
+    assert!(body.contains("<CreateSubnetResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"), "{body}");
     let id = between(&body, "<subnetId>", "</subnetId>").to_owned();
     assert!(id.starts_with("subnet-0") && id.len() == 24, "{id}");
-    assert!(
-        body.contains(&format!(
-            "<subnetArn>arn:aws:ec2:us-east-1:000000000000:subnet/{id}</subnetArn>"
-        )),
-        "{body}"
-    );
+    assert!(body.contains(&format!("<subnetArn>arn:aws:ec2:us-east-1:000000000000:subnet/{id}</subnetArn>")), "{body}");
     assert!(body.contains("<state>available</state>"), "{body}");
-    assert!(
-        body.contains(&format!("<vpcId>{vpc}</vpcId><cidrBlock>10.0.1.0/24</cidrBlock>")),
-        "{body}"
-    );
-    assert!(
-        body.contains("<availableIpAddressCount>251</availableIpAddressCount>"),
-        "{body}"
-    );
+    assert!(body.contains(&format!("<vpcId>{vpc}</vpcId><cidrBlock>10.0.1.0/24</cidrBlock>")), "{body}");
+    assert!(body.contains("<availableIpAddressCount>251</availableIpAddressCount>"), "{body}");
     assert!(
         body.contains(
             "<availabilityZone>us-east-1b</availabilityZone><availabilityZoneId>use1-az2</availabilityZoneId>"
@@ -51,29 +37,12 @@ async fn create_describe_delete() {
         body.contains("<defaultForAz>false</defaultForAz><mapPublicIpOnLaunch>false</mapPublicIpOnLaunch>"),
         "{body}"
     );
-    assert!(
-        body.contains("<tagSet><item><key>Name</key><value>private</value></item></tagSet>"),
-        "{body}"
-    );
+    assert!(body.contains("<tagSet><item><key>Name</key><value>private</value></item></tagSet>"), "{body}");
 
     // The zone defaults to the region's first; AvailabilityZoneId works too.
-    let (_, body) = ec2(
-        &app,
-        &[
-            ("Action", "CreateSubnet"),
-            ("VpcId", &vpc),
-            ("CidrBlock", "10.0.2.0/28"),
-        ],
-    )
-    .await;
-    assert!(
-        body.contains("<availabilityZone>us-east-1a</availabilityZone>"),
-        "{body}"
-    );
-    assert!(
-        body.contains("<availableIpAddressCount>11</availableIpAddressCount>"),
-        "{body}"
-    );
+    let (_, body) = ec2(&app, &[("Action", "CreateSubnet"), ("VpcId", &vpc), ("CidrBlock", "10.0.2.0/28")]).await;
+    assert!(body.contains("<availabilityZone>us-east-1a</availabilityZone>"), "{body}");
+    assert!(body.contains("<availableIpAddressCount>11</availableIpAddressCount>"), "{body}");
     let (_, body) = ec2(
         &app,
         &[
@@ -84,10 +53,7 @@ async fn create_describe_delete() {
         ],
     )
     .await;
-    assert!(
-        body.contains("<availabilityZone>us-east-1c</availabilityZone>"),
-        "{body}"
-    );
+    assert!(body.contains("<availabilityZone>us-east-1c</availabilityZone>"), "{body}");
 
     let (_, body) = ec2(&app, &[("Action", "DescribeSubnets")]).await;
     assert_eq!(body.matches("<item><subnetId>").count(), 3, "{body}");
@@ -96,15 +62,8 @@ async fn create_describe_delete() {
     let count = |name: &'static str, value: &'static str| {
         let app = app.clone();
         async move {
-            let (status, body) = ec2(
-                &app,
-                &[
-                    ("Action", "DescribeSubnets"),
-                    ("Filter.1.Name", name),
-                    ("Filter.1.Value.1", value),
-                ],
-            )
-            .await;
+            let (status, body) =
+                ec2(&app, &[("Action", "DescribeSubnets"), ("Filter.1.Name", name), ("Filter.1.Value.1", value)]).await;
             assert_eq!(status, 200, "{body}");
             body.matches("<item><subnetId>").count()
         }
@@ -114,25 +73,11 @@ async fn create_describe_delete() {
     assert_eq!(count("cidr-block", "10.0.2.0/28").await, 1);
     assert_eq!(count("tag:Name", "private").await, 1);
     assert_eq!(count("default-for-az", "true").await, 0);
-    let (_, body) = ec2(
-        &app,
-        &[
-            ("Action", "DescribeSubnets"),
-            ("Filter.1.Name", "vpc-id"),
-            ("Filter.1.Value.1", &vpc),
-        ],
-    )
-    .await;
+    let (_, body) =
+        ec2(&app, &[("Action", "DescribeSubnets"), ("Filter.1.Name", "vpc-id"), ("Filter.1.Value.1", &vpc)]).await;
     assert_eq!(body.matches("<item><subnetId>").count(), 3, "{body}");
-    let (_, body) = ec2(
-        &app,
-        &[
-            ("Action", "DescribeSubnets"),
-            ("Filter.1.Name", "nope"),
-            ("Filter.1.Value.1", "x"),
-        ],
-    )
-    .await;
+    let (_, body) =
+        ec2(&app, &[("Action", "DescribeSubnets"), ("Filter.1.Name", "nope"), ("Filter.1.Value.1", "x")]).await;
     assert_eq!(code(&body), "InvalidParameterValue");
 
     let (status, body) = ec2(&app, &[("Action", "DeleteSubnet"), ("SubnetId", &id)]).await;
@@ -140,10 +85,7 @@ async fn create_describe_delete() {
     assert!(body.contains("<return>true</return>"), "{body}");
     let (_, body) = ec2(&app, &[("Action", "DescribeSubnets"), ("SubnetId.1", &id)]).await;
     assert_eq!(code(&body), "InvalidSubnetID.NotFound");
-    assert!(
-        body.contains(&format!("The subnet ID &apos;{id}&apos; does not exist")),
-        "{body}"
-    );
+    assert!(body.contains(&format!("The subnet ID &apos;{id}&apos; does not exist")), "{body}");
     // Its block is free again.
     subnet(&app, &vpc, "10.0.1.0/25").await;
 }
@@ -157,31 +99,15 @@ async fn create_errors() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (&[("CidrBlock", "10.0.2.0/24")], "MissingParameter"),
         (&[("VpcId", v)], "MissingParameter"),
-        (
-            &[("VpcId", "vpc-zz"), ("CidrBlock", "10.0.2.0/24")],
-            "InvalidVpcID.Malformed",
-        ),
-        (
-            &[("VpcId", "vpc-0123456789abcdef0"), ("CidrBlock", "10.0.2.0/24")],
-            "InvalidVpcID.NotFound",
-        ),
+        (&[("VpcId", "vpc-zz"), ("CidrBlock", "10.0.2.0/24")], "InvalidVpcID.Malformed"),
+        (&[("VpcId", "vpc-0123456789abcdef0"), ("CidrBlock", "10.0.2.0/24")], "InvalidVpcID.NotFound"),
         (&[("VpcId", v), ("CidrBlock", "10.0.2.0/33")], "InvalidParameterValue"),
         (&[("VpcId", v), ("CidrBlock", "10.1.0.0/24")], "InvalidSubnet.Range"),
         (&[("VpcId", v), ("CidrBlock", "10.0.0.0/15")], "InvalidSubnet.Range"),
         (&[("VpcId", v), ("CidrBlock", "10.0.0.0/29")], "InvalidSubnet.Range"),
-        (
-            &[("VpcId", v), ("CidrBlock", "10.0.1.128/25")],
-            "InvalidSubnet.Conflict",
-        ),
+        (&[("VpcId", v), ("CidrBlock", "10.0.1.128/25")], "InvalidSubnet.Conflict"),
         (&[("VpcId", v), ("CidrBlock", "10.0.0.0/16")], "InvalidSubnet.Conflict"),
-        (
-            &[
-                ("VpcId", v),
-                ("CidrBlock", "10.0.2.0/24"),
-                ("AvailabilityZone", "eu-west-1a"),
-            ],
-            "InvalidParameterValue",
-        ),
+        (&[("VpcId", v), ("CidrBlock", "10.0.2.0/24"), ("AvailabilityZone", "eu-west-1a")], "InvalidParameterValue"),
         (
             &[
                 ("VpcId", v),
@@ -192,17 +118,10 @@ async fn create_errors() {
             "InvalidParameterCombination",
         ),
         (
-            &[
-                ("VpcId", v),
-                ("CidrBlock", "10.0.2.0/24"),
-                ("TagSpecification.1.ResourceType", "vpc"),
-            ],
+            &[("VpcId", v), ("CidrBlock", "10.0.2.0/24"), ("TagSpecification.1.ResourceType", "vpc")],
             "InvalidParameterValue",
         ),
-        (
-            &[("VpcId", v), ("CidrBlock", "10.0.2.0/24"), ("DryRun", "true")],
-            "DryRunOperation",
-        ),
+        (&[("VpcId", v), ("CidrBlock", "10.0.2.0/24"), ("DryRun", "true")], "DryRunOperation"),
     ];
     for (params, expected) in cases {
         let mut all = vec![("Action", "CreateSubnet")];
@@ -226,21 +145,13 @@ async fn delete_errors_and_users() {
     assert_eq!(code(&body), "MissingParameter");
     let (_, body) = ec2(&app, &[("Action", "DeleteSubnet"), ("SubnetId", "subnet-1")]).await;
     assert_eq!(code(&body), "InvalidSubnetID.Malformed");
-    let (_, body) = ec2(
-        &app,
-        &[("Action", "DeleteSubnet"), ("SubnetId", "subnet-0123456789abcdef0")],
-    )
-    .await;
+    let (_, body) = ec2(&app, &[("Action", "DeleteSubnet"), ("SubnetId", "subnet-0123456789abcdef0")]).await;
     assert_eq!(code(&body), "InvalidSubnetID.NotFound");
     bump(store.as_ref(), rel::SUBNET_USERS, &id, 1).await;
     let (_, body) = ec2(&app, &[("Action", "DeleteSubnet"), ("SubnetId", &id)]).await;
     assert_eq!(code(&body), "DependencyViolation");
     bump(store.as_ref(), rel::SUBNET_USERS, &id, -1).await;
-    let (_, body) = ec2(
-        &app,
-        &[("Action", "DeleteSubnet"), ("SubnetId", &id), ("DryRun", "true")],
-    )
-    .await;
+    let (_, body) = ec2(&app, &[("Action", "DeleteSubnet"), ("SubnetId", &id), ("DryRun", "true")]).await;
     assert_eq!(code(&body), "DryRunOperation");
     let (status, _) = ec2(&app, &[("Action", "DeleteSubnet"), ("SubnetId", &id)]).await;
     assert_eq!(status, 200);
@@ -258,15 +169,7 @@ async fn paging() {
     let (_, first) = ec2(&app, &[("Action", "DescribeSubnets"), ("MaxResults", "5")]).await;
     assert_eq!(first.matches("<item><subnetId>").count(), 5, "{first}");
     let token = between(&first, "<nextToken>", "</nextToken>").to_owned();
-    let (_, second) = ec2(
-        &app,
-        &[
-            ("Action", "DescribeSubnets"),
-            ("MaxResults", "5"),
-            ("NextToken", &token),
-        ],
-    )
-    .await;
+    let (_, second) = ec2(&app, &[("Action", "DescribeSubnets"), ("MaxResults", "5"), ("NextToken", &token)]).await;
     assert_eq!(second.matches("<item><subnetId>").count(), 1, "{second}");
     assert!(!second.contains("<nextToken>"));
 }
@@ -290,21 +193,10 @@ async fn concurrent_overlapping_creates_admit_one() {
     // Every block holds 10.0.0.0, so each overlaps the others; the four calls interleave at every store access.
     let create = |cidr: &'static str| {
         let (app, vpc) = (app.clone(), vpc.clone());
-        async move {
-            ec2(
-                &app,
-                &[("Action", "CreateSubnet"), ("VpcId", &vpc), ("CidrBlock", cidr)],
-            )
-            .await
-            .1
-        }
+        async move { ec2(&app, &[("Action", "CreateSubnet"), ("VpcId", &vpc), ("CidrBlock", cidr)]).await.1 }
     };
-    let (a, b, c, d) = tokio::join!(
-        create("10.0.0.0/24"),
-        create("10.0.0.0/23"),
-        create("10.0.0.0/25"),
-        create("10.0.0.0/22")
-    );
+    let (a, b, c, d) =
+        tokio::join!(create("10.0.0.0/24"), create("10.0.0.0/23"), create("10.0.0.0/25"), create("10.0.0.0/22"));
     let mut created = 0;
     for body in [a, b, c, d] {
         if body.contains("<subnetId>") {

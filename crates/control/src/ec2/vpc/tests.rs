@@ -24,27 +24,12 @@ async fn create_describe_delete() {
     let id = between(&body, "<vpcId>", "</vpcId>").to_owned();
     assert_eq!(id.len(), 21, "{id}");
     assert!(body.contains("<vpc><vpcId>"), "{body}");
-    assert!(
-        body.contains("<state>pending</state><cidrBlock>10.0.0.0/16</cidrBlock>"),
-        "{body}"
-    );
-    assert!(
-        body.contains("<cidrBlockState><state>associated</state></cidrBlockState>"),
-        "{body}"
-    );
-    assert!(
-        body.contains(&format!("<associationId>vpc-cidr-assoc-{}</associationId>", &id[4..])),
-        "{body}"
-    );
-    assert!(
-        body.contains("<instanceTenancy>default</instanceTenancy><isDefault>false</isDefault>"),
-        "{body}"
-    );
+    assert!(body.contains("<state>pending</state><cidrBlock>10.0.0.0/16</cidrBlock>"), "{body}");
+    assert!(body.contains("<cidrBlockState><state>associated</state></cidrBlockState>"), "{body}");
+    assert!(body.contains(&format!("<associationId>vpc-cidr-assoc-{}</associationId>", &id[4..])), "{body}");
+    assert!(body.contains("<instanceTenancy>default</instanceTenancy><isDefault>false</isDefault>"), "{body}");
     assert!(body.contains("<ownerId>000000000000</ownerId>"), "{body}");
-    assert!(
-        body.contains("<tagSet><item><key>Name</key><value>&lt;main&gt;</value></item></tagSet>"),
-        "{body}"
-    );
+    assert!(body.contains("<tagSet><item><key>Name</key><value>&lt;main&gt;</value></item></tagSet>"), "{body}");
     assert!(body.ends_with("</vpc></CreateVpcResponse>"), "{body}");
 
     let (status, body) = ec2(&app, &[("Action", "DescribeVpcs")]).await;
@@ -54,15 +39,9 @@ async fn create_describe_delete() {
     assert!(!body.contains("<nextToken>"), "{body}");
 
     // The VPC came with its default security group.
-    let (_, body) = ec2(
-        &app,
-        &[
-            ("Action", "DescribeSecurityGroups"),
-            ("Filter.1.Name", "vpc-id"),
-            ("Filter.1.Value.1", &id),
-        ],
-    )
-    .await;
+    let (_, body) =
+        ec2(&app, &[("Action", "DescribeSecurityGroups"), ("Filter.1.Name", "vpc-id"), ("Filter.1.Value.1", &id)])
+            .await;
     assert!(
         body.contains("<groupName>default</groupName><groupDescription>default VPC security group</groupDescription>"),
         "{body}"
@@ -70,17 +49,11 @@ async fn create_describe_delete() {
 
     let (status, body) = ec2(&app, &[("Action", "DeleteVpc"), ("VpcId", &id)]).await;
     assert_eq!(status, 200, "{body}");
-    assert!(
-        body.contains("<DeleteVpcResponse") && body.contains("<return>true</return>"),
-        "{body}"
-    );
+    assert!(body.contains("<DeleteVpcResponse") && body.contains("<return>true</return>"), "{body}");
     let (status, body) = ec2(&app, &[("Action", "DescribeVpcs"), ("VpcId.1", &id)]).await;
     assert_eq!(status, 400);
     assert_eq!(code(&body), "InvalidVpcID.NotFound");
-    assert!(
-        body.contains(&format!("The vpc ID &apos;{id}&apos; does not exist")),
-        "{body}"
-    );
+    assert!(body.contains(&format!("The vpc ID &apos;{id}&apos; does not exist")), "{body}");
     let (_, body) = ec2(&app, &[("Action", "DescribeSecurityGroups")]).await;
     assert!(!body.contains("<item>"), "the default group went with the VPC: {body}");
     let (_, body) = ec2(&app, &[("Action", "DeleteVpc"), ("VpcId", &id)]).await;
@@ -96,10 +69,7 @@ async fn create_errors() {
         (&[("CidrBlock", "10.0.0.0/29")], "InvalidVpc.Range"),
         (&[("CidrBlock", "10.0.0.0/33")], "InvalidParameterValue"),
         (&[("CidrBlock", "banana")], "InvalidParameterValue"),
-        (
-            &[("CidrBlock", "10.0.0.0/16"), ("InstanceTenancy", "shared")],
-            "InvalidParameterValue",
-        ),
+        (&[("CidrBlock", "10.0.0.0/16"), ("InstanceTenancy", "shared")], "InvalidParameterValue"),
         (
             &[
                 ("CidrBlock", "10.0.0.0/16"),
@@ -116,10 +86,7 @@ async fn create_errors() {
             ],
             "InvalidParameterValue",
         ),
-        (
-            &[("CidrBlock", "10.0.0.0/16"), ("AmazonProvidedIpv6CidrBlock", "true")],
-            "UnsupportedOperation",
-        ),
+        (&[("CidrBlock", "10.0.0.0/16"), ("AmazonProvidedIpv6CidrBlock", "true")], "UnsupportedOperation"),
         (&[("CidrBlock", "10.0.0.0/16"), ("DryRun", "true")], "DryRunOperation"),
     ];
     for (params, expected) in cases {
@@ -134,15 +101,8 @@ async fn create_errors() {
     assert!(!body.contains("<item>"), "nothing was created: {body}");
     // Overlapping VPCs are allowed; dedicated tenancy is kept.
     vpc(&app, "10.0.0.0/16").await;
-    let (status, body) = ec2(
-        &app,
-        &[
-            ("Action", "CreateVpc"),
-            ("CidrBlock", "10.0.0.0/24"),
-            ("InstanceTenancy", "dedicated"),
-        ],
-    )
-    .await;
+    let (status, body) =
+        ec2(&app, &[("Action", "CreateVpc"), ("CidrBlock", "10.0.0.0/24"), ("InstanceTenancy", "dedicated")]).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("<instanceTenancy>dedicated</instanceTenancy>"), "{body}");
 }
@@ -156,34 +116,18 @@ async fn describe_ids_filters_and_pages() {
     }
     let (status, body) = ec2(
         &app,
-        &[
-            ("Action", "CreateTags"),
-            ("ResourceId.1", &ids[2]),
-            ("Tag.1.Key", "team"),
-            ("Tag.1.Value", "blue"),
-        ],
+        &[("Action", "CreateTags"), ("ResourceId.1", &ids[2]), ("Tag.1.Key", "team"), ("Tag.1.Value", "blue")],
     )
     .await;
     assert_eq!(status, 200, "{body}");
 
-    let (_, body) = ec2(
-        &app,
-        &[("Action", "DescribeVpcs"), ("VpcId.1", &ids[0]), ("VpcId.2", &ids[1])],
-    )
-    .await;
+    let (_, body) = ec2(&app, &[("Action", "DescribeVpcs"), ("VpcId.1", &ids[0]), ("VpcId.2", &ids[1])]).await;
     assert_eq!(body.matches("<item><vpcId>").count(), 2, "{body}");
     let filtered = |name: &'static str, value: &'static str| {
         let app = app.clone();
         async move {
-            let (status, body) = ec2(
-                &app,
-                &[
-                    ("Action", "DescribeVpcs"),
-                    ("Filter.1.Name", name),
-                    ("Filter.1.Value.1", value),
-                ],
-            )
-            .await;
+            let (status, body) =
+                ec2(&app, &[("Action", "DescribeVpcs"), ("Filter.1.Name", name), ("Filter.1.Value.1", value)]).await;
             assert_eq!(status, 200, "{body}");
             body.matches("<item><vpcId>").count()
         }
@@ -211,15 +155,8 @@ async fn describe_ids_filters_and_pages() {
     )
     .await;
     assert_eq!(body.matches("<item><vpcId>").count(), 1, "{body}");
-    let (status, body) = ec2(
-        &app,
-        &[
-            ("Action", "DescribeVpcs"),
-            ("Filter.1.Name", "colour"),
-            ("Filter.1.Value.1", "x"),
-        ],
-    )
-    .await;
+    let (status, body) =
+        ec2(&app, &[("Action", "DescribeVpcs"), ("Filter.1.Name", "colour"), ("Filter.1.Value.1", "x")]).await;
     assert_eq!((status.as_u16(), code(&body)), (400, "InvalidParameterValue"));
 
     // Pages of 5 then 2; every VPC exactly once.
@@ -227,19 +164,11 @@ async fn describe_ids_filters_and_pages() {
     assert_eq!(first.matches("<item><vpcId>").count(), 5, "{first}");
     let token = between(&first, "<nextToken>", "</nextToken>").to_owned();
     assert!(!token.is_empty(), "{first}");
-    let (_, second) = ec2(
-        &app,
-        &[("Action", "DescribeVpcs"), ("MaxResults", "5"), ("NextToken", &token)],
-    )
-    .await;
+    let (_, second) = ec2(&app, &[("Action", "DescribeVpcs"), ("MaxResults", "5"), ("NextToken", &token)]).await;
     assert_eq!(second.matches("<item><vpcId>").count(), 2, "{second}");
     assert!(!second.contains("<nextToken>"), "{second}");
     for id in &ids {
-        assert_eq!(
-            first.matches(id.as_str()).count() + second.matches(id.as_str()).count(),
-            1,
-            "{id}"
-        );
+        assert_eq!(first.matches(id.as_str()).count() + second.matches(id.as_str()).count(), 1, "{id}");
     }
     let (_, body) = ec2(&app, &[("Action", "DescribeVpcs"), ("MaxResults", "4")]).await;
     assert_eq!(code(&body), "InvalidParameterValue");
@@ -247,15 +176,8 @@ async fn describe_ids_filters_and_pages() {
     assert_eq!(code(&body), "InvalidPaginationToken");
     let (_, body) = ec2(&app, &[("Action", "DescribeVpcs"), ("VpcId.1", "vpc-nope")]).await;
     assert_eq!(code(&body), "InvalidVpcID.Malformed");
-    let (_, body) = ec2(
-        &app,
-        &[
-            ("Action", "DescribeVpcs"),
-            ("VpcId.1", &ids[0]),
-            ("VpcId.2", "vpc-0123456789abcdef0"),
-        ],
-    )
-    .await;
+    let (_, body) =
+        ec2(&app, &[("Action", "DescribeVpcs"), ("VpcId.1", &ids[0]), ("VpcId.2", "vpc-0123456789abcdef0")]).await;
     assert_eq!(code(&body), "InvalidVpcID.NotFound");
 }
 

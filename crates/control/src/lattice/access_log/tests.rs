@@ -32,10 +32,7 @@ async fn subscribe(app: &axum::Router, resource: &str, destination: &str, extra:
 async fn create_get_list_update_delete() {
     let (app, _dir) = app();
     let (_, _, sn) = call(&app, "POST", "/servicenetworks", Some(json!({"name": "net"}))).await;
-    let (sn_id, sn_arn) = (
-        sn["id"].as_str().unwrap().to_owned(),
-        sn["arn"].as_str().unwrap().to_owned(),
-    );
+    let (sn_id, sn_arn) = (sn["id"].as_str().unwrap().to_owned(), sn["arn"].as_str().unwrap().to_owned());
     let (status, als) = subscribe(&app, &sn_arn, LOGS, json!({"tags": {"k": "v"}})).await;
     assert_eq!(status, 201, "{als}");
     let id = als["id"].as_str().unwrap().to_owned();
@@ -50,27 +47,13 @@ async fn create_get_list_update_delete() {
             "destinationArn": LOGS,
         })
     );
-    let (status, _, got) = call(
-        &app,
-        "GET",
-        &format!("/accesslogsubscriptions/{}", enc(als["arn"].as_str().unwrap())),
-        None,
-    )
-    .await;
+    let (status, _, got) =
+        call(&app, "GET", &format!("/accesslogsubscriptions/{}", enc(als["arn"].as_str().unwrap())), None).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        (&got["destinationArn"], &got["serviceNetworkLogType"]),
-        (&json!(LOGS), &json!("SERVICE"))
-    );
+    assert_eq!((&got["destinationArn"], &got["serviceNetworkLogType"]), (&json!(LOGS), &json!("SERVICE")));
     assert!(got["createdAt"].is_string() && got["lastUpdatedAt"].is_string() && got.get("tags").is_none());
     // Tags given at create are the subscription's.
-    let (_, _, tags) = call(
-        &app,
-        "GET",
-        &format!("/tags/{}", enc(als["arn"].as_str().unwrap())),
-        None,
-    )
-    .await;
+    let (_, _, tags) = call(&app, "GET", &format!("/tags/{}", enc(als["arn"].as_str().unwrap())), None).await;
     assert_eq!(tags, json!({"tags": {"k": "v"}}));
 
     // One per destination type and log type.
@@ -84,13 +67,8 @@ async fn create_get_list_update_delete() {
     assert_eq!(subscribe(&app, &sn_id, S3, json!({})).await.0, 201);
     assert_eq!(subscribe(&app, &sn_id, FIREHOSE, json!({})).await.0, 201);
 
-    let (status, _, list) = call(
-        &app,
-        "GET",
-        &format!("/accesslogsubscriptions?resourceIdentifier={}", enc(&sn_arn)),
-        None,
-    )
-    .await;
+    let (status, _, list) =
+        call(&app, "GET", &format!("/accesslogsubscriptions?resourceIdentifier={}", enc(&sn_arn)), None).await;
     assert_eq!(status, 200);
     let items = list["items"].as_array().unwrap();
     assert_eq!(items.len(), 4);
@@ -98,13 +76,8 @@ async fn create_get_list_update_delete() {
     let mine = items.iter().find(|i| i["id"] == json!(id)).unwrap();
     assert_eq!(mine, &got);
     // Pages of two.
-    let (_, _, page) = call(
-        &app,
-        "GET",
-        &format!("/accesslogsubscriptions?resourceIdentifier={sn_id}&maxResults=2"),
-        None,
-    )
-    .await;
+    let (_, _, page) =
+        call(&app, "GET", &format!("/accesslogsubscriptions?resourceIdentifier={sn_id}&maxResults=2"), None).await;
     let token = page["nextToken"].as_str().unwrap().to_owned();
     let (_, _, rest) = call(
         &app,
@@ -113,22 +86,13 @@ async fn create_get_list_update_delete() {
         None,
     )
     .await;
-    assert_eq!(
-        (
-            page["items"].as_array().unwrap().len(),
-            rest["items"].as_array().unwrap().len()
-        ),
-        (2, 2)
-    );
+    assert_eq!((page["items"].as_array().unwrap().len(), rest["items"].as_array().unwrap().len()), (2, 2));
     assert!(rest.get("nextToken").is_none());
 
     // Updates keep to the same rule, not counting the subscription itself.
     let url = format!("/accesslogsubscriptions/{id}");
     let (status, _, body) = call(&app, "PATCH", &url, Some(json!({"destinationArn": S3}))).await;
-    assert_eq!(
-        (status.as_u16(), body["resourceType"].as_str()),
-        (409, Some("ACCESS_LOG_SUBSCRIPTION"))
-    );
+    assert_eq!((status.as_u16(), body["resourceType"].as_str()), (409, Some("ACCESS_LOG_SUBSCRIPTION")));
     let (status, _, body) = call(
         &app,
         "PATCH",
@@ -148,18 +112,9 @@ async fn create_get_list_update_delete() {
     assert_eq!((status.as_u16(), body), (204, Value::Null));
     for method in ["GET", "DELETE"] {
         let (status, _, body) = call(&app, method, &url, None).await;
-        assert_eq!(
-            (status.as_u16(), &body["resourceType"]),
-            (404, &json!("ACCESS_LOG_SUBSCRIPTION"))
-        );
+        assert_eq!((status.as_u16(), &body["resourceType"]), (404, &json!("ACCESS_LOG_SUBSCRIPTION")));
     }
-    let (_, _, list) = call(
-        &app,
-        "GET",
-        &format!("/accesslogsubscriptions?resourceIdentifier={sn_id}"),
-        None,
-    )
-    .await;
+    let (_, _, list) = call(&app, "GET", &format!("/accesslogsubscriptions?resourceIdentifier={sn_id}"), None).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 3);
     // The freed slot can be taken again.
     assert_eq!(subscribe(&app, &sn_id, LOGS, json!({})).await.0, 201);
@@ -189,13 +144,8 @@ async fn bad_requests() {
     assert_eq!((status, field(&body)), (400, "serviceNetworkLogType".into()));
     let (status, body) = subscribe(&app, &sn_id, LOGS, json!({"tags": {"aws:k": "v"}})).await;
     assert_eq!((status, field(&body)), (400, "tags".into()));
-    let (status, _, body) = call(
-        &app,
-        "POST",
-        "/accesslogsubscriptions",
-        Some(json!({"resourceIdentifier": sn_id})),
-    )
-    .await;
+    let (status, _, body) =
+        call(&app, "POST", "/accesslogsubscriptions", Some(json!({"resourceIdentifier": sn_id}))).await;
     assert_eq!((status.as_u16(), field(&body)), (400, "destinationArn".into()));
     let (status, body) = subscribe(&app, "sn-0123456789abcdef0", LOGS, json!({})).await;
     assert_eq!((status, &body["resourceType"]), (404, &json!("SERVICE_NETWORK")));
@@ -204,55 +154,26 @@ async fn bad_requests() {
 
     let (status, _, body) = call(&app, "GET", "/accesslogsubscriptions", None).await;
     assert_eq!((status.as_u16(), field(&body)), (400, "resourceIdentifier".into()));
-    let (status, _, body) = call(
-        &app,
-        "GET",
-        "/accesslogsubscriptions?resourceIdentifier=vpc-0123456789abcdef0",
-        None,
-    )
-    .await;
+    let (status, _, body) =
+        call(&app, "GET", "/accesslogsubscriptions?resourceIdentifier=vpc-0123456789abcdef0", None).await;
     assert_eq!((status.as_u16(), field(&body)), (400, "resourceIdentifier".into()));
-    let (status, _, body) = call(
-        &app,
-        "GET",
-        &format!("/accesslogsubscriptions?resourceIdentifier={sn_id}&maxResults=101"),
-        None,
-    )
-    .await;
+    let (status, _, body) =
+        call(&app, "GET", &format!("/accesslogsubscriptions?resourceIdentifier={sn_id}&maxResults=101"), None).await;
     assert_eq!((status.as_u16(), field(&body)), (400, "maxResults".into()));
     // A resource that is not there has no subscriptions.
-    let (status, _, body) = call(
-        &app,
-        "GET",
-        "/accesslogsubscriptions?resourceIdentifier=svc-0123456789abcdef0",
-        None,
-    )
-    .await;
+    let (status, _, body) =
+        call(&app, "GET", "/accesslogsubscriptions?resourceIdentifier=svc-0123456789abcdef0", None).await;
     assert_eq!((status.as_u16(), body), (200, json!({"items": []})));
 
     let (status, _, body) = call(&app, "GET", "/accesslogsubscriptions/als-bad", None).await;
-    assert_eq!(
-        (status.as_u16(), field(&body)),
-        (400, "accessLogSubscriptionIdentifier".into())
-    );
-    let (status, _, body) = call(
-        &app,
-        "PATCH",
-        "/accesslogsubscriptions/als-0123456789abcdef0",
-        Some(json!({"destinationArn": LOGS})),
-    )
-    .await;
-    assert_eq!(
-        (status.as_u16(), &body["resourceType"]),
-        (404, &json!("ACCESS_LOG_SUBSCRIPTION"))
-    );
-    let (status, _, body) = call(
-        &app,
-        "PATCH",
-        "/accesslogsubscriptions/als-0123456789abcdef0",
-        Some(json!({"destinationArn": "x"})),
-    )
-    .await;
+    assert_eq!((status.as_u16(), field(&body)), (400, "accessLogSubscriptionIdentifier".into()));
+    let (status, _, body) =
+        call(&app, "PATCH", "/accesslogsubscriptions/als-0123456789abcdef0", Some(json!({"destinationArn": LOGS})))
+            .await;
+    assert_eq!((status.as_u16(), &body["resourceType"]), (404, &json!("ACCESS_LOG_SUBSCRIPTION")));
+    let (status, _, body) =
+        call(&app, "PATCH", "/accesslogsubscriptions/als-0123456789abcdef0", Some(json!({"destinationArn": "x"})))
+            .await;
     assert_eq!((status.as_u16(), field(&body)), (400, "destinationArn".into()));
 }
 
@@ -270,22 +191,14 @@ async fn client_tokens_and_cascade() {
     let keys = Keys::new("us-east-1", "000000000000");
     let als_id = first["id"].as_str().unwrap();
     assert!(
-        crate::repo::load_index(store.as_ref(), &keys.reference(rel::ALS, &sn_id, als_id))
-            .await
-            .unwrap()
-            .is_some()
+        crate::repo::load_index(store.as_ref(), &keys.reference(rel::ALS, &sn_id, als_id)).await.unwrap().is_some()
     );
     // Deleting the service network takes its subscriptions and their index along.
     let (status, _, _) = call(&app, "DELETE", &format!("/servicenetworks/{sn_id}"), None).await;
     assert_eq!(status, 204);
     let (status, _, _) = call(&app, "GET", &format!("/accesslogsubscriptions/{als_id}"), None).await;
     assert_eq!(status, 404);
-    assert!(
-        crate::repo::list_index(store.as_ref(), &keys.references(rel::ALS, &sn_id))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(crate::repo::list_index(store.as_ref(), &keys.references(rel::ALS, &sn_id)).await.unwrap().is_empty());
 }
 
 /// Services are made by another module; one is seeded directly here.
@@ -304,19 +217,11 @@ async fn services_have_no_log_type() {
     assert_eq!((status, field(&body)), (400, "serviceNetworkLogType".into()));
     let (status, body) = subscribe(&app, &svc_arn, LOGS, json!({})).await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(
-        (&body["resourceId"], &body["resourceArn"]),
-        (&json!(svc), &json!(svc_arn))
-    );
+    assert_eq!((&body["resourceId"], &body["resourceArn"]), (&json!(svc), &json!(svc_arn)));
     assert!(body.get("serviceNetworkLogType").is_none());
     assert_eq!(subscribe(&app, svc, LOGS_2, json!({})).await.0, 409);
-    let (_, _, list) = call(
-        &app,
-        "GET",
-        &format!("/accesslogsubscriptions?resourceIdentifier={}", enc(&svc_arn)),
-        None,
-    )
-    .await;
+    let (_, _, list) =
+        call(&app, "GET", &format!("/accesslogsubscriptions?resourceIdentifier={}", enc(&svc_arn)), None).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     assert!(list["items"][0].get("serviceNetworkLogType").is_none());
 }
@@ -332,12 +237,7 @@ async fn service_subscriptions_go_with_the_service() {
     assert_eq!((status, &als["resourceArn"]), (201, &svc["arn"]));
     let (status, _, _) = call(&app, "DELETE", &format!("/services/{id}"), None).await;
     assert_eq!(status, 200);
-    let (status, _, _) = call(
-        &app,
-        "GET",
-        &format!("/accesslogsubscriptions/{}", als["id"].as_str().unwrap()),
-        None,
-    )
-    .await;
+    let (status, _, _) =
+        call(&app, "GET", &format!("/accesslogsubscriptions/{}", als["id"].as_str().unwrap()), None).await;
     assert_eq!(status, 404);
 }

@@ -20,12 +20,7 @@ async fn p0_scenario_across_modules() {
     let vpc = between(&xml, "<vpcId>", "</vpcId>").to_owned();
     let (status, xml) = ec2(
         &app,
-        &[
-            ("Action", "CreateSecurityGroup"),
-            ("GroupName", "lattice"),
-            ("GroupDescription", "d"),
-            ("VpcId", &vpc),
-        ],
+        &[("Action", "CreateSecurityGroup"), ("GroupName", "lattice"), ("GroupDescription", "d"), ("VpcId", &vpc)],
     )
     .await;
     assert_eq!(status, 200, "{xml}");
@@ -44,13 +39,8 @@ async fn p0_scenario_across_modules() {
     assert_eq!(status, 201, "{svc}");
     let svc_id = svc["id"].as_str().unwrap().to_owned();
     let config = json!({"port": 8080, "protocol": "HTTP", "vpcIdentifier": vpc});
-    let (status, _, tg) = call(
-        &app,
-        "POST",
-        "/targetgroups",
-        Some(json!({"name": "web-tg", "type": "IP", "config": config})),
-    )
-    .await;
+    let (status, _, tg) =
+        call(&app, "POST", "/targetgroups", Some(json!({"name": "web-tg", "type": "IP", "config": config}))).await;
     assert_eq!(status, 201, "{tg}");
     let tg_id = tg["id"].as_str().unwrap().to_owned();
     let (status, _, reg) = call(
@@ -60,18 +50,8 @@ async fn p0_scenario_across_modules() {
         Some(json!({"targets": [{"id": "10.0.1.23"}]})),
     )
     .await;
-    assert_eq!(
-        (status.as_u16(), reg["successful"].as_array().unwrap().len()),
-        (200, 1),
-        "{reg}"
-    );
-    let (_, _, list) = call(
-        &app,
-        "POST",
-        &format!("/targetgroups/{tg_id}/listtargets"),
-        Some(json!({})),
-    )
-    .await;
+    assert_eq!((status.as_u16(), reg["successful"].as_array().unwrap().len()), (200, 1), "{reg}");
+    let (_, _, list) = call(&app, "POST", &format!("/targetgroups/{tg_id}/listtargets"), Some(json!({}))).await;
     assert_eq!(list["items"][0]["status"], "UNUSED");
 
     let listener = json!({"name": "http-80", "protocol": "HTTP", "port": 80,
@@ -80,13 +60,7 @@ async fn p0_scenario_across_modules() {
     assert_eq!(status, 201, "{l}");
     let (_, _, got) = call(&app, "GET", &format!("/targetgroups/{tg_id}"), None).await;
     assert_eq!(got["serviceArns"], json!([svc["arn"]]));
-    let (_, _, list) = call(
-        &app,
-        "POST",
-        &format!("/targetgroups/{tg_id}/listtargets"),
-        Some(json!({})),
-    )
-    .await;
+    let (_, _, list) = call(&app, "POST", &format!("/targetgroups/{tg_id}/listtargets"), Some(json!({}))).await;
     assert_eq!(list["items"][0]["status"], "INITIAL");
     let (status, code, _) = call(&app, "DELETE", &format!("/targetgroups/{tg_id}"), None).await;
     assert_eq!((status.as_u16(), code.as_deref()), (409, Some("ConflictException")));
@@ -96,32 +70,19 @@ async fn p0_scenario_across_modules() {
     assert_eq!(status, 200, "{snsa}");
     assert_eq!(snsa["dnsEntry"], svc["dnsEntry"]);
     let (status, code, _) = call(&app, "DELETE", &format!("/services/{svc_id}"), None).await;
-    assert_eq!(
-        (status.as_u16(), code.as_deref()),
-        (409, Some("ConflictException")),
-        "associated services stay"
-    );
+    assert_eq!((status.as_u16(), code.as_deref()), (409, Some("ConflictException")), "associated services stay");
 
     // Tear down in dependency order; each guard lets go once its dependants are gone.
-    let (status, _, _) = call(
-        &app,
-        "DELETE",
-        &format!("/servicenetworkserviceassociations/{}", snsa["id"].as_str().unwrap()),
-        None,
-    )
-    .await;
+    let (status, _, _) =
+        call(&app, "DELETE", &format!("/servicenetworkserviceassociations/{}", snsa["id"].as_str().unwrap()), None)
+            .await;
     assert_eq!(status, 200);
     let (status, _, _) = call(&app, "DELETE", &format!("/services/{svc_id}"), None).await;
     assert_eq!(status, 200);
     let (status, _, _) = call(&app, "DELETE", &format!("/targetgroups/{tg_id}"), None).await;
     assert_eq!(status, 200, "the service's deletion released the target group");
-    let (status, _, _) = call(
-        &app,
-        "DELETE",
-        &format!("/servicenetworkvpcassociations/{}", snva["id"].as_str().unwrap()),
-        None,
-    )
-    .await;
+    let (status, _, _) =
+        call(&app, "DELETE", &format!("/servicenetworkvpcassociations/{}", snva["id"].as_str().unwrap()), None).await;
     assert_eq!(status, 200);
     let (status, _, _) = call(&app, "DELETE", &format!("/servicenetworks/{sn_id}"), None).await;
     assert_eq!(status, 204);

@@ -36,11 +36,7 @@ struct CreateServiceNetworkServiceAssociationRequest {
 pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
     let input: CreateServiceNetworkServiceAssociationRequest = req.input()?;
     let svc_id = req.resolve(&input.service_identifier, "serviceIdentifier", Kind::Service)?;
-    let sn_id = req.resolve(
-        &input.service_network_identifier,
-        "serviceNetworkIdentifier",
-        Kind::ServiceNetwork,
-    )?;
+    let sn_id = req.resolve(&input.service_network_identifier, "serviceNetworkIdentifier", Kind::ServiceNetwork)?;
     check_tags("tags", &input.tags)?;
     let mut token = ClientToken::new(req, input.client_token.as_deref(), KIND)?;
     let store = req.store();
@@ -59,11 +55,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
                 format!("Service {svc_id} is already associated with service network {sn_id} ({existing})"),
             ));
         }
-        let domain_key = svc
-            .value
-            .custom_domain_name
-            .as_deref()
-            .map(|d| req.keys.name(KIND, &sn_id, d));
+        let domain_key = svc.value.custom_domain_name.as_deref().map(|d| req.keys.name(KIND, &sn_id, d));
         if let Some(key) = &domain_key
             && let Some(existing) = repo::load_index(store, key).await?
         {
@@ -178,10 +170,7 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
         let svc_counter = repo::counter(store, req.keys.counter(rel::SVC_SN, &a.service_id)).await?;
         let mut tx = Tx::default();
         tx.delete_read(&read);
-        tx.delete(
-            req.keys
-                .reference(rel::SN_SVC_PAIR, &a.service_network_id, &a.service_id),
-        );
+        tx.delete(req.keys.reference(rel::SN_SVC_PAIR, &a.service_network_id, &a.service_id));
         tx.delete(req.keys.reference(rel::SN_SVC, &a.service_network_id, &id));
         tx.delete(req.keys.reference(rel::SVC_SN, &a.service_id, &id));
         // The custom domain's index entry, if this association holds it.
@@ -197,17 +186,13 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
         tx.count(&sn_counter, -1);
         tx.count(&svc_counter, -1);
         if attempts.commit(store, tx).await? {
-            return Ok(Reply::ok(
-                json!({ "id": id, "status": Status::DeleteInProgress, "arn": a.arn }),
-            ));
+            return Ok(Reply::ok(json!({ "id": id, "status": Status::DeleteInProgress, "arn": a.arn })));
         }
     }
 }
 
 async fn find(req: &Req<'_>, id: &str) -> Result<repo::Versioned<ServiceNetworkServiceAssociation>, ApiError> {
-    repo::load(req.store(), &req.keys.res(KIND, id))
-        .await?
-        .ok_or_else(|| ApiError::not_found(KIND, id))
+    repo::load(req.store(), &req.keys.res(KIND, id)).await?.ok_or_else(|| ApiError::not_found(KIND, id))
 }
 
 async fn find_service(req: &Req<'_>, id: &str) -> Result<repo::Versioned<Service>, ApiError> {
@@ -229,9 +214,7 @@ async fn summary(
     a: &ServiceNetworkServiceAssociation,
     networks: &mut Networks,
 ) -> Result<serde_json::Value, ApiError> {
-    let svc = repo::load::<Service>(req.store(), &req.keys.res(Kind::Service, &a.service_id))
-        .await?
-        .map(|s| s.value);
+    let svc = repo::load::<Service>(req.store(), &req.keys.res(Kind::Service, &a.service_id)).await?.map(|s| s.value);
     let sn = networks.get(req, &a.service_network_id).await?;
     Ok(json!({
         "id": a.id,

@@ -25,12 +25,7 @@ fn field(body: &Value) -> &str {
 }
 
 fn ids(list: &Value) -> Vec<&str> {
-    list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_str().unwrap())
-        .collect()
+    list["items"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect()
 }
 
 #[tokio::test]
@@ -53,13 +48,8 @@ async fn vpc_association_lifecycle() {
     let (status, _, again) = call(&app, "POST", "/servicenetworkvpcassociations", Some(body)).await;
     assert_eq!((status.as_u16(), &again["id"]), (200, &a["id"]));
 
-    let (status, _, got) = call(
-        &app,
-        "GET",
-        &format!("/servicenetworkvpcassociations/{}", arn_path(&a["arn"])),
-        None,
-    )
-    .await;
+    let (status, _, got) =
+        call(&app, "GET", &format!("/servicenetworkvpcassociations/{}", arn_path(&a["arn"])), None).await;
     assert_eq!(status, 200, "{got}");
     assert_eq!(
         (&got["status"], &got["serviceNetworkName"], &got["serviceNetworkArn"]),
@@ -80,10 +70,7 @@ async fn vpc_association_lifecycle() {
         Some(json!({"serviceNetworkIdentifier": other["id"], "vpcIdentifier": VPC})),
     )
     .await;
-    assert_eq!(
-        (status.as_u16(), code.as_deref(), &body["resourceId"]),
-        (409, Some("ConflictException"), &json!(id))
-    );
+    assert_eq!((status.as_u16(), code.as_deref(), &body["resourceId"]), (409, Some("ConflictException"), &json!(id)));
     let (status, _, _) = call(&app, "DELETE", &format!("/servicenetworks/{net_id}"), None).await;
     assert_eq!(status, 409, "the network is in use");
 
@@ -91,10 +78,7 @@ async fn vpc_association_lifecycle() {
         format!("serviceNetworkIdentifier={net_id}"),
         format!("vpcIdentifier={VPC}"),
         String::new(),
-        format!(
-            "serviceNetworkIdentifier={}&vpcIdentifier={VPC}",
-            net["id"].as_str().unwrap()
-        ),
+        format!("serviceNetworkIdentifier={}&vpcIdentifier={VPC}", net["id"].as_str().unwrap()),
     ] {
         let (status, _, list) = call(&app, "GET", &format!("/servicenetworkvpcassociations?{query}"), None).await;
         assert_eq!((status.as_u16(), ids(&list)), (200, vec![id.as_str()]), "{query}");
@@ -107,10 +91,7 @@ async fn vpc_association_lifecycle() {
     let (_, _, list) = call(
         &app,
         "GET",
-        &format!(
-            "/servicenetworkvpcassociations?serviceNetworkIdentifier={}",
-            other["id"].as_str().unwrap()
-        ),
+        &format!("/servicenetworkvpcassociations?serviceNetworkIdentifier={}", other["id"].as_str().unwrap()),
         None,
     )
     .await;
@@ -121,45 +102,23 @@ async fn vpc_association_lifecycle() {
     assert_eq!((status.as_u16(), field(&body)), (400, "securityGroupIds"));
     let (status, _, body) = call(&app, "PATCH", &path, Some(json!({"securityGroupIds": [OTHER_SG]}))).await;
     assert_eq!((status.as_u16(), field(&body)), (400, "securityGroupIds"));
-    let (status, _, body) = call(
-        &app,
-        "PATCH",
-        &path,
-        Some(json!({"securityGroupIds": ["sg-00000000000000001"]})),
-    )
-    .await;
-    assert_eq!(
-        (status.as_u16(), &body["resourceType"]),
-        (404, &json!("SECURITY_GROUP"))
-    );
-    let (status, _, up) = call(
-        &app,
-        "PATCH",
-        &path,
-        Some(json!({"securityGroupIds": [SG], "privateDnsEnabled": false})),
-    )
-    .await;
+    let (status, _, body) =
+        call(&app, "PATCH", &path, Some(json!({"securityGroupIds": ["sg-00000000000000001"]}))).await;
+    assert_eq!((status.as_u16(), &body["resourceType"]), (404, &json!("SECURITY_GROUP")));
+    let (status, _, up) =
+        call(&app, "PATCH", &path, Some(json!({"securityGroupIds": [SG], "privateDnsEnabled": false}))).await;
     assert_eq!(status, 200, "{up}");
     assert_eq!(
         (&up["status"], &up["privateDnsEnabled"], &up["securityGroupIds"]),
         (&json!("UPDATE_IN_PROGRESS"), &json!(false), &json!([SG]))
     );
     let (_, _, got) = call(&app, "GET", &path, None).await;
-    assert_eq!(
-        (&got["status"], &got["privateDnsEnabled"]),
-        (&json!("ACTIVE"), &json!(false))
-    );
+    assert_eq!((&got["status"], &got["privateDnsEnabled"]), (&json!("ACTIVE"), &json!(false)));
 
     let (status, _, del) = call(&app, "DELETE", &path, None).await;
-    assert_eq!(
-        (status.as_u16(), &del["status"], &del["arn"]),
-        (200, &json!("DELETE_IN_PROGRESS"), &a["arn"])
-    );
+    assert_eq!((status.as_u16(), &del["status"], &del["arn"]), (200, &json!("DELETE_IN_PROGRESS"), &a["arn"]));
     let (status, _, body) = call(&app, "GET", &path, None).await;
-    assert_eq!(
-        (status.as_u16(), &body["resourceType"]),
-        (404, &json!("SERVICE_NETWORK_VPC_ASSOCIATION"))
-    );
+    assert_eq!((status.as_u16(), &body["resourceType"]), (404, &json!("SERVICE_NETWORK_VPC_ASSOCIATION")));
     assert_eq!(counter(&store, keys().counter(rel::VPC_SNVA, VPC)).await, 0);
     // The VPC is free for another network, and the first network can go.
     let (status, _, _) = call(
@@ -176,10 +135,7 @@ async fn vpc_association_lifecycle() {
 
 #[tokio::test]
 async fn vpc_association_errors_and_quota() {
-    let (app, store, _dir) = app_store(Quotas {
-        vpc_associations_per_service_network: 1,
-        ..Default::default()
-    });
+    let (app, store, _dir) = app_store(Quotas { vpc_associations_per_service_network: 1, ..Default::default() });
     seed_vpc(&store, VPC, "10.0.0.0/16").await;
     seed_vpc(&store, OTHER_VPC, "10.1.0.0/16").await;
     seed_sg(&store, SG, VPC).await;
@@ -189,18 +145,9 @@ async fn vpc_association_errors_and_quota() {
     let cases = [
         (json!({"vpcIdentifier": VPC}), "serviceNetworkIdentifier"),
         (json!({"serviceNetworkIdentifier": n}), "vpcIdentifier"),
-        (
-            json!({"serviceNetworkIdentifier": "bad", "vpcIdentifier": VPC}),
-            "serviceNetworkIdentifier",
-        ),
-        (
-            json!({"serviceNetworkIdentifier": n, "vpcIdentifier": "vpc-?"}),
-            "vpcIdentifier",
-        ),
-        (
-            json!({"serviceNetworkIdentifier": n, "vpcIdentifier": VPC, "securityGroupIds": sgs}),
-            "securityGroupIds",
-        ),
+        (json!({"serviceNetworkIdentifier": "bad", "vpcIdentifier": VPC}), "serviceNetworkIdentifier"),
+        (json!({"serviceNetworkIdentifier": n, "vpcIdentifier": "vpc-?"}), "vpcIdentifier"),
+        (json!({"serviceNetworkIdentifier": n, "vpcIdentifier": VPC, "securityGroupIds": sgs}), "securityGroupIds"),
         (
             json!({"serviceNetworkIdentifier": n, "vpcIdentifier": VPC, "securityGroupIds": ["nope"]}),
             "securityGroupIds",
@@ -217,24 +164,15 @@ async fn vpc_association_errors_and_quota() {
             json!({"serviceNetworkIdentifier": n, "vpcIdentifier": VPC, "dnsOptions": {"privateDnsPreference": "ALL_DOMAINS", "privateDnsSpecifiedDomains": ["a.example"]}}),
             "dnsOptions.privateDnsSpecifiedDomains",
         ),
-        (
-            json!({"serviceNetworkIdentifier": n, "vpcIdentifier": VPC, "privateDnsEnabled": "yes"}),
-            "privateDnsEnabled",
-        ),
+        (json!({"serviceNetworkIdentifier": n, "vpcIdentifier": VPC, "privateDnsEnabled": "yes"}), "privateDnsEnabled"),
     ];
     for (body, member) in cases {
         let (status, _, resp) = call(&app, "POST", "/servicenetworkvpcassociations", Some(body.clone())).await;
         assert_eq!((status.as_u16(), field(&resp)), (400, member), "{body} → {resp}");
     }
     let missing = [
-        (
-            json!({"serviceNetworkIdentifier": "sn-0123456789abcdef0", "vpcIdentifier": VPC}),
-            "SERVICE_NETWORK",
-        ),
-        (
-            json!({"serviceNetworkIdentifier": n, "vpcIdentifier": "vpc-00000000000000001"}),
-            "VPC",
-        ),
+        (json!({"serviceNetworkIdentifier": "sn-0123456789abcdef0", "vpcIdentifier": VPC}), "SERVICE_NETWORK"),
+        (json!({"serviceNetworkIdentifier": n, "vpcIdentifier": "vpc-00000000000000001"}), "VPC"),
         (
             json!({"serviceNetworkIdentifier": n, "vpcIdentifier": VPC, "securityGroupIds": ["sg-00000000000000001"]}),
             "SECURITY_GROUP",
@@ -242,21 +180,14 @@ async fn vpc_association_errors_and_quota() {
     ];
     for (body, kind) in missing {
         let (status, _, resp) = call(&app, "POST", "/servicenetworkvpcassociations", Some(body.clone())).await;
-        assert_eq!(
-            (status.as_u16(), &resp["resourceType"]),
-            (404, &json!(kind)),
-            "{body} → {resp}"
-        );
+        assert_eq!((status.as_u16(), &resp["resourceType"]), (404, &json!(kind)), "{body} → {resp}");
     }
     let dns =
         json!({"privateDnsPreference": "SPECIFIED_DOMAINS_ONLY", "privateDnsSpecifiedDomains": ["a.example.com"]});
     let body =
         json!({"serviceNetworkIdentifier": n, "vpcIdentifier": VPC, "securityGroupIds": [SG, SG], "dnsOptions": dns});
     let (status, _, a) = call(&app, "POST", "/servicenetworkvpcassociations", Some(body)).await;
-    assert_eq!(
-        (status.as_u16(), &a["securityGroupIds"], &a["dnsOptions"]),
-        (200, &json!([SG]), &dns)
-    );
+    assert_eq!((status.as_u16(), &a["securityGroupIds"], &a["dnsOptions"]), (200, &json!([SG]), &dns));
     let (status, code, body) = call(
         &app,
         "POST",
@@ -268,21 +199,9 @@ async fn vpc_association_errors_and_quota() {
         (status.as_u16(), code.as_deref(), &body["quotaCode"]),
         (402, Some("ServiceQuotaExceededException"), &json!("L-EF6E2D62"))
     );
-    let (status, _, _) = call(
-        &app,
-        "GET",
-        "/servicenetworkvpcassociations/snva-0123456789abcdef0",
-        None,
-    )
-    .await;
+    let (status, _, _) = call(&app, "GET", "/servicenetworkvpcassociations/snva-0123456789abcdef0", None).await;
     assert_eq!(status, 404);
-    let (status, _, _) = call(
-        &app,
-        "DELETE",
-        "/servicenetworkvpcassociations/snva-0123456789abcdef0",
-        None,
-    )
-    .await;
+    let (status, _, _) = call(&app, "DELETE", "/servicenetworkvpcassociations/snva-0123456789abcdef0", None).await;
     assert_eq!(status, 404);
     let (_, _, body) = call(&app, "GET", "/servicenetworkvpcassociations?vpcIdentifier=x", None).await;
     assert_eq!(field(&body), "vpcIdentifier");
@@ -302,11 +221,7 @@ async fn service_association_lifecycle() {
     assert_eq!(status, 200, "{sa}");
     assert_eq!(
         (&sa["status"], &sa["customDomainName"], &sa["createdBy"]),
-        (
-            &json!("CREATE_IN_PROGRESS"),
-            &json!("web.example.com"),
-            &json!("000000000000")
-        )
+        (&json!("CREATE_IN_PROGRESS"), &json!("web.example.com"), &json!("000000000000"))
     );
     assert_eq!(sa["dnsEntry"]["hostedZoneId"], "Z0000000000000000000");
     assert!(sa["dnsEntry"]["domainName"].as_str().unwrap().starts_with("web-a-"));
@@ -319,11 +234,7 @@ async fn service_association_lifecycle() {
         Some(json!({"serviceIdentifier": a, "serviceNetworkIdentifier": net_id})),
     )
     .await;
-    assert_eq!(
-        (status.as_u16(), code.as_deref()),
-        (409, Some("ConflictException")),
-        "the same pair twice"
-    );
+    assert_eq!((status.as_u16(), code.as_deref()), (409, Some("ConflictException")), "the same pair twice");
     let (status, _, body) = call(
         &app,
         "POST",
@@ -331,11 +242,7 @@ async fn service_association_lifecycle() {
         Some(json!({"serviceIdentifier": b, "serviceNetworkIdentifier": net_id})),
     )
     .await;
-    assert_eq!(
-        (status.as_u16(), &body["resourceId"]),
-        (409, &sa["id"]),
-        "the custom domain is taken in this network"
-    );
+    assert_eq!((status.as_u16(), &body["resourceId"]), (409, &sa["id"]), "the custom domain is taken in this network");
     let (status, _, sc) = call(
         &app,
         "POST",
@@ -349,21 +256,11 @@ async fn service_association_lifecycle() {
     assert_eq!(g["numberOfAssociatedServices"], 2);
     assert_eq!(counter(&store, keys().counter(rel::SVC_SN, &a)).await, 1);
 
-    let (status, _, got) = call(
-        &app,
-        "GET",
-        &format!("/servicenetworkserviceassociations/{}", arn_path(&sa["arn"])),
-        None,
-    )
-    .await;
+    let (status, _, got) =
+        call(&app, "GET", &format!("/servicenetworkserviceassociations/{}", arn_path(&sa["arn"])), None).await;
     assert_eq!(status, 200, "{got}");
     assert_eq!(
-        (
-            &got["status"],
-            &got["serviceName"],
-            &got["serviceArn"],
-            &got["serviceId"]
-        ),
+        (&got["status"], &got["serviceName"], &got["serviceArn"], &got["serviceId"]),
         (&json!("ACTIVE"), &json!("web-a"), &json!(a_arn), &json!(a))
     );
     assert_eq!(
@@ -372,21 +269,11 @@ async fn service_association_lifecycle() {
     );
     assert!(got.get("createdAt").is_some());
 
-    let (_, _, list) = call(
-        &app,
-        "GET",
-        &format!("/servicenetworkserviceassociations?serviceNetworkIdentifier={net_id}"),
-        None,
-    )
-    .await;
+    let (_, _, list) =
+        call(&app, "GET", &format!("/servicenetworkserviceassociations?serviceNetworkIdentifier={net_id}"), None).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 2);
-    let (_, _, list) = call(
-        &app,
-        "GET",
-        &format!("/servicenetworkserviceassociations?serviceIdentifier={c}"),
-        None,
-    )
-    .await;
+    let (_, _, list) =
+        call(&app, "GET", &format!("/servicenetworkserviceassociations?serviceIdentifier={c}"), None).await;
     assert_eq!(ids(&list), [sc["id"].as_str().unwrap()]);
     assert_eq!(list["items"][0]["serviceName"], "plain");
     let (_, _, list) = call(
@@ -399,13 +286,8 @@ async fn service_association_lifecycle() {
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     let (_, _, page) = call(&app, "GET", "/servicenetworkserviceassociations?maxResults=1", None).await;
     let token = page["nextToken"].as_str().unwrap();
-    let (_, _, rest) = call(
-        &app,
-        "GET",
-        &format!("/servicenetworkserviceassociations?maxResults=1&nextToken={token}"),
-        None,
-    )
-    .await;
+    let (_, _, rest) =
+        call(&app, "GET", &format!("/servicenetworkserviceassociations?maxResults=1&nextToken={token}"), None).await;
     assert!(rest.get("nextToken").is_none());
     let mut all = [ids(&page)[0], ids(&rest)[0]];
     all.sort();
@@ -415,17 +297,9 @@ async fn service_association_lifecycle() {
 
     let (status, _, _) = call(&app, "DELETE", &format!("/servicenetworks/{net_id}"), None).await;
     assert_eq!(status, 409);
-    let (status, _, del) = call(
-        &app,
-        "DELETE",
-        &format!("/servicenetworkserviceassociations/{}", sa["id"].as_str().unwrap()),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (status.as_u16(), &del["status"], &del["arn"]),
-        (200, &json!("DELETE_IN_PROGRESS"), &sa["arn"])
-    );
+    let (status, _, del) =
+        call(&app, "DELETE", &format!("/servicenetworkserviceassociations/{}", sa["id"].as_str().unwrap()), None).await;
+    assert_eq!((status.as_u16(), &del["status"], &del["arn"]), (200, &json!("DELETE_IN_PROGRESS"), &sa["arn"]));
     assert_eq!(counter(&store, keys().counter(rel::SVC_SN, &a)).await, 0);
     // The custom domain is free in this network now.
     let (status, _, sb) = call(
@@ -437,13 +311,7 @@ async fn service_association_lifecycle() {
     .await;
     assert_eq!(status, 200);
     for id in [&sb["id"], &sc["id"]] {
-        call(
-            &app,
-            "DELETE",
-            &format!("/servicenetworkserviceassociations/{}", id.as_str().unwrap()),
-            None,
-        )
-        .await;
+        call(&app, "DELETE", &format!("/servicenetworkserviceassociations/{}", id.as_str().unwrap()), None).await;
     }
     let (status, _, _) = call(&app, "DELETE", &format!("/servicenetworks/{net_id}"), None).await;
     assert_eq!(status, 204);
@@ -451,10 +319,7 @@ async fn service_association_lifecycle() {
 
 #[tokio::test]
 async fn service_association_errors_and_quota() {
-    let (app, store, _dir) = app_store(Quotas {
-        service_associations_per_service_network: 1,
-        ..Default::default()
-    });
+    let (app, store, _dir) = app_store(Quotas { service_associations_per_service_network: 1, ..Default::default() });
     let a = seed_service(&store, "one", None).await;
     let b = seed_service(&store, "two", None).await;
     let net = sn(&app, "net-one").await;
@@ -474,17 +339,9 @@ async fn service_association_errors_and_quota() {
         Some(json!({"serviceIdentifier": a, "serviceNetworkIdentifier": "sn-0123456789abcdef0"})),
     )
     .await;
-    assert_eq!(
-        (status.as_u16(), &body["resourceType"]),
-        (404, &json!("SERVICE_NETWORK"))
-    );
-    let (status, _, body) = call(
-        &app,
-        "POST",
-        "/servicenetworkserviceassociations",
-        Some(json!({"serviceIdentifier": a})),
-    )
-    .await;
+    assert_eq!((status.as_u16(), &body["resourceType"]), (404, &json!("SERVICE_NETWORK")));
+    let (status, _, body) =
+        call(&app, "POST", "/servicenetworkserviceassociations", Some(json!({"serviceIdentifier": a}))).await;
     assert_eq!((status.as_u16(), field(&body)), (400, "serviceNetworkIdentifier"));
     let (status, _, body) = call(
         &app,
@@ -510,20 +367,8 @@ async fn service_association_errors_and_quota() {
     )
     .await;
     assert_eq!((status.as_u16(), &body["quotaCode"]), (402, &json!("L-75D4A19E")));
-    let (status, _, _) = call(
-        &app,
-        "GET",
-        "/servicenetworkserviceassociations/snsa-0123456789abcdef0",
-        None,
-    )
-    .await;
+    let (status, _, _) = call(&app, "GET", "/servicenetworkserviceassociations/snsa-0123456789abcdef0", None).await;
     assert_eq!(status, 404);
-    let (_, _, body) = call(
-        &app,
-        "GET",
-        "/servicenetworkserviceassociations?serviceIdentifier=x",
-        None,
-    )
-    .await;
+    let (_, _, body) = call(&app, "GET", "/servicenetworkserviceassociations?serviceIdentifier=x", None).await;
     assert_eq!(field(&body), "serviceIdentifier");
 }

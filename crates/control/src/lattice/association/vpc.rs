@@ -46,23 +46,12 @@ struct UpdateServiceNetworkVpcAssociationRequest {
 
 pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
     let input: CreateServiceNetworkVpcAssociationRequest = req.input()?;
-    let sn_id = req.resolve(
-        &input.service_network_identifier,
-        "serviceNetworkIdentifier",
-        Kind::ServiceNetwork,
-    )?;
+    let sn_id = req.resolve(&input.service_network_identifier, "serviceNetworkIdentifier", Kind::ServiceNetwork)?;
     let vpc_id = input.vpc_identifier.clone();
     if !Kind::Vpc.is_id(&vpc_id) {
-        return Err(ApiError::field(
-            "vpcIdentifier",
-            format!("{vpc_id:?} is not a valid VPC ID"),
-        ));
+        return Err(ApiError::field("vpcIdentifier", format!("{vpc_id:?} is not a valid VPC ID")));
     }
-    let security_groups = input
-        .security_group_ids
-        .as_deref()
-        .map(|ids| check_sg_ids(ids, 0))
-        .transpose()?;
+    let security_groups = input.security_group_ids.as_deref().map(|ids| check_sg_ids(ids, 0)).transpose()?;
     if let Some(options) = &input.dns_options {
         check_dns_options(options)?;
     }
@@ -177,15 +166,7 @@ pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
         sn_id.as_deref().is_none_or(|s| a.service_network_id == s) && vpc_id.is_none_or(|v| a.vpc_id == v)
     };
     let (items, next) = match (sn_id.as_deref(), vpc_id) {
-        (_, Some(vpc)) => {
-            scan_refs(
-                req,
-                &Page::new(req, req.keys.references(rel::VPC_SNVA, vpc))?,
-                KIND,
-                keep,
-            )
-            .await?
-        }
+        (_, Some(vpc)) => scan_refs(req, &Page::new(req, req.keys.references(rel::VPC_SNVA, vpc))?, KIND, keep).await?,
         (Some(sn), None) => scan_refs(req, &Page::new(req, req.keys.references(rel::SN_VPC, sn))?, KIND, keep).await?,
         (None, None) => scan(req, &Page::new(req, req.keys.all(KIND))?, keep).await?,
     };
@@ -217,11 +198,7 @@ pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
 pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
     let id = req.path_id(0, "serviceNetworkVpcAssociationIdentifier", KIND)?;
     let input: UpdateServiceNetworkVpcAssociationRequest = req.input()?;
-    let security_groups = input
-        .security_group_ids
-        .as_deref()
-        .map(|ids| check_sg_ids(ids, 1))
-        .transpose()?;
+    let security_groups = input.security_group_ids.as_deref().map(|ids| check_sg_ids(ids, 1)).transpose()?;
     if let Some(options) = &input.dns_options {
         check_dns_options(options)?;
     }
@@ -273,34 +250,24 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
         tx.count(&sn_counter, -1);
         tx.count(&vpc_counter, -1);
         if attempts.commit(store, tx).await? {
-            return Ok(Reply::ok(
-                json!({ "id": id, "status": Status::DeleteInProgress, "arn": a.arn }),
-            ));
+            return Ok(Reply::ok(json!({ "id": id, "status": Status::DeleteInProgress, "arn": a.arn })));
         }
     }
 }
 
 async fn find(req: &Req<'_>, id: &str) -> Result<repo::Versioned<ServiceNetworkVpcAssociation>, ApiError> {
-    repo::load(req.store(), &req.keys.res(KIND, id))
-        .await?
-        .ok_or_else(|| ApiError::not_found(KIND, id))
+    repo::load(req.store(), &req.keys.res(KIND, id)).await?.ok_or_else(|| ApiError::not_found(KIND, id))
 }
 
 /// Checks the shape of `securityGroupIds` (`min` to 5 security group IDs); drops repeats.
 fn check_sg_ids(ids: &[String], min: usize) -> Result<Vec<String>, ApiError> {
     if !(min..=5).contains(&ids.len()) {
-        return Err(ApiError::field(
-            "securityGroupIds",
-            format!("must hold {min} to 5 security group IDs"),
-        ));
+        return Err(ApiError::field("securityGroupIds", format!("must hold {min} to 5 security group IDs")));
     }
     let mut out: Vec<String> = Vec::with_capacity(ids.len());
     for id in ids {
         if !Kind::SecurityGroup.is_id(id) {
-            return Err(ApiError::field(
-                "securityGroupIds",
-                format!("{id:?} is not a valid security group ID"),
-            ));
+            return Err(ApiError::field("securityGroupIds", format!("{id:?} is not a valid security group ID")));
         }
         if !out.contains(id) {
             out.push(id.clone());
@@ -348,10 +315,9 @@ fn check_dns_options(options: &DnsOptions) -> Result<(), ApiError> {
     match &options.private_dns_specified_domains {
         None if wants_domains => Err(ApiError::field(field, "is required with this privateDnsPreference")),
         None => Ok(()),
-        Some(_) if !wants_domains => Err(ApiError::field(
-            field,
-            "is only allowed with a SPECIFIED_DOMAINS privateDnsPreference",
-        )),
+        Some(_) if !wants_domains => {
+            Err(ApiError::field(field, "is only allowed with a SPECIFIED_DOMAINS privateDnsPreference"))
+        }
         Some(domains) if domains.is_empty() || domains.len() > 10 => {
             Err(ApiError::field(field, "must hold 1 to 10 domains"))
         }

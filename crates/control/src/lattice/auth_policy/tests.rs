@@ -22,31 +22,13 @@ async fn put_get_delete_on_a_service_network() {
     let (_, _, sn) = call(&app, "POST", "/servicenetworks", Some(json!({"name": "net"}))).await;
     let id = sn["id"].as_str().unwrap().to_owned();
     let by_arn = format!("/authpolicy/{}", enc(sn["arn"].as_str().unwrap()));
-    let (status, _, body) = call(
-        &app,
-        "PUT",
-        &format!("/authpolicy/{id}"),
-        Some(json!({"policy": POLICY})),
-    )
-    .await;
-    assert_eq!(
-        (status.as_u16(), &body),
-        (200, &json!({"policy": POLICY, "state": "Inactive"}))
-    );
+    let (status, _, body) = call(&app, "PUT", &format!("/authpolicy/{id}"), Some(json!({"policy": POLICY}))).await;
+    assert_eq!((status.as_u16(), &body), (200, &json!({"policy": POLICY, "state": "Inactive"})));
     let (status, _, first) = call(&app, "GET", &by_arn, None).await;
-    assert_eq!(
-        (status.as_u16(), &first["policy"], &first["state"]),
-        (200, &json!(POLICY), &json!("Inactive"))
-    );
+    assert_eq!((status.as_u16(), &first["policy"], &first["state"]), (200, &json!(POLICY), &json!("Inactive")));
     assert!(first["createdAt"].is_string() && first["lastUpdatedAt"].is_string());
     // The policy turns Active with the owner's auth type; a second put keeps createdAt.
-    call(
-        &app,
-        "PATCH",
-        &format!("/servicenetworks/{id}"),
-        Some(json!({"authType": "AWS_IAM"})),
-    )
-    .await;
+    call(&app, "PATCH", &format!("/servicenetworks/{id}"), Some(json!({"authType": "AWS_IAM"}))).await;
     let pretty = serde_json::to_string_pretty(&serde_json::from_str::<Value>(POLICY).unwrap()).unwrap();
     let (status, _, body) = call(&app, "PUT", &by_arn, Some(json!({"policy": pretty}))).await;
     assert_eq!((status.as_u16(), &body["state"]), (200, &json!("Active")));
@@ -63,45 +45,17 @@ async fn put_get_delete_on_a_service_network() {
     let (status, _, _) = call(&app, "DELETE", &format!("/authpolicy/{id}"), None).await;
     assert_eq!(status, 204);
     // The service network's delete takes its policy along.
-    call(
-        &app,
-        "PUT",
-        &format!("/authpolicy/{id}"),
-        Some(json!({"policy": POLICY})),
-    )
-    .await;
+    call(&app, "PUT", &format!("/authpolicy/{id}"), Some(json!({"policy": POLICY}))).await;
     let key = Keys::new("us-east-1", "000000000000").auth_policy(&id);
-    assert!(
-        crate::repo::load::<Value>(store.as_ref(), &key)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(crate::repo::load::<Value>(store.as_ref(), &key).await.unwrap().is_some());
     call(&app, "DELETE", &format!("/servicenetworks/{id}"), None).await;
-    assert!(
-        crate::repo::load::<Value>(store.as_ref(), &key)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(crate::repo::load::<Value>(store.as_ref(), &key).await.unwrap().is_none());
     for method in ["GET", "DELETE"] {
         let (status, _, body) = call(&app, method, &format!("/authpolicy/{id}"), None).await;
-        assert_eq!(
-            (status.as_u16(), &body["resourceType"]),
-            (404, &json!("SERVICE_NETWORK"))
-        );
+        assert_eq!((status.as_u16(), &body["resourceType"]), (404, &json!("SERVICE_NETWORK")));
     }
-    let (status, _, body) = call(
-        &app,
-        "PUT",
-        &format!("/authpolicy/{id}"),
-        Some(json!({"policy": POLICY})),
-    )
-    .await;
-    assert_eq!(
-        (status.as_u16(), &body["resourceType"]),
-        (404, &json!("SERVICE_NETWORK"))
-    );
+    let (status, _, body) = call(&app, "PUT", &format!("/authpolicy/{id}"), Some(json!({"policy": POLICY}))).await;
+    assert_eq!((status.as_u16(), &body["resourceType"]), (404, &json!("SERVICE_NETWORK")));
 }
 
 #[tokio::test]
@@ -125,13 +79,8 @@ async fn identifiers_and_documents_are_checked() {
     let elsewhere = enc(&sn["arn"].as_str().unwrap().replace("000000000000", "111122223333"));
     let (status, _, _) = call(&app, "GET", &format!("/authpolicy/{elsewhere}"), None).await;
     assert_eq!(status, 404);
-    let (status, _, body) = call(
-        &app,
-        "PUT",
-        "/authpolicy/svc-0123456789abcdef0",
-        Some(json!({"policy": POLICY})),
-    )
-    .await;
+    let (status, _, body) =
+        call(&app, "PUT", "/authpolicy/svc-0123456789abcdef0", Some(json!({"policy": POLICY}))).await;
     assert_eq!((status.as_u16(), &body["resourceType"]), (404, &json!("SERVICE")));
     let padded = format!("{POLICY}{}", " ".repeat(10_241 - POLICY.len()));
     for bad in [
@@ -151,13 +100,8 @@ async fn identifiers_and_documents_are_checked() {
         assert_eq!((status.as_u16(), field(&body)), (400, "policy".into()), "{bad}");
     }
     // A single statement object, no Version, and whitespace are all fine.
-    let (status, _, _) = call(
-        &app,
-        "PUT",
-        &url,
-        Some(json!({"policy": "{\n \"Statement\": {\"Effect\": \"Deny\"}\n}"})),
-    )
-    .await;
+    let (status, _, _) =
+        call(&app, "PUT", &url, Some(json!({"policy": "{\n \"Statement\": {\"Effect\": \"Deny\"}\n}"}))).await;
     assert_eq!(status, 200);
 }
 
@@ -173,13 +117,7 @@ async fn state_follows_a_service_auth_type() {
     );
     assert!(Attempts::default().commit(store.as_ref(), tx).await.unwrap());
     let arn = enc(&format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{svc}"));
-    let (status, _, body) = call(
-        &app,
-        "PUT",
-        &format!("/authpolicy/{arn}"),
-        Some(json!({"policy": POLICY})),
-    )
-    .await;
+    let (status, _, body) = call(&app, "PUT", &format!("/authpolicy/{arn}"), Some(json!({"policy": POLICY}))).await;
     assert_eq!((status.as_u16(), &body["state"]), (200, &json!("Active")));
     let (_, _, body) = call(&app, "GET", &format!("/authpolicy/{svc}"), None).await;
     assert_eq!(body["state"], "Active");
@@ -192,21 +130,9 @@ async fn service_policies_go_with_the_service() {
     let (status, _, svc) = call(&app, "POST", "/services", Some(json!({"name": "web"}))).await;
     assert_eq!(status, 201, "{svc}");
     let id = svc["id"].as_str().unwrap();
-    let (_, _, body) = call(
-        &app,
-        "PUT",
-        &format!("/authpolicy/{id}"),
-        Some(json!({"policy": POLICY})),
-    )
-    .await;
+    let (_, _, body) = call(&app, "PUT", &format!("/authpolicy/{id}"), Some(json!({"policy": POLICY}))).await;
     assert_eq!(body["state"], "Inactive");
-    call(
-        &app,
-        "PATCH",
-        &format!("/services/{id}"),
-        Some(json!({"authType": "AWS_IAM"})),
-    )
-    .await;
+    call(&app, "PATCH", &format!("/services/{id}"), Some(json!({"authType": "AWS_IAM"}))).await;
     let (_, _, body) = call(&app, "GET", &format!("/authpolicy/{id}"), None).await;
     assert_eq!(body["state"], "Active");
     let (status, _, _) = call(&app, "DELETE", &format!("/services/{id}"), None).await;

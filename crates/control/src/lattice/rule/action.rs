@@ -62,10 +62,7 @@ pub(crate) fn parse_action(req: &Req<'_>, field: &str, action: &RuleAction) -> R
                     }
                     None => LONE_WEIGHT,
                 };
-                target_groups.push(WeightedTargetGroup {
-                    target_group_identifier: id,
-                    weight: Some(weight),
-                });
+                target_groups.push(WeightedTargetGroup { target_group_identifier: id, weight: Some(weight) });
             }
             Ok(RuleAction::Forward(ForwardAction { target_groups }))
         }
@@ -126,11 +123,7 @@ pub(crate) async fn check_targets(
 pub(crate) fn target_groups(action: &RuleAction) -> BTreeSet<String> {
     match action {
         RuleAction::FixedResponse(_) => BTreeSet::new(),
-        RuleAction::Forward(f) => f
-            .target_groups
-            .iter()
-            .map(|t| t.target_group_identifier.clone())
-            .collect(),
+        RuleAction::Forward(f) => f.target_groups.iter().map(|t| t.target_group_identifier.clone()).collect(),
     }
 }
 
@@ -141,18 +134,12 @@ pub(crate) fn check_match(field: &str, rule_match: &RuleMatch) -> Result<(), Api
     let RuleMatch::HttpMatch(http) = rule_match;
     let field = format!("{field}.httpMatch");
     if http.method.is_none() && http.path_match.is_none() && http.header_matches.is_none() {
-        return Err(ApiError::field(
-            &field,
-            "must give at least one of method, pathMatch and headerMatches",
-        ));
+        return Err(ApiError::field(&field, "must give at least one of method, pathMatch and headerMatches"));
     }
     if let Some(method) = &http.method
         && (method.is_empty() || method.len() > 16 || !method.bytes().all(is_token_byte))
     {
-        return Err(ApiError::field(
-            &format!("{field}.method"),
-            "must be an HTTP method of 1 to 16 characters",
-        ));
+        return Err(ApiError::field(&format!("{field}.method"), "must be an HTTP method of 1 to 16 characters"));
     }
     if let Some(path) = &http.path_match {
         let (member, value) = match &path.match_type {
@@ -186,10 +173,7 @@ pub(crate) fn check_match(field: &str, rule_match: &RuleMatch) -> Result<(), Api
             };
             let len = value.chars().count();
             if !(1..=200).contains(&len) {
-                return Err(ApiError::field(
-                    &format!("{list}[{i}].match.{member}"),
-                    "must be 1 to 200 characters",
-                ));
+                return Err(ApiError::field(&format!("{list}[{i}].match.{member}"), "must be 1 to 200 characters"));
             }
         }
     }
@@ -212,9 +196,7 @@ fn is_token_byte(b: u8) -> bool {
 fn is_path(value: &str) -> bool {
     (1..=200).contains(&value.len())
         && value.starts_with('/')
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"@:%_+.~#?&/=-".contains(&b))
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"@:%_+.~#?&/=-".contains(&b))
 }
 
 #[cfg(test)]
@@ -236,34 +218,21 @@ mod tests {
         for m in ok {
             assert!(check_match("match", &http(m.clone())).is_ok(), "{m}");
         }
-        let five: Vec<_> = (0..6)
-            .map(|i| serde_json::json!({"name": format!("h{i}"), "match": {"exact": "v"}}))
-            .collect();
+        let five: Vec<_> =
+            (0..6).map(|i| serde_json::json!({"name": format!("h{i}"), "match": {"exact": "v"}})).collect();
         let bad = [
             (serde_json::json!({}), "match.httpMatch"),
             (serde_json::json!({"method": ""}), "match.httpMatch.method"),
             (serde_json::json!({"method": "GET POST"}), "match.httpMatch.method"),
             (serde_json::json!({"method": "A".repeat(17)}), "match.httpMatch.method"),
-            (
-                serde_json::json!({"pathMatch": {"match": {"prefix": "api"}}}),
-                "match.httpMatch.pathMatch.match.prefix",
-            ),
-            (
-                serde_json::json!({"pathMatch": {"match": {"exact": "/a b"}}}),
-                "match.httpMatch.pathMatch.match.exact",
-            ),
+            (serde_json::json!({"pathMatch": {"match": {"prefix": "api"}}}), "match.httpMatch.pathMatch.match.prefix"),
+            (serde_json::json!({"pathMatch": {"match": {"exact": "/a b"}}}), "match.httpMatch.pathMatch.match.exact"),
             (
                 serde_json::json!({"pathMatch": {"match": {"exact": format!("/{}", "a".repeat(200))}}}),
                 "match.httpMatch.pathMatch.match.exact",
             ),
-            (
-                serde_json::json!({"headerMatches": []}),
-                "match.httpMatch.headerMatches",
-            ),
-            (
-                serde_json::json!({"headerMatches": five}),
-                "match.httpMatch.headerMatches",
-            ),
+            (serde_json::json!({"headerMatches": []}), "match.httpMatch.headerMatches"),
+            (serde_json::json!({"headerMatches": five}), "match.httpMatch.headerMatches"),
             (
                 serde_json::json!({"headerMatches": [{"name": "", "match": {"exact": "v"}}]}),
                 "match.httpMatch.headerMatches[0].name",

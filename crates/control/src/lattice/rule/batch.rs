@@ -48,21 +48,14 @@ pub(crate) async fn batch_update(req: &Req<'_>) -> Result<Reply, ApiError> {
     if !(1..=10).contains(&input.rules.len()) {
         return Err(ApiError::field("rules", "must hold 1 to 10 rule updates"));
     }
-    let parsed: Vec<Result<Change, ApiError>> = input
-        .rules
-        .iter()
-        .enumerate()
-        .map(|(i, update)| parse(req, i, update))
-        .collect();
+    let parsed: Vec<Result<Change, ApiError>> =
+        input.rules.iter().enumerate().map(|(i, update)| parse(req, i, update)).collect();
     let store = req.store();
     let mut attempts = Attempts::default();
     loop {
         let parent = listener::find(req, &service_id, &listener_id).await?;
-        let stored: BTreeMap<String, Versioned<Rule>> = all(req, &listener_id)
-            .await?
-            .into_iter()
-            .map(|r| (r.value.id.clone(), r))
-            .collect();
+        let stored: BTreeMap<String, Versioned<Rule>> =
+            all(req, &listener_id).await?.into_iter().map(|r| (r.value.id.clone(), r)).collect();
         let mut failed: BTreeMap<usize, ApiError> = BTreeMap::new();
         let mut changes: Vec<Option<&Change>> = Vec::with_capacity(parsed.len());
         for (i, item) in parsed.iter().enumerate() {
@@ -91,9 +84,7 @@ pub(crate) async fn batch_update(req: &Req<'_>) -> Result<Reply, ApiError> {
         let now = crate::now();
         let mut finals: BTreeMap<&str, Rule> = BTreeMap::new();
         for (_, change) in live(&changes, &failed) {
-            let rule = finals
-                .entry(change.rule_id.as_str())
-                .or_insert_with(|| stored[&change.rule_id].value.clone());
+            let rule = finals.entry(change.rule_id.as_str()).or_insert_with(|| stored[&change.rule_id].value.clone());
             apply(rule, change);
             rule.last_updated_at = now;
         }
@@ -110,9 +101,7 @@ pub(crate) async fn batch_update(req: &Req<'_>) -> Result<Reply, ApiError> {
         if !attempts.commit(store, tx).await? {
             continue;
         }
-        let successful: Vec<_> = live(&changes, &failed)
-            .map(|(_, c)| body(&finals[c.rule_id.as_str()]))
-            .collect();
+        let successful: Vec<_> = live(&changes, &failed).map(|(_, c)| body(&finals[c.rule_id.as_str()])).collect();
         let unsuccessful: Vec<_> = failed
             .iter()
             .map(|(i, e)| {
@@ -123,9 +112,7 @@ pub(crate) async fn batch_update(req: &Req<'_>) -> Result<Reply, ApiError> {
                 })
             })
             .collect();
-        return Ok(Reply::ok(
-            json!({ "successful": successful, "unsuccessful": unsuccessful }),
-        ));
+        return Ok(Reply::ok(json!({ "successful": successful, "unsuccessful": unsuccessful })));
     }
 }
 
@@ -136,21 +123,10 @@ fn parse(req: &Req<'_>, i: usize, update: &RuleUpdate) -> Result<Change, ApiErro
     if let Some(m) = &update.rule_match {
         action::check_match(&format!("{field}.match"), m)?;
     }
-    let priority = update
-        .priority
-        .map(|p| action::check_priority(&format!("{field}.priority"), p))
-        .transpose()?;
-    let rule_action = update
-        .action
-        .as_ref()
-        .map(|a| action::parse_action(req, &format!("{field}.action"), a))
-        .transpose()?;
-    Ok(Change {
-        rule_id,
-        rule_match: update.rule_match.clone(),
-        priority,
-        action: rule_action,
-    })
+    let priority = update.priority.map(|p| action::check_priority(&format!("{field}.priority"), p)).transpose()?;
+    let rule_action =
+        update.action.as_ref().map(|a| action::parse_action(req, &format!("{field}.action"), a)).transpose()?;
+    Ok(Change { rule_id, rule_match: update.rule_match.clone(), priority, action: rule_action })
 }
 
 /// Checks what one item names: a stored, non-default rule of the listener, and target groups
@@ -191,17 +167,11 @@ fn settle_priorities(
                 after.insert(&change.rule_id, p);
             }
         }
-        let clash = live(changes, failed)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .find_map(|(i, change)| {
-                let p = change
-                    .priority
-                    .filter(|p| after.get(change.rule_id.as_str()) == Some(p))?;
-                let other = after.iter().find(|(id, q)| **id != change.rule_id && **q == p)?.0;
-                Some((i, priority_taken(p, other)))
-            });
+        let clash = live(changes, failed).collect::<Vec<_>>().into_iter().rev().find_map(|(i, change)| {
+            let p = change.priority.filter(|p| after.get(change.rule_id.as_str()) == Some(p))?;
+            let other = after.iter().find(|(id, q)| **id != change.rule_id && **q == p)?.0;
+            Some((i, priority_taken(p, other)))
+        });
         match clash {
             Some((i, e)) => {
                 failed.insert(i, e);
@@ -240,11 +210,7 @@ fn live<'a>(
     changes: &'a [Option<&'a Change>],
     failed: &'a BTreeMap<usize, ApiError>,
 ) -> impl Iterator<Item = (usize, &'a Change)> + 'a {
-    changes
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !failed.contains_key(i))
-        .filter_map(|(i, c)| c.map(|c| (i, c)))
+    changes.iter().enumerate().filter(|(i, _)| !failed.contains_key(i)).filter_map(|(i, c)| c.map(|c| (i, c)))
 }
 
 fn apply(rule: &mut Rule, change: &Change) {
@@ -275,11 +241,7 @@ fn failure_code(e: &ApiError) -> &'static str {
 /// A copy of an item's shape error, for each attempt's answer.
 fn clone_error(e: &ApiError) -> ApiError {
     match e {
-        ApiError::NotFound {
-            message,
-            resource_id,
-            resource_type,
-        } => ApiError::NotFound {
+        ApiError::NotFound { message, resource_id, resource_type } => ApiError::NotFound {
             message: message.clone(),
             resource_id: resource_id.clone(),
             resource_type: resource_type.clone(),

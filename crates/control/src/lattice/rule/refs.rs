@@ -96,10 +96,7 @@ impl TgLedger {
                 self.limit,
             ));
         }
-        let entry = self
-            .users
-            .entry(user.to_owned())
-            .or_insert_with(|| (stored.clone(), stored.clone()));
+        let entry = self.users.entry(user.to_owned()).or_insert_with(|| (stored.clone(), stored.clone()));
         entry.1 = new.clone();
         Ok(())
     }
@@ -109,10 +106,7 @@ impl TgLedger {
         let keys = &req.keys;
         for (user, (stored, now)) in &self.users {
             for tg in now.difference(stored) {
-                tx.put_raw(
-                    keys.reference(rel::TG_USERS, tg, user),
-                    self.service_id.as_bytes().to_vec(),
-                );
+                tx.put_raw(keys.reference(rel::TG_USERS, tg, user), self.service_id.as_bytes().to_vec());
             }
             for tg in stored.difference(now) {
                 if !self.tgs.get(tg).is_some_and(|s| s.clears()) {
@@ -133,10 +127,7 @@ impl TgLedger {
             if was && !is && state.ours {
                 tx.delete(keys.reference(rel::SVC_TG, &self.service_id, tg));
             } else if !was && is {
-                tx.put_raw(
-                    keys.reference(rel::SVC_TG, &self.service_id, tg),
-                    tg.as_bytes().to_vec(),
-                );
+                tx.put_raw(keys.reference(rel::SVC_TG, &self.service_id, tg), tg.as_bytes().to_vec());
             }
         }
         let delta = self.distinct() - self.used.value() as i64;
@@ -149,19 +140,8 @@ impl TgLedger {
         let store = req.store();
         if !self.tgs.contains_key(tg) {
             let users = repo::counter(store, req.keys.counter(rel::TG_USERS, tg)).await?;
-            let ours = repo::load_index(store, &req.keys.reference(rel::SVC_TG, &self.service_id, tg))
-                .await?
-                .is_some();
-            self.tgs.insert(
-                tg.to_owned(),
-                TgState {
-                    users,
-                    adds: 0,
-                    removes: 0,
-                    ours,
-                    record: None,
-                },
-            );
+            let ours = repo::load_index(store, &req.keys.reference(rel::SVC_TG, &self.service_id, tg)).await?.is_some();
+            self.tgs.insert(tg.to_owned(), TgState { users, adds: 0, removes: 0, ours, record: None });
         }
         if need_record && self.tgs.get(tg).is_some_and(|s| s.record.is_none()) {
             let record = repo::load::<TargetGroup>(store, &req.keys.res(Kind::TargetGroup, tg))

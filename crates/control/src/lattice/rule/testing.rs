@@ -10,10 +10,10 @@ use trellis_model::Kind;
 use trellis_model::lattice::{Status, TargetGroup, TargetGroupConfig};
 use trellis_store::Store;
 
+use crate::Quotas;
 use crate::keys::{Keys, rel};
 use crate::repo::{self, Attempts, Tx};
 use crate::test_util::call;
-use crate::Quotas;
 
 /// A test app, its store, and the temp dir holding it.
 pub(crate) struct TestApp {
@@ -76,26 +76,16 @@ impl TestApp {
     /// `count/tg-users/<tg>` and the service IDs its entries hold.
     pub(crate) async fn users(&self, tg: &str) -> (u64, Vec<String>) {
         let keys = Self::keys();
-        let count = repo::counter(self.store.as_ref(), keys.counter(rel::TG_USERS, tg))
-            .await
-            .unwrap()
-            .value();
-        let values = repo::list_index(self.store.as_ref(), &keys.references(rel::TG_USERS, tg))
-            .await
-            .unwrap();
+        let count = repo::counter(self.store.as_ref(), keys.counter(rel::TG_USERS, tg)).await.unwrap().value();
+        let values = repo::list_index(self.store.as_ref(), &keys.references(rel::TG_USERS, tg)).await.unwrap();
         (count, values)
     }
 
     /// `count/svc-tg/<svc>` and the target groups its entries hold.
     pub(crate) async fn used(&self, svc: &str) -> (u64, Vec<String>) {
         let keys = Self::keys();
-        let count = repo::counter(self.store.as_ref(), keys.counter(rel::SVC_TG, svc))
-            .await
-            .unwrap()
-            .value();
-        let values = repo::list_index(self.store.as_ref(), &keys.references(rel::SVC_TG, svc))
-            .await
-            .unwrap();
+        let count = repo::counter(self.store.as_ref(), keys.counter(rel::SVC_TG, svc)).await.unwrap().value();
+        let values = repo::list_index(self.store.as_ref(), &keys.references(rel::SVC_TG, svc)).await.unwrap();
         (count, values)
     }
 
@@ -109,9 +99,7 @@ impl TestApp {
     /// Creates a listener with `action` as its default action; answers its ID.
     pub(crate) async fn listener(&self, svc: &str, name: &str, port: u16, action: Value) -> String {
         let body = json!({ "name": name, "protocol": "HTTP", "port": port, "defaultAction": action });
-        let (status, _, body) = self
-            .call("POST", &format!("/services/{svc}/listeners"), Some(body))
-            .await;
+        let (status, _, body) = self.call("POST", &format!("/services/{svc}/listeners"), Some(body)).await;
         assert_eq!(status, 201, "{body}");
         body["id"].as_str().unwrap().to_owned()
     }
@@ -122,13 +110,8 @@ impl TestApp {
             "name": name, "priority": priority, "action": action,
             "match": { "httpMatch": { "pathMatch": { "match": { "prefix": format!("/p{priority}") } } } },
         });
-        let (status, _, body) = self
-            .call(
-                "POST",
-                &format!("/services/{svc}/listeners/{listener}/rules"),
-                Some(body),
-            )
-            .await;
+        let (status, _, body) =
+            self.call("POST", &format!("/services/{svc}/listeners/{listener}/rules"), Some(body)).await;
         assert_eq!(status, 201, "{body}");
         body["id"].as_str().unwrap().to_owned()
     }

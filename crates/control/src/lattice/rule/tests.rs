@@ -63,9 +63,7 @@ async fn create_get_update_delete() {
         json!({"arn": arn, "id": id, "name": "api", "isDefault": false, "priority": 15, "match": path_match("/v2"),
                "action": forward(&[&tg], Some(&[3]))})
     );
-    let (status, _, upd) = t
-        .call("PATCH", &format!("{rules}/{id}"), Some(json!({"priority": 12})))
-        .await;
+    let (status, _, upd) = t.call("PATCH", &format!("{rules}/{id}"), Some(json!({"priority": 12}))).await;
     assert_eq!(
         (status, &upd["priority"], &upd["match"], &upd["action"]),
         (200, &json!(12), &path_match("/v2"), &forward(&[&tg], Some(&[3])))
@@ -76,16 +74,9 @@ async fn create_get_update_delete() {
     let (status, _, body) = t.call("DELETE", &format!("{rules}/{id}"), None).await;
     assert_eq!((status, body), (204, Value::Null));
     let (status, _, err) = t.call("GET", &format!("{rules}/{id}"), None).await;
-    assert_eq!(
-        (status, &err["resourceType"], &err["resourceId"]),
-        (404, &json!("RULE"), &json!(id))
-    );
+    assert_eq!((status, &err["resourceType"], &err["resourceId"]), (404, &json!("RULE"), &json!(id)));
     let (_, _, list) = t.call("GET", &rules, None).await;
-    assert_eq!(
-        list["items"].as_array().unwrap().len(),
-        1,
-        "only the default rule is left"
-    );
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "only the default rule is left");
     assert_eq!(t.users(&tg).await, (0, vec![]));
     // Name and priority are free again.
     t.rule(&svc, &l, "api", 12, fixed(404)).await;
@@ -106,35 +97,18 @@ async fn default_rule_is_derived_from_the_listener() {
     assert!(trellis_model::Kind::Rule.is_id(did));
     assert_eq!((&d["name"], &d["isDefault"]), (&json!("default"), &json!(true)));
     assert!(d.get("priority").is_none());
-    assert_eq!(
-        d["arn"],
-        format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{svc}/listener/{l}/rule/{did}")
-    );
-    let (status, _, got) = t
-        .call("GET", &format!("{rules}/{}", seg(d["arn"].as_str().unwrap())), None)
-        .await;
+    assert_eq!(d["arn"], format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{svc}/listener/{l}/rule/{did}"));
+    let (status, _, got) = t.call("GET", &format!("{rules}/{}", seg(d["arn"].as_str().unwrap())), None).await;
     assert_eq!(status, 200, "{got}");
-    assert_eq!(
-        (&got["isDefault"], &got["name"], &got["id"]),
-        (&json!(true), &json!("default"), &d["id"])
-    );
+    assert_eq!((&got["isDefault"], &got["name"], &got["id"]), (&json!(true), &json!("default"), &d["id"]));
     assert_eq!(got["action"], forward(&[&tg], Some(&[100])));
     assert!(got.get("match").is_none() && got.get("priority").is_none() && got["createdAt"].is_string());
-    t.call(
-        "PATCH",
-        &format!("/services/{svc}/listeners/{l}"),
-        Some(json!({"defaultAction": fixed(500)})),
-    )
-    .await;
+    t.call("PATCH", &format!("/services/{svc}/listeners/{l}"), Some(json!({"defaultAction": fixed(500)}))).await;
     let (_, _, got) = t.call("GET", &format!("{rules}/{did}"), None).await;
     assert_eq!(got["action"], fixed(500));
     for (method, body) in [("PATCH", Some(json!({"action": fixed(500)}))), ("DELETE", None)] {
         let (status, code, _) = t.call(method, &format!("{rules}/{did}"), body).await;
-        assert_eq!(
-            (status, code.as_deref()),
-            (400, Some("ValidationException")),
-            "{method}"
-        );
+        assert_eq!((status, code.as_deref()), (400, Some("ValidationException")), "{method}");
     }
     let (_, _, again) = t.call("GET", &rules, None).await;
     assert_eq!(again["items"][0]["id"], d["id"]);
@@ -148,12 +122,7 @@ async fn listed_by_priority_default_last_and_paged() {
         t.rule(&svc, &l, name, p, fixed(404)).await;
     }
     let (_, _, list) = t.call("GET", &rules, None).await;
-    let names: Vec<&str> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = list["items"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["r-five", "r-ten", "r-twenty", "r-thirty", "default"]);
     let item = &list["items"][0];
     assert_eq!((&item["isDefault"], &item["priority"]), (&json!(false), &json!(5)));
@@ -164,13 +133,7 @@ async fn listed_by_priority_default_last_and_paged() {
     for _ in 0..5 {
         let (status, _, page) = t.call("GET", &format!("{rules}?{query}"), None).await;
         assert_eq!(status, 200, "{page}");
-        seen.extend(
-            page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|i| i["name"].as_str().unwrap().to_owned()),
-        );
+        seen.extend(page["items"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap().to_owned()));
         match page["nextToken"].as_str() {
             Some(token) => query = format!("maxResults=2&nextToken={token}"),
             None => break,
@@ -194,23 +157,15 @@ async fn validation_errors() {
         }
         b
     };
-    let six: Vec<Value> = (0..6)
-        .map(|i| json!({"name": format!("x-h{i}"), "match": {"exact": "v"}}))
-        .collect();
+    let six: Vec<Value> = (0..6).map(|i| json!({"name": format!("x-h{i}"), "match": {"exact": "v"}})).collect();
     let cases = [
         (base(json!({"name": "rule-abc"})), "name"),
         (base(json!({"name": "a--b"})), "name"),
         (base(json!({"priority": 0})), "priority"),
         (base(json!({"priority": 2001})), "priority"),
         (base(json!({"match": {"httpMatch": {}}})), "match.httpMatch"),
-        (
-            base(json!({"match": {"httpMatch": {"headerMatches": six}}})),
-            "match.httpMatch.headerMatches",
-        ),
-        (
-            base(json!({"match": path_match("no-slash")})),
-            "match.httpMatch.pathMatch.match.prefix",
-        ),
+        (base(json!({"match": {"httpMatch": {"headerMatches": six}}})), "match.httpMatch.headerMatches"),
+        (base(json!({"match": path_match("no-slash")})), "match.httpMatch.pathMatch.match.prefix"),
         (base(json!({"action": fixed(418)})), "action.fixedResponse.statusCode"),
         (
             base(json!({"action": forward(&["tg-0123456789abcdef0", "tg-0123456789abcdef1"], None)})),
@@ -219,11 +174,7 @@ async fn validation_errors() {
     ];
     for (body, field) in cases {
         let (status, code, err) = t.call("POST", &rules, Some(body.clone())).await;
-        assert_eq!(
-            (status, code.as_deref()),
-            (400, Some("ValidationException")),
-            "{body}: {err}"
-        );
+        assert_eq!((status, code.as_deref()), (400, Some("ValidationException")), "{body}: {err}");
         assert_eq!(err["fieldList"][0]["name"], field, "{body}: {err}");
     }
     for bad in [
@@ -240,10 +191,7 @@ async fn validation_errors() {
 
 #[tokio::test]
 async fn not_found_conflicts_and_quota() {
-    let t = TestApp::with(Quotas {
-        rules_per_listener: 2,
-        ..Default::default()
-    });
+    let t = TestApp::with(Quotas { rules_per_listener: 2, ..Default::default() });
     let (svc, l, rules) = setup(&t).await;
     let body =
         |name: &str, p: u32| json!({"name": name, "priority": p, "match": path_match("/a"), "action": fixed(404)});
@@ -275,13 +223,9 @@ async fn not_found_conflicts_and_quota() {
     let (status, _, err) = t.call("POST", &rules, Some(body("one", 11))).await;
     assert_eq!((status, &err["resourceType"]), (409, &json!("RULE")));
     let second = t.rule(&svc, &l, "two", 20, fixed(404)).await;
-    let (status, _, err) = t
-        .call("PATCH", &format!("{rules}/{second}"), Some(json!({"priority": 10})))
-        .await;
+    let (status, _, err) = t.call("PATCH", &format!("{rules}/{second}"), Some(json!({"priority": 10}))).await;
     assert_eq!((status, &err["resourceId"]), (409, &json!(first)));
-    let (status, _, _) = t
-        .call("PATCH", &format!("{rules}/{second}"), Some(json!({"priority": 20})))
-        .await;
+    let (status, _, _) = t.call("PATCH", &format!("{rules}/{second}"), Some(json!({"priority": 20}))).await;
     assert_eq!(status, 200, "keeping one's own priority is no conflict");
     let (status, code, err) = t.call("POST", &rules, Some(body("three", 30))).await;
     assert_eq!(
@@ -290,18 +234,13 @@ async fn not_found_conflicts_and_quota() {
     );
     // A rule is found only under its own listener.
     let other = t.listener(&svc, "other", 81, fixed(404)).await;
-    let (status, _, _) = t
-        .call("GET", &format!("/services/{svc}/listeners/{other}/rules/{first}"), None)
-        .await;
+    let (status, _, _) = t.call("GET", &format!("/services/{svc}/listeners/{other}/rules/{first}"), None).await;
     assert_eq!(status, 404);
 }
 
 #[tokio::test]
 async fn rules_keep_target_group_references() {
-    let t = TestApp::with(Quotas {
-        target_groups_per_service: 2,
-        ..Default::default()
-    });
+    let t = TestApp::with(Quotas { target_groups_per_service: 2, ..Default::default() });
     let (tg1, tg2, tg3) = (t.http_tg().await, t.http_tg().await, t.http_tg().await);
     let svc = t.service("web").await;
     let l = t.listener(&svc, "http", 80, forward(&[&tg1], None)).await;
@@ -314,37 +253,18 @@ async fn rules_keep_target_group_references() {
     let b = json!({"name": "three", "priority": 3, "match": path_match("/a"), "action": forward(&[&tg3], None)});
     let (status, _, err) = t.call("POST", &rules, Some(b)).await;
     assert_eq!((status, &err["quotaCode"]), (402, &json!("L-3DEC3B9F")));
-    let (status, _, err) = t
-        .call(
-            "PATCH",
-            &format!("{rules}/{r1}"),
-            Some(json!({"action": forward(&[&tg3], None)})),
-        )
-        .await;
-    assert_eq!(
-        (status, &err["quotaCode"]),
-        (402, &json!("L-3DEC3B9F")),
-        "tg1 still has users, so tg3 is a third"
-    );
-    let (status, _, _) = t
-        .call(
-            "PATCH",
-            &format!("{rules}/{r2}"),
-            Some(json!({"action": forward(&[&tg2], None)})),
-        )
-        .await;
+    let (status, _, err) =
+        t.call("PATCH", &format!("{rules}/{r1}"), Some(json!({"action": forward(&[&tg3], None)}))).await;
+    assert_eq!((status, &err["quotaCode"]), (402, &json!("L-3DEC3B9F")), "tg1 still has users, so tg3 is a third");
+    let (status, _, _) =
+        t.call("PATCH", &format!("{rules}/{r2}"), Some(json!({"action": forward(&[&tg2], None)}))).await;
     assert_eq!(status, 200);
     assert_eq!(t.users(&tg1).await.0, 2);
     let other = t.service("other").await;
     let ol = t.listener(&other, "http", 80, fixed(404)).await;
     let b = json!({"name": "one", "priority": 1, "match": path_match("/a"), "action": forward(&[&tg2], None)});
-    let (status, _, err) = t
-        .call("POST", &format!("/services/{other}/listeners/{ol}/rules"), Some(b))
-        .await;
-    assert_eq!(
-        (status, &err["resourceType"], &err["resourceId"]),
-        (409, &json!("TARGET_GROUP"), &json!(tg2))
-    );
+    let (status, _, err) = t.call("POST", &format!("/services/{other}/listeners/{ol}/rules"), Some(b)).await;
+    assert_eq!((status, &err["resourceType"], &err["resourceId"]), (409, &json!("TARGET_GROUP"), &json!(tg2)));
     let (status, _, _) = t.call("DELETE", &format!("{rules}/{r2}"), None).await;
     assert_eq!(status, 204);
     assert_eq!(t.users(&tg2).await, (0, vec![]));
@@ -365,13 +285,8 @@ async fn rules_keep_target_group_references() {
 async fn tls_passthrough_listeners_take_no_rules() {
     let t = TestApp::new();
     let tcp = t.tg("TCP", "HTTP1").await;
-    let (_, _, svc) = t
-        .call(
-            "POST",
-            "/services",
-            Some(json!({"name": "tls", "customDomainName": "tls.example.com"})),
-        )
-        .await;
+    let (_, _, svc) =
+        t.call("POST", "/services", Some(json!({"name": "tls", "customDomainName": "tls.example.com"}))).await;
     let svc = svc["id"].as_str().unwrap();
     let body =
         json!({"name": "tls", "protocol": "TLS_PASSTHROUGH", "port": 443, "defaultAction": forward(&[&tcp], None)});
@@ -410,23 +325,12 @@ async fn batch_swaps_priorities_atomically() {
     assert_eq!(r["unsuccessful"], json!([]));
     let ok = r["successful"].as_array().unwrap();
     assert_eq!(ok.len(), 2);
-    assert_eq!(
-        (&ok[0]["id"], &ok[0]["priority"], &ok[0]["name"]),
-        (&json!(a), &json!(20), &json!("a-rule"))
-    );
-    assert_eq!(
-        (&ok[1]["id"], &ok[1]["priority"], &ok[1]["isDefault"]),
-        (&json!(b), &json!(10), &json!(false))
-    );
+    assert_eq!((&ok[0]["id"], &ok[0]["priority"], &ok[0]["name"]), (&json!(a), &json!(20), &json!("a-rule")));
+    assert_eq!((&ok[1]["id"], &ok[1]["priority"], &ok[1]["isDefault"]), (&json!(b), &json!(10), &json!(false)));
     assert_eq!(ok[0]["match"], path_match("/p10"));
     assert_eq!(ok[0]["action"], fixed(404));
     let (_, _, list) = t.call("GET", &rules, None).await;
-    let ids: Vec<&str> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = list["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
     assert_eq!(&ids[..2], [b.as_str(), a.as_str()]);
 }
 
@@ -452,12 +356,7 @@ async fn batch_reports_failures_item_by_item() {
     ]});
     let (status, _, r) = t.call("PATCH", &rules, Some(batch)).await;
     assert_eq!(status, 200, "{r}");
-    let ok: Vec<&str> = r["successful"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap())
-        .collect();
+    let ok: Vec<&str> = r["successful"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
     assert_eq!(ok, [a.as_str()]);
     let failures: Vec<(String, String)> = r["unsuccessful"]
         .as_array()
@@ -465,10 +364,7 @@ async fn batch_reports_failures_item_by_item() {
         .iter()
         .map(|f| {
             assert!(f["failureMessage"].as_str().is_some_and(|m| !m.is_empty()), "{f}");
-            (
-                f["ruleIdentifier"].as_str().unwrap().to_owned(),
-                f["failureCode"].as_str().unwrap().to_owned(),
-            )
+            (f["ruleIdentifier"].as_str().unwrap().to_owned(), f["failureCode"].as_str().unwrap().to_owned())
         })
         .collect();
     let expected = [
@@ -504,19 +400,10 @@ async fn batch_judges_priorities_after_the_batch() {
         {"ruleIdentifier": b, "priority": 1},
     ]});
     let (_, _, r) = t.call("PATCH", &rules, Some(batch)).await;
-    let ok: Vec<&str> = r["successful"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap())
-        .collect();
+    let ok: Vec<&str> = r["successful"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
     assert_eq!(ok, [c.as_str()], "{r}");
-    let bad: Vec<&str> = r["unsuccessful"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["ruleIdentifier"].as_str().unwrap())
-        .collect();
+    let bad: Vec<&str> =
+        r["unsuccessful"].as_array().unwrap().iter().map(|i| i["ruleIdentifier"].as_str().unwrap()).collect();
     assert_eq!(bad, [a.as_str(), b.as_str()]);
     // The same rule twice: the later item wins.
     let batch = json!({"rules": [{"ruleIdentifier": a, "priority": 7}, {"ruleIdentifier": a, "priority": 8}]});
@@ -528,10 +415,7 @@ async fn batch_judges_priorities_after_the_batch() {
 
 #[tokio::test]
 async fn batch_keeps_references_and_quota() {
-    let t = TestApp::with(Quotas {
-        target_groups_per_service: 2,
-        ..Default::default()
-    });
+    let t = TestApp::with(Quotas { target_groups_per_service: 2, ..Default::default() });
     let (tg1, tg2, tg3) = (t.http_tg().await, t.http_tg().await, t.http_tg().await);
     let (svc, l, rules) = setup(&t).await;
     let a = t.rule(&svc, &l, "a-rule", 1, forward(&[&tg1], None)).await;
@@ -566,9 +450,8 @@ async fn batch_keeps_references_and_quota() {
 async fn batch_request_errors() {
     let t = TestApp::new();
     let (svc, _, rules) = setup(&t).await;
-    let eleven: Vec<Value> = (0..11)
-        .map(|i| json!({"ruleIdentifier": format!("rule-0123456789abcde{i:02x}"), "priority": i + 1}))
-        .collect();
+    let eleven: Vec<Value> =
+        (0..11).map(|i| json!({"ruleIdentifier": format!("rule-0123456789abcde{i:02x}"), "priority": i + 1})).collect();
     for body in [json!({"rules": eleven}), json!({"rules": []}), json!({})] {
         let (status, code, err) = t.call("PATCH", &rules, Some(body.clone())).await;
         assert_eq!(

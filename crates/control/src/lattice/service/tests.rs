@@ -12,47 +12,25 @@ const CERT: &str = "arn:aws:acm:us-east-1:000000000000:certificate/0123abcd-0000
 #[tokio::test]
 async fn create_get_list_update_delete() {
     let t = TestApp::new();
-    let (status, _, svc) = t
-        .call(
-            "POST",
-            "/services",
-            Some(json!({"name": "web", "tags": {"k": "v"}, "clientToken": "c1"})),
-        )
-        .await;
+    let (status, _, svc) =
+        t.call("POST", "/services", Some(json!({"name": "web", "tags": {"k": "v"}, "clientToken": "c1"}))).await;
     assert_eq!(status, 201, "{svc}");
     let id = svc["id"].as_str().unwrap().to_owned();
     assert!(trellis_model::Kind::Service.is_id(&id));
-    assert_eq!(
-        svc["arn"],
-        format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}")
-    );
+    assert_eq!(svc["arn"], format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}"));
     assert_eq!(svc["status"], "CREATE_IN_PROGRESS");
     assert_eq!(svc["authType"], "NONE");
     assert_eq!(svc["idleTimeoutSeconds"], 60);
     let dns = format!("web-{}.7d67968.vpc-lattice-svcs.us-east-1.on.aws", &id[4..]);
-    assert_eq!(
-        svc["dnsEntry"],
-        json!({"domainName": dns, "hostedZoneId": "Z0000000000000000000"})
-    );
+    assert_eq!(svc["dnsEntry"], json!({"domainName": dns, "hostedZoneId": "Z0000000000000000000"}));
     for absent in ["customDomainName", "certificateArn", "tags", "createdAt"] {
         assert!(svc.get(absent).is_none(), "{absent} in {svc}");
     }
-    let (status, _, again) = t
-        .call(
-            "POST",
-            "/services",
-            Some(json!({"name": "web", "tags": {"k": "v"}, "clientToken": "c1"})),
-        )
-        .await;
-    assert_eq!(
-        (status, &again),
-        (201, &svc),
-        "a repeated clientToken replays the answer"
-    );
+    let (status, _, again) =
+        t.call("POST", "/services", Some(json!({"name": "web", "tags": {"k": "v"}, "clientToken": "c1"}))).await;
+    assert_eq!((status, &again), (201, &svc), "a repeated clientToken replays the answer");
 
-    let (status, _, got) = t
-        .call("GET", &format!("/services/{}", seg(svc["arn"].as_str().unwrap())), None)
-        .await;
+    let (status, _, got) = t.call("GET", &format!("/services/{}", seg(svc["arn"].as_str().unwrap())), None).await;
     assert_eq!(status, 200);
     assert_eq!(got["status"], "ACTIVE");
     assert_eq!(got["dnsEntry"]["domainName"], dns);
@@ -82,18 +60,13 @@ async fn create_get_list_update_delete() {
         (&json!("AWS_IAM"), &json!(300), &json!(CERT))
     );
     // An empty certificateArn takes the certificate away; absent members change nothing.
-    let (_, _, upd) = t
-        .call("PATCH", &format!("/services/{id}"), Some(json!({"certificateArn": ""})))
-        .await;
+    let (_, _, upd) = t.call("PATCH", &format!("/services/{id}"), Some(json!({"certificateArn": ""}))).await;
     assert!(upd.get("certificateArn").is_none());
     assert_eq!(upd["authType"], "AWS_IAM");
 
     let (status, _, del) = t.call("DELETE", &format!("/services/{id}"), None).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        del,
-        json!({"id": id, "arn": svc["arn"], "name": "web", "status": "DELETE_IN_PROGRESS"})
-    );
+    assert_eq!(del, json!({"id": id, "arn": svc["arn"], "name": "web", "status": "DELETE_IN_PROGRESS"}));
     let (status, code, body) = t.call("GET", &format!("/services/{id}"), None).await;
     assert_eq!(
         (status, code.as_deref(), &body["resourceType"]),
@@ -112,24 +85,12 @@ async fn custom_domain_and_certificate() {
                       "idleTimeoutSeconds": 120});
     let (status, _, svc) = t.call("POST", "/services", Some(body)).await;
     assert_eq!(status, 201, "{svc}");
-    assert_eq!(
-        (&svc["customDomainName"], &svc["certificateArn"]),
-        (&json!("api.example.com"), &json!(CERT))
-    );
-    assert_eq!(
-        (&svc["authType"], &svc["idleTimeoutSeconds"]),
-        (&json!("AWS_IAM"), &json!(120))
-    );
+    assert_eq!((&svc["customDomainName"], &svc["certificateArn"]), (&json!("api.example.com"), &json!(CERT)));
+    assert_eq!((&svc["authType"], &svc["idleTimeoutSeconds"]), (&json!("AWS_IAM"), &json!(120)));
     let (_, _, list) = t.call("GET", "/services", None).await;
     assert_eq!(list["items"][0]["customDomainName"], "api.example.com");
     // An empty certificateArn on create is no certificate.
-    let (status, _, svc) = t
-        .call(
-            "POST",
-            "/services",
-            Some(json!({"name": "other", "certificateArn": ""})),
-        )
-        .await;
+    let (status, _, svc) = t.call("POST", "/services", Some(json!({"name": "other", "certificateArn": ""}))).await;
     assert_eq!(status, 201);
     assert!(svc.get("certificateArn").is_none());
 }
@@ -144,22 +105,13 @@ async fn validation_errors_name_their_field() {
         (json!({"name": "we"}), "name"),
         (json!({}), "name"),
         (json!({"name": "web", "authType": "SIGV4"}), "authType"),
-        (
-            json!({"name": "web", "certificateArn": "not-a-certificate-arn"}),
-            "certificateArn",
-        ),
-        (
-            json!({"name": "web", "certificateArn": "arn:aws:acm:us-east-1:000000000000:cert/x"}),
-            "certificateArn",
-        ),
+        (json!({"name": "web", "certificateArn": "not-a-certificate-arn"}), "certificateArn"),
+        (json!({"name": "web", "certificateArn": "arn:aws:acm:us-east-1:000000000000:cert/x"}), "certificateArn"),
         (json!({"name": "web", "idleTimeoutSeconds": 59}), "idleTimeoutSeconds"),
         (json!({"name": "web", "idleTimeoutSeconds": 601}), "idleTimeoutSeconds"),
         (json!({"name": "web", "idleTimeoutSeconds": "x"}), "idleTimeoutSeconds"),
         (json!({"name": "web", "customDomainName": "ab"}), "customDomainName"),
-        (
-            json!({"name": "web", "customDomainName": "a b.example.com"}),
-            "customDomainName",
-        ),
+        (json!({"name": "web", "customDomainName": "a b.example.com"}), "customDomainName"),
         (json!({"name": "web", "tags": {"aws:x": "1"}}), "tags"),
         (json!({"name": "web", "clientToken": ""}), "clientToken"),
     ];
@@ -171,63 +123,32 @@ async fn validation_errors_name_their_field() {
     }
     let (_, _, list) = t.call("GET", "/services", None).await;
     assert_eq!(list["items"], json!([]), "nothing was created");
-    let (status, _, err) = t
-        .call(
-            "PATCH",
-            "/services/svc-0123456789abcdef0",
-            Some(json!({"idleTimeoutSeconds": 5})),
-        )
-        .await;
-    assert_eq!(
-        (status, &err["fieldList"][0]["name"]),
-        (400, &json!("idleTimeoutSeconds"))
-    );
+    let (status, _, err) =
+        t.call("PATCH", "/services/svc-0123456789abcdef0", Some(json!({"idleTimeoutSeconds": 5}))).await;
+    assert_eq!((status, &err["fieldList"][0]["name"]), (400, &json!("idleTimeoutSeconds")));
     let (status, _, err) = t.call("GET", "/services/svc-123", None).await;
-    assert_eq!(
-        (status, &err["fieldList"][0]["name"]),
-        (400, &json!("serviceIdentifier"))
-    );
+    assert_eq!((status, &err["fieldList"][0]["name"]), (400, &json!("serviceIdentifier")));
 }
 
 #[tokio::test]
 async fn not_found_conflict_and_quota() {
-    let t = TestApp::with(Quotas {
-        services: 2,
-        ..Default::default()
-    });
-    for (method, body) in [
-        ("GET", None),
-        ("PATCH", Some(json!({"authType": "NONE"}))),
-        ("DELETE", None),
-    ] {
+    let t = TestApp::with(Quotas { services: 2, ..Default::default() });
+    for (method, body) in [("GET", None), ("PATCH", Some(json!({"authType": "NONE"}))), ("DELETE", None)] {
         let (status, code, err) = t.call(method, "/services/svc-0123456789abcdef0", body).await;
-        assert_eq!(
-            (status, code.as_deref()),
-            (404, Some("ResourceNotFoundException")),
-            "{method}"
-        );
-        assert_eq!(
-            (&err["resourceId"], &err["resourceType"]),
-            (&json!("svc-0123456789abcdef0"), &json!("SERVICE"))
-        );
+        assert_eq!((status, code.as_deref()), (404, Some("ResourceNotFoundException")), "{method}");
+        assert_eq!((&err["resourceId"], &err["resourceType"]), (&json!("svc-0123456789abcdef0"), &json!("SERVICE")));
     }
     let other_region = "arn%3Aaws%3Avpc-lattice%3Aeu-west-1%3A000000000000%3Aservice%2Fsvc-0123456789abcdef0";
     let (status, _, _) = t.call("GET", &format!("/services/{other_region}"), None).await;
     assert_eq!(status, 404);
     let web = t.service("web").await;
     let (status, code, err) = t.call("POST", "/services", Some(json!({"name": "web"}))).await;
-    assert_eq!(
-        (status, code.as_deref(), &err["resourceType"]),
-        (409, Some("ConflictException"), &json!("SERVICE"))
-    );
+    assert_eq!((status, code.as_deref(), &err["resourceType"]), (409, Some("ConflictException"), &json!("SERVICE")));
     assert_eq!(err["resourceId"], web.as_str());
     t.service("two").await;
     let (status, code, err) = t.call("POST", "/services", Some(json!({"name": "three"}))).await;
     assert_eq!((status, code.as_deref()), (402, Some("ServiceQuotaExceededException")));
-    assert_eq!(
-        (&err["quotaCode"], &err["serviceCode"]),
-        (&json!("L-620C821E"), &json!("vpc-lattice"))
-    );
+    assert_eq!((&err["quotaCode"], &err["serviceCode"]), (&json!("L-620C821E"), &json!("vpc-lattice")));
     t.call("DELETE", &format!("/services/{web}"), None).await;
     t.service("three").await;
 }
@@ -241,9 +162,7 @@ async fn pages() {
     let (_, _, first) = t.call("GET", "/services?maxResults=2", None).await;
     assert_eq!(first["items"].as_array().unwrap().len(), 2);
     let token = first["nextToken"].as_str().unwrap();
-    let (_, _, second) = t
-        .call("GET", &format!("/services?maxResults=2&nextToken={token}"), None)
-        .await;
+    let (_, _, second) = t.call("GET", &format!("/services?maxResults=2&nextToken={token}"), None).await;
     assert_eq!(second["items"].as_array().unwrap().len(), 1);
     assert!(second.get("nextToken").is_none());
     let (status, _, err) = t.call("GET", "/services?nextToken=zz", None).await;
@@ -258,10 +177,7 @@ async fn delete_is_refused_while_associated() {
     tx.put_raw(TestApp::keys().counter(rel::SVC_SN, &svc), b"1".to_vec());
     assert!(Attempts::default().commit(t.store.as_ref(), tx).await.unwrap());
     let (status, code, err) = t.call("DELETE", &format!("/services/{svc}"), None).await;
-    assert_eq!(
-        (status, code.as_deref(), &err["resourceType"]),
-        (409, Some("ConflictException"), &json!("SERVICE"))
-    );
+    assert_eq!((status, code.as_deref(), &err["resourceType"]), (409, Some("ConflictException"), &json!("SERVICE")));
     let (status, _, _) = t.call("GET", &format!("/services/{svc}"), None).await;
     assert_eq!(status, 200);
 }
@@ -274,8 +190,7 @@ async fn delete_cascades_listeners_rules_and_references() {
     let l1 = t.listener(&svc, "http", 80, forward(&[&tg1], None)).await;
     let l2 = t.listener(&svc, "alt", 8080, fixed(404)).await;
     for p in 1..=3 {
-        t.rule(&svc, &l1, &format!("r-{p}"), p, forward(&[&tg1, &tg2], Some(&[1, 2])))
-            .await;
+        t.rule(&svc, &l1, &format!("r-{p}"), p, forward(&[&tg1, &tg2], Some(&[1, 2]))).await;
         t.rule(&svc, &l2, &format!("r-{p}"), p, forward(&[&tg2], None)).await;
     }
     assert_eq!(t.users(&tg1).await.0, 4);
@@ -292,10 +207,7 @@ async fn delete_cascades_listeners_rules_and_references() {
         assert_eq!(t.users(tg).await, (0, vec![]), "no user of {tg} is left");
     }
     assert_eq!(t.used(&svc).await, (0, vec![]));
-    assert!(
-        repo::load_index(t.store.as_ref(), &policy).await.unwrap().is_none(),
-        "the auth policy went too"
-    );
+    assert!(repo::load_index(t.store.as_ref(), &policy).await.unwrap().is_none(), "the auth policy went too");
     let prefix = "r/us-east-1/000000000000/";
     let left = t.store.as_ref().range(trellis_store::RangeRequest {
         start: prefix.into(),
@@ -304,10 +216,7 @@ async fn delete_cascades_listeners_rules_and_references() {
         count_only: false,
     });
     let left: Vec<String> = left.await.unwrap().kvs.into_iter().map(|kv| kv.key).collect();
-    let stray: Vec<&String> = left
-        .iter()
-        .filter(|k| !k.contains("/res/tg/") && !k.contains("/count/"))
-        .collect();
+    let stray: Vec<&String> = left.iter().filter(|k| !k.contains("/res/tg/") && !k.contains("/count/")).collect();
     assert!(stray.is_empty(), "left behind: {stray:?}");
     // Everything is free for a new service: its name, the listener names, the target groups.
     let again = t.service("web").await;

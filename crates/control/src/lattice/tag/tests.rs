@@ -39,31 +39,15 @@ async fn tags(app: &axum::Router, arn: &str) -> Value {
 #[tokio::test]
 async fn tag_untag_list_a_service_network() {
     let (app, _dir) = app();
-    let (_, _, sn) = call(
-        &app,
-        "POST",
-        "/servicenetworks",
-        Some(json!({"name": "net", "tags": {"a": "1"}})),
-    )
-    .await;
+    let (_, _, sn) = call(&app, "POST", "/servicenetworks", Some(json!({"name": "net", "tags": {"a": "1"}}))).await;
     let sn_arn = sn["arn"].as_str().unwrap().to_owned();
     assert_eq!(tags(&app, &sn_arn).await, json!({"a": "1"}));
-    let (status, _, body) = call(
-        &app,
-        "POST",
-        &path(&sn_arn),
-        Some(json!({"tags": {"a": "3", "b": "2", "c": ""}})),
-    )
-    .await;
+    let (status, _, body) =
+        call(&app, "POST", &path(&sn_arn), Some(json!({"tags": {"a": "3", "b": "2", "c": ""}}))).await;
     assert_eq!((status.as_u16(), &body), (200, &json!({})));
     assert_eq!(tags(&app, &sn_arn).await, json!({"a": "3", "b": "2", "c": ""}));
-    let (status, _, body) = call(
-        &app,
-        "DELETE",
-        &format!("{}?tagKeys=a&tagKeys=c&tagKeys=zz", path(&sn_arn)),
-        None,
-    )
-    .await;
+    let (status, _, body) =
+        call(&app, "DELETE", &format!("{}?tagKeys=a&tagKeys=c&tagKeys=zz", path(&sn_arn)), None).await;
     assert_eq!((status.as_u16(), &body), (200, &json!({})));
     assert_eq!(tags(&app, &sn_arn).await, json!({"b": "2"}));
     let (status, _, _) = call(&app, "DELETE", &format!("{}?tagKeys=nothere", path(&sn_arn)), None).await;
@@ -73,13 +57,7 @@ async fn tag_untag_list_a_service_network() {
     let (_, _, body) = call(&app, "GET", &path(&sn_arn), None).await;
     assert_eq!(body, json!({"tags": {}}));
     // Tagging leaves the resource otherwise as it was.
-    let (_, _, got) = call(
-        &app,
-        "GET",
-        &format!("/servicenetworks/{}", sn["id"].as_str().unwrap()),
-        None,
-    )
-    .await;
+    let (_, _, got) = call(&app, "GET", &format!("/servicenetworks/{}", sn["id"].as_str().unwrap()), None).await;
     assert_eq!(got["name"], "net");
 }
 
@@ -105,28 +83,16 @@ async fn bad_requests() {
     }
     let elsewhere = sn_arn.replace("us-east-1", "eu-west-1");
     let (status, _, body) = call(&app, "GET", &path(&elsewhere), None).await;
-    assert_eq!(
-        (status.as_u16(), &body["resourceType"]),
-        (404, &json!("SERVICE_NETWORK"))
-    );
+    assert_eq!((status.as_u16(), &body["resourceType"]), (404, &json!("SERVICE_NETWORK")));
     let missing = arn("servicenetwork/sn-0123456789abcdef0");
     let (status, code, body) = call(&app, "POST", &path(&missing), Some(json!({"tags": {"a": "b"}}))).await;
-    assert_eq!(
-        (status.as_u16(), code.as_deref()),
-        (404, Some("ResourceNotFoundException"))
-    );
+    assert_eq!((status.as_u16(), code.as_deref()), (404, Some("ResourceNotFoundException")));
     assert_eq!(body["resourceId"], json!(missing));
     let (status, _, body) = call(&app, "POST", &path(&sn_arn), Some(json!({}))).await;
     assert_eq!((status.as_u16(), field(&body)), (400, "tags".into()));
     let (status, _, body) = call(&app, "POST", &path(&sn_arn), Some(json!({"tags": {"aws:x": "1"}}))).await;
     assert_eq!((status.as_u16(), field(&body)), (400, "tags".into()));
-    let (status, _, body) = call(
-        &app,
-        "POST",
-        &path(&sn_arn),
-        Some(json!({"tags": {"k": "v".repeat(257)}})),
-    )
-    .await;
+    let (status, _, body) = call(&app, "POST", &path(&sn_arn), Some(json!({"tags": {"k": "v".repeat(257)}}))).await;
     assert_eq!((status.as_u16(), field(&body)), (400, "tags".into()));
     let (status, _, body) = call(&app, "DELETE", &path(&sn_arn), None).await;
     assert_eq!((status.as_u16(), field(&body)), (400, "tagKeys".into()));
@@ -157,11 +123,7 @@ async fn every_kind_is_taggable() {
     let (app, store, _dir) = app_and_store();
     let k = keys();
     let records = [
-        (
-            k.res(trellis_model::Kind::Service, SVC),
-            arn(&format!("service/{SVC}")),
-            json!({"id": SVC}),
-        ),
+        (k.res(trellis_model::Kind::Service, SVC), arn(&format!("service/{SVC}")), json!({"id": SVC})),
         (
             k.listener(SVC, LISTENER),
             arn(&format!("service/{SVC}/listener/{LISTENER}")),
@@ -178,18 +140,12 @@ async fn every_kind_is_taggable() {
             json!({}),
         ),
         (
-            k.res(
-                trellis_model::Kind::ServiceNetworkVpcAssociation,
-                "snva-0123456789abcdef0",
-            ),
+            k.res(trellis_model::Kind::ServiceNetworkVpcAssociation, "snva-0123456789abcdef0"),
             arn("servicenetworkvpcassociation/snva-0123456789abcdef0"),
             json!({}),
         ),
         (
-            k.res(
-                trellis_model::Kind::ServiceNetworkServiceAssociation,
-                "snsa-0123456789abcdef0",
-            ),
+            k.res(trellis_model::Kind::ServiceNetworkServiceAssociation, "snsa-0123456789abcdef0"),
             arn("servicenetworkserviceassociation/snsa-0123456789abcdef0"),
             json!({}),
         ),
@@ -212,10 +168,7 @@ async fn every_kind_is_taggable() {
         let stored: Value = crate::repo::load(store.as_ref(), &key).await.unwrap().unwrap().value;
         assert_eq!(stored["name"], "seeded");
     }
-    assert_eq!(
-        tags(&app, &arn("accesslogsubscription/als-0123456789abcdef0")).await,
-        json!({"old": "x"})
-    );
+    assert_eq!(tags(&app, &arn("accesslogsubscription/als-0123456789abcdef0")).await, json!({"old": "x"}));
     // A rule named under another service, and the listener's default rule (no record of
     // its own), are not there.
     let other = "svc-0aaaaaaaaaaaaaaa0";
@@ -224,19 +177,9 @@ async fn every_kind_is_taggable() {
         arn(&format!("service/{SVC}/listener/{LISTENER}/rule/{DEFAULT_RULE}")),
     ] {
         let (status, _, body) = call(&app, "GET", &path(&missing), None).await;
-        assert_eq!(
-            (status.as_u16(), &body["resourceType"]),
-            (404, &json!("RULE")),
-            "{missing}"
-        );
+        assert_eq!((status.as_u16(), &body["resourceType"]), (404, &json!("RULE")), "{missing}");
     }
-    let (status, _, body) = call(
-        &app,
-        "GET",
-        &path(&arn(&format!("service/{other}/listener/{LISTENER}"))),
-        None,
-    )
-    .await;
+    let (status, _, body) = call(&app, "GET", &path(&arn(&format!("service/{other}/listener/{LISTENER}"))), None).await;
     assert_eq!((status.as_u16(), &body["resourceType"]), (404, &json!("LISTENER")));
 }
 
@@ -244,23 +187,11 @@ async fn every_kind_is_taggable() {
 #[tokio::test]
 async fn tags_on_api_made_resources() {
     let (app, _dir) = app();
-    let (status, _, svc) = call(
-        &app,
-        "POST",
-        "/services",
-        Some(json!({"name": "web", "tags": {"a": "1"}})),
-    )
-    .await;
+    let (status, _, svc) = call(&app, "POST", "/services", Some(json!({"name": "web", "tags": {"a": "1"}}))).await;
     assert_eq!(status, 201, "{svc}");
     let svc_arn = svc["arn"].as_str().unwrap().to_owned();
     assert_eq!(tags(&app, &svc_arn).await, json!({"a": "1"}));
-    let (status, _, tg) = call(
-        &app,
-        "POST",
-        "/targetgroups",
-        Some(json!({"name": "web-tg", "type": "LAMBDA"})),
-    )
-    .await;
+    let (status, _, tg) = call(&app, "POST", "/targetgroups", Some(json!({"name": "web-tg", "type": "LAMBDA"}))).await;
     assert_eq!(status, 201, "{tg}");
     let tg_arn = tg["arn"].as_str().unwrap().to_owned();
     call(&app, "POST", &path(&tg_arn), Some(json!({"tags": {"t": "g"}}))).await;
@@ -276,11 +207,8 @@ async fn tags_on_api_made_resources() {
     let listener_arn = listener["arn"].as_str().unwrap().to_owned();
     call(&app, "POST", &path(&listener_arn), Some(json!({"tags": {"l": "1"}}))).await;
     assert_eq!(tags(&app, &listener_arn).await, json!({"l": "1"}));
-    let rules = format!(
-        "/services/{}/listeners/{}/rules",
-        svc["id"].as_str().unwrap(),
-        listener["id"].as_str().unwrap()
-    );
+    let rules =
+        format!("/services/{}/listeners/{}/rules", svc["id"].as_str().unwrap(), listener["id"].as_str().unwrap());
     let (status, _, rule) = call(
         &app,
         "POST",
@@ -300,12 +228,7 @@ async fn tags_on_api_made_resources() {
     assert_eq!(tags(&app, &rule_arn).await, json!({}));
     // The default rule has an ARN but no record of its own to carry tags.
     let (_, _, listed) = call(&app, "GET", &rules, None).await;
-    let default = listed["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["isDefault"] == json!(true))
-        .unwrap();
+    let default = listed["items"].as_array().unwrap().iter().find(|r| r["isDefault"] == json!(true)).unwrap();
     let (status, _, body) = call(&app, "GET", &path(default["arn"].as_str().unwrap()), None).await;
     assert_eq!((status.as_u16(), &body["resourceType"]), (404, &json!("RULE")));
 }

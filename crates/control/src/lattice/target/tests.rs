@@ -25,11 +25,7 @@ fn statuses(list: &Value) -> Vec<(String, Option<u64>, String, Option<String>)> 
 }
 
 fn ids(list: &Value) -> Vec<&str> {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_str().unwrap())
-        .collect()
+    list.as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect()
 }
 
 #[tokio::test]
@@ -45,14 +41,8 @@ async fn register_list_deregister_ip_targets() {
     ]});
     let (status, _, reg) = call(&app, "POST", &format!("{base}/registertargets"), Some(targets)).await;
     assert_eq!(status, 200, "{reg}");
-    assert_eq!(
-        ids(&reg["successful"]),
-        ["10.0.1.23", "10.0.1.24", "127.0.0.1", "10.0.1.24"]
-    );
-    assert_eq!(
-        reg["successful"][1]["port"], 8080,
-        "the port defaults to the target group's"
-    );
+    assert_eq!(ids(&reg["successful"]), ["10.0.1.23", "10.0.1.24", "127.0.0.1", "10.0.1.24"]);
+    assert_eq!(reg["successful"][1]["port"], 8080, "the port defaults to the target group's");
     let failures: Vec<_> = reg["unsuccessful"]
         .as_array()
         .unwrap()
@@ -61,18 +51,9 @@ async fn register_list_deregister_ip_targets() {
         .collect();
     assert_eq!(
         failures,
-        [
-            ("10.1.0.5", "UnsupportedTarget"),
-            ("abc", "InvalidTarget"),
-            ("fd00::1", "UnsupportedTarget")
-        ]
+        [("10.1.0.5", "UnsupportedTarget"), ("abc", "InvalidTarget"), ("fd00::1", "UnsupportedTarget")]
     );
-    assert!(
-        reg["unsuccessful"][0]["failureMessage"]
-            .as_str()
-            .unwrap()
-            .contains("same VPC")
-    );
+    assert!(reg["unsuccessful"][0]["failureMessage"].as_str().unwrap().contains("same VPC"));
     assert_eq!(counter(&store, keys().counter("target", tg_id)).await, 3);
 
     // Not used by any service yet.
@@ -93,57 +74,26 @@ async fn register_list_deregister_ip_targets() {
 
     let svc = seed_service(&store, "web", None).await;
     seed_tg_user(&store, tg_id, &svc).await;
-    let (_, _, list) = call(
-        &app,
-        "POST",
-        &format!("{base}/listtargets"),
-        Some(json!({"targets": [{"id": "10.0.1.23"}]})),
-    )
-    .await;
-    assert_eq!(
-        statuses(&list),
-        [("10.0.1.23".to_owned(), Some(9000), "INITIAL".to_owned(), None)]
-    );
-    let (_, _, list) = call(
-        &app,
-        "POST",
-        &format!("{base}/listtargets"),
-        Some(json!({"targets": [{"id": "10.0.1.23", "port": 1}]})),
-    )
-    .await;
+    let (_, _, list) =
+        call(&app, "POST", &format!("{base}/listtargets"), Some(json!({"targets": [{"id": "10.0.1.23"}]}))).await;
+    assert_eq!(statuses(&list), [("10.0.1.23".to_owned(), Some(9000), "INITIAL".to_owned(), None)]);
+    let (_, _, list) =
+        call(&app, "POST", &format!("{base}/listtargets"), Some(json!({"targets": [{"id": "10.0.1.23", "port": 1}]})))
+            .await;
     assert!(list["items"].as_array().unwrap().is_empty());
     call(&app, "PATCH", &base, Some(json!({"healthCheck": {"enabled": false}}))).await;
-    let (_, _, list) = call(
-        &app,
-        "POST",
-        &format!("{base}/listtargets?maxResults=1"),
-        Some(json!({})),
-    )
-    .await;
+    let (_, _, list) = call(&app, "POST", &format!("{base}/listtargets?maxResults=1"), Some(json!({}))).await;
     assert_eq!(statuses(&list)[0].2, "UNAVAILABLE");
     assert_eq!(statuses(&list)[0].3.as_deref(), Some("HealthCheckDisabled"));
     let token = list["nextToken"].as_str().unwrap();
-    let (_, _, next) = call(
-        &app,
-        "POST",
-        &format!("{base}/listtargets?maxResults=1&nextToken={token}"),
-        Some(json!({})),
-    )
-    .await;
+    let (_, _, next) =
+        call(&app, "POST", &format!("{base}/listtargets?maxResults=1&nextToken={token}"), Some(json!({}))).await;
     assert_eq!(statuses(&next)[0].0, "10.0.1.24");
 
     // Registering again is idempotent.
-    let (_, _, reg) = call(
-        &app,
-        "POST",
-        &format!("{base}/registertargets"),
-        Some(json!({"targets": [{"id": "10.0.1.24"}]})),
-    )
-    .await;
-    assert_eq!(
-        (ids(&reg["successful"]), reg["unsuccessful"].as_array().unwrap().len()),
-        (vec!["10.0.1.24"], 0)
-    );
+    let (_, _, reg) =
+        call(&app, "POST", &format!("{base}/registertargets"), Some(json!({"targets": [{"id": "10.0.1.24"}]}))).await;
+    assert_eq!((ids(&reg["successful"]), reg["unsuccessful"].as_array().unwrap().len()), (vec!["10.0.1.24"], 0));
     assert_eq!(counter(&store, keys().counter("target", tg_id)).await, 3);
 
     let body = json!({"targets": [{"id": "10.0.1.23", "port": 9000}, {"id": "10.0.9.9"}]});
@@ -158,10 +108,7 @@ async fn register_list_deregister_ip_targets() {
 
 #[tokio::test]
 async fn quota_per_target_group() {
-    let (app, store, _dir) = app_store(Quotas {
-        targets_per_target_group: 2,
-        ..Default::default()
-    });
+    let (app, store, _dir) = app_store(Quotas { targets_per_target_group: 2, ..Default::default() });
     seed_vpc(&store, VPC, "10.0.0.0/16").await;
     let tg = ip_tg(&app, "web", VPC).await;
     let base = format!("/targetgroups/{}", tg["id"].as_str().unwrap());
@@ -176,13 +123,8 @@ async fn quota_per_target_group() {
     assert_eq!(status, 200);
     let (status, _, _) = call(&app, "POST", &format!("{base}/registertargets"), Some(two)).await;
     assert_eq!(status, 200, "re-registering adds nothing");
-    let (status, _, _) = call(
-        &app,
-        "POST",
-        &format!("{base}/registertargets"),
-        Some(json!({"targets": [{"id": "10.0.0.3"}]})),
-    )
-    .await;
+    let (status, _, _) =
+        call(&app, "POST", &format!("{base}/registertargets"), Some(json!({"targets": [{"id": "10.0.0.3"}]}))).await;
     assert_eq!(status, 402);
 }
 
@@ -190,31 +132,18 @@ async fn quota_per_target_group() {
 async fn other_target_types() {
     let (app, store, _dir) = app_store(Quotas::default());
     seed_vpc(&store, VPC, "10.0.0.0/16").await;
-    let (_, _, lam) = call(
-        &app,
-        "POST",
-        "/targetgroups",
-        Some(json!({"name": "func", "type": "LAMBDA"})),
-    )
-    .await;
+    let (_, _, lam) = call(&app, "POST", "/targetgroups", Some(json!({"name": "func", "type": "LAMBDA"}))).await;
     let base = format!("/targetgroups/{}", lam["id"].as_str().unwrap());
     let f1 = "arn:aws:lambda:us-east-1:000000000000:function:one";
     let body =
         json!({"targets": [{"id": f1}, {"id": "arn:aws:lambda:us-east-1:000000000000:function:two"}, {"id": "nope"}]});
     let (_, _, reg) = call(&app, "POST", &format!("{base}/registertargets"), Some(body)).await;
     assert_eq!(reg["successful"], json!([{"id": f1}]), "a Lambda target has no port");
-    let codes: Vec<_> = reg["unsuccessful"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["failureCode"].as_str().unwrap())
-        .collect();
+    let codes: Vec<_> =
+        reg["unsuccessful"].as_array().unwrap().iter().map(|f| f["failureCode"].as_str().unwrap()).collect();
     assert_eq!(codes, ["UnsupportedTarget", "InvalidTarget"]);
     let (_, _, list) = call(&app, "POST", &format!("{base}/listtargets"), Some(json!({}))).await;
-    assert_eq!(
-        list["items"],
-        json!([{"id": f1, "status": "UNUSED", "reasonCode": "TargetGroupNotInUse"}])
-    );
+    assert_eq!(list["items"], json!([{"id": f1, "status": "UNUSED", "reasonCode": "TargetGroupNotInUse"}]));
     let svc = seed_service(&store, "fn-svc", None).await;
     seed_tg_user(&store, lam["id"].as_str().unwrap(), &svc).await;
     let (_, _, list) = call(&app, "POST", &format!("{base}/listtargets"), Some(json!({}))).await;
@@ -224,13 +153,8 @@ async fn other_target_types() {
     );
 
     let config = json!({"port": 80, "protocol": "HTTP", "vpcIdentifier": VPC});
-    let (_, _, inst) = call(
-        &app,
-        "POST",
-        "/targetgroups",
-        Some(json!({"name": "inst", "type": "INSTANCE", "config": config})),
-    )
-    .await;
+    let (_, _, inst) =
+        call(&app, "POST", "/targetgroups", Some(json!({"name": "inst", "type": "INSTANCE", "config": config}))).await;
     let base = format!("/targetgroups/{}", inst["id"].as_str().unwrap());
     let (_, _, reg) = call(
         &app,
@@ -243,13 +167,8 @@ async fn other_target_types() {
     assert_eq!(reg["unsuccessful"][0]["failureCode"], "InvalidTarget");
 
     let config = json!({"port": 80, "protocol": "HTTP", "vpcIdentifier": VPC, "ipAddressType": "IPV6"});
-    let (_, _, v6) = call(
-        &app,
-        "POST",
-        "/targetgroups",
-        Some(json!({"name": "six", "type": "IP", "config": config})),
-    )
-    .await;
+    let (_, _, v6) =
+        call(&app, "POST", "/targetgroups", Some(json!({"name": "six", "type": "IP", "config": config}))).await;
     let base = format!("/targetgroups/{}", v6["id"].as_str().unwrap());
     let (_, _, reg) = call(
         &app,
@@ -276,11 +195,7 @@ async fn malformed_calls() {
         ("registertargets", json!({}), "targets"),
         ("registertargets", json!({"targets": many}), "targets"),
         ("registertargets", json!({"targets": [{"id": ""}]}), "targets[0].id"),
-        (
-            "registertargets",
-            json!({"targets": [{"id": "10.0.0.1", "port": 0}]}),
-            "targets[0].port",
-        ),
+        ("registertargets", json!({"targets": [{"id": "10.0.0.1", "port": 0}]}), "targets[0].port"),
         ("deregistertargets", json!({"targets": [{"port": 80}]}), "targets[0].id"),
         (
             "listtargets",
@@ -304,13 +219,7 @@ async fn malformed_calls() {
     )
     .await;
     assert_eq!((status.as_u16(), &body["resourceType"]), (404, &json!("TARGET_GROUP")));
-    let (status, _, _) = call(
-        &app,
-        "POST",
-        &format!("{base}/listtargets?maxResults=101"),
-        Some(json!({})),
-    )
-    .await;
+    let (status, _, _) = call(&app, "POST", &format!("{base}/listtargets?maxResults=101"), Some(json!({}))).await;
     assert_eq!(status, 400);
 }
 
@@ -320,22 +229,11 @@ async fn deleting_the_group_deletes_its_targets() {
     seed_vpc(&store, VPC, "10.0.0.0/16").await;
     let tg = ip_tg(&app, "web", VPC).await;
     let id = tg["id"].as_str().unwrap();
-    call(
-        &app,
-        "POST",
-        &format!("/targetgroups/{id}/registertargets"),
-        Some(json!({"targets": [{"id": "10.0.0.1"}]})),
-    )
-    .await;
+    call(&app, "POST", &format!("/targetgroups/{id}/registertargets"), Some(json!({"targets": [{"id": "10.0.0.1"}]})))
+        .await;
     let (status, _, _) = call(&app, "DELETE", &format!("/targetgroups/{id}"), None).await;
     assert_eq!(status, 200);
-    let (status, _, _) = call(
-        &app,
-        "POST",
-        &format!("/targetgroups/{id}/listtargets"),
-        Some(json!({})),
-    )
-    .await;
+    let (status, _, _) = call(&app, "POST", &format!("/targetgroups/{id}/listtargets"), Some(json!({}))).await;
     assert_eq!(status, 404);
     let left = store.as_ref().range(trellis_store::RangeRequest {
         start: keys().targets(id),

@@ -28,9 +28,7 @@ pub(super) fn defaults(protocol: &str, protocol_version: Option<&str>) -> Health
         health_check_timeout_seconds: Some(TIMEOUT),
         healthy_threshold_count: Some(HEALTHY),
         unhealthy_threshold_count: Some(UNHEALTHY),
-        matcher: Some(Matcher {
-            http_code: "200".to_owned(),
-        }),
+        matcher: Some(Matcher { http_code: "200".to_owned() }),
     }
 }
 
@@ -55,11 +53,7 @@ pub(super) fn merge(
     };
     let merged = HealthCheckConfig {
         enabled: given.enabled.or(base.enabled).or(dflt.enabled),
-        protocol: given
-            .protocol
-            .clone()
-            .or_else(|| base.protocol.clone())
-            .or_else(|| dflt.protocol.clone()),
+        protocol: given.protocol.clone().or_else(|| base.protocol.clone()).or_else(|| dflt.protocol.clone()),
         protocol_version: given
             .protocol_version
             .clone()
@@ -86,30 +80,16 @@ pub(super) fn merge(
             TIMEOUT,
         ),
         healthy_threshold_count: number(given.healthy_threshold_count, base.healthy_threshold_count, HEALTHY),
-        unhealthy_threshold_count: number(
-            given.unhealthy_threshold_count,
-            base.unhealthy_threshold_count,
-            UNHEALTHY,
-        ),
-        matcher: given
-            .matcher
-            .clone()
-            .or_else(|| base.matcher.clone())
-            .or_else(|| dflt.matcher.clone()),
+        unhealthy_threshold_count: number(given.unhealthy_threshold_count, base.unhealthy_threshold_count, UNHEALTHY),
+        matcher: given.matcher.clone().or_else(|| base.matcher.clone()).or_else(|| dflt.matcher.clone()),
     };
     // A probe may not outlast the gap between probes, or checks of one target would overlap.
     // (ELB requires timeout < interval; Lattice documents no rule, so Trellis allows equality.)
-    let (timeout, interval) = (
-        merged.health_check_timeout_seconds,
-        merged.health_check_interval_seconds,
-    );
+    let (timeout, interval) = (merged.health_check_timeout_seconds, merged.health_check_interval_seconds);
     if timeout > interval {
         return Err(ApiError::field(
             &format!("{field}.healthCheckTimeoutSeconds"),
-            format!(
-                "must not exceed healthCheckIntervalSeconds ({})",
-                interval.unwrap_or(INTERVAL)
-            ),
+            format!("must not exceed healthCheckIntervalSeconds ({})", interval.unwrap_or(INTERVAL)),
         ));
     }
     // A TCP target group has no HTTP protocol of its own to probe with: enabling checks on one
@@ -129,10 +109,7 @@ fn check_given(given: &HealthCheckConfig, field: &str) -> Result<(), ApiError> {
     if let Some(p) = given.protocol.as_deref()
         && !matches!(p, "HTTP" | "HTTPS")
     {
-        return Err(err(
-            "protocol",
-            format!("{p:?} is not supported; health checks use HTTP or HTTPS"),
-        ));
+        return Err(err("protocol", format!("{p:?} is not supported; health checks use HTTP or HTTPS")));
     }
     if let Some(v) = given.protocol_version.as_deref()
         && !matches!(v, "HTTP1" | "HTTP2")
@@ -143,22 +120,14 @@ fn check_given(given: &HealthCheckConfig, field: &str) -> Result<(), ApiError> {
         check_path(path).map_err(|m| err("path", m))?;
     }
     let ranges = [
-        (
-            "healthCheckIntervalSeconds",
-            given.health_check_interval_seconds,
-            5,
-            300,
-        ),
+        ("healthCheckIntervalSeconds", given.health_check_interval_seconds, 5, 300),
         ("healthCheckTimeoutSeconds", given.health_check_timeout_seconds, 1, 120),
         ("healthyThresholdCount", given.healthy_threshold_count, 2, 10),
         ("unhealthyThresholdCount", given.unhealthy_threshold_count, 2, 10),
     ];
     for (member, value, min, max) in ranges {
         if let Some(v) = value.filter(|v| *v != 0 && !(min..=max).contains(v)) {
-            return Err(err(
-                member,
-                format!("{v} is out of range: use {min} to {max}, or 0 for the default"),
-            ));
+            return Err(err(member, format!("{v} is out of range: use {min} to {max}, or 0 for the default")));
         }
     }
     if let Some(m) = &given.matcher
@@ -183,9 +152,7 @@ fn check_path(path: &str) -> Result<(), String> {
     }
     let allowed = |c: char| c.is_ascii_alphanumeric() || "@:%_+.~#?&/=-".contains(c);
     if !path.starts_with('/') || !path.chars().all(allowed) {
-        return Err(format!(
-            "{path:?} must start with \"/\" and contain only letters, digits and @:%_+.~#?&/=-"
-        ));
+        return Err(format!("{path:?} must start with \"/\" and contain only letters, digits and @:%_+.~#?&/=-"));
     }
     Ok(())
 }
@@ -244,18 +211,9 @@ mod tests {
             (base.health_check_interval_seconds, base.path.as_deref(), base.port),
             (Some(60), Some("/h"), Some(9000))
         );
-        let kept = merge(
-            "HTTP",
-            None,
-            Some(&base),
-            &given(serde_json::json!({"healthyThresholdCount": 3})),
-            "hc",
-        )
-        .unwrap();
-        assert_eq!(
-            (kept.health_check_interval_seconds, kept.healthy_threshold_count),
-            (Some(60), Some(3))
-        );
+        let kept =
+            merge("HTTP", None, Some(&base), &given(serde_json::json!({"healthyThresholdCount": 3})), "hc").unwrap();
+        assert_eq!((kept.health_check_interval_seconds, kept.healthy_threshold_count), (Some(60), Some(3)));
         let reset = merge(
             "HTTP",
             None,
@@ -294,14 +252,7 @@ mod tests {
         }
         assert!(merge("TCP", None, None, &given(serde_json::json!({"enabled": true})), "hc").is_err());
         assert!(
-            merge(
-                "TCP",
-                None,
-                None,
-                &given(serde_json::json!({"enabled": true, "protocol": "HTTP"})),
-                "hc"
-            )
-            .is_ok()
+            merge("TCP", None, None, &given(serde_json::json!({"enabled": true, "protocol": "HTTP"})), "hc").is_ok()
         );
     }
 }

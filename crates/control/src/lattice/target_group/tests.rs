@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 use trellis_model::Kind;
 use trellis_store::{Op, Store, Txn};
 
+use crate::Quotas;
 use crate::keys::{Keys, rel};
 use crate::test_util::call;
-use crate::Quotas;
 
 pub(crate) const VPC: &str = "vpc-0123456789abcdef0";
 pub(crate) const OTHER_VPC: &str = "vpc-0fedcba9876543210";
@@ -26,11 +26,7 @@ pub(crate) fn keys() -> Keys {
 }
 
 pub(crate) async fn put(store: &Arc<dyn Store>, key: String, value: Vec<u8>) {
-    let txn = Txn {
-        compare: Vec::new(),
-        success: vec![Op::Put(key, value)],
-        failure: Vec::new(),
-    };
+    let txn = Txn { compare: Vec::new(), success: vec![Op::Put(key, value)], failure: Vec::new() };
     assert!(store.txn(txn).await.unwrap().succeeded);
 }
 
@@ -60,12 +56,7 @@ pub(crate) async fn seed_service(store: &Arc<dyn Store>, name: &str, domain: Opt
 
 /// Records that a listener of service `svc` forwards to `tg`, as the listener handler does.
 pub(crate) async fn seed_tg_user(store: &Arc<dyn Store>, tg: &str, svc: &str) {
-    put(
-        store,
-        keys().reference(rel::TG_USERS, tg, "listener-0123456789abcdef0"),
-        svc.as_bytes().to_vec(),
-    )
-    .await;
+    put(store, keys().reference(rel::TG_USERS, tg, "listener-0123456789abcdef0"), svc.as_bytes().to_vec()).await;
     put(store, keys().counter(rel::TG_USERS, tg), b"1".to_vec()).await;
 }
 
@@ -81,13 +72,8 @@ pub(crate) fn arn_path(arn: &Value) -> String {
 /// Creates an IP target group on port 8080 in `vpc`; returns its body.
 pub(crate) async fn ip_tg(app: &Router, name: &str, vpc: &str) -> Value {
     let config = json!({"port": 8080, "protocol": "HTTP", "vpcIdentifier": vpc});
-    let (status, _, tg) = call(
-        app,
-        "POST",
-        "/targetgroups",
-        Some(json!({"name": name, "type": "IP", "config": config})),
-    )
-    .await;
+    let (status, _, tg) =
+        call(app, "POST", "/targetgroups", Some(json!({"name": name, "type": "IP", "config": config}))).await;
     assert_eq!(status, 201, "{tg}");
     tg
 }
@@ -130,20 +116,12 @@ async fn create_get_list_update_delete() {
     )
     .await;
     assert_eq!(again["id"], tg["id"]);
-    let (status, code, _) = call(
-        &app,
-        "POST",
-        "/targetgroups",
-        Some(json!({"name": "web-tg", "type": "IP", "config": config})),
-    )
-    .await;
+    let (status, code, _) =
+        call(&app, "POST", "/targetgroups", Some(json!({"name": "web-tg", "type": "IP", "config": config}))).await;
     assert_eq!((status.as_u16(), code.as_deref()), (409, Some("ConflictException")));
 
     let (status, _, got) = call(&app, "GET", &format!("/targetgroups/{}", arn_path(&tg["arn"])), None).await;
-    assert_eq!(
-        (status.as_u16(), &got["status"], &got["config"]),
-        (200, &json!("ACTIVE"), &tg["config"])
-    );
+    assert_eq!((status.as_u16(), &got["status"], &got["config"]), (200, &json!("ACTIVE"), &tg["config"]));
     assert!(got.get("serviceArns").is_none() && got.get("createdAt").is_some());
 
     let (_, _, list) = call(&app, "GET", "/targetgroups", None).await;
@@ -163,21 +141,13 @@ async fn create_get_list_update_delete() {
     assert_eq!(status, 200, "{up}");
     let h = &up["config"]["healthCheck"];
     assert_eq!(
-        (
-            &h["path"],
-            &h["healthCheckIntervalSeconds"],
-            &h["port"],
-            &h["healthyThresholdCount"]
-        ),
+        (&h["path"], &h["healthCheckIntervalSeconds"], &h["port"], &h["healthyThresholdCount"]),
         (&json!("/health"), &json!(10), &json!(9000), &json!(5))
     );
     let reset = json!({"healthCheck": {"healthCheckIntervalSeconds": 0, "port": 0}});
     let (_, _, up) = call(&app, "PATCH", &format!("/targetgroups/{id}"), Some(reset)).await;
     let h = &up["config"]["healthCheck"];
-    assert_eq!(
-        (&h["path"], &h["healthCheckIntervalSeconds"]),
-        (&json!("/health"), &json!(30))
-    );
+    assert_eq!((&h["path"], &h["healthCheckIntervalSeconds"]), (&json!("/health"), &json!(30)));
     assert!(h.get("port").is_none());
     let (status, _, body) = call(
         &app,
@@ -186,18 +156,12 @@ async fn create_get_list_update_delete() {
         Some(json!({"healthCheck": {"healthyThresholdCount": 11}})),
     )
     .await;
-    assert_eq!(
-        (status.as_u16(), field(&body)),
-        (400, "healthCheck.healthyThresholdCount")
-    );
+    assert_eq!((status.as_u16(), field(&body)), (400, "healthCheck.healthyThresholdCount"));
     let (_, _, body) = call(&app, "PATCH", &format!("/targetgroups/{id}"), Some(json!({}))).await;
     assert_eq!(field(&body), "healthCheck");
 
     let (status, _, del) = call(&app, "DELETE", &format!("/targetgroups/{id}"), None).await;
-    assert_eq!(
-        (status.as_u16(), &del["status"], &del["arn"]),
-        (200, &json!("DELETE_IN_PROGRESS"), &tg["arn"])
-    );
+    assert_eq!((status.as_u16(), &del["status"], &del["arn"]), (200, &json!("DELETE_IN_PROGRESS"), &tg["arn"]));
     let (status, _, body) = call(&app, "GET", &format!("/targetgroups/{id}"), None).await;
     assert_eq!((status.as_u16(), &body["resourceType"]), (404, &json!("TARGET_GROUP")));
     assert_eq!(counter(&store, keys().counter("tg", "")).await, 0);
@@ -218,23 +182,10 @@ async fn defaults_per_type_and_protocol() {
         async move { call(&app, "POST", "/targetgroups", Some(body)).await }
     };
     // The CLI's INSTANCE example: HTTPS without a port gets 443 and HTTPS health checks.
-    let (_, _, tg) = create(
-        "inst",
-        "INSTANCE",
-        Some(json!({"protocol": "HTTPS", "vpcIdentifier": VPC})),
-    )
-    .await;
-    assert_eq!(
-        (&tg["config"]["port"], &tg["config"]["healthCheck"]["protocol"]),
-        (&json!(443), &json!("HTTPS"))
-    );
+    let (_, _, tg) = create("inst", "INSTANCE", Some(json!({"protocol": "HTTPS", "vpcIdentifier": VPC}))).await;
+    assert_eq!((&tg["config"]["port"], &tg["config"]["healthCheck"]["protocol"]), (&json!(443), &json!("HTTPS")));
     assert!(tg["config"].get("ipAddressType").is_none());
-    let (_, _, tg) = create(
-        "alb",
-        "ALB",
-        Some(json!({"port": 443, "protocol": "HTTPS", "vpcIdentifier": VPC})),
-    )
-    .await;
+    let (_, _, tg) = create("alb", "ALB", Some(json!({"port": 443, "protocol": "HTTPS", "vpcIdentifier": VPC}))).await;
     assert_eq!(
         tg["config"],
         json!({"port": 443, "protocol": "HTTPS", "protocolVersion": "HTTP1", "vpcIdentifier": VPC})
@@ -245,36 +196,14 @@ async fn defaults_per_type_and_protocol() {
     let (_, _, tg) = create("lam-two", "LAMBDA", Some(json!({"lambdaEventStructureVersion": "V2"}))).await;
     assert_eq!(tg["config"], json!({"lambdaEventStructureVersion": "V2"}));
     let (_, _, list) = call(&app, "GET", "/targetgroups?targetGroupType=LAMBDA", None).await;
-    let versions: Vec<_> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i.get("lambdaEventStructureVersion").cloned())
-        .collect();
-    assert!(
-        versions.contains(&Some(json!("V2"))) && versions.contains(&None),
-        "{list}"
-    );
-    let (_, _, tg) = create(
-        "grpc",
-        "IP",
-        Some(json!({"protocol": "HTTPS", "protocolVersion": "GRPC", "vpcIdentifier": VPC})),
-    )
-    .await;
+    let versions: Vec<_> =
+        list["items"].as_array().unwrap().iter().map(|i| i.get("lambdaEventStructureVersion").cloned()).collect();
+    assert!(versions.contains(&Some(json!("V2"))) && versions.contains(&None), "{list}");
+    let (_, _, tg) =
+        create("grpc", "IP", Some(json!({"protocol": "HTTPS", "protocolVersion": "GRPC", "vpcIdentifier": VPC}))).await;
     assert_eq!(tg["config"]["healthCheck"]["enabled"], false);
-    let (_, _, tg) = create(
-        "tcp",
-        "IP",
-        Some(json!({"port": 443, "protocol": "TCP", "vpcIdentifier": VPC})),
-    )
-    .await;
-    assert_eq!(
-        (
-            &tg["config"]["healthCheck"]["enabled"],
-            tg["config"].get("protocolVersion")
-        ),
-        (&json!(false), None)
-    );
+    let (_, _, tg) = create("tcp", "IP", Some(json!({"port": 443, "protocol": "TCP", "vpcIdentifier": VPC}))).await;
+    assert_eq!((&tg["config"]["healthCheck"]["enabled"], tg["config"].get("protocolVersion")), (&json!(false), None));
     let (status, _, body) = create("tcp-two", "IP", Some(json!({"protocol": "TCP", "vpcIdentifier": VPC}))).await;
     assert_eq!((status.as_u16(), field(&body)), (400, "config.port"));
 }
@@ -289,14 +218,8 @@ async fn validation_and_missing_vpc() {
         (json!({"name": "abc", "type": "NOPE", "config": good}), "type"),
         (json!({"name": "tg-abc", "type": "IP", "config": good}), "name"),
         (json!({"type": "IP", "config": good}), "name"),
-        (
-            json!({"name": "abc", "type": "IP", "config": {"port": 80, "vpcIdentifier": VPC}}),
-            "config.protocol",
-        ),
-        (
-            json!({"name": "abc", "type": "IP", "config": {"protocol": "HTTP"}}),
-            "config.vpcIdentifier",
-        ),
+        (json!({"name": "abc", "type": "IP", "config": {"port": 80, "vpcIdentifier": VPC}}), "config.protocol"),
+        (json!({"name": "abc", "type": "IP", "config": {"protocol": "HTTP"}}), "config.vpcIdentifier"),
         (
             json!({"name": "abc", "type": "IP", "config": {"protocol": "HTTP", "vpcIdentifier": "vpc-x"}}),
             "config.vpcIdentifier",
@@ -321,10 +244,7 @@ async fn validation_and_missing_vpc() {
             json!({"name": "abc", "type": "ALB", "config": {"protocol": "HTTP", "vpcIdentifier": VPC, "healthCheck": {}}}),
             "config.healthCheck",
         ),
-        (
-            json!({"name": "abc", "type": "LAMBDA", "config": {"port": 80}}),
-            "config.port",
-        ),
+        (json!({"name": "abc", "type": "LAMBDA", "config": {"port": 80}}), "config.port"),
         (
             json!({"name": "abc", "type": "LAMBDA", "config": {"lambdaEventStructureVersion": "V3"}}),
             "config.lambdaEventStructureVersion",
@@ -341,10 +261,7 @@ async fn validation_and_missing_vpc() {
             json!({"name": "abc", "type": "IP", "config": {"protocol": "HTTP", "vpcIdentifier": VPC, "healthCheck": {"matcher": {"httpCode": "600"}}}}),
             "config.healthCheck.matcher.httpCode",
         ),
-        (
-            json!({"name": "abc", "type": "IP", "config": good, "tags": {"aws:x": "y"}}),
-            "tags",
-        ),
+        (json!({"name": "abc", "type": "IP", "config": good, "tags": {"aws:x": "y"}}), "tags"),
     ];
     for (body, member) in cases {
         let (status, code, resp) = call(&app, "POST", "/targetgroups", Some(body.clone())).await;
@@ -355,17 +272,9 @@ async fn validation_and_missing_vpc() {
         );
     }
     let config = json!({"protocol": "HTTP", "vpcIdentifier": OTHER_VPC});
-    let (status, _, body) = call(
-        &app,
-        "POST",
-        "/targetgroups",
-        Some(json!({"name": "abc", "type": "IP", "config": config})),
-    )
-    .await;
-    assert_eq!(
-        (status.as_u16(), &body["resourceType"], &body["resourceId"]),
-        (404, &json!("VPC"), &json!(OTHER_VPC))
-    );
+    let (status, _, body) =
+        call(&app, "POST", "/targetgroups", Some(json!({"name": "abc", "type": "IP", "config": config}))).await;
+    assert_eq!((status.as_u16(), &body["resourceType"], &body["resourceId"]), (404, &json!("VPC"), &json!(OTHER_VPC)));
     let (status, _, body) = call(&app, "GET", "/targetgroups/tg-0123456789abcdef0", None).await;
     assert_eq!((status.as_u16(), &body["resourceType"]), (404, &json!("TARGET_GROUP")));
     let (status, _, body) = call(&app, "GET", "/targetgroups/nope", None).await;
@@ -378,33 +287,13 @@ async fn validation_and_missing_vpc() {
 
 #[tokio::test]
 async fn quota_per_region() {
-    let (app, _store, _dir) = app_store(Quotas {
-        target_groups: 1,
-        ..Default::default()
-    });
-    let (status, _, _) = call(
-        &app,
-        "POST",
-        "/targetgroups",
-        Some(json!({"name": "one", "type": "LAMBDA"})),
-    )
-    .await;
+    let (app, _store, _dir) = app_store(Quotas { target_groups: 1, ..Default::default() });
+    let (status, _, _) = call(&app, "POST", "/targetgroups", Some(json!({"name": "one", "type": "LAMBDA"}))).await;
     assert_eq!(status, 201);
-    let (status, code, body) = call(
-        &app,
-        "POST",
-        "/targetgroups",
-        Some(json!({"name": "two", "type": "LAMBDA"})),
-    )
-    .await;
-    assert_eq!(
-        (status.as_u16(), code.as_deref()),
-        (402, Some("ServiceQuotaExceededException"))
-    );
-    assert_eq!(
-        (&body["quotaCode"], &body["resourceType"]),
-        (&json!("L-BB11C6B9"), &json!("TARGET_GROUP"))
-    );
+    let (status, code, body) =
+        call(&app, "POST", "/targetgroups", Some(json!({"name": "two", "type": "LAMBDA"}))).await;
+    assert_eq!((status.as_u16(), code.as_deref()), (402, Some("ServiceQuotaExceededException")));
+    assert_eq!((&body["quotaCode"], &body["resourceType"]), (&json!("L-BB11C6B9"), &json!("TARGET_GROUP")));
 }
 
 #[tokio::test]
@@ -421,10 +310,7 @@ async fn in_use_by_a_service() {
     let (_, _, list) = call(&app, "GET", "/targetgroups", None).await;
     assert_eq!(list["items"][0]["serviceArns"], json!([svc_arn]));
     let (status, code, body) = call(&app, "DELETE", &format!("/targetgroups/{id}"), None).await;
-    assert_eq!(
-        (status.as_u16(), code.as_deref(), &body["resourceId"]),
-        (409, Some("ConflictException"), &json!(id))
-    );
+    assert_eq!((status.as_u16(), code.as_deref(), &body["resourceId"]), (409, Some("ConflictException"), &json!(id)));
 }
 
 #[tokio::test]
@@ -433,13 +319,7 @@ async fn filtered_listing_fills_pages() {
     seed_vpc(&store, VPC, "10.0.0.0/16").await;
     seed_vpc(&store, OTHER_VPC, "10.1.0.0/16").await;
     for name in ["lam-a", "lam-b", "lam-c"] {
-        call(
-            &app,
-            "POST",
-            "/targetgroups",
-            Some(json!({"name": name, "type": "LAMBDA"})),
-        )
-        .await;
+        call(&app, "POST", "/targetgroups", Some(json!({"name": name, "type": "LAMBDA"}))).await;
     }
     for name in ["ip-a", "ip-b"] {
         ip_tg(&app, name, VPC).await;
@@ -467,8 +347,5 @@ async fn filtered_listing_fills_pages() {
     let (_, _, page) = call(&app, "GET", &format!("/targetgroups?vpcIdentifier={OTHER_VPC}"), None).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     let (_, _, page) = call(&app, "GET", "/targetgroups?maxResults=4", None).await;
-    assert_eq!(
-        (page["items"].as_array().unwrap().len(), page.get("nextToken").is_some()),
-        (4, true)
-    );
+    assert_eq!((page["items"].as_array().unwrap().len(), page.get("nextToken").is_some()), (4, true));
 }
