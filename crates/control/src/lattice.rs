@@ -22,6 +22,7 @@ mod idempotency;
 mod input;
 mod listener;
 mod page;
+mod quota;
 mod rule;
 mod service;
 mod service_network;

@@ -18,6 +18,7 @@ use trellis_model::lattice::{Listener, ListenerProtocol, Rule, RuleAction, Tags}
 use super::idempotency::ClientToken;
 use super::input::{check_name, check_tags};
 use super::page::Page;
+use super::quota::Quota;
 use super::rule::{TgLedger, check_targets, parse_action, target_groups};
 use super::{ApiError, Reply, Req, service};
 use crate::repo::{self, Attempts, Tx, Versioned};
@@ -79,11 +80,8 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
                 format!("Listener {} of service {service_id} already listens on port {port}", other.value.id),
             ));
         }
-        let counter = repo::counter(store, req.keys.counter(KIND.prefix(), &service_id)).await?;
-        let limit = req.quotas().listeners_per_service;
-        if counter.value() >= limit {
-            return Err(ApiError::quota(KIND, Some(&service_id), "L-D64E952E", "listeners per service", limit));
-        }
+        let key = req.keys.counter(KIND.prefix(), &service_id);
+        let counter = Quota::ListenersPerService.check(req, key, 1, KIND, Some(&service_id)).await?;
         let id = KIND.new_id();
         let mut ledger = TgLedger::new(req, &service_id).await?;
         ledger.change(req, &id, &BTreeSet::new(), &target_groups(&action)).await?;

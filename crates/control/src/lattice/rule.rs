@@ -22,6 +22,7 @@ use super::idempotency::ClientToken;
 use super::input::{check_name, check_tags};
 use super::listener;
 use super::page::Page;
+use super::quota::Quota;
 use super::{ApiError, Reply, Req};
 use crate::repo::{self, Attempts, Tx, Versioned};
 
@@ -95,11 +96,8 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
         if let Some(other) = all(req, &listener_id).await?.iter().find(|r| r.value.priority == priority) {
             return Err(priority_taken(priority, &other.value.id));
         }
-        let counter = repo::counter(store, req.keys.counter(KIND.prefix(), &listener_id)).await?;
-        let limit = req.quotas().rules_per_listener;
-        if counter.value() >= limit {
-            return Err(ApiError::quota(KIND, Some(&listener_id), "L-CF78395E", "rules per listener", limit));
-        }
+        let key = req.keys.counter(KIND.prefix(), &listener_id);
+        let counter = Quota::RulesPerListener.check(req, key, 1, KIND, Some(&listener_id)).await?;
         let id = KIND.new_id();
         let mut ledger = TgLedger::new(req, &service_id).await?;
         ledger.change(req, &id, &BTreeSet::new(), &target_groups(&rule_action)).await?;

@@ -15,6 +15,7 @@ use trellis_model::lattice::{AuthType, Listener, Service, Status, Tags};
 use super::idempotency::ClientToken;
 use super::input::{check_name, check_tags};
 use super::page::Page;
+use super::quota::Quota;
 use super::service_network::cascade_policy_and_logs;
 use super::{ApiError, Reply, Req, listener, rule};
 use crate::keys::rel;
@@ -66,11 +67,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
         if let Some(existing) = repo::load_index(store, &name_key).await? {
             return Err(ApiError::conflict(KIND, &existing, format!("A service named {} already exists", input.name)));
         }
-        let counter = repo::counter(store, req.keys.counter(KIND.prefix(), "")).await?;
-        let limit = req.quotas().services;
-        if counter.value() >= limit {
-            return Err(ApiError::quota(KIND, None, "L-620C821E", "services per region", limit));
-        }
+        let counter = Quota::Services.check(req, req.keys.counter(KIND.prefix(), ""), 1, KIND, None).await?;
         let id = KIND.new_id();
         let now = crate::now();
         let config = &req.state.config;

@@ -10,6 +10,7 @@ use trellis_model::lattice::{AuthType, ServiceNetwork, SharingConfig, Tags};
 use super::idempotency::ClientToken;
 use super::input::{check_name, check_tags};
 use super::page::Page;
+use super::quota::Quota;
 use super::{ApiError, Reply, Req};
 use crate::keys::rel;
 use crate::repo::{self, Attempts, Tx};
@@ -44,11 +45,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
         if let Some(reply) = token.replay(store).await? {
             return Ok(reply);
         }
-        let limit = req.quotas().service_networks;
-        let counter = repo::counter(store, req.keys.counter(KIND.prefix(), "")).await?;
-        if counter.value() >= limit {
-            return Err(ApiError::quota(KIND, None, "L-9CAD07FB", "service networks per region", limit));
-        }
+        let counter = Quota::ServiceNetworks.check(req, req.keys.counter(KIND.prefix(), ""), 1, KIND, None).await?;
         let name_key = req.keys.name(KIND, "", &input.name);
         if let Some(existing) = repo::load_index(store, &name_key).await? {
             return Err(ApiError::conflict(

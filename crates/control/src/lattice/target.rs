@@ -21,6 +21,7 @@ use trellis_model::lattice::{Target, TargetGroup};
 use trellis_model::{Arn, Kind};
 
 use super::page::Page;
+use super::quota::Quota;
 use super::target_group::{self, TARGETS};
 use super::{ApiError, Reply, Req};
 use crate::keys::rel;
@@ -98,15 +99,8 @@ pub(crate) async fn register(req: &Req<'_>) -> Result<Reply, ApiError> {
             }
             successful.push(json!({ "id": t.id, "port": shown(port) }));
         }
-        let limit = req.quotas().targets_per_target_group;
-        if counter.value() + added > limit {
-            return Err(ApiError::quota(
-                Kind::TargetGroup,
-                Some(&tg_id),
-                "L-D71303F3",
-                "targets per target group",
-                limit,
-            ));
+        if counter.value() + added > Quota::TargetsPerTargetGroup.limit(req) {
+            return Err(Quota::TargetsPerTargetGroup.exceeded(req, Kind::TargetGroup, Some(&tg_id)));
         }
         if added > 0 {
             tx.count(&counter, added as i64);

@@ -18,6 +18,7 @@ use trellis_store::StoreExt;
 use super::idempotency::ClientToken;
 use super::input::{check_name, check_tags};
 use super::page::Page;
+use super::quota::Quota;
 use super::{ApiError, Reply, Req};
 use crate::keys::rel;
 use crate::repo::{self, Attempts, Tx};
@@ -73,11 +74,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
                 format!("A target group named {} already exists", input.name),
             ));
         }
-        let limit = req.quotas().target_groups;
-        let counter = repo::counter(store, req.keys.counter(KIND.prefix(), "")).await?;
-        if counter.value() >= limit {
-            return Err(ApiError::quota(KIND, None, "L-BB11C6B9", "target groups per region", limit));
-        }
+        let counter = Quota::TargetGroups.check(req, req.keys.counter(KIND.prefix(), ""), 1, KIND, None).await?;
         let id = KIND.new_id();
         let now = crate::now();
         let tg = TargetGroup {

@@ -15,6 +15,7 @@ use trellis_model::lattice::{Service, ServiceNetworkServiceAssociation, Status, 
 use super::super::idempotency::ClientToken;
 use super::super::input::check_tags;
 use super::super::page::Page;
+use super::super::quota::Quota;
 use super::super::target_group::{scan, scan_refs};
 use super::super::{ApiError, Reply, Req};
 use super::{Networks, find_sn};
@@ -68,17 +69,8 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
                 ),
             ));
         }
-        let limit = req.quotas().service_associations_per_service_network;
-        let sn_counter = repo::counter(store, req.keys.counter(rel::SN_SVC, &sn_id)).await?;
-        if sn_counter.value() >= limit {
-            return Err(ApiError::quota(
-                KIND,
-                Some(&sn_id),
-                "L-75D4A19E",
-                "service associations per service network",
-                limit,
-            ));
-        }
+        let key = req.keys.counter(rel::SN_SVC, &sn_id);
+        let sn_counter = Quota::ServiceAssociationsPerServiceNetwork.check(req, key, 1, KIND, Some(&sn_id)).await?;
         let svc_counter = repo::counter(store, req.keys.counter(rel::SVC_SN, &svc_id)).await?;
         let id = KIND.new_id();
         let snsa = ServiceNetworkServiceAssociation {

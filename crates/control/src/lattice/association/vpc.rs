@@ -15,6 +15,7 @@ use trellis_model::lattice::{DnsOptions, ServiceNetworkVpcAssociation, Status, T
 use super::super::idempotency::ClientToken;
 use super::super::input::check_tags;
 use super::super::page::Page;
+use super::super::quota::Quota;
 use super::super::target_group::{find_vpc, one_of, scan, scan_refs};
 use super::super::{ApiError, Reply, Req};
 use super::{Networks, find_sn};
@@ -79,17 +80,8 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
                 ),
             ));
         }
-        let limit = req.quotas().vpc_associations_per_service_network;
-        let sn_counter = repo::counter(store, req.keys.counter(rel::SN_VPC, &sn_id)).await?;
-        if sn_counter.value() >= limit {
-            return Err(ApiError::quota(
-                KIND,
-                Some(&sn_id),
-                "L-EF6E2D62",
-                "VPC associations per service network",
-                limit,
-            ));
-        }
+        let key = req.keys.counter(rel::SN_VPC, &sn_id);
+        let sn_counter = Quota::VpcAssociationsPerServiceNetwork.check(req, key, 1, KIND, Some(&sn_id)).await?;
         let id = KIND.new_id();
         let now = crate::now();
         let snva = ServiceNetworkVpcAssociation {

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use trellis_model::Kind;
 use trellis_model::lattice::TargetGroup;
 
+use super::super::quota::Quota;
 use super::super::{ApiError, Req};
 use crate::keys::rel;
 use crate::repo::{self, Counter, Tx, Versioned};
@@ -44,12 +45,16 @@ struct TgState {
 // === impl TgLedger ===
 
 impl TgLedger {
+    fn quota_exceeded(&self) -> ApiError {
+        Quota::TargetGroupsPerService.error(Kind::TargetGroup, Some(&self.service_id), self.limit)
+    }
+
     /// Starts the changes to service `service_id`'s references.
     pub(crate) async fn new(req: &Req<'_>, service_id: &str) -> Result<Self, ApiError> {
         let used = repo::counter(req.store(), req.keys.counter(rel::SVC_TG, service_id)).await?;
         Ok(Self {
             service_id: service_id.to_owned(),
-            limit: req.quotas().target_groups_per_service,
+            limit: Quota::TargetGroupsPerService.limit(req),
             users: BTreeMap::new(),
             tgs: BTreeMap::new(),
             used,
@@ -88,13 +93,7 @@ impl TgLedger {
         let after = self.distinct();
         if after > before && after > self.limit as i64 {
             self.shift(&added, &removed, -1);
-            return Err(ApiError::quota(
-                Kind::TargetGroup,
-                Some(&self.service_id),
-                "L-3DEC3B9F",
-                "target groups per service",
-                self.limit,
-            ));
+            return Err(self.quota_exceeded());
         }
         let entry = self.users.entry(user.to_owned()).or_insert_with(|| (stored.clone(), stored.clone()));
         entry.1 = new.clone();
