@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The P0 scenario of spec/lattice.md §8.4, driven by the real aws CLI v1 against Trellis
+# (without the final curl through the data plane). Usage:
+#   TRELLIS_ENDPOINT=http://127.0.0.1:7700 conformance/scenario.sh
+# Exits non-zero on the first answer that is not what AWS would give.
+set -euo pipefail
+
+: "${TRELLIS_ENDPOINT:?set TRELLIS_ENDPOINT to the Trellis API URL, e.g. http://127.0.0.1:7700}"
+
+export AWS_ACCESS_KEY_ID=AKIAEXAMPLE AWS_SECRET_ACCESS_KEY=secret AWS_DEFAULT_REGION=us-east-1
+export AWS_ENDPOINT_URL="$TRELLIS_ENDPOINT"
+export AWS_MAX_ATTEMPTS=1 AWS_PAGER=""
+export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}"
+# Keep a developer's own AWS configuration out of the way.
+export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+unset AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL_VPC_LATTICE AWS_ENDPOINT_URL_EC2 || true
+
+fail() { echo "scenario: FAIL: $*" >&2; exit 1; }
+step() { echo "scenario: $*"; }
+expect_id() { # expect_id <prefix> <value> <what>
+  [[ "$2" =~ ^$1-[0-9a-f]{17}$ ]] || fail "$3: expected an id '$1-<17 hex>', got '$2'"
+}
+expect_eq() { # expect_eq <got> <want> <what>
+  [[ "$1" == "$2" ]] || fail "$3: expected '$2', got '$1'"
+}
+
+command -v aws >/dev/null || fail "the aws CLI v1 is not on PATH (pip install -r conformance/requirements.txt)"
+aws --version 2>&1 | grep -q '^aws-cli/1\.' || fail "need aws CLI v1, got: $(aws --version 2>&1)"
+
+SUFFIX="$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
+
+step "create VPC"
+VPC=$(aws ec2 create-vpc --cidr-block 10.0.0.0/16 --query Vpc.VpcId --output text)
+expect_id vpc "$VPC" "ec2 create-vpc"
+
+step "create service network"
+SN=$(aws vpc-lattice create-service-network --name "demo-net-$SUFFIX" --query id --output text)
+expect_id sn "$SN" "create-service-network"
+
+step "associate VPC $VPC with $SN"
+SNVA=$(aws vpc-lattice create-service-network-vpc-association --service-network-identifier "$SN" \
+        --vpc-identifier "$VPC" --query id --output text)
+expect_id snva "$SNVA" "create-service-network-vpc-association"
+
+step "create service"
+SVC=$(aws vpc-lattice create-service --name "web-$SUFFIX" --query id --output text)
+expect_id svc "$SVC" "create-service"
+
+step "create target group"
+TG=$(aws vpc-lattice create-target-group --name "web-tg-$SUFFIX" --type IP \
+      --config "{\"port\":8080,\"protocol\":\"HTTP\",\"vpcIdentifier\":\"$VPC\"}" --query id --output text)
+expect_id tg "$TG" "create-target-group"
+
+step "create listener (default port)"
+LISTENER_OUT=$(aws vpc-lattice create-listener --service-identifier "$SVC" --name http-80 --protocol HTTP \
+      --default-action "{\"forward\":{\"targetGroups\":[{\"targetGroupIdentifier\":\"$TG\"}]}}" \
+      --query '[id, port, defaultAction.forward.targetGroups[0].weight]' --output text)
+read -r LISTENER PORT WEIGHT <<<"$LISTENER_OUT"
+expect_id listener "$LISTENER" "create-listener"
+expect_eq "$PORT" "80" "create-listener default port"
+expect_eq "$WEIGHT" "100" "create-listener default weight"
+
+step "associate service with service network"
+SNSA=$(aws vpc-lattice create-service-network-service-association --service-identifier "$SVC" \
+        --service-network-identifier "$SN" --query id --output text)
+expect_id snsa "$SNSA" "create-service-network-service-association"
+
+step "register target"
+REG=$(aws vpc-lattice register-targets --target-group-identifier "$TG" --targets id=10.0.1.23,port=8080 \
+        --query '[successful[0].id, successful[0].port, length(unsuccessful || `[]`)]' --output text)
+read -r REG_ID REG_PORT REG_BAD <<<"$REG"
+expect_eq "$REG_ID" "10.0.1.23" "register-targets successful[0].id"
+expect_eq "$REG_PORT" "8080" "register-targets successful[0].port"
+expect_eq "$REG_BAD" "0" "register-targets unsuccessful count"
+
+step "list targets"
+TARGETS=$(aws vpc-lattice list-targets --target-group-identifier "$TG" --query 'items[].[id, port, status]' --output text)
+grep -qE '^10\.0\.1\.23[[:space:]]+8080[[:space:]]+(INITIAL|HEALTHY|UNHEALTHY|UNAVAILABLE|UNUSED)$' <<<"$TARGETS" \
+  || fail "list-targets does not show 10.0.1.23:8080 with a target status; got: $TARGETS"
+
+step "get service"
+DNS=$(aws vpc-lattice get-service --service-identifier "$SVC" --query dnsEntry.domainName --output text)
+[[ "$DNS" == "web-$SUFFIX-${SVC#svc-}."*".vpc-lattice-svcs.us-east-1.on.aws" ]] \
+  || fail "get-service dnsEntry.domainName '$DNS' is not web-$SUFFIX-<id>.<label>.vpc-lattice-svcs.us-east-1.on.aws"
+[[ "$DNS" == *.on.aws ]] || fail "dnsEntry.domainName '$DNS' does not end with .on.aws"
+
+step "wait for ACTIVE"
+STATUS="" SNSA_STATUS=""
+for _ in $(seq 1 20); do
+  STATUS=$(aws vpc-lattice get-service --service-identifier "$SVC" --query status --output text)
+  SNSA_STATUS=$(aws vpc-lattice get-service-network-service-association \
+                 --service-network-service-association-identifier "$SNSA" --query status --output text)
+  [[ "$STATUS" == "ACTIVE" && "$SNSA_STATUS" == "ACTIVE" ]] && break
+  sleep 0.2
+done
+expect_eq "$STATUS" "ACTIVE" "get-service status"
+expect_eq "$SNSA_STATUS" "ACTIVE" "get-service-network-service-association status"
+
+step "list with CLI auto-pagination (page size 1)"
+ALL=$(aws vpc-lattice list-services --page-size 1 --query 'items[].id' --output text)
+grep -qw -- "$SVC" <<<"$ALL" || fail "list-services --page-size 1 did not reach $SVC"
+NETS=$(aws vpc-lattice list-service-network-vpc-associations --service-network-identifier "$SN" \
+        --query 'items[].vpcId' --output text)
+expect_eq "$NETS" "$VPC" "list-service-network-vpc-associations vpcId"
+
+step "errors surface as AWS errors"
+if ERR=$(aws vpc-lattice get-service --service-identifier svc-0123456789abcdef0 2>&1); then
+  fail "get-service of an unknown id succeeded: $ERR"
+fi
+grep -q 'ResourceNotFoundException' <<<"$ERR" || fail "unknown service should be ResourceNotFoundException: $ERR"
+
+echo "scenario: OK (service $SVC at $DNS)"
