@@ -1,0 +1,177 @@
+//! The compiled, immutable configuration the data plane runs on. The control plane builds a
+//! [`Snapshot`] from the store (`trellis_control::compile`); the proxy, its DNS responder and its
+//! health checker read it through an `Arc` swapped atomically, and never see the store.
+//!
+//! Everything a request needs is resolved here ahead of time: which services each VPC reaches
+//! (and through which service network), each listener's rules in priority order with target
+//! group IDs already resolved, and each target group's fully defaulted health check. Target
+//! *health* is not part of the snapshot: it changes on its own clock and is published by the
+//! health checker.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::lattice::{HealthCheckConfig, HttpMatch, ListenerProtocol};
+
+/// One compiled configuration, tagged with the store revision it reflects.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// The store revision this snapshot was compiled from.
+    pub revision: i64,
+    /// VPCs associated with at least one service network, by VPC ID.
+    pub vpcs: BTreeMap<String, VpcView>,
+    /// Every service that is associated with at least one service network, by service ID.
+    pub services: BTreeMap<String, Arc<ServiceView>>,
+    /// Every target group, by ID (including unused ones: health checks report `UNUSED`).
+    pub target_groups: BTreeMap<String, Arc<TargetGroupView>>,
+    /// Host names (generated and custom, lowercase) → service ID, for routing by `Host`/SNI.
+    pub hosts: HashMap<String, String>,
+}
+
+/// A VPC, as the data plane sees it: where its clients enter, and what they can reach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VpcView {
+    /// `vpc-…`.
+    pub vpc_id: String,
+    /// `arn:aws:ec2:<region>:<account>:vpc/vpc-…` (for `x-amzn-lattice-network`).
+    pub vpc_arn: String,
+    /// The region the VPC lives in.
+    pub region: String,
+    /// The account that owns it.
+    pub account: String,
+    /// The address its clients reach Lattice at (loopback mode: an ingress address on this
+    /// node), once allocated.
+    pub ingress: Option<IpAddr>,
+    /// The services reachable from this VPC, by service ID. A service reachable through several
+    /// service networks appears once (the first network in ID order).
+    pub reach: BTreeMap<String, Reach>,
+}
+
+/// How a VPC reaches one service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reach {
+    /// The service network through which the VPC reaches the service.
+    pub service_network_id: String,
+    /// Its ARN (for `x-amzn-lattice-target` and access logs).
+    pub service_network_arn: String,
+    /// Whether the VPC's association has private DNS enabled (custom domain names resolve).
+    pub private_dns: bool,
+}
+
+/// A service and its listeners.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceView {
+    /// `svc-…`.
+    pub id: String,
+    /// Its ARN.
+    pub arn: String,
+    /// Its generated DNS name (lowercase).
+    pub dns_name: String,
+    /// Its custom domain name (lowercase), if any.
+    pub custom_domain_name: Option<String>,
+    /// Idle timeout for client and target connections.
+    pub idle_timeout: Duration,
+    /// Listeners, by port.
+    pub listeners: BTreeMap<u16, ListenerView>,
+}
+
+/// A listener: its protocol, its rules in evaluation order, and its default action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerView {
+    /// `listener-…`.
+    pub id: String,
+    /// Its ARN.
+    pub arn: String,
+    /// HTTP, HTTPS or TLS_PASSTHROUGH.
+    pub protocol: ListenerProtocol,
+    /// The port it listens on.
+    pub port: u16,
+    /// Custom rules, sorted by ascending priority (evaluation order).
+    pub rules: Vec<RuleView>,
+    /// What happens when no rule matches.
+    pub default_action: Action,
+}
+
+/// A custom rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleView {
+    /// `rule-…`.
+    pub id: String,
+    /// 1–2000; lower is evaluated first.
+    pub priority: u32,
+    /// What it matches (as the API stores it).
+    pub matcher: HttpMatch,
+    /// What it does.
+    pub action: Action,
+}
+
+/// What a rule does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Answer with this status and no target.
+    Fixed(u16),
+    /// Pick a target group by weight (weights may be 0; at least one entry).
+    Forward(Vec<WeightedTarget>),
+}
+
+/// One target group of a forward action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WeightedTarget {
+    /// `tg-…` (always present in [`Snapshot::target_groups`]).
+    pub target_group_id: String,
+    /// 0–999.
+    pub weight: u32,
+}
+
+/// A target group and its targets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetGroupView {
+    /// `tg-…`.
+    pub id: String,
+    /// Its ARN.
+    pub arn: String,
+    /// The region it lives in.
+    pub region: String,
+    /// The account that owns it.
+    pub account: String,
+    /// `IP`, `INSTANCE`, `LAMBDA` or `ALB`.
+    pub target_type: String,
+    /// `HTTP`, `HTTPS` or `TCP` (absent for Lambda).
+    pub protocol: Option<String>,
+    /// `HTTP1`, `HTTP2` or `GRPC`.
+    pub protocol_version: Option<String>,
+    /// The VPC its targets live in.
+    pub vpc_id: Option<String>,
+    /// Fully defaulted health check (every member present).
+    pub health_check: HealthCheckConfig,
+    /// Whether any listener or rule forwards to it (else its targets are `UNUSED`).
+    pub in_use: bool,
+    /// Registered targets, including draining ones.
+    pub targets: Vec<TargetView>,
+}
+
+/// A registered target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetView {
+    /// As registered (an IP address for IP target groups).
+    pub id: String,
+    /// The port traffic goes to.
+    pub port: u16,
+    /// Where to connect, when `id` is an address.
+    pub addr: Option<SocketAddr>,
+    /// Deregistered and draining since this many milliseconds after the Unix epoch: it gets no
+    /// new requests.
+    pub draining_since_ms: Option<u64>,
+}
+
+impl Snapshot {
+    /// The service a request to `host` (a name, lowercase, without port) on `port` from `vpc_id`
+    /// is for, and how the VPC reaches it. Looks at generated and custom domain names.
+    pub fn find_service(&self, vpc_id: &str, host: &str) -> Option<(&Arc<ServiceView>, &Reach)> {
+        let id = self.hosts.get(host)?;
+        let reach = self.vpcs.get(vpc_id)?.reach.get(id)?;
+        Some((self.services.get(id)?, reach))
+    }
+}

@@ -1,0 +1,193 @@
+//! The data plane: listeners on each associated VPC's ingress address, the request path
+//! (route → select → forward), active health checks, and the DNS responder. It runs on the
+//! [`Snapshot`]s it is handed and never touches the store; what it learns (target health,
+//! targets done draining) it reports through a [`HealthSink`] the composition root implements.
+//!
+//! Modules: `listener` (which sockets are open, accept loops, connection limits and timeouts),
+//! `request` (the request path as named phases), `forward` (upstream pools), `balance`
+//! (weighted and round-robin selection), `error` (errors the proxy makes itself), `health`
+//! (probes and the status machine), `dns` (answers from the snapshot).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use trellis_model::snapshot::Snapshot;
+use trellis_net::Ports;
+
+mod dns;
+mod health;
+mod listener;
+
+/// Settings of the data plane.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Which real port serves each Lattice port (offset below 1024 without root).
+    pub ports: Ports,
+    /// How long a target may take to start answering a request before the client gets a 504.
+    pub response_timeout: Duration,
+    /// How long a client may take to send a whole request head.
+    pub header_read_timeout: Duration,
+    /// No connection lives longer than this (Lattice: 10 minutes).
+    pub max_connection_age: Duration,
+    /// Largest request head accepted, in bytes.
+    pub max_header_bytes: usize,
+    /// Most header fields accepted in a request head.
+    pub max_headers: usize,
+    /// How long a deregistered target drains at most before it is removed.
+    pub deregistration_delay: Duration,
+    /// Lowest health-check interval accepted (AWS: 5 s); tests and demos lower it.
+    pub min_health_check_interval: Duration,
+    /// Loopback mode: targets outside 127.0.0.0/8 and ::1 are never contacted.
+    pub loopback_only: bool,
+}
+
+/// Which target a health fact is about.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetKey {
+    /// `tg-…`.
+    pub target_group_id: String,
+    /// The target's ID as registered.
+    pub target_id: String,
+    /// Its port.
+    pub port: u16,
+}
+
+/// A target's status, as `ListTargets` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HealthStatus {
+    /// Deregistered; finishing requests in flight.
+    Draining,
+    /// Passing checks.
+    Healthy,
+    /// Registered; no check has passed yet.
+    Initial,
+    /// Checks are off, or the target cannot be checked.
+    Unavailable,
+    /// Failing checks.
+    Unhealthy,
+    /// No listener or rule uses the target group.
+    Unused,
+}
+
+/// A target's status and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetHealth {
+    /// The status.
+    pub status: HealthStatus,
+    /// `ListTargets`'s `reasonCode`, if any.
+    pub reason: Option<&'static str>,
+}
+
+/// The health of every target, as the health checker last published it.
+#[derive(Clone, Debug, Default)]
+pub struct HealthTable {
+    /// By target.
+    pub targets: HashMap<TargetKey, TargetHealth>,
+}
+
+/// Requests in flight per target, kept by the request path and read by the health checker
+/// (a draining target is gone once it has none).
+#[derive(Debug, Default)]
+pub struct InFlight {
+    counts: RwLock<HashMap<TargetKey, Arc<AtomicUsize>>>,
+}
+
+/// A change the data plane reports to the control plane.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HealthReport {
+    /// A target's status changed.
+    Status {
+        /// The region and account of its target group.
+        region: String,
+        /// The account.
+        account: String,
+        /// Which target.
+        key: TargetKey,
+        /// Its new health.
+        health: TargetHealth,
+    },
+    /// A draining target has no request in flight (or its delay passed): remove it.
+    Drained {
+        /// The region of its target group.
+        region: String,
+        /// The account.
+        account: String,
+        /// Which target.
+        key: TargetKey,
+    },
+}
+
+/// Where the data plane's reports go (the composition root writes them to the store).
+pub trait HealthSink: Send + Sync + 'static {
+    /// Takes a batch of reports. Must not block: queue and return.
+    fn report(&self, reports: Vec<HealthReport>);
+}
+
+/// Why the data plane stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A socket could not be bound or served.
+    #[error("data plane I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the data plane until `shutdown` completes: listeners and DNS follow `snapshots`, the
+/// health checker probes the targets in them and reports through `sink`.
+pub async fn run(
+    config: ProxyConfig,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    sink: Arc<dyn HealthSink>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let (stop_tx, stop) = watch::channel(false);
+    let (health_tx, health) = watch::channel(Arc::new(HealthTable::default()));
+    let in_flight = Arc::new(InFlight::default());
+    let config = Arc::new(config);
+    let checker = tokio::spawn(health::run(
+        config.clone(),
+        snapshots.clone(),
+        sink,
+        health_tx,
+        in_flight.clone(),
+        stop.clone(),
+    ));
+    let dns = tokio::spawn(dns::run(config.clone(), snapshots.clone(), stop.clone()));
+    let listeners = tokio::spawn(listener::run(config, snapshots, health, in_flight, stop));
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for task in [checker, dns, listeners] {
+        match task.await {
+            Ok(result) => result?,
+            Err(e) => tracing::error!(error = %e, "a data-plane task panicked"),
+        }
+    }
+    Ok(())
+}
+
+/// Completes once the stop signal is raised (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+impl InFlight {
+    /// The counter for a target, created on first use.
+    pub fn counter(&self, key: &TargetKey) -> Arc<AtomicUsize> {
+        if let Some(c) = self.counts.read().unwrap_or_else(|p| p.into_inner()).get(key) {
+            return c.clone();
+        }
+        self.counts.write().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default().clone()
+    }
+
+    /// Requests in flight to a target now.
+    pub fn get(&self, key: &TargetKey) -> usize {
+        self.counts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .map_or(0, |c| c.load(std::sync::atomic::Ordering::Acquire))
+    }
+}
