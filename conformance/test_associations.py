@@ -239,3 +239,18 @@ def test_snsa_get_unknown(lattice):
     with raises(lattice, "ResourceNotFoundException", resourceType="SERVICE_NETWORK_SERVICE_ASSOCIATION",
                 resourceId="snsa-0123456789abcdef0"):
         get_snsa(lattice, "snsa-0123456789abcdef0")
+
+
+def test_security_group_in_use_cannot_be_deleted(lattice, ec2, res, sn, vpc):
+    """A security group a VPC association uses is a dependency: EC2 refuses to delete it."""
+    first, second = res.sg(vpc), res.sg(vpc)
+    r = res.snva(sn["id"], vpc, securityGroupIds=[first])
+    with raises(ec2, "DependencyViolation", 400):
+        ec2.delete_security_group(GroupId=first)
+    lattice.update_service_network_vpc_association(serviceNetworkVpcAssociationIdentifier=r["id"],
+                                                   securityGroupIds=[second])
+    with raises(ec2, "DependencyViolation", 400):
+        ec2.delete_security_group(GroupId=second)
+    ec2.delete_security_group(GroupId=first)
+    lattice.delete_service_network_vpc_association(serviceNetworkVpcAssociationIdentifier=r["id"])
+    ec2.delete_security_group(GroupId=second)

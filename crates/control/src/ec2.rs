@@ -65,12 +65,12 @@ pub(crate) struct Req<'a> {
     params: HashMap<String, String>,
 }
 
-/// Handles one EC2 query-protocol request, given its form parameters.
 /// Whether a request changes state (and so takes its turn to write).
 pub(crate) fn is_write(form: &[(String, String)]) -> bool {
     form.iter().any(|(k, v)| k == "Action" && !v.starts_with("Describe"))
 }
 
+/// Handles one EC2 query-protocol request, given its form parameters.
 pub(crate) async fn handle(state: &ControlState, ctx: &Ctx, form: Vec<(String, String)>) -> Response {
     let params: HashMap<String, String> = form.into_iter().collect();
     let action = params.get("Action").cloned().unwrap_or_default();

@@ -1,6 +1,10 @@
 //! The typed layer over the store: resources are JSON values under the keys of [`crate::keys`];
 //! every API call that writes does so in one compare-and-swap transaction, retried when another
 //! call changed what it read.
+//!
+//! One rule keeps guards sound: read a counter *before* the listing it guards. A transaction
+//! compares the counter, not the listing; an entry added between the two reads moves the
+//! counter only if the counter was read first.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -15,6 +19,8 @@ pub(crate) enum RepoError {
     Decode { key: String, source: serde_json::Error },
     #[error("gave up after {0} attempts: the resources kept changing underneath")]
     Contention(usize),
+    #[error("store holds a corrupt value: {0}")]
+    Corrupt(String),
 }
 
 /// A value read from the store, with the revision to compare against when writing it back.
@@ -54,7 +60,12 @@ pub(crate) async fn load_index(store: &dyn Store, key: &str) -> Result<Option<St
 pub(crate) async fn counter(store: &dyn Store, key: String) -> Result<Counter, RepoError> {
     let kv = store.get(&key).await?;
     let (value, revision) = match kv {
-        Some(kv) => (String::from_utf8_lossy(&kv.value).parse().unwrap_or(0), kv.mod_revision),
+        Some(kv) => {
+            let text = String::from_utf8_lossy(&kv.value);
+            // A counter that does not parse would read as 0 and pass every delete guard.
+            let value = text.parse().map_err(|_| RepoError::Corrupt(format!("counter {key} holds {text:?}")))?;
+            (value, kv.mod_revision)
+        }
         None => (0, 0),
     };
     Ok(Counter { key, value, revision })
@@ -175,7 +186,9 @@ impl Tx {
     /// Moves a counter by `delta`, if nobody moved it since it was read.
     pub(crate) fn count(&mut self, counter: &Counter, delta: i64) {
         self.require_unchanged(counter.key.clone(), counter.revision);
-        let value = (counter.value as i64 + delta).max(0);
+        let value = counter.value as i64 + delta;
+        debug_assert!(value >= 0, "counter {} would go below zero", counter.key);
+        let value = value.max(0);
         self.ops.push(Op::Put(counter.key.clone(), value.to_string().into_bytes()));
     }
 

@@ -8,6 +8,7 @@ use trellis_model::Kind;
 use super::Req;
 use super::error::{Code, Ec2Error};
 use crate::repo;
+use crate::keys::{key_of_token as decode, token_of as encode};
 
 /// Where a page starts and how long it is.
 #[derive(Debug)]
@@ -81,7 +82,6 @@ pub(crate) async fn candidates<T: DeserializeOwned>(
     if missing.is_empty() { Ok(found) } else { Err(Ec2Error::not_found(kind, &missing)) }
 }
 
-use crate::keys::{key_of_token as decode, token_of as encode};
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,8 @@ use trellis_model::lattice::Tags;
 use super::error::{Code, Ec2Error};
 use super::xml::Xml;
 use super::{Req, returned_true};
+use trellis_store::StoreExt;
+
 use crate::repo::{self, Attempts, Tx};
 
 /// Tags per resource.
@@ -107,36 +109,61 @@ fn resources(req: &Req<'_>) -> Result<Vec<(Kind, String)>, Ec2Error> {
     Ok(out)
 }
 
-/// Applies `edit` to the tags of every resource in one transaction.
+/// Applies `edit` to the tags of every resource. All must exist (else nothing changes). EC2
+/// takes up to 1000 resources in one call, more than one store transaction may hold (etcd's
+/// limit is 128 operations), so they are written in transactions of [`CHUNK`]; EC2 makes no
+/// promise that a tagging call is all-or-nothing either.
 async fn retag_all(
     req: &Req<'_>,
     resources: &[(Kind, String)],
     edit: &(dyn Fn(&mut Tags) -> Result<(), Ec2Error> + Sync),
 ) -> Result<(), Ec2Error> {
-    let mut attempts = Attempts::default();
-    loop {
-        let mut tx = Tx::default();
+    const CHUNK: usize = 100;
+    if resources.len() > CHUNK {
+        // Check them all first, so that a missing one changes nothing.
         let mut missing: Vec<(Kind, &str)> = Vec::new();
         for (kind, id) in resources {
-            let key = req.keys.res(*kind, id);
-            let found = match kind {
-                Kind::Vpc => retag::<Vpc>(req, &mut tx, &key, |v| &mut v.tags, edit).await?,
-                Kind::Subnet => retag::<Subnet>(req, &mut tx, &key, |s| &mut s.tags, edit).await?,
-                _ => retag::<SecurityGroup>(req, &mut tx, &key, |g| &mut g.tags, edit).await?,
-            };
-            if !found {
+            if req.store().get(&req.keys.res(*kind, id)).await.map_err(crate::repo::RepoError::from)?.is_none() {
                 missing.push((*kind, id));
             }
         }
-        if let Some((kind, _)) = missing.first() {
-            let ids: Vec<&str> = missing.iter().filter(|(k, _)| k == kind).map(|(_, id)| *id).collect();
-            return Err(Ec2Error::not_found(*kind, &ids));
-        }
-        req.check_dry_run()?;
-        if attempts.commit(req.store(), tx).await? {
-            return Ok(());
+        if let Some(e) = not_found(&missing) {
+            return Err(e);
         }
     }
+    for chunk in resources.chunks(CHUNK) {
+        let mut attempts = Attempts::default();
+        loop {
+            let mut tx = Tx::default();
+            let mut missing: Vec<(Kind, &str)> = Vec::new();
+            for (kind, id) in chunk {
+                let key = req.keys.res(*kind, id);
+                let found = match kind {
+                    Kind::Vpc => retag::<Vpc>(req, &mut tx, &key, |v| &mut v.tags, edit).await?,
+                    Kind::Subnet => retag::<Subnet>(req, &mut tx, &key, |s| &mut s.tags, edit).await?,
+                    _ => retag::<SecurityGroup>(req, &mut tx, &key, |g| &mut g.tags, edit).await?,
+                };
+                if !found {
+                    missing.push((*kind, id));
+                }
+            }
+            if let Some(e) = not_found(&missing) {
+                return Err(e);
+            }
+            req.check_dry_run()?;
+            if attempts.commit(req.store(), tx).await? {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The error for the resources found missing (those of the first missing kind), if any.
+fn not_found(missing: &[(Kind, &str)]) -> Option<Ec2Error> {
+    let (kind, _) = missing.first()?;
+    let ids: Vec<&str> = missing.iter().filter(|(k, _)| k == kind).map(|(_, id)| *id).collect();
+    Some(Ec2Error::not_found(*kind, &ids))
 }
 
 /// Adds to `tx` the update of one record's tags; `false` if it does not exist.

@@ -22,12 +22,6 @@ pub(crate) use vpc::{
     create as create_vpc, delete as delete_vpc, get as get_vpc, list as list_vpc, update as update_vpc,
 };
 
-/// Reads a service network or answers `ResourceNotFoundException`.
-async fn find_sn(req: &Req<'_>, id: &str) -> Result<repo::Versioned<ServiceNetwork>, ApiError> {
-    repo::load(req.store(), &req.keys.res(Kind::ServiceNetwork, id))
-        .await?
-        .ok_or_else(|| ApiError::not_found(Kind::ServiceNetwork, id))
-}
 
 /// Service networks read while rendering a listing, each read once.
 #[derive(Default)]

@@ -177,6 +177,10 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
     loop {
         let read = find(req, &service_id, &listener_id).await?;
         let listener = &read.value;
+        // Counters before the listing they guard (see `repo`): a rule created after this read
+        // moves the counter and fails our commit, instead of slipping past the listing.
+        let listeners = repo::counter(store, req.keys.counter(KIND.prefix(), &service_id)).await?;
+        let rule_count = repo::counter(store, req.keys.counter(Kind::Rule.prefix(), &listener.id)).await?;
         let (rules, _) = repo::list::<Rule>(store, &req.keys.rules(&listener.id), None, 0).await?;
         let none = BTreeSet::new();
         let mut ledger = TgLedger::new(req, &service_id).await?;
@@ -184,8 +188,6 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
         for rule in &rules {
             ledger.change(req, &rule.value.id, &target_groups(&rule.value.action), &none).await?;
         }
-        let listeners = repo::counter(store, req.keys.counter(KIND.prefix(), &service_id)).await?;
-        let rule_count = repo::counter(store, req.keys.counter(Kind::Rule.prefix(), &listener.id)).await?;
         let mut tx = Tx::default();
         tx.delete_read(&read);
         tx.delete(req.keys.name(KIND, &service_id, &listener.name));

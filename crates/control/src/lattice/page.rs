@@ -2,6 +2,7 @@
 //! encodes the last key returned. Tokens are stable, never repeat, and are absent at the end.
 
 use super::{ApiError, Req};
+use crate::keys::{key_of_token as decode, token_of as encode};
 
 /// Where a page starts and how long it is.
 #[derive(Clone, Debug)]
@@ -44,7 +45,6 @@ impl Page {
     }
 }
 
-use crate::keys::{key_of_token as decode, token_of as encode};
 
 #[cfg(test)]
 mod tests {

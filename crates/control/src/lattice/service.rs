@@ -236,7 +236,8 @@ pub(crate) async fn find(req: &Req<'_>, id: &str) -> Result<Versioned<Service>, 
     repo::load(req.store(), &req.keys.res(KIND, id)).await?.ok_or_else(|| ApiError::not_found(KIND, id))
 }
 
-fn dns_entry(req: &Req<'_>, svc: &Service) -> serde_json::Value {
+/// A service's `dnsEntry`.
+pub(crate) fn dns_entry(req: &Req<'_>, svc: &Service) -> serde_json::Value {
     json!({ "domainName": svc.dns_name, "hostedZoneId": req.state.config.hosted_zone_id })
 }
 

@@ -45,7 +45,6 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
         if let Some(reply) = token.replay(store).await? {
             return Ok(reply);
         }
-        let counter = Quota::ServiceNetworks.check(req, req.keys.counter(KIND.prefix(), ""), 1, KIND, None).await?;
         let name_key = req.keys.name(KIND, "", &input.name);
         if let Some(existing) = repo::load_index(store, &name_key).await? {
             return Err(ApiError::conflict(
@@ -54,6 +53,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
                 format!("A service network named {} already exists", input.name),
             ));
         }
+        let counter = Quota::ServiceNetworks.check(req, req.keys.counter(KIND.prefix(), ""), 1, KIND, None).await?;
         let id = KIND.new_id();
         let now = crate::now();
         let sn = ServiceNetwork {
@@ -184,7 +184,7 @@ pub(crate) async fn cascade_policy_and_logs(req: &Req<'_>, tx: &mut Tx, resource
     Ok(())
 }
 
-async fn find(req: &Req<'_>, id: &str) -> Result<repo::Versioned<ServiceNetwork>, ApiError> {
+pub(crate) async fn find(req: &Req<'_>, id: &str) -> Result<repo::Versioned<ServiceNetwork>, ApiError> {
     repo::load(req.store(), &req.keys.res(KIND, id)).await?.ok_or_else(|| ApiError::not_found(KIND, id))
 }
 

@@ -18,7 +18,7 @@ use super::super::page::Page;
 use super::super::quota::Quota;
 use super::super::target_group::{scan, scan_refs};
 use super::super::{ApiError, Reply, Req};
-use super::{Networks, find_sn};
+use super::Networks;
 use crate::keys::rel;
 use crate::repo::{self, Attempts, Tx};
 
@@ -46,8 +46,8 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
         if let Some(reply) = token.replay(store).await? {
             return Ok(reply);
         }
-        let sn = find_sn(req, &sn_id).await?;
-        let svc = find_service(req, &svc_id).await?;
+        let sn = super::super::service_network::find(req, &sn_id).await?;
+        let svc = super::super::service::find(req, &svc_id).await?;
         let pair_key = req.keys.reference(rel::SN_SVC_PAIR, &sn_id, &svc_id);
         if let Some(existing) = repo::load_index(store, &pair_key).await? {
             return Err(ApiError::conflict(
@@ -101,7 +101,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
             "arn": snsa.arn,
             "createdBy": snsa.created_by,
             "customDomainName": svc.value.custom_domain_name,
-            "dnsEntry": dns_entry(req, &svc.value),
+            "dnsEntry": super::super::service::dns_entry(req, &svc.value),
         });
         let reply = token.remember(&mut tx, StatusCode::OK, body, &id);
         if attempts.commit(store, tx).await? {
@@ -187,17 +187,6 @@ async fn find(req: &Req<'_>, id: &str) -> Result<repo::Versioned<ServiceNetworkS
     repo::load(req.store(), &req.keys.res(KIND, id)).await?.ok_or_else(|| ApiError::not_found(KIND, id))
 }
 
-async fn find_service(req: &Req<'_>, id: &str) -> Result<repo::Versioned<Service>, ApiError> {
-    repo::load(req.store(), &req.keys.res(Kind::Service, id))
-        .await?
-        .ok_or_else(|| ApiError::not_found(Kind::Service, id))
-}
-
-/// `{domainName, hostedZoneId}` of a service's generated name.
-fn dns_entry(req: &Req<'_>, svc: &Service) -> serde_json::Value {
-    json!({ "domainName": svc.dns_name, "hostedZoneId": req.state.config.hosted_zone_id })
-}
-
 /// The members Get and List share (all but `createdAt`, which the caller adds). The service
 /// and network exist while the association does (their deletes are refused until then); if
 /// one vanished anyway, its name and DNS members are left out.
@@ -219,7 +208,7 @@ async fn summary(
         "serviceNetworkId": a.service_network_id,
         "serviceNetworkName": sn.map(|s| &s.name),
         "serviceNetworkArn": req.arn(Kind::ServiceNetwork, &[], &a.service_network_id),
-        "dnsEntry": svc.as_ref().map(|s| dns_entry(req, s)),
+        "dnsEntry": svc.as_ref().map(|s| super::super::service::dns_entry(req, s)),
         "customDomainName": svc.as_ref().and_then(|s| s.custom_domain_name.as_ref()),
     }))
 }

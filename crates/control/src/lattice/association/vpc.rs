@@ -18,7 +18,7 @@ use super::super::page::Page;
 use super::super::quota::Quota;
 use super::super::target_group::{find_vpc, one_of, scan, scan_refs};
 use super::super::{ApiError, Reply, Req};
-use super::{Networks, find_sn};
+use super::Networks;
 use crate::keys::rel;
 use crate::repo::{self, Attempts, Tx};
 
@@ -40,7 +40,8 @@ struct CreateServiceNetworkVpcAssociationRequest {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct UpdateServiceNetworkVpcAssociationRequest {
-    security_group_ids: Option<Vec<String>>,
+    /// Required by the model (botocore refuses to send without it).
+    security_group_ids: Vec<String>,
     private_dns_enabled: Option<bool>,
     dns_options: Option<DnsOptions>,
 }
@@ -64,10 +65,12 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
         if let Some(reply) = token.replay(store).await? {
             return Ok(reply);
         }
-        let sn = find_sn(req, &sn_id).await?;
+        let sn = super::super::service_network::find(req, &sn_id).await?;
         let vpc = find_vpc(req, &vpc_id).await?;
         let mut tx = Tx::default();
-        check_security_groups(req, &vpc_id, security_groups.as_deref().unwrap_or_default(), &mut tx).await?;
+        let groups = security_groups.as_deref().unwrap_or_default();
+        check_security_groups(req, &vpc_id, groups, &mut tx).await?;
+        shift_sg_users(req, &mut tx, &[], groups).await?;
         let vpc_counter = repo::counter(store, req.keys.counter(rel::VPC_SNVA, &vpc_id)).await?;
         if vpc_counter.value() > 0 {
             let existing = repo::list_index(store, &req.keys.references(rel::VPC_SNVA, &vpc_id)).await?;
@@ -190,7 +193,7 @@ pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
 pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
     let id = req.path_id(0, "serviceNetworkVpcAssociationIdentifier", KIND)?;
     let input: UpdateServiceNetworkVpcAssociationRequest = req.input()?;
-    let security_groups = input.security_group_ids.as_deref().map(|ids| check_sg_ids(ids, 1)).transpose()?;
+    let groups = check_sg_ids(&input.security_group_ids, 1)?;
     if let Some(options) = &input.dns_options {
         check_dns_options(options)?;
     }
@@ -200,10 +203,9 @@ pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
         let read = find(req, &id).await?;
         let mut a = read.value.clone();
         let mut tx = Tx::default();
-        if let Some(groups) = &security_groups {
-            check_security_groups(req, &a.vpc_id, groups, &mut tx).await?;
-            a.security_group_ids = Some(groups.clone());
-        }
+        check_security_groups(req, &a.vpc_id, &groups, &mut tx).await?;
+        shift_sg_users(req, &mut tx, a.security_group_ids.as_deref().unwrap_or_default(), &groups).await?;
+        a.security_group_ids = Some(groups.clone());
         if let Some(enabled) = input.private_dns_enabled {
             a.private_dns_enabled = enabled;
         }
@@ -241,6 +243,7 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
         tx.delete(req.keys.reference(rel::VPC_SNVA, &a.vpc_id, &id));
         tx.count(&sn_counter, -1);
         tx.count(&vpc_counter, -1);
+        shift_sg_users(req, &mut tx, a.security_group_ids.as_deref().unwrap_or_default(), &[]).await?;
         if attempts.commit(store, tx).await? {
             return Ok(Reply::ok(json!({ "id": id, "status": Status::DeleteInProgress, "arn": a.arn })));
         }
@@ -282,6 +285,18 @@ async fn check_security_groups(req: &Req<'_>, vpc_id: &str, ids: &[String], tx: 
             ));
         }
         tx.require_unchanged(sg.key, sg.revision);
+    }
+    Ok(())
+}
+
+/// Moves the `sg-users` counters (what EC2's DeleteSecurityGroup guards on) of the groups an
+/// association stops and starts using.
+async fn shift_sg_users(req: &Req<'_>, tx: &mut Tx, before: &[String], after: &[String]) -> Result<(), ApiError> {
+    for (groups, others, delta) in [(before, after, -1), (after, before, 1)] {
+        for sg in groups.iter().filter(|g| !others.contains(g)) {
+            let users = repo::counter(req.store(), req.keys.counter(crate::ec2::rel::SG_USERS, sg)).await?;
+            tx.count(&users, delta);
+        }
     }
     Ok(())
 }

@@ -199,13 +199,14 @@ impl TgState {
 /// counter. (A target group serves one service only, so all its users go with the service.)
 pub(crate) async fn retire_service(req: &Req<'_>, tx: &mut Tx, service_id: &str) -> Result<(), ApiError> {
     let store = req.store();
+    // The counter before the listing it guards (see `repo`).
+    let used = repo::counter(store, req.keys.counter(rel::SVC_TG, service_id)).await?;
     for tg in repo::list_index(store, &req.keys.references(rel::SVC_TG, service_id)).await? {
         let users = repo::counter(store, req.keys.counter(rel::TG_USERS, &tg)).await?;
         tx.count(&users, -(users.value() as i64));
         tx.delete_prefix(req.keys.references(rel::TG_USERS, &tg));
     }
     tx.delete_prefix(req.keys.references(rel::SVC_TG, service_id));
-    let used = repo::counter(store, req.keys.counter(rel::SVC_TG, service_id)).await?;
     tx.retire(&used);
     Ok(())
 }
