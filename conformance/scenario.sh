@@ -109,4 +109,27 @@ if ERR=$(aws vpc-lattice get-service --service-identifier svc-0123456789abcdef0 
 fi
 grep -q 'ResourceNotFoundException' <<<"$ERR" || fail "unknown service should be ResourceNotFoundException: $ERR"
 
+step "serve a real target and reach it through the proxy"
+TRELLIS=${TRELLIS_BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/debug/trellis}
+WEB_DIR=$(mktemp -d)
+echo "hello from the target" > "$WEB_DIR/index.html"
+WEB_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 -m http.server "$WEB_PORT" --bind 127.0.0.1 --directory "$WEB_DIR" >/dev/null 2>&1 &
+WEB_PID=$!
+trap 'kill "$WEB_PID" 2>/dev/null; rm -rf "$WEB_DIR"' EXIT
+aws vpc-lattice register-targets --target-group-identifier "$TG" --targets "id=127.0.0.1,port=$WEB_PORT" >/dev/null
+INGRESS=$("$TRELLIS" vpc ingress "$VPC" --endpoint "$TRELLIS_ENDPOINT" 2>/dev/null)
+[[ "$INGRESS" == 127.* ]] || fail "trellis vpc ingress $VPC printed '$INGRESS', not a loopback address"
+OFFSET=$(curl -s "$TRELLIS_ENDPOINT/_trellis/vpcs/$VPC/ingress" | python3 -c 'import json,sys; print(json.load(sys.stdin)["lowPortOffset"])')
+PORT=$((80 + OFFSET))
+BODY=""
+for _ in $(seq 1 50); do
+  BODY=$(curl -s -m 5 --resolve "$DNS:$PORT:$INGRESS" "http://$DNS:$PORT/") && [[ "$BODY" == "hello from the target" ]] && break
+  sleep 0.1
+done
+expect_eq "$BODY" "hello from the target" "curl http://$DNS/ through the proxy"
+if NONE=$("$TRELLIS" vpc ingress vpc-0123456789abcdef0 --endpoint "$TRELLIS_ENDPOINT" 2>&1); then
+  fail "trellis vpc ingress of an unassociated VPC succeeded: $NONE"
+fi
+
 echo "scenario: OK (service $SVC at $DNS)"

@@ -31,12 +31,13 @@ enum Service {
     Lattice,
 }
 
-pub(crate) fn router(state: ControlState) -> Router {
+pub(crate) fn router(state: ControlState, extra: Router) -> Router {
     Router::new()
         .route("/_trellis/health", get(health))
         .fallback(aws)
-        .layer(middleware::from_fn_with_state(state.clone(), refuse_forgeries))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(extra)
+        .layer(middleware::from_fn_with_state(state, refuse_forgeries))
 }
 
 async fn health() -> &'static str {

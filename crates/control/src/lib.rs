@@ -13,8 +13,11 @@ use std::sync::Arc;
 use axum::Router;
 use trellis_store::Store;
 
+pub mod compile;
 mod dispatch;
 pub mod ec2;
+pub mod health;
+pub mod ingress;
 mod keys;
 pub mod lattice;
 mod repo;
@@ -90,16 +93,23 @@ impl ControlState {
 
 /// Builds the API.
 pub fn router(state: ControlState) -> Router {
-    dispatch::router(state)
+    dispatch::router(state, Router::new())
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
+/// Builds the API with more of Trellis's own endpoints (under `/_trellis/`) from the
+/// composition root; they get the same protection against forged requests.
+pub fn router_with(state: ControlState, extra: Router) -> Router {
+    dispatch::router(state, extra)
+}
+
+/// Serves `router` (from [`router`] or [`router_with`]) on `listener` until `shutdown`
+/// completes, then finishes in-flight requests.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: ControlState,
+    router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
 impl Default for Quotas {

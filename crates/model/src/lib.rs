@@ -12,6 +12,7 @@ pub mod ec2;
 pub mod id;
 pub mod lattice;
 pub mod name;
+pub mod route;
 pub mod snapshot;
 pub mod time;
 

@@ -63,7 +63,8 @@ impl IngressRange {
     pub fn allocate(&self, taken: impl Fn(IpAddr) -> bool) -> Result<IpAddr, Error> {
         for n in self.first + 1..self.last {
             let ip = IpAddr::V4(Ipv4Addr::from(n));
-            let reserved = matches!(ip, IpAddr::V4(v4) if v4 == Ipv4Addr::new(127, 0, 0, 1) || v4 == Ipv4Addr::new(127, 0, 0, 53));
+            let reserved =
+                matches!(ip, IpAddr::V4(v4) if v4 == Ipv4Addr::new(127, 0, 0, 1) || v4 == Ipv4Addr::new(127, 0, 0, 53));
             if !reserved && !taken(ip) {
                 return Ok(ip);
             }

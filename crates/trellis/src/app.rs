@@ -1,6 +1,7 @@
-//! Wiring: opens the store in the data directory, binds the API socket and serves until a
-//! shutdown signal. Binding happens in [`build`], never at configuration time, so that callers
-//! (and tests) can bind port 0 and read the address back.
+//! Wiring: opens the store in the data directory, binds the API socket, and runs the API, the
+//! snapshot compiler and the data plane until a shutdown signal. Binding happens in [`build`],
+//! never at configuration time, so that callers (and tests) can bind port 0 and read the
+//! address back.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,15 +9,24 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::sync::watch;
 use trellis_control::{ControlConfig, ControlState};
-use trellis_store::SqliteStore;
+use trellis_model::snapshot::Snapshot;
+use trellis_store::{SqliteStore, Store};
 
 use crate::config::Config;
 
 /// A server with its sockets bound, ready to run.
 pub struct Bound {
     listener: tokio::net::TcpListener,
-    state: ControlState,
+    router: axum::Router,
+    store: Arc<dyn Store>,
+    config: Config,
+    snapshots: watch::Sender<Arc<Snapshot>>,
 }
 
 /// Opens the store and binds the API.
@@ -31,6 +41,7 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
         .with_context(|| format!("restricting {}", config.data_dir.display()))?;
     let path = config.data_dir.join("store.db");
     let store = SqliteStore::open(&path, config.durability).with_context(|| format!("opening {}", path.display()))?;
+    let store: Arc<dyn Store> = Arc::new(store);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the API to {}", config.listen))?;
@@ -42,8 +53,12 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
         allowed_hosts: config.allowed_hosts(listener.local_addr().context("reading the bound address")?),
         quotas: config.quotas.clone(),
     };
-    let state = ControlState::new(Arc::new(store), control);
-    Ok(Bound { listener, state })
+    let (snapshots, _) = watch::channel(Arc::new(Snapshot::default()));
+    let ours = axum::Router::new()
+        .route("/_trellis/vpcs/{vpc}/ingress", get(vpc_ingress))
+        .with_state(Ingress { snapshots: snapshots.subscribe(), offset: config.proxy.ports.low_port_offset });
+    let router = trellis_control::router_with(ControlState::new(store.clone(), control), ours);
+    Ok(Bound { listener, router, store, config, snapshots })
 }
 
 impl Bound {
@@ -55,9 +70,78 @@ impl Bound {
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
     pub async fn wait_termination(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
-        tracing::info!(%addr, "Trellis API listening");
-        trellis_control::serve(self.listener, self.state, shutdown).await.context("serving the API")?;
+        let Self { listener, router, store, config, snapshots } = self;
+        let (stop_tx, stop) = watch::channel(false);
+        let compiler = tokio::spawn(crate::watch::run(
+            store.clone(),
+            config.node.clone(),
+            config.ingress_range,
+            snapshots.clone(),
+            stop.clone(),
+        ));
+        let (sink, drain_reports) = crate::watch::StoreSink::new(store, config.node.clone());
+        let reports = tokio::spawn(drain_reports);
+        let mut proxy_stop = stop.clone();
+        let proxy = tokio::spawn(trellis_proxy::run(config.proxy.clone(), snapshots.subscribe(), sink, async move {
+            let _ = proxy_stop.wait_for(|s| *s).await;
+        }));
+        tracing::info!(%addr, node = %config.node, "Trellis API listening");
+        let mut api_stop = stop.clone();
+        let served = trellis_control::serve(listener, router, async move {
+            let _ = api_stop.wait_for(|s| *s).await;
+        });
+        let stop_on_signal = async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
+        let (served, ()) = tokio::join!(served, stop_on_signal);
+        served.context("serving the API")?;
+        let _ = compiler.await;
+        match proxy.await {
+            Ok(result) => result.context("running the data plane")?,
+            Err(e) => anyhow::bail!("the data plane panicked: {e}"),
+        }
+        // The sink's task ends once the data plane (its last sender) is gone.
+        let _ = reports.await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct Ingress {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    offset: u16,
+}
+
+/// `GET /_trellis/vpcs/{vpc}/ingress`: where clients in that VPC reach Lattice.
+async fn vpc_ingress(State(ingress): State<Ingress>, Path(vpc): Path<String>) -> Response {
+    let snapshot = ingress.snapshots.borrow().clone();
+    let found = snapshot.vpcs.get(&vpc).and_then(|v| v.ingress.map(|ip| (v, ip)));
+    match found {
+        Some((view, ip)) => {
+            let ports: std::collections::BTreeSet<u16> = view
+                .reach
+                .keys()
+                .filter_map(|id| snapshot.services.get(id))
+                .flat_map(|s| s.listeners.keys().copied())
+                .collect();
+            let dns_port = if ingress.offset == 0 { 53 } else { 53 + ingress.offset };
+            axum::Json(serde_json::json!({
+                "vpcId": vpc,
+                "address": ip.to_string(),
+                "dnsPort": dns_port,
+                "lowPortOffset": ingress.offset,
+                "listenerPorts": ports,
+            }))
+            .into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({
+                "message": format!("VPC {vpc} has no ingress address: it is not associated with any service network"),
+            })),
+        )
+            .into_response(),
     }
 }

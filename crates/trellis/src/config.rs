@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use std::time::Duration;
+
 use trellis_control::Quotas;
+use trellis_net::{IngressRange, Ports};
+use trellis_proxy::ProxyConfig;
 use trellis_store::Durability;
 
 /// Where environment variables come from.
@@ -57,6 +61,36 @@ pub struct RawConfig {
     pub allowed_hosts: Option<Vec<String>>,
     /// Quotas (spec §7); each defaults to AWS's default.
     pub quotas: RawQuotas,
+    /// This node's name in the store (default: the host name).
+    pub node: Option<String>,
+    /// The loopback block VPC ingress addresses come from (default: a /24 derived from the
+    /// data directory, so that installations side by side never collide).
+    pub ingress_range: Option<String>,
+    /// Runtime worker threads (default: one per core).
+    pub worker_threads: Option<usize>,
+    /// Data-plane settings.
+    pub proxy: RawProxy,
+}
+
+/// Data-plane settings as written in the TOML file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawProxy {
+    /// Added to Lattice ports below 1024 when not running as root (default 10000; DNS → 10053).
+    pub low_port_offset: Option<u16>,
+    /// Seconds a target may take to start answering before the client gets 504 (default 60).
+    pub response_timeout_seconds: Option<u64>,
+    /// Seconds a client may take to send a whole request head (default 10).
+    pub header_read_timeout_seconds: Option<u64>,
+    /// Largest request head in bytes (default 65536).
+    pub max_header_bytes: Option<usize>,
+    /// Most header fields in a request head (default 100).
+    pub max_headers: Option<usize>,
+    /// Seconds a deregistered target drains at most (default 60).
+    pub deregistration_delay_seconds: Option<u64>,
+    /// Lowest health-check interval in milliseconds (default 5000, AWS's floor). A Trellis
+    /// extension for tests and demos: lower it to see health transitions quickly.
+    pub min_health_check_interval_ms: Option<u64>,
 }
 
 /// Quotas as written in the TOML file.
@@ -98,6 +132,14 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     /// Quotas.
     pub quotas: Quotas,
+    /// This node's name.
+    pub node: String,
+    /// Where VPC ingress addresses come from.
+    pub ingress_range: IngressRange,
+    /// Runtime worker threads (`None`: one per core).
+    pub worker_threads: Option<usize>,
+    /// Data-plane settings.
+    pub proxy: ProxyConfig,
 }
 
 // === impl RawConfig ===
@@ -127,6 +169,25 @@ impl RawConfig {
             if let Some(v) = s(name) {
                 *field = Some(v);
             }
+        }
+        if let Some(v) = s("NODE") {
+            self.node = Some(v);
+        }
+        if let Some(v) = s("INGRESS_RANGE") {
+            self.ingress_range = Some(v);
+        }
+        let num = |name: &str| -> anyhow::Result<Option<u64>> {
+            s(name).map(|v| v.parse().with_context(|| format!("TRELLIS_{name}={v:?} is not a number"))).transpose()
+        };
+        let p = &mut self.proxy;
+        if let Some(v) = num("LOW_PORT_OFFSET")? {
+            p.low_port_offset = Some(u16::try_from(v).context("TRELLIS_LOW_PORT_OFFSET is too large")?);
+        }
+        p.response_timeout_seconds = num("RESPONSE_TIMEOUT_SECONDS")?.or(p.response_timeout_seconds);
+        p.deregistration_delay_seconds = num("DEREGISTRATION_DELAY_SECONDS")?.or(p.deregistration_delay_seconds);
+        p.min_health_check_interval_ms = num("MIN_HEALTH_CHECK_INTERVAL_MS")?.or(p.min_health_check_interval_ms);
+        if let Some(v) = num("WORKER_THREADS")? {
+            self.worker_threads = Some(usize::try_from(v).context("TRELLIS_WORKER_THREADS is too large")?);
         }
         if let Some(v) = s("ALLOWED_HOSTS") {
             self.allowed_hosts = Some(v.split(',').map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect());
@@ -192,7 +253,53 @@ impl RawConfig {
                 .service_associations_per_service_network
                 .unwrap_or(defaults.service_associations_per_service_network),
         };
+        // Every API call is one store transaction, within etcd's limit of 128 operations;
+        // these quotas bound the biggest ones (DeleteListener, BatchUpdateRule, DeleteService).
+        for (name, value, max) in [
+            ("listeners_per_service", quotas.listeners_per_service, 10),
+            ("rules_per_listener", quotas.rules_per_listener, 10),
+            ("target_groups_per_service", quotas.target_groups_per_service, 10),
+        ] {
+            if value > max {
+                bail!("quota {name} = {value} is above {max}, the most one store transaction can carry");
+            }
+        }
+        let node = match self.node {
+            Some(node) => node,
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "local".to_owned()),
+        };
+        if node.is_empty() || !node.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+            bail!("node name {node:?} must be letters, digits, '-', '_' or '.'");
+        }
+        let ingress_range = match &self.ingress_range {
+            Some(range) => IngressRange::parse(range)?,
+            None => IngressRange::parse(&default_ingress_range(&data_dir))?,
+        };
+        let p = self.proxy;
+        let is_root = process_is_root();
+        let proxy = ProxyConfig {
+            ports: Ports::for_process(is_root, p.low_port_offset.unwrap_or(10_000)),
+            response_timeout: Duration::from_secs(p.response_timeout_seconds.unwrap_or(60)),
+            header_read_timeout: Duration::from_secs(p.header_read_timeout_seconds.unwrap_or(10)),
+            max_connection_age: Duration::from_secs(600),
+            max_header_bytes: p.max_header_bytes.unwrap_or(64 * 1024),
+            max_headers: p.max_headers.unwrap_or(100),
+            deregistration_delay: Duration::from_secs(p.deregistration_delay_seconds.unwrap_or(60)),
+            min_health_check_interval: Duration::from_millis(p.min_health_check_interval_ms.unwrap_or(5000)),
+            loopback_only: true,
+        };
+        if self.worker_threads == Some(0) {
+            bail!("worker_threads must be at least 1");
+        }
         Ok(Config {
+            worker_threads: self.worker_threads,
+            node,
+            ingress_range,
+            proxy,
             data_dir,
             listen,
             region,
@@ -205,6 +312,26 @@ impl RawConfig {
             quotas,
         })
     }
+}
+
+/// A /24 inside 127.64.0.0/10 picked by a hash of the data directory, so that installations
+/// with different data directories get different ingress ranges without any configuration.
+fn default_ingress_range(data_dir: &Path) -> String {
+    // FNV-1a: stable across runs and Rust versions (std's hasher is not).
+    let mut h: u32 = 0x811c_9dc5;
+    for b in data_dir.as_os_str().as_encoded_bytes() {
+        h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+    }
+    let n = h % (64 * 256);
+    format!("127.{}.{}.0/24", 64 + n / 256, n % 256)
+}
+
+/// Whether this process runs as root (ports below 1024 need it).
+fn process_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:").map(|r| r.split_whitespace().nth(1) == Some("0"))))
+        .unwrap_or(false)
 }
 
 // === impl RawQuotas ===
@@ -285,7 +412,13 @@ mod tests {
         assert!(toml::from_str::<RawConfig>("[quotas]\nfoo = 1").is_err());
         let mut raw = RawConfig::default();
         assert!(raw.apply_env(&env(&[("TRELLIS_QUOTAS_SERVICES", "many")])).is_err());
-        for bad in ["account = \"12\"", "listen = \"nowhere\"", "log_format = \"xml\"", "durability = \"maybe\""] {
+        for bad in [
+            "[quotas]\nrules_per_listener = 11",
+            "account = \"12\"",
+            "listen = \"nowhere\"",
+            "log_format = \"xml\"",
+            "durability = \"maybe\"",
+        ] {
             let raw: RawConfig = toml::from_str(bad).unwrap();
             assert!(raw.validate(&env(&[("HOME", "/h")])).is_err(), "{bad}");
         }
@@ -296,6 +429,19 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/trellis.toml");
         let raw = RawConfig::from_file(&path).unwrap();
         raw.validate(&env(&[("HOME", "/h")])).unwrap();
+    }
+
+    #[test]
+    fn ingress_ranges_differ_by_data_dir() {
+        let a = default_ingress_range(Path::new("/a"));
+        let b = default_ingress_range(Path::new("/b"));
+        assert_ne!(a, b);
+        for r in [a, b] {
+            IngressRange::parse(&r).unwrap();
+            assert!(r.starts_with("127."), "{r}");
+        }
+        let raw: RawConfig = toml::from_str("ingress_range = \"10.0.0.0/24\"").unwrap();
+        assert!(raw.validate(&env(&[("HOME", "/h")])).is_err());
     }
 
     #[test]

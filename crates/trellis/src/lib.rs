@@ -5,3 +5,5 @@ pub mod app;
 pub mod client;
 pub mod config;
 pub mod status;
+pub mod vpc;
+pub mod watch;

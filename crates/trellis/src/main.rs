@@ -23,6 +23,20 @@ enum Command {
     Serve(ServeArgs),
     /// Show service networks, services (with DNS names), target groups and targets.
     Status(ClientArgs),
+    /// Facts about VPCs: `trellis vpc ingress VPC_ID`.
+    #[command(subcommand)]
+    Vpc(VpcCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum VpcCommand {
+    /// Print the address clients in the VPC reach Lattice at (loopback mode).
+    Ingress {
+        /// The VPC.
+        vpc_id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -66,19 +80,29 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let runtime = |threads: Option<usize>| {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = threads {
+            builder.worker_threads(n);
+        }
+        builder.enable_all().build().context("starting the runtime")
+    };
     match cli.command {
         Command::Serve(args) => {
             let config = serve_config(args, &ProcessEnv)?;
             init_logs(config.log_json);
-            runtime.block_on(async move {
+            runtime(config.worker_threads)?.block_on(async move {
                 let bound = app::build(config).await?;
                 bound.wait_termination(shutdown_signal()).await
             })
         }
         Command::Status(args) => {
             let endpoint = endpoint(args.endpoint, &ProcessEnv);
-            runtime.block_on(status::run(&endpoint))
+            runtime(Some(1))?.block_on(status::run(&endpoint))
+        }
+        Command::Vpc(VpcCommand::Ingress { vpc_id, client }) => {
+            let endpoint = endpoint(client.endpoint, &ProcessEnv);
+            runtime(Some(1))?.block_on(trellis::vpc::ingress(&endpoint, &vpc_id))
         }
     }
 }

@@ -7,8 +7,8 @@ use trellis_model::Kind;
 
 use super::Req;
 use super::error::{Code, Ec2Error};
-use crate::repo;
 use crate::keys::{key_of_token as decode, token_of as encode};
+use crate::repo;
 
 /// Where a page starts and how long it is.
 #[derive(Debug)]
@@ -81,7 +81,6 @@ pub(crate) async fn candidates<T: DeserializeOwned>(
     }
     if missing.is_empty() { Ok(found) } else { Err(Ec2Error::not_found(kind, &missing)) }
 }
-
 
 #[cfg(test)]
 mod tests {

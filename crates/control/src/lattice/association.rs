@@ -22,7 +22,6 @@ pub(crate) use vpc::{
     create as create_vpc, delete as delete_vpc, get as get_vpc, list as list_vpc, update as update_vpc,
 };
 
-
 /// Service networks read while rendering a listing, each read once.
 #[derive(Default)]
 struct Networks(BTreeMap<String, Option<ServiceNetwork>>);

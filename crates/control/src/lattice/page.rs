@@ -45,7 +45,6 @@ impl Page {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     #[test]

@@ -6,10 +6,13 @@
 //! `unsuccessful` with HTTP 200, as AWS does; only malformed requests, unknown target groups and
 //! the quota fail the whole call.
 //!
-//! Deregistration removes a target at once. Draining (the target shown as `DRAINING` for the
-//! deregistration delay while its connections finish) comes with the data plane, which is what
-//! has connections to drain; `Target::draining_since` and the `DRAINING` status below are ready
-//! for it.
+//! Deregistration does not remove a target: it sets `draining_since`, and the target shows as
+//! `DRAINING` (and gets no new requests) until the data plane reports that nothing is in flight
+//! to it or the deregistration delay has passed; then `crate::health::remove_drained` deletes it
+//! and moves the counter. Registering it again meanwhile puts it back in service.
+//!
+//! `ListTargets` shows the status the data plane recorded (`crate::health`) when there is one,
+//! else what the configuration alone tells (`UNUSED`, `UNAVAILABLE`, `INITIAL`).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -24,6 +27,7 @@ use super::page::Page;
 use super::quota::Quota;
 use super::target_group::{self, TARGETS};
 use super::{ApiError, Reply, Req};
+use crate::health;
 use crate::keys::rel;
 use crate::repo::{self, Attempts, Tx};
 
@@ -122,25 +126,21 @@ pub(crate) async fn deregister(req: &Req<'_>) -> Result<Reply, ApiError> {
     loop {
         let tg_read = target_group::find(req, &tg_id).await?;
         let tg = &tg_read.value;
-        let counter = repo::counter(store, req.keys.counter(TARGETS, &tg_id)).await?;
         let mut successful = Vec::new();
         let mut seen = BTreeSet::new();
         let mut tx = Tx::default();
-        let mut removed = 0u64;
+        let now = crate::now();
         for t in &input.targets {
             let port = target_port(tg, t.port);
             // A target that is not registered is reported as deregistered: the caller's wish
-            // holds, and ECS may repeat a deregistration.
+            // holds, and ECS may repeat a deregistration. One already draining keeps its start.
             if seen.insert((t.id.clone(), port))
                 && let Some(existing) = repo::load::<Target>(store, &req.keys.target(&tg_id, &t.id, port)).await?
+                && existing.value.draining_since.is_none()
             {
-                tx.delete_read(&existing);
-                removed += 1;
+                tx.update(&existing, &Target { draining_since: Some(now), ..existing.value.clone() });
             }
             successful.push(json!({ "id": t.id, "port": shown(port) }));
-        }
-        if removed > 0 {
-            tx.count(&counter, -(removed as i64));
         }
         if attempts.commit(store, tx).await? {
             return Ok(Reply::ok(json!({ "successful": successful, "unsuccessful": [] })));
@@ -161,25 +161,38 @@ pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
         filter.is_empty() || filter.iter().any(|f| f.id == t.id && f.port.is_none_or(|p| p == t.port))
     })
     .await?;
+    let at: Vec<(&str, u16)> = targets.iter().map(|t| (t.id.as_str(), t.port)).collect();
+    let recorded = health::recorded(req.store(), &req.ctx.region, &req.ctx.account, &tg_id, &at).await?;
     let items: Vec<_> = targets
         .iter()
-        .map(|t| {
-            let (status, reason) = status(&tg, t, in_use);
+        .zip(&recorded)
+        .map(|(t, r)| {
+            let (status, reason) = status(&tg, t, in_use, r.as_ref());
             json!({ "id": t.id, "port": shown(t.port), "status": status, "reasonCode": reason })
         })
         .collect();
     Ok(Reply::ok(json!({ "items": items, "nextToken": next })))
 }
 
-/// A target's status and reason code, until active health checks report real ones.
-/// `reasonCode` values follow what AWS shows: `TargetGroupNotInUse` for `UNUSED` and
-/// `HealthCheckNotSupported` for Lambda targets are observed in the wild; `HealthCheckDisabled`
-/// and `DeregistrationInProgress` are Trellis's words in the same style (unconfirmed).
-/// `INITIAL` carries no reason code.
-fn status(tg: &TargetGroup, target: &Target, in_use: bool) -> (&'static str, Option<&'static str>) {
+/// A target's status and reason code: `DRAINING` while it drains, else what the data plane
+/// recorded, else what the configuration alone tells. A recorded `DRAINING` of a target that is
+/// no longer draining (registered again before the data plane saw it go) is stale and ignored.
+/// `reasonCode` values follow what AWS shows: `TargetGroupNotInUse` for `UNUSED`,
+/// `HealthCheckNotSupported` for Lambda targets and `HealthCheckFailed` for `UNHEALTHY` are
+/// observed in the wild; `HealthCheckDisabled`, `DeregistrationInProgress` and the data plane's
+/// own (`TargetNotLoopback`, `HealthCheckProtocolUnsupported`, …) are Trellis's words in the same
+/// style (unconfirmed). `INITIAL` and `HEALTHY` carry no reason code.
+fn status<'a>(
+    tg: &TargetGroup,
+    target: &Target,
+    in_use: bool,
+    recorded: Option<&'a health::Recorded>,
+) -> (&'a str, Option<&'a str>) {
     let checks_on = tg.config.as_ref().and_then(|c| c.health_check.as_ref()).and_then(|h| h.enabled).unwrap_or(false);
     if target.draining_since.is_some() {
         ("DRAINING", Some("DeregistrationInProgress"))
+    } else if let Some(r) = recorded.filter(|r| r.status != "DRAINING") {
+        (r.status.as_str(), r.reason_code.as_deref())
     } else if !in_use {
         ("UNUSED", Some("TargetGroupNotInUse"))
     } else if matches!(tg.target_type.as_str(), "LAMBDA" | "ALB") {

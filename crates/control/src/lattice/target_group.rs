@@ -222,6 +222,7 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
         // target group's record, so it cannot leave targets behind.
         tx.retire(&targets);
         tx.delete_prefix(req.keys.targets(&id));
+        tx.delete_prefix(crate::health::group_prefix(&req.ctx.region, &req.ctx.account, &id));
         if attempts.commit(store, tx).await? {
             return Ok(Reply::ok(json!({ "id": id, "arn": read.value.arn, "status": Status::DeleteInProgress })));
         }

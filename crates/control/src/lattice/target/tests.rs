@@ -1,8 +1,13 @@
 //! Target handler tests (VPCs and the `tg-users` entries are seeded into the store).
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
+use trellis_model::lattice::Target;
+use trellis_store::{Store, StoreExt};
 
 use crate::Quotas;
+use crate::health::{self, StatusUpdate, TargetRef};
 use crate::lattice::target_group::tests::{
     VPC, app_store, arn_path, counter, ip_tg, keys, seed_service, seed_tg_user, seed_vpc,
 };
@@ -96,14 +101,133 @@ async fn register_list_deregister_ip_targets() {
     assert_eq!((ids(&reg["successful"]), reg["unsuccessful"].as_array().unwrap().len()), (vec!["10.0.1.24"], 0));
     assert_eq!(counter(&store, keys().counter("target", tg_id)).await, 3);
 
+    // Deregistered targets drain: still listed (and counted) until the data plane is done.
     let body = json!({"targets": [{"id": "10.0.1.23", "port": 9000}, {"id": "10.0.9.9"}]});
     let (status, _, dereg) = call(&app, "POST", &format!("{base}/deregistertargets"), Some(body)).await;
     assert_eq!(status, 200);
     assert_eq!(ids(&dereg["successful"]), ["10.0.1.23", "10.0.9.9"]);
     assert_eq!(dereg["unsuccessful"], json!([]));
-    assert_eq!(counter(&store, keys().counter("target", tg_id)).await, 2);
+    assert_eq!(counter(&store, keys().counter("target", tg_id)).await, 3);
     let (_, _, list) = call(&app, "POST", &format!("{base}/listtargets"), Some(json!({}))).await;
-    assert_eq!(statuses(&list).len(), 2);
+    assert_eq!(statuses(&list).len(), 3);
+    assert_eq!(
+        statuses(&list)[0],
+        ("10.0.1.23".to_owned(), Some(9000), "DRAINING".to_owned(), Some("DeregistrationInProgress".to_owned()))
+    );
+}
+
+async fn target_record(store: &Arc<dyn Store>, tg: &str, id: &str, port: u16) -> Option<Target> {
+    crate::repo::load::<Target>(store.as_ref(), &keys().target(tg, id, port)).await.unwrap().map(|v| v.value)
+}
+
+fn at<'a>(tg: &'a str, id: &'a str, port: u16) -> TargetRef<'a> {
+    TargetRef { region: "us-east-1", account: "000000000000", target_group_id: tg, target_id: id, port }
+}
+
+fn update<'a>(target: TargetRef<'a>, status: &'a str, reason: Option<&'a str>) -> StatusUpdate<'a> {
+    StatusUpdate { target, status, reason }
+}
+
+/// The composition root's calls, one report at a time.
+async fn record_status(store: &Arc<dyn Store>, u: &StatusUpdate<'_>) -> bool {
+    let t = &u.target;
+    health::record_status(
+        store.as_ref(),
+        "node-a",
+        t.region,
+        t.account,
+        t.target_group_id,
+        t.target_id,
+        t.port,
+        u.status,
+        u.reason,
+    )
+    .await
+    .unwrap()
+}
+
+async fn remove_drained(store: &Arc<dyn Store>, t: &TargetRef<'_>) -> bool {
+    health::remove_drained(store.as_ref(), t.region, t.account, t.target_group_id, t.target_id, t.port).await.unwrap()
+}
+
+#[tokio::test]
+async fn recorded_health_draining_and_removal() {
+    let (app, store, _dir) = app_store(Quotas::default());
+    seed_vpc(&store, VPC, "10.0.0.0/16").await;
+    let tg = ip_tg(&app, "web", VPC).await;
+    let tg_id = tg["id"].as_str().unwrap();
+    let base = format!("/targetgroups/{tg_id}");
+    let list = || async {
+        let (status, _, list) = call(&app, "POST", &format!("{base}/listtargets"), Some(json!({}))).await;
+        assert_eq!(status, 200, "{list}");
+        statuses(&list).into_iter().map(|(id, _, s, r)| (id, s, r)).collect::<Vec<_>>()
+    };
+    let row = |id: &str, s: &str, r: Option<&str>| (id.to_owned(), s.to_owned(), r.map(str::to_owned));
+    let targets = json!({"targets": [{"id": "10.0.1.24"}, {"id": "127.0.0.1", "port": 8081}]});
+    call(&app, "POST", &format!("{base}/registertargets"), Some(targets)).await;
+    let svc = seed_service(&store, "web", None).await;
+    seed_tg_user(&store, tg_id, &svc).await;
+    assert_eq!(list().await, [row("10.0.1.24", "INITIAL", None), row("127.0.0.1", "INITIAL", None)]);
+
+    // What the data plane reports is shown; a target that is not registered is skipped.
+    let (local, remote) = (at(tg_id, "127.0.0.1", 8081), at(tg_id, "10.0.1.24", 8080));
+    let reports = [
+        update(local, "UNHEALTHY", Some("HealthCheckFailed")),
+        update(remote, "UNAVAILABLE", Some("TargetNotLoopback")),
+        update(at(tg_id, "10.0.9.9", 8080), "HEALTHY", None),
+        update(local, "HEALTHY", None),
+    ];
+    assert_eq!(health::record_statuses(store.as_ref(), "node-a", &reports).await.unwrap(), 2);
+    assert_eq!(
+        list().await,
+        [row("10.0.1.24", "UNAVAILABLE", Some("TargetNotLoopback")), row("127.0.0.1", "HEALTHY", None)]
+    );
+    // A page of one still finds its own record.
+    let (_, _, first) = call(&app, "POST", &format!("{base}/listtargets?maxResults=1"), Some(json!({}))).await;
+    let token = first["nextToken"].as_str().unwrap();
+    let (_, _, second) =
+        call(&app, "POST", &format!("{base}/listtargets?maxResults=1&nextToken={token}"), Some(json!({}))).await;
+    assert_eq!(statuses(&second)[0].2, "HEALTHY");
+
+    // Deregistered: DRAINING whatever was recorded, counted until removed; a repeat keeps the start.
+    let dereg = json!({"targets": [{"id": "127.0.0.1", "port": 8081}]});
+    call(&app, "POST", &format!("{base}/deregistertargets"), Some(dereg.clone())).await;
+    let since = target_record(&store, tg_id, "127.0.0.1", 8081).await.unwrap().draining_since;
+    assert!(since.is_some());
+    call(&app, "POST", &format!("{base}/deregistertargets"), Some(dereg.clone())).await;
+    assert_eq!(target_record(&store, tg_id, "127.0.0.1", 8081).await.unwrap().draining_since, since);
+    assert_eq!(list().await[1], row("127.0.0.1", "DRAINING", Some("DeregistrationInProgress")));
+    assert_eq!(counter(&store, keys().counter("target", tg_id)).await, 2);
+    assert!(record_status(&store, &update(local, "DRAINING", Some("DeregistrationInProgress"))).await);
+
+    // Only a draining target is removed.
+    assert!(!remove_drained(&store, &remote).await);
+    assert!(target_record(&store, tg_id, "10.0.1.24", 8080).await.is_some());
+
+    // Registered again before it was removed: back in service; the recorded DRAINING is stale.
+    let again = json!({"targets": [{"id": "127.0.0.1", "port": 8081}]});
+    call(&app, "POST", &format!("{base}/registertargets"), Some(again)).await;
+    assert_eq!(target_record(&store, tg_id, "127.0.0.1", 8081).await.unwrap().draining_since, None);
+    assert_eq!(list().await[1], row("127.0.0.1", "INITIAL", None));
+    assert!(!remove_drained(&store, &local).await, "no longer draining");
+    assert_eq!(counter(&store, keys().counter("target", tg_id)).await, 2);
+
+    // Deregistered and drained: gone with its health records, and uncounted.
+    call(&app, "POST", &format!("{base}/deregistertargets"), Some(dereg)).await;
+    assert!(remove_drained(&store, &local).await);
+    assert_eq!(list().await, [row("10.0.1.24", "UNAVAILABLE", Some("TargetNotLoopback"))]);
+    assert_eq!(counter(&store, keys().counter("target", tg_id)).await, 1);
+    let prefix = format!("{}127.0.0.1/", health::group_prefix("us-east-1", "000000000000", tg_id));
+    assert!(store.list_prefix(&prefix, None, 0).await.unwrap().kvs.is_empty(), "its health records are gone");
+    assert!(!remove_drained(&store, &local).await, "removing twice is a no-op");
+    // A late report does not bring a record back.
+    assert!(!record_status(&store, &update(local, "HEALTHY", None)).await);
+    assert!(store.list_prefix(&prefix, None, 0).await.unwrap().kvs.is_empty());
+}
+
+#[test]
+fn the_target_counter_is_named_alike() {
+    assert_eq!(health::TARGET_COUNTER, crate::lattice::target_group::TARGETS);
 }
 
 #[tokio::test]

@@ -1,0 +1,209 @@
+//! Feeding the data plane: watches the store, compiles a new [`Snapshot`] after every change
+//! (changes that arrive together are compiled once), hands VPCs that became reachable an ingress
+//! address, and publishes each snapshot on a watch channel. If the store stops answering, the
+//! last snapshot stays in force and compiling is retried.
+//!
+//! Also the other direction: [`StoreSink`] takes the data plane's health reports and writes
+//! them to the store, off the data plane's path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use trellis_model::snapshot::Snapshot;
+use trellis_net::IngressRange;
+use trellis_proxy::{HealthReport, HealthSink};
+use trellis_store::{Store, WatchStream};
+
+/// How long to gather more changes after the first one before compiling.
+const DEBOUNCE: Duration = Duration::from_millis(2);
+/// How long to wait before retrying when the store fails.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// Compiles and publishes snapshots until `stop` is raised.
+pub async fn run(
+    store: Arc<dyn Store>,
+    node: String,
+    range: IngressRange,
+    tx: watch::Sender<Arc<Snapshot>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut changes: Option<WatchStream> = None;
+    loop {
+        let snapshot = match compile_with_ingress(store.as_ref(), &node, range).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot compile the configuration; serving the last one");
+                changes = None;
+                if pause(&mut stop, RETRY).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let revision = snapshot.revision;
+        tx.send_replace(Arc::new(snapshot));
+        if changes.is_none() {
+            match store.watch(String::new(), revision + 1).await {
+                Ok(stream) => changes = Some(stream),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the store; retrying");
+                    if pause(&mut stop, RETRY).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(stream) = changes.as_mut() else { continue };
+        match next_change(stream, &mut stop).await {
+            Change::Config => {}
+            // The stream failed (compaction, store gone): compile afresh and watch again.
+            Change::Lost => changes = None,
+            Change::Stop => return,
+        }
+    }
+}
+
+enum Change {
+    Config,
+    Lost,
+    Stop,
+}
+
+/// Waits for a change that matters to the data plane, then gathers what else arrives within
+/// [`DEBOUNCE`]. Health records are the data plane's own output: they never need a recompile.
+async fn next_change(stream: &mut WatchStream, stop: &mut watch::Receiver<bool>) -> Change {
+    loop {
+        let event = tokio::select! {
+            event = stream.recv() => event,
+            () = stopped(stop) => return Change::Stop,
+        };
+        match event {
+            Some(Ok(e)) if is_health(&e.kv.key) => continue,
+            Some(Ok(_)) => break,
+            Some(Err(_)) | None => return Change::Lost,
+        }
+    }
+    tokio::time::sleep(DEBOUNCE).await;
+    while let Ok(Ok(_)) = stream.try_recv() {}
+    Change::Config
+}
+
+fn is_health(key: &str) -> bool {
+    key.starts_with("r/") && key.contains("/health/")
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Compiles a snapshot; if a reachable VPC has no ingress address yet, gives it one and
+/// compiles again (bounded).
+async fn compile_with_ingress(
+    store: &dyn Store,
+    node: &str,
+    range: IngressRange,
+) -> Result<Snapshot, Box<dyn std::error::Error + Send + Sync>> {
+    for _ in 0..8 {
+        let snapshot = trellis_control::compile::compile(store, node).await?;
+        let missing: Vec<(String, String)> = snapshot
+            .vpcs
+            .values()
+            .filter(|v| v.ingress.is_none())
+            .map(|v| (v.region.clone(), v.vpc_id.clone()))
+            .collect();
+        if missing.is_empty() {
+            return Ok(snapshot);
+        }
+        for (region, vpc) in missing {
+            let taken = trellis_control::ingress::taken(store, node).await?;
+            let ip = range.allocate(|ip| taken.contains(&ip))?;
+            if trellis_control::ingress::claim(store, node, &region, &vpc, ip).await? {
+                tracing::info!(%vpc, %ip, "VPC ingress address allocated");
+            }
+        }
+    }
+    Err("ingress allocation kept racing with other writers".into())
+}
+
+/// Sleeps, unless stopped first (then returns true).
+async fn pause(stop: &mut watch::Receiver<bool>, how_long: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(how_long) => false,
+        () = stopped(stop) => true,
+    }
+}
+
+/// The data plane's [`HealthSink`]: queues reports for a task that writes them to the store.
+pub struct StoreSink {
+    tx: mpsc::UnboundedSender<Vec<HealthReport>>,
+}
+
+impl StoreSink {
+    /// The sink, and the task that drains it into `store` as `node`.
+    pub fn new(store: Arc<dyn Store>, node: String) -> (Arc<Self>, impl std::future::Future<Output = ()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<HealthReport>>();
+        let task = async move {
+            while let Some(mut batch) = rx.recv().await {
+                // Take whatever else is queued too: statuses are written many per transaction.
+                while let Ok(more) = rx.try_recv() {
+                    batch.extend(more);
+                }
+                if let Err(e) = write_reports(store.as_ref(), &node, batch).await {
+                    tracing::warn!(error = %e, "cannot record health reports");
+                }
+            }
+        };
+        (Arc::new(Self { tx }), task)
+    }
+}
+
+impl HealthSink for StoreSink {
+    fn report(&self, reports: Vec<HealthReport>) {
+        // The receiver lives as long as the server; if it is gone, we are shutting down.
+        let _ = self.tx.send(reports);
+    }
+}
+
+async fn write_reports(
+    store: &dyn Store,
+    node: &str,
+    reports: Vec<HealthReport>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use trellis_control::health::{self, StatusUpdate, TargetRef};
+    let mut statuses = Vec::new();
+    for report in &reports {
+        match report {
+            HealthReport::Status { region, account, key, health: h } => statuses.push(StatusUpdate {
+                target: TargetRef {
+                    region,
+                    account,
+                    target_group_id: &key.target_group_id,
+                    target_id: &key.target_id,
+                    port: key.port,
+                },
+                status: health_status_name(h.status),
+                reason: h.reason,
+            }),
+            HealthReport::Drained { region, account, key } => {
+                health::remove_drained(store, region, account, &key.target_group_id, &key.target_id, key.port).await?;
+            }
+        }
+    }
+    health::record_statuses(store, node, &statuses).await?;
+    Ok(())
+}
+
+/// The `TargetStatus` enum value of a status.
+fn health_status_name(status: trellis_proxy::HealthStatus) -> &'static str {
+    use trellis_proxy::HealthStatus::*;
+    match status {
+        Draining => "DRAINING",
+        Healthy => "HEALTHY",
+        Initial => "INITIAL",
+        Unavailable => "UNAVAILABLE",
+        Unhealthy => "UNHEALTHY",
+        Unused => "UNUSED",
+    }
+}
