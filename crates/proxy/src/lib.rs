@@ -3,10 +3,12 @@
 //! [`Snapshot`]s it is handed and never touches the store; what it learns (target health,
 //! targets done draining) it reports through a [`HealthSink`] the composition root implements.
 //!
-//! Modules: `listener` (which sockets are open, accept loops, connection limits and timeouts),
-//! `request` (the request path as named phases), `forward` (upstream pools), `balance`
-//! (weighted and round-robin selection), `error` (errors the proxy makes itself), `health`
-//! (probes and the status machine), `dns` (answers from the snapshot).
+//! Modules: `listener` (which sockets are open, accept loops), `conn` (one client connection:
+//! head and idle timers, maximum age), `guard` (refuses ambiguous framing before hyper sees
+//! it), `table` (per-snapshot lookups), `request` (the request path as named phases), `balance`
+//! (weighted and round-robin selection), `forward` (upstream pools, streaming), `headers`
+//! (what targets see), `error` (errors the proxy makes itself), `health` (probes and the status
+//! machine), `dns` (answers from the snapshot).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,9 +20,17 @@ use tokio::sync::watch;
 use trellis_model::snapshot::Snapshot;
 use trellis_net::Ports;
 
+mod balance;
+mod conn;
 mod dns;
+mod error;
+mod forward;
+mod guard;
+mod headers;
 mod health;
 mod listener;
+mod request;
+mod table;
 
 /// Settings of the data plane.
 #[derive(Clone, Debug)]
@@ -147,14 +157,8 @@ pub async fn run(
     let (health_tx, health) = watch::channel(Arc::new(HealthTable::default()));
     let in_flight = Arc::new(InFlight::default());
     let config = Arc::new(config);
-    let checker = tokio::spawn(health::run(
-        config.clone(),
-        snapshots.clone(),
-        sink,
-        health_tx,
-        in_flight.clone(),
-        stop.clone(),
-    ));
+    let checker =
+        tokio::spawn(health::run(config.clone(), snapshots.clone(), sink, health_tx, in_flight.clone(), stop.clone()));
     let dns = tokio::spawn(dns::run(config.clone(), snapshots.clone(), stop.clone()));
     let listeners = tokio::spawn(listener::run(config, snapshots, health, in_flight, stop));
     shutdown.await;

@@ -1,19 +1,188 @@
-//! Listeners (not built yet): one socket per ingress address and listener port.
+//! Which sockets are open, and accepting on them. On every snapshot (and every health table) the
+//! route table is rebuilt and published to the connections; then the set of listening sockets
+//! is reconciled with the snapshot: one socket per ingress address of an associated VPC and per
+//! HTTP listener port of each service that VPC reaches (ports below 1024 at their offset). A
+//! socket no longer wanted stops accepting, and its connections finish the request in progress
+//! and close. A port that cannot be bound is logged and retried every [`BIND_RETRY`]; the others
+//! are served.
+//!
+//! The source VPC of a connection is the VPC whose ingress address it was accepted on. HTTPS and
+//! TLS_PASSTHROUGH listeners are not served yet.
 
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::watch;
+use hyper::server::conn::http1;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{mpsc, watch};
+use trellis_model::lattice::ListenerProtocol;
 use trellis_model::snapshot::Snapshot;
 
+use crate::conn::{self, Conn, DRAIN_GRACE};
+use crate::forward::Pools;
+use crate::table::{Routes, TableInputs};
 use crate::{Error, HealthTable, InFlight, ProxyConfig};
 
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
+
+/// Pending connections a listening socket queues.
+const BACKLOG: u32 = 1024;
+
+/// How soon a socket that could not be opened is tried again.
+const BIND_RETRY: Duration = Duration::from_millis(500);
+
+/// What every accept loop and connection shares.
+struct Shared {
+    config: Arc<ProxyConfig>,
+    builder: http1::Builder,
+    routes: watch::Receiver<Arc<Routes>>,
+}
+
+/// Serves HTTP listeners as the snapshots say, until `stop`.
 pub(crate) async fn run(
-    _config: Arc<ProxyConfig>,
-    _snapshots: watch::Receiver<Arc<Snapshot>>,
-    _health: watch::Receiver<Arc<HealthTable>>,
-    _in_flight: Arc<InFlight>,
+    config: Arc<ProxyConfig>,
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    mut health: watch::Receiver<Arc<HealthTable>>,
+    in_flight: Arc<InFlight>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    crate::stopped(&mut stop).await;
+    let (routes_tx, routes) = watch::channel(Arc::new(Routes::empty()));
+    let shared = Arc::new(Shared { builder: conn::http_builder(&config), routes, config: config.clone() });
+    let mut pools = Pools::new(config.response_timeout);
+    let (conns_tx, mut conns_rx) = mpsc::channel::<()>(1);
+    let mut open: HashMap<SocketAddr, watch::Sender<bool>> = HashMap::new();
+    let mut failing = HashSet::new();
+    let (mut snapshots_live, mut health_live, mut rebuild) = (true, true, true);
+    let mut snapshot = snapshots.borrow().clone();
+    loop {
+        if rebuild {
+            snapshot = snapshots.borrow_and_update().clone();
+            let table = health.borrow_and_update().clone();
+            let previous = routes_tx.borrow().clone();
+            let inputs = TableInputs {
+                health: &table,
+                in_flight: &in_flight,
+                pools: &mut pools,
+                loopback_only: config.loopback_only,
+                previous: &previous,
+            };
+            routes_tx.send_replace(Arc::new(Routes::build(snapshot.clone(), inputs)));
+        }
+        // A port whose old socket is still closing (or held by someone else) is tried again soon.
+        let retry = !reconcile(&mut open, &mut failing, wanted(&config, &snapshot), &shared, &conns_tx);
+        rebuild = true;
+        tokio::select! {
+            () = crate::stopped(&mut stop) => break,
+            r = snapshots.changed(), if snapshots_live => snapshots_live = r.is_ok(),
+            r = health.changed(), if health_live => health_live = r.is_ok(),
+            () = tokio::time::sleep(BIND_RETRY), if retry => rebuild = false,
+        }
+    }
+    for (_, closing) in open.drain() {
+        let _ = closing.send(true);
+    }
+    drop(conns_tx);
+    // Connections finish their requests in progress (bounded by their drain grace).
+    let _ = tokio::time::timeout(DRAIN_GRACE + Duration::from_secs(1), conns_rx.recv()).await;
     Ok(())
+}
+
+/// The sockets the snapshot asks for.
+fn wanted(config: &ProxyConfig, snapshot: &Snapshot) -> HashSet<SocketAddr> {
+    let mut out = HashSet::new();
+    for vpc in snapshot.vpcs.values() {
+        let Some(ip) = vpc.ingress else { continue };
+        for service in vpc.reach.keys().filter_map(|id| snapshot.services.get(id)) {
+            for listener in service.listeners.values().filter(|l| l.protocol == ListenerProtocol::Http) {
+                out.insert(config.ports.addr(ip, listener.port));
+            }
+        }
+    }
+    out
+}
+
+/// Opens the sockets wanted and not open; closes those open and not wanted. False if a socket
+/// could not be opened (`failing` remembers which, so each is logged once).
+fn reconcile(
+    open: &mut HashMap<SocketAddr, watch::Sender<bool>>,
+    failing: &mut HashSet<SocketAddr>,
+    wanted: HashSet<SocketAddr>,
+    shared: &Arc<Shared>,
+    conns: &mpsc::Sender<()>,
+) -> bool {
+    open.retain(|addr, closing| {
+        let keep = wanted.contains(addr);
+        if !keep {
+            tracing::debug!(%addr, "listener closed");
+            let _ = closing.send(true);
+        }
+        keep
+    });
+    failing.retain(|addr| wanted.contains(addr));
+    let mut all_open = true;
+    for addr in wanted {
+        if open.contains_key(&addr) {
+            continue;
+        }
+        match bind(addr) {
+            Ok(listener) => {
+                tracing::debug!(%addr, "listening");
+                failing.remove(&addr);
+                let (closing_tx, closing) = watch::channel(false);
+                tokio::spawn(accept_loop(listener, addr, shared.clone(), closing, conns.clone()));
+                open.insert(addr, closing_tx);
+            }
+            Err(e) => {
+                if failing.insert(addr) {
+                    tracing::warn!(%addr, error = %e, "cannot listen; will retry");
+                }
+                all_open = false;
+            }
+        }
+    }
+    all_open
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// Accepts connections on one socket until `closing`; each connection gets its own task.
+async fn accept_loop(
+    listener: TcpListener,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    mut closing: watch::Receiver<bool>,
+    conns: mpsc::Sender<()>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = closing.wait_for(|c| *c) => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%addr, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Arc::new(Conn::new(addr.ip(), addr.port(), peer.ip(), shared.config.ports, &shared.config));
+        let (shared, closing, tracker) = (shared.clone(), closing.clone(), conns.clone());
+        tokio::spawn(async move {
+            conn::serve(stream, conn, &shared.builder, shared.routes.clone(), &shared.config, closing).await;
+            drop(tracker);
+        });
+    }
 }

@@ -1,0 +1,199 @@
+//! Errors the proxy makes itself, and the one place they become responses. Each [`ProxyError`]
+//! knows who caused it ([`Origin`]), which decides the status, whether the client connection is
+//! closed, and the log level; what the client reads comes from [`ProxyError::client_message`],
+//! which never carries internal detail (target addresses, OS errors). The request id is in the
+//! body so a client can quote it.
+//!
+//! Not here: errors hyper answers on its own before a request reaches us (malformed heads get
+//! 400, oversized heads 431).
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_TYPE};
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::forward::ProxyBody;
+
+/// Who caused an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// The client sent something we refuse or cannot route.
+    Client,
+    /// A bug or an impossible state on our side.
+    Internal,
+    /// The target, or the service's configuration of its targets.
+    Upstream,
+}
+
+/// What went wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    /// The request's framing is ambiguous or malformed (both Content-Length and
+    /// Transfer-Encoding, a bare LF, a bad chunk), detected by the connection's framing guard.
+    BadFraming,
+    /// The `Host` header is missing, repeated or not a host name.
+    BadHost,
+    /// The client's request body broke off or was malformed mid-stream.
+    ClientBody,
+    /// The target refused the connection, or could not be reached.
+    ConnectFailed,
+    /// The upstream request could not be built from the client's request.
+    Internal,
+    /// A target group has registered targets, but none can take requests (all draining or
+    /// unreachable in this mode).
+    NoAvailableTarget,
+    /// No service listens on this port for this host name.
+    NoListener,
+    /// A target group has no registered targets.
+    NoTargets,
+    /// The target did not start answering within the response timeout.
+    Timeout,
+    /// The host name is not a service reachable from the client's VPC.
+    UnknownHost,
+    /// A method this listener cannot serve (CONNECT).
+    UnsupportedMethod,
+    /// The target broke the connection or answered with something that is not HTTP.
+    UpstreamBroken,
+}
+
+/// An error the proxy answers itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ProxyError {
+    /// What went wrong.
+    pub(crate) kind: ErrorKind,
+    /// Who caused it.
+    pub(crate) origin: Origin,
+}
+
+// === impl ErrorKind ===
+
+impl ErrorKind {
+    /// The status the client gets.
+    pub(crate) fn status(self) -> StatusCode {
+        match self {
+            Self::BadFraming | Self::BadHost | Self::ClientBody | Self::UnsupportedMethod => StatusCode::BAD_REQUEST,
+            Self::UnknownHost | Self::NoListener => StatusCode::NOT_FOUND,
+            Self::ConnectFailed | Self::UpstreamBroken => StatusCode::BAD_GATEWAY,
+            Self::NoAvailableTarget | Self::NoTargets => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn origin(self) -> Origin {
+        match self {
+            Self::BadFraming
+            | Self::BadHost
+            | Self::ClientBody
+            | Self::NoListener
+            | Self::UnknownHost
+            | Self::UnsupportedMethod => Origin::Client,
+            Self::ConnectFailed | Self::NoAvailableTarget | Self::NoTargets | Self::Timeout | Self::UpstreamBroken => {
+                Origin::Upstream
+            }
+            Self::Internal => Origin::Internal,
+        }
+    }
+}
+
+// === impl ProxyError ===
+
+impl ProxyError {
+    /// An error of this kind, with the origin the kind implies.
+    pub(crate) fn new(kind: ErrorKind) -> Self {
+        Self { kind, origin: kind.origin() }
+    }
+
+    /// The status the client gets.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.kind.status()
+    }
+
+    /// What the client reads: why, in a few words, without internal detail.
+    pub(crate) fn client_message(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::BadFraming => "the request's framing is ambiguous or malformed",
+            ErrorKind::BadHost => "the request has no valid Host header",
+            ErrorKind::ClientBody => "the request body is malformed or was cut short",
+            ErrorKind::ConnectFailed => "the target refused the connection or could not be reached",
+            ErrorKind::Internal => "the proxy could not build the request to the target",
+            ErrorKind::NoAvailableTarget => "no target of the target group can take requests",
+            ErrorKind::NoListener => "the service has no listener on this port",
+            ErrorKind::NoTargets => "the target group has no registered targets",
+            ErrorKind::Timeout => "the target did not answer in time",
+            ErrorKind::UnknownHost => "no service with this host name is reachable from this VPC",
+            ErrorKind::UnsupportedMethod => "CONNECT is not supported",
+            ErrorKind::UpstreamBroken => "the target closed or broke the connection",
+        }
+    }
+
+    /// Whether the client connection must close after this answer: after a request we could
+    /// not frame or read, the bytes that follow cannot be trusted.
+    pub(crate) fn closes_connection(&self) -> bool {
+        matches!(self.origin, Origin::Client)
+            && self.kind != ErrorKind::UnknownHost
+            && self.kind != ErrorKind::NoListener
+    }
+
+    /// The response: the status, and a short text body naming the reason and the request id.
+    pub(crate) fn to_response(self, request_id: &str) -> Response<ProxyBody> {
+        let status = self.status();
+        let body = format!(
+            "{} {}: {}\nrequest id: {request_id}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            self.client_message()
+        );
+        let mut response = Response::new(ProxyBody::local(Bytes::from(body)));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        if self.closes_connection() {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+impl std::fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} ({:?}): {}", self.kind, self.origin, self.client_message())
+    }
+}
+
+impl std::error::Error for ProxyError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_origins() {
+        let table = [
+            (ErrorKind::BadFraming, 400, Origin::Client, true),
+            (ErrorKind::BadHost, 400, Origin::Client, true),
+            (ErrorKind::ClientBody, 400, Origin::Client, true),
+            (ErrorKind::UnknownHost, 404, Origin::Client, false),
+            (ErrorKind::NoListener, 404, Origin::Client, false),
+            (ErrorKind::ConnectFailed, 502, Origin::Upstream, false),
+            (ErrorKind::UpstreamBroken, 502, Origin::Upstream, false),
+            (ErrorKind::NoTargets, 503, Origin::Upstream, false),
+            (ErrorKind::NoAvailableTarget, 503, Origin::Upstream, false),
+            (ErrorKind::Timeout, 504, Origin::Upstream, false),
+            (ErrorKind::Internal, 500, Origin::Internal, false),
+        ];
+        for (kind, status, origin, closes) in table {
+            let e = ProxyError::new(kind);
+            assert_eq!((e.status().as_u16(), e.origin, e.closes_connection()), (status, origin, closes), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn response_names_reason_and_request_id() {
+        let r = ProxyError::new(ErrorKind::NoTargets).to_response("abc-123");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = r.into_body().into_local().unwrap();
+        let text = std::str::from_utf8(&body).unwrap();
+        assert!(text.starts_with("503 Service Unavailable: the target group has no registered targets"), "{text}");
+        assert!(text.contains("request id: abc-123"), "{text}");
+    }
+}

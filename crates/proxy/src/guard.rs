@@ -1,0 +1,411 @@
+//! The framing guard: a small state machine that follows the bytes a client sends, request head
+//! by request head and body by body, and flags the stream as *poisoned* when its framing is
+//! ambiguous in a way hyper's parser lets through. hyper already refuses most malformed input
+//! (bare CR, obs-fold, invalid header names, bad Content-Length, oversized heads); what it
+//! accepts and we refuse is a request with both `Content-Length` and `Transfer-Encoding` (hyper
+//! follows RFC 9112 and lets Transfer-Encoding win; the issue asks for a 400), lines ended by a
+//! bare LF, and malformed chunk-size lines that arrive before hyper reads them.
+//!
+//! The guard sees every byte before hyper does, so by the time hyper hands a request to the
+//! service, the guard has seen that request's whole head (and maybe more). The request path
+//! refuses requests on a poisoned connection with 400 and closes it; the request body refuses to
+//! yield data once the stream is poisoned, so nothing after an ambiguity is forwarded.
+//!
+//! Cost: heads are scanned line by line (one search for CR/LF per line, the first bytes of each
+//! line copied); bodies with a length are skipped in O(1) per read; chunked bodies scan only
+//! their size lines.
+
+/// Bytes of each line kept for inspection: enough for `transfer-encoding: chunked` and any sane
+/// `content-length` value.
+const PREFIX: usize = 64;
+
+/// Longest chunk-size line (with extensions) accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// Follows one client's request stream. See the module docs.
+#[derive(Debug)]
+pub(crate) struct FramingGuard {
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Reading a request head (or waiting for the next one).
+    Head(HeadScan),
+    /// Inside a body framed by Content-Length.
+    Body { remaining: u64 },
+    /// Reading a chunk-size line.
+    ChunkSize(ChunkLine),
+    /// Inside chunk data.
+    ChunkData { remaining: u64 },
+    /// After chunk data: CR LF must follow.
+    ChunkEnd { cr: bool },
+    /// The trailer section of a chunked body, up to its empty line.
+    Trailers(Line),
+    /// Ambiguous or malformed framing was seen; nothing more is inspected.
+    Poisoned,
+}
+
+/// One line of a head or trailer section, as far as it has arrived.
+#[derive(Clone, Debug)]
+struct Line {
+    prefix: [u8; PREFIX],
+    len: usize,
+    cr: bool,
+}
+
+enum LineStep {
+    Bad,
+    Done,
+    More,
+}
+
+#[derive(Debug)]
+struct HeadScan {
+    line: Line,
+    started: bool,
+    request_line: bool,
+    content_length: Option<u64>,
+    chunked: bool,
+}
+
+#[derive(Debug, Default)]
+struct ChunkLine {
+    size: u64,
+    digits: u8,
+    ext: bool,
+    cr: bool,
+    len: usize,
+}
+
+/// What a step of the scanner did.
+enum Step {
+    /// Stay in the current state (more bytes needed).
+    Stay,
+    /// Move to this state.
+    To(State),
+    /// Poison the stream.
+    Poison,
+}
+
+// === impl FramingGuard ===
+
+impl FramingGuard {
+    /// A guard at the start of a connection.
+    pub(crate) fn new() -> Self {
+        Self { state: State::Head(HeadScan::new()) }
+    }
+
+    /// Follows `buf`, the next bytes the client sent. Returns false once the stream is
+    /// poisoned (and from then on).
+    pub(crate) fn scan(&mut self, mut buf: &[u8]) -> bool {
+        while !buf.is_empty() {
+            let (used, step) = match &mut self.state {
+                State::Head(head) => head.feed(buf),
+                State::Body { remaining } => skip(remaining, buf, || State::Head(HeadScan::new())),
+                State::ChunkSize(line) => line.feed(buf),
+                State::ChunkData { remaining } => skip(remaining, buf, || State::ChunkEnd { cr: false }),
+                State::ChunkEnd { cr } => chunk_end(cr, buf),
+                State::Trailers(line) => trailers(line, buf),
+                State::Poisoned => return false,
+            };
+            buf = buf.get(used..).unwrap_or_default();
+            match step {
+                Step::Stay => {}
+                Step::To(next) => self.state = next,
+                Step::Poison => {
+                    self.state = State::Poisoned;
+                    return false;
+                }
+            }
+        }
+        !self.is_poisoned()
+    }
+
+    /// Whether ambiguous or malformed framing was seen.
+    pub(crate) fn is_poisoned(&self) -> bool {
+        matches!(self.state, State::Poisoned)
+    }
+
+    /// Whether part of a request head has arrived, but not all of it.
+    pub(crate) fn mid_head(&self) -> bool {
+        matches!(&self.state, State::Head(h) if h.started)
+    }
+}
+
+/// Skips up to `remaining` bytes of a body; then moves to `next`.
+fn skip(remaining: &mut u64, buf: &[u8], next: impl FnOnce() -> State) -> (usize, Step) {
+    let n = usize::try_from(*remaining).map_or(buf.len(), |r| r.min(buf.len()));
+    *remaining -= n as u64;
+    (n, if *remaining == 0 { Step::To(next()) } else { Step::Stay })
+}
+
+fn chunk_end(cr: &mut bool, buf: &[u8]) -> (usize, Step) {
+    match (*cr, buf.first()) {
+        (false, Some(b'\r')) => {
+            *cr = true;
+            (1, Step::Stay)
+        }
+        (true, Some(b'\n')) => (1, Step::To(State::ChunkSize(ChunkLine::default()))),
+        _ => (1, Step::Poison),
+    }
+}
+
+fn trailers(line: &mut Line, buf: &[u8]) -> (usize, Step) {
+    let (used, step) = line.feed(buf);
+    let step = match step {
+        LineStep::More => Step::Stay,
+        LineStep::Bad => Step::Poison,
+        LineStep::Done if line.len == 0 => Step::To(State::Head(HeadScan::new())),
+        LineStep::Done if line.starts_with_whitespace() => Step::Poison,
+        LineStep::Done => {
+            line.reset();
+            Step::Stay
+        }
+    };
+    (used, step)
+}
+
+// === impl Line ===
+
+impl Line {
+    fn new() -> Self {
+        Self { prefix: [0; PREFIX], len: 0, cr: false }
+    }
+
+    fn reset(&mut self) {
+        self.len = 0;
+        self.cr = false;
+    }
+
+    /// Takes bytes up to the end of the line (CR LF). A LF without CR, or a CR without LF,
+    /// is bad.
+    fn feed(&mut self, buf: &[u8]) -> (usize, LineStep) {
+        if self.cr {
+            return (1, if buf.first() == Some(&b'\n') { LineStep::Done } else { LineStep::Bad });
+        }
+        let Some(at) = buf.iter().position(|&b| b == b'\r' || b == b'\n') else {
+            self.push(buf);
+            return (buf.len(), LineStep::More);
+        };
+        self.push(buf.get(..at).unwrap_or_default());
+        if buf.get(at) == Some(&b'\n') {
+            return (at + 1, LineStep::Bad);
+        }
+        match buf.get(at + 1) {
+            None => {
+                self.cr = true;
+                (at + 1, LineStep::More)
+            }
+            Some(b'\n') => (at + 2, LineStep::Done),
+            Some(_) => (at + 2, LineStep::Bad),
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.len < PREFIX {
+            let n = bytes.len().min(PREFIX - self.len);
+            self.prefix[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        }
+        self.len += bytes.len();
+    }
+
+    /// The line's first bytes (all of it when it is short).
+    fn kept(&self) -> &[u8] {
+        &self.prefix[..self.len.min(PREFIX)]
+    }
+
+    fn starts_with_whitespace(&self) -> bool {
+        matches!(self.kept().first(), Some(b' ' | b'\t'))
+    }
+}
+
+// === impl HeadScan ===
+
+impl HeadScan {
+    fn new() -> Self {
+        Self { line: Line::new(), started: false, request_line: false, content_length: None, chunked: false }
+    }
+
+    fn feed(&mut self, buf: &[u8]) -> (usize, Step) {
+        self.started = true;
+        let (used, step) = self.line.feed(buf);
+        let step = match step {
+            LineStep::More => Step::Stay,
+            LineStep::Bad => Step::Poison,
+            LineStep::Done => self.line_done(),
+        };
+        (used, step)
+    }
+
+    fn line_done(&mut self) -> Step {
+        if self.line.len == 0 {
+            if !self.request_line {
+                // Empty lines before a request line are allowed (RFC 9112 §2.2).
+                self.line.reset();
+                return Step::Stay;
+            }
+            return self.end_of_head();
+        }
+        if !self.request_line {
+            self.request_line = true;
+        } else if !self.header_line() {
+            return Step::Poison;
+        }
+        self.line.reset();
+        Step::Stay
+    }
+
+    /// Notes the framing headers of one header line; false if the line is ambiguous.
+    fn header_line(&mut self) -> bool {
+        if self.line.starts_with_whitespace() {
+            return false; // obs-fold
+        }
+        let kept = self.line.kept();
+        let Some(colon) = kept.iter().position(|&b| b == b':') else {
+            return true; // a long name (not a framing header) or no colon (hyper refuses it)
+        };
+        let (name, value) = (&kept[..colon], &kept[colon + 1..]);
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.chunked = true;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            if self.line.len > PREFIX {
+                return false;
+            }
+            let Some(n) = parse_length(value) else { return false };
+            if self.content_length.is_some_and(|prev| prev != n) {
+                return false;
+            }
+            self.content_length = Some(n);
+        }
+        true
+    }
+
+    fn end_of_head(&self) -> Step {
+        match (self.chunked, self.content_length) {
+            (true, Some(_)) => Step::Poison,
+            (true, None) => Step::To(State::ChunkSize(ChunkLine::default())),
+            (false, Some(n)) if n > 0 => Step::To(State::Body { remaining: n }),
+            (false, _) => Step::To(State::Head(Self::new())),
+        }
+    }
+}
+
+/// A Content-Length value: digits between optional spaces and tabs.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+// === impl ChunkLine ===
+
+impl ChunkLine {
+    /// Takes a chunk-size line: hex digits, then optional whitespace or `;extensions`, CR LF.
+    fn feed(&mut self, buf: &[u8]) -> (usize, Step) {
+        for (i, &b) in buf.iter().enumerate() {
+            self.len += 1;
+            if self.len > MAX_CHUNK_LINE {
+                return (i + 1, Step::Poison);
+            }
+            if self.cr {
+                if b != b'\n' || self.digits == 0 {
+                    return (i + 1, Step::Poison);
+                }
+                let next = if self.size == 0 {
+                    State::Trailers(Line::new())
+                } else {
+                    State::ChunkData { remaining: self.size }
+                };
+                return (i + 1, Step::To(next));
+            }
+            match b {
+                b'\r' => self.cr = true,
+                b'\n' => return (i + 1, Step::Poison),
+                _ if self.ext => {}
+                b';' | b' ' | b'\t' if self.digits > 0 => self.ext = true,
+                _ => {
+                    let Some(d) = (b as char).to_digit(16) else { return (i + 1, Step::Poison) };
+                    self.digits += 1;
+                    if self.digits > 16 {
+                        return (i + 1, Step::Poison);
+                    }
+                    self.size = self.size << 4 | u64::from(d);
+                }
+            }
+        }
+        (buf.len(), Step::Stay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` whole and byte by byte; both must agree.
+    fn poisoned(input: &[u8]) -> bool {
+        let mut whole = FramingGuard::new();
+        whole.scan(input);
+        let mut bytes = FramingGuard::new();
+        for b in input {
+            bytes.scan(std::slice::from_ref(b));
+        }
+        assert_eq!(whole.is_poisoned(), bytes.is_poisoned(), "{}", String::from_utf8_lossy(input));
+        whole.is_poisoned()
+    }
+
+    #[test]
+    fn clean_streams_pass() {
+        let ok: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
+              POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 3\r\ncontent-length: 3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\nA \r\n0123456789\r\n0\r\nx-t: 1\r\n\r\n\
+              GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        ];
+        // Body bytes that look like framing headers are body bytes.
+        let body = b"\ntransfer-encoding: chunked\n\n";
+        let mut tricky = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        tricky.extend_from_slice(body);
+        tricky.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        for input in ok.iter().copied().chain([tricky.as_slice()]) {
+            assert!(!poisoned(input), "{}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn ambiguous_streams_are_poisoned() {
+        let bad: &[&[u8]] = &[
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+            b"POST / HTTP/1.1\r\ncontent-length: 5x\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: a\r\n  folded\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n;x\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n11111111111111111\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET / HTTP/1.1\r\nA: b\nC: d\r\n\r\n",
+        ];
+        for input in bad {
+            assert!(poisoned(input), "{}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn mid_head_tracks_partial_heads() {
+        let mut g = FramingGuard::new();
+        assert!(!g.mid_head());
+        g.scan(b"GET / HT");
+        assert!(g.mid_head());
+        g.scan(b"TP/1.1\r\nHost: a\r\n\r\n");
+        assert!(!g.mid_head());
+    }
+}

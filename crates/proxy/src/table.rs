@@ -1,0 +1,228 @@
+//! The route table: what the request path derives from one snapshot and one health table, built
+//! once per change and shared by every connection through a watch channel. Lookups are hash
+//! lookups whose cost does not grow with the number of services: ingress address → VPC, host →
+//! service (the snapshot's own host index), service → how this VPC reaches it, target group →
+//! its [`Group`] (eligible targets with their pools, counters and cursor).
+//!
+//! It answers the same question as `Snapshot::find_service` (tested against it), in O(1).
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use trellis_model::snapshot::{Action, ServiceView, Snapshot, VpcView};
+
+use crate::balance::{BuildCtx, Group};
+use crate::error::ErrorKind;
+use crate::forward::Pools;
+use crate::{HealthTable, InFlight, headers};
+
+/// Idle timeout of target connections for a target group no listener uses (Lattice's default).
+const DEFAULT_IDLE: Duration = Duration::from_secs(60);
+
+/// `x-amzn-lattice-target` values by target group ID.
+type TargetHeaders = Arc<[(String, HeaderValue)]>;
+
+/// Everything the request path needs from one snapshot and one health table.
+pub(crate) struct Routes {
+    snapshot: Arc<Snapshot>,
+    vpcs: HashMap<IpAddr, VpcRoute>,
+    groups: HashMap<String, Group>,
+}
+
+/// A VPC whose clients enter at an ingress address.
+pub(crate) struct VpcRoute {
+    /// `x-amzn-lattice-network` for its requests.
+    pub(crate) network: HeaderValue,
+    reach: HashMap<String, ReachRoute>,
+}
+
+/// A service as one VPC reaches it.
+pub(crate) struct ReachRoute {
+    /// The service.
+    pub(crate) service: Arc<ServiceView>,
+    /// `x-amzn-lattice-target` per target group the service forwards to (through the service
+    /// network this VPC reaches it by).
+    target_headers: TargetHeaders,
+}
+
+/// What building a table needs besides the snapshot.
+pub(crate) struct TableInputs<'a> {
+    /// The health checker's last table.
+    pub(crate) health: &'a HealthTable,
+    /// In-flight counters.
+    pub(crate) in_flight: &'a InFlight,
+    /// Upstream pools, kept across builds.
+    pub(crate) pools: &'a mut Pools,
+    /// Loopback mode.
+    pub(crate) loopback_only: bool,
+    /// The table this one replaces (round-robin goes on where it stood).
+    pub(crate) previous: &'a Routes,
+}
+
+// === impl Routes ===
+
+impl Routes {
+    /// A table that routes nothing.
+    pub(crate) fn empty() -> Self {
+        Self { snapshot: Arc::new(Snapshot::default()), vpcs: HashMap::new(), groups: HashMap::new() }
+    }
+
+    /// Builds the table for `snapshot`.
+    pub(crate) fn build(snapshot: Arc<Snapshot>, inputs: TableInputs<'_>) -> Self {
+        let mut labels = HashMap::new();
+        let vpcs =
+            snapshot.vpcs.values().filter_map(|v| Some((v.ingress?, vpc_route(&snapshot, v, &mut labels)?))).collect();
+        drop(labels);
+        let groups = build_groups(&snapshot, inputs);
+        Self { snapshot, vpcs, groups }
+    }
+
+    /// The VPC entering at `ingress` and the service it reaches as `host` (lowercase, no port).
+    pub(crate) fn find(&self, ingress: IpAddr, host: &str) -> Result<(&VpcRoute, &ReachRoute), ErrorKind> {
+        let vpc = self.vpcs.get(&ingress).ok_or(ErrorKind::UnknownHost)?;
+        let id = self.snapshot.hosts.get(host).ok_or(ErrorKind::UnknownHost)?;
+        let reach = vpc.reach.get(id).ok_or(ErrorKind::UnknownHost)?;
+        Ok((vpc, reach))
+    }
+
+    /// A target group, ready for picking.
+    pub(crate) fn group(&self, id: &str) -> Option<&Group> {
+        self.groups.get(id)
+    }
+}
+
+// === impl ReachRoute ===
+
+impl ReachRoute {
+    /// `x-amzn-lattice-target` for a request forwarded to target group `tg_id`.
+    pub(crate) fn target_header(&self, tg_id: &str) -> Option<&HeaderValue> {
+        self.target_headers.iter().find_map(|(id, v)| (id == tg_id).then_some(v))
+    }
+}
+
+/// A VPC's entry: its network header and the services it reaches. `labels` shares the
+/// `x-amzn-lattice-target` values of a (service, service network) pair between VPCs.
+fn vpc_route<'s>(
+    snapshot: &'s Snapshot,
+    vpc: &'s VpcView,
+    labels: &mut HashMap<(&'s str, &'s str), TargetHeaders>,
+) -> Option<VpcRoute> {
+    let Some(network) = headers::lattice_network(&vpc.vpc_arn) else {
+        tracing::warn!(vpc = %vpc.vpc_id, "VPC ARN is not a valid header value; VPC not served");
+        return None;
+    };
+    let reach = vpc
+        .reach
+        .iter()
+        .filter_map(|(id, r)| {
+            let service = snapshot.services.get(id)?;
+            let network_arn = r.service_network_arn.as_str();
+            let target_headers = labels
+                .entry((id.as_str(), network_arn))
+                .or_insert_with(|| target_headers(snapshot, service, network_arn))
+                .clone();
+            Some((id.clone(), ReachRoute { service: service.clone(), target_headers }))
+        })
+        .collect();
+    Some(VpcRoute { network, reach })
+}
+
+/// `x-amzn-lattice-target` for each target group `service` forwards to, reached through
+/// `network_arn`.
+fn target_headers(snapshot: &Snapshot, service: &ServiceView, network_arn: &str) -> TargetHeaders {
+    let mut out: Vec<(String, HeaderValue)> = Vec::new();
+    for tg_id in forwarded_groups(service) {
+        if out.iter().any(|(id, _)| id == tg_id) {
+            continue;
+        }
+        let Some(tg) = snapshot.target_groups.get(tg_id) else { continue };
+        if let Some(value) = headers::lattice_target(&service.arn, network_arn, &tg.arn) {
+            out.push((tg_id.to_owned(), value));
+        }
+    }
+    out.into()
+}
+
+/// The target group IDs a service's listeners forward to (with repeats).
+fn forwarded_groups(service: &ServiceView) -> impl Iterator<Item = &str> {
+    service
+        .listeners
+        .values()
+        .flat_map(|l| l.rules.iter().map(|r| &r.action).chain([&l.default_action]))
+        .flat_map(|action| match action {
+            Action::Forward(groups) => groups.as_slice(),
+            Action::Fixed(_) => &[],
+        })
+        .map(|g| g.target_group_id.as_str())
+}
+
+/// Every target group, ready for picking; each target group's connections idle out after the
+/// idle timeout of the service that forwards to it (a target group serves one service).
+fn build_groups(snapshot: &Snapshot, inputs: TableInputs<'_>) -> HashMap<String, Group> {
+    let mut idle = HashMap::new();
+    for s in snapshot.services.values() {
+        for tg_id in forwarded_groups(s) {
+            idle.insert(tg_id, s.idle_timeout);
+        }
+    }
+    let mut ctx = BuildCtx {
+        health: inputs.health,
+        in_flight: inputs.in_flight,
+        pools: inputs.pools,
+        used: HashSet::new(),
+        loopback_only: inputs.loopback_only,
+    };
+    let groups = snapshot
+        .target_groups
+        .values()
+        .map(|tg| {
+            let cursor = inputs.previous.groups.get(&tg.id).map_or(0, Group::cursor);
+            let idle = idle.get(tg.id.as_str()).copied().unwrap_or(DEFAULT_IDLE);
+            (tg.id.clone(), Group::build(tg, idle, cursor, &mut ctx))
+        })
+        .collect();
+    let used = ctx.used;
+    inputs.pools.retain(&used);
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listener::testing::{Fixture, service, target_group};
+
+    #[test]
+    fn find_agrees_with_the_snapshot() {
+        let mut f = Fixture::new("127.88.1.1".parse().unwrap());
+        f.add_service(service("svc-a", "a.example", 18080, Action::Fixed(404)));
+        f.add_service(service("svc-b", "b.example", 18080, Action::Fixed(404)));
+        f.snapshot.target_groups.insert("tg-1".into(), Arc::new(target_group("tg-1", &[])));
+        // A second VPC that reaches only svc-b; a third without ingress.
+        f.add_vpc("vpc-2", Some("127.88.1.2".parse().unwrap()), &["svc-b"]);
+        f.add_vpc("vpc-3", None, &["svc-a"]);
+        let snapshot = Arc::new(f.snapshot.clone());
+        let mut pools = Pools::new(Duration::from_secs(1));
+        let routes = Routes::build(
+            snapshot.clone(),
+            TableInputs {
+                health: &HealthTable::default(),
+                in_flight: &InFlight::default(),
+                pools: &mut pools,
+                loopback_only: true,
+                previous: &Routes::empty(),
+            },
+        );
+        for (vpc, ip) in [("vpc-1", "127.88.1.1"), ("vpc-2", "127.88.1.2")] {
+            for host in ["a.example", "b.example", "c.example"] {
+                let ours = routes.find(ip.parse().unwrap(), host).ok().map(|(_, r)| r.service.id.clone());
+                let theirs = snapshot.find_service(vpc, host).map(|(s, _)| s.id.clone());
+                assert_eq!(ours, theirs, "{vpc} {host}");
+            }
+        }
+        assert!(routes.find("127.88.1.3".parse().unwrap(), "a.example").is_err());
+        assert!(routes.group("tg-1").is_some());
+    }
+}
