@@ -63,6 +63,9 @@ pub struct ControlConfig {
     pub allowed_hosts: Vec<String>,
     /// Quotas.
     pub quotas: Quotas,
+    /// Accept health-check intervals from 1 s and thresholds from 1 (AWS: 5 s and 2), so that
+    /// tests and demos see health transitions quickly. A Trellis extension, off by default.
+    pub relaxed_health_checks: bool,
 }
 
 /// Everything a request handler can reach.

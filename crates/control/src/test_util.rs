@@ -42,6 +42,7 @@ pub(crate) fn app_and_store_with(quotas: Quotas) -> (Router, Arc<dyn Store>, tem
         hosted_zone_id: "Z0000000000000000000".into(),
         allowed_hosts: Vec::new(),
         quotas,
+        relaxed_health_checks: false,
     };
     (crate::router(ControlState::new(store.clone(), config)), store, dir)
 }

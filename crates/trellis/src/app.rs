@@ -52,6 +52,7 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
         hosted_zone_id: config.hosted_zone_id.clone(),
         allowed_hosts: config.allowed_hosts(listener.local_addr().context("reading the bound address")?),
         quotas: config.quotas.clone(),
+        relaxed_health_checks: config.relaxed_health_checks,
     };
     let (snapshots, _) = watch::channel(Arc::new(Snapshot::default()));
     let ours = axum::Router::new()

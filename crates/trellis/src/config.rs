@@ -68,6 +68,9 @@ pub struct RawConfig {
     pub ingress_range: Option<String>,
     /// Runtime worker threads (default: one per core).
     pub worker_threads: Option<usize>,
+    /// Accept health-check intervals from 1 s and thresholds from 1 (AWS: 5 s and 2), so that
+    /// tests and demos see health transitions quickly (default false).
+    pub relaxed_health_checks: Option<bool>,
     /// Data-plane settings.
     pub proxy: RawProxy,
 }
@@ -138,6 +141,8 @@ pub struct Config {
     pub ingress_range: IngressRange,
     /// Runtime worker threads (`None`: one per core).
     pub worker_threads: Option<usize>,
+    /// The API accepts health checks below AWS's floor.
+    pub relaxed_health_checks: bool,
     /// Data-plane settings.
     pub proxy: ProxyConfig,
 }
@@ -186,6 +191,9 @@ impl RawConfig {
         p.response_timeout_seconds = num("RESPONSE_TIMEOUT_SECONDS")?.or(p.response_timeout_seconds);
         p.deregistration_delay_seconds = num("DEREGISTRATION_DELAY_SECONDS")?.or(p.deregistration_delay_seconds);
         p.min_health_check_interval_ms = num("MIN_HEALTH_CHECK_INTERVAL_MS")?.or(p.min_health_check_interval_ms);
+        if let Some(v) = s("RELAXED_HEALTH_CHECKS") {
+            self.relaxed_health_checks = Some(matches!(v.as_str(), "1" | "true" | "yes"));
+        }
         if let Some(v) = num("WORKER_THREADS")? {
             self.worker_threads = Some(usize::try_from(v).context("TRELLIS_WORKER_THREADS is too large")?);
         }
@@ -279,6 +287,7 @@ impl RawConfig {
             Some(range) => IngressRange::parse(range)?,
             None => IngressRange::parse(&default_ingress_range(&data_dir))?,
         };
+        let relaxed_health_checks = self.relaxed_health_checks.unwrap_or(false);
         let p = self.proxy;
         let is_root = process_is_root();
         let proxy = ProxyConfig {
@@ -289,7 +298,9 @@ impl RawConfig {
             max_header_bytes: p.max_header_bytes.unwrap_or(64 * 1024),
             max_headers: p.max_headers.unwrap_or(100),
             deregistration_delay: Duration::from_secs(p.deregistration_delay_seconds.unwrap_or(60)),
-            min_health_check_interval: Duration::from_millis(p.min_health_check_interval_ms.unwrap_or(5000)),
+            min_health_check_interval: Duration::from_millis(
+                p.min_health_check_interval_ms.unwrap_or(if relaxed_health_checks { 1000 } else { 5000 }),
+            ),
             loopback_only: true,
         };
         if self.worker_threads == Some(0) {
@@ -297,6 +308,7 @@ impl RawConfig {
         }
         Ok(Config {
             worker_threads: self.worker_threads,
+            relaxed_health_checks,
             node,
             ingress_range,
             proxy,

@@ -53,7 +53,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
     let input: CreateTargetGroupRequest = req.input()?;
     check_name(KIND, &input.name)?;
     one_of("type", &input.target_type, TYPES)?;
-    let config = build_config(&input.target_type, input.config.as_ref())?;
+    let config = build_config(&input.target_type, input.config.as_ref(), health_check::Floor::of(req))?;
     check_tags("tags", &input.tags)?;
     let mut token = ClientToken::new(req, input.client_token.as_deref(), KIND)?;
     let store = req.store();
@@ -187,6 +187,7 @@ pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
             config.health_check.as_ref(),
             &input.health_check,
             "healthCheck",
+            health_check::Floor::of(req),
         )?);
         tg.last_updated_at = crate::now();
         let mut tx = Tx::default();
@@ -259,7 +260,11 @@ pub(crate) fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), A
 /// A LAMBDA target group takes only `lambdaEventStructureVersion` (and may have no config at
 /// all); the others need `protocol` and `vpcIdentifier` (port defaults to 80 or 443, but TCP
 /// needs one). ALB target groups have no health checks; `ipAddressType` applies to IP targets.
-fn build_config(target_type: &str, given: Option<&TargetGroupConfig>) -> Result<Option<TargetGroupConfig>, ApiError> {
+fn build_config(
+    target_type: &str,
+    given: Option<&TargetGroupConfig>,
+    floor: health_check::Floor,
+) -> Result<Option<TargetGroupConfig>, ApiError> {
     if target_type == "LAMBDA" {
         return lambda_config(given);
     }
@@ -308,7 +313,7 @@ fn build_config(target_type: &str, given: Option<&TargetGroupConfig>) -> Result<
         None
     } else {
         let given = c.health_check.clone().unwrap_or_default();
-        Some(health_check::merge(&protocol, version.as_deref(), None, &given, "config.healthCheck")?)
+        Some(health_check::merge(&protocol, version.as_deref(), None, &given, "config.healthCheck", floor)?)
     };
     Ok(Some(TargetGroupConfig {
         port: Some(port),

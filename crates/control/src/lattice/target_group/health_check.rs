@@ -8,6 +8,23 @@ use trellis_model::lattice::{HealthCheckConfig, Matcher};
 
 use crate::lattice::ApiError;
 
+/// The lowest interval and thresholds the API accepts: AWS's, unless the installation relaxes
+/// them for tests and demos (a Trellis extension, off by default).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Floor {
+    interval: u32,
+    threshold: u32,
+}
+
+impl Floor {
+    /// The floor this installation's API enforces.
+    pub(crate) fn of(req: &crate::lattice::Req<'_>) -> Self {
+        if req.state.config.relaxed_health_checks { Self { interval: 1, threshold: 1 } } else { Self::AWS }
+    }
+
+    const AWS: Self = Self { interval: 5, threshold: 2 };
+}
+
 const INTERVAL: u32 = 30;
 const TIMEOUT: u32 = 5;
 const HEALTHY: u32 = 5;
@@ -41,8 +58,9 @@ pub(super) fn merge(
     stored: Option<&HealthCheckConfig>,
     given: &HealthCheckConfig,
     field: &str,
+    floor: Floor,
 ) -> Result<HealthCheckConfig, ApiError> {
-    check_given(given, field)?;
+    check_given(given, field, floor)?;
     let dflt = defaults(protocol, protocol_version);
     let base = stored.unwrap_or(&dflt);
     // A member given as 0 goes back to its default; one not given keeps its stored value.
@@ -104,7 +122,7 @@ pub(super) fn merge(
 }
 
 /// Checks the members a caller gave against AWS's ranges and enums (0 is always allowed).
-fn check_given(given: &HealthCheckConfig, field: &str) -> Result<(), ApiError> {
+fn check_given(given: &HealthCheckConfig, field: &str, floor: Floor) -> Result<(), ApiError> {
     let err = |member: &str, message: String| ApiError::field(&format!("{field}.{member}"), message);
     if let Some(p) = given.protocol.as_deref()
         && !matches!(p, "HTTP" | "HTTPS")
@@ -120,10 +138,10 @@ fn check_given(given: &HealthCheckConfig, field: &str) -> Result<(), ApiError> {
         check_path(path).map_err(|m| err("path", m))?;
     }
     let ranges = [
-        ("healthCheckIntervalSeconds", given.health_check_interval_seconds, 5, 300),
+        ("healthCheckIntervalSeconds", given.health_check_interval_seconds, floor.interval, 300),
         ("healthCheckTimeoutSeconds", given.health_check_timeout_seconds, 1, 120),
-        ("healthyThresholdCount", given.healthy_threshold_count, 2, 10),
-        ("unhealthyThresholdCount", given.unhealthy_threshold_count, 2, 10),
+        ("healthyThresholdCount", given.healthy_threshold_count, floor.threshold, 10),
+        ("unhealthyThresholdCount", given.unhealthy_threshold_count, floor.threshold, 10),
     ];
     for (member, value, min, max) in ranges {
         if let Some(v) = value.filter(|v| *v != 0 && !(min..=max).contains(v)) {
@@ -182,7 +200,7 @@ mod tests {
 
     #[test]
     fn defaults_follow_the_protocol() {
-        let https = merge("HTTPS", Some("HTTP1"), None, &HealthCheckConfig::default(), "hc").unwrap();
+        let https = merge("HTTPS", Some("HTTP1"), None, &HealthCheckConfig::default(), "hc", Floor::AWS).unwrap();
         assert_eq!(
             serde_json::to_value(&https).unwrap(),
             serde_json::json!({
@@ -205,6 +223,7 @@ mod tests {
             None,
             &given(serde_json::json!({"healthCheckIntervalSeconds": 60, "path": "/h", "port": 9000})),
             "hc",
+            Floor::AWS,
         )
         .unwrap();
         assert_eq!(
@@ -212,7 +231,8 @@ mod tests {
             (Some(60), Some("/h"), Some(9000))
         );
         let kept =
-            merge("HTTP", None, Some(&base), &given(serde_json::json!({"healthyThresholdCount": 3})), "hc").unwrap();
+            merge("HTTP", None, Some(&base), &given(serde_json::json!({"healthyThresholdCount": 3})), "hc", Floor::AWS)
+                .unwrap();
         assert_eq!((kept.health_check_interval_seconds, kept.healthy_threshold_count), (Some(60), Some(3)));
         let reset = merge(
             "HTTP",
@@ -220,6 +240,7 @@ mod tests {
             Some(&kept),
             &given(serde_json::json!({"healthCheckIntervalSeconds": 0, "path": "", "port": 0})),
             "hc",
+            Floor::AWS,
         )
         .unwrap();
         assert_eq!(
@@ -245,14 +266,22 @@ mod tests {
             serde_json::json!({"healthCheckIntervalSeconds": 5, "healthCheckTimeoutSeconds": 6}),
         ];
         for b in bad {
-            assert!(merge("HTTP", None, None, &given(b.clone()), "hc").is_err(), "{b}");
+            assert!(merge("HTTP", None, None, &given(b.clone()), "hc", Floor::AWS).is_err(), "{b}");
         }
         for code in ["200", "200,202", "200-299", "200-299,404", "499"] {
             assert!(matcher_ok(code), "{code}");
         }
-        assert!(merge("TCP", None, None, &given(serde_json::json!({"enabled": true})), "hc").is_err());
+        assert!(merge("TCP", None, None, &given(serde_json::json!({"enabled": true})), "hc", Floor::AWS).is_err());
         assert!(
-            merge("TCP", None, None, &given(serde_json::json!({"enabled": true, "protocol": "HTTP"})), "hc").is_ok()
+            merge(
+                "TCP",
+                None,
+                None,
+                &given(serde_json::json!({"enabled": true, "protocol": "HTTP"})),
+                "hc",
+                Floor::AWS
+            )
+            .is_ok()
         );
     }
 }
