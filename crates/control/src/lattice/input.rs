@@ -69,6 +69,23 @@ impl Req<'_> {
     }
 }
 
+impl Req<'_> {
+    /// The index key that will make `name` taken among `kind`s in `scope` (empty: the
+    /// account), if nobody holds it yet; `ConflictException` naming the holder otherwise. The
+    /// caller writes the key with `Tx::create_index`, which fails if it was taken meanwhile.
+    pub(crate) async fn free_name(&self, kind: Kind, scope: &str, name: &str) -> Result<String, ApiError> {
+        let key = self.keys.name(kind, scope, name);
+        match crate::repo::load_index(self.store(), &key).await? {
+            None => Ok(key),
+            Some(holder) => {
+                let within = if scope.is_empty() { String::new() } else { format!(" in {scope}") };
+                let what = kind.resource_type().replace('_', " ").to_lowercase();
+                Err(ApiError::conflict(kind, &holder, format!("A {what} named {name} already exists{within}")))
+            }
+        }
+    }
+}
+
 /// Checks a `clientToken`: 1–64 printable ASCII characters.
 pub(crate) fn check_client_token(token: Option<&str>) -> Result<(), ApiError> {
     match token {

@@ -64,14 +64,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
             ));
         }
         check_targets(req, "defaultAction", &action, input.protocol).await?;
-        let name_key = req.keys.name(KIND, &service_id, &input.name);
-        if let Some(existing) = repo::load_index(store, &name_key).await? {
-            return Err(ApiError::conflict(
-                KIND,
-                &existing,
-                format!("A listener named {} already exists in service {service_id}", input.name),
-            ));
-        }
+        let name_key = req.free_name(KIND, &service_id, &input.name).await?;
         let (siblings, _) = repo::list::<Listener>(store, &req.keys.listeners(&service_id), None, 0).await?;
         if let Some(other) = siblings.iter().find(|l| l.value.port == port) {
             return Err(ApiError::conflict(

@@ -85,14 +85,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
             return Err(ApiError::invalid("A TLS_PASSTHROUGH listener has only its default rule"));
         }
         check_targets(req, "action", &rule_action, parent.value.protocol).await?;
-        let name_key = req.keys.name(KIND, &listener_id, &input.name);
-        if let Some(existing) = repo::load_index(store, &name_key).await? {
-            return Err(ApiError::conflict(
-                KIND,
-                &existing,
-                format!("A rule named {} already exists in listener {listener_id}", input.name),
-            ));
-        }
+        let name_key = req.free_name(KIND, &listener_id, &input.name).await?;
         if let Some(other) = all(req, &listener_id).await?.iter().find(|r| r.value.priority == priority) {
             return Err(priority_taken(priority, &other.value.id));
         }

@@ -63,10 +63,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
         if let Some(reply) = token.replay(store).await? {
             return Ok(reply);
         }
-        let name_key = req.keys.name(KIND, "", &input.name);
-        if let Some(existing) = repo::load_index(store, &name_key).await? {
-            return Err(ApiError::conflict(KIND, &existing, format!("A service named {} already exists", input.name)));
-        }
+        let name_key = req.free_name(KIND, "", &input.name).await?;
         let counter = Quota::Services.check(req, req.keys.counter(KIND.prefix(), ""), 1, KIND, None).await?;
         let id = KIND.new_id();
         let now = crate::now();
