@@ -8,17 +8,28 @@
 //! hyper's own `header_read_timeout` is off on purpose: hyper also runs it while a keep-alive
 //! connection waits for its next request, which would cut every idle connection at the header
 //! timeout (10 s) instead of the service's idle timeout (60 s and up).
+//!
+//! Heads over the limits: the guard stops the bytes where a head goes over
+//! `max_header_bytes` or `max_headers` (see `guard`), so hyper holds an incomplete head it will
+//! never parse, and no request exists to answer. The socket wrapper answers instead: once hyper
+//! has written and flushed every response it owes (responses are counted as they are handed to
+//! hyper and as hyper drops their bodies), it writes the proxy's 400 ([`ProxyError::to_http1`])
+//! and reports end of stream to hyper, which then drops the connection without writing more.
+//! hyper's own limits sit a little above ours ([`HYPER_MARGIN`]) as a backstop.
 
 use std::cell::RefCell;
+use std::convert::Infallible;
 use std::io::IoSlice;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::HeaderValue;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -29,7 +40,9 @@ use tokio::time::Instant;
 use trellis_net::Ports;
 
 use crate::ProxyConfig;
-use crate::guard::FramingGuard;
+use crate::error::ProxyError;
+use crate::forward::ProxyBody;
+use crate::guard::{FramingGuard, Limits};
 use crate::table::Routes;
 
 #[cfg(test)]
@@ -37,6 +50,13 @@ mod tests;
 
 /// How long a connection told to close may take to finish its request in progress.
 pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(30);
+
+/// How far above `max_header_bytes` hyper's own head limit sits. The guard never lets hyper
+/// hold more than `max_header_bytes` of a head, so hyper's limit (and its 431) is only a
+/// backstop. (hyper's field limit stays at `max_headers`: the guard stops a head before the
+/// first byte of a field past the limit, and any limit other than 100 costs an allocation per
+/// request.)
+const HYPER_MARGIN: usize = 1024;
 
 /// What the request path knows about a connection, and the clocks it shares with the I/O.
 pub(crate) struct Conn {
@@ -51,17 +71,33 @@ pub(crate) struct Conn {
     pub(crate) response_timeout: Duration,
     start: Instant,
     poisoned: AtomicBool,
+    /// A head went over the limits (the connection answers 400 itself and closes).
+    refused: AtomicBool,
     last_io_ms: AtomicU64,
     /// When the head in progress began (ms since start, plus one); 0 when none is.
     head_started_ms: AtomicU64,
     /// The idle timeout of the service last used (ms); 0 before the first routed request.
     idle_ms: AtomicU64,
+    /// Requests handed to the request path.
+    dispatched: AtomicUsize,
+    /// Responses whose body hyper has dropped (everything of them is in its write buffer).
+    ended: AtomicUsize,
 }
 
 /// A client socket whose reads pass the framing guard and whose traffic resets the idle clock.
 struct GuardedIo {
     inner: TcpStream,
     guard: FramingGuard,
+    conn: Arc<Conn>,
+    /// `conn.ended` as of the last completed flush: responses hyper has written out.
+    flushed: usize,
+    /// The 400 owed for a head over the limits, and how much of it is written.
+    refusal: Option<(Vec<u8>, usize)>,
+}
+
+/// A response body as hyper gets it: counts the response as ended when hyper drops it.
+struct Counted {
+    body: ProxyBody,
     conn: Arc<Conn>,
 }
 
@@ -77,8 +113,8 @@ pub(crate) fn http_builder(config: &ProxyConfig) -> http1::Builder {
     let mut b = http1::Builder::new();
     b.keep_alive(true)
         .half_close(false)
-        .max_header_size(config.max_header_bytes)
-        .max_buf_size((config.max_header_bytes + 8192).max(64 * 1024))
+        .max_header_size(config.max_header_bytes + HYPER_MARGIN)
+        .max_buf_size((config.max_header_bytes + HYPER_MARGIN + 8192).max(64 * 1024))
         .header_read_timeout(None);
     // hyper keeps up to 100 header slots on the stack; any other limit costs a heap allocation
     // per request.
@@ -98,13 +134,18 @@ pub(crate) async fn serve(
     config: &ProxyConfig,
     mut closing: watch::Receiver<bool>,
 ) {
-    let io = TokioIo::new(GuardedIo { inner: stream, guard: FramingGuard::new(), conn: conn.clone() });
+    let limits = Limits { head_bytes: config.max_header_bytes, headers: config.max_headers };
+    let guard = FramingGuard::new(limits);
+    let io = TokioIo::new(GuardedIo { inner: stream, guard, conn: conn.clone(), flushed: 0, refusal: None });
     let current = routes.borrow().clone();
     let cache = RefCell::new(RoutesCache { rx: routes, current });
     let for_service = conn.clone();
     let service = service_fn(move |req| {
         let routes = cache.borrow_mut().current();
-        crate::request::handle(for_service.clone(), routes, req)
+        let conn = for_service.clone();
+        conn.dispatched.fetch_add(1, Ordering::Relaxed);
+        let response = crate::request::handle(conn.clone(), routes, req);
+        async move { Ok::<_, Infallible>(response.await?.map(|body| Counted { body, conn })) }
     });
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
@@ -118,8 +159,11 @@ pub(crate) async fn serve(
             // The connection first: it is what wakes this task almost every time.
             biased;
             done = connection.as_mut() => {
-                if let Err(e) = done {
-                    tracing::debug!(error = %e, "client connection ended with an error");
+                match done {
+                    // After a refusal hyper sees the stream end inside a head: expected.
+                    Err(_) if conn.refused.load(Ordering::Relaxed) => {}
+                    Err(e) => tracing::debug!(error = %e, "client connection ended with an error"),
+                    Ok(()) => {}
                 }
                 return;
             }
@@ -166,9 +210,12 @@ impl Conn {
             response_timeout: config.response_timeout,
             start: Instant::now(),
             poisoned: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
             last_io_ms: AtomicU64::new(0),
             head_started_ms: AtomicU64::new(0),
             idle_ms: AtomicU64::new(0),
+            dispatched: AtomicUsize::new(0),
+            ended: AtomicUsize::new(0),
         }
     }
 
@@ -203,10 +250,12 @@ impl Conn {
         (at > self.now_ms()).then(|| self.start + Duration::from_millis(at))
     }
 
-    fn on_read(&self, bytes: &[u8], guard: &mut FramingGuard) {
+    /// Follows bytes read; returns how many of them may reach hyper.
+    fn on_read(&self, bytes: &[u8], guard: &mut FramingGuard) -> usize {
         let now = self.now_ms();
         self.last_io_ms.store(now, Ordering::Relaxed);
-        if !guard.scan(bytes) {
+        let pass = guard.scan(bytes);
+        if guard.is_poisoned() {
             self.poisoned.store(true, Ordering::Relaxed);
         }
         let head = self.head_started_ms.load(Ordering::Relaxed);
@@ -215,6 +264,7 @@ impl Conn {
             (false, h) if h != 0 => self.head_started_ms.store(0, Ordering::Relaxed),
             _ => {}
         }
+        pass
     }
 
     fn on_write(&self) {
@@ -224,15 +274,62 @@ impl Conn {
 
 // === impl GuardedIo ===
 
+impl GuardedIo {
+    /// Notes that the guard refused the stream: a 400 is owed.
+    fn refuse(&mut self) {
+        let Some(kind) = self.guard.refusal() else { return };
+        let e = ProxyError::new(kind);
+        let request_id = crate::headers::request_id();
+        tracing::debug!(error = %e, "request refused");
+        self.refusal = Some((e.to_http1(request_id.to_str().unwrap_or_default()), 0));
+        self.conn.refused.store(true, Ordering::Relaxed);
+    }
+
+    /// A read once the stream is refused. While hyper still owes responses (or has not flushed
+    /// them), nothing to read: hyper's writes keep the task awake, and the flush after the last
+    /// one wakes it (see `poll_flush`). Then the 400 is written and hyper is told the stream
+    /// ended: it holds an incomplete head, so it gives up without writing anything.
+    fn poll_refused(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.flushed != self.conn.dispatched.load(Ordering::Relaxed) {
+            return Poll::Pending;
+        }
+        let Some((bytes, written)) = &mut self.refusal else { return Poll::Ready(Ok(())) };
+        while let Some(rest) = bytes.get(*written..).filter(|r| !r.is_empty()) {
+            match ready!(Pin::new(&mut self.inner).poll_write(cx, rest)) {
+                Ok(0) => break,
+                Ok(n) => *written += n,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        if *written > 0 {
+            self.conn.on_write();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl AsyncRead for GuardedIo {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if this.refusal.is_some() {
+            return this.poll_refused(cx);
+        }
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
             let new = &buf.filled()[before..];
             if !new.is_empty() {
-                this.conn.on_read(new, &mut this.guard);
+                let read = new.len();
+                let pass = this.conn.on_read(new, &mut this.guard);
+                if pass < read {
+                    // A head went over a limit: hyper gets the bytes before that point only.
+                    buf.set_filled(before + pass);
+                    this.refuse();
+                    if pass == 0 {
+                        // An empty read would tell hyper the stream ended.
+                        return this.poll_refused(cx);
+                    }
+                }
             }
         }
         result
@@ -267,11 +364,50 @@ impl AsyncWrite for GuardedIo {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = result {
+            // hyper flushes the socket only once its own buffer is written out.
+            let ended = this.conn.ended.load(Ordering::Relaxed);
+            if ended != this.flushed {
+                this.flushed = ended;
+                if this.refusal.is_some() && ended == this.conn.dispatched.load(Ordering::Relaxed) {
+                    // The last response owed is out: the refusal can go (hyper may not read
+                    // again on its own).
+                    cx.waker().wake_by_ref();
+                }
+            }
+        }
+        result
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+// === impl Counted ===
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = <ProxyBody as Body>::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.conn.ended.fetch_add(1, Ordering::Relaxed);
     }
 }
 

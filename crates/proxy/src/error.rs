@@ -4,14 +4,20 @@
 //! which never carries internal detail (target addresses, OS errors). The request id is in the
 //! body so a client can quote it.
 //!
+//! Heads over the size or field limits never reach hyper whole (the framing guard stops them),
+//! so no request exists to answer: the connection writes [`ProxyError::to_http1`] itself.
+//!
 //! Not here: errors hyper answers on its own before a request reaches us (malformed heads get
-//! 400, oversized heads 431).
+//! a bare 400).
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::forward::ProxyBody;
+use crate::headers::X_AMZN_REQUESTID;
 
 /// Who caused an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +40,8 @@ pub(crate) enum ErrorKind {
     BadHost,
     /// The client's request body broke off or was malformed mid-stream.
     ClientBody,
+    /// The request head is longer than `ProxyConfig::max_header_bytes`.
+    HeadTooLarge,
     /// The target refused the connection, or could not be reached.
     ConnectFailed,
     /// The upstream request could not be built from the client's request.
@@ -43,6 +51,8 @@ pub(crate) enum ErrorKind {
     NoAvailableTarget,
     /// No service listens on this port for this host name.
     NoListener,
+    /// The request head has more header fields than `ProxyConfig::max_headers`.
+    TooManyHeaders,
     /// A target group has no registered targets.
     NoTargets,
     /// The target did not start answering within the response timeout.
@@ -70,7 +80,12 @@ impl ErrorKind {
     /// The status the client gets.
     pub(crate) fn status(self) -> StatusCode {
         match self {
-            Self::BadFraming | Self::BadHost | Self::ClientBody | Self::UnsupportedMethod => StatusCode::BAD_REQUEST,
+            Self::BadFraming
+            | Self::BadHost
+            | Self::ClientBody
+            | Self::HeadTooLarge
+            | Self::TooManyHeaders
+            | Self::UnsupportedMethod => StatusCode::BAD_REQUEST,
             Self::UnknownHost | Self::NoListener => StatusCode::NOT_FOUND,
             Self::ConnectFailed | Self::UpstreamBroken => StatusCode::BAD_GATEWAY,
             Self::NoAvailableTarget | Self::NoTargets => StatusCode::SERVICE_UNAVAILABLE,
@@ -84,7 +99,9 @@ impl ErrorKind {
             Self::BadFraming
             | Self::BadHost
             | Self::ClientBody
+            | Self::HeadTooLarge
             | Self::NoListener
+            | Self::TooManyHeaders
             | Self::UnknownHost
             | Self::UnsupportedMethod => Origin::Client,
             Self::ConnectFailed | Self::NoAvailableTarget | Self::NoTargets | Self::Timeout | Self::UpstreamBroken => {
@@ -115,11 +132,13 @@ impl ProxyError {
             ErrorKind::BadHost => "the request has no valid Host header",
             ErrorKind::ClientBody => "the request body is malformed or was cut short",
             ErrorKind::ConnectFailed => "the target refused the connection or could not be reached",
+            ErrorKind::HeadTooLarge => "the request head is too large",
             ErrorKind::Internal => "the proxy could not build the request to the target",
             ErrorKind::NoAvailableTarget => "no target of the target group can take requests",
             ErrorKind::NoListener => "the service has no listener on this port",
             ErrorKind::NoTargets => "the target group has no registered targets",
             ErrorKind::Timeout => "the target did not answer in time",
+            ErrorKind::TooManyHeaders => "the request has too many header fields",
             ErrorKind::UnknownHost => "no service with this host name is reachable from this VPC",
             ErrorKind::UnsupportedMethod => "CONNECT is not supported",
             ErrorKind::UpstreamBroken => "the target closed or broke the connection",
@@ -134,15 +153,21 @@ impl ProxyError {
             && self.kind != ErrorKind::NoListener
     }
 
-    /// The response: the status, and a short text body naming the reason and the request id.
-    pub(crate) fn to_response(self, request_id: &str) -> Response<ProxyBody> {
+    /// The short text body naming the status, the reason and the request id.
+    fn body(&self, request_id: &str) -> String {
         let status = self.status();
-        let body = format!(
+        format!(
             "{} {}: {}\nrequest id: {request_id}\n",
             status.as_u16(),
             status.canonical_reason().unwrap_or(""),
             self.client_message()
-        );
+        )
+    }
+
+    /// The response: the status, and a short text body naming the reason and the request id.
+    pub(crate) fn to_response(self, request_id: &str) -> Response<ProxyBody> {
+        let status = self.status();
+        let body = self.body(request_id);
         let mut response = Response::new(ProxyBody::local(Bytes::from(body)));
         *response.status_mut() = status;
         let headers = response.headers_mut();
@@ -152,6 +177,51 @@ impl ProxyError {
         }
         response
     }
+}
+
+impl ProxyError {
+    /// The same response as [`ProxyError::to_response`] (with the request id header and a
+    /// `date`, as hyper would add), as HTTP/1.1 bytes, for when the connection must answer
+    /// without hyper: a head over the limits never becomes a request. Always says
+    /// `connection: close`.
+    pub(crate) fn to_http1(self, request_id: &str) -> Vec<u8> {
+        let status = self.status();
+        let body = self.body(request_id);
+        format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n\
+             {X_AMZN_REQUESTID}: {request_id}\r\ncontent-length: {}\r\ndate: {}\r\n\r\n{body}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            body.len(),
+            http_date(SystemTime::now()),
+        )
+        .into_bytes()
+    }
+}
+
+/// `t` as an HTTP date (IMF-fixdate, RFC 9110 §5.6.7), e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn http_date(t: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm), in March-based years.
+    let z = days + 719_468;
+    let (era, doe) = (z / 146_097, z % 146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        rem / 3_600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 impl std::fmt::Display for ProxyError {
@@ -172,6 +242,8 @@ mod tests {
             (ErrorKind::BadFraming, 400, Origin::Client, true),
             (ErrorKind::BadHost, 400, Origin::Client, true),
             (ErrorKind::ClientBody, 400, Origin::Client, true),
+            (ErrorKind::HeadTooLarge, 400, Origin::Client, true),
+            (ErrorKind::TooManyHeaders, 400, Origin::Client, true),
             (ErrorKind::UnknownHost, 404, Origin::Client, false),
             (ErrorKind::NoListener, 404, Origin::Client, false),
             (ErrorKind::ConnectFailed, 502, Origin::Upstream, false),
@@ -195,5 +267,26 @@ mod tests {
         let text = std::str::from_utf8(&body).unwrap();
         assert!(text.starts_with("503 Service Unavailable: the target group has no registered targets"), "{text}");
         assert!(text.contains("request id: abc-123"), "{text}");
+    }
+
+    #[test]
+    fn http1_bytes_match_the_response() {
+        let raw = ProxyError::new(ErrorKind::HeadTooLarge).to_http1("abc-123");
+        let text = std::str::from_utf8(&raw).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+        for line in ["connection: close", "x-amzn-requestid: abc-123", &format!("content-length: {}", body.len())] {
+            assert!(head.split("\r\n").any(|l| l == line), "{line} in {head}");
+        }
+        assert_eq!(body, "400 Bad Request: the request head is too large\nrequest id: abc-123\n");
+    }
+
+    #[test]
+    fn http_dates() {
+        let at = |secs| http_date(UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        assert_eq!(at(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(at(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(at(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(at(1_709_251_199), "Thu, 29 Feb 2024 23:59:59 GMT");
     }
 }

@@ -1,7 +1,7 @@
 //! The framing guard: a small state machine that follows the bytes a client sends, request head
 //! by request head and body by body, and flags the stream as *poisoned* when its framing is
 //! ambiguous in a way hyper's parser lets through. hyper already refuses most malformed input
-//! (bare CR, obs-fold, invalid header names, bad Content-Length, oversized heads); what it
+//! (bare CR, obs-fold, invalid header names, bad Content-Length); what it
 //! accepts and we refuse is a request with both `Content-Length` and `Transfer-Encoding` (hyper
 //! follows RFC 9112 and lets Transfer-Encoding win; the issue asks for a 400), lines ended by a
 //! bare LF, and malformed chunk-size lines that arrive before hyper reads them.
@@ -11,9 +11,18 @@
 //! refuses requests on a poisoned connection with 400 and closes it; the request body refuses to
 //! yield data once the stream is poisoned, so nothing after an ambiguity is forwarded.
 //!
+//! It also enforces the head limits ([`Limits`]): a head longer than the byte limit, or with
+//! more header fields than allowed, *refuses* the stream. Unlike poison, a refusal stops the
+//! bytes themselves: [`FramingGuard::scan`] says how many bytes of a read may reach hyper, which
+//! is never past the point where a head went over a limit, so hyper only ever holds an
+//! incomplete head and never dispatches it (its own limits, set a little above ours, are a
+//! backstop). The connection then answers 400 itself (see `conn`).
+//!
 //! Cost: heads are scanned line by line (one search for CR/LF per line, the first bytes of each
-//! line copied); bodies with a length are skipped in O(1) per read; chunked bodies scan only
-//! their size lines.
+//! line copied, two counters updated); bodies with a length are skipped in O(1) per read;
+//! chunked bodies scan only their size lines.
+
+use crate::error::ErrorKind;
 
 /// Bytes of each line kept for inspection: enough for `transfer-encoding: chunked` and any sane
 /// `content-length` value.
@@ -22,10 +31,21 @@ const PREFIX: usize = 64;
 /// Longest chunk-size line (with extensions) accepted.
 const MAX_CHUNK_LINE: usize = 4096;
 
+/// The limits on a request head.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// Most bytes in a head: its request line, header lines and final empty line, CR LF
+    /// included (and any empty lines before the request line, which hyper counts too).
+    pub(crate) head_bytes: usize,
+    /// Most header fields in a head.
+    pub(crate) headers: usize,
+}
+
 /// Follows one client's request stream. See the module docs.
 #[derive(Debug)]
 pub(crate) struct FramingGuard {
     state: State,
+    limits: Limits,
 }
 
 #[derive(Debug)]
@@ -44,6 +64,8 @@ enum State {
     Trailers(Line),
     /// Ambiguous or malformed framing was seen; nothing more is inspected.
     Poisoned,
+    /// A head went over a limit (the kind says which); no more bytes may pass.
+    Refused(ErrorKind),
 }
 
 /// One line of a head or trailer section, as far as it has arrived.
@@ -67,6 +89,10 @@ struct HeadScan {
     request_line: bool,
     content_length: Option<u64>,
     chunked: bool,
+    /// Bytes of the head so far (never more than the limit).
+    bytes: usize,
+    /// Header lines completed so far.
+    fields: usize,
 }
 
 #[derive(Debug, Default)]
@@ -86,45 +112,63 @@ enum Step {
     To(State),
     /// Poison the stream.
     Poison,
+    /// Refuse the stream: a head went over a limit.
+    Refuse(ErrorKind),
 }
 
 // === impl FramingGuard ===
 
 impl FramingGuard {
     /// A guard at the start of a connection.
-    pub(crate) fn new() -> Self {
-        Self { state: State::Head(HeadScan::new()) }
+    pub(crate) fn new(limits: Limits) -> Self {
+        Self { state: State::Head(HeadScan::new()), limits }
     }
 
-    /// Follows `buf`, the next bytes the client sent. Returns false once the stream is
-    /// poisoned (and from then on).
-    pub(crate) fn scan(&mut self, mut buf: &[u8]) -> bool {
-        while !buf.is_empty() {
+    /// Follows `buf`, the next bytes the client sent. Returns how many of them may be handed
+    /// on: all of them, unless the stream is refused, in which case the bytes before the point
+    /// where a head went over a limit (and none once refused).
+    pub(crate) fn scan(&mut self, buf: &[u8]) -> usize {
+        let mut rest = buf;
+        while !rest.is_empty() {
             let (used, step) = match &mut self.state {
-                State::Head(head) => head.feed(buf),
-                State::Body { remaining } => skip(remaining, buf, || State::Head(HeadScan::new())),
-                State::ChunkSize(line) => line.feed(buf),
-                State::ChunkData { remaining } => skip(remaining, buf, || State::ChunkEnd { cr: false }),
-                State::ChunkEnd { cr } => chunk_end(cr, buf),
-                State::Trailers(line) => trailers(line, buf),
-                State::Poisoned => return false,
+                State::Head(head) => head.feed(rest, self.limits),
+                State::Body { remaining } => skip(remaining, rest, || State::Head(HeadScan::new())),
+                State::ChunkSize(line) => line.feed(rest),
+                State::ChunkData { remaining } => skip(remaining, rest, || State::ChunkEnd { cr: false }),
+                State::ChunkEnd { cr } => chunk_end(cr, rest),
+                State::Trailers(line) => trailers(line, rest),
+                State::Poisoned => break,
+                State::Refused(_) => return buf.len() - rest.len(),
             };
-            buf = buf.get(used..).unwrap_or_default();
+            rest = rest.get(used..).unwrap_or_default();
             match step {
                 Step::Stay => {}
                 Step::To(next) => self.state = next,
                 Step::Poison => {
                     self.state = State::Poisoned;
-                    return false;
+                    break;
+                }
+                Step::Refuse(kind) => {
+                    self.state = State::Refused(kind);
+                    return buf.len() - rest.len();
                 }
             }
         }
-        !self.is_poisoned()
+        buf.len()
     }
 
     /// Whether ambiguous or malformed framing was seen.
     pub(crate) fn is_poisoned(&self) -> bool {
         matches!(self.state, State::Poisoned)
+    }
+
+    /// Why the stream was refused, if it was: [`ErrorKind::HeadTooLarge`] or
+    /// [`ErrorKind::TooManyHeaders`].
+    pub(crate) fn refusal(&self) -> Option<ErrorKind> {
+        match self.state {
+            State::Refused(kind) => Some(kind),
+            _ => None,
+        }
     }
 
     /// Whether part of a request head has arrived, but not all of it.
@@ -224,12 +268,37 @@ impl Line {
 
 impl HeadScan {
     fn new() -> Self {
-        Self { line: Line::new(), started: false, request_line: false, content_length: None, chunked: false }
+        Self {
+            line: Line::new(),
+            started: false,
+            request_line: false,
+            content_length: None,
+            chunked: false,
+            bytes: 0,
+            fields: 0,
+        }
     }
 
-    fn feed(&mut self, buf: &[u8]) -> (usize, Step) {
+    /// Takes bytes of the head, never past the byte limit: the byte after it, or the first byte
+    /// of a header line beyond the field limit, refuses the stream (with `used` the bytes
+    /// before it).
+    fn feed(&mut self, buf: &[u8], limits: Limits) -> (usize, Step) {
         self.started = true;
-        let (used, step) = self.line.feed(buf);
+        let room = limits.head_bytes.saturating_sub(self.bytes);
+        if room == 0 {
+            return (0, Step::Refuse(ErrorKind::HeadTooLarge));
+        }
+        if self.request_line
+            && self.fields >= limits.headers
+            && self.line.len == 0
+            && !self.line.cr
+            && !matches!(buf.first(), Some(b'\r' | b'\n'))
+        {
+            // A header line starts (anything but the empty line that ends the head).
+            return (0, Step::Refuse(ErrorKind::TooManyHeaders));
+        }
+        let (used, step) = self.line.feed(buf.get(..room).unwrap_or(buf));
+        self.bytes += used;
         let step = match step {
             LineStep::More => Step::Stay,
             LineStep::Bad => Step::Poison,
@@ -251,6 +320,8 @@ impl HeadScan {
             self.request_line = true;
         } else if !self.header_line() {
             return Step::Poison;
+        } else {
+            self.fields += 1;
         }
         self.line.reset();
         Step::Stay
@@ -344,11 +415,13 @@ impl ChunkLine {
 mod tests {
     use super::*;
 
+    const LIMITS: Limits = Limits { head_bytes: 64 * 1024, headers: 100 };
+
     /// Feeds `input` whole and byte by byte; both must agree.
     fn poisoned(input: &[u8]) -> bool {
-        let mut whole = FramingGuard::new();
+        let mut whole = FramingGuard::new(LIMITS);
         whole.scan(input);
-        let mut bytes = FramingGuard::new();
+        let mut bytes = FramingGuard::new(LIMITS);
         for b in input {
             bytes.scan(std::slice::from_ref(b));
         }
@@ -399,9 +472,71 @@ mod tests {
         }
     }
 
+    /// Feeds `input` whole, in reads of 7 bytes, and byte by byte; all must agree on how many
+    /// bytes pass and why the stream was refused.
+    fn passed(limits: Limits, input: &[u8]) -> (usize, Option<ErrorKind>) {
+        let mut whole = FramingGuard::new(limits);
+        let got = (whole.scan(input), whole.refusal());
+        for size in [7, 1] {
+            let mut g = FramingGuard::new(limits);
+            let passed = input.chunks(size).map(|c| g.scan(c)).sum::<usize>();
+            assert_eq!((passed, g.refusal()), got, "reads of {size}");
+        }
+        assert!(!whole.is_poisoned());
+        got
+    }
+
+    /// A GET whose head is exactly `len` bytes, padded by one header.
+    fn head_of(len: usize) -> Vec<u8> {
+        let start = b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: ";
+        let mut head = start.to_vec();
+        head.resize(len - 4, b'p');
+        head.extend_from_slice(b"\r\n\r\n");
+        head
+    }
+
+    #[test]
+    fn heads_up_to_the_byte_limit_pass() {
+        let limits = Limits { head_bytes: 200, headers: 100 };
+        // Exactly at the limit, twice on one connection, with a body in between.
+        let mut input = head_of(200);
+        input.extend_from_slice(b"POST / HTTP/1.1\r\nContent-Length: 300\r\n\r\n");
+        input.resize(input.len() + 300, b'x');
+        input.extend_from_slice(&head_of(200));
+        assert_eq!(passed(limits, &input), (input.len(), None));
+        // One byte over: everything before the excess byte passes, nothing after.
+        let mut over = head_of(200);
+        over.extend_from_slice(&head_of(201));
+        assert_eq!(passed(limits, &over), (400, Some(ErrorKind::HeadTooLarge)));
+        // A line that never ends is cut at the limit.
+        let endless = [b"GET /".as_slice(), &[b'a'; 1000]].concat();
+        assert_eq!(passed(limits, &endless), (200, Some(ErrorKind::HeadTooLarge)));
+        // Empty lines before a request line count (hyper counts them too).
+        let mut leading = b"\r\n".to_vec();
+        leading.extend_from_slice(&head_of(198));
+        assert_eq!(passed(limits, &leading), (leading.len(), None));
+        leading.splice(0..0, *b"\r\n");
+        assert_eq!(passed(limits, &leading), (200, Some(ErrorKind::HeadTooLarge)));
+    }
+
+    #[test]
+    fn heads_up_to_the_field_limit_pass() {
+        let limits = Limits { head_bytes: 64 * 1024, headers: 3 };
+        let ok = b"GET / HTTP/1.1\r\nHost: a\r\nB: 1\r\nC: 2\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(passed(limits, ok), (ok.len(), None));
+        // The fourth field is refused before its first byte.
+        let four = b"GET / HTTP/1.1\r\nHost: a\r\nB: 1\r\nC: 2\r\nD: 3\r\n\r\n";
+        let at = four.windows(2).position(|w| w == b"D:").unwrap();
+        assert_eq!(passed(limits, four), (at, Some(ErrorKind::TooManyHeaders)));
+        // Chunked trailers are not head fields.
+        let trailers =
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
+        assert_eq!(passed(limits, trailers), (trailers.len(), None));
+    }
+
     #[test]
     fn mid_head_tracks_partial_heads() {
-        let mut g = FramingGuard::new();
+        let mut g = FramingGuard::new(LIMITS);
         assert!(!g.mid_head());
         g.scan(b"GET / HT");
         assert!(g.mid_head());

@@ -4,8 +4,8 @@
 //! targets done draining) it reports through a [`HealthSink`] the composition root implements.
 //!
 //! Modules: `listener` (which sockets are open, accept loops), `conn` (one client connection:
-//! head and idle timers, maximum age), `guard` (refuses ambiguous framing before hyper sees
-//! it), `table` (per-snapshot lookups), `request` (the request path as named phases), `balance`
+//! head and idle timers, maximum age), `guard` (refuses ambiguous framing and oversized heads
+//! before hyper sees them), `table` (per-snapshot lookups), `request` (the request path as named phases), `balance`
 //! (weighted and round-robin selection), `forward` (upstream pools, streaming), `headers`
 //! (what targets see), `error` (errors the proxy makes itself), `health` (probes and the status
 //! machine), `dns` (answers from the snapshot).

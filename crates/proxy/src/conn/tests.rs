@@ -70,18 +70,83 @@ async fn bad_input_gets_4xx_and_close() {
         ("bad Host", "GET / HTTP/1.1\r\nHost: one example\r\n\r\n".into(), "400"),
         ("CONNECT", "CONNECT one.example:443 HTTP/1.1\r\nHost: one.example:443\r\n\r\n".into(), "400"),
         ("not HTTP", "HELLO\r\n\r\n".into(), "400"),
-        // hyper answers oversized heads with 431 (RFC 6585), the status made for them.
-        ("head over 64 KiB", big, "431"),
-        ("101 headers", many, "431"),
+        // The framing guard stops heads over the limits before hyper (which would say 431).
+        ("head over 64 KiB", big.clone(), "400"),
+        ("101 headers", many.clone(), "400"),
     ];
     for (name, input, status) in cases {
         let response = raw(addr, input.as_bytes()).await;
         assert!(response.starts_with(&format!("HTTP/1.1 {status} ")), "{name}: {response:?}");
         assert_eq!(target.hits.load(Ordering::SeqCst), 0, "{name} reached the target");
     }
+    // Over the limits: the proxy's own 400, with its reason, request id, and close.
+    for (input, reason) in [(&big, "the request head is too large"), (&many, "the request has too many header fields")]
+    {
+        let response = raw(addr, input.as_bytes()).await;
+        let (head, body) = response.split_once("\r\n\r\n").expect("a whole response");
+        let head = head.to_ascii_lowercase();
+        assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+        let id = head.lines().find_map(|l| l.strip_prefix("x-amzn-requestid: ")).expect("request id");
+        assert_eq!(body, format!("400 Bad Request: {reason}\nrequest id: {id}\n"));
+        assert!(head.contains(&format!("\r\ncontent-length: {}\r\n", body.len())), "{head}");
+    }
+    assert_eq!(target.hits.load(Ordering::SeqCst), 0);
     // The same connection works for clean requests, and the target is fine.
     let mut stream = TcpStream::connect(addr).await.unwrap();
     assert!(request(&mut stream).await.unwrap().starts_with("HTTP/1.1 200 "));
+    proxy.stop().await;
+}
+
+/// A GET of exactly `len` head bytes and `fields` header fields (Host and `Connection: close`
+/// among them), padded in its last field.
+fn head_of(len: usize, fields: usize) -> String {
+    let mut head = String::from("GET / HTTP/1.1\r\nHost: one.example\r\nConnection: close\r\n");
+    for i in 3..fields {
+        head.push_str(&format!("X-F{i}: 1\r\n"));
+    }
+    head.push_str("X-Pad: ");
+    let pad = len - head.len() - 4;
+    head.push_str(&"p".repeat(pad));
+    head.push_str("\r\n\r\n");
+    assert_eq!(head.len(), len);
+    head
+}
+
+#[tokio::test]
+async fn heads_at_the_limits_pass_one_more_is_refused() {
+    let (proxy, _f, addr, target) = one_service(config()).await;
+    let limit = config().max_header_bytes;
+    let cases = [
+        ("64 KiB head", head_of(limit, 3), "200"),
+        ("100 fields", head_of(4096, 100), "200"),
+        ("100 fields in 64 KiB", head_of(limit, 100), "200"),
+        ("64 KiB + 1 head", head_of(limit + 1, 3), "400"),
+        ("101 fields", head_of(4096, 101), "400"),
+    ];
+    let mut hits = 0;
+    for (name, input, status) in cases {
+        let response = raw(addr, input.as_bytes()).await;
+        assert!(response.starts_with(&format!("HTTP/1.1 {status} ")), "{name}: {response:?}");
+        hits += usize::from(status == "200");
+        assert_eq!(target.hits.load(Ordering::SeqCst), hits, "{name}");
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_head_waits_for_the_responses_before_it() {
+    let (proxy, _f, addr, target) = one_service(config()).await;
+    // Two requests pipelined, then a head over the limit, in one write: both requests are
+    // answered in order, then the 400, then the connection closes.
+    let big = format!("GET / HTTP/1.1\r\nHost: one.example\r\nX-Big: {}\r\n\r\n", "b".repeat(70 * 1024));
+    let tiny = b"GET /tiny HTTP/1.1\r\nHost: one.example\r\n\r\n".as_slice();
+    let input = [tiny, tiny, big.as_bytes()].concat();
+    let response = raw(addr, &input).await;
+    let statuses: Vec<&str> = response.match_indices("HTTP/1.1 ").map(|(at, _)| &response[at + 9..at + 12]).collect();
+    assert_eq!(statuses, ["200", "200", "400"], "{response}");
+    assert_eq!(response.matches("hello, world\n").count(), 2, "{response}");
+    assert!(response.contains("\r\n\r\n400 Bad Request: the request head is too large\n"), "{response}");
+    assert_eq!(target.hits.load(Ordering::SeqCst), 2);
     proxy.stop().await;
 }
 

@@ -341,6 +341,8 @@ impl FakeTarget {
                         respond(name, req, gate.clone())
                     });
                     let mut builder = hyper::server::conn::http1::Builder::new();
+                    // Room for a request at the proxy's field limit plus the headers it adds.
+                    builder.max_headers(200);
                     if let Some(idle) = idle {
                         // hyper's header timeout also runs between requests: an idle timeout.
                         builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(idle);
