@@ -91,11 +91,18 @@ impl Bound {
         let served = trellis_control::serve(listener, router, async move {
             let _ = api_stop.wait_for(|s| *s).await;
         });
-        let stop_on_signal = async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
+        // Whichever ends first, the signal or the API (if it fails), stops everything else.
+        tokio::pin!(served);
+        let served = tokio::select! {
+            () = shutdown => {
+                let _ = stop_tx.send(true);
+                served.await
+            }
+            result = &mut served => {
+                let _ = stop_tx.send(true);
+                result
+            }
         };
-        let (served, ()) = tokio::join!(served, stop_on_signal);
         served.context("serving the API")?;
         let _ = compiler.await;
         match proxy.await {
