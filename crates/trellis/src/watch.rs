@@ -207,3 +207,74 @@ fn health_status_name(status: trellis_proxy::HealthStatus) -> &'static str {
         Unused => "UNUSED",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    use trellis_store::{BoxFuture, Error, Op, RangeRequest, RangeResponse, SqliteStore, Txn, TxnResponse};
+
+    use super::*;
+
+    /// A store whose reads can be made to fail, as a store that stopped answering would.
+    struct Flaky {
+        inner: SqliteStore,
+        down: AtomicBool,
+    }
+
+    impl Store for Flaky {
+        fn range(&self, req: RangeRequest) -> BoxFuture<'_, Result<RangeResponse, Error>> {
+            if self.down.load(Ordering::SeqCst) {
+                return Box::pin(std::future::ready(Err(Error::Backend("store is down".into()))));
+            }
+            self.inner.range(req)
+        }
+
+        fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnResponse, Error>> {
+            self.inner.txn(txn)
+        }
+
+        fn watch(&self, prefix: String, from: i64) -> BoxFuture<'_, Result<WatchStream, Error>> {
+            self.inner.watch(prefix, from)
+        }
+    }
+
+    async fn put(store: &SqliteStore, key: &str) {
+        let txn = Txn { success: vec![Op::Put(key.into(), b"x".to_vec())], ..Txn::default() };
+        store.txn(txn).await.unwrap();
+    }
+
+    async fn wait_for_revision(rx: &mut watch::Receiver<Arc<Snapshot>>, revision: i64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while rx.borrow().revision < revision {
+            assert!(Instant::now() < deadline, "no snapshot of revision {revision}");
+            let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_last_snapshot_stays_while_the_store_is_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = SqliteStore::open(&dir.path().join("store.db"), Default::default()).unwrap();
+        put(&inner, "unrelated/1").await;
+        let store = Arc::new(Flaky { inner: inner.clone(), down: AtomicBool::new(false) });
+        let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
+        let (stop_tx, stop) = watch::channel(false);
+        let range = IngressRange::parse("127.201.0.0/24").unwrap();
+        let task = tokio::spawn(run(store.clone(), "n1".into(), range, tx, stop));
+        wait_for_revision(&mut rx, 1).await;
+
+        // The store stops answering reads; a change arrives; the data plane keeps what it had.
+        store.down.store(true, Ordering::SeqCst);
+        put(&inner, "unrelated/2").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(rx.borrow().revision, 1, "a failed compile must not replace the snapshot");
+
+        // Once it answers again, the change is compiled without anyone asking.
+        store.down.store(false, Ordering::SeqCst);
+        wait_for_revision(&mut rx, 2).await;
+        let _ = stop_tx.send(true);
+        tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+    }
+}
