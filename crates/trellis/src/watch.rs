@@ -1,5 +1,6 @@
 //! Feeding the data plane: watches the store, compiles a new [`Snapshot`] after every change
-//! (changes that arrive together are compiled once), hands VPCs that became reachable an ingress
+//! (changes that arrive together are compiled once, and changes the last compile already read
+//! are not compiled again), hands VPCs that became reachable an ingress
 //! address, and publishes each snapshot on a watch channel. If the store stops answering, the
 //! last snapshot stays in force and compiling is retried.
 //!
@@ -13,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use trellis_model::snapshot::Snapshot;
 use trellis_net::IngressRange;
 use trellis_proxy::{HealthReport, HealthSink};
-use trellis_store::{Store, WatchStream};
+use trellis_store::{Revision, Store, WatchStream};
 
 /// How long to gather more changes after the first one before compiling.
 const DEBOUNCE: Duration = Duration::from_millis(2);
@@ -56,7 +57,7 @@ pub async fn run(
             }
         }
         let Some(stream) = changes.as_mut() else { continue };
-        match next_change(stream, &mut stop).await {
+        match next_change(stream, &mut stop, revision).await {
             Change::Config => {}
             // The stream failed (compaction, store gone): compile afresh and watch again.
             Change::Lost => changes = None,
@@ -73,14 +74,19 @@ enum Change {
 
 /// Waits for a change that matters to the data plane, then gathers what else arrives within
 /// [`DEBOUNCE`]. Health records are the data plane's own output: they never need a recompile.
-async fn next_change(stream: &mut WatchStream, stop: &mut watch::Receiver<bool>) -> Change {
+/// Nor do changes at or below `compiled`, the revision of the last compile: it read them
+/// already. (The stream lags behind the store while compiles are slow: a compile at 10,000
+/// services takes tens of milliseconds, and the stream hands over a few hundred events at a
+/// time. Compiling again for each of those stale batches kept the loop busy for seconds after
+/// the last write, rebuilding the same snapshot.)
+async fn next_change(stream: &mut WatchStream, stop: &mut watch::Receiver<bool>, compiled: Revision) -> Change {
     loop {
         let event = tokio::select! {
             event = stream.recv() => event,
             () = stopped(stop) => return Change::Stop,
         };
         match event {
-            Some(Ok(e)) if is_health(&e.kv.key) => continue,
+            Some(Ok(e)) if e.kv.mod_revision <= compiled || is_health(&e.kv.key) => continue,
             Some(Ok(_)) => break,
             Some(Err(_)) | None => return Change::Lost,
         }
@@ -213,7 +219,10 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Instant;
 
-    use trellis_store::{BoxFuture, Error, Op, RangeRequest, RangeResponse, SqliteStore, Txn, TxnResponse};
+    use trellis_store::{
+        BoxFuture, Error, EventKind, KeyValue, Op, RangeRequest, RangeResponse, SqliteStore, Txn, TxnResponse,
+        WatchEvent,
+    };
 
     use super::*;
 
@@ -276,5 +285,43 @@ mod tests {
         wait_for_revision(&mut rx, 2).await;
         let _ = stop_tx.send(true);
         tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+    }
+
+    fn event(key: &str, revision: Revision) -> Result<WatchEvent, Error> {
+        let kv = KeyValue {
+            key: key.to_owned(),
+            value: vec![],
+            create_revision: revision,
+            mod_revision: revision,
+            version: 1,
+        };
+        Ok(WatchEvent { kind: EventKind::Put, kv })
+    }
+
+    #[tokio::test]
+    async fn changes_the_last_compile_read_do_not_compile_again() {
+        let (tx, mut stream) = tokio::sync::mpsc::channel(256);
+        let (_stop_tx, mut stop) = watch::channel(false);
+        // A backlog the stream still holds, all at or below the compiled revision 200.
+        for revision in 1..=200 {
+            tx.send(event(&format!("r/us-east-1/111122223333/res/svc/svc-{revision}"), revision)).await.unwrap();
+        }
+        let waiting = tokio::time::timeout(Duration::from_millis(50), next_change(&mut stream, &mut stop, 200));
+        assert!(waiting.await.is_err(), "a backlog already compiled must not trigger a compile");
+        assert!(stream.is_empty(), "the backlog is consumed");
+        // A health record after it changes nothing either; a resource after it does.
+        tx.send(event("r/us-east-1/111122223333/health/tg-1/10.0.0.1/80/node-1", 201)).await.unwrap();
+        tx.send(event("r/us-east-1/111122223333/res/svc/svc-new", 202)).await.unwrap();
+        let change = tokio::time::timeout(Duration::from_secs(5), next_change(&mut stream, &mut stop, 200)).await;
+        assert!(matches!(change, Ok(Change::Config)));
+    }
+
+    #[tokio::test]
+    async fn a_change_after_the_compile_is_compiled() {
+        let (tx, mut stream) = tokio::sync::mpsc::channel(256);
+        let (_stop_tx, mut stop) = watch::channel(false);
+        tx.send(event("r/us-east-1/111122223333/res/svc/svc-1", 7)).await.unwrap();
+        let change = tokio::time::timeout(Duration::from_secs(5), next_change(&mut stream, &mut stop, 6)).await;
+        assert!(matches!(change, Ok(Change::Config)));
     }
 }
