@@ -81,10 +81,17 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = |threads: Option<usize>| {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        if let Some(n) = threads {
-            builder.worker_threads(n);
-        }
+        // One worker: a current-thread runtime does the same work without the multi-threaded
+        // scheduler's cross-thread bookkeeping (blocking work still has its own pool).
+        let mut builder = match threads {
+            Some(1) => tokio::runtime::Builder::new_current_thread(),
+            Some(n) => {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(n);
+                b
+            }
+            None => tokio::runtime::Builder::new_multi_thread(),
+        };
         builder.enable_all().build().context("starting the runtime")
     };
     match cli.command {
