@@ -31,6 +31,7 @@ mod target;
 mod target_group;
 
 pub use error::ApiError;
+pub use idempotency::sweep as sweep_tokens;
 
 /// Every operation of the `vpc-lattice` API, named as AWS names them, A–Z.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -94,6 +94,8 @@ impl ControlState {
     }
 }
 
+pub use lattice::sweep_tokens;
+
 /// Builds the API.
 pub fn router(state: ControlState) -> Router {
     dispatch::router(state, Router::new())

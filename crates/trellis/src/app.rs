@@ -80,6 +80,7 @@ impl Bound {
             snapshots.clone(),
             stop.clone(),
         ));
+        let sweeper = tokio::spawn(sweep_tokens(store.clone(), stop.clone()));
         let (sink, drain_reports) = crate::watch::StoreSink::new(store, config.node.clone());
         let reports = tokio::spawn(drain_reports);
         let mut proxy_stop = stop.clone();
@@ -105,6 +106,7 @@ impl Bound {
         };
         served.context("serving the API")?;
         let _ = compiler.await;
+        let _ = sweeper.await;
         match proxy.await {
             Ok(result) => result.context("running the data plane")?,
             Err(e) => anyhow::bail!("the data plane panicked: {e}"),
@@ -113,6 +115,24 @@ impl Bound {
         let _ = reports.await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Every ten minutes, forgets `clientToken` answers past their lifetime.
+async fn sweep_tokens(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        match trellis_control::sweep_tokens(store.as_ref(), now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "expired client tokens swept"),
+            Err(e) => tracing::warn!(error = %e, "cannot sweep expired client tokens"),
+        }
     }
 }
 

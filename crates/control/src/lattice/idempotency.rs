@@ -2,7 +2,7 @@
 //! parameters gets the original answer and does nothing; with other parameters it gets a
 //! `ConflictException`. The remembered answer is written in the same transaction as the
 //! resource, so it can never exist without it (or the reverse). Tokens are scoped per region,
-//! account and operation, and are remembered for 8 hours.
+//! account and operation, and are remembered for 8 hours; [`sweep`] removes them after that.
 
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -94,4 +94,56 @@ fn fingerprint(req: &Req<'_>) -> String {
     }
     // serde_json's maps are ordered by key, so equal parameters give equal strings.
     serde_json::json!({ "path": req.path, "body": body }).to_string()
+}
+
+/// Removes the remembered answers of tokens older than their lifetime (at `now_ms`); returns
+/// how many. A record rewritten meanwhile is left alone.
+pub async fn sweep(store: &dyn Store, now_ms: u64) -> Result<usize, trellis_store::Error> {
+    use trellis_store::{Compare, Op, StoreExt, Txn};
+    let all = store.list_prefix("r/", None, 0).await?;
+    let expired: Vec<(String, i64)> = all
+        .kvs
+        .into_iter()
+        .filter(|kv| kv.key.contains("/token/"))
+        .filter(|kv| serde_json::from_slice::<Remembered>(&kv.value).is_ok_and(|r| r.expires_ms <= now_ms))
+        .map(|kv| (kv.key, kv.mod_revision))
+        .collect();
+    let mut removed = 0;
+    for (key, revision) in expired {
+        // One compare per delete: a token reused since it was read keeps its new answer.
+        let txn = Txn {
+            compare: vec![Compare::ModRevision(key.clone(), revision)],
+            success: vec![Op::Delete(key)],
+            failure: Vec::new(),
+        };
+        if store.txn(txn).await?.succeeded {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::test_util::{app_and_store, call};
+
+    #[tokio::test]
+    async fn expired_tokens_are_swept_and_fresh_ones_kept() {
+        let (app, store, _dir) = app_and_store();
+        for token in ["old", "new"] {
+            let body = json!({"name": format!("net-{token}"), "clientToken": token});
+            assert_eq!(call(&app, "POST", "/servicenetworks", Some(body)).await.0, 201);
+        }
+        // Nothing has expired yet.
+        assert_eq!(super::sweep(store.as_ref(), crate::now().0).await.unwrap(), 0);
+        // Nine hours later, both have.
+        let later = crate::now().0 + 9 * 3600 * 1000;
+        assert_eq!(super::sweep(store.as_ref(), later).await.unwrap(), 2);
+        assert_eq!(super::sweep(store.as_ref(), later).await.unwrap(), 0);
+        // The resources they created are untouched.
+        let (_, _, list) = call(&app, "GET", "/servicenetworks", None).await;
+        assert_eq!(list["items"].as_array().unwrap().len(), 2);
+    }
 }
