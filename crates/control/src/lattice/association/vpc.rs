@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 use trellis_model::Kind;
 use trellis_model::ec2::SecurityGroup;
-use trellis_model::lattice::{DnsOptions, ServiceNetworkVpcAssociation, Status, Tags};
+use trellis_model::lattice::{DnsOptions, ServiceNetwork, ServiceNetworkVpcAssociation, Status, Tags};
 
 use super::super::idempotency::ClientToken;
 use super::super::input::check_tags;
@@ -129,21 +129,27 @@ pub(crate) async fn get(req: &Req<'_>) -> Result<Reply, ApiError> {
     let a = find(req, &id).await?.value;
     let mut networks = Networks::default();
     let sn = networks.get(req, &a.service_network_id).await?;
-    Ok(Reply::ok(json!({
+    let mut body = summary(&a, sn);
+    body["securityGroupIds"] = json!(a.security_group_ids);
+    Ok(Reply::ok(body))
+}
+
+/// The members Get and List share.
+fn summary(a: &ServiceNetworkVpcAssociation, sn: Option<&ServiceNetwork>) -> serde_json::Value {
+    json!({
         "id": a.id,
-        "status": a.status,
         "arn": a.arn,
+        "status": a.status,
         "createdBy": a.created_by,
         "createdAt": a.created_at,
         "serviceNetworkId": a.service_network_id,
         "serviceNetworkName": sn.map(|s| &s.name),
         "serviceNetworkArn": sn.map(|s| &s.arn),
-        "vpcId": a.vpc_id,
-        "securityGroupIds": a.security_group_ids,
         "privateDnsEnabled": a.private_dns_enabled,
-        "lastUpdatedAt": a.last_updated_at,
         "dnsOptions": a.dns_options,
-    })))
+        "vpcId": a.vpc_id,
+        "lastUpdatedAt": a.last_updated_at,
+    })
 }
 
 /// Lists by service network (its `sn-vpc` entries), by VPC (its `vpc-snva` entry), by both, or
@@ -169,20 +175,7 @@ pub(crate) async fn list(req: &Req<'_>) -> Result<Reply, ApiError> {
     let mut out = Vec::with_capacity(items.len());
     for a in items {
         let sn = networks.get(req, &a.service_network_id).await?;
-        out.push(json!({
-            "id": a.id,
-            "arn": a.arn,
-            "status": a.status,
-            "createdBy": a.created_by,
-            "createdAt": a.created_at,
-            "serviceNetworkId": a.service_network_id,
-            "serviceNetworkName": sn.map(|s| &s.name),
-            "serviceNetworkArn": sn.map(|s| &s.arn),
-            "privateDnsEnabled": a.private_dns_enabled,
-            "dnsOptions": a.dns_options,
-            "vpcId": a.vpc_id,
-            "lastUpdatedAt": a.last_updated_at,
-        }));
+        out.push(summary(&a, sn));
     }
     Ok(Reply::ok(json!({ "items": out, "nextToken": next })))
 }
