@@ -1,12 +1,54 @@
-//! Making VPCs reachable. In loopback mode (this crate's only mode so far) every VPC associated
-//! with a service network gets an ingress address of its own in a loopback range; the proxy and
-//! its DNS responder listen there, and the address a connection arrived on tells which VPC it
-//! came from. Network namespaces (`netns` mode) come next.
+//! Making VPCs reachable, in one of two modes ([`Network`]). In loopback mode every VPC
+//! associated with a service network gets an ingress address of its own in a loopback range; the
+//! proxy and its DNS responder listen there, and the address a connection arrived on tells which
+//! VPC it came from. In netns mode ([`netns`]) every VPC is a network namespace, and the proxy
+//! listens inside each associated VPC at a link-local address; the socket a connection arrived on
+//! tells which VPC it came from.
 //!
 //! Owns: the ingress range and allocation ([`IngressRange`]), the port offset used without root
-//! ([`Ports`]), and binding sockets on an ingress address.
+//! ([`Ports`]), the namespaces and their layout ([`netns`]), and opening sockets in a given
+//! network ([`Place`]).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+pub mod netns;
+mod place;
+
+pub use netns::{Naming, Netns};
+pub use place::{Place, in_netns, in_netns_blocking};
+
+/// How VPCs are made real.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// Ingress addresses on loopback; VPCs are bookkeeping only.
+    Loopback,
+    /// Every VPC a network namespace named by this naming.
+    Netns(Naming),
+}
+
+impl Network {
+    /// Where the clients of VPC `vpc_id` reach Lattice: the place and the address the proxy
+    /// listens at, given the VPC's loopback ingress address (loopback mode).
+    pub fn ingress(&self, vpc_id: &str, loopback: Option<IpAddr>) -> Option<(Place, IpAddr)> {
+        match self {
+            Network::Loopback => Some((Place::Host, loopback?)),
+            Network::Netns(naming) => Some((Place::netns(&naming.vpc(vpc_id)), IpAddr::V4(netns::LINK_LOCAL))),
+        }
+    }
+
+    /// Where targets of VPC `vpc_id` are reached from.
+    pub fn targets(&self, vpc_id: Option<&str>) -> Place {
+        match (self, vpc_id) {
+            (Network::Netns(naming), Some(vpc)) => Place::netns(&naming.vpc(vpc)),
+            _ => Place::Host,
+        }
+    }
+
+    /// Whether targets must be loopback addresses (loopback mode never sends traffic elsewhere).
+    pub fn loopback_only(&self) -> bool {
+        matches!(self, Network::Loopback)
+    }
+}
 
 /// A range of loopback addresses handed out as ingress addresses, one per VPC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
