@@ -36,6 +36,16 @@ impl Network {
         }
     }
 
+    /// Where the DNS responder of VPC `vpc_id` listens: its ingress address in loopback mode;
+    /// every address of the VPC's namespace in netns mode (its clients ask the VPC's DNS
+    /// address, base + 2 of its block).
+    pub fn dns(&self, vpc_id: &str, loopback: Option<IpAddr>) -> Option<(Place, IpAddr)> {
+        match self {
+            Network::Loopback => Some((Place::Host, loopback?)),
+            Network::Netns(naming) => Some((Place::netns(&naming.vpc(vpc_id)), IpAddr::V4(Ipv4Addr::UNSPECIFIED))),
+        }
+    }
+
     /// Where targets of VPC `vpc_id` are reached from.
     pub fn targets(&self, vpc_id: Option<&str>) -> Place {
         match (self, vpc_id) {

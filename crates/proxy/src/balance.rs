@@ -15,10 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use trellis_net::Network;
+
 use trellis_model::snapshot::{TargetGroupView, TargetView, WeightedTarget};
 
 use crate::error::ErrorKind;
-use crate::forward::{Pool, Pools};
+use crate::forward::{Pool, PoolKey, Pools};
 use crate::{HealthStatus, HealthTable, InFlight, TargetKey};
 
 /// A target that may get requests.
@@ -50,10 +52,11 @@ pub(crate) struct BuildCtx<'a> {
     pub(crate) in_flight: &'a InFlight,
     /// Upstream pools, kept across builds.
     pub(crate) pools: &'a mut Pools,
-    /// The (address, idle timeout) pairs used by this build (the rest of `pools` is dropped).
-    pub(crate) used: HashSet<(SocketAddr, Duration)>,
-    /// Loopback mode: only loopback targets are contacted.
-    pub(crate) loopback_only: bool,
+    /// The pools used by this build (the rest of `pools` is dropped).
+    pub(crate) used: HashSet<PoolKey>,
+    /// How VPCs are made real (where targets are reached from; in loopback mode only loopback
+    /// targets are contacted).
+    pub(crate) network: &'a Network,
 }
 
 // === impl Group ===
@@ -64,15 +67,17 @@ impl Group {
     pub(crate) fn build(view: &TargetGroupView, idle: Duration, cursor: usize, ctx: &mut BuildCtx<'_>) -> Self {
         let mut targets = Vec::with_capacity(view.targets.len());
         let mut healthy = Vec::new();
+        let place = ctx.network.targets(view.vpc_id.as_deref());
         for t in &view.targets {
             let key = TargetKey { target_group_id: view.id.clone(), target_id: t.id.clone(), port: t.port };
             let status = ctx.health.targets.get(&key).map(|h| h.status);
-            let Some(addr) = contactable(t, status, ctx.loopback_only) else { continue };
+            let Some(addr) = contactable(t, status, ctx.network.loopback_only()) else { continue };
             if status == Some(HealthStatus::Healthy) {
                 healthy.push(targets.len());
             }
-            ctx.used.insert((addr, idle));
-            let pool = ctx.pools.pool(addr, idle);
+            let pool_key = (place.clone(), addr, idle);
+            let pool = ctx.pools.pool(&pool_key);
+            ctx.used.insert(pool_key);
             let in_flight = ctx.in_flight.counter(&key);
             targets.push(Target { key, pool, in_flight });
         }

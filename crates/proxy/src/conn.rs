@@ -60,8 +60,8 @@ const HYPER_MARGIN: usize = 1024;
 
 /// What the request path knows about a connection, and the clocks it shares with the I/O.
 pub(crate) struct Conn {
-    /// The ingress address the connection arrived on (it names the source VPC).
-    pub(crate) ingress: IpAddr,
+    /// The VPC the connection came from (the one whose ingress socket accepted it).
+    pub(crate) vpc: Arc<str>,
     /// The client's address, as a header value.
     pub(crate) client_ip: HeaderValue,
     /// The Lattice ports this socket serves (the real port, and the port below 1024 it stands
@@ -194,8 +194,8 @@ pub(crate) async fn serve(
 // === impl Conn ===
 
 impl Conn {
-    /// A connection accepted on `ingress`:`real_port` from `client`.
-    pub(crate) fn new(ingress: IpAddr, real_port: u16, client: IpAddr, ports: Ports, config: &ProxyConfig) -> Self {
+    /// A connection from VPC `vpc`, accepted on `real_port` from `client`.
+    pub(crate) fn new(vpc: Arc<str>, real_port: u16, client: IpAddr, ports: Ports, config: &ProxyConfig) -> Self {
         let offset = ports.low_port_offset;
         let lattice_ports = [real_port.checked_sub(offset).filter(|_| offset > 0), Some(real_port)]
             .into_iter()
@@ -204,7 +204,7 @@ impl Conn {
             .map(|p| (p, HeaderValue::from(p)))
             .collect();
         Self {
-            ingress,
+            vpc,
             client_ip: HeaderValue::try_from(client.to_string()).unwrap_or_else(|_| HeaderValue::from_static("")),
             lattice_ports,
             response_timeout: config.response_timeout,

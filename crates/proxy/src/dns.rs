@@ -1,8 +1,9 @@
-//! The DNS responder: on every associated VPC's ingress address, UDP and TCP port 53 (10053
-//! without root, per [`trellis_net::Ports`]) answer for the services that VPC reaches. Owns which
-//! sockets are open: on every snapshot it indexes the zones once ([`zone::Zones`]), publishes the
-//! index to the open sockets, opens sockets for new ingress addresses and closes those of VPCs
-//! that are gone. The VPC of a query is the ingress address it arrived on.
+//! The DNS responder: for every associated VPC, UDP and TCP port 53 (10053 without root, per
+//! [`trellis_net::Ports`]) answer for the services that VPC reaches: on its ingress address in
+//! loopback mode, inside its namespace in netns mode (see `trellis_net::Network::dns`). Owns
+//! which sockets are open: on every snapshot it indexes the zones once ([`zone::Zones`]),
+//! publishes the index to the open sockets, opens sockets for new VPCs and closes those of VPCs
+//! that are gone. The VPC of a query is the socket it arrived on.
 //!
 //! Modules: `zone` (which names resolve for a VPC; pure), `server` (messages, UDP and TCP).
 
@@ -15,6 +16,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use trellis_model::snapshot::Snapshot;
+use trellis_net::Place;
 
 use crate::{Error, ProxyConfig};
 
@@ -30,10 +32,10 @@ struct Responder {
     config: Arc<ProxyConfig>,
     /// The zones of the latest snapshot, read by every socket's tasks.
     zones: watch::Sender<Arc<zone::Zones>>,
-    /// Open sockets, by ingress address.
-    open: HashMap<IpAddr, Bound>,
-    /// Ingress addresses whose bind failed (logged once until it succeeds).
-    failing: HashSet<IpAddr>,
+    /// Open sockets, by where they are.
+    open: HashMap<(Place, IpAddr), Bound>,
+    /// Sockets that could not be opened (logged once until they are).
+    failing: HashSet<(Place, IpAddr)>,
 }
 
 /// One VPC's sockets: the tasks serving its UDP socket and TCP listener.
@@ -76,38 +78,48 @@ impl Responder {
     /// Opens sockets for ingress addresses new in `snapshot` and closes those it no longer has.
     /// Returns false if a socket could not be opened (to try again later).
     async fn reconcile(&mut self, snapshot: &Snapshot) -> bool {
-        let want: HashMap<IpAddr, &str> =
-            snapshot.vpcs.values().filter_map(|vpc| Some((vpc.ingress?, vpc.vpc_id.as_str()))).collect();
-        let gone: Vec<IpAddr> =
-            self.open.iter().filter(|(ip, b)| want.get(ip) != Some(&b.vpc_id.as_str())).map(|(ip, _)| *ip).collect();
-        for ip in gone {
-            if let Some(bound) = self.open.remove(&ip) {
-                tracing::debug!(%ip, vpc_id = bound.vpc_id, "DNS: closing");
+        let network = &self.config.network;
+        let want: HashMap<(Place, IpAddr), &str> = snapshot
+            .vpcs
+            .values()
+            .filter(|vpc| vpc.ingress.is_some())
+            .filter_map(|vpc| Some((network.dns(&vpc.vpc_id, vpc.ingress)?, vpc.vpc_id.as_str())))
+            .collect();
+        let gone: Vec<(Place, IpAddr)> = self
+            .open
+            .iter()
+            .filter(|(k, b)| want.get(*k) != Some(&b.vpc_id.as_str()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            if let Some(bound) = self.open.remove(&key) {
+                tracing::debug!(place = %key.0, ip = %key.1, vpc_id = bound.vpc_id, "DNS: closing");
                 bound.close().await;
             }
         }
-        self.failing.retain(|ip| want.contains_key(ip));
+        self.failing.retain(|k| want.contains_key(k));
         let mut complete = true;
-        for (ip, vpc_id) in want {
-            if self.open.contains_key(&ip) {
+        for (key, vpc_id) in want {
+            if self.open.contains_key(&key) {
                 continue;
             }
-            let addr = self.config.ports.addr(ip, 53);
-            match bind(addr).await {
+            let addr = self.config.ports.addr(key.1, 53);
+            match bind(&key.0, addr).await {
                 Ok((udp, tcp)) => {
-                    tracing::debug!(%addr, vpc_id, "DNS: listening");
-                    self.failing.remove(&ip);
+                    tracing::debug!(place = %key.0, %addr, vpc_id, "DNS: listening");
+                    self.failing.remove(&key);
                     let cache = server::ZoneCache::new(self.zones.subscribe(), vpc_id);
                     let tasks = [
                         tokio::spawn(server::serve_udp(udp, cache.clone())),
                         tokio::spawn(server::serve_tcp(tcp, cache)),
                     ];
-                    self.open.insert(ip, Bound { vpc_id: vpc_id.to_owned(), tasks });
+                    self.open.insert(key, Bound { vpc_id: vpc_id.to_owned(), tasks });
                 }
                 Err(e) => {
                     complete = false;
-                    if self.failing.insert(ip) {
-                        tracing::error!(%addr, vpc_id, error = %e, "DNS: cannot listen; retrying");
+                    if !self.failing.contains(&key) {
+                        tracing::error!(place = %key.0, %addr, vpc_id, error = %e, "DNS: cannot listen; retrying");
+                        self.failing.insert(key);
                     }
                 }
             }
@@ -116,10 +128,10 @@ impl Responder {
     }
 }
 
-/// Binds UDP and TCP on `addr`.
-async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
-    let udp = UdpSocket::bind(addr).await?;
-    let tcp = TcpListener::bind(addr).await?;
+/// Binds UDP and TCP on `addr` in `place`.
+async fn bind(place: &Place, addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let udp = UdpSocket::from_std(place.udp_socket(addr).await?)?;
+    let tcp = TcpListener::from_std(place.tcp_listener(addr, 128).await?)?;
     Ok((udp, tcp))
 }
 

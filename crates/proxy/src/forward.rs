@@ -21,7 +21,7 @@ use crate::error::{ErrorKind, ProxyError};
 
 mod pool;
 
-pub(crate) use pool::{Lease, Pool, Pools};
+pub(crate) use pool::{Lease, Pool, PoolKey, Pools};
 
 /// A client's request body on its way to a target. It refuses to yield data once the client's
 /// stream is poisoned (see `guard`), so nothing after an ambiguity reaches a target.

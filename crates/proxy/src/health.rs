@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use trellis_model::snapshot::{Snapshot, TargetGroupView, TargetView};
+use trellis_net::Place;
 
 use crate::{
     Error, HealthReport, HealthSink, HealthStatus, HealthTable, InFlight, ProxyConfig, TargetHealth, TargetKey,
@@ -111,8 +112,8 @@ struct Slot {
 }
 
 enum State {
-    /// Probed at `addr`; `epoch` tells this stint of probing from an earlier one.
-    Probe { addr: SocketAddr, machine: Machine, epoch: u64 },
+    /// Probed at `addr` from `place`; `epoch` tells this stint of probing from an earlier one.
+    Probe { place: Place, addr: SocketAddr, machine: Machine, epoch: u64 },
     /// Shows a fixed status.
     Fixed,
     /// Draining until `deadline`; `told` once the sink has been told it is drained.
@@ -292,8 +293,8 @@ impl Checker {
         let check_changed = !Arc::ptr_eq(&slot.check, check);
         slot.check = check.clone();
         match plan {
-            Plan::Probe(addr) => match &slot.state {
-                State::Probe { addr: a, .. } if *a == addr => {
+            Plan::Probe(place, addr) => match &slot.state {
+                State::Probe { place: p, addr: a, .. } if *a == addr && *p == place => {
                     if let (true, Ok(c)) = (check_changed, &**check) {
                         let at = now + c.interval;
                         if slot.next.is_some_and(|n| n > at) {
@@ -305,7 +306,7 @@ impl Checker {
                     let epoch = self.out.epoch();
                     let machine = Machine::new();
                     self.out.show(id, slot, machine.health());
-                    slot.state = State::Probe { addr, machine, epoch };
+                    slot.state = State::Probe { place, addr, machine, epoch };
                     schedule(&mut self.due, id, slot, now);
                 }
             },
@@ -352,12 +353,12 @@ impl Checker {
             match &slot.state {
                 // A probe of an earlier stint is still out: it reschedules when it lands.
                 State::Probe { .. } if slot.probing => {}
-                State::Probe { addr, epoch, .. } => {
-                    let (addr, epoch, check, id) = (*addr, *epoch, slot.check.clone(), due.id);
+                State::Probe { place, addr, epoch, .. } => {
+                    let (place, addr, epoch, check, id) = (place.clone(), *addr, *epoch, slot.check.clone(), due.id);
                     slot.probing = true;
                     probes.spawn(async move {
                         let result = match &*check {
-                            Ok(c) => probe::probe(&c.probe, addr, c.timeout).await,
+                            Ok(c) => probe::probe(&c.probe, &place, addr, c.timeout).await,
                             Err(_) => Err(Failure::Malformed),
                         };
                         (id, epoch, now, result)
@@ -383,7 +384,7 @@ impl Checker {
         let now = Instant::now();
         let Some(slot) = self.slots.get_mut(&id) else { return };
         slot.probing = false;
-        let State::Probe { addr, machine, epoch: current } = &mut slot.state else { return };
+        let State::Probe { addr, machine, epoch: current, .. } = &mut slot.state else { return };
         let Ok(check) = &*slot.check else { return };
         if *current != epoch {
             // Probing stopped and started again while this probe was out: probe afresh.

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use trellis_model::snapshot::Snapshot;
-use trellis_net::Ports;
+use trellis_net::{Network, Ports};
 
 mod balance;
 mod conn;
@@ -51,8 +51,9 @@ pub struct ProxyConfig {
     pub deregistration_delay: Duration,
     /// Lowest health-check interval accepted (AWS: 5 s); tests and demos lower it.
     pub min_health_check_interval: Duration,
-    /// Loopback mode: targets outside 127.0.0.0/8 and ::1 are never contacted.
-    pub loopback_only: bool,
+    /// How VPCs are made real: where each VPC's clients enter, where targets are reached from
+    /// (in loopback mode targets outside 127.0.0.0/8 and ::1 are never contacted).
+    pub network: Network,
 }
 
 /// Which target a health fact is about.

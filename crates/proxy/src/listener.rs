@@ -1,12 +1,14 @@
 //! Which sockets are open, and accepting on them. On every snapshot (and every health table) the
 //! route table is rebuilt and published to the connections; then the set of listening sockets
-//! is reconciled with the snapshot: one socket per ingress address of an associated VPC and per
-//! HTTP listener port of each service that VPC reaches (ports below 1024 at their offset). A
-//! socket no longer wanted stops accepting, and its connections finish the request in progress
-//! and close. A port that cannot be bound is logged and retried every [`BIND_RETRY`]; the others
-//! are served.
+//! is reconciled with the snapshot: one socket per ingress of an associated VPC and per HTTP
+//! listener port of each service that VPC reaches (ports below 1024 at their offset). An
+//! ingress is an address on the host (loopback mode) or the link-local address inside the VPC's
+//! namespace (netns mode; see `trellis_net::Network`). A socket no longer wanted stops
+//! accepting, and its connections finish the request in progress and close. A socket that
+//! cannot be opened (a port taken, a namespace or address not there yet) is logged and retried
+//! every [`BIND_RETRY`]; the others are served.
 //!
-//! The source VPC of a connection is the VPC whose ingress address it was accepted on. HTTPS and
+//! The source VPC of a connection is the VPC whose ingress socket accepted it. HTTPS and
 //! TLS_PASSTHROUGH listeners are not served yet.
 
 use std::collections::{HashMap, HashSet};
@@ -15,10 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use trellis_model::lattice::ListenerProtocol;
 use trellis_model::snapshot::Snapshot;
+use trellis_net::Place;
 
 use crate::conn::{self, Conn, DRAIN_GRACE};
 use crate::forward::Pools;
@@ -31,7 +34,10 @@ pub(crate) mod testing;
 mod tests;
 
 /// Pending connections a listening socket queues.
-const BACKLOG: u32 = 1024;
+const BACKLOG: i32 = 1024;
+
+/// Where a listening socket is: its network and its address.
+type Endpoint = (Place, SocketAddr);
 
 /// How soon a socket that could not be opened is tried again.
 const BIND_RETRY: Duration = Duration::from_millis(500);
@@ -55,7 +61,7 @@ pub(crate) async fn run(
     let shared = Arc::new(Shared { builder: conn::http_builder(&config), routes, config: config.clone() });
     let mut pools = Pools::new(config.response_timeout);
     let (conns_tx, mut conns_rx) = mpsc::channel::<()>(1);
-    let mut open: HashMap<SocketAddr, watch::Sender<bool>> = HashMap::new();
+    let mut open: HashMap<Endpoint, watch::Sender<bool>> = HashMap::new();
     let mut failing = HashSet::new();
     let (mut snapshots_live, mut health_live, mut rebuild) = (true, true, true);
     let mut snapshot = snapshots.borrow().clone();
@@ -68,13 +74,13 @@ pub(crate) async fn run(
                 health: &table,
                 in_flight: &in_flight,
                 pools: &mut pools,
-                loopback_only: config.loopback_only,
+                network: &config.network,
                 previous: &previous,
             };
             routes_tx.send_replace(Arc::new(Routes::build(snapshot.clone(), inputs)));
         }
         // A port whose old socket is still closing (or held by someone else) is tried again soon.
-        let retry = !reconcile(&mut open, &mut failing, wanted(&config, &snapshot), &shared, &conns_tx);
+        let retry = !reconcile(&mut open, &mut failing, wanted(&config, &snapshot), &shared, &conns_tx).await;
         rebuild = true;
         tokio::select! {
             () = crate::stopped(&mut stop) => break,
@@ -92,14 +98,15 @@ pub(crate) async fn run(
     Ok(())
 }
 
-/// The sockets the snapshot asks for.
-fn wanted(config: &ProxyConfig, snapshot: &Snapshot) -> HashSet<SocketAddr> {
-    let mut out = HashSet::new();
+/// The sockets the snapshot asks for, each with the VPC it serves.
+fn wanted(config: &ProxyConfig, snapshot: &Snapshot) -> HashMap<Endpoint, Arc<str>> {
+    let mut out = HashMap::new();
     for vpc in snapshot.vpcs.values() {
-        let Some(ip) = vpc.ingress else { continue };
+        let Some((place, ip)) = config.network.ingress(&vpc.vpc_id, vpc.ingress) else { continue };
+        let id: Arc<str> = Arc::from(vpc.vpc_id.as_str());
         for service in vpc.reach.keys().filter_map(|id| snapshot.services.get(id)) {
             for listener in service.listeners.values().filter(|l| l.protocol == ListenerProtocol::Http) {
-                out.insert(config.ports.addr(ip, listener.port));
+                out.insert((place.clone(), config.ports.addr(ip, listener.port)), id.clone());
             }
         }
     }
@@ -108,38 +115,40 @@ fn wanted(config: &ProxyConfig, snapshot: &Snapshot) -> HashSet<SocketAddr> {
 
 /// Opens the sockets wanted and not open; closes those open and not wanted. False if a socket
 /// could not be opened (`failing` remembers which, so each is logged once).
-fn reconcile(
-    open: &mut HashMap<SocketAddr, watch::Sender<bool>>,
-    failing: &mut HashSet<SocketAddr>,
-    wanted: HashSet<SocketAddr>,
+async fn reconcile(
+    open: &mut HashMap<Endpoint, watch::Sender<bool>>,
+    failing: &mut HashSet<Endpoint>,
+    wanted: HashMap<Endpoint, Arc<str>>,
     shared: &Arc<Shared>,
     conns: &mpsc::Sender<()>,
 ) -> bool {
-    open.retain(|addr, closing| {
-        let keep = wanted.contains(addr);
+    open.retain(|(place, addr), closing| {
+        let keep = wanted.contains_key(&(place.clone(), *addr));
         if !keep {
-            tracing::debug!(%addr, "listener closed");
+            tracing::debug!(%place, %addr, "listener closed");
             let _ = closing.send(true);
         }
         keep
     });
-    failing.retain(|addr| wanted.contains(addr));
+    failing.retain(|endpoint| wanted.contains_key(endpoint));
     let mut all_open = true;
-    for addr in wanted {
-        if open.contains_key(&addr) {
+    for (endpoint, vpc) in wanted {
+        if open.contains_key(&endpoint) {
             continue;
         }
-        match bind(addr) {
+        let (place, addr) = &endpoint;
+        match bind(place, *addr).await {
             Ok(listener) => {
-                tracing::debug!(%addr, "listening");
-                failing.remove(&addr);
+                tracing::debug!(%place, %addr, %vpc, "listening");
+                failing.remove(&endpoint);
                 let (closing_tx, closing) = watch::channel(false);
-                tokio::spawn(accept_loop(listener, addr, shared.clone(), closing, conns.clone()));
-                open.insert(addr, closing_tx);
+                tokio::spawn(accept_loop(listener, *addr, vpc, shared.clone(), closing, conns.clone()));
+                open.insert(endpoint, closing_tx);
             }
             Err(e) => {
-                if failing.insert(addr) {
-                    tracing::warn!(%addr, error = %e, "cannot listen; will retry");
+                if !failing.contains(&endpoint) {
+                    tracing::warn!(%place, %addr, error = %e, "cannot listen; will retry");
+                    failing.insert(endpoint);
                 }
                 all_open = false;
             }
@@ -148,17 +157,16 @@ fn reconcile(
     all_open
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
+async fn bind(place: &Place, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::from_std(place.tcp_listener(addr, BACKLOG).await?)
 }
 
-/// Accepts connections on one socket until `closing`; each connection gets its own task.
+/// Accepts connections from VPC `vpc` on one socket until `closing`; each connection gets its
+/// own task.
 async fn accept_loop(
     listener: TcpListener,
     addr: SocketAddr,
+    vpc: Arc<str>,
     shared: Arc<Shared>,
     mut closing: watch::Receiver<bool>,
     conns: mpsc::Sender<()>,
@@ -178,7 +186,7 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(Conn::new(addr.ip(), addr.port(), peer.ip(), shared.config.ports, &shared.config));
+        let conn = Arc::new(Conn::new(vpc.clone(), addr.port(), peer.ip(), shared.config.ports, &shared.config));
         let (shared, closing, tracker) = (shared.clone(), closing.clone(), conns.clone());
         tokio::spawn(async move {
             conn::serve(stream, conn, &shared.builder, shared.routes.clone(), &shared.config, closing).await;

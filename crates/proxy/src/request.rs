@@ -73,7 +73,7 @@ async fn proxy(
     let mut host_buf = [0u8; MAX_HOST];
     let host = parse_host(&req, &mut host_buf)?;
     // Route: which service, through which VPC and network, on which listener.
-    let (vpc, reach) = routes.find(conn.ingress, host).map_err(ProxyError::new)?;
+    let (vpc, reach) = routes.find(&conn.vpc, host).map_err(ProxyError::new)?;
     let (listener, port) = find_listener(conn, reach)?;
     conn.set_idle_timeout(reach.service.idle_timeout);
     // Rule.

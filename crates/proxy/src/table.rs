@@ -7,12 +7,12 @@
 //! It answers the same question as `Snapshot::find_service` (tested against it), in O(1).
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
 use trellis_model::snapshot::{Action, ServiceView, Snapshot, VpcView};
+use trellis_net::Network;
 
 use crate::balance::{BuildCtx, Group};
 use crate::error::ErrorKind;
@@ -28,11 +28,11 @@ type TargetHeaders = Arc<[(String, HeaderValue)]>;
 /// Everything the request path needs from one snapshot and one health table.
 pub(crate) struct Routes {
     snapshot: Arc<Snapshot>,
-    vpcs: HashMap<IpAddr, VpcRoute>,
+    vpcs: HashMap<String, VpcRoute>,
     groups: HashMap<String, Group>,
 }
 
-/// A VPC whose clients enter at an ingress address.
+/// A VPC whose clients reach Lattice.
 pub(crate) struct VpcRoute {
     /// `x-amzn-lattice-network` for its requests.
     pub(crate) network: HeaderValue,
@@ -56,8 +56,8 @@ pub(crate) struct TableInputs<'a> {
     pub(crate) in_flight: &'a InFlight,
     /// Upstream pools, kept across builds.
     pub(crate) pools: &'a mut Pools,
-    /// Loopback mode.
-    pub(crate) loopback_only: bool,
+    /// How VPCs are made real.
+    pub(crate) network: &'a Network,
     /// The table this one replaces (round-robin goes on where it stood).
     pub(crate) previous: &'a Routes,
 }
@@ -73,16 +73,20 @@ impl Routes {
     /// Builds the table for `snapshot`.
     pub(crate) fn build(snapshot: Arc<Snapshot>, inputs: TableInputs<'_>) -> Self {
         let mut labels = HashMap::new();
-        let vpcs =
-            snapshot.vpcs.values().filter_map(|v| Some((v.ingress?, vpc_route(&snapshot, v, &mut labels)?))).collect();
+        let vpcs = snapshot
+            .vpcs
+            .values()
+            .filter(|v| v.ingress.is_some())
+            .filter_map(|v| Some((v.vpc_id.clone(), vpc_route(&snapshot, v, &mut labels)?)))
+            .collect();
         drop(labels);
         let groups = build_groups(&snapshot, inputs);
         Self { snapshot, vpcs, groups }
     }
 
-    /// The VPC entering at `ingress` and the service it reaches as `host` (lowercase, no port).
-    pub(crate) fn find(&self, ingress: IpAddr, host: &str) -> Result<(&VpcRoute, &ReachRoute), ErrorKind> {
-        let vpc = self.vpcs.get(&ingress).ok_or(ErrorKind::UnknownHost)?;
+    /// VPC `vpc_id` and the service it reaches as `host` (lowercase, no port).
+    pub(crate) fn find(&self, vpc_id: &str, host: &str) -> Result<(&VpcRoute, &ReachRoute), ErrorKind> {
+        let vpc = self.vpcs.get(vpc_id).ok_or(ErrorKind::UnknownHost)?;
         let id = self.snapshot.hosts.get(host).ok_or(ErrorKind::UnknownHost)?;
         let reach = vpc.reach.get(id).ok_or(ErrorKind::UnknownHost)?;
         Ok((vpc, reach))
@@ -173,7 +177,7 @@ fn build_groups(snapshot: &Snapshot, inputs: TableInputs<'_>) -> HashMap<String,
         in_flight: inputs.in_flight,
         pools: inputs.pools,
         used: HashSet::new(),
-        loopback_only: inputs.loopback_only,
+        network: inputs.network,
     };
     let groups = snapshot
         .target_groups
@@ -211,18 +215,18 @@ mod tests {
                 health: &HealthTable::default(),
                 in_flight: &InFlight::default(),
                 pools: &mut pools,
-                loopback_only: true,
+                network: &trellis_net::Network::Loopback,
                 previous: &Routes::empty(),
             },
         );
-        for (vpc, ip) in [("vpc-1", "127.88.1.1"), ("vpc-2", "127.88.1.2")] {
+        for vpc in ["vpc-1", "vpc-2"] {
             for host in ["a.example", "b.example", "c.example"] {
-                let ours = routes.find(ip.parse().unwrap(), host).ok().map(|(_, r)| r.service.id.clone());
+                let ours = routes.find(vpc, host).ok().map(|(_, r)| r.service.id.clone());
                 let theirs = snapshot.find_service(vpc, host).map(|(s, _)| s.id.clone());
                 assert_eq!(ours, theirs, "{vpc} {host}");
             }
         }
-        assert!(routes.find("127.88.1.3".parse().unwrap(), "a.example").is_err());
+        assert!(routes.find("vpc-3", "a.example").is_err());
         assert!(routes.group("tg-1").is_some());
     }
 }

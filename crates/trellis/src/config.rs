@@ -301,7 +301,7 @@ impl RawConfig {
             min_health_check_interval: Duration::from_millis(
                 p.min_health_check_interval_ms.unwrap_or(if relaxed_health_checks { 1000 } else { 5000 }),
             ),
-            loopback_only: true,
+            network: trellis_net::Network::Loopback,
         };
         if self.worker_threads == Some(0) {
             bail!("worker_threads must be at least 1");

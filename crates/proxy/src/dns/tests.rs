@@ -53,7 +53,7 @@ fn config() -> Arc<ProxyConfig> {
         max_headers: 100,
         deregistration_delay: Duration::from_secs(60),
         min_health_check_interval: Duration::from_secs(5),
-        loopback_only: true,
+        network: trellis_net::Network::Loopback,
     })
 }
 

@@ -21,18 +21,24 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use trellis_net::Place;
 
 use super::{ClientBody, classify};
 use crate::error::{ErrorKind, ProxyError};
 
+/// What tells pools apart: where targets are reached from (the host, or the namespace of the
+/// target group's VPC), the target's address, and the idle timeout.
+pub(crate) type PoolKey = (Place, SocketAddr, Duration);
+
 /// The pools, kept across snapshots so that connections survive configuration changes.
 pub(crate) struct Pools {
-    pools: HashMap<(SocketAddr, Duration), Arc<Pool>>,
+    pools: HashMap<PoolKey, Arc<Pool>>,
     connect_timeout: Duration,
 }
 
 /// Idle connections to one target.
 pub(crate) struct Pool {
+    place: Place,
     addr: SocketAddr,
     idle_timeout: Duration,
     connect_timeout: Duration,
@@ -59,13 +65,15 @@ impl Pools {
         Self { pools: HashMap::new(), connect_timeout }
     }
 
-    /// The pool for `addr` whose connections idle out after `idle`.
-    pub(crate) fn pool(&mut self, addr: SocketAddr, idle: Duration) -> Arc<Pool> {
+    /// The pool for `key`: connections opened from `place` to `addr` that idle out after `idle`.
+    pub(crate) fn pool(&mut self, key: &PoolKey) -> Arc<Pool> {
         let connect_timeout = self.connect_timeout;
+        let (place, addr, idle) = key.clone();
         self.pools
-            .entry((addr, idle))
+            .entry(key.clone())
             .or_insert_with(|| {
                 Arc::new(Pool {
+                    place,
                     addr,
                     idle_timeout: idle,
                     connect_timeout,
@@ -77,7 +85,7 @@ impl Pools {
     }
 
     /// Forgets the pools not in `used` (their idle connections close once no request holds them).
-    pub(crate) fn retain(&mut self, used: &HashSet<(SocketAddr, Duration)>) {
+    pub(crate) fn retain(&mut self, used: &HashSet<PoolKey>) {
         self.pools.retain(|key, _| used.contains(key));
     }
 }
@@ -121,7 +129,13 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<SendRequest<ClientBody>, ErrorKind> {
-        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
+        let connect = async {
+            match &self.place {
+                Place::Host => TcpStream::connect(self.addr).await,
+                place => place.tcp_socket(self.addr).await?.connect(self.addr).await,
+            }
+        };
+        let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
                 tracing::debug!(addr = %self.addr, error = %e, "cannot connect to target");

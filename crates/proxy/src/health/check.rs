@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use trellis_model::lattice::HealthCheckConfig;
 use trellis_model::snapshot::{TargetGroupView, TargetView};
+use trellis_net::Place;
 
 use crate::{HealthStatus, ProxyConfig, TargetHealth};
 
@@ -73,8 +74,8 @@ pub(crate) struct Codes(Vec<(u16, u16)>);
 /// What to do with one target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Plan {
-    /// Probe this address.
-    Probe(SocketAddr),
+    /// Probe this address, from this place.
+    Probe(Place, SocketAddr),
     /// Show this status; never probe.
     Fixed(TargetHealth),
     /// Deregistered at this many milliseconds after the Unix epoch: drain, then report it gone.
@@ -162,15 +163,18 @@ pub(crate) fn plan(
         return fixed(HealthStatus::Unavailable, NOT_SUPPORTED);
     }
     let addr = match target.addr {
-        Some(a) if config.loopback_only && !a.ip().is_loopback() => {
+        Some(a) if config.network.loopback_only() && !a.ip().is_loopback() => {
             return fixed(HealthStatus::Unavailable, NOT_LOOPBACK);
         }
         Some(a) => a,
-        None if config.loopback_only => return fixed(HealthStatus::Unavailable, NOT_LOOPBACK),
+        None if config.network.loopback_only() => return fixed(HealthStatus::Unavailable, NOT_LOOPBACK),
         None => return fixed(HealthStatus::Unavailable, NO_ADDRESS),
     };
     match check {
-        Ok(c) => Plan::Probe(SocketAddr::new(addr.ip(), c.port.unwrap_or(target.port))),
+        Ok(c) => Plan::Probe(
+            config.network.targets(tg.vpc_id.as_deref()),
+            SocketAddr::new(addr.ip(), c.port.unwrap_or(target.port)),
+        ),
         Err(reason) => fixed(HealthStatus::Unavailable, reason),
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use trellis_net::Place;
 
 use super::check::{Codes, ProbeKind};
 
@@ -27,10 +28,17 @@ pub(crate) enum Failure {
     Status(u16),
 }
 
-/// Runs one probe of `kind` against `addr` within `timeout`.
-pub(crate) async fn probe(kind: &ProbeKind, addr: SocketAddr, timeout: Duration) -> Result<(), Failure> {
+/// Runs one probe of `kind` against `addr`, connecting from `place`, within `timeout`.
+pub(crate) async fn probe(kind: &ProbeKind, place: &Place, addr: SocketAddr, timeout: Duration) -> Result<(), Failure> {
     let attempt = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| Failure::Io(e.kind()))?;
+        let connected = match place {
+            Place::Host => TcpStream::connect(addr).await,
+            place => match place.tcp_socket(addr).await {
+                Ok(socket) => socket.connect(addr).await,
+                Err(e) => Err(e),
+            },
+        };
+        let mut stream = connected.map_err(|e| Failure::Io(e.kind()))?;
         match kind {
             ProbeKind::Tcp => Ok(()),
             ProbeKind::Http { path, codes } => http(&mut stream, addr, path, codes).await,

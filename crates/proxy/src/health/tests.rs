@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use trellis_model::lattice::{HealthCheckConfig, Matcher};
 use trellis_model::snapshot::{Snapshot, TargetGroupView, TargetView};
-use trellis_net::Ports;
+use trellis_net::{Place, Ports};
 
 use super::Checker;
 use super::check::{self, Check, Plan};
@@ -36,7 +36,7 @@ pub(super) fn config(delay: Duration) -> ProxyConfig {
         max_headers: 100,
         deregistration_delay: delay,
         min_health_check_interval: Duration::from_millis(10),
-        loopback_only: true,
+        network: trellis_net::Network::Loopback,
     }
 }
 
@@ -539,10 +539,14 @@ fn plans_put_draining_first() {
     assert_eq!(check::plan(&config, &tg, &c, &t), Plan::Fixed(unused));
     let tg = group("tg-1", vec![], |g| g.health_check.port = Some(9000));
     let c = Check::new(&tg.health_check, Duration::ZERO, UNIT);
-    assert_eq!(check::plan(&config, &tg, &c, &t), Plan::Probe("127.0.0.2:9000".parse().unwrap()));
+    assert_eq!(check::plan(&config, &tg, &c, &t), Plan::Probe(Place::Host, "127.0.0.2:9000".parse().unwrap()));
     let remote = at("192.0.2.1:80".parse().unwrap());
-    let open = ProxyConfig { loopback_only: false, ..config };
-    assert_eq!(check::plan(&open, &tg, &c, &remote), Plan::Probe("192.0.2.1:9000".parse().unwrap()));
+    // netns mode: any address, probed from inside the target group's VPC.
+    let open =
+        ProxyConfig { network: trellis_net::Network::Netns(trellis_net::Naming::new("tnone").unwrap()), ..config };
+    let place = open.network.targets(tg.vpc_id.as_deref());
+    assert!(matches!(&place, Place::Netns(name) if name.starts_with("tnone-vpc-")), "{place:?}");
+    assert_eq!(check::plan(&open, &tg, &c, &remote), Plan::Probe(place, "192.0.2.1:9000".parse().unwrap()));
 }
 
 mod scale;

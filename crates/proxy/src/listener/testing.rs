@@ -99,7 +99,7 @@ pub(crate) fn config() -> ProxyConfig {
         max_headers: 100,
         deregistration_delay: Duration::from_secs(60),
         min_health_check_interval: Duration::from_secs(1),
-        loopback_only: true,
+        network: trellis_net::Network::Loopback,
     }
 }
 
