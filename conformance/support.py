@@ -440,8 +440,11 @@ class TrellisServer:
     """One `trellis serve` child process on 127.0.0.1 with its own data directory."""
 
     def __init__(self, workdir: Path, quotas: dict | None = None, env: dict | None = None,
-                 data_dir: Path | None = None, config_text: str | None = None):
+                 data_dir: Path | None = None, config_text: str | None = None,
+                 network: str = "loopback"):
         self.bin = require_binary()
+        # Tests written for loopback mode pin it (as root the default would be netns).
+        self.network = network
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="data-", dir=self.workdir))
@@ -472,7 +475,8 @@ class TrellisServer:
         self.starts += 1
         self.log_path = self.workdir / f"server-{self.port}-{self.starts}.log"
         self._log_file = open(self.log_path, "wb")
-        cmd = [self.bin, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir)]
+        cmd = [self.bin, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir),
+               "--network", self.network]
         if self.config_path:
             cmd += ["--config", str(self.config_path)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log_file,

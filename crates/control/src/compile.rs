@@ -17,9 +17,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use trellis_model::cidr::Cidr;
 use trellis_model::lattice::{HealthCheckConfig, Matcher, RuleAction, RuleMatch, Status};
 use trellis_model::snapshot::{
-    Action, ListenerView, Reach, RuleView, ServiceView, Snapshot, TargetGroupView, TargetView, VpcView, WeightedTarget,
+    Action, ListenerView, Reach, RuleView, ServiceView, Snapshot, TargetGroupView, TargetView, VpcNetwork, VpcView,
+    WeightedTarget,
 };
 use trellis_model::{Arn, Kind};
 use trellis_store::{KeyValue, Revision, Store, StoreExt};
@@ -66,7 +68,8 @@ fn build(mut records: Records<'_>, revision: Revision) -> Snapshot {
     let vpcs = records.vpcs(&services);
     let hosts = hosts(&services);
     let target_groups = target_groups.into_iter().map(|(id, tg)| (id, Arc::new(tg))).collect();
-    Snapshot { revision, vpcs, services, target_groups, hosts }
+    let networks = records.networks();
+    Snapshot { revision, vpcs, services, target_groups, hosts, networks }
 }
 
 /// Target groups by ID while a snapshot is being built (looked up for every forward action).
@@ -80,6 +83,36 @@ fn ingress_prefix(node: &str) -> String {
 // === impl Records ===
 
 impl<'k> Records<'k> {
+    /// Every VPC with its block and subnets (blocks that do not parse are left out, with a
+    /// warning: the API validates them).
+    fn networks(&mut self) -> BTreeMap<String, VpcNetwork> {
+        let mut out: BTreeMap<String, VpcNetwork> = BTreeMap::new();
+        for (scope, vpc) in std::mem::take(&mut self.vpcs) {
+            let Ok(cidr) = vpc.cidr_block.parse::<Cidr>() else {
+                tracing::warn!(vpc = %vpc.id, cidr = %vpc.cidr_block, "VPC block is unreadable; no network for it");
+                continue;
+            };
+            let network = VpcNetwork {
+                vpc_id: vpc.id.clone(),
+                region: scope.region.to_owned(),
+                account: scope.account.to_owned(),
+                cidr,
+                subnets: BTreeMap::new(),
+            };
+            out.insert(vpc.id, network);
+        }
+        for subnet in std::mem::take(&mut self.subnets) {
+            let Some(vpc) = out.get_mut(&subnet.vpc_id) else { continue };
+            match subnet.cidr_block.parse::<Cidr>() {
+                Ok(cidr) => {
+                    vpc.subnets.insert(subnet.id, cidr);
+                }
+                Err(_) => tracing::warn!(subnet = %subnet.id, "subnet block is unreadable; no network for it"),
+            }
+        }
+        out
+    }
+
     /// Every target group with its targets, not yet marked in use.
     fn take_target_groups(&mut self) -> TargetGroups {
         let mut out = HashMap::with_capacity(self.target_groups.len());

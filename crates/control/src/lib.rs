@@ -66,6 +66,9 @@ pub struct ControlConfig {
     /// Accept health-check intervals from 1 s and thresholds from 1 (AWS: 5 s and 2), so that
     /// tests and demos see health transitions quickly. A Trellis extension, off by default.
     pub relaxed_health_checks: bool,
+    /// Loopback mode: IP targets may be loopback addresses (the only ones that mode contacts),
+    /// outside any VPC block. Off in netns mode, where targets live inside their VPC, as in AWS.
+    pub loopback_targets: bool,
 }
 
 /// Everything a request handler can reach.

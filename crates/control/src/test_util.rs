@@ -43,6 +43,7 @@ pub(crate) fn app_and_store_with(quotas: Quotas) -> (Router, Arc<dyn Store>, tem
         allowed_hosts: Vec::new(),
         quotas,
         relaxed_health_checks: false,
+        loopback_targets: true,
     };
     (crate::router(ControlState::new(store.clone(), config)), store, dir)
 }

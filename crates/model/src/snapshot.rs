@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cidr::Cidr;
 use crate::lattice::{HealthCheckConfig, HttpMatch, ListenerProtocol};
 
 /// One compiled configuration, tagged with the store revision it reflects.
@@ -28,6 +29,23 @@ pub struct Snapshot {
     pub target_groups: BTreeMap<String, Arc<TargetGroupView>>,
     /// Host names (generated and custom, lowercase) → service ID, for routing by `Host`/SNI.
     pub hosts: HashMap<String, String>,
+    /// Every VPC's network (associated or not), by VPC ID: what netns mode makes real.
+    pub networks: BTreeMap<String, VpcNetwork>,
+}
+
+/// A VPC's address plan: its block and its subnets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VpcNetwork {
+    /// `vpc-…`.
+    pub vpc_id: String,
+    /// The region it lives in.
+    pub region: String,
+    /// The account that owns it.
+    pub account: String,
+    /// Its primary IPv4 block.
+    pub cidr: Cidr,
+    /// Its subnets' blocks, by subnet ID.
+    pub subnets: BTreeMap<String, Cidr>,
 }
 
 /// A VPC, as the data plane sees it: where its clients enter, and what they can reach.

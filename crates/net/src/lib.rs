@@ -11,6 +11,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use trellis_model::cidr::Cidr;
+
 pub mod netns;
 mod place;
 
@@ -37,12 +39,12 @@ impl Network {
     }
 
     /// Where the DNS responder of VPC `vpc_id` listens: its ingress address in loopback mode;
-    /// every address of the VPC's namespace in netns mode (its clients ask the VPC's DNS
-    /// address, base + 2 of its block).
-    pub fn dns(&self, vpc_id: &str, loopback: Option<IpAddr>) -> Option<(Place, IpAddr)> {
+    /// in netns mode the VPC's DNS address (base + 2 of its block `cidr`) inside its namespace.
+    /// (Bound to that address, not to all: a UDP answer must come from the address asked.)
+    pub fn dns(&self, vpc_id: &str, loopback: Option<IpAddr>, cidr: Option<Cidr>) -> Option<(Place, IpAddr)> {
         match self {
             Network::Loopback => Some((Place::Host, loopback?)),
-            Network::Netns(naming) => Some((Place::netns(&naming.vpc(vpc_id)), IpAddr::V4(Ipv4Addr::UNSPECIFIED))),
+            Network::Netns(naming) => Some((Place::netns(&naming.vpc(vpc_id)), IpAddr::V4(netns::dns_address(cidr?)))),
         }
     }
 

@@ -264,7 +264,8 @@ impl Netns {
     }
 
     /// Removes the namespace `name` (a VPC's or an instance's) and its files; links inside it go
-    /// with it. Removing one that is gone is not an error.
+    /// with it, and processes still running inside it are killed (as terminating an instance
+    /// does), so that none outlives its network. Removing one that is gone is not an error.
     pub fn remove(&self, name: &str) -> Result<(), NetnsError> {
         if !self.naming.owns(name) {
             return Err(NetnsError::Command {
@@ -273,6 +274,11 @@ impl Netns {
             });
         }
         if Self::exists(name) {
+            for pid in ip(&["netns", "pids", name])?.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
             ip(&["netns", "del", name])?;
         }
         match std::fs::remove_dir_all(PathBuf::from(ETC_NETNS).join(name)) {

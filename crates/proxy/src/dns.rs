@@ -83,7 +83,10 @@ impl Responder {
             .vpcs
             .values()
             .filter(|vpc| vpc.ingress.is_some())
-            .filter_map(|vpc| Some((network.dns(&vpc.vpc_id, vpc.ingress)?, vpc.vpc_id.as_str())))
+            .filter_map(|vpc| {
+                let cidr = snapshot.networks.get(&vpc.vpc_id).map(|n| n.cidr);
+                Some((network.dns(&vpc.vpc_id, vpc.ingress, cidr)?, vpc.vpc_id.as_str()))
+            })
             .collect();
         let gone: Vec<(Place, IpAddr)> = self
             .open

@@ -19,6 +19,9 @@ use trellis_model::snapshot::Snapshot;
 use trellis_store::{SqliteStore, Store};
 
 use crate::config::Config;
+use crate::netmgr::NetManager;
+use crate::watch::Ingress;
+use trellis_net::{Netns, Network};
 
 /// A server with its sockets bound, ready to run.
 pub struct Bound {
@@ -27,10 +30,25 @@ pub struct Bound {
     store: Arc<dyn Store>,
     config: Config,
     snapshots: watch::Sender<Arc<Snapshot>>,
+    /// netns mode's network manager.
+    netmgr: Option<Arc<NetManager>>,
 }
 
 /// Opens the store and binds the API.
 pub async fn build(config: Config) -> anyhow::Result<Bound> {
+    // Before anything else: without the privileges, this is the one error to see.
+    let netns = match &config.network {
+        Network::Loopback => None,
+        Network::Netns(naming) => {
+            let netns = Netns::new(naming.clone());
+            let check = netns.clone();
+            tokio::task::spawn_blocking(move || check.check_privileges())
+                .await
+                .context("checking privileges")?
+                .context("--network netns")?;
+            Some(netns)
+        }
+    };
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -42,6 +60,10 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
     let path = config.data_dir.join("store.db");
     let store = SqliteStore::open(&path, config.durability).with_context(|| format!("opening {}", path.display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
+    let netmgr = match netns {
+        None => None,
+        Some(netns) => Some(NetManager::new(store.clone(), config.node.clone(), netns)),
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the API to {}", config.listen))?;
@@ -53,13 +75,19 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
         allowed_hosts: config.allowed_hosts(listener.local_addr().context("reading the bound address")?),
         quotas: config.quotas.clone(),
         relaxed_health_checks: config.relaxed_health_checks,
+        loopback_targets: config.network.loopback_only(),
     };
     let (snapshots, _) = watch::channel(Arc::new(Snapshot::default()));
     let ours = axum::Router::new()
         .route("/_trellis/vpcs/{vpc}/ingress", get(vpc_ingress))
-        .with_state(Ingress { snapshots: snapshots.subscribe(), offset: config.proxy.ports.low_port_offset });
+        .with_state(IngressState {
+            snapshots: snapshots.subscribe(),
+            offset: config.proxy.ports.low_port_offset,
+            netns: matches!(config.network, Network::Netns(_)),
+        })
+        .merge(crate::instances::router(netmgr.clone()));
     let router = trellis_control::router_with(ControlState::new(store.clone(), control), ours);
-    Ok(Bound { listener, router, store, config, snapshots })
+    Ok(Bound { listener, router, store, config, snapshots, netmgr })
 }
 
 impl Bound {
@@ -71,15 +99,20 @@ impl Bound {
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
     pub async fn wait_termination(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
-        let Self { listener, router, store, config, snapshots } = self;
+        let Self { listener, router, store, config, snapshots, netmgr } = self;
         let (stop_tx, stop) = watch::channel(false);
-        let compiler = tokio::spawn(crate::watch::run(
-            store.clone(),
-            config.node.clone(),
-            config.ingress_range,
-            snapshots.clone(),
-            stop.clone(),
-        ));
+        // netns mode: the network manager stands between the compiler and the data plane, so
+        // that a VPC's network exists before the proxy opens sockets in it.
+        let (compiled, ingress, network) = match netmgr {
+            None => (snapshots.clone(), Ingress::Loopback(config.ingress_range), None),
+            Some(mgr) => {
+                let (raw, raw_rx) = watch::channel(Arc::new(Snapshot::default()));
+                let task = tokio::spawn(mgr.run(raw_rx, snapshots.clone(), stop.clone()));
+                (raw, Ingress::LinkLocal, Some(task))
+            }
+        };
+        let compiler =
+            tokio::spawn(crate::watch::run(store.clone(), config.node.clone(), ingress, compiled, stop.clone()));
         let sweeper = tokio::spawn(sweep_tokens(store.clone(), stop.clone()));
         let (sink, drain_reports) = crate::watch::StoreSink::new(store, config.node.clone());
         let reports = tokio::spawn(drain_reports);
@@ -107,6 +140,9 @@ impl Bound {
         served.context("serving the API")?;
         let _ = compiler.await;
         let _ = sweeper.await;
+        if let Some(network) = network {
+            let _ = network.await;
+        }
         match proxy.await {
             Ok(result) => result.context("running the data plane")?,
             Err(e) => anyhow::bail!("the data plane panicked: {e}"),
@@ -137,13 +173,14 @@ async fn sweep_tokens(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
 }
 
 #[derive(Clone)]
-struct Ingress {
+struct IngressState {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     offset: u16,
+    netns: bool,
 }
 
 /// `GET /_trellis/vpcs/{vpc}/ingress`: where clients in that VPC reach Lattice.
-async fn vpc_ingress(State(ingress): State<Ingress>, Path(vpc): Path<String>) -> Response {
+async fn vpc_ingress(State(ingress): State<IngressState>, Path(vpc): Path<String>) -> Response {
     let snapshot = ingress.snapshots.borrow().clone();
     let found = snapshot.vpcs.get(&vpc).and_then(|v| v.ingress.map(|ip| (v, ip)));
     match found {
@@ -157,6 +194,7 @@ async fn vpc_ingress(State(ingress): State<Ingress>, Path(vpc): Path<String>) ->
             let dns_port = if ingress.offset == 0 { 53 } else { 53 + ingress.offset };
             axum::Json(serde_json::json!({
                 "vpcId": vpc,
+                "network": if ingress.netns { "netns" } else { "loopback" },
                 "address": ip.to_string(),
                 "dnsPort": dns_port,
                 "lowPortOffset": ingress.offset,

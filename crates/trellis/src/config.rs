@@ -12,7 +12,7 @@ use serde::Deserialize;
 use std::time::Duration;
 
 use trellis_control::Quotas;
-use trellis_net::{IngressRange, Ports};
+use trellis_net::{IngressRange, Naming, Network, Ports};
 use trellis_proxy::ProxyConfig;
 use trellis_store::Durability;
 
@@ -66,6 +66,12 @@ pub struct RawConfig {
     /// The loopback block VPC ingress addresses come from (default: a /24 derived from the
     /// data directory, so that installations side by side never collide).
     pub ingress_range: Option<String>,
+    /// How VPCs are made real: `netns` (each VPC a network namespace; the default as root on
+    /// Linux) or `loopback` (ingress addresses on loopback; the default otherwise).
+    pub network: Option<String>,
+    /// The prefix of every network namespace this installation creates (default: `tr` and six
+    /// hex digits derived from the data directory).
+    pub name_prefix: Option<String>,
     /// Runtime worker threads (default: one per core).
     pub worker_threads: Option<usize>,
     /// Accept health-check intervals from 1 s and thresholds from 1 (AWS: 5 s and 2), so that
@@ -139,6 +145,10 @@ pub struct Config {
     pub node: String,
     /// Where VPC ingress addresses come from.
     pub ingress_range: IngressRange,
+    /// How VPCs are made real (also in `proxy.network`).
+    pub network: Network,
+    /// The names this installation's namespaces get (whatever the mode).
+    pub naming: Naming,
     /// Runtime worker threads (`None`: one per core).
     pub worker_threads: Option<usize>,
     /// The API accepts health checks below AWS's floor.
@@ -170,6 +180,8 @@ impl RawConfig {
             ("DURABILITY", &mut self.durability),
             ("PARTITION_LABEL", &mut self.partition_label),
             ("HOSTED_ZONE_ID", &mut self.hosted_zone_id),
+            ("NETWORK", &mut self.network),
+            ("NAME_PREFIX", &mut self.name_prefix),
         ] {
             if let Some(v) = s(name) {
                 *field = Some(v);
@@ -290,6 +302,14 @@ impl RawConfig {
         let relaxed_health_checks = self.relaxed_health_checks.unwrap_or(false);
         let p = self.proxy;
         let is_root = process_is_root();
+        let naming = Naming::new(&self.name_prefix.clone().unwrap_or_else(|| default_name_prefix(&data_dir)))?;
+        let network = match self.network.as_deref() {
+            Some("loopback") => Network::Loopback,
+            Some("netns") => Network::Netns(naming.clone()),
+            None if is_root && cfg!(target_os = "linux") => Network::Netns(naming.clone()),
+            None => Network::Loopback,
+            Some(other) => bail!("network {other:?} must be netns or loopback"),
+        };
         let proxy = ProxyConfig {
             ports: Ports::for_process(is_root, p.low_port_offset.unwrap_or(10_000)),
             response_timeout: Duration::from_secs(p.response_timeout_seconds.unwrap_or(60)),
@@ -301,12 +321,14 @@ impl RawConfig {
             min_health_check_interval: Duration::from_millis(
                 p.min_health_check_interval_ms.unwrap_or(if relaxed_health_checks { 1000 } else { 5000 }),
             ),
-            network: trellis_net::Network::Loopback,
+            network: network.clone(),
         };
         if self.worker_threads == Some(0) {
             bail!("worker_threads must be at least 1");
         }
         Ok(Config {
+            network,
+            naming,
             worker_threads: self.worker_threads,
             relaxed_health_checks,
             node,
@@ -329,13 +351,23 @@ impl RawConfig {
 /// A /24 inside 127.64.0.0/10 picked by a hash of the data directory, so that installations
 /// with different data directories get different ingress ranges without any configuration.
 fn default_ingress_range(data_dir: &Path) -> String {
-    // FNV-1a: stable across runs and Rust versions (std's hasher is not).
+    let n = fnv1a(data_dir) % (64 * 256);
+    format!("127.{}.{}.0/24", 64 + n / 256, n % 256)
+}
+
+/// `tr` and six hex digits of a hash of the data directory: installations with different data
+/// directories name their namespaces differently without any configuration.
+fn default_name_prefix(data_dir: &Path) -> String {
+    format!("tr{:06x}", fnv1a(data_dir) & 0xff_ffff)
+}
+
+/// FNV-1a of a path: stable across runs and Rust versions (std's hasher is not).
+fn fnv1a(path: &Path) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
-    for b in data_dir.as_os_str().as_encoded_bytes() {
+    for b in path.as_os_str().as_encoded_bytes() {
         h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
     }
-    let n = h % (64 * 256);
-    format!("127.{}.{}.0/24", 64 + n / 256, n % 256)
+    h
 }
 
 /// Whether this process runs as root (ports below 1024 need it).

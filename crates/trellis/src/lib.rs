@@ -4,6 +4,9 @@
 pub mod app;
 pub mod client;
 pub mod config;
+pub mod instances;
+pub mod net;
+pub mod netmgr;
 pub mod status;
 pub mod vpc;
 pub mod watch;

@@ -23,9 +23,18 @@ enum Command {
     Serve(ServeArgs),
     /// Show service networks, services (with DNS names), target groups and targets.
     Status(ClientArgs),
-    /// Facts about VPCs: `trellis vpc ingress VPC_ID`.
+    /// VPCs: `trellis vpc ingress VPC_ID`, `trellis vpc exec VPC_ID -- CMD…`.
     #[command(subcommand)]
     Vpc(VpcCommand),
+    /// This installation's networks (netns mode): `trellis net cleanup`.
+    #[command(subcommand)]
+    Net(NetCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum NetCommand {
+    /// Remove every network namespace this installation made (and nothing of another's).
+    Cleanup(ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,6 +45,20 @@ enum VpcCommand {
         vpc_id: String,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Run a command as an instance in the VPC (netns mode, as root): its own network on a
+    /// subnet, resolving names through the VPC's DNS. Exits with the command's status.
+    Exec {
+        /// The VPC.
+        vpc_id: String,
+        /// The subnet [default: the VPC's first].
+        #[arg(long)]
+        subnet: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
 }
 
@@ -59,6 +82,10 @@ struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long)]
     log_format: Option<String>,
+    /// How VPCs are made real: netns (each VPC a network namespace) or loopback (ingress
+    /// addresses on loopback) [default: netns as root on Linux, else loopback].
+    #[arg(long)]
+    network: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,7 +97,7 @@ struct ClientArgs {
 
 fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             // Handled here, so reported here: one line with the causes, no backtrace.
             eprintln!("trellis: {e:#}");
@@ -79,7 +106,8 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs a command; its exit status.
+fn run(cli: Cli) -> anyhow::Result<u8> {
     let runtime = |threads: Option<usize>| {
         // One worker: a current-thread runtime does the same work without the multi-threaded
         // scheduler's cross-thread bookkeeping (blocking work still has its own pool).
@@ -101,15 +129,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime(config.worker_threads)?.block_on(async move {
                 let bound = app::build(config).await?;
                 bound.wait_termination(shutdown_signal()).await
-            })
+            })?;
+            Ok(0)
         }
         Command::Status(args) => {
             let endpoint = endpoint(args.endpoint, &ProcessEnv);
-            runtime(Some(1))?.block_on(status::run(&endpoint))
+            runtime(Some(1))?.block_on(status::run(&endpoint))?;
+            Ok(0)
         }
         Command::Vpc(VpcCommand::Ingress { vpc_id, client }) => {
             let endpoint = endpoint(client.endpoint, &ProcessEnv);
-            runtime(Some(1))?.block_on(trellis::vpc::ingress(&endpoint, &vpc_id))
+            runtime(Some(1))?.block_on(trellis::vpc::ingress(&endpoint, &vpc_id))?;
+            Ok(0)
+        }
+        Command::Vpc(VpcCommand::Exec { vpc_id, subnet, client, command }) => {
+            let endpoint = endpoint(client.endpoint, &ProcessEnv);
+            runtime(Some(1))?.block_on(trellis::vpc::exec(&endpoint, &vpc_id, subnet.as_deref(), &command))
+        }
+        Command::Net(NetCommand::Cleanup(args)) => {
+            let config = serve_config(args, &ProcessEnv)?;
+            trellis::net::cleanup(&config)?;
+            Ok(0)
         }
     }
 }
@@ -125,6 +165,7 @@ fn serve_config(args: ServeArgs, env: &dyn Env) -> anyhow::Result<config::Config
     raw.region = args.region.or(raw.region);
     raw.account = args.account.or(raw.account);
     raw.log_format = args.log_format.or(raw.log_format);
+    raw.network = args.network.or(raw.network);
     raw.validate(env)
 }
 

@@ -25,13 +25,13 @@ const RETRY: Duration = Duration::from_millis(500);
 pub async fn run(
     store: Arc<dyn Store>,
     node: String,
-    range: IngressRange,
+    ingress: Ingress,
     tx: watch::Sender<Arc<Snapshot>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut changes: Option<WatchStream> = None;
     loop {
-        let snapshot = match compile_with_ingress(store.as_ref(), &node, range).await {
+        let snapshot = match compile_with_ingress(store.as_ref(), &node, ingress).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot compile the configuration; serving the last one");
@@ -104,13 +104,32 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// Where associated VPCs reach Lattice.
+#[derive(Clone, Copy, Debug)]
+pub enum Ingress {
+    /// An address of this range each, allocated once and recorded in the store (loopback mode).
+    Loopback(IngressRange),
+    /// The link-local address inside each VPC's own namespace (netns mode).
+    LinkLocal,
+}
+
 /// Compiles a snapshot; if a reachable VPC has no ingress address yet, gives it one and
-/// compiles again (bounded).
+/// compiles again (bounded). In netns mode every associated VPC's address is the link-local one.
 async fn compile_with_ingress(
     store: &dyn Store,
     node: &str,
-    range: IngressRange,
+    ingress: Ingress,
 ) -> Result<Snapshot, Box<dyn std::error::Error + Send + Sync>> {
+    let range = match ingress {
+        Ingress::Loopback(range) => range,
+        Ingress::LinkLocal => {
+            let mut snapshot = trellis_control::compile::compile(store, node).await?;
+            for vpc in snapshot.vpcs.values_mut() {
+                vpc.ingress = Some(std::net::IpAddr::V4(trellis_net::netns::LINK_LOCAL));
+            }
+            return Ok(snapshot);
+        }
+    };
     for _ in 0..8 {
         let snapshot = trellis_control::compile::compile(store, node).await?;
         let missing: Vec<(String, String)> = snapshot
@@ -271,7 +290,7 @@ mod tests {
         let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
         let (stop_tx, stop) = watch::channel(false);
         let range = IngressRange::parse("127.201.0.0/24").unwrap();
-        let task = tokio::spawn(run(store.clone(), "n1".into(), range, tx, stop));
+        let task = tokio::spawn(run(store.clone(), "n1".into(), Ingress::Loopback(range), tx, stop));
         wait_for_revision(&mut rx, 1).await;
 
         // The store stops answering reads; a change arrives; the data plane keeps what it had.

@@ -115,6 +115,23 @@ pub(super) struct ServiceAssociationRec {
     pub(super) status: Status,
 }
 
+/// A VPC (`res/vpc/…`), as EC2 stores it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct VpcRec {
+    pub(super) id: String,
+    pub(super) cidr_block: String,
+}
+
+/// A subnet (`res/subnet/…`), as EC2 stores it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct SubnetRec {
+    pub(super) id: String,
+    pub(super) vpc_id: String,
+    pub(super) cidr_block: String,
+}
+
 /// The decoded records a snapshot is built from, borrowing keys from the key-values.
 #[derive(Default)]
 pub(super) struct Records<'k> {
@@ -130,6 +147,8 @@ pub(super) struct Records<'k> {
     pub(super) targets: HashMap<&'k str, Vec<TargetRec>>,
     pub(super) vpc_associations: Vec<(Scope<'k>, VpcAssociationRec)>,
     pub(super) service_associations: Vec<ServiceAssociationRec>,
+    pub(super) vpcs: Vec<(Scope<'k>, VpcRec)>,
+    pub(super) subnets: Vec<SubnetRec>,
     /// By (region, VPC ID).
     pub(super) ingress: HashMap<(&'k str, &'k str), IpAddr>,
 }
@@ -175,6 +194,8 @@ impl<'k> Records<'k> {
         }
         self.vpc_associations.extend(more.vpc_associations);
         self.service_associations.extend(more.service_associations);
+        self.vpcs.extend(more.vpcs);
+        self.subnets.extend(more.subnets);
         self.ingress.extend(more.ingress);
     }
 
@@ -230,6 +251,8 @@ impl<'k> Records<'k> {
                 self.vpc_associations.extend(decode(kv).map(|a| (scope, a)));
             }
             Some(Kind::ServiceNetworkServiceAssociation) => self.service_associations.extend(decode(kv)),
+            Some(Kind::Vpc) => self.vpcs.extend(decode(kv).map(|v| (scope, v))),
+            Some(Kind::Subnet) => self.subnets.extend(decode(kv)),
             _ => {}
         }
     }

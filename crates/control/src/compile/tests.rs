@@ -569,3 +569,21 @@ async fn compile_10k_from_sqlite_timing() {
     }
     println!("compile (SQLite reads included): 10,000 services: best of 5: {best:?}");
 }
+
+/// Every VPC's block and subnets are in the snapshot, associated or not (netns mode builds
+/// networks from them).
+#[tokio::test]
+async fn networks_hold_every_vpc_and_its_subnets() {
+    let w = World::new();
+    let vpc = w.vpc().await;
+    let (status, xml) = ec2(&w.app, &[("Action", "CreateSubnet"), ("VpcId", &vpc), ("CidrBlock", "10.0.3.0/24")]).await;
+    assert_eq!(status, 200, "{xml}");
+    let start = xml.find("<subnetId>").expect("subnetId") + "<subnetId>".len();
+    let subnet = &xml[start..start + xml[start..].find('<').expect("end")];
+    let snapshot = compile(w.store.as_ref(), "n1").await.unwrap();
+    let network = &snapshot.networks[&vpc];
+    assert_eq!((network.cidr.to_string().as_str(), network.region.as_str()), ("10.0.0.0/16", "us-east-1"));
+    assert_eq!(network.subnets.keys().collect::<Vec<_>>(), [subnet]);
+    assert_eq!(network.subnets[subnet].to_string(), "10.0.3.0/24");
+    assert!(snapshot.vpcs.is_empty(), "not associated");
+}

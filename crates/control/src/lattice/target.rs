@@ -72,7 +72,7 @@ pub(crate) async fn register(req: &Req<'_>) -> Result<Reply, ApiError> {
         let mut added = 0u64;
         for t in &input.targets {
             let port = target_port(tg, t.port);
-            if let Err((code, message)) = check_target(tg, cidr, &t.id) {
+            if let Err((code, message)) = check_target(tg, cidr, &t.id, req.state.config.loopback_targets) {
                 unsuccessful
                     .push(json!({ "id": t.id, "port": shown(port), "failureCode": code, "failureMessage": message }));
                 continue;
@@ -245,9 +245,9 @@ async fn vpc_cidr(req: &Req<'_>, tg: &TargetGroup) -> Result<Option<Cidr>, ApiEr
 
 /// Whether `id` can be a target of this target group: an IP of the group's family inside its
 /// VPC, an instance ID, a Lambda function ARN or an Application Load Balancer ARN.
-fn check_target(tg: &TargetGroup, cidr: Option<Cidr>, id: &str) -> Result<(), Refusal> {
+fn check_target(tg: &TargetGroup, cidr: Option<Cidr>, id: &str, loopback: bool) -> Result<(), Refusal> {
     match tg.target_type.as_str() {
-        "IP" => check_ip(tg, cidr, id),
+        "IP" => check_ip(tg, cidr, id, loopback),
         "INSTANCE" => {
             let hex = id
                 .strip_prefix("i-")
@@ -266,10 +266,11 @@ fn check_target(tg: &TargetGroup, cidr: Option<Cidr>, id: &str) -> Result<(), Re
 }
 
 /// An IP target must be of the target group's address family and, for IPv4, inside its VPC's
-/// block. Trellis extension: loopback addresses (127.0.0.0/8, ::1) are always accepted, since
-/// loopback mode (DESIGN.md) forwards only to them and no VPC block can hold them. IPv6
+/// block. Trellis extension: in loopback mode (`loopback`) loopback addresses (127.0.0.0/8, ::1)
+/// are accepted, since that mode (DESIGN.md) forwards only to them and no VPC block can hold
+/// them; in netns mode they are refused like any other address outside the block. IPv6
 /// addresses are not range-checked: Trellis's VPCs have no IPv6 block.
-fn check_ip(tg: &TargetGroup, cidr: Option<Cidr>, id: &str) -> Result<(), Refusal> {
+fn check_ip(tg: &TargetGroup, cidr: Option<Cidr>, id: &str, loopback: bool) -> Result<(), Refusal> {
     let ip: IpAddr = id.parse().map_err(|_| ("InvalidTarget", format!("{id} is not a valid IP address")))?;
     let family = tg.config.as_ref().and_then(|c| c.ip_address_type.as_deref()).unwrap_or("IPV4");
     match (ip, family) {
@@ -279,7 +280,7 @@ fn check_ip(tg: &TargetGroup, cidr: Option<Cidr>, id: &str) -> Result<(), Refusa
         (IpAddr::V6(_), "IPV4") => {
             Err(("UnsupportedTarget", format!("{id} is an IPv6 address; the target group's IP address type is IPV4")))
         }
-        (ip, _) if ip.is_loopback() => Ok(()),
+        (ip, _) if ip.is_loopback() && loopback => Ok(()),
         (IpAddr::V4(v4), _) => match cidr {
             Some(block) if !block.contains_addr(v4) => {
                 let vpc = tg.config.as_ref().and_then(|c| c.vpc_identifier.as_deref()).unwrap_or_default();

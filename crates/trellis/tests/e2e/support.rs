@@ -31,7 +31,7 @@ impl TestApp {
     /// A server whose data directory is `dir/data` (which may hold an earlier server's state).
     pub(crate) async fn spawn_in(dir: tempfile::TempDir) -> Self {
         let raw: RawConfig = toml::from_str(&format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
+            "listen = \"127.0.0.1:0\"\nnetwork = \"loopback\"\ndata_dir = \"{}\"\n",
             dir.path().join("data").display()
         ))
         .unwrap();
