@@ -172,6 +172,12 @@ def test_seed_scenario(netns_server, instances):
         f"SourceVpcArn=arn:aws:ec2:{REGION}:{support.ACCOUNT}:vpc/{vpc_b}"
     assert seen["headers"]["host"] == dns
 
+    # Health checks reach the target inside VPC-A too.
+    def status():
+        items = lattice.list_targets(targetGroupIdentifier=tg)["items"]
+        return [t["status"] for t in items]
+    wait_for(lambda: status() == ["HEALTHY"], 15, interval=0.2, message="the target is HEALTHY")
+
     # The name resolves to the link-local address inside B.
     r = instances.run(vpc_b, "getent", "hosts", dns)
     assert r.returncode == 0 and r.stdout.split()[0] == "169.254.171.1", r
@@ -225,6 +231,10 @@ def test_instances_are_removed_with_their_command(netns_server, instances):
     # An instance whose owner is killed outright is reaped, and what ran inside with it.
     proc = subprocess.Popen([srv.bin, "vpc", "exec", vpc_id, "--endpoint", srv.endpoint, "--", "sleep", "60"])
     wait_for(lambda: any("-i-" in n for n in namespaces(srv.prefix)), 10, message="instance started")
+    # Meanwhile its subnet has a dependency, as a subnet with a network interface in AWS.
+    with pytest.raises(Exception) as refused:
+        ec2.delete_subnet(SubnetId=subnet)
+    assert support.error_code(refused.value) == "DependencyViolation"
     sleeper = wait_for(lambda: subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
                        .stdout.split(), 5, message="the command runs")
     proc.kill()

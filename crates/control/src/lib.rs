@@ -18,6 +18,7 @@ mod dispatch;
 pub mod ec2;
 pub mod health;
 pub mod ingress;
+pub mod ipam;
 mod keys;
 pub mod lattice;
 mod repo;

@@ -8,8 +8,7 @@
 //!   whose record is gone, leftovers of a crash). Only then does it pass the snapshot on to the
 //!   data plane, so that the proxy opens its sockets in networks that already exist.
 //! - **Instances.** An instance is a namespace on a subnet with an address from the VPC's
-//!   allocator (`ipam/<vpc>/<ip>` keys, claimed in a transaction each, so that two instances never
-//!   share an address), recorded under `node/<node>/instance/<id>` with the process that owns it
+//!   allocator (`trellis_control::ipam`), recorded under `node/<node>/instance/<id>` with the process that owns it
 //!   (the `trellis vpc exec` that asked for it). An instance lives while its owner does: the
 //!   manager checks every [`REAP_INTERVAL`] and removes those whose owner is gone (the CLI removes
 //!   its instance itself when its command exits; this catches a CLI that was killed).
@@ -27,7 +26,7 @@ use tokio::sync::{Mutex, watch};
 use trellis_model::snapshot::{Snapshot, VpcNetwork};
 use trellis_net::Netns;
 use trellis_net::netns::{self, InstanceLayout, NetnsError, VpcLayout};
-use trellis_store::{Compare, Op, Store, StoreExt, Txn};
+use trellis_store::{Op, Store, StoreExt, Txn};
 
 /// How often dead instances are looked for (and failed network work retried).
 const REAP_INTERVAL: Duration = Duration::from_secs(2);
@@ -288,7 +287,7 @@ impl NetManager {
         let txn = Txn {
             compare: Vec::new(),
             success: vec![
-                Op::Delete(address_key(&instance.vpc_id, instance.address)),
+                Op::Delete(trellis_control::ipam::key(&instance.vpc_id, instance.address)),
                 Op::Delete(self.instance_key(&instance.instance_id)),
                 Op::Delete(self.netns_key(&instance.netns)),
             ],
@@ -329,26 +328,10 @@ impl NetManager {
         subnet: trellis_model::cidr::Cidr,
         instance_id: &str,
     ) -> Result<Ipv4Addr, InstanceError> {
-        let prefix = format!("ipam/{vpc_id}/");
-        for _ in 0..8 {
-            let listed = self.store.list_prefix(&prefix, None, 0).await?;
-            let taken: BTreeSet<Ipv4Addr> =
-                listed.kvs.iter().filter_map(|kv| kv.key.strip_prefix(&prefix)?.parse().ok()).collect();
-            let (first, last) = (u32::from(netns::first_host(subnet)), u32::from(netns::last_host(subnet)));
-            let Some(free) = (first..=last).map(Ipv4Addr::from).find(|a| !taken.contains(a)) else {
-                return Err(InstanceError::Full(subnet.to_string()));
-            };
-            let key = address_key(vpc_id, free);
-            let txn = Txn {
-                compare: vec![Compare::ModRevision(key.clone(), 0)],
-                success: vec![Op::Put(key, instance_id.as_bytes().to_vec())],
-                failure: Vec::new(),
-            };
-            if self.store.txn(txn).await?.succeeded {
-                return Ok(free);
-            }
-        }
-        Err(InstanceError::Full(subnet.to_string()))
+        let range = (netns::first_host(subnet), netns::last_host(subnet));
+        trellis_control::ipam::claim(self.store.as_ref(), vpc_id, range, instance_id)
+            .await?
+            .ok_or_else(|| InstanceError::Full(subnet.to_string()))
     }
 
     /// Records that namespace `name` is this installation's, for `what`.
@@ -388,11 +371,6 @@ fn layout(network: &VpcNetwork, lattice: bool) -> VpcLayout {
         subnets: network.subnets.iter().map(|(id, cidr)| (id.clone(), *cidr)).collect(),
         lattice,
     }
-}
-
-/// The key claiming `address` in `vpc_id`.
-fn address_key(vpc_id: &str, address: Ipv4Addr) -> String {
-    format!("ipam/{vpc_id}/{address}")
 }
 
 /// `i-` and 17 random hex digits, as EC2's instance IDs.

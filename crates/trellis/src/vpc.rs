@@ -9,6 +9,12 @@ pub async fn ingress(endpoint: &str, vpc: &str) -> anyhow::Result<()> {
     let answer = client.call("GET", &format!("/_trellis/vpcs/{vpc}/ingress"), None).await?;
     let address = answer["address"].as_str().unwrap_or_default();
     println!("{address}");
+    if answer["network"] == "netns" {
+        eprintln!(
+            "note: netns mode: this address is inside the VPC's own network; reach it from there, e.g. \
+             `trellis vpc exec {vpc} -- curl http://<service name>/`"
+        );
+    }
     let offset = answer["lowPortOffset"].as_u64().unwrap_or(0);
     if offset > 0 {
         eprintln!(

@@ -158,7 +158,13 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Xml, Ec2Error> {
             .await?
             .ok_or_else(|| Ec2Error::not_found(KIND, &[&id]))?;
         let users = repo::counter(store, req.keys.counter(rel::SUBNET_USERS, &id)).await?;
-        if users.value() > 0 {
+        // Instances (netns mode) hold addresses of the subnet: they are its dependencies too.
+        let block = read.value.cidr_block.parse().ok();
+        let addressed = match block {
+            Some(block) => crate::ipam::in_use(store, &read.value.vpc_id, block).await?,
+            None => false,
+        };
+        if users.value() > 0 || addressed {
             return Err(Ec2Error::new(
                 Code::DependencyViolation,
                 format!("The subnet '{id}' has dependencies and cannot be deleted."),
