@@ -418,4 +418,48 @@ mod tests {
         let id = new_instance_id();
         assert!(id.starts_with("i-") && id.len() == 19 && id[2..].bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
     }
+
+    /// One VPC whose network cannot be made (its namespace name is taken by a file that is not
+    /// a namespace) does not keep the others from theirs; the broken one is retried later.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_broken_network_does_not_take_the_others_down() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(trellis_store::SqliteStore::open(&dir.path().join("s.db"), Default::default()).unwrap());
+        let prefix = format!("tmgr{}", std::process::id() % 100_000);
+        let netns = Netns::new(trellis_net::Naming::new(&prefix).unwrap());
+        struct Cleanup(Netns, String);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(format!("/run/netns/{}", self.1));
+                for ns in self.0.existing().unwrap_or_default() {
+                    let _ = self.0.remove(&ns);
+                }
+            }
+        }
+        let (good, bad) = ("vpc-0000000000000000a", "vpc-0000000000000000b");
+        let bad_ns = netns.naming().vpc(bad);
+        let _cleanup = Cleanup(netns.clone(), bad_ns.clone());
+        let mut ops = Vec::new();
+        for (id, cidr) in [(good, "10.1.0.0/16"), (bad, "10.2.0.0/16")] {
+            let vpc = serde_json::json!({"id": id, "cidrBlock": cidr, "instanceTenancy": "default",
+                                         "defaultSecurityGroupId": "sg-0", "tags": []});
+            ops.push(Op::Put(format!("r/us-east-1/000000000000/res/vpc/{id}"), vpc.to_string().into_bytes()));
+        }
+        store.txn(Txn { compare: Vec::new(), success: ops, failure: Vec::new() }).await.unwrap();
+        std::fs::create_dir_all("/run/netns").unwrap();
+        std::fs::write(format!("/run/netns/{bad_ns}"), b"not a namespace").unwrap();
+
+        let manager = NetManager::new(store.clone(), "n1".into(), netns.clone());
+        let snapshot = Arc::new(trellis_control::compile::compile(store.as_ref(), "n1").await.unwrap());
+        manager.reconcile(&snapshot).await;
+        let good_ns = netns.naming().vpc(good);
+        assert!(Netns::exists(&good_ns), "the good VPC has its network");
+        let applied = manager.state.lock().await;
+        assert!(applied.vpcs.contains_key(good) && !applied.vpcs.contains_key(bad), "the broken one is retried");
+    }
 }
