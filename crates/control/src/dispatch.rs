@@ -28,6 +28,8 @@ pub(crate) struct Ctx {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Service {
     Ec2,
+    Ecs,
+    Iam,
     Lattice,
 }
 
@@ -95,12 +97,16 @@ async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, header
     let service = match scope.as_ref().map(|s| s.1.as_str()) {
         Some("vpc-lattice") => Some(Service::Lattice),
         Some("ec2") => Some(Service::Ec2),
+        Some("ecs") => Some(Service::Ecs),
+        Some("iam") => Some(Service::Iam),
         Some(other) => return unknown(&ctx, &format!("the service {other:?} is not served here")),
         None => detect_unsigned(&headers, form.as_deref()),
     };
     let writes = match service {
         Some(Service::Lattice) => method != Method::GET && !uri.path().ends_with("/listtargets"),
         Some(Service::Ec2) => form.as_deref().is_some_and(crate::ec2::is_write),
+        Some(Service::Ecs) => crate::ecs::is_write(target(&headers)),
+        Some(Service::Iam) => form.as_deref().is_some_and(crate::iam::is_write),
         None => false,
     };
     let _turn = match writes {
@@ -110,22 +116,30 @@ async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, header
     match service {
         Some(Service::Lattice) => crate::lattice::handle(&state, &ctx, &method, &uri, &body).await,
         Some(Service::Ec2) => crate::ec2::handle(&state, &ctx, form.unwrap_or_default()).await,
+        Some(Service::Ecs) => crate::ecs::handle(&state, &ctx, target(&headers), &body).await,
+        Some(Service::Iam) => crate::iam::handle(&state, &ctx, form.unwrap_or_default()).await,
         None => unknown(&ctx, "no AWS service recognised: no SigV4 scope, X-Amz-Target or form Version"),
     }
 }
 
 fn detect_unsigned(headers: &HeaderMap, form: Option<&[(String, String)]>) -> Option<Service> {
     if headers.contains_key("x-amz-target") {
-        return None;
+        return target(headers).starts_with(crate::ecs::TARGET_PREFIX).then_some(Service::Ecs);
     }
     if let Some(form) = form {
         let version = form.iter().find(|(k, _)| k == "Version").map(|(_, v)| v.as_str());
         return match version {
             Some("2016-11-15") => Some(Service::Ec2),
+            Some("2010-05-08") => Some(Service::Iam),
             _ => None,
         };
     }
     Some(Service::Lattice)
+}
+
+/// The `X-Amz-Target` header (JSON 1.1 services), or "".
+fn target(headers: &HeaderMap) -> &str {
+    headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
