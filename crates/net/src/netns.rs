@@ -257,6 +257,8 @@ impl Netns {
         ip(&["-n", ns, "addr", "add", &address, "dev", "eth0"])?;
         ip(&["-n", ns, "link", "set", "eth0", "up"])?;
         ip(&["-n", ns, "route", "add", "default", "via", &gateway])?;
+        // As in a container: any user may bind any port inside (an unprivileged task can serve 80).
+        crate::place::in_netns_blocking(ns, || std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0"))?;
         let etc = PathBuf::from(ETC_NETNS).join(ns);
         std::fs::create_dir_all(&etc)?;
         std::fs::write(etc.join("resolv.conf"), format!("nameserver {}\n", l.dns))?;

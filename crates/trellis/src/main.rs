@@ -29,6 +29,13 @@ enum Command {
     /// This installation's networks (netns mode): `trellis net cleanup`.
     #[command(subcommand)]
     Net(NetCommand),
+    /// Run a built-in image (what a task whose image is `amazon/amazon-ecs-sample` or
+    /// `trellis/echo` runs): `sample` or `echo`, on $HOST:$PORT.
+    #[command(hide = true)]
+    Image {
+        /// `sample` or `echo`.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,6 +152,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Vpc(VpcCommand::Exec { vpc_id, subnet, client, command }) => {
             let endpoint = endpoint(client.endpoint, &ProcessEnv);
             runtime(Some(1))?.block_on(trellis::vpc::exec(&endpoint, &vpc_id, subnet.as_deref(), &command))
+        }
+        Command::Image { name } => {
+            let image = trellis_tasks::images::Image::from_cli_name(&name)
+                .with_context(|| format!("no built-in image {name:?} (sample, echo)"))?;
+            runtime(Some(1))?.block_on(trellis_tasks::images::serve(image))?;
+            Ok(0)
         }
         Command::Net(NetCommand::Cleanup(args)) => {
             let config = serve_config(args, &ProcessEnv)?;

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, watch};
+use trellis_model::cidr::Cidr;
 use trellis_model::snapshot::{Snapshot, VpcNetwork};
 use trellis_net::Netns;
 use trellis_net::netns::{self, InstanceLayout, NetnsError, VpcLayout};
@@ -42,6 +43,21 @@ pub struct NetManager {
     state: Mutex<Applied>,
     /// The snapshot last reconciled (instances read VPC layouts from it).
     current: watch::Sender<Arc<Snapshot>>,
+    /// The namespaces of this process's running tasks (a task does not outlive its server).
+    tasks: std::sync::Mutex<BTreeSet<String>>,
+}
+
+/// A task's network (netns mode).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskNetwork {
+    /// Its namespace.
+    pub netns: String,
+    /// Its VPC.
+    pub vpc_id: String,
+    /// Its subnet.
+    pub subnet_id: String,
+    /// Its address.
+    pub address: Ipv4Addr,
 }
 
 /// VPC layouts applied by this process, by VPC ID.
@@ -105,7 +121,8 @@ impl NetManager {
     /// The manager of `node`'s namespaces.
     pub fn new(store: Arc<dyn Store>, node: String, netns: Netns) -> Arc<Self> {
         let (current, _) = watch::channel(Arc::new(Snapshot::default()));
-        Arc::new(Self { store, node, netns, state: Mutex::new(Applied::default()), current })
+        let tasks = std::sync::Mutex::new(BTreeSet::new());
+        Arc::new(Self { store, node, netns, state: Mutex::new(Applied::default()), current, tasks })
     }
 
     /// Reconciles with every snapshot of `raw` and passes it on to `out`; looks for dead instances
@@ -173,6 +190,7 @@ impl NetManager {
             }
         };
         wanted.extend(instances.into_iter().map(|i| i.netns));
+        wanted.extend(self.tasks.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
         let existing = match self.netns.existing() {
             Ok(set) => set,
             Err(e) => {
@@ -201,39 +219,17 @@ impl NetManager {
         owner_pid: u32,
     ) -> Result<Instance, InstanceError> {
         let owner_start = process_start(owner_pid).ok_or(InstanceError::NoOwner(owner_pid))?;
-        // A VPC or subnet created a moment ago may not be compiled yet: wait a little for it.
-        let mut snapshots = self.current.subscribe();
-        let _ = tokio::time::timeout(FRESH, snapshots.wait_for(|s| knows(s, vpc_id, subnet_id))).await;
         let mut applied = self.state.lock().await;
-        let snapshot = self.current.borrow().clone();
-        let network = snapshot.networks.get(vpc_id).ok_or_else(|| InstanceError::NoVpc(vpc_id.to_owned()))?;
-        let (subnet_id, subnet) = match subnet_id {
-            Some(id) => network.subnets.get_key_value(id).ok_or_else(|| {
-                InstanceError::NoSubnet(format!("the subnet {id} does not exist in the VPC {vpc_id}"))
-            })?,
-            None => network.subnets.iter().next().ok_or_else(|| {
-                InstanceError::NoSubnet(format!(
-                    "the VPC {vpc_id} has no subnet: create one first (aws ec2 create-subnet --vpc-id {vpc_id} …)"
-                ))
-            })?,
-        };
-        // The VPC's network must be there with this subnet's bridge (the API may have created
-        // the subnet a moment ago).
-        let layout = layout(network, snapshot.vpcs.contains_key(vpc_id));
-        if applied.vpcs.get(vpc_id) != Some(&layout) {
-            let (netns, work) = (self.netns.clone(), layout.clone());
-            blocking(move || netns.apply_vpc(&work)).await?;
-            applied.vpcs.insert(vpc_id.to_owned(), layout);
-        }
+        let (vpc_cidr, subnet_id, subnet) = self.ready_subnet(&mut applied, vpc_id, subnet_id).await?;
         let instance_id = new_instance_id();
-        let address = self.claim_address(vpc_id, *subnet, &instance_id).await?;
+        let address = self.claim_address(vpc_id, subnet, &instance_id).await?;
         let instance = Instance {
             instance_id: instance_id.clone(),
             vpc_id: vpc_id.to_owned(),
             subnet_id: subnet_id.clone(),
             address,
             netns: self.netns.naming().instance(&instance_id),
-            dns: netns::dns_address(network.cidr),
+            dns: netns::dns_address(vpc_cidr),
             owner_pid,
             owner_start,
         };
@@ -244,7 +240,7 @@ impl NetManager {
             instance_id: instance_id.clone(),
             vpc_id: vpc_id.to_owned(),
             subnet_id: subnet_id.clone(),
-            subnet_cidr: *subnet,
+            subnet_cidr: subnet,
             address,
             dns: instance.dns,
         };
@@ -260,6 +256,98 @@ impl NetManager {
                 Err(e.into())
             }
         }
+    }
+
+    /// Makes VPC `vpc_id`'s network ready for a new namespace on `subnet_id` (else its first
+    /// subnet): waits a little for a VPC or subnet created a moment ago to be compiled, and
+    /// applies the VPC's layout if this process has not yet. The VPC's block, the subnet's ID and
+    /// its block.
+    async fn ready_subnet(
+        &self,
+        applied: &mut Applied,
+        vpc_id: &str,
+        subnet_id: Option<&str>,
+    ) -> Result<(Cidr, String, Cidr), InstanceError> {
+        let mut snapshots = self.current.subscribe();
+        if !knows(&snapshots.borrow(), vpc_id, subnet_id) {
+            // The lock is held by our caller: reconciles wait, compiles do not.
+            let _ = tokio::time::timeout(FRESH, snapshots.wait_for(|s| knows(s, vpc_id, subnet_id))).await;
+        }
+        let snapshot = self.current.borrow().clone();
+        let network = snapshot.networks.get(vpc_id).ok_or_else(|| InstanceError::NoVpc(vpc_id.to_owned()))?;
+        let (subnet_id, subnet) = match subnet_id {
+            Some(id) => network.subnets.get_key_value(id).ok_or_else(|| {
+                InstanceError::NoSubnet(format!("the subnet {id} does not exist in the VPC {vpc_id}"))
+            })?,
+            None => network.subnets.iter().next().ok_or_else(|| {
+                InstanceError::NoSubnet(format!(
+                    "the VPC {vpc_id} has no subnet: create one first (aws ec2 create-subnet --vpc-id {vpc_id} …)"
+                ))
+            })?,
+        };
+        let layout = layout(network, snapshot.vpcs.contains_key(vpc_id));
+        if applied.vpcs.get(vpc_id) != Some(&layout) {
+            let (netns, work) = (self.netns.clone(), layout.clone());
+            blocking(move || netns.apply_vpc(&work)).await?;
+            applied.vpcs.insert(vpc_id.to_owned(), layout);
+        }
+        Ok((network.cidr, subnet_id.clone(), *subnet))
+    }
+
+    /// Gives task `task_id` (32 hex digits) a network on `subnet_id` of `vpc_id`: its own
+    /// namespace and an address from the VPC's allocator, held by `holder` (the task's ARN).
+    pub async fn attach_task(
+        &self,
+        task_id: &str,
+        vpc_id: &str,
+        subnet_id: &str,
+        holder: &str,
+    ) -> Result<TaskNetwork, InstanceError> {
+        let mut applied = self.state.lock().await;
+        let (vpc_cidr, subnet_id, subnet) = self.ready_subnet(&mut applied, vpc_id, Some(subnet_id)).await?;
+        let id = format!("t-{task_id}");
+        let name = self.netns.naming().instance(&id);
+        let address = self.claim_address(vpc_id, subnet, holder).await?;
+        let network =
+            TaskNetwork { netns: name.clone(), vpc_id: vpc_id.to_owned(), subnet_id: subnet_id.clone(), address };
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone());
+        let spec = InstanceLayout {
+            instance_id: id,
+            vpc_id: vpc_id.to_owned(),
+            subnet_id,
+            subnet_cidr: subnet,
+            address,
+            dns: netns::dns_address(vpc_cidr),
+        };
+        let netns = self.netns.clone();
+        match blocking(move || netns.add_instance(&spec)).await {
+            Ok(_) => {
+                self.record(&name, &format!("task/{holder}")).await;
+                Ok(network)
+            }
+            Err(e) => {
+                drop(applied);
+                self.detach_task(&network).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Removes a task's network: its namespace (and whatever still runs in it) and its address.
+    pub async fn detach_task(&self, network: &TaskNetwork) {
+        let _applied = self.state.lock().await;
+        let (netns, name) = (self.netns.clone(), network.netns.clone());
+        if let Err(e) = blocking(move || netns.remove(&name)).await {
+            tracing::warn!(netns = %network.netns, error = %e, "cannot remove a task's network");
+        }
+        let ops = vec![
+            Op::Delete(trellis_control::ipam::key(&network.vpc_id, network.address)),
+            Op::Delete(self.netns_key(&network.netns)),
+        ];
+        if let Err(e) = self.write(ops).await {
+            tracing::warn!(netns = %network.netns, error = %e, "cannot release a task's address");
+        }
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).remove(&network.netns);
     }
 
     /// Removes instance `instance_id`: its namespace, its address and its record.
@@ -322,12 +410,7 @@ impl NetManager {
     }
 
     /// The first free address of `subnet`, claimed for `instance_id`.
-    async fn claim_address(
-        &self,
-        vpc_id: &str,
-        subnet: trellis_model::cidr::Cidr,
-        instance_id: &str,
-    ) -> Result<Ipv4Addr, InstanceError> {
+    async fn claim_address(&self, vpc_id: &str, subnet: Cidr, instance_id: &str) -> Result<Ipv4Addr, InstanceError> {
         let range = (netns::first_host(subnet), netns::last_host(subnet));
         trellis_control::ipam::claim(self.store.as_ref(), vpc_id, range, instance_id)
             .await?
