@@ -321,7 +321,7 @@ pub fn user_ids(user: Option<&str>) -> io::Result<(u32, u32)> {
 }
 
 /// The fields of the first `:`-separated line of `table` that `matches`.
-fn lookup<'a>(table: &'a str, matches: impl Fn(&[&str]) -> bool) -> Option<Vec<&'a str>> {
+fn lookup(table: &str, matches: impl Fn(&[&str]) -> bool) -> Option<Vec<&str>> {
     table.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| matches(f))
 }
 
