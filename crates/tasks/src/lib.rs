@@ -3,4 +3,5 @@
 //! target groups, is the `trellis` binary's (it owns the store and the APIs).
 
 pub mod images;
+pub mod plan;
 pub mod process;
