@@ -58,7 +58,8 @@ pub(crate) fn failure(err: &Ec2Error, request_id: &str) -> Response {
     respond(err.status(), text)
 }
 
-fn respond(status: StatusCode, text: String) -> Response {
+/// A response with an XML body.
+pub(crate) fn respond(status: StatusCode, text: String) -> Response {
     let mut resp = (status, text).into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml;charset=UTF-8"));
     resp
@@ -110,7 +111,6 @@ impl Xml {
     }
 
     /// The text written so far.
-    #[cfg(test)]
     pub(crate) fn as_str(&self) -> &str {
         &self.out
     }
