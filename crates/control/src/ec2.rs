@@ -7,8 +7,6 @@
 //! VPC (`ref/vpc-subnet/…`, `ref/vpc-sg/…` with counters); security group names are unique
 //! within a VPC (`name/sg/<vpc>/<name>`).
 
-use std::collections::HashMap;
-
 use axum::response::Response;
 use trellis_store::Store;
 
@@ -18,15 +16,16 @@ use crate::keys::Keys;
 
 mod error;
 mod filter;
-mod input;
+pub(crate) mod input;
 mod page;
 mod security_group;
 mod subnet;
 mod tags;
 mod vpc;
-mod xml;
+pub(crate) mod xml;
 
 use error::{Code, Ec2Error};
+use input::Params;
 use xml::Xml;
 
 /// Relation and counter names of the EC2 resources (`ref/<rel>/<from>/<to>`, `count/<rel>/<from>`).
@@ -62,7 +61,7 @@ pub(crate) struct Req<'a> {
     pub(crate) state: &'a ControlState,
     pub(crate) ctx: &'a Ctx,
     pub(crate) keys: Keys,
-    params: HashMap<String, String>,
+    params: Params,
 }
 
 /// Whether a request changes state (and so takes its turn to write).
@@ -72,8 +71,8 @@ pub(crate) fn is_write(form: &[(String, String)]) -> bool {
 
 /// Handles one EC2 query-protocol request, given its form parameters.
 pub(crate) async fn handle(state: &ControlState, ctx: &Ctx, form: Vec<(String, String)>) -> Response {
-    let params: HashMap<String, String> = form.into_iter().collect();
-    let action = params.get("Action").cloned().unwrap_or_default();
+    let params = Params::new(form);
+    let action = params.get("Action").unwrap_or_default().to_owned();
     let req = Req { state, ctx, keys: Keys::new(&ctx.region, &ctx.account), params };
     let result = match Operation::parse(&action) {
         Some(op) => dispatch(op, &req).await,

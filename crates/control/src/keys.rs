@@ -8,6 +8,8 @@
 //! cascades), `count/<what>/<scope>` keys count resources and references (for quotas and delete
 //! guards: a counter read as zero and compared at commit proves nothing was added meanwhile,
 //! which a prefix read cannot), `token/…` keys remember `clientToken` answers.
+//!
+//! IAM is global: its keys start with `iam/<account>/`, outside every region ([`IamKeys`]).
 
 use trellis_model::Kind;
 
@@ -113,6 +115,45 @@ impl Keys {
     /// The remembered answer to a create with a `clientToken`.
     pub(crate) fn token(&self, operation: &str, token: &str) -> String {
         format!("{}token/{operation}/{token}", self.base)
+    }
+}
+
+/// The key layout of IAM for one account: `iam/<account>/role/<name>` (the name in lowercase,
+/// as role names are unique regardless of case), `iam/<account>/attached/<role>/<policy-arn>`
+/// and the counter `iam/<account>/count/attached/<role>` (the delete guard).
+#[derive(Clone, Debug)]
+pub(crate) struct IamKeys {
+    base: String,
+}
+
+impl IamKeys {
+    pub(crate) fn new(account: &str) -> Self {
+        Self { base: format!("iam/{account}/") }
+    }
+
+    /// A role, by its name in any case.
+    pub(crate) fn role(&self, name: &str) -> String {
+        format!("{}{}", self.roles(), name.to_ascii_lowercase())
+    }
+
+    /// Every role.
+    pub(crate) fn roles(&self) -> String {
+        format!("{}role/", self.base)
+    }
+
+    /// A policy attached to a role.
+    pub(crate) fn attached(&self, role: &str, policy_arn: &str) -> String {
+        format!("{}{policy_arn}", self.attachments(role))
+    }
+
+    /// Every policy attached to a role.
+    pub(crate) fn attachments(&self, role: &str) -> String {
+        format!("{}attached/{}/", self.base, role.to_ascii_lowercase())
+    }
+
+    /// How many policies are attached to a role.
+    pub(crate) fn attachment_count(&self, role: &str) -> String {
+        format!("{}count/attached/{}", self.base, role.to_ascii_lowercase())
     }
 }
 

@@ -78,8 +78,18 @@ pub(crate) async fn call(
 
 /// Sends an EC2 query request (form body); returns the status and the XML text.
 pub(crate) async fn ec2(app: &Router, params: &[(&str, &str)]) -> (StatusCode, String) {
+    query(app, "2016-11-15", params).await
+}
+
+/// Sends an IAM query request (form body); returns the status and the XML text.
+pub(crate) async fn iam(app: &Router, params: &[(&str, &str)]) -> (StatusCode, String) {
+    query(app, "2010-05-08", params).await
+}
+
+/// Sends a query-protocol request of API `version`.
+async fn query(app: &Router, version: &str, params: &[(&str, &str)]) -> (StatusCode, String) {
     let mut form = form_urlencoded::Serializer::new(String::new());
-    form.append_pair("Version", "2016-11-15");
+    form.append_pair("Version", version);
     for (k, v) in params {
         form.append_pair(k, v);
     }

@@ -1,15 +1,16 @@
-//! Trellis's domain vocabulary: the resources of VPC Lattice and of the EC2 network API as AWS
+//! Trellis's domain vocabulary: the resources of VPC Lattice, the EC2 network API and IAM as AWS
 //! names them, their identifiers, ARNs, names and generated DNS names. Pure data and functions:
 //! no I/O, no clock, no tokio.
 //!
 //! Modules: [`id`] (resource kinds, IDs, ARNs), [`name`] (name rules), [`time`] (timestamps),
-//! [`dns_name`] (generated service names), [`lattice`], [`ec2`] and [`ecs`] (stored resource
+//! [`dns_name`] (generated service names), [`lattice`], [`ec2`], [`ecs`] and [`iam`] (stored
 //! records), [`cidr`] (IPv4 CIDR blocks).
 
 pub mod cidr;
 pub mod dns_name;
 pub mod ec2;
 pub mod ecs;
+pub mod iam;
 pub mod id;
 pub mod lattice;
 pub mod name;

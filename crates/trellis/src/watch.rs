@@ -73,7 +73,8 @@ enum Change {
 }
 
 /// Waits for a change that matters to the data plane, then gathers what else arrives within
-/// [`DEBOUNCE`]. Health records are the data plane's own output: they never need a recompile.
+/// [`DEBOUNCE`]. Health records are the data plane's own output: they never need a recompile,
+/// and IAM records (`iam/…`) are not part of the snapshot.
 /// Nor do changes at or below `compiled`, the revision of the last compile: it read them
 /// already. (The stream lags behind the store while compiles are slow: a compile at 10,000
 /// services takes tens of milliseconds, and the stream hands over a few hundred events at a
@@ -86,7 +87,7 @@ async fn next_change(stream: &mut WatchStream, stop: &mut watch::Receiver<bool>,
             () = stopped(stop) => return Change::Stop,
         };
         match event {
-            Some(Ok(e)) if e.kv.mod_revision <= compiled || is_health(&e.kv.key) => continue,
+            Some(Ok(e)) if e.kv.mod_revision <= compiled || is_health(&e.kv.key) || is_iam(&e.kv.key) => continue,
             Some(Ok(_)) => break,
             Some(Err(_)) | None => return Change::Lost,
         }
@@ -98,6 +99,11 @@ async fn next_change(stream: &mut WatchStream, stop: &mut watch::Receiver<bool>,
 
 fn is_health(key: &str) -> bool {
     key.starts_with("r/") && key.contains("/health/")
+}
+
+/// IAM is global and compiles into nothing the data plane serves.
+fn is_iam(key: &str) -> bool {
+    key.starts_with("iam/")
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -328,8 +334,9 @@ mod tests {
         let waiting = tokio::time::timeout(Duration::from_millis(50), next_change(&mut stream, &mut stop, 200));
         assert!(waiting.await.is_err(), "a backlog already compiled must not trigger a compile");
         assert!(stream.is_empty(), "the backlog is consumed");
-        // A health record after it changes nothing either; a resource after it does.
+        // A health record or an IAM role after it changes nothing either; a resource after it does.
         tx.send(event("r/us-east-1/111122223333/health/tg-1/10.0.0.1/80/node-1", 201)).await.unwrap();
+        tx.send(event("iam/111122223333/role/ecsinfrastructurerole", 201)).await.unwrap();
         tx.send(event("r/us-east-1/111122223333/res/svc/svc-new", 202)).await.unwrap();
         let change = tokio::time::timeout(Duration::from_secs(5), next_change(&mut stream, &mut stop, 200)).await;
         assert!(matches!(change, Ok(Change::Config)));

@@ -1,27 +1,35 @@
 //! Reading EC2 query parameters: single values, required values, flattened lists (`VpcId.1`,
 //! `VpcId.2`), numbered structures (`Filter.1.Name`), booleans, `DryRun`, and resource IDs.
-//! The names are the botocore model's serialized names (`locationName` capitalised).
+//! The names are the botocore model's serialized names (`locationName` capitalised). [`Params`]
+//! (the form and its list readers) is shared with the IAM API, whose query protocol reads the
+//! same way.
+
+use std::collections::HashMap;
 
 use trellis_model::Kind;
 
 use super::Req;
 use super::error::Ec2Error;
 
-impl Req<'_> {
-    /// A parameter's value, if it was sent.
-    pub(crate) fn param(&self, name: &str) -> Option<&str> {
-        self.params.get(name).map(String::as_str)
+/// A query-protocol form: parameter names and values (the last of a repeated name wins).
+#[derive(Debug, Default)]
+pub(crate) struct Params(HashMap<String, String>);
+
+impl Params {
+    /// The parameters of a decoded form body.
+    pub(crate) fn new(form: Vec<(String, String)>) -> Self {
+        Self(form.into_iter().collect())
     }
 
-    /// A required parameter: absent or empty is `MissingParameter`.
-    pub(crate) fn required(&self, name: &str) -> Result<&str, Ec2Error> {
-        self.param(name).filter(|v| !v.is_empty()).ok_or_else(|| Ec2Error::missing(name))
+    /// A parameter's value, if it was sent.
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
     }
 
     /// A flattened list `name.1`, `name.2`, … in index order.
     pub(crate) fn list(&self, name: &str) -> Vec<&str> {
         let mut items: Vec<(u64, &str)> = self
-            .params
+            .0
             .iter()
             .filter_map(|(k, v)| {
                 let index = k.strip_prefix(name)?.strip_prefix('.')?;
@@ -36,7 +44,7 @@ impl Req<'_> {
     /// order. Read the members with `format!("{name}.{N}.Member")`.
     pub(crate) fn indices(&self, name: &str) -> Vec<u64> {
         let mut found: Vec<u64> = self
-            .params
+            .0
             .keys()
             .filter_map(|k| {
                 let rest = k.strip_prefix(name)?.strip_prefix('.')?;
@@ -47,6 +55,28 @@ impl Req<'_> {
         found.sort_unstable();
         found.dedup();
         found
+    }
+}
+
+impl Req<'_> {
+    /// A parameter's value, if it was sent.
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name)
+    }
+
+    /// A required parameter: absent or empty is `MissingParameter`.
+    pub(crate) fn required(&self, name: &str) -> Result<&str, Ec2Error> {
+        self.param(name).filter(|v| !v.is_empty()).ok_or_else(|| Ec2Error::missing(name))
+    }
+
+    /// A flattened list `name.1`, `name.2`, … in index order.
+    pub(crate) fn list(&self, name: &str) -> Vec<&str> {
+        self.params.list(name)
+    }
+
+    /// The indices of a list of structures (see [`Params::indices`]).
+    pub(crate) fn indices(&self, name: &str) -> Vec<u64> {
+        self.params.indices(name)
     }
 
     /// A boolean parameter (`true`/`false`); absent is `false`.

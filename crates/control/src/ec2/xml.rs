@@ -31,6 +31,10 @@ pub(crate) fn escape(text: &str) -> String {
             '\'' => out.push_str("&apos;"),
             // Carriage returns would be normalised away by a parser; keep them.
             '\r' => out.push_str("&#13;"),
+            // XML 1.0 cannot carry other control characters at all, even as references: an
+            // echoed parameter holding one would make the whole answer unparseable.
+            '\t' | '\n' => out.push(c),
+            c if (c.is_control() && c < '\u{7f}') || matches!(c, '\u{fffe}' | '\u{ffff}') => out.push('\u{fffd}'),
             c => out.push(c),
         }
     }
@@ -58,7 +62,8 @@ pub(crate) fn failure(err: &Ec2Error, request_id: &str) -> Response {
     respond(err.status(), text)
 }
 
-fn respond(status: StatusCode, text: String) -> Response {
+/// A response with an XML body.
+pub(crate) fn respond(status: StatusCode, text: String) -> Response {
     let mut resp = (status, text).into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml;charset=UTF-8"));
     resp
@@ -110,7 +115,6 @@ impl Xml {
     }
 
     /// The text written so far.
-    #[cfg(test)]
     pub(crate) fn as_str(&self) -> &str {
         &self.out
     }
@@ -123,6 +127,7 @@ mod tests {
     #[test]
     fn escapes_everything_xml_reserves() {
         assert_eq!(escape(r#"a&b<c>d"e'f"#), "a&amp;b&lt;c&gt;d&quot;e&apos;f");
+        assert_eq!(escape("bell\u{7}\ttab\nline"), "bell\u{fffd}\ttab\nline");
         let mut x = Xml::default();
         x.leaf("key", "<&>").flag("isDefault", false).number("n", 3);
         assert_eq!(x.as_str(), "<key>&lt;&amp;&gt;</key><isDefault>false</isDefault><n>3</n>");

@@ -1,0 +1,35 @@
+//! IAM's XML envelopes, around the element writer the EC2 API uses ([`Xml`]): the success
+//! answer (`<{Op}Response><{Op}Result>…</{Op}Result><ResponseMetadata>…`) and the error answer
+//! (`<ErrorResponse><Error><Type>…`).
+
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::error::IamError;
+use crate::ec2::xml::{Xml, escape, respond};
+
+const NAMESPACE: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
+
+/// A 200 answer; `result` is `None` for operations without output (no `<{Op}Result>`).
+pub(crate) fn success(action: &str, request_id: &str, result: Option<&Xml>) -> Response {
+    let result = result.map_or_else(String::new, |x| format!("<{action}Result>{}</{action}Result>", x.as_str()));
+    let text = format!(
+        "<{action}Response xmlns=\"{NAMESPACE}\">{result}<ResponseMetadata><RequestId>{}</RequestId>\
+         </ResponseMetadata></{action}Response>",
+        escape(request_id)
+    );
+    respond(StatusCode::OK, text)
+}
+
+/// An error answer with the error's status.
+pub(crate) fn failure(err: &IamError, request_id: &str) -> Response {
+    let text = format!(
+        "<ErrorResponse xmlns=\"{NAMESPACE}\"><Error><Type>{}</Type><Code>{}</Code><Message>{}</Message>\
+         </Error><RequestId>{}</RequestId></ErrorResponse>",
+        err.code.fault(),
+        err.code.as_str(),
+        escape(&err.message),
+        escape(request_id)
+    );
+    respond(err.code.status(), text)
+}
