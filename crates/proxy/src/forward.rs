@@ -59,15 +59,17 @@ pub(crate) struct InFlightGuard {
     counter: Arc<AtomicUsize>,
 }
 
-/// Sends `req` to a target through `pool` and waits at most `timeout` for the response head.
+/// Sends `req` to a target through `pool` and waits at most `timeout` for the response head. A
+/// request that could not be sent at all (no connection could be opened) comes back with the
+/// error.
 pub(crate) async fn send(
     pool: &Arc<Pool>,
     req: Request<ClientBody>,
     timeout: Duration,
-) -> Result<(Response<Incoming>, Lease), ProxyError> {
+) -> Result<(Response<Incoming>, Lease), (ProxyError, Option<Request<ClientBody>>)> {
     match tokio::time::timeout(timeout, pool.send(req)).await {
         Ok(result) => result,
-        Err(_) => Err(ProxyError::new(ErrorKind::Timeout)),
+        Err(_) => Err((ProxyError::new(ErrorKind::Timeout), None)),
     }
 }
 

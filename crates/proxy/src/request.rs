@@ -31,6 +31,9 @@ use crate::table::{ReachRoute, Routes};
 /// Longest host name accepted (a DNS name is at most 253 characters; room for a trailing dot).
 const MAX_HOST: usize = 254;
 
+/// How many more targets a request that could not be connected is offered to.
+const CONNECT_RETRIES: usize = 2;
+
 /// A request's headers, as rules read them.
 struct Headers<'m>(&'m HeaderMap);
 
@@ -85,14 +88,27 @@ async fn proxy(
     // Select: a target group by weight, a target by round-robin.
     let chosen = balance::pick_group(groups).ok_or(ProxyError::new(ErrorKind::NoAvailableTarget))?;
     let group = routes.group(&chosen.target_group_id).ok_or(ProxyError::new(ErrorKind::NoTargets))?;
-    let target = group.pick().map_err(ProxyError::new)?;
+    let mut target = group.pick().map_err(ProxyError::new)?;
     // Forward.
     let target_header = reach.target_header(&chosen.target_group_id).ok_or(ProxyError::new(ErrorKind::Internal))?;
     let forwarded =
         Forwarded { client_ip: &conn.client_ip, port, network: &vpc.network, target: target_header, request_id };
-    let upstream = upstream_request(conn, req, forwarded)?;
-    let in_flight = InFlightGuard::new(&target.in_flight);
-    let (mut response, lease) = forward::send(&target.pool, upstream, conn.response_timeout).await?;
+    let mut upstream = upstream_request(conn, req, forwarded)?;
+    // A target that cannot be connected to (its process just died, say) never saw the request:
+    // it goes to the next target of the group, a few times at most.
+    let mut attempts = 0;
+    let (mut response, lease, in_flight) = loop {
+        let in_flight = InFlightGuard::new(&target.in_flight);
+        match forward::send(&target.pool, upstream, conn.response_timeout).await {
+            Ok((response, lease)) => break (response, lease, in_flight),
+            Err((e, Some(unsent))) if e.kind == ErrorKind::ConnectFailed && attempts < CONNECT_RETRIES => {
+                attempts += 1;
+                upstream = unsent;
+                target = group.pick().map_err(ProxyError::new)?;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         // The proxy never asks a target to upgrade (it strips `Upgrade`).
         return Err(ProxyError::new(ErrorKind::UpstreamBroken));

@@ -94,15 +94,20 @@ impl Pools {
 
 impl Pool {
     /// Sends `req` on an idle connection, or on a new one. A request that a reused connection
-    /// could not even start sending (the target had closed it) is sent again on another.
+    /// could not even start sending (the target had closed it) is sent again on another. When
+    /// no connection can be opened at all the request comes back with the error, unsent (the
+    /// caller may try another target).
     pub(crate) async fn send(
         self: &Arc<Self>,
         mut req: Request<ClientBody>,
-    ) -> Result<(Response<Incoming>, Lease), ProxyError> {
+    ) -> Result<(Response<Incoming>, Lease), (ProxyError, Option<Request<ClientBody>>)> {
         loop {
             let (mut sender, reused) = match self.take() {
                 Some(sender) => (sender, true),
-                None => (self.connect().await.map_err(ProxyError::new)?, false),
+                None => match self.connect().await {
+                    Ok(sender) => (sender, false),
+                    Err(kind) => return Err((ProxyError::new(kind), Some(req))),
+                },
             };
             if reused && sender.ready().await.is_err() {
                 continue;
@@ -111,7 +116,7 @@ impl Pool {
                 Ok(response) => return Ok((response, Lease { pool: self.clone(), sender })),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => req = unsent,
-                    _ => return Err(ProxyError::new(classify(&e.into_error()))),
+                    _ => return Err((ProxyError::new(classify(&e.into_error())), None)),
                 },
             }
         }

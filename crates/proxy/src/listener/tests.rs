@@ -574,3 +574,25 @@ async fn targets_closing_idle_connections_lose_no_request() {
     assert!(a.accepted.load(Ordering::SeqCst) > 1);
     proxy.stop().await;
 }
+
+/// A target that refuses connections (its process died) never loses a request: the request,
+/// unsent, goes to another target of the group.
+#[tokio::test]
+async fn a_dead_target_loses_no_request() {
+    let ip = next_ingress();
+    let live = FakeTarget::start("live").await;
+    // A port nobody listens on: bound, then closed.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut f = Fixture::new(ip);
+    f.add_group(target_group("tg-1", &[dead, live.addr]));
+    f.add_service(service("svc-1", "one.example", 18080, forward(&[("tg-1", 1)])));
+    let addr = SocketAddr::new(ip, 18080);
+    let proxy = Proxy::start(config(), f.build(), addr).await;
+    let c = client();
+    for _ in 0..50 {
+        let (status, body) = get(&c, addr, "one.example", "/").await;
+        assert_eq!((status, target_of(&body)), (200, "live"));
+    }
+    assert_eq!(live.hits.load(Ordering::SeqCst), 50);
+    proxy.stop().await;
+}
