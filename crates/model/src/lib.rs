@@ -3,12 +3,13 @@
 //! no I/O, no clock, no tokio.
 //!
 //! Modules: [`id`] (resource kinds, IDs, ARNs), [`name`] (name rules), [`time`] (timestamps),
-//! [`dns_name`] (generated service names), [`lattice`] and [`ec2`] (stored resource records),
-//! [`cidr`] (IPv4 CIDR blocks).
+//! [`dns_name`] (generated service names), [`lattice`], [`ec2`] and [`ecs`] (stored resource
+//! records), [`cidr`] (IPv4 CIDR blocks).
 
 pub mod cidr;
 pub mod dns_name;
 pub mod ec2;
+pub mod ecs;
 pub mod id;
 pub mod lattice;
 pub mod name;

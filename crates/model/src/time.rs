@@ -50,6 +50,51 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// Serde for timestamps as JSON 1.1 services (ECS) send them: epoch seconds, with milliseconds
+/// as the fraction (`1683322529.339`). Use as `#[serde(with = "crate::time::epoch")]`.
+pub mod epoch {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Timestamp;
+
+    /// Writes epoch seconds.
+    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(t.0 as f64 / 1000.0)
+    }
+
+    /// Reads epoch seconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        let secs = f64::deserialize(d)?;
+        if !secs.is_finite() || secs < 0.0 {
+            return Err(serde::de::Error::custom(format!("bad timestamp {secs}")));
+        }
+        Ok(Timestamp((secs * 1000.0).round() as u64))
+    }
+}
+
+/// Like [`epoch`], for optional members (`#[serde(default, skip_serializing_if =
+/// "Option::is_none", with = "crate::time::epoch_opt")]`).
+pub mod epoch_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Timestamp;
+
+    /// Writes epoch seconds (or null, which `skip_serializing_if` keeps from being written).
+    pub fn serialize<S: Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => super::epoch::serialize(t, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads epoch seconds or null.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrap(#[serde(with = "super::epoch")] Timestamp);
+        Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
 // Howard Hinnant's civil calendar algorithms (days since 1970-01-01 <-> y/m/d).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -91,5 +136,22 @@ mod tests {
         }
         assert_eq!(Timestamp::parse("2023-05-05T21:35:29Z"), Some(Timestamp(1_683_322_529_000)));
         assert_eq!(Timestamp::parse("2023-13-05T21:35:29Z"), None);
+    }
+
+    #[test]
+    fn epoch_seconds_round_trip() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct T {
+            #[serde(with = "epoch")]
+            a: Timestamp,
+            #[serde(default, skip_serializing_if = "Option::is_none", with = "epoch_opt")]
+            b: Option<Timestamp>,
+        }
+        let t = T { a: Timestamp(1_683_322_529_339), b: None };
+        let text = serde_json::to_string(&t).unwrap();
+        assert_eq!(text, r#"{"a":1683322529.339}"#);
+        assert_eq!(serde_json::from_str::<T>(&text).unwrap(), t);
+        let t = T { a: Timestamp(0), b: Some(Timestamp(1_500)) };
+        assert_eq!(serde_json::from_str::<T>(&serde_json::to_string(&t).unwrap()).unwrap(), t);
     }
 }
