@@ -19,7 +19,7 @@ mod association;
 mod auth_policy;
 mod error;
 mod idempotency;
-mod input;
+pub(crate) mod input;
 mod listener;
 mod page;
 mod quota;

@@ -16,7 +16,7 @@ use trellis_store::Store;
 pub mod compile;
 mod dispatch;
 pub mod ec2;
-mod ecs;
+pub mod ecs;
 pub mod health;
 mod iam;
 pub mod ingress;

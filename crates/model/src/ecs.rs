@@ -761,6 +761,15 @@ impl Task {
 // === impl Service ===
 
 impl Service {
+    /// Events a service keeps.
+    pub const MAX_EVENTS: usize = 100;
+
+    /// Adds an event as ECS shows them: newest first, the newest [`Service::MAX_EVENTS`] kept.
+    pub fn push_event(&mut self, event: ServiceEvent) {
+        self.events.insert(0, event);
+        self.events.truncate(Self::MAX_EVENTS);
+    }
+
     /// The PRIMARY deployment.
     pub fn primary(&self) -> Option<&Deployment> {
         self.deployments.iter().find(|d| d.status == status::PRIMARY)

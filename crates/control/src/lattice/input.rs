@@ -6,17 +6,35 @@ use trellis_model::{Arn, Kind};
 
 use super::{ApiError, Req};
 
+/// Why a JSON body did not read as an operation's input.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// The text is not JSON.
+    Syntax(String),
+    /// The JSON does not fit the shape: the member at fault (dotted path) and why.
+    Field { field: String, message: String },
+}
+
 /// Parses a JSON body; an empty body reads as `{}`. Text that is not JSON is `cannotParse`;
 /// JSON that does not fit the shape is `fieldValidationFailed`, naming the member at fault.
 pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    parse_json(body).map_err(|e| match e {
+        BodyError::Syntax(message) => ApiError::Validation {
+            message: format!("Unable to parse the request body: {message}"),
+            reason: "cannotParse",
+            field_list: Vec::new(),
+        },
+        BodyError::Field { field, message } => ApiError::field(&field, message),
+    })
+}
+
+/// Parses a JSON body (an empty body reads as `{}`) into `T`, naming the member at fault when
+/// it does not fit. Every JSON API (Lattice, ECS) reads its input through here.
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
     // Two steps, so that a shape error inside well-formed JSON (`"defaultAction": {}`) is never
     // mistaken for a syntax error.
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| ApiError::Validation {
-        message: format!("Unable to parse the request body: {e}"),
-        reason: "cannotParse",
-        field_list: Vec::new(),
-    })?;
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| BodyError::Syntax(e.to_string()))?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let text = e.into_inner().to_string();
@@ -26,7 +44,7 @@ pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
             Some(member) => format!("{path}.{member}"),
             None => path,
         };
-        ApiError::field(&field, text)
+        BodyError::Field { field, message: text }
     })
 }
 

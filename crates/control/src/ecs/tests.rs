@@ -1,0 +1,1 @@
+//! ECS API handler tests.
