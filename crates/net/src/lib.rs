@@ -103,6 +103,17 @@ impl IngressRange {
         Ok(Self { first: base, last })
     }
 
+    /// The first and last usable addresses (the block's network and broadcast addresses
+    /// excepted).
+    pub fn hosts(&self) -> (Ipv4Addr, Ipv4Addr) {
+        (Ipv4Addr::from(self.first + 1), Ipv4Addr::from(self.last.saturating_sub(1).max(self.first + 1)))
+    }
+
+    /// Whether the two ranges share an address.
+    pub fn overlaps(&self, other: &Self) -> bool {
+        self.first <= other.last && other.first <= self.last
+    }
+
     /// Whether `ip` is in the range.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match ip {

@@ -18,6 +18,7 @@ use trellis_control::{ControlConfig, ControlState};
 use trellis_model::snapshot::Snapshot;
 use trellis_store::{SqliteStore, Store};
 
+use crate::agent::{Agent, AgentConfig, Lattice};
 use crate::config::Config;
 use crate::netmgr::NetManager;
 use crate::watch::Ingress;
@@ -85,7 +86,8 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
             offset: config.proxy.ports.low_port_offset,
             netns: matches!(config.network, Network::Netns(_)),
         })
-        .merge(crate::instances::router(netmgr.clone()));
+        .merge(crate::instances::router(netmgr.clone()))
+        .merge(crate::logs::router(config.data_dir.clone()));
     let router = trellis_control::router_with(ControlState::new(store.clone(), control), ours);
     Ok(Bound { listener, router, store, config, snapshots, netmgr })
 }
@@ -103,6 +105,7 @@ impl Bound {
         let (stop_tx, stop) = watch::channel(false);
         // netns mode: the network manager stands between the compiler and the data plane, so
         // that a VPC's network exists before the proxy opens sockets in it.
+        let netmgr_for_agent = netmgr.clone();
         let (compiled, ingress, network) = match netmgr {
             None => (snapshots.clone(), Ingress::Loopback(config.ingress_range), None),
             Some(mgr) => {
@@ -114,6 +117,20 @@ impl Bound {
         let compiler =
             tokio::spawn(crate::watch::run(store.clone(), config.node.clone(), ingress, compiled, stop.clone()));
         let sweeper = tokio::spawn(sweep_tokens(store.clone(), stop.clone()));
+        let agent = Agent::new(
+            store.clone(),
+            Lattice::new(router.clone(), addr.to_string()),
+            netmgr_for_agent,
+            AgentConfig {
+                data_dir: config.data_dir.clone(),
+                node: config.node.clone(),
+                trellis: std::env::current_exe().context("finding the trellis binary")?,
+                loopback: matches!(config.network, Network::Loopback)
+                    .then_some((config.task_range, config.task_port_offset)),
+                drain_timeout: config.proxy.deregistration_delay + std::time::Duration::from_secs(5),
+            },
+        );
+        let agent = tokio::spawn(agent.run(stop.clone()));
         let (sink, drain_reports) = crate::watch::StoreSink::new(store, config.node.clone());
         let reports = tokio::spawn(drain_reports);
         let mut proxy_stop = stop.clone();
@@ -138,6 +155,8 @@ impl Bound {
             }
         };
         served.context("serving the API")?;
+        // Tasks stop before the data plane does (they deregister and drain through it).
+        let _ = agent.await;
         let _ = compiler.await;
         let _ = sweeper.await;
         if let Some(network) = network {

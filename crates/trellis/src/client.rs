@@ -31,22 +31,7 @@ impl Client {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> anyhow::Result<serde_json::Value> {
-        let uri = format!("{}{path}", self.endpoint);
-        let mut req = http::Request::builder().method(method).uri(&uri);
-        let body = match body {
-            Some(b) => {
-                req = req.header("content-type", "application/json");
-                Full::new(Bytes::from(b.to_string()))
-            }
-            None => Full::new(Bytes::new()),
-        };
-        let resp = self
-            .http
-            .request(req.body(body).context("building the request")?)
-            .await
-            .with_context(|| format!("cannot reach Trellis at {} (is `trellis serve` running?)", self.endpoint))?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.context("reading the answer")?.to_bytes();
+        let (status, bytes) = self.send(method, path, body).await?;
         let json: serde_json::Value = if bytes.is_empty() {
             serde_json::Value::Null
         } else {
@@ -57,6 +42,81 @@ impl Client {
             bail!("{method} {path}: {status} {message}");
         }
         Ok(json)
+    }
+
+    /// Sends a request and answers the body as text; a non-2xx answer is an error that carries
+    /// it.
+    pub async fn text(&self, method: &str, path: &str) -> anyhow::Result<String> {
+        let (status, bytes) = self.send(method, path, None).await?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if !status.is_success() {
+            bail!("{}", text.trim_end());
+        }
+        Ok(text)
+    }
+
+    /// Calls a JSON 1.1 operation (`X-Amz-Target: target`, e.g. ECS's); the JSON answer, or an
+    /// error with the exception and message.
+    pub async fn json11(&self, target: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let headers = [("content-type", "application/x-amz-json-1.1"), ("x-amz-target", target)];
+        let (status, bytes) = self.request("POST", "/", &headers, Bytes::from(body.to_string())).await?;
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        if !status.is_success() {
+            let kind = json["__type"].as_str().unwrap_or("Error");
+            bail!("{target}: {kind}: {}", json["message"].as_str().unwrap_or(""));
+        }
+        Ok(json)
+    }
+
+    /// Calls a query-protocol operation (EC2, IAM) with form `params`; the XML answer, or an
+    /// error with it.
+    pub async fn form(&self, params: &[(&str, &str)]) -> anyhow::Result<String> {
+        let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
+        let headers = [("content-type", "application/x-www-form-urlencoded")];
+        let (status, bytes) = self.request("POST", "/", &headers, Bytes::from(body)).await?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if !status.is_success() {
+            let action = params.iter().find(|(k, _)| *k == "Action").map_or("", |(_, v)| *v);
+            bail!("{action}: {text}");
+        }
+        Ok(text)
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<(http::StatusCode, Bytes)> {
+        match body {
+            Some(b) => {
+                self.request(method, path, &[("content-type", "application/json")], Bytes::from(b.to_string())).await
+            }
+            None => self.request(method, path, &[], Bytes::new()).await,
+        }
+    }
+
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> anyhow::Result<(http::StatusCode, Bytes)> {
+        let uri = format!("{}{path}", self.endpoint);
+        let mut req = http::Request::builder().method(method).uri(&uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let body = Full::new(body);
+        let resp = self
+            .http
+            .request(req.body(body).context("building the request")?)
+            .await
+            .with_context(|| format!("cannot reach Trellis at {} (is `trellis serve` running?)", self.endpoint))?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.context("reading the answer")?.to_bytes();
+        Ok((status, bytes))
     }
 
     /// Every item of a paginated Lattice listing.

@@ -69,6 +69,9 @@ pub struct RawConfig {
     /// How VPCs are made real: `netns` (each VPC a network namespace; the default as root on
     /// Linux) or `loopback` (ingress addresses on loopback; the default otherwise).
     pub network: Option<String>,
+    /// The loopback block ECS task addresses come from in loopback mode (default: a /24 derived
+    /// from the data directory).
+    pub task_range: Option<String>,
     /// The prefix of every network namespace this installation creates (default: `tr` and six
     /// hex digits derived from the data directory).
     pub name_prefix: Option<String>,
@@ -145,6 +148,11 @@ pub struct Config {
     pub node: String,
     /// Where VPC ingress addresses come from.
     pub ingress_range: IngressRange,
+    /// Where loopback-mode task addresses come from.
+    pub task_range: IngressRange,
+    /// Loopback mode: tasks run unprivileged, so container ports below 1024 are served at port
+    /// + this offset (the `low_port_offset` setting), whoever runs the server.
+    pub task_port_offset: u16,
     /// How VPCs are made real (also in `proxy.network`).
     pub network: Network,
     /// The names this installation's namespaces get (whatever the mode).
@@ -192,6 +200,9 @@ impl RawConfig {
         }
         if let Some(v) = s("INGRESS_RANGE") {
             self.ingress_range = Some(v);
+        }
+        if let Some(v) = s("TASK_RANGE") {
+            self.task_range = Some(v);
         }
         let num = |name: &str| -> anyhow::Result<Option<u64>> {
             s(name).map(|v| v.parse().with_context(|| format!("TRELLIS_{name}={v:?} is not a number"))).transpose()
@@ -299,6 +310,13 @@ impl RawConfig {
             Some(range) => IngressRange::parse(range)?,
             None => IngressRange::parse(&default_ingress_range(&data_dir))?,
         };
+        let task_range = match &self.task_range {
+            Some(range) => IngressRange::parse(range)?,
+            None => IngressRange::parse(&default_task_range(&data_dir))?,
+        };
+        if ingress_range.overlaps(&task_range) {
+            bail!("ingress_range and task_range must not overlap");
+        }
         let relaxed_health_checks = self.relaxed_health_checks.unwrap_or(false);
         let p = self.proxy;
         let is_root = process_is_root();
@@ -333,6 +351,8 @@ impl RawConfig {
             relaxed_health_checks,
             node,
             ingress_range,
+            task_range,
+            task_port_offset: p.low_port_offset.unwrap_or(10_000),
             proxy,
             data_dir,
             listen,
@@ -353,6 +373,13 @@ impl RawConfig {
 fn default_ingress_range(data_dir: &Path) -> String {
     let n = fnv1a(data_dir) % (64 * 256);
     format!("127.{}.{}.0/24", 64 + n / 256, n % 256)
+}
+
+/// A /24 inside 127.128.0.0/10 picked by a hash of the data directory (as the ingress range,
+/// in another block): where loopback-mode task addresses come from.
+fn default_task_range(data_dir: &Path) -> String {
+    let n = fnv1a(data_dir) % (64 * 256);
+    format!("127.{}.{}.0/24", 128 + n / 256, n % 256)
 }
 
 /// `tr` and six hex digits of a hash of the data directory: installations with different data

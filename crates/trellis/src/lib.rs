@@ -1,10 +1,14 @@
 //! The `trellis` binary's library half: configuration, wiring and the CLI commands, so that the
 //! end-to-end tests can run a whole server in-process.
 
+pub mod agent;
 pub mod app;
 pub mod client;
 pub mod config;
+pub mod demo;
+pub mod fetch;
 pub mod instances;
+pub mod logs;
 pub mod net;
 pub mod netmgr;
 pub mod status;

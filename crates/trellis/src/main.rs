@@ -21,6 +21,15 @@ struct Cli {
 enum Command {
     /// Run the server: the AWS APIs on one endpoint, over the embedded store.
     Serve(ServeArgs),
+    /// The ECS + VPC Lattice scenario end to end, on a temporary installation of its own.
+    Demo {
+        /// Leave it running afterwards (until Ctrl-C).
+        #[arg(long)]
+        keep: bool,
+        /// netns or loopback [default: netns as root on Linux, else loopback].
+        #[arg(long)]
+        network: Option<String>,
+    },
     /// Show service networks, services (with DNS names), target groups and targets.
     Status(ClientArgs),
     /// VPCs: `trellis vpc ingress VPC_ID`, `trellis vpc exec VPC_ID -- CMD…`.
@@ -29,12 +38,26 @@ enum Command {
     /// This installation's networks (netns mode): `trellis net cleanup`.
     #[command(subcommand)]
     Net(NetCommand),
+    /// Output of ECS tasks: `trellis logs task TASK_ID`.
+    #[command(subcommand)]
+    Logs(LogsCommand),
     /// Run a built-in image (what a task whose image is `amazon/amazon-ecs-sample` or
     /// `trellis/echo` runs): `sample` or `echo`, on $HOST:$PORT.
     #[command(hide = true)]
     Image {
         /// `sample` or `echo`.
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LogsCommand {
+    /// Print what a task's containers wrote (its ID or ARN).
+    Task {
+        /// The task.
+        task_id: String,
+        #[command(flatten)]
+        client: ClientArgs,
     },
 }
 
@@ -139,6 +162,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })?;
             Ok(0)
         }
+        Command::Demo { keep, network } => {
+            init_logs_with(false, "warn");
+            runtime(None)?.block_on(trellis::demo::run(keep, network))?;
+            Ok(0)
+        }
         Command::Status(args) => {
             let endpoint = endpoint(args.endpoint, &ProcessEnv);
             runtime(Some(1))?.block_on(status::run(&endpoint))?;
@@ -152,6 +180,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Vpc(VpcCommand::Exec { vpc_id, subnet, client, command }) => {
             let endpoint = endpoint(client.endpoint, &ProcessEnv);
             runtime(Some(1))?.block_on(trellis::vpc::exec(&endpoint, &vpc_id, subnet.as_deref(), &command))
+        }
+        Command::Logs(LogsCommand::Task { task_id, client }) => {
+            let endpoint = endpoint(client.endpoint, &ProcessEnv);
+            runtime(Some(1))?.block_on(trellis::logs::print(&endpoint, &task_id))?;
+            Ok(0)
         }
         Command::Image { name } => {
             let image = trellis_tasks::images::Image::from_cli_name(&name)
@@ -188,8 +221,13 @@ fn endpoint(flag: Option<String>, env: &dyn Env) -> String {
 }
 
 fn init_logs(json: bool) {
+    init_logs_with(json, "info");
+}
+
+/// Logs to stderr at `TRELLIS_LOG`, else `default`.
+fn init_logs_with(json: bool, default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("TRELLIS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("TRELLIS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();

@@ -294,6 +294,18 @@ impl NetManager {
         Ok((network.cidr, subnet_id.clone(), *subnet))
     }
 
+    /// The VPC subnet `subnet_id` belongs to (waiting a little for one created a moment ago).
+    pub async fn vpc_of_subnet(&self, subnet_id: &str) -> Option<String> {
+        let find =
+            |s: &Snapshot| s.networks.values().find(|n| n.subnets.contains_key(subnet_id)).map(|n| n.vpc_id.clone());
+        let mut snapshots = self.current.subscribe();
+        if let Some(vpc) = find(&snapshots.borrow()) {
+            return Some(vpc);
+        }
+        let _ = tokio::time::timeout(FRESH, snapshots.wait_for(|s| find(s).is_some())).await;
+        find(&self.current.borrow())
+    }
+
     /// Gives task `task_id` (32 hex digits) a network on `subnet_id` of `vpc_id`: its own
     /// namespace and an address from the VPC's allocator, held by `holder` (the task's ARN).
     pub async fn attach_task(
