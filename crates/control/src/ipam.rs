@@ -27,17 +27,23 @@ pub async fn taken(store: &dyn Store, vpc_id: &str) -> Result<BTreeSet<Ipv4Addr>
     Ok(listed.kvs.iter().filter_map(|kv| kv.key.strip_prefix(&prefix)?.parse().ok()).collect())
 }
 
-/// Claims the first free address of `first..=last` in `vpc_id` for `holder`; `None` if every
-/// one is taken.
+/// Claims a free address of `first..=last` in `vpc_id` for `holder`; `None` if every one is
+/// taken. The search starts at a place picked by `holder`, so that an address just given back
+/// is not handed out again at once (peers may still remember it: neighbour caches, pooled
+/// connections), as AWS hands out interface addresses.
 pub async fn claim(
     store: &dyn Store,
     vpc_id: &str,
     (first, last): (Ipv4Addr, Ipv4Addr),
     holder: &str,
 ) -> Result<Option<Ipv4Addr>, trellis_store::Error> {
+    let (lo, hi) = (u32::from(first), u32::from(last).max(u32::from(first)));
+    let size = u64::from(hi - lo) + 1;
+    let start = fnv1a(holder.as_bytes()) % size;
     for _ in 0..16 {
         let taken = taken(store, vpc_id).await?;
-        let Some(free) = (u32::from(first)..=u32::from(last)).map(Ipv4Addr::from).find(|a| !taken.contains(a)) else {
+        let free = (0..size).map(|i| Ipv4Addr::from(lo + ((start + i) % size) as u32)).find(|a| !taken.contains(a));
+        let Some(free) = free else {
             return Ok(None);
         };
         let key = key(vpc_id, free);
@@ -53,6 +59,11 @@ pub async fn claim(
     Err(trellis_store::Error::Backend(format!("address allocation in {vpc_id} kept racing with other writers")))
 }
 
+/// FNV-1a: stable across runs and Rust versions.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// Whether any address of `block` is claimed in `vpc_id`.
 pub async fn in_use(store: &dyn Store, vpc_id: &str, block: Cidr) -> Result<bool, trellis_store::Error> {
     Ok(taken(store, vpc_id).await?.into_iter().any(|a| block.contains_addr(a)))
@@ -66,11 +77,12 @@ mod tests {
     async fn addresses_are_claimed_once_in_order() {
         let (_app, store, _dir) = crate::test_util::app_and_store();
         let range = (Ipv4Addr::new(10, 0, 1, 4), Ipv4Addr::new(10, 0, 1, 5));
-        let a = claim(store.as_ref(), "vpc-1", range, "i-1").await.unwrap();
-        let b = claim(store.as_ref(), "vpc-1", range, "i-2").await.unwrap();
-        assert_eq!((a, b), (Some(range.0), Some(range.1)));
+        let a = claim(store.as_ref(), "vpc-1", range, "i-1").await.unwrap().unwrap();
+        let b = claim(store.as_ref(), "vpc-1", range, "i-2").await.unwrap().unwrap();
+        assert_ne!(a, b);
+        assert!([a, b].iter().all(|x| *x >= range.0 && *x <= range.1));
         assert_eq!(claim(store.as_ref(), "vpc-1", range, "i-3").await.unwrap(), None, "full");
-        assert_eq!(claim(store.as_ref(), "vpc-2", range, "i-4").await.unwrap(), Some(range.0), "VPCs are separate");
+        assert!(claim(store.as_ref(), "vpc-2", range, "i-4").await.unwrap().is_some(), "VPCs are separate");
         let block: Cidr = "10.0.1.0/24".parse().unwrap();
         assert!(in_use(store.as_ref(), "vpc-1", block).await.unwrap());
         assert!(!in_use(store.as_ref(), "vpc-1", "10.0.2.0/24".parse().unwrap()).await.unwrap());

@@ -290,6 +290,18 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Makes VPC `vpc_id`'s router forget the link-layer address it knew for `address` (an
+    /// instance or task that is gone: whoever gets the address next has another).
+    pub fn forget_neighbor(&self, vpc_id: &str, address: Ipv4Addr) -> Result<(), NetnsError> {
+        let ns = self.naming.vpc(vpc_id);
+        if Self::exists(&ns) {
+            ip(&["-n", &ns, "neigh", "flush", "to", &address.to_string()])?;
+        }
+        Ok(())
+    }
+}
+
 /// The DNS address of a VPC: its block's base + 2 (as AWS's resolver).
 pub fn dns_address(vpc: Cidr) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(vpc.base()) + 2)

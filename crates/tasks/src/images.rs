@@ -4,7 +4,7 @@
 //! - `amazon/amazon-ecs-sample` (also `public.ecr.aws/ecs-sample-image/amazon-ecs-sample`): a
 //!   sample web app; every GET answers an HTML page that names the task and its address.
 //! - `trellis/echo`: answers every request with what it received, as JSON (method, path,
-//!   headers, body up to 64 KiB).
+//!   headers, body up to 64 KiB), and who answered (task, address, process ID, and `$VERSION`).
 //!
 //! Both listen on `HOST` (default all addresses) and `PORT` (default 80), as the task runner
 //! sets them, and stop on SIGTERM.
@@ -134,6 +134,8 @@ async fn echo(peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>>
         "body": body,
         "peer": peer.to_string(),
         "task": std::env::var("TRELLIS_TASK_ARN").ok(),
+        "pid": std::process::id(),
+        "version": std::env::var("VERSION").ok(),
         "address": std::env::var("TRELLIS_TASK_ADDRESS").ok(),
     });
     let mut resp = Response::new(Full::new(Bytes::from(json.to_string())));

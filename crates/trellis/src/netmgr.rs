@@ -219,6 +219,7 @@ impl NetManager {
         owner_pid: u32,
     ) -> Result<Instance, InstanceError> {
         let owner_start = process_start(owner_pid).ok_or(InstanceError::NoOwner(owner_pid))?;
+        self.wait_known(vpc_id, subnet_id).await;
         let mut applied = self.state.lock().await;
         let (vpc_cidr, subnet_id, subnet) = self.ready_subnet(&mut applied, vpc_id, subnet_id).await?;
         let instance_id = new_instance_id();
@@ -258,21 +259,25 @@ impl NetManager {
         }
     }
 
+    /// Waits a little for VPC `vpc_id` (and subnet `subnet_id`, else any) to reach the
+    /// reconciled configuration: they may have been created a moment ago. Not under the lock
+    /// (the reconcile that brings them takes it).
+    async fn wait_known(&self, vpc_id: &str, subnet_id: Option<&str>) {
+        let mut snapshots = self.current.subscribe();
+        if !knows(&snapshots.borrow(), vpc_id, subnet_id) {
+            let _ = tokio::time::timeout(FRESH, snapshots.wait_for(|s| knows(s, vpc_id, subnet_id))).await;
+        }
+    }
+
     /// Makes VPC `vpc_id`'s network ready for a new namespace on `subnet_id` (else its first
-    /// subnet): waits a little for a VPC or subnet created a moment ago to be compiled, and
-    /// applies the VPC's layout if this process has not yet. The VPC's block, the subnet's ID and
-    /// its block.
+    /// subnet), applying the VPC's layout if this process has not yet. The VPC's block, the
+    /// subnet's ID and its block.
     async fn ready_subnet(
         &self,
         applied: &mut Applied,
         vpc_id: &str,
         subnet_id: Option<&str>,
     ) -> Result<(Cidr, String, Cidr), InstanceError> {
-        let mut snapshots = self.current.subscribe();
-        if !knows(&snapshots.borrow(), vpc_id, subnet_id) {
-            // The lock is held by our caller: reconciles wait, compiles do not.
-            let _ = tokio::time::timeout(FRESH, snapshots.wait_for(|s| knows(s, vpc_id, subnet_id))).await;
-        }
         let snapshot = self.current.borrow().clone();
         let network = snapshot.networks.get(vpc_id).ok_or_else(|| InstanceError::NoVpc(vpc_id.to_owned()))?;
         let (subnet_id, subnet) = match subnet_id {
@@ -315,6 +320,7 @@ impl NetManager {
         subnet_id: &str,
         holder: &str,
     ) -> Result<TaskNetwork, InstanceError> {
+        self.wait_known(vpc_id, Some(subnet_id)).await;
         let mut applied = self.state.lock().await;
         let (vpc_cidr, subnet_id, subnet) = self.ready_subnet(&mut applied, vpc_id, Some(subnet_id)).await?;
         let id = format!("t-{task_id}");
@@ -349,7 +355,12 @@ impl NetManager {
     pub async fn detach_task(&self, network: &TaskNetwork) {
         let _applied = self.state.lock().await;
         let (netns, name) = (self.netns.clone(), network.netns.clone());
-        if let Err(e) = blocking(move || netns.remove(&name)).await {
+        let (vpc, address) = (network.vpc_id.clone(), network.address);
+        let removed = blocking(move || {
+            netns.remove(&name)?;
+            netns.forget_neighbor(&vpc, address)
+        });
+        if let Err(e) = removed.await {
             tracing::warn!(netns = %network.netns, error = %e, "cannot remove a task's network");
         }
         let ops = vec![
