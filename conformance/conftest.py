@@ -109,6 +109,11 @@ def ec2(endpoint):
 
 
 @pytest.fixture(scope="session")
+def ecs(endpoint):
+    return make_client("ecs", endpoint)
+
+
+@pytest.fixture(scope="session")
 def lattice_other_region(endpoint):
     return make_client("vpc-lattice", endpoint, region=OTHER_REGION)
 
