@@ -4,6 +4,12 @@
 //! compare-and-swap ([`update_task`], [`update_service`]). The scheduler owns what happens after
 //! a record is written: moving tasks through PENDING … STOPPED, filling their network
 //! attachment, registering them with Lattice, pruning STOPPED tasks ([`delete_task`]).
+//!
+//! Conventions the API's computed counts rely on: a service's tasks are made with group
+//! `service:<service name>` and `started_by` the ID of the deployment they belong to
+//! (`ecs-svc/…`); a task counts as running when its `lastStatus` is RUNNING and as pending when
+//! PROVISIONING, PENDING or ACTIVATING. A service's Lattice target groups are its deployments'
+//! `vpcLatticeConfigurations`; a DRAINING service is the scheduler's to stop and mark INACTIVE.
 
 use std::collections::HashMap;
 

@@ -392,3 +392,10 @@ async fn tags() {
     fails(&app, "TagResource", json!({"resourceArn": gone, "tags": []}), "ResourceNotFoundException").await;
     fails(&app, "ListTagsForResource", json!({"resourceArn": "nope"}), "InvalidParameterException").await;
 }
+
+#[test]
+fn operations_parse_by_their_aws_names() {
+    assert_eq!(super::Operation::parse("RunTask"), Some(super::Operation::RunTask));
+    assert_eq!(super::Operation::parse("runTask"), None);
+    assert_eq!(super::Operation::ALL.len(), 20);
+}
