@@ -63,7 +63,11 @@ def endpoint(workdir):
         server.start()
         yield server.endpoint
     finally:
-        server.kill()
+        # Gracefully: the server stops the tasks it runs.
+        try:
+            server.stop(timeout=60)
+        finally:
+            server.kill()
         _LIVE_SERVERS.remove(server)
 
 
@@ -106,6 +110,11 @@ def lattice_nv(endpoint):
 @pytest.fixture(scope="session")
 def ec2(endpoint):
     return make_client("ec2", endpoint)
+
+
+@pytest.fixture(scope="session")
+def ecs(endpoint):
+    return make_client("ecs", endpoint)
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,32 @@ pub(crate) const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
 /// The cluster a request means when it names none.
 const DEFAULT_CLUSTER: &str = "default";
 
+/// The ECS operations Trellis serves, named as AWS names them, A–Z.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // The names are AWS's; the API reference documents each.
+pub enum Operation {
+    CreateCluster,
+    CreateService,
+    DeleteCluster,
+    DeleteService,
+    DeregisterTaskDefinition,
+    DescribeClusters,
+    DescribeServices,
+    DescribeTaskDefinition,
+    DescribeTasks,
+    ListClusters,
+    ListServices,
+    ListTagsForResource,
+    ListTaskDefinitions,
+    ListTasks,
+    RegisterTaskDefinition,
+    RunTask,
+    StopTask,
+    TagResource,
+    UntagResource,
+    UpdateService,
+}
+
 /// One ECS request, handed to its operation's handler.
 pub(crate) struct Req<'a> {
     pub(crate) state: &'a ControlState,
@@ -84,28 +110,64 @@ pub(crate) async fn handle(state: &ControlState, ctx: &Ctx, target: &str, body: 
 }
 
 async fn dispatch(req: &Req<'_>, op: &str) -> Reply {
-    match op {
-        "CreateCluster" => cluster::create(req).await,
-        "CreateService" => service::create(req).await,
-        "DeleteCluster" => cluster::delete(req).await,
-        "DeleteService" => service::delete(req).await,
-        "DeregisterTaskDefinition" => task_definition::deregister(req).await,
-        "DescribeClusters" => cluster::describe(req).await,
-        "DescribeServices" => service::describe(req).await,
-        "DescribeTaskDefinition" => task_definition::describe(req).await,
-        "DescribeTasks" => task::describe(req).await,
-        "ListClusters" => cluster::list(req).await,
-        "ListServices" => service::list(req).await,
-        "ListTagsForResource" => tag::list(req).await,
-        "ListTaskDefinitions" => task_definition::list(req).await,
-        "ListTasks" => task::list(req).await,
-        "RegisterTaskDefinition" => task_definition::register(req).await,
-        "RunTask" => task::run(req).await,
-        "StopTask" => task::stop(req).await,
-        "TagResource" => tag::tag(req).await,
-        "UntagResource" => tag::untag(req).await,
-        "UpdateService" => service::update(req).await,
-        _ => Err(EcsError::UnknownOperation(format!("{op} is not supported by Trellis"))),
+    use Operation::*;
+    let Some(operation) = Operation::parse(op) else {
+        return Err(EcsError::UnknownOperation(format!("{op} is not supported by Trellis")));
+    };
+    match operation {
+        CreateCluster => cluster::create(req).await,
+        CreateService => service::create(req).await,
+        DeleteCluster => cluster::delete(req).await,
+        DeleteService => service::delete(req).await,
+        DeregisterTaskDefinition => task_definition::deregister(req).await,
+        DescribeClusters => cluster::describe(req).await,
+        DescribeServices => service::describe(req).await,
+        DescribeTaskDefinition => task_definition::describe(req).await,
+        DescribeTasks => task::describe(req).await,
+        ListClusters => cluster::list(req).await,
+        ListServices => service::list(req).await,
+        ListTagsForResource => tag::list(req).await,
+        ListTaskDefinitions => task_definition::list(req).await,
+        ListTasks => task::list(req).await,
+        RegisterTaskDefinition => task_definition::register(req).await,
+        RunTask => task::run(req).await,
+        StopTask => task::stop(req).await,
+        TagResource => tag::tag(req).await,
+        UntagResource => tag::untag(req).await,
+        UpdateService => service::update(req).await,
+    }
+}
+
+// === impl Operation ===
+
+impl Operation {
+    /// Every operation, A–Z.
+    pub const ALL: [Self; 20] = [
+        Self::CreateCluster,
+        Self::CreateService,
+        Self::DeleteCluster,
+        Self::DeleteService,
+        Self::DeregisterTaskDefinition,
+        Self::DescribeClusters,
+        Self::DescribeServices,
+        Self::DescribeTaskDefinition,
+        Self::DescribeTasks,
+        Self::ListClusters,
+        Self::ListServices,
+        Self::ListTagsForResource,
+        Self::ListTaskDefinitions,
+        Self::ListTasks,
+        Self::RegisterTaskDefinition,
+        Self::RunTask,
+        Self::StopTask,
+        Self::TagResource,
+        Self::UntagResource,
+        Self::UpdateService,
+    ];
+
+    /// The operation an `X-Amz-Target` names (after the prefix).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|op| format!("{op:?}") == name)
     }
 }
 

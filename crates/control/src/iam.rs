@@ -31,7 +31,6 @@ mod policy;
 mod role;
 mod xml;
 
-#[cfg_attr(not(test), expect(unused_imports, reason = "the ECS API (issue 5, another branch) is the caller"))]
 pub(crate) use infra::{RoleProblem, check_infrastructure_role};
 
 use error::{Code, IamError};

@@ -235,26 +235,28 @@ fn spawn(spec: &TaskSpec, c: &ContainerSpec) -> io::Result<Child> {
     let (uid, gid) = user_ids(c.user.as_deref())?;
     let root = rustix::process::geteuid().is_root();
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path(&spec.log_dir, &c.name))?;
+    // util-linux's setpriv, exec'd on the way: the container is killed if the server dies
+    // (a task does not outlive its server, even one killed outright), and runs as its user.
+    let mut setpriv = vec!["setpriv".to_owned(), "--pdeathsig=KILL".to_owned()];
+    // Without root the processes run as the server's own user.
+    if root && uid != 0 {
+        setpriv.extend([format!("--reuid={uid}"), format!("--regid={gid}"), "--clear-groups".to_owned()]);
+    }
+    setpriv.push("--".to_owned());
     let mut cmd = match &spec.net {
         TaskNet::Netns { netns, .. } => {
             let mut cmd = Command::new("ip");
             cmd.args(["netns", "exec", netns]);
-            if uid != 0 {
-                cmd.args(["setpriv", &format!("--reuid={uid}"), &format!("--regid={gid}"), "--clear-groups", "--"]);
-            }
-            cmd.arg(&program).args(&args);
+            cmd.args(&setpriv);
             cmd
         }
         TaskNet::Loopback { .. } => {
-            let mut cmd = Command::new(&program);
-            cmd.args(&args);
-            // Without root the processes run as the server's own user.
-            if root {
-                cmd.uid(uid).gid(gid);
-            }
+            let mut cmd = Command::new(&setpriv[0]);
+            cmd.args(&setpriv[1..]);
             cmd
         }
     };
+    cmd.arg(&program).args(&args);
     let port = c.ports.first().map(|&p| spec.net.real_port(p));
     cmd.env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")

@@ -73,8 +73,8 @@ enum Change {
 }
 
 /// Waits for a change that matters to the data plane, then gathers what else arrives within
-/// [`DEBOUNCE`]. Health records are the data plane's own output: they never need a recompile,
-/// and IAM records (`iam/…`) are not part of the snapshot.
+/// [`DEBOUNCE`]. Health records are the data plane's own output: they never need a recompile;
+/// IAM, ECS, address and namespace records are not part of the snapshot (see [`not_compiled`]).
 /// Nor do changes at or below `compiled`, the revision of the last compile: it read them
 /// already. (The stream lags behind the store while compiles are slow: a compile at 10,000
 /// services takes tens of milliseconds, and the stream hands over a few hundred events at a
@@ -87,7 +87,7 @@ async fn next_change(stream: &mut WatchStream, stop: &mut watch::Receiver<bool>,
             () = stopped(stop) => return Change::Stop,
         };
         match event {
-            Some(Ok(e)) if e.kv.mod_revision <= compiled || is_health(&e.kv.key) || is_iam(&e.kv.key) => continue,
+            Some(Ok(e)) if e.kv.mod_revision <= compiled || is_health(&e.kv.key) || not_compiled(&e.kv.key) => continue,
             Some(Ok(_)) => break,
             Some(Err(_)) | None => return Change::Lost,
         }
@@ -101,9 +101,11 @@ fn is_health(key: &str) -> bool {
     key.starts_with("r/") && key.contains("/health/")
 }
 
-/// IAM is global and compiles into nothing the data plane serves.
-fn is_iam(key: &str) -> bool {
-    key.starts_with("iam/")
+/// Records the snapshot is not made of: IAM (`iam/`), ECS (`ecs/`: the agent watches those),
+/// addresses handed out in VPCs (`ipam/`), and a node's instances and namespaces.
+fn not_compiled(key: &str) -> bool {
+    ["iam/", "ecs/", "ipam/"].iter().any(|p| key.starts_with(p))
+        || (key.starts_with("node/") && (key.contains("/instance/") || key.contains("/netns/")))
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {

@@ -9,6 +9,7 @@ use trellis_model::lattice::TargetGroup;
 use trellis_model::{Arn, Kind};
 
 use super::{EcsError, Req};
+use crate::iam::RoleProblem;
 use crate::keys::Keys;
 use crate::repo;
 
@@ -114,7 +115,7 @@ pub(super) async fn check_lattice(
         ));
     };
     for config in configs {
-        check_role(req, &config.role_arn)?;
+        check_role(req, &config.role_arn).await?;
         let tg = find_target_group(req, &config.target_group_arn).await?;
         let arn = &config.target_group_arn;
         if tg.target_type != "IP" {
@@ -144,14 +145,10 @@ pub(super) async fn check_lattice(
     Ok(())
 }
 
-/// Checks the infrastructure role ECS assumes to manage a service's Lattice targets.
-///
-/// For now this only checks that `role_arn` is syntactically an IAM role ARN
-/// (`arn:aws:iam::<12 digits>:role/[path/]name`). The engineer merging this branch wires it to
-/// IAM here, the one call point: `crate::iam::check_infrastructure_role(store, account,
-/// role_arn) -> Result<Result<(), RoleProblem>, Error>`, mapping `RoleProblem::{NotFound,
-/// NotTrusted, MissingPermissions}` to `InvalidParameterException`s.
-pub(super) fn check_role(_req: &Req<'_>, role_arn: &str) -> Result<(), EcsError> {
+/// Checks the infrastructure role ECS assumes to manage a service's Lattice targets: an IAM role
+/// ARN, of a role that exists, trusts `ecs.amazonaws.com`, and may register, deregister and list
+/// targets (the managed policy `AmazonECSInfrastructureRolePolicyForVpcLattice` grants that).
+async fn check_role(req: &Req<'_>, role_arn: &str) -> Result<(), EcsError> {
     let invalid = || EcsError::invalid(format!("Invalid role ARN: {role_arn} is not the ARN of an IAM role."));
     let arn = Arn::parse(role_arn).ok_or_else(invalid)?;
     let name = arn.resource.strip_prefix("role/").ok_or_else(invalid)?;
@@ -160,7 +157,21 @@ pub(super) fn check_role(_req: &Req<'_>, role_arn: &str) -> Result<(), EcsError>
     if arn.service != "iam" || !arn.region.is_empty() || !account_ok || !name_ok {
         return Err(invalid());
     }
-    Ok(())
+    let checked = crate::iam::check_infrastructure_role(req.store(), &req.ctx.account, role_arn)
+        .await
+        .map_err(|e| EcsError::Server(e.to_string()))?;
+    match checked {
+        Ok(()) => Ok(()),
+        Err(RoleProblem::NotFound | RoleProblem::NotTrusted) => Err(EcsError::invalid(format!(
+            "Unable to assume the infrastructure role {role_arn}. Please verify that the role exists and that its \
+             trust policy allows ecs.amazonaws.com to assume it."
+        ))),
+        Err(RoleProblem::MissingPermissions) => Err(EcsError::invalid(format!(
+            "The infrastructure role {role_arn} does not allow Amazon ECS to manage VPC Lattice targets \
+             (vpc-lattice:RegisterTargets, DeregisterTargets, GetTargetGroup, ListTargets). Attach the managed policy \
+             AmazonECSInfrastructureRolePolicyForVpcLattice."
+        ))),
+    }
 }
 
 /// The target group a `targetGroupArn` names, in this region and account.

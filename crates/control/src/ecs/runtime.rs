@@ -4,6 +4,12 @@
 //! compare-and-swap ([`update_task`], [`update_service`]). The scheduler owns what happens after
 //! a record is written: moving tasks through PENDING … STOPPED, filling their network
 //! attachment, registering them with Lattice, pruning STOPPED tasks ([`delete_task`]).
+//!
+//! Conventions the API's computed counts rely on: a service's tasks are made with group
+//! `service:<service name>` and `started_by` the ID of the deployment they belong to
+//! (`ecs-svc/…`); a task counts as running when its `lastStatus` is RUNNING and as pending when
+//! PROVISIONING, PENDING or ACTIVATING. A service's Lattice target groups are its deployments'
+//! `vpcLatticeConfigurations`; a DRAINING service is the scheduler's to stop and mark INACTIVE.
 
 use std::collections::HashMap;
 
@@ -138,7 +144,8 @@ pub fn new_task(
 /// Writes new task records (from [`new_task`]; all in clusters of `scope`), filling in each
 /// one's availability zone from its subnet. Fails if a task's cluster is not ACTIVE.
 pub async fn create_tasks(store: &dyn Store, scope: &Scope, tasks: &[Task]) -> Result<(), Error> {
-    for chunk in tasks.chunks(TASKS_PER_TXN) {
+    let mut tasks = tasks.to_vec();
+    for chunk in tasks.chunks_mut(TASKS_PER_TXN) {
         if !create_tasks_in(store, scope, chunk).await.map_err(into_store)? {
             return Err(Error::Backend("a task's cluster is missing or not ACTIVE".into()));
         }
@@ -204,15 +211,15 @@ pub async fn delete_task(store: &dyn Store, task_arn: &str) -> Result<(), Error>
     Ok(())
 }
 
-/// Writes `tasks` (at most [`TASKS_PER_TXN`]) in one transaction that also rewrites their
+/// Fills in the tasks' availability zones and writes them (at most [`TASKS_PER_TXN`]) in one
+/// transaction that also rewrites their
 /// clusters' records unchanged, so that a DeleteCluster that listed the tasks before fails its
 /// compare. `false` if a cluster is missing or not ACTIVE.
-pub(super) async fn create_tasks_in(store: &dyn Store, scope: &Scope, tasks: &[Task]) -> Result<bool, RepoError> {
+pub(super) async fn create_tasks_in(store: &dyn Store, scope: &Scope, tasks: &mut [Task]) -> Result<bool, RepoError> {
     let keys = EcsKeys::new(&scope.region, &scope.account);
     let ec2 = Keys::new(&scope.region, &scope.account);
     let mut zones: HashMap<String, Option<String>> = HashMap::new();
-    let mut tasks = tasks.to_vec();
-    for task in &mut tasks {
+    for task in tasks.iter_mut() {
         let Some(subnet) = subnet_of(task).map(str::to_owned) else { continue };
         if !zones.contains_key(&subnet) {
             let found = repo::load::<Subnet>(store, &ec2.res(Kind::Subnet, &subnet)).await?;
@@ -233,7 +240,7 @@ pub(super) async fn create_tasks_in(store: &dyn Store, scope: &Scope, tasks: &[T
             }
             tx.update(&read, &read.value);
         }
-        for task in &tasks {
+        for task in tasks.iter() {
             tx.create(keys.task(cluster_of(&task.cluster_arn), task.id()), task);
         }
         if attempts.commit(store, tx).await? {

@@ -99,7 +99,7 @@ pub(super) async fn run(req: &Req<'_>) -> Reply {
     }
     let scope = Scope { region: req.ctx.region.clone(), account: req.ctx.account.clone() };
     let group = input.group.clone().unwrap_or_else(|| format!("family:{}", def.family));
-    let tasks: Vec<Task> = (0..count)
+    let mut tasks: Vec<Task> = (0..count)
         .map(|_| {
             let network = input.network_configuration.as_ref();
             let mut task =
@@ -113,7 +113,7 @@ pub(super) async fn run(req: &Req<'_>) -> Reply {
             task
         })
         .collect();
-    if !runtime::create_tasks_in(req.store(), &scope, &tasks).await? {
+    if !runtime::create_tasks_in(req.store(), &scope, &mut tasks).await? {
         return Err(EcsError::invalid("The specified cluster is inactive. Specify an active cluster and try again."));
     }
     Ok(json!({ "tasks": tasks, "failures": [] }))

@@ -26,7 +26,6 @@ pub(crate) enum RoleProblem {
 }
 
 /// Checks `role_arn` (in `account`) is an infrastructure role ECS can use for VPC Lattice: it exists, its trust policy allows `ecs.amazonaws.com` to `sts:AssumeRole` (Principal.Service string or list; Effect Allow), and the attached policies grant vpc-lattice:RegisterTargets, DeregisterTargets, GetTargetGroup and ListTargets (the built-in managed policy does).
-#[cfg_attr(not(test), expect(dead_code, reason = "the ECS API (issue 5, another branch) is its caller"))]
 pub(crate) async fn check_infrastructure_role(
     store: &dyn trellis_store::Store,
     account: &str,
