@@ -132,4 +132,49 @@ if NONE=$("$TRELLIS" vpc ingress vpc-0123456789abcdef0 --endpoint "$TRELLIS_ENDP
   fail "trellis vpc ingress of an unassociated VPC succeeded: $NONE"
 fi
 
+step "ECS: a service of tasks that register themselves into a Lattice target group"
+ROLE_NAME="ecsInfra-$SUFFIX"
+ROLE=$(aws iam create-role --role-name "$ROLE_NAME" --query Role.Arn --output text \
+        --assume-role-policy-document '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ecs.amazonaws.com"},"Action":"sts:AssumeRole"}]}')
+aws iam attach-role-policy --role-name "$ROLE_NAME" \
+    --policy-arn arn:aws:iam::aws:policy/AmazonECSInfrastructureRolePolicyForVpcLattice
+SUBNET=$(aws ec2 create-subnet --vpc-id "$VPC" --cidr-block 10.0.7.0/24 --query Subnet.SubnetId --output text)
+SG=$(aws ec2 describe-security-groups --filters "Name=vpc-id,Values=$VPC" --query 'SecurityGroups[0].GroupId' --output text)
+TG2_ARN=$(aws vpc-lattice create-target-group --name "echo-tg-$SUFFIX" --type IP \
+      --config "{\"port\":8080,\"protocol\":\"HTTP\",\"vpcIdentifier\":\"$VPC\"}" --query arn --output text)
+SVC2=$(aws vpc-lattice create-service --name "echo-$SUFFIX" --query id --output text)
+DNS2=$(aws vpc-lattice get-service --service-identifier "$SVC2" --query dnsEntry.domainName --output text)
+aws vpc-lattice create-listener --service-identifier "$SVC2" --name http-80 --protocol HTTP \
+      --default-action "{\"forward\":{\"targetGroups\":[{\"targetGroupIdentifier\":\"$TG2_ARN\"}]}}" >/dev/null
+aws vpc-lattice create-service-network-service-association --service-identifier "$SVC2" \
+      --service-network-identifier "$SN" >/dev/null
+CLUSTER="scenario-$SUFFIX"
+aws ecs create-cluster --cluster-name "$CLUSTER" >/dev/null
+aws ecs register-task-definition --family "echo-$SUFFIX" --network-mode awsvpc --requires-compatibilities FARGATE \
+    --cpu 256 --memory 512 --container-definitions \
+    '[{"name":"echo","image":"trellis/echo:latest","portMappings":[{"containerPort":8080,"name":"http"}]}]' >/dev/null
+aws ecs create-service --cluster "$CLUSTER" --service-name echo --task-definition "echo-$SUFFIX" --desired-count 1 \
+    --launch-type FARGATE \
+    --network-configuration "awsvpcConfiguration={subnets=[$SUBNET],securityGroups=[$SG]}" \
+    --vpc-lattice-configurations "roleArn=$ROLE,targetGroupArn=$TG2_ARN,portName=http" >/dev/null
+ECHO=""
+for _ in $(seq 1 100); do
+  ECHO=$(curl -s -m 5 --resolve "$DNS2:$PORT:$INGRESS" "http://$DNS2:$PORT/from-the-cli") && [[ "$ECHO" == *'"task":"arn:aws:ecs:'* ]] && break
+  sleep 0.1
+done
+[[ "$ECHO" == *'"path":"/from-the-cli"'* ]] || fail "the ECS task did not answer through the proxy: $ECHO"
+RUNNING=$(aws ecs describe-services --cluster "$CLUSTER" --services echo --query 'services[0].runningCount' --output text)
+expect_eq "$RUNNING" "1" "describe-services runningCount"
+TARGET=$(aws vpc-lattice list-targets --target-group-identifier "$TG2_ARN" --query 'items[0].id' --output text)
+TASK_IP=$(aws ecs describe-tasks --cluster "$CLUSTER" --tasks "$(aws ecs list-tasks --cluster "$CLUSTER" --query 'taskArns[0]' --output text)" \
+          --query "tasks[0].attachments[0].details[?name=='privateIPv4Address'].value | [0]" --output text)
+expect_eq "$TARGET" "$TASK_IP" "the registered target is the task's address"
+aws ecs delete-service --cluster "$CLUSTER" --service echo --force >/dev/null
+for _ in $(seq 1 100); do
+  LEFT=$(aws vpc-lattice list-targets --target-group-identifier "$TG2_ARN" --query 'length(items)' --output text)
+  [[ "$LEFT" == "0" ]] && break
+  sleep 0.2
+done
+expect_eq "$LEFT" "0" "targets left after delete-service"
+
 echo "scenario: OK (service $SVC at $DNS)"

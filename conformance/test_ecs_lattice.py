@@ -304,6 +304,37 @@ def test_run_task_stop_task_and_bad_images(world):
     assert task["containers"][0]["exitCode"] == 143
 
 
+def test_unhealthy_tasks_are_replaced_and_users_are_honoured(world):
+    world.setup(desired=0)
+    # Health checks aimed at a port nothing serves: the targets turn UNHEALTHY, and the service
+    # replaces the tasks (after the grace period).
+    world.lattice.update_target_group(targetGroupIdentifier=world.tg, healthCheck={
+        "enabled": True, "port": 9, "healthCheckIntervalSeconds": 1, "healthCheckTimeoutSeconds": 1,
+        "healthyThresholdCount": 2, "unhealthyThresholdCount": 2})
+    world.ecs.update_service(cluster="c1", service="echo", desiredCount=1, healthCheckGracePeriodSeconds=1)
+    first = wait_for(lambda: [t["taskArn"] for t in world.tasks()], 20, interval=0.2, message="a task")[0]
+    gone = wait_for(lambda: _stopped(world.ecs, first), 30, interval=0.3, message="the unhealthy task is stopped")
+    assert "health checks" in gone["stoppedReason"], gone
+    wait_for(lambda: [t for t in world.tasks() if t["taskArn"] != first], 20, interval=0.3, message="a replacement")
+    world.ecs.update_service(cluster="c1", service="echo", desiredCount=0)
+    # `user`: processes run unprivileged unless the container says otherwise.
+    ecs = world.ecs
+    net = {"awsvpcConfiguration": {"subnets": [world.subnet_a], "securityGroups": [world.sg_a]}}
+    fargate = {"networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE"], "cpu": "256", "memory": "512"}
+    for user, want in [(None, "65534"), ("0", "0")]:
+        container = {"name": "id", "image": "file:///bin/sh", "command": ["-c", "id -u"], "essential": True}
+        if user:
+            container["user"] = user
+        ecs.register_task_definition(family="whoami", **fargate, containerDefinitions=[container])
+        arn = ecs.run_task(cluster="c1", taskDefinition="whoami", launchType="FARGATE",
+                           networkConfiguration=net)["tasks"][0]["taskArn"]
+        task = wait_for(lambda: _stopped(ecs, arn), 20, interval=0.2, message="the task ends")
+        assert task["stopCode"] == "EssentialContainerExited" and task["containers"][0]["exitCode"] == 0
+        r = subprocess.run([world.server.bin, "logs", "task", arn, "--endpoint", world.server.endpoint],
+                           capture_output=True, text=True)
+        assert r.stdout.strip() == want, (user, r)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_demo(mode):
     started = time.monotonic()
