@@ -1,48 +1,41 @@
-//! One client connection: hyper's HTTP/1.1 server over the socket, wrapped so that every byte
-//! read passes the framing guard first, and the connection's clocks: a client must send a whole
-//! request head within the header read timeout (and its first request within that time too); a
-//! connection without traffic for the idle timeout of the service it last used is closed; no
-//! connection lives past the maximum connection age (it is closed gracefully: the request in
-//! progress finishes, then [`DRAIN_GRACE`] at most).
+//! One client connection, served by one task that does everything itself: it reads request
+//! heads (every byte through the framing guard first), routes them (`request`), answers locally
+//! or forwards to a target on a socket it owns for the exchange (`forward::exchange`), and keeps
+//! the connection's clocks. No HTTP library sits in between: a small keep-alive request costs
+//! one read and one write on each side and no allocation beyond the heads' field lists.
 //!
-//! hyper's own `header_read_timeout` is off on purpose: hyper also runs it while a keep-alive
-//! connection waits for its next request, which would cut every idle connection at the header
-//! timeout (10 s) instead of the service's idle timeout (60 s and up).
+//! The clocks ([`Clock`]): a client must send a whole request head within the header read
+//! timeout (and its first request within that time too); a connection without traffic for the
+//! idle timeout of the service it last used is closed; a target must start answering within the
+//! response timeout (504); no connection lives past the maximum connection age, and a listener
+//! that closes asks its connections to finish — both close the connection gracefully: the
+//! request in progress finishes, then [`DRAIN_GRACE`] at most. One timer per connection serves
+//! all of them: it is armed for the earliest deadline and, when it fires, re-armed from the
+//! deadlines as they stand then (traffic only moves deadlines later), so a busy connection
+//! touches the timer wheel about once per idle timeout, not per request.
 //!
-//! Heads over the limits: the guard stops the bytes where a head goes over
-//! `max_header_bytes` or `max_headers` (see `guard`), so hyper holds an incomplete head it will
-//! never parse, and no request exists to answer. The socket wrapper answers instead: once hyper
-//! has written and flushed every response it owes (responses are counted as they are handed to
-//! hyper and as hyper drops their bodies), it writes the proxy's 400 ([`ProxyError::to_http1`])
-//! and reports end of stream to hyper, which then drops the connection without writing more.
-//! hyper's own limits sit a little above ours ([`HYPER_MARGIN`]) as a backstop.
+//! Heads over the limits: the guard stops the bytes where a head goes over `max_header_bytes`
+//! or `max_headers`; the requests before that point are answered, then the proxy's 400, then
+//! the connection closes.
 
-use std::cell::RefCell;
-use std::convert::Infallible;
-use std::io::IoSlice;
+use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::HeaderValue;
-use hyper::body::{Body, Frame, SizeHint};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use trellis_net::Ports;
 
 use crate::ProxyConfig;
-use crate::error::ProxyError;
-use crate::forward::ProxyBody;
+use crate::error::{ErrorKind, ProxyError};
 use crate::guard::{FramingGuard, Limits};
+use crate::h1::{Buf, Framing, RequestHead};
+use crate::request::{self, Decision};
 use crate::table::Routes;
 
 #[cfg(test)]
@@ -51,54 +44,96 @@ mod tests;
 /// How long a connection told to close may take to finish its request in progress.
 pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
-/// How far above `max_header_bytes` hyper's own head limit sits. The guard never lets hyper
-/// hold more than `max_header_bytes` of a head, so hyper's limit (and its 431) is only a
-/// backstop. (hyper's field limit stays at `max_headers`: the guard stops a head before the
-/// first byte of a field past the limit, and any limit other than 100 costs an allocation per
-/// request.)
-const HYPER_MARGIN: usize = 1024;
+/// How much a read asks for at least.
+const READ_CHUNK: usize = 8 * 1024;
 
-/// What the request path knows about a connection, and the clocks it shares with the I/O.
+/// Capacity a buffer shrinks back to between requests after a large head or body.
+const KEEP_BUF: usize = 16 * 1024;
+
+/// What the request path knows about a connection.
 pub(crate) struct Conn {
     /// The VPC the connection came from (the one whose ingress socket accepted it).
     pub(crate) vpc: Arc<str>,
     /// The client's address, as a header value.
-    pub(crate) client_ip: HeaderValue,
+    pub(crate) client_ip: Box<[u8]>,
     /// The Lattice ports this socket serves (the real port, and the port below 1024 it stands
     /// for when there is an offset), each with its `x-forwarded-port` value.
-    pub(crate) lattice_ports: Vec<(u16, HeaderValue)>,
-    /// How long a target may take to start answering.
-    pub(crate) response_timeout: Duration,
-    start: Instant,
-    poisoned: AtomicBool,
-    /// A head went over the limits (the connection answers 400 itself and closes).
-    refused: AtomicBool,
-    last_io_ms: AtomicU64,
-    /// When the head in progress began (ms since start, plus one); 0 when none is.
-    head_started_ms: AtomicU64,
-    /// The idle timeout of the service last used (ms); 0 before the first routed request.
-    idle_ms: AtomicU64,
-    /// Requests handed to the request path.
-    dispatched: AtomicUsize,
-    /// Responses whose body hyper has dropped (everything of them is in its write buffer).
-    ended: AtomicUsize,
+    pub(crate) lattice_ports: Vec<(u16, Box<[u8]>)>,
 }
 
-/// A client socket whose reads pass the framing guard and whose traffic resets the idle clock.
-struct GuardedIo {
-    inner: TcpStream,
-    guard: FramingGuard,
-    conn: Arc<Conn>,
-    /// `conn.ended` as of the last completed flush: responses hyper has written out.
-    flushed: usize,
-    /// The 400 owed for a head over the limits, and how much of it is written.
-    refusal: Option<(Vec<u8>, usize)>,
+/// A connection's deadlines. See the module docs.
+pub(crate) struct Clock {
+    header_read_timeout: Duration,
+    response_timeout: Duration,
+    /// Last time bytes moved to or from the client.
+    last_io: Instant,
+    /// When the head in progress began, if one is.
+    head_started: Option<Instant>,
+    /// The idle timeout of the service last used; the header read timeout before that.
+    idle: Option<Duration>,
+    /// While waiting for a target's response head: when it is due.
+    response_due: Option<Instant>,
+    /// When the connection reaches its maximum age.
+    max_age_at: Instant,
+    /// Once draining: when the connection closes whatever it is doing.
+    drain_until: Option<Instant>,
 }
 
-/// A response body as hyper gets it: counts the response as ended when hyper drops it.
-struct Counted {
-    body: ProxyBody,
-    conn: Arc<Conn>,
+/// A deadline that passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Expired {
+    /// No traffic for the idle timeout, or a head too slow.
+    Idle,
+    /// A target did not start answering in time.
+    Response,
+    /// The drain grace ran out.
+    Drain,
+}
+
+/// Why waiting stopped early.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// A deadline passed.
+    Expired(Expired),
+    /// The connection started draining (maximum age, or its listener closing).
+    Drain,
+}
+
+/// The connection's timer, its clock, and the listener's closing signal.
+pub(crate) struct Timers {
+    pub(crate) clock: Clock,
+    sleep: Pin<Box<Sleep>>,
+    closing: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+/// Everything one connection owns.
+pub(crate) struct Session {
+    pub(crate) conn: Arc<Conn>,
+    pub(crate) client: TcpStream,
+    /// Bytes read from the client and not yet used.
+    pub(crate) rbuf: Buf,
+    /// Bytes owed to the client.
+    pub(crate) out: Vec<u8>,
+    pub(crate) guard: FramingGuard,
+    /// The guard refused the stream at the end of `rbuf` (a head over the limits).
+    pub(crate) refused: Option<ErrorKind>,
+    pub(crate) timers: Timers,
+    pub(crate) config: Arc<ProxyConfig>,
+    /// Bytes read from a target and not yet used (allocated on the first forward).
+    pub(crate) ubuf: Buf,
+    /// Bytes owed to a target.
+    pub(crate) qbuf: Vec<u8>,
+    /// The client's stream ended.
+    pub(crate) client_eof: bool,
+}
+
+/// How an exchange left the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Ready for the next request.
+    KeepAlive,
+    /// Must close (after what is owed was written).
+    Close,
 }
 
 /// The route table a connection uses, refreshed when a new one is published (an atomic load per
@@ -108,86 +143,231 @@ struct RoutesCache {
     current: Arc<Routes>,
 }
 
-/// The hyper server settings every connection uses.
-pub(crate) fn http_builder(config: &ProxyConfig) -> http1::Builder {
-    let mut b = http1::Builder::new();
-    b.keep_alive(true)
-        .half_close(false)
-        .max_header_size(config.max_header_bytes + HYPER_MARGIN)
-        .max_buf_size((config.max_header_bytes + HYPER_MARGIN + 8192).max(64 * 1024))
-        .header_read_timeout(None);
-    // hyper keeps up to 100 header slots on the stack; any other limit costs a heap allocation
-    // per request.
-    if config.max_headers != 100 {
-        b.max_headers(config.max_headers);
-    }
-    b
-}
-
 /// Serves one client connection until it closes, idles out, ages out, or `closing` asks it to
 /// finish.
 pub(crate) async fn serve(
-    stream: TcpStream,
-    conn: Arc<Conn>,
-    builder: &http1::Builder,
+    client: TcpStream,
+    conn: Conn,
     routes: watch::Receiver<Arc<Routes>>,
-    config: &ProxyConfig,
+    config: Arc<ProxyConfig>,
     mut closing: watch::Receiver<bool>,
 ) {
-    let limits = Limits { head_bytes: config.max_header_bytes, headers: config.max_headers };
-    let guard = FramingGuard::new(limits);
-    let io = TokioIo::new(GuardedIo { inner: stream, guard, conn: conn.clone(), flushed: 0, refusal: None });
-    let current = routes.borrow().clone();
-    let cache = RefCell::new(RoutesCache { rx: routes, current });
-    let for_service = conn.clone();
-    let service = service_fn(move |req| {
-        let routes = cache.borrow_mut().current();
-        let conn = for_service.clone();
-        conn.dispatched.fetch_add(1, Ordering::Relaxed);
-        let response = crate::request::handle(conn.clone(), routes, req);
-        async move { Ok::<_, Infallible>(response.await?.map(|body| Counted { body, conn })) }
+    let now = Instant::now();
+    let clock = Clock {
+        header_read_timeout: config.header_read_timeout,
+        response_timeout: config.response_timeout,
+        last_io: now,
+        head_started: None,
+        idle: None,
+        response_due: None,
+        max_age_at: now + config.max_connection_age,
+        drain_until: None,
+    };
+    let closing = Box::pin(async move {
+        let _ = closing.wait_for(|c| *c).await;
     });
-    let connection = builder.serve_connection(io, service);
-    tokio::pin!(connection);
-    let hrt = config.header_read_timeout;
-    let idle = tokio::time::sleep_until(conn.deadline(hrt).unwrap_or_else(Instant::now));
-    let drain = tokio::time::sleep(config.max_connection_age);
-    tokio::pin!(idle, drain);
-    let mut draining = false;
+    let sleep = Box::pin(tokio::time::sleep_until(clock.next_deadline()));
+    let limits = Limits { head_bytes: config.max_header_bytes, headers: config.max_headers };
+    let mut s = Session {
+        conn: Arc::new(conn),
+        client,
+        rbuf: Buf::with_capacity(4 * 1024),
+        out: Vec::with_capacity(1024),
+        guard: FramingGuard::new(limits),
+        refused: None,
+        timers: Timers { clock, sleep, closing },
+        config,
+        ubuf: Buf::with_capacity(0),
+        qbuf: Vec::new(),
+        client_eof: false,
+    };
+    let current = routes.borrow().clone();
+    let mut cache = RoutesCache { rx: routes, current };
     loop {
-        tokio::select! {
-            // The connection first: it is what wakes this task almost every time.
-            biased;
-            done = connection.as_mut() => {
-                match done {
-                    // After a refusal hyper sees the stream end inside a head: expected.
-                    Err(_) if conn.refused.load(Ordering::Relaxed) => {}
-                    Err(e) => tracing::debug!(error = %e, "client connection ended with an error"),
-                    Ok(()) => {}
-                }
-                return;
+        let head = match s.read_head().await {
+            Ok(Some(head)) => head,
+            Ok(None) => break,
+            Err(kind) => {
+                let e = ProxyError::new(kind);
+                tracing::debug!(error = %e, "request refused");
+                let id = crate::headers::request_id();
+                e.write_http1(&mut s.out, &id, true, false);
+                break;
             }
-            () = &mut idle => match conn.deadline(hrt) {
-                Some(next) => idle.as_mut().reset(next),
-                None => {
+        };
+        let routes = cache.current();
+        let next = s.handle(&routes, head).await;
+        if next == Next::Close || s.timers.clock.draining() {
+            break;
+        }
+        s.rbuf.shrink(KEEP_BUF);
+        s.ubuf.shrink(KEEP_BUF);
+    }
+    // What is owed goes out (bounded by the clocks), then the connection closes.
+    if !s.out.is_empty() {
+        let _ = s.flush().await;
+    }
+}
+
+// === impl Session ===
+
+impl Session {
+    /// The next request head: `None` when the connection should close quietly (the client left,
+    /// went idle or too slow, or the connection is draining between requests).
+    async fn read_head(&mut self) -> Result<Option<RequestHead>, ErrorKind> {
+        loop {
+            if !self.rbuf.is_empty() {
+                if self.guard.is_poisoned() {
+                    return Err(ErrorKind::BadFraming);
+                }
+                if let Some(head) = crate::h1::parse_request(self.rbuf.bytes(), self.config.max_headers)? {
+                    self.timers.clock.head_started = None;
+                    return Ok(Some(head));
+                }
+            }
+            if let Some(kind) = self.refused {
+                return Err(kind);
+            }
+            if self.client_eof {
+                return Ok(None);
+            }
+            let between = self.rbuf.is_empty();
+            match self.wait(|s, cx| s.poll_read_client(cx)).await {
+                Ok(Ok(0)) => self.client_eof = true,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "client connection ended with an error");
+                    return Ok(None);
+                }
+                Err(Event::Drain) if between => return Ok(None),
+                Err(Event::Drain) => {}
+                Err(Event::Expired(_)) => {
                     tracing::debug!("client connection idle or too slow sending a request head: closed");
-                    return;
+                    return Ok(None);
                 }
-            },
-            () = &mut drain => {
-                if draining {
-                    return;
-                }
-                draining = true;
-                connection.as_mut().graceful_shutdown();
-                drain.as_mut().reset(Instant::now() + DRAIN_GRACE);
-            }
-            _ = closing.wait_for(|c| *c), if !draining => {
-                draining = true;
-                connection.as_mut().graceful_shutdown();
-                drain.as_mut().reset(Instant::now() + DRAIN_GRACE);
             }
         }
+    }
+
+    /// Answers one request whose head is at the start of `rbuf`.
+    async fn handle(&mut self, routes: &Routes, head: RequestHead) -> Next {
+        let request_id = crate::headers::request_id();
+        let method_is_head = &self.rbuf.bytes()[head.method.clone()] == b"HEAD";
+        let conn = self.conn.clone();
+        let decision = request::route(&conn, routes, self.rbuf.bytes(), &head);
+        // A local answer leaves any request body unread: the connection closes after it.
+        let local_close = head.framing != Framing::Empty || !head.keep_alive;
+        let next = match decision {
+            Ok(Decision::Fixed(status)) => {
+                let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+                let body = status.canonical_reason().unwrap_or("").as_bytes();
+                crate::error::local_response(&mut self.out, status, body, &request_id, local_close, method_is_head);
+                self.rbuf.consume(head.len);
+                if local_close { Next::Close } else { Next::KeepAlive }
+            }
+            Ok(Decision::Forward(forward)) => {
+                self.timers.clock.idle = Some(forward.idle_timeout);
+                match self.forward(&head, forward, &request_id, method_is_head).await {
+                    Ok(next) => next,
+                    Err((e, body_left)) => {
+                        let close = body_left || e.closes_connection() || !head.keep_alive;
+                        log(&e);
+                        e.write_http1(&mut self.out, &request_id, close, method_is_head);
+                        if close { Next::Close } else { Next::KeepAlive }
+                    }
+                }
+            }
+            Err(e) => {
+                log(&e);
+                let close = local_close || e.closes_connection();
+                e.write_http1(&mut self.out, &request_id, close, method_is_head);
+                self.rbuf.consume(head.len);
+                if close { Next::Close } else { Next::KeepAlive }
+            }
+        };
+        if !self.out.is_empty() && self.flush().await.is_err() {
+            return Next::Close;
+        }
+        next
+    }
+
+    /// Writes everything owed to the client.
+    pub(crate) async fn flush(&mut self) -> Result<(), ()> {
+        let mut written = 0;
+        let result = loop {
+            match self.wait(|s, cx| s.poll_write_client(cx, &mut written)).await {
+                // Draining lets what is owed go out.
+                Err(Event::Drain) => continue,
+                result => break result,
+            }
+        };
+        self.out.clear();
+        match result {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
+
+    /// Polls `f` until it is ready, while the clocks run: an expired deadline or the start of
+    /// draining ends the wait early.
+    pub(crate) async fn wait<T>(
+        &mut self,
+        mut f: impl FnMut(&mut Self, &mut Context<'_>) -> Poll<T>,
+    ) -> Result<T, Event> {
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(v) = f(self, cx) {
+                return Poll::Ready(Ok(v));
+            }
+            self.timers.poll(cx).map(Err)
+        })
+        .await
+    }
+
+    /// Reads what the client sent into `rbuf`, through the guard: `Ok(0)` at end of stream.
+    pub(crate) fn poll_read_client(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        let limit = self.config.max_header_bytes + 2 * READ_CHUNK;
+        let Some(spare) = self.rbuf.spare(READ_CHUNK, limit) else {
+            // Full of a head the guard has not refused: cannot happen (its limit is lower).
+            return Poll::Ready(Err(std::io::Error::other("request head over the buffer")));
+        };
+        let mut rb = ReadBuf::new(spare);
+        ready!(Pin::new(&mut self.client).poll_read(cx, &mut rb))?;
+        let n = rb.filled().len();
+        if n == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        let now = Instant::now();
+        self.timers.clock.last_io = now;
+        let pass = self.guard.scan(&self.rbuf.spare_bytes()[..n]);
+        if pass < n {
+            self.refused = self.guard.refusal();
+        }
+        self.rbuf.filled(pass);
+        if self.guard.mid_head() && self.timers.clock.head_started.is_none() {
+            self.timers.clock.head_started = Some(now);
+        }
+        // A refusal with nothing before it reads as more bytes to look at, not the end.
+        Poll::Ready(Ok(pass.max(usize::from(self.refused.is_some()))))
+    }
+
+    /// Writes `out[*written..]` to the client.
+    pub(crate) fn poll_write_client(&mut self, cx: &mut Context<'_>, written: &mut usize) -> Poll<std::io::Result<()>> {
+        while *written < self.out.len() {
+            let n = ready!(Pin::new(&mut self.client).poll_write(cx, &self.out[*written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            *written += n;
+            self.timers.clock.last_io = Instant::now();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+fn log(e: &ProxyError) {
+    match e.origin {
+        crate::error::Origin::Client | crate::error::Origin::Upstream => tracing::debug!(error = %e, "request refused"),
+        crate::error::Origin::Internal => tracing::warn!(error = %e, "request failed"),
     }
 }
 
@@ -195,219 +375,104 @@ pub(crate) async fn serve(
 
 impl Conn {
     /// A connection from VPC `vpc`, accepted on `real_port` from `client`.
-    pub(crate) fn new(vpc: Arc<str>, real_port: u16, client: IpAddr, ports: Ports, config: &ProxyConfig) -> Self {
+    pub(crate) fn new(vpc: Arc<str>, real_port: u16, client: IpAddr, ports: Ports) -> Self {
         let offset = ports.low_port_offset;
         let lattice_ports = [real_port.checked_sub(offset).filter(|_| offset > 0), Some(real_port)]
             .into_iter()
             .flatten()
             .filter(|&p| ports.real(p) == real_port)
-            .map(|p| (p, HeaderValue::from(p)))
+            .map(|p| (p, p.to_string().into_bytes().into_boxed_slice()))
             .collect();
-        Self {
-            vpc,
-            client_ip: HeaderValue::try_from(client.to_string()).unwrap_or_else(|_| HeaderValue::from_static("")),
-            lattice_ports,
-            response_timeout: config.response_timeout,
-            start: Instant::now(),
-            poisoned: AtomicBool::new(false),
-            refused: AtomicBool::new(false),
-            last_io_ms: AtomicU64::new(0),
-            head_started_ms: AtomicU64::new(0),
-            idle_ms: AtomicU64::new(0),
-            dispatched: AtomicUsize::new(0),
-            ended: AtomicUsize::new(0),
+        Self { vpc, client_ip: client.to_string().into_bytes().into_boxed_slice(), lattice_ports }
+    }
+}
+
+// === impl Clock ===
+
+impl Clock {
+    /// Whether the connection is finishing (no request after the one in progress).
+    pub(crate) fn draining(&self) -> bool {
+        self.drain_until.is_some()
+    }
+
+    /// Starts waiting for a target's response head.
+    pub(crate) fn await_response(&mut self) {
+        self.response_due = Some(Instant::now() + self.response_timeout);
+    }
+
+    /// The response head arrived (or the exchange ended).
+    pub(crate) fn response_arrived(&mut self) {
+        self.response_due = None;
+    }
+
+    fn start_draining(&mut self, now: Instant) {
+        if self.drain_until.is_none() {
+            self.drain_until = Some(now + DRAIN_GRACE);
         }
     }
 
-    /// Whether the client's framing was ambiguous (the connection must close).
-    pub(crate) fn is_poisoned(&self) -> bool {
-        self.poisoned.load(Ordering::Relaxed)
-    }
-
-    /// Records the idle timeout of the service a request was routed to.
-    pub(crate) fn set_idle_timeout(&self, idle: Duration) {
-        let ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX).max(1);
-        if self.idle_ms.load(Ordering::Relaxed) != ms {
-            self.idle_ms.store(ms, Ordering::Relaxed);
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// When the connection expires if nothing happens, or `None` if it has.
-    fn deadline(&self, header_read_timeout: Duration) -> Option<Instant> {
-        let hrt = u64::try_from(header_read_timeout.as_millis()).unwrap_or(u64::MAX);
-        let idle = match self.idle_ms.load(Ordering::Relaxed) {
-            0 => hrt,
-            ms => ms,
+    /// The earliest deadline.
+    fn next_deadline(&self) -> Instant {
+        let idle = self.last_io + self.idle.unwrap_or(self.header_read_timeout);
+        let mut at = match self.response_due {
+            // Waiting on a target: its deadline, not the client's idleness.
+            Some(due) => due,
+            None => idle,
         };
-        let mut at = self.last_io_ms.load(Ordering::Relaxed).saturating_add(idle);
-        if let Some(head) = self.head_started_ms.load(Ordering::Relaxed).checked_sub(1) {
-            at = at.min(head.saturating_add(hrt));
+        if let Some(head) = self.head_started {
+            at = at.min(head + self.header_read_timeout);
         }
-        (at > self.now_ms()).then(|| self.start + Duration::from_millis(at))
+        match self.drain_until {
+            Some(drain) => at.min(drain),
+            None => at.min(self.max_age_at),
+        }
     }
 
-    /// Follows bytes read; returns how many of them may reach hyper.
-    fn on_read(&self, bytes: &[u8], guard: &mut FramingGuard) -> usize {
-        let now = self.now_ms();
-        self.last_io_ms.store(now, Ordering::Relaxed);
-        let pass = guard.scan(bytes);
-        if guard.is_poisoned() {
-            self.poisoned.store(true, Ordering::Relaxed);
+    /// What passed at `now`, if anything.
+    fn check(&mut self, now: Instant) -> Option<Event> {
+        if self.drain_until.is_some_and(|d| now >= d) {
+            return Some(Event::Expired(Expired::Drain));
         }
-        let head = self.head_started_ms.load(Ordering::Relaxed);
-        match (guard.mid_head(), head) {
-            (true, 0) => self.head_started_ms.store(now + 1, Ordering::Relaxed),
-            (false, h) if h != 0 => self.head_started_ms.store(0, Ordering::Relaxed),
-            _ => {}
+        if self.drain_until.is_none() && now >= self.max_age_at {
+            self.start_draining(now);
+            return Some(Event::Drain);
         }
-        pass
-    }
-
-    fn on_write(&self) {
-        self.last_io_ms.store(self.now_ms(), Ordering::Relaxed);
+        if self.response_due.is_some_and(|d| now >= d) {
+            return Some(Event::Expired(Expired::Response));
+        }
+        let idle = self.last_io + self.idle.unwrap_or(self.header_read_timeout);
+        let head = self.head_started.map(|h| h + self.header_read_timeout);
+        if (self.response_due.is_none() && now >= idle) || head.is_some_and(|h| now >= h) {
+            return Some(Event::Expired(Expired::Idle));
+        }
+        None
     }
 }
 
-// === impl GuardedIo ===
+// === impl Timers ===
 
-impl GuardedIo {
-    /// Notes that the guard refused the stream: a 400 is owed.
-    fn refuse(&mut self) {
-        let Some(kind) = self.guard.refusal() else { return };
-        let e = ProxyError::new(kind);
-        let request_id = crate::headers::request_id();
-        tracing::debug!(error = %e, "request refused");
-        self.refusal = Some((e.to_http1(request_id.to_str().unwrap_or_default()), 0));
-        self.conn.refused.store(true, Ordering::Relaxed);
-    }
-
-    /// A read once the stream is refused. While hyper still owes responses (or has not flushed
-    /// them), nothing to read: hyper's writes keep the task awake, and the flush after the last
-    /// one wakes it (see `poll_flush`). Then the 400 is written and hyper is told the stream
-    /// ended: it holds an incomplete head, so it gives up without writing anything.
-    fn poll_refused(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        if self.flushed != self.conn.dispatched.load(Ordering::Relaxed) {
-            return Poll::Pending;
+impl Timers {
+    /// Ready when a deadline passes or draining starts; otherwise registers for both.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if !self.clock.draining() && self.closing.as_mut().poll(cx).is_ready() {
+            self.clock.start_draining(Instant::now());
+            self.sleep.as_mut().reset(self.clock.next_deadline());
+            return Poll::Ready(Event::Drain);
         }
-        let Some((bytes, written)) = &mut self.refusal else { return Poll::Ready(Ok(())) };
-        while let Some(rest) = bytes.get(*written..).filter(|r| !r.is_empty()) {
-            match ready!(Pin::new(&mut self.inner).poll_write(cx, rest)) {
-                Ok(0) => break,
-                Ok(n) => *written += n,
-                Err(e) => return Poll::Ready(Err(e)),
+        // A deadline moved earlier than the armed one (a response became due): re-arm.
+        let next = self.clock.next_deadline();
+        if next < self.sleep.deadline() {
+            self.sleep.as_mut().reset(next);
+        }
+        loop {
+            ready!(self.sleep.as_mut().poll(cx));
+            let now = Instant::now();
+            if let Some(event) = self.clock.check(now) {
+                self.sleep.as_mut().reset(self.clock.next_deadline().max(now + Duration::from_millis(1)));
+                return Poll::Ready(event);
             }
+            self.sleep.as_mut().reset(self.clock.next_deadline());
         }
-        if *written > 0 {
-            self.conn.on_write();
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncRead for GuardedIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        if this.refusal.is_some() {
-            return this.poll_refused(cx);
-        }
-        let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = result {
-            let new = &buf.filled()[before..];
-            if !new.is_empty() {
-                let read = new.len();
-                let pass = this.conn.on_read(new, &mut this.guard);
-                if pass < read {
-                    // A head went over a limit: hyper gets the bytes before that point only.
-                    buf.set_filled(before + pass);
-                    this.refuse();
-                    if pass == 0 {
-                        // An empty read would tell hyper the stream ended.
-                        return this.poll_refused(cx);
-                    }
-                }
-            }
-        }
-        result
-    }
-}
-
-impl AsyncWrite for GuardedIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.conn.on_write();
-        }
-        result
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.conn.on_write();
-        }
-        result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_flush(cx);
-        if let Poll::Ready(Ok(())) = result {
-            // hyper flushes the socket only once its own buffer is written out.
-            let ended = this.conn.ended.load(Ordering::Relaxed);
-            if ended != this.flushed {
-                this.flushed = ended;
-                if this.refusal.is_some() && ended == this.conn.dispatched.load(Ordering::Relaxed) {
-                    // The last response owed is out: the refusal can go (hyper may not read
-                    // again on its own).
-                    cx.waker().wake_by_ref();
-                }
-            }
-        }
-        result
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-// === impl Counted ===
-
-impl Body for Counted {
-    type Data = Bytes;
-    type Error = <ProxyBody as Body>::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.conn.ended.fetch_add(1, Ordering::Relaxed);
     }
 }
 

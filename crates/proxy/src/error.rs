@@ -4,20 +4,12 @@
 //! which never carries internal detail (target addresses, OS errors). The request id is in the
 //! body so a client can quote it.
 //!
-//! Heads over the size or field limits never reach hyper whole (the framing guard stops them),
-//! so no request exists to answer: the connection writes [`ProxyError::to_http1`] itself.
-//!
-//! Not here: errors hyper answers on its own before a request reaches us (malformed heads get
-//! a bare 400).
+//! Responses are written as HTTP/1.1 bytes ([`ProxyError::write_http1`], [`local_response`]):
+//! the connection writes them into its output buffer like any other head.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_TYPE};
-use http::{HeaderValue, Response, StatusCode};
-
-use crate::forward::ProxyBody;
-use crate::headers::X_AMZN_REQUESTID;
+use http::StatusCode;
 
 /// Who caused an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,43 +155,69 @@ impl ProxyError {
             self.client_message()
         )
     }
-
-    /// The response: the status, and a short text body naming the reason and the request id.
-    pub(crate) fn to_response(self, request_id: &str) -> Response<ProxyBody> {
-        let status = self.status();
-        let body = self.body(request_id);
-        let mut response = Response::new(ProxyBody::local(Bytes::from(body)));
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        if self.closes_connection() {
-            headers.insert(CONNECTION, HeaderValue::from_static("close"));
-        }
-        response
-    }
 }
 
 impl ProxyError {
-    /// The same response as [`ProxyError::to_response`] (with the request id header and a
-    /// `date`, as hyper would add), as HTTP/1.1 bytes, for when the connection must answer
-    /// without hyper: a head over the limits never becomes a request. Always says
-    /// `connection: close`.
-    pub(crate) fn to_http1(self, request_id: &str) -> Vec<u8> {
+    /// The response, as HTTP/1.1 bytes appended to `out`: the status, a body naming the reason
+    /// and the request id, and `connection: close` when the connection closes after it.
+    pub(crate) fn write_http1(self, out: &mut Vec<u8>, request_id: &[u8], close: bool, head_only: bool) {
         let status = self.status();
-        let body = self.body(request_id);
-        format!(
-            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n\
-             {X_AMZN_REQUESTID}: {request_id}\r\ncontent-length: {}\r\ndate: {}\r\n\r\n{body}",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or(""),
-            body.len(),
-            http_date(SystemTime::now()),
-        )
-        .into_bytes()
+        let body = self.body(std::str::from_utf8(request_id).unwrap_or_default());
+        local_response(out, status, body.as_bytes(), request_id, close, head_only);
+    }
+
+    /// [`ProxyError::write_http1`] on its own, closing (tests).
+    #[cfg(test)]
+    pub(crate) fn to_http1(self, request_id: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_http1(&mut out, request_id.as_bytes(), true, false);
+        out
     }
 }
 
-/// `t` as an HTTP date (IMF-fixdate, RFC 9110 §5.6.7), e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+/// A response the proxy makes: `status`, a plain-text `body` (left out for a HEAD, its length
+/// kept), the request id, a `date`, and `connection: close` when `close`.
+pub(crate) fn local_response(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    body: &[u8],
+    request_id: &[u8],
+    close: bool,
+    head_only: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\n");
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"x-amzn-requestid: ");
+    out.extend_from_slice(request_id);
+    out.extend_from_slice(b"\r\ncontent-length: ");
+    crate::headers::write_decimal(out, body.len() as u64);
+    out.extend_from_slice(b"\r\ndate: ");
+    DATE.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if cached.0 != secs {
+            *cached = (secs, http_date(now));
+        }
+        out.extend_from_slice(cached.1.as_bytes());
+    });
+    out.extend_from_slice(b"\r\n\r\n");
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+}
+
+thread_local! {
+    /// The `date` value of the current second.
+    static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+}
+
 fn http_date(t: SystemTime) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
@@ -261,12 +279,18 @@ mod tests {
 
     #[test]
     fn response_names_reason_and_request_id() {
-        let r = ProxyError::new(ErrorKind::NoTargets).to_response("abc-123");
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let body = r.into_body().into_local().unwrap();
-        let text = std::str::from_utf8(&body).unwrap();
-        assert!(text.starts_with("503 Service Unavailable: the target group has no registered targets"), "{text}");
-        assert!(text.contains("request id: abc-123"), "{text}");
+        let mut out = Vec::new();
+        ProxyError::new(ErrorKind::NoTargets).write_http1(&mut out, b"abc-123", false, false);
+        let text = std::str::from_utf8(&out).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+        assert!(body.starts_with("503 Service Unavailable: the target group has no registered targets"), "{body}");
+        assert!(body.contains("request id: abc-123"), "{body}");
+        // A HEAD gets the head alone, with the length of the body it would have had.
+        let mut head_only = Vec::new();
+        ProxyError::new(ErrorKind::NoTargets).write_http1(&mut head_only, b"abc-123", false, true);
+        assert_eq!(head_only.len(), out.len() - body.len());
     }
 
     #[test]

@@ -1,57 +1,53 @@
-//! Forwarding to targets: the request goes out on a pooled keep-alive connection (`pool`), bodies
-//! stream both ways without ever being held whole, the response head must arrive within the
-//! response timeout, and upstream failures become [`ProxyError`]s. Also the in-flight count: a
-//! guard increments a target's counter before the request goes out and decrements it when the
-//! response body is done (or dropped), which is what a draining target waits for.
+//! Connections to targets: one [`Pool`] per (place, target address, idle timeout), each a stack
+//! of idle keep-alive sockets behind its own short lock (never held across an await, never
+//! shared between targets). A request takes the most recently used idle socket, or opens one,
+//! and owns it for the whole exchange: the connection's task writes the request and reads the
+//! response itself (`exchange`), with no task or channel in between. The socket goes back when
+//! the response was read to its end and both sides may keep it; otherwise it is closed. Idle
+//! sockets close after the idle timeout: checked when they are taken, and by one reaper task per
+//! pool while it has idle sockets.
 //!
-//! Not here: which target (`balance`), which headers (`headers`).
+//! Also the in-flight count: a guard increments a target's counter before the request goes out
+//! and decrements it when the exchange ends, which is what a draining target waits for.
 
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll, ready};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use trellis_net::Place;
 
-use crate::conn::Conn;
-use crate::error::{ErrorKind, ProxyError};
+use crate::error::ErrorKind;
 
-mod pool;
+pub(crate) mod exchange;
 
-pub(crate) use pool::{Lease, Pool, PoolKey, Pools};
+/// What tells pools apart: where targets are reached from (the host, or the namespace of the
+/// target group's VPC), the target's address, and the idle timeout.
+pub(crate) type PoolKey = (Place, SocketAddr, Duration);
 
-/// A client's request body on its way to a target. It refuses to yield data once the client's
-/// stream is poisoned (see `guard`), so nothing after an ambiguity reaches a target.
-pub(crate) struct ClientBody {
-    inner: Incoming,
-    conn: Arc<Conn>,
+/// The pools, kept across snapshots so that connections survive configuration changes.
+pub(crate) struct Pools {
+    pools: HashMap<PoolKey, Arc<Pool>>,
+    connect_timeout: Duration,
 }
 
-/// Why a client's request body stopped: it was malformed, cut short, or followed ambiguous
-/// framing.
-#[derive(Debug)]
-pub(crate) struct ClientBodyError;
-
-/// A response body: a target's, streamed, or one the proxy made.
-pub(crate) struct ProxyBody {
-    kind: BodyKind,
+/// Idle connections to one target.
+pub(crate) struct Pool {
+    place: Place,
+    addr: SocketAddr,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+    idle: Mutex<Vec<Idle>>,
+    reaping: AtomicBool,
 }
 
-enum BodyKind {
-    Local(Option<Bytes>),
-    Upstream(Upstream),
-}
-
-/// A target's response body, with the connection it arrives on and the request's in-flight
-/// count.
-struct Upstream {
-    body: Incoming,
-    lease: Option<Lease>,
-    done: bool,
-    _in_flight: InFlightGuard,
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
 }
 
 /// One request in flight to a target; decrements the target's counter when dropped.
@@ -59,139 +55,111 @@ pub(crate) struct InFlightGuard {
     counter: Arc<AtomicUsize>,
 }
 
-/// Sends `req` to a target through `pool` and waits at most `timeout` for the response head. A
-/// request that could not be sent at all (no connection could be opened) comes back with the
-/// error.
-pub(crate) async fn send(
-    pool: &Arc<Pool>,
-    req: Request<ClientBody>,
-    timeout: Duration,
-) -> Result<(Response<Incoming>, Lease), (ProxyError, Option<Request<ClientBody>>)> {
-    match tokio::time::timeout(timeout, pool.send(req)).await {
-        Ok(result) => result,
-        Err(_) => Err((ProxyError::new(ErrorKind::Timeout), None)),
+// === impl Pools ===
+
+impl Pools {
+    /// Pools whose new connections give up after `connect_timeout`.
+    pub(crate) fn new(connect_timeout: Duration) -> Self {
+        Self { pools: HashMap::new(), connect_timeout }
+    }
+
+    /// The pool for `key`: connections opened from `place` to `addr` that idle out after `idle`.
+    pub(crate) fn pool(&mut self, key: &PoolKey) -> Arc<Pool> {
+        let connect_timeout = self.connect_timeout;
+        let (place, addr, idle) = key.clone();
+        self.pools
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Pool {
+                    place,
+                    addr,
+                    idle_timeout: idle,
+                    connect_timeout,
+                    idle: Mutex::new(Vec::new()),
+                    reaping: AtomicBool::new(false),
+                })
+            })
+            .clone()
+    }
+
+    /// Forgets the pools not in `used` (their idle connections close once no request holds them).
+    pub(crate) fn retain(&mut self, used: &HashSet<PoolKey>) {
+        self.pools.retain(|key, _| used.contains(key));
     }
 }
 
-/// Who broke a request that was sent: the client's body, or the target.
-fn classify(e: &hyper::Error) -> ErrorKind {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.is::<ClientBodyError>() {
-            return ErrorKind::ClientBody;
-        }
-        source = s.source();
-    }
-    tracing::debug!(error = %e, "target request failed");
-    ErrorKind::UpstreamBroken
-}
+// === impl Pool ===
 
-// === impl ClientBody ===
-
-impl ClientBody {
-    /// The body of a request that arrived on `conn`.
-    pub(crate) fn new(inner: Incoming, conn: Arc<Conn>) -> Self {
-        Self { inner, conn }
-    }
-}
-
-impl Body for ClientBody {
-    type Data = Bytes;
-    type Error = ClientBodyError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if self.conn.is_poisoned() {
-            return Poll::Ready(Some(Err(ClientBodyError)));
-        }
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        // The guard has seen these bytes before hyper decoded them.
-        if self.conn.is_poisoned() {
-            return Poll::Ready(Some(Err(ClientBodyError)));
-        }
-        Poll::Ready(frame.map(|f| f.map_err(|_| ClientBodyError)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-// === impl ClientBodyError ===
-
-impl std::fmt::Display for ClientBodyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the client's request body is malformed or was cut short")
-    }
-}
-
-impl std::error::Error for ClientBodyError {}
-
-// === impl ProxyBody ===
-
-impl ProxyBody {
-    /// A body the proxy made.
-    pub(crate) fn local(bytes: Bytes) -> Self {
-        Self { kind: BodyKind::Local(Some(bytes).filter(|b| !b.is_empty())) }
-    }
-
-    /// A target's body, arriving on `lease`; `in_flight` is released when it ends.
-    pub(crate) fn upstream(body: Incoming, lease: Lease, in_flight: InFlightGuard) -> Self {
-        Self { kind: BodyKind::Upstream(Upstream { body, lease: Some(lease), done: false, _in_flight: in_flight }) }
-    }
-
-    /// The bytes of a body the proxy made (tests).
-    #[cfg(test)]
-    pub(crate) fn into_local(self) -> Option<Bytes> {
-        match self.kind {
-            BodyKind::Local(b) => Some(b.unwrap_or_default()),
-            BodyKind::Upstream(_) => None,
-        }
-    }
-}
-
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match &mut self.kind {
-            BodyKind::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            BodyKind::Upstream(up) => {
-                let frame = ready!(Pin::new(&mut up.body).poll_frame(cx));
-                up.done = frame.is_none();
-                Poll::Ready(frame)
+impl Pool {
+    /// The most recently used idle connection that is still open and fresh.
+    pub(crate) fn take(&self) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(i) = idle.pop() {
+            if i.since.elapsed() < self.idle_timeout && is_quiet(&i.stream) {
+                return Some(i.stream);
             }
         }
+        None
     }
 
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            BodyKind::Local(bytes) => bytes.is_none(),
-            BodyKind::Upstream(up) => up.done || up.body.is_end_stream(),
+    /// A new connection to the target.
+    pub(crate) async fn connect(&self) -> Result<TcpStream, ErrorKind> {
+        let connect = async {
+            match &self.place {
+                Place::Host => TcpStream::connect(self.addr).await,
+                place => place.tcp_socket(self.addr).await?.connect(self.addr).await,
+            }
+        };
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                Ok(stream)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(addr = %self.addr, error = %e, "cannot connect to target");
+                Err(ErrorKind::ConnectFailed)
+            }
+            Err(_) => Err(ErrorKind::ConnectFailed),
         }
     }
 
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            BodyKind::Local(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            BodyKind::Upstream(up) => up.body.size_hint(),
+    /// Takes back a connection whose exchange ended cleanly.
+    pub(crate) fn put(self: &Arc<Self>, stream: TcpStream) {
+        let idle = Idle { stream, since: Instant::now() };
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(idle);
+        if !self.reaping.swap(true, Ordering::AcqRel) {
+            tokio::spawn(reap(Arc::downgrade(self), self.idle_timeout));
         }
     }
 }
 
-// === impl Upstream ===
+/// Whether an idle connection has nothing to read: a target that closed it (or sent bytes no
+/// request asked for) makes it readable. Costs a system call only when the socket was seen
+/// readable.
+fn is_quiet(stream: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            let mut probe = [0u8; 1];
+            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        }
+    }
+}
 
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        // A connection whose response was not read to its end cannot carry another request.
-        if (self.done || self.body.is_end_stream())
-            && let Some(lease) = self.lease.take()
-        {
-            lease.release();
+/// Closes a pool's connections once they have been idle for `idle`; ends when the pool has no
+/// idle connection left (or is gone).
+async fn reap(pool: Weak<Pool>, idle: Duration) {
+    loop {
+        tokio::time::sleep(idle).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let mut conns = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+        conns.retain(|i| i.since.elapsed() < idle && is_quiet(&i.stream));
+        if conns.is_empty() {
+            // Under the lock, so that a connection put back now starts a new reaper.
+            pool.reaping.store(false, Ordering::Release);
+            return;
         }
     }
 }

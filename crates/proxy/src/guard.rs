@@ -1,22 +1,19 @@
 //! The framing guard: a small state machine that follows the bytes a client sends, request head
 //! by request head and body by body, and flags the stream as *poisoned* when its framing is
-//! ambiguous in a way hyper's parser lets through. hyper already refuses most malformed input
-//! (bare CR, obs-fold, invalid header names, bad Content-Length); what it
-//! accepts and we refuse is a request with both `Content-Length` and `Transfer-Encoding` (hyper
-//! follows RFC 9112 and lets Transfer-Encoding win; the issue asks for a 400), lines ended by a
-//! bare LF, and malformed chunk-size lines that arrive before hyper reads them.
+//! ambiguous or malformed: both `Content-Length` and `Transfer-Encoding`, lines ended by a bare
+//! LF, malformed chunk-size lines. The head parser (`h1`, on httparse) refuses the rest of what
+//! is malformed (bare CR, obs-fold, invalid header names, bad Content-Length values).
 //!
-//! The guard sees every byte before hyper does, so by the time hyper hands a request to the
-//! service, the guard has seen that request's whole head (and maybe more). The request path
-//! refuses requests on a poisoned connection with 400 and closes it; the request body refuses to
-//! yield data once the stream is poisoned, so nothing after an ambiguity is forwarded.
+//! The guard sees every byte before it is parsed, so by the time a head is parsed the guard has
+//! seen all of it (and maybe more). The connection refuses requests on a poisoned connection
+//! with 400 and closes it; a request body stops being forwarded once the stream is poisoned, so
+//! nothing after an ambiguity reaches a target.
 //!
 //! It also enforces the head limits ([`Limits`]): a head longer than the byte limit, or with
 //! more header fields than allowed, *refuses* the stream. Unlike poison, a refusal stops the
-//! bytes themselves: [`FramingGuard::scan`] says how many bytes of a read may reach hyper, which
-//! is never past the point where a head went over a limit, so hyper only ever holds an
-//! incomplete head and never dispatches it (its own limits, set a little above ours, are a
-//! backstop). The connection then answers 400 itself (see `conn`).
+//! bytes themselves: [`FramingGuard::scan`] says how many bytes of a read may be kept, which is
+//! never past the point where a head went over a limit, so the requests before it are answered
+//! and then the connection answers 400 itself (see `conn`).
 //!
 //! Cost: heads are scanned line by line (one search for CR/LF per line, the first bytes of each
 //! line copied, two counters updated); bodies with a length are skipped in O(1) per read;
@@ -35,7 +32,7 @@ const MAX_CHUNK_LINE: usize = 4096;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
     /// Most bytes in a head: its request line, header lines and final empty line, CR LF
-    /// included (and any empty lines before the request line, which hyper counts too).
+    /// included (and any empty lines before the request line).
     pub(crate) head_bytes: usize,
     /// Most header fields in a head.
     pub(crate) headers: usize,
@@ -334,7 +331,7 @@ impl HeadScan {
         }
         let kept = self.line.kept();
         let Some(colon) = kept.iter().position(|&b| b == b':') else {
-            return true; // a long name (not a framing header) or no colon (hyper refuses it)
+            return true; // a long name (not a framing header) or no colon (the parser refuses it)
         };
         let (name, value) = (&kept[..colon], &kept[colon + 1..]);
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
@@ -511,7 +508,7 @@ mod tests {
         // A line that never ends is cut at the limit.
         let endless = [b"GET /".as_slice(), &[b'a'; 1000]].concat();
         assert_eq!(passed(limits, &endless), (200, Some(ErrorKind::HeadTooLarge)));
-        // Empty lines before a request line count (hyper counts them too).
+        // Empty lines before a request line count.
         let mut leading = b"\r\n".to_vec();
         leading.extend_from_slice(&head_of(198));
         assert_eq!(passed(limits, &leading), (leading.len(), None));

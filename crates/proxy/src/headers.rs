@@ -1,53 +1,39 @@
-//! The headers the proxy adds and strips (spec §3.8). On the way to a target: hop-by-hop headers
-//! go (`Connection` and the headers it names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`,
-//! `Transfer-Encoding` — hyper re-frames the body —, `Upgrade`, and `Expect`, which the proxy
-//! answered itself), every incoming `x-amzn-lattice-*` goes (they cannot be spoofed), and the
-//! proxy adds `x-forwarded-for` (the client's address appended to any it sent),
-//! `x-forwarded-port` (the Lattice listener port), `x-forwarded-proto: http`,
+//! The heads the proxy writes (spec §3.8). On the way to a target: hop-by-hop headers go
+//! (`Connection` and the headers it names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`,
+//! `Transfer-Encoding` and `Content-Length` — the proxy frames the body itself —, `Upgrade`, and
+//! `Expect`, which the proxy answers itself), every incoming `x-amzn-lattice-*` goes (they cannot
+//! be spoofed), and the proxy adds `x-forwarded-for` (the client's address appended to any it
+//! sent), `x-forwarded-port` (the Lattice listener port), `x-forwarded-proto: http`,
 //! `x-amzn-lattice-network`, `x-amzn-lattice-target` and `x-amzn-requestid`. `Host` is kept.
 //!
 //! The spec also mentions `x-forwarded-for-port` / `x-forwarded-for-proto` spellings from one
 //! AWS page; what ELB and every proxy send is `x-forwarded-port` / `x-forwarded-proto`, so we
 //! send those only.
 //!
-//! On the way back: hop-by-hop headers go; the request path adds `x-amzn-requestid`.
+//! On the way back: hop-by-hop headers go, the proxy frames the body for the client and adds
+//! `x-amzn-requestid` (every response has one, the proxy's own included).
+//!
+//! Heads are written straight into the connection's output buffer from the parsed head's
+//! positions: no header map, no allocation per field.
 
-use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue};
-
-/// `x-forwarded-for`.
-pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-/// `x-forwarded-port`.
-pub(crate) const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-/// `x-forwarded-proto`.
-pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-/// `x-amzn-lattice-network`.
-pub(crate) const X_AMZN_LATTICE_NETWORK: HeaderName = HeaderName::from_static("x-amzn-lattice-network");
-/// `x-amzn-lattice-target`.
-pub(crate) const X_AMZN_LATTICE_TARGET: HeaderName = HeaderName::from_static("x-amzn-lattice-target");
-/// `x-amzn-requestid`.
-pub(crate) const X_AMZN_REQUESTID: HeaderName = HeaderName::from_static("x-amzn-requestid");
-
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-const LATTICE_PREFIX: &str = "x-amzn-lattice-";
+use crate::h1::{Field, Framing, RequestHead, ResponseHead, tokens};
 
 /// What the proxy tells a target about a request.
 pub(crate) struct Forwarded<'a> {
     /// The client's IP address.
-    pub(crate) client_ip: &'a HeaderValue,
+    pub(crate) client_ip: &'a [u8],
     /// The Lattice port the request arrived on.
-    pub(crate) port: &'a HeaderValue,
+    pub(crate) port: &'a [u8],
     /// `SourceVpcArn=…`.
-    pub(crate) network: &'a HeaderValue,
+    pub(crate) network: &'a [u8],
     /// `ServiceArn=…;ServiceNetworkArn=…;TargetGroupArn=…`.
-    pub(crate) target: &'a HeaderValue,
+    pub(crate) target: &'a [u8],
     /// The request id.
-    pub(crate) request_id: &'a HeaderValue,
+    pub(crate) request_id: &'a [u8],
 }
 
-/// A request id: a random UUID (version 4), as a header value.
-pub(crate) fn request_id() -> HeaderValue {
+/// A request id: a random UUID (version 4).
+pub(crate) fn request_id() -> [u8; 36] {
     let (hi, lo) = (crate::balance::random_u64(), crate::balance::random_u64());
     let bits = (u128::from(hi) << 64 | u128::from(lo)) & !(0xf << 76 | 0x3 << 62) | (0x4 << 76 | 0x2 << 62);
     let mut buf = [0u8; 36];
@@ -61,155 +47,275 @@ pub(crate) fn request_id() -> HeaderValue {
         *slot = b"0123456789abcdef"[nibble as usize];
         n += 1;
     }
-    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    buf
 }
 
 /// `x-amzn-lattice-network` for a VPC.
-pub(crate) fn lattice_network(vpc_arn: &str) -> Option<HeaderValue> {
-    HeaderValue::try_from(format!("SourceVpcArn={vpc_arn}")).ok()
+pub(crate) fn lattice_network(vpc_arn: &str) -> Box<[u8]> {
+    format!("SourceVpcArn={vpc_arn}").into_bytes().into_boxed_slice()
 }
 
 /// `x-amzn-lattice-target` for a request.
-pub(crate) fn lattice_target(service_arn: &str, network_arn: &str, group_arn: &str) -> Option<HeaderValue> {
-    let value = format!("ServiceArn={service_arn};ServiceNetworkArn={network_arn};TargetGroupArn={group_arn}");
-    HeaderValue::try_from(value).ok()
+pub(crate) fn lattice_target(service_arn: &str, network_arn: &str, group_arn: &str) -> Box<[u8]> {
+    format!("ServiceArn={service_arn};ServiceNetworkArn={network_arn};TargetGroupArn={group_arn}")
+        .into_bytes()
+        .into_boxed_slice()
 }
 
-/// Rewrites a client's request headers for a target.
-pub(crate) fn prepare_request(headers: &mut HeaderMap, f: Forwarded<'_>) {
-    // Room for the six headers added below, so the map grows at most once.
-    headers.reserve(6);
-    strip_hop_by_hop(headers);
-    headers.remove(EXPECT);
-    strip_lattice(headers);
-    append_forwarded_for(headers, f.client_ip);
-    headers.insert(X_FORWARDED_PORT, f.port.clone());
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    headers.insert(X_AMZN_LATTICE_NETWORK, f.network.clone());
-    headers.insert(X_AMZN_LATTICE_TARGET, f.target.clone());
-    headers.insert(X_AMZN_REQUESTID, f.request_id.clone());
+/// Headers that never cross the proxy, whatever the direction.
+fn hop_by_hop(name: &[u8]) -> bool {
+    const NAMES: [&[u8]; 8] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+    ];
+    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
-/// Rewrites a target's response headers for the client (the request path adds the request id
-/// to every response, the proxy's own included).
-pub(crate) fn prepare_response(headers: &mut HeaderMap) {
-    strip_hop_by_hop(headers);
+/// Whether `Connection` (any of `fields`) names `name` (never `Host` or `Content-Length`, which a
+/// client cannot make us drop).
+fn named_by_connection(buf: &[u8], fields: &[Field], connection: bool, name: &[u8]) -> bool {
+    connection
+        && !name.eq_ignore_ascii_case(b"host")
+        && fields
+            .iter()
+            .filter(|f| buf[f.name.clone()].eq_ignore_ascii_case(b"connection"))
+            .any(|f| tokens(&buf[f.value.clone()]).any(|t| t.eq_ignore_ascii_case(name)))
 }
 
-/// Removes the hop-by-hop headers, including those `Connection` names (except `Host` and
-/// `Content-Length`, which a client cannot make us drop).
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if let http::header::Entry::Occupied(e) = headers.entry(CONNECTION) {
-        let named: Vec<HeaderValue> = e.remove_entry_mult().1.collect();
-        for value in &named {
-            let Ok(value) = value.to_str() else { continue };
-            for token in value.split(',') {
-                let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) else { continue };
-                if name != HOST && name != CONTENT_LENGTH {
-                    headers.remove(name);
+fn has_connection(buf: &[u8], fields: &[Field]) -> bool {
+    fields.iter().any(|f| buf[f.name.clone()].eq_ignore_ascii_case(b"connection"))
+}
+
+fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
+    s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the head a target gets for the request whose head is `head` (positions into `buf`):
+/// `path` in origin form, `host` replacing the `Host` header when the client used absolute form,
+/// the body framed as `framing`.
+pub(crate) fn write_request(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &RequestHead,
+    path: &[u8],
+    host: Option<&[u8]>,
+    framing: Framing,
+    f: &Forwarded<'_>,
+) {
+    out.extend_from_slice(&buf[head.method.clone()]);
+    out.push(b' ');
+    out.extend_from_slice(path);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let connection = has_connection(buf, &head.fields);
+    let mut forwarded_for = false;
+    for fl in &head.fields {
+        let name = &buf[fl.name.clone()];
+        let value = &buf[fl.value.clone()];
+        if hop_by_hop(name)
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"x-amzn-requestid")
+            || name.eq_ignore_ascii_case(b"x-forwarded-port")
+            || name.eq_ignore_ascii_case(b"x-forwarded-proto")
+            || starts_with_ignore_case(name, b"x-amzn-lattice-")
+            || named_by_connection(buf, &head.fields, connection, name)
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            if !forwarded_for {
+                // Every value the client sent, joined, then the client's address.
+                forwarded_for = true;
+                out.extend_from_slice(b"x-forwarded-for: ");
+                for other in head.fields.iter().filter(|o| buf[o.name.clone()].eq_ignore_ascii_case(b"x-forwarded-for"))
+                {
+                    out.extend_from_slice(&buf[other.value.clone()]);
+                    out.extend_from_slice(b", ");
                 }
+                out.extend_from_slice(f.client_ip);
+                out.extend_from_slice(b"\r\n");
             }
+            continue;
+        }
+        if let Some(host) = host.filter(|_| name.eq_ignore_ascii_case(b"host")) {
+            field(out, name, host);
+            continue;
+        }
+        field(out, name, value);
+    }
+    if let Some(host) = host
+        && !head.fields.iter().any(|fl| buf[fl.name.clone()].eq_ignore_ascii_case(b"host"))
+    {
+        field(out, b"host", host);
+    }
+    if !forwarded_for {
+        field(out, b"x-forwarded-for", f.client_ip);
+    }
+    field(out, b"x-forwarded-port", f.port);
+    field(out, b"x-forwarded-proto", b"http");
+    field(out, b"x-amzn-lattice-network", f.network);
+    field(out, b"x-amzn-lattice-target", f.target);
+    field(out, b"x-amzn-requestid", f.request_id);
+    write_framing(out, framing);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the proxy frames a response body for its client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClientFraming {
+    /// No body follows (HEAD, 204, 304, or an empty body): the target's `Content-Length`, if
+    /// any, is passed on as it is.
+    None,
+    /// `Content-Length`.
+    Length(u64),
+    /// Chunked (HTTP/1.1 clients, when the target's body has no length).
+    Chunked,
+    /// Until the proxy closes the connection (HTTP/1.0 clients, when the body has no length).
+    Close,
+}
+
+/// Writes the head a client gets for a target's response whose head is `head` (positions into
+/// `buf`).
+pub(crate) fn write_response(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &ResponseHead,
+    framing: ClientFraming,
+    request_id: &[u8],
+    keep_alive: Option<bool>,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let status = head.status;
+    out.extend_from_slice(&[
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ]);
+    out.push(b' ');
+    out.extend_from_slice(&buf[head.reason.clone()]);
+    out.extend_from_slice(b"\r\n");
+    let connection = has_connection(buf, &head.fields);
+    for fl in &head.fields {
+        let name = &buf[fl.name.clone()];
+        let length = name.eq_ignore_ascii_case(b"content-length");
+        // A body-less response keeps the length the target gave it (a HEAD's, a 304's).
+        if (length && framing == ClientFraming::None && head.framing != Framing::Chunked)
+            || !(hop_by_hop(name)
+                || name.eq_ignore_ascii_case(b"x-amzn-requestid")
+                || named_by_connection(buf, &head.fields, connection, name))
+        {
+            field(out, name, &buf[fl.value.clone()]);
         }
     }
-    for name in [KEEP_ALIVE, PROXY_CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
-        headers.remove(name);
+    field(out, b"x-amzn-requestid", request_id);
+    match framing {
+        ClientFraming::Length(n) => write_framing(out, Framing::Length(n)),
+        ClientFraming::Chunked => write_framing(out, Framing::Chunked),
+        ClientFraming::None | ClientFraming::Close => {}
+    }
+    match keep_alive {
+        Some(false) => out.extend_from_slice(b"connection: close\r\n"),
+        Some(true) => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        None => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_framing(out: &mut Vec<u8>, framing: Framing) {
+    match framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            write_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Empty | Framing::Close => {}
     }
 }
 
-/// Removes every `x-amzn-lattice-*` header.
-fn strip_lattice(headers: &mut HeaderMap) {
-    if !headers.keys().any(|k| k.as_str().starts_with(LATTICE_PREFIX)) {
-        return;
+/// `n` in decimal.
+pub(crate) fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
     }
-    let names: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with(LATTICE_PREFIX)).cloned().collect();
-    for name in names {
-        headers.remove(name);
-    }
-}
-
-/// Appends the client's address to `x-forwarded-for` (all values the client sent, joined).
-fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
-    let mut existing = headers.get_all(X_FORWARDED_FOR).iter().peekable();
-    if existing.peek().is_none() {
-        headers.insert(X_FORWARDED_FOR, client_ip.clone());
-        return;
-    }
-    let mut joined = Vec::with_capacity(64);
-    for v in existing {
-        joined.extend_from_slice(v.as_bytes());
-        joined.extend_from_slice(b", ");
-    }
-    joined.extend_from_slice(client_ip.as_bytes());
-    match HeaderValue::from_bytes(&joined) {
-        Ok(v) => headers.insert(X_FORWARDED_FOR, v),
-        Err(_) => headers.insert(X_FORWARDED_FOR, client_ip.clone()),
-    };
+    out.extend_from_slice(&digits[i..]);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::h1::{parse_request, parse_response};
 
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
-        }
-        m
+    fn lines(out: &[u8]) -> Vec<String> {
+        String::from_utf8_lossy(out).split("\r\n").map(str::to_ascii_lowercase).collect()
     }
 
     #[test]
     fn request_headers_are_rewritten() {
-        let mut h = map(&[
-            ("host", "svc.example"),
-            ("connection", "keep-alive, x-secret, host"),
-            ("x-secret", "1"),
-            ("keep-alive", "timeout=5"),
-            ("te", "trailers"),
-            ("upgrade", "websocket"),
-            ("proxy-connection", "keep-alive"),
-            ("transfer-encoding", "chunked"),
-            ("expect", "100-continue"),
-            ("x-amzn-lattice-identity", "Principal=forged"),
-            ("X-Amzn-Lattice-Network", "forged"),
-            ("x-amzn-requestid", "forged"),
-            ("x-forwarded-for", "10.0.0.1"),
-            ("x-forwarded-for", "10.0.0.2"),
-            ("x-forwarded-port", "1"),
-            ("x-other", "kept"),
-        ]);
-        let (ip, port, net, id) = (
-            HeaderValue::from_static("127.0.0.9"),
-            HeaderValue::from_static("80"),
-            HeaderValue::from_static("SourceVpcArn=arn:aws:ec2:us-east-1:000000000000:vpc/vpc-1"),
-            request_id(),
-        );
-        let target = lattice_target("arn:svc", "arn:sn", "arn:tg").unwrap();
-        prepare_request(
-            &mut h,
-            Forwarded { client_ip: &ip, port: &port, network: &net, target: &target, request_id: &id },
-        );
-        for gone in ["connection", "x-secret", "keep-alive", "te", "upgrade", "proxy-connection", "transfer-encoding"] {
-            assert!(!h.contains_key(gone), "{gone} kept");
-        }
-        assert!(!h.contains_key("expect"));
-        assert!(!h.contains_key("x-amzn-lattice-identity"));
-        assert_eq!(h["host"], "svc.example");
-        assert_eq!(h["x-other"], "kept");
-        assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), ["10.0.0.1, 10.0.0.2, 127.0.0.9"]);
-        assert_eq!(h["x-forwarded-port"], "80");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h.get_all("x-amzn-lattice-network").iter().count(), 1);
-        assert_eq!(h["x-amzn-lattice-network"], net);
-        assert_eq!(h["x-amzn-lattice-target"], "ServiceArn=arn:svc;ServiceNetworkArn=arn:sn;TargetGroupArn=arn:tg");
-        assert_eq!(h["x-amzn-requestid"], id);
+        let raw = b"POST /p HTTP/1.1\r\nhost: svc.example\r\nconnection: keep-alive, x-secret, host\r\n\
+            x-secret: 1\r\nkeep-alive: timeout=5\r\nte: trailers\r\nupgrade: websocket\r\n\
+            proxy-connection: keep-alive\r\ncontent-length: 3\r\nexpect: 100-continue\r\n\
+            x-amzn-lattice-identity: Principal=forged\r\nX-Amzn-Lattice-Network: forged\r\n\
+            x-amzn-requestid: forged\r\nx-forwarded-for: 10.0.0.1\r\nx-forwarded-for: 10.0.0.2\r\n\
+            x-forwarded-port: 1\r\nx-other: kept\r\n\r\n";
+        let head = parse_request(raw, 100).unwrap().unwrap();
+        let target = lattice_target("arn:svc", "arn:sn", "arn:tg");
+        let net = b"SourceVpcArn=arn:aws:ec2:us-east-1:000000000000:vpc/vpc-1";
+        let id = request_id();
+        let f = Forwarded { client_ip: b"127.0.0.9", port: b"80", network: net, target: &target, request_id: &id };
+        let mut out = Vec::new();
+        write_request(&mut out, raw, &head, b"/p", None, Framing::Length(3), &f);
+        let got_lines = lines(&out);
+        let id = String::from_utf8_lossy(&id).into_owned();
+        let want = [
+            "post /p http/1.1",
+            "host: svc.example",
+            "x-other: kept",
+            "x-forwarded-for: 10.0.0.1, 10.0.0.2, 127.0.0.9",
+            "x-forwarded-port: 80",
+            "x-forwarded-proto: http",
+            "x-amzn-lattice-network: sourcevpcarn=arn:aws:ec2:us-east-1:000000000000:vpc/vpc-1",
+            "x-amzn-lattice-target: servicearn=arn:svc;servicenetworkarn=arn:sn;targetgrouparn=arn:tg",
+            &format!("x-amzn-requestid: {id}"),
+            "content-length: 3",
+            "",
+            "",
+        ];
+        // x-forwarded-for takes the place of the first value the client sent.
+        let mut got = got_lines.clone();
+        got.sort();
+        let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(got, want, "{got_lines:?}");
+        // Absolute form: the URI's authority is the host.
+        let mut out = Vec::new();
+        write_request(&mut out, raw, &head, b"/p", Some(b"other.example"), Framing::Empty, &f);
+        assert!(lines(&out).contains(&"host: other.example".to_string()));
     }
 
     #[test]
     fn request_ids_are_uuid_v4() {
         let a = request_id();
-        let s = a.to_str().unwrap();
-        assert_eq!(s.len(), 36);
+        let s = std::str::from_utf8(&a).unwrap();
         let groups: Vec<&str> = s.split('-').collect();
         assert_eq!(groups.iter().map(|g| g.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12]);
         assert!(groups[2].starts_with('4'), "{s}");
@@ -219,9 +325,28 @@ mod tests {
 
     #[test]
     fn response_loses_hop_by_hop() {
-        let mut h = map(&[("connection", "close"), ("transfer-encoding", "chunked"), ("content-type", "text/plain")]);
-        prepare_response(&mut h);
-        assert!(!h.contains_key("connection") && !h.contains_key("transfer-encoding"));
-        assert_eq!(h["content-type"], "text/plain");
+        let raw = b"HTTP/1.1 200 OK\r\nconnection: close, x-c\r\nx-c: 1\r\ntransfer-encoding: chunked\r\n\
+            content-type: text/plain\r\nx-amzn-requestid: forged\r\n\r\n";
+        let head = parse_response(raw).unwrap().unwrap();
+        let mut out = Vec::new();
+        write_response(&mut out, raw, &head, ClientFraming::Chunked, b"id-1", Some(false));
+        assert_eq!(
+            lines(&out),
+            [
+                "http/1.1 200 ok",
+                "content-type: text/plain",
+                "x-amzn-requestid: id-1",
+                "transfer-encoding: chunked",
+                "connection: close",
+                "",
+                ""
+            ]
+        );
+        // A HEAD's response keeps its length.
+        let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n";
+        let head = parse_response(raw).unwrap().unwrap();
+        let mut out = Vec::new();
+        write_response(&mut out, raw, &head, ClientFraming::None, b"id-2", None);
+        assert!(lines(&out).contains(&"content-length: 12".to_string()));
     }
 }

@@ -3,12 +3,13 @@
 //! [`Snapshot`]s it is handed and never touches the store; what it learns (target health,
 //! targets done draining) it reports through a [`HealthSink`] the composition root implements.
 //!
-//! Modules: `listener` (which sockets are open, accept loops), `conn` (one client connection:
-//! head and idle timers, maximum age), `guard` (refuses ambiguous framing and oversized heads
-//! before hyper sees them), `table` (per-snapshot lookups), `request` (the request path as named phases), `balance`
-//! (weighted and round-robin selection), `forward` (upstream pools, streaming), `headers`
-//! (what targets see), `error` (errors the proxy makes itself), `health` (probes and the status
-//! machine), `dns` (answers from the snapshot).
+//! Modules: `listener` (which sockets are open, accept loops), `conn` (one client connection,
+//! served by one task: heads, clocks, local answers), `guard` (refuses ambiguous framing and
+//! oversized heads before they are parsed), `h1` (HTTP/1.1 heads and chunked bodies on the
+//! wire), `table` (per-snapshot lookups), `request` (the routing phases), `balance` (weighted
+//! and round-robin selection), `forward` (upstream pools, and the exchange with a target),
+//! `headers` (what targets and clients see), `error` (errors the proxy makes itself), `health`
+//! (probes and the status machine), `dns` (answers from the snapshot).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,6 +27,7 @@ mod dns;
 mod error;
 mod forward;
 mod guard;
+mod h1;
 mod headers;
 mod health;
 mod listener;

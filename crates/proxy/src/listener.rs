@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use trellis_model::lattice::ListenerProtocol;
@@ -45,7 +44,6 @@ const BIND_RETRY: Duration = Duration::from_millis(500);
 /// What every accept loop and connection shares.
 struct Shared {
     config: Arc<ProxyConfig>,
-    builder: http1::Builder,
     routes: watch::Receiver<Arc<Routes>>,
 }
 
@@ -58,7 +56,7 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     let (routes_tx, routes) = watch::channel(Arc::new(Routes::empty()));
-    let shared = Arc::new(Shared { builder: conn::http_builder(&config), routes, config: config.clone() });
+    let shared = Arc::new(Shared { routes, config: config.clone() });
     let mut pools = Pools::new(config.response_timeout);
     let (conns_tx, mut conns_rx) = mpsc::channel::<()>(1);
     let mut open: HashMap<Endpoint, watch::Sender<bool>> = HashMap::new();
@@ -186,10 +184,10 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(Conn::new(vpc.clone(), addr.port(), peer.ip(), shared.config.ports, &shared.config));
+        let conn = Conn::new(vpc.clone(), addr.port(), peer.ip(), shared.config.ports);
         let (shared, closing, tracker) = (shared.clone(), closing.clone(), conns.clone());
         tokio::spawn(async move {
-            conn::serve(stream, conn, &shared.builder, shared.routes.clone(), &shared.config, closing).await;
+            conn::serve(stream, conn, shared.routes.clone(), shared.config.clone(), closing).await;
             drop(tracker);
         });
     }

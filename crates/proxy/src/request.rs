@@ -1,138 +1,167 @@
-//! The life of one request, as named phases read top to bottom in [`proxy`]:
+//! Where a request goes, as named phases read top to bottom in [`route`]:
 //!
 //! ```text
-//! framing → host → route (service, listener) → rule → select (group, target) → forward
+//! host → route (service, listener) → rule → select (group)
 //! ```
 //!
-//! Each phase either moves on or ends the request with a [`ProxyError`], which [`handle`] turns
-//! into the response (the one place errors are logged). Every response carries the request id.
-//! Nothing here locks or rebuilds anything: the route table was built when the snapshot or the
-//! health table changed.
+//! Each phase either moves on or ends the request with a [`ProxyError`]. The target inside the
+//! group is picked when the request is forwarded (`forward::exchange`: a target that cannot be
+//! connected to is replaced by the next one). Nothing here locks or rebuilds anything: the route
+//! table was built when the snapshot or the health table changed.
 
-use std::convert::Infallible;
-use std::sync::Arc;
+use std::ops::Range;
+use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST};
-use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use trellis_model::lattice::ListenerProtocol;
 use trellis_model::route::HeaderLookup;
 use trellis_model::snapshot::{Action, ListenerView};
 
-use crate::balance;
+use crate::balance::{self, Group};
 use crate::conn::Conn;
-use crate::error::{ErrorKind, Origin, ProxyError};
-use crate::forward::{self, ClientBody, InFlightGuard, ProxyBody};
-use crate::headers::{self, Forwarded, X_AMZN_REQUESTID};
+use crate::error::{ErrorKind, ProxyError};
+use crate::h1::{Field, RequestHead};
 use crate::table::{ReachRoute, Routes};
 
 /// Longest host name accepted (a DNS name is at most 253 characters; room for a trailing dot).
 const MAX_HOST: usize = 254;
 
-/// How many more targets a request that could not be connected is offered to.
-const CONNECT_RETRIES: usize = 2;
-
-/// A request's headers, as rules read them.
-struct Headers<'m>(&'m HeaderMap);
-
-/// Serves one request: the response of the target, or the one the proxy makes.
-pub(crate) async fn handle(
-    conn: Arc<Conn>,
-    routes: Arc<Routes>,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
-    let request_id = headers::request_id();
-    let mut response = match proxy(&conn, &routes, req, &request_id).await {
-        Ok(response) => response,
-        Err(e) => {
-            match e.origin {
-                Origin::Client | Origin::Upstream => tracing::debug!(error = %e, "request refused"),
-                Origin::Internal => tracing::warn!(error = %e, "request failed"),
-            }
-            e.to_response(request_id.to_str().unwrap_or_default())
-        }
-    };
-    response.headers_mut().insert(X_AMZN_REQUESTID, request_id);
-    Ok(response)
+/// What to do with a request.
+pub(crate) enum Decision<'r> {
+    /// A `fixedResponse` action: answer with this status.
+    Fixed(u16),
+    /// Forward to a target of a group.
+    Forward(Forward<'r>),
 }
 
-/// The phases.
-async fn proxy(
-    conn: &Arc<Conn>,
-    routes: &Routes,
-    req: Request<Incoming>,
-    request_id: &HeaderValue,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    // Framing: hyper parsed the head; the guard may still have found it ambiguous.
-    if conn.is_poisoned() {
-        return Err(ProxyError::new(ErrorKind::BadFraming));
-    }
-    if req.method() == Method::CONNECT {
+/// A request on its way to a target group.
+pub(crate) struct Forward<'r> {
+    /// The group chosen by weight.
+    pub(crate) group: &'r Group,
+    /// `x-amzn-lattice-network`.
+    pub(crate) network: &'r [u8],
+    /// `x-amzn-lattice-target`.
+    pub(crate) target_header: &'r [u8],
+    /// `x-forwarded-port`.
+    pub(crate) port: &'r [u8],
+    /// The service's idle timeout.
+    pub(crate) idle_timeout: Duration,
+    /// The request target in origin form (positions in the head's buffer).
+    pub(crate) path: Range<usize>,
+    /// The authority of an absolute-form request target, which replaces `Host`.
+    pub(crate) authority: Option<Range<usize>>,
+}
+
+/// A request's headers, as rules read them.
+struct Headers<'m> {
+    buf: &'m [u8],
+    fields: &'m [Field],
+}
+
+/// The request target, split.
+struct Target {
+    /// Origin form (path and query), as sent on.
+    origin: Range<usize>,
+    /// The path alone (what rules match).
+    path: Range<usize>,
+    authority: Option<Range<usize>>,
+}
+
+/// The phases: where the request whose head is `head` (positions into `buf`) goes.
+pub(crate) fn route<'r>(
+    conn: &'r Conn,
+    routes: &'r Routes,
+    buf: &[u8],
+    head: &RequestHead,
+) -> Result<Decision<'r>, ProxyError> {
+    let method = &buf[head.method.clone()];
+    if method == b"CONNECT" {
         return Err(ProxyError::new(ErrorKind::UnsupportedMethod));
     }
+    let target = request_target(buf, head, method)?;
     // Host.
     let mut host_buf = [0u8; MAX_HOST];
-    let host = parse_host(&req, &mut host_buf)?;
+    let host = parse_host(buf, head, target.authority.clone(), &mut host_buf)?;
     // Route: which service, through which VPC and network, on which listener.
     let (vpc, reach) = routes.find(&conn.vpc, host).map_err(ProxyError::new)?;
     let (listener, port) = find_listener(conn, reach)?;
-    conn.set_idle_timeout(reach.service.idle_timeout);
     // Rule.
-    let action = trellis_model::route::find(listener, req.method().as_str(), req.uri().path(), &Headers(req.headers()));
+    let method = std::str::from_utf8(method).map_err(|_| ProxyError::new(ErrorKind::BadFraming))?;
+    let path = match std::str::from_utf8(&buf[target.path.clone()]) {
+        Ok("") => "/",
+        Ok(path) => path,
+        Err(_) => return Err(ProxyError::new(ErrorKind::BadFraming)),
+    };
+    let action = trellis_model::route::find(listener, method, path, &Headers { buf, fields: &head.fields });
     let groups = match action {
-        Action::Fixed(status) => return Ok(fixed_response(*status)),
+        Action::Fixed(status) => return Ok(Decision::Fixed(*status)),
         Action::Forward(groups) => groups,
     };
-    // Select: a target group by weight, a target by round-robin.
+    // Select: a target group by weight.
     let chosen = balance::pick_group(groups).ok_or(ProxyError::new(ErrorKind::NoAvailableTarget))?;
     let group = routes.group(&chosen.target_group_id).ok_or(ProxyError::new(ErrorKind::NoTargets))?;
-    let mut target = group.pick().map_err(ProxyError::new)?;
-    // Forward.
     let target_header = reach.target_header(&chosen.target_group_id).ok_or(ProxyError::new(ErrorKind::Internal))?;
-    let forwarded =
-        Forwarded { client_ip: &conn.client_ip, port, network: &vpc.network, target: target_header, request_id };
-    let mut upstream = upstream_request(conn, req, forwarded)?;
-    // A target that cannot be connected to (its process just died, say) never saw the request:
-    // it goes to the next target of the group, a few times at most.
-    let mut attempts = 0;
-    let (mut response, lease, in_flight) = loop {
-        let in_flight = InFlightGuard::new(&target.in_flight);
-        match forward::send(&target.pool, upstream, conn.response_timeout).await {
-            Ok((response, lease)) => break (response, lease, in_flight),
-            Err((e, Some(unsent))) if e.kind == ErrorKind::ConnectFailed && attempts < CONNECT_RETRIES => {
-                attempts += 1;
-                upstream = unsent;
-                target = group.pick().map_err(ProxyError::new)?;
-            }
-            Err((e, _)) => return Err(e),
-        }
+    Ok(Decision::Forward(Forward {
+        group,
+        network: &vpc.network,
+        target_header,
+        port,
+        idle_timeout: reach.service.idle_timeout,
+        path: target.origin,
+        authority: target.authority,
+    }))
+}
+
+/// The request target: origin form (`/path?query`), absolute form (`http://host/path`, whose
+/// authority is the host), or `*` for OPTIONS.
+fn request_target(buf: &[u8], head: &RequestHead, method: &[u8]) -> Result<Target, ProxyError> {
+    let bad = || ProxyError::new(ErrorKind::BadFraming);
+    let raw = &buf[head.target.clone()];
+    let at = head.target.start;
+    let path_of = |origin: Range<usize>| {
+        let end = buf[origin.clone()].iter().position(|&b| b == b'?').map_or(origin.end, |q| origin.start + q);
+        origin.start..end
     };
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        // The proxy never asks a target to upgrade (it strips `Upgrade`).
-        return Err(ProxyError::new(ErrorKind::UpstreamBroken));
+    if raw.first() == Some(&b'/') {
+        return Ok(Target { path: path_of(head.target.clone()), origin: head.target.clone(), authority: None });
     }
-    headers::prepare_response(response.headers_mut());
-    tracing::trace!(to = ?target.key, status = %response.status(), "forwarded");
-    Ok(response.map(|body| ProxyBody::upstream(body, lease, in_flight)))
+    if raw == b"*" && method == b"OPTIONS" {
+        return Ok(Target { path: head.target.clone(), origin: head.target.clone(), authority: None });
+    }
+    let scheme = raw.iter().position(|&b| b == b':').ok_or_else(bad)?;
+    let (name, rest) = raw.split_at(scheme);
+    if !(name.eq_ignore_ascii_case(b"http") || name.eq_ignore_ascii_case(b"https")) || !rest.starts_with(b"://") {
+        return Err(bad());
+    }
+    let from = at + scheme + 3;
+    let end =
+        buf[from..head.target.end].iter().position(|&b| b == b'/' || b == b'?').map_or(head.target.end, |p| from + p);
+    if end == from {
+        return Err(bad());
+    }
+    let origin = end..head.target.end;
+    Ok(Target { path: path_of(origin.clone()), origin, authority: Some(from..end) })
 }
 
 /// The request's host name: from an absolute URI, else the one `Host` header; port and a
-/// trailing dot removed, lowercased into `buf`.
-fn parse_host<'b>(req: &Request<Incoming>, buf: &'b mut [u8; MAX_HOST]) -> Result<&'b str, ProxyError> {
+/// trailing dot removed, lowercased into `out`.
+fn parse_host<'b>(
+    buf: &[u8],
+    head: &RequestHead,
+    authority: Option<Range<usize>>,
+    out: &'b mut [u8; MAX_HOST],
+) -> Result<&'b str, ProxyError> {
     let bad = || ProxyError::new(ErrorKind::BadHost);
-    let raw = match req.uri().authority() {
-        Some(authority) => authority.as_str().as_bytes(),
+    let raw = match authority {
+        Some(a) => &buf[a],
         None => {
-            let mut values = req.headers().get_all(HOST).iter();
+            let mut values = head.fields.iter().filter(|f| buf[f.name.clone()].eq_ignore_ascii_case(b"host"));
             match (values.next(), values.next()) {
-                (Some(v), None) => v.as_bytes(),
+                (Some(f), None) => &buf[f.value.clone()],
                 _ => return Err(bad()),
             }
         }
     };
-    host_name(raw, buf).ok_or_else(bad)
+    host_name(raw, out).ok_or_else(bad)
 }
 
 /// `name[:port]` or `[v6][:port]` → the name, lowercase, without a trailing dot.
@@ -164,51 +193,24 @@ fn host_name<'b>(raw: &[u8], buf: &'b mut [u8; MAX_HOST]) -> Option<&'b str> {
 
 /// The service's HTTP listener for the port the request arrived on (the real port may stand for
 /// a Lattice port below 1024), and that port's `x-forwarded-port` value.
-fn find_listener<'a>(conn: &'a Conn, reach: &'a ReachRoute) -> Result<(&'a ListenerView, &'a HeaderValue), ProxyError> {
+fn find_listener<'a>(conn: &'a Conn, reach: &'a ReachRoute) -> Result<(&'a ListenerView, &'a [u8]), ProxyError> {
     conn.lattice_ports
         .iter()
         .find_map(|(port, header)| {
             let listener = reach.service.listeners.get(port)?;
-            (listener.protocol == ListenerProtocol::Http).then_some((listener, header))
+            (listener.protocol == ListenerProtocol::Http).then_some((listener, &**header))
         })
         .ok_or(ProxyError::new(ErrorKind::NoListener))
-}
-
-/// A `fixedResponse` action's answer: the status, and its reason as a short body.
-fn fixed_response(status: u16) -> Response<ProxyBody> {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = Bytes::from_static(status.canonical_reason().unwrap_or("").as_bytes());
-    let mut response = Response::new(ProxyBody::local(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    response
-}
-
-/// The request as the target gets it: origin-form, HTTP/1.1, headers rewritten, the body
-/// streamed through.
-fn upstream_request(
-    conn: &Arc<Conn>,
-    req: Request<Incoming>,
-    forwarded: Forwarded<'_>,
-) -> Result<Request<ClientBody>, ProxyError> {
-    let (mut parts, body) = req.into_parts();
-    if let Some(authority) = parts.uri.authority() {
-        // Absolute-form: the URI's authority is the host (RFC 9112 §3.2.2).
-        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::new(ErrorKind::BadHost))?;
-        parts.headers.insert(HOST, host);
-    }
-    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-    parts.uri = Uri::from(path);
-    parts.version = Version::HTTP_11;
-    headers::prepare_request(&mut parts.headers, forwarded);
-    Ok(Request::from_parts(parts, ClientBody::new(body, conn.clone())))
 }
 
 // === impl Headers ===
 
 impl HeaderLookup for Headers<'_> {
     fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.0.get_all(name).into_iter().map(HeaderValue::as_bytes)
+        self.fields
+            .iter()
+            .filter(move |f| self.buf[f.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|f| &self.buf[f.value.clone()])
     }
 }
 
@@ -240,5 +242,34 @@ mod tests {
         }
         let long = "a".repeat(MAX_HOST + 1);
         assert_eq!(host_name(long.as_bytes(), &mut [0u8; MAX_HOST]), None);
+    }
+
+    #[test]
+    fn request_targets() {
+        // (method, target) → (origin form, path, authority), or None when refused.
+        type Split<'a> = Option<(&'a str, &'a str, Option<&'a str>)>;
+        let table: &[(&str, &str, Split<'_>)] = &[
+            ("GET", "/p?q=1", Some(("/p?q=1", "/p", None))),
+            ("GET", "/", Some(("/", "/", None))),
+            ("GET", "http://Svc.Example:80/x?y", Some(("/x?y", "/x", Some("Svc.Example:80")))),
+            ("GET", "HTTPS://svc/", Some(("/", "/", Some("svc")))),
+            ("GET", "http://svc", Some(("", "", Some("svc")))),
+            ("GET", "http://svc?q", Some(("?q", "", Some("svc")))),
+            ("OPTIONS", "*", Some(("*", "*", None))),
+            ("GET", "*", None),
+            ("GET", "ftp://svc/", None),
+            ("GET", "http:/svc/", None),
+            ("GET", "http:///x", None),
+            ("GET", "svc", None),
+        ];
+        for (method, target, want) in table {
+            let raw = format!("{method} {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let head = crate::h1::parse_request(raw.as_bytes(), 100).unwrap().unwrap();
+            let got = request_target(raw.as_bytes(), &head, method.as_bytes()).ok().map(|t| {
+                let text = |r: Range<usize>| &raw[r];
+                (text(t.origin), text(t.path), t.authority.map(text))
+            });
+            assert_eq!(got, *want, "{method} {target}");
+        }
     }
 }

@@ -10,7 +10,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
 use trellis_model::snapshot::{Action, ServiceView, Snapshot, VpcView};
 use trellis_net::Network;
 
@@ -23,7 +22,7 @@ use crate::{HealthTable, InFlight, headers};
 const DEFAULT_IDLE: Duration = Duration::from_secs(60);
 
 /// `x-amzn-lattice-target` values by target group ID.
-type TargetHeaders = Arc<[(String, HeaderValue)]>;
+type TargetHeaders = Arc<[(String, Box<[u8]>)]>;
 
 /// Everything the request path needs from one snapshot and one health table.
 pub(crate) struct Routes {
@@ -35,7 +34,7 @@ pub(crate) struct Routes {
 /// A VPC whose clients reach Lattice.
 pub(crate) struct VpcRoute {
     /// `x-amzn-lattice-network` for its requests.
-    pub(crate) network: HeaderValue,
+    pub(crate) network: Box<[u8]>,
     reach: HashMap<String, ReachRoute>,
 }
 
@@ -102,8 +101,8 @@ impl Routes {
 
 impl ReachRoute {
     /// `x-amzn-lattice-target` for a request forwarded to target group `tg_id`.
-    pub(crate) fn target_header(&self, tg_id: &str) -> Option<&HeaderValue> {
-        self.target_headers.iter().find_map(|(id, v)| (id == tg_id).then_some(v))
+    pub(crate) fn target_header(&self, tg_id: &str) -> Option<&[u8]> {
+        self.target_headers.iter().find_map(|(id, v)| (id == tg_id).then_some(&**v))
     }
 }
 
@@ -114,10 +113,7 @@ fn vpc_route<'s>(
     vpc: &'s VpcView,
     labels: &mut HashMap<(&'s str, &'s str), TargetHeaders>,
 ) -> Option<VpcRoute> {
-    let Some(network) = headers::lattice_network(&vpc.vpc_arn) else {
-        tracing::warn!(vpc = %vpc.vpc_id, "VPC ARN is not a valid header value; VPC not served");
-        return None;
-    };
+    let network = headers::lattice_network(&vpc.vpc_arn);
     let reach = vpc
         .reach
         .iter()
@@ -137,15 +133,13 @@ fn vpc_route<'s>(
 /// `x-amzn-lattice-target` for each target group `service` forwards to, reached through
 /// `network_arn`.
 fn target_headers(snapshot: &Snapshot, service: &ServiceView, network_arn: &str) -> TargetHeaders {
-    let mut out: Vec<(String, HeaderValue)> = Vec::new();
+    let mut out: Vec<(String, Box<[u8]>)> = Vec::new();
     for tg_id in forwarded_groups(service) {
         if out.iter().any(|(id, _)| id == tg_id) {
             continue;
         }
         let Some(tg) = snapshot.target_groups.get(tg_id) else { continue };
-        if let Some(value) = headers::lattice_target(&service.arn, network_arn, &tg.arn) {
-            out.push((tg_id.to_owned(), value));
-        }
+        out.push((tg_id.to_owned(), headers::lattice_target(&service.arn, network_arn, &tg.arn)));
     }
     out.into()
 }

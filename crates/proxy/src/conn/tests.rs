@@ -1,6 +1,9 @@
-//! Bad input and the connection clocks, on real sockets with raw TCP clients.
+//! Bad input, the connection clocks, and HTTP/1.1 on the wire (framing both ways, HEAD, 1xx,
+//! Expect, absolute form, HTTP/1.0, broken targets), on real sockets with raw TCP clients and
+//! targets.
 
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -257,5 +260,218 @@ async fn connections_are_closed_at_their_maximum_age() {
     let age = started.elapsed();
     assert!(answered >= 3, "{answered}");
     assert!(age >= Duration::from_millis(450) && age < Duration::from_millis(1500), "{age:?}");
+    proxy.stop().await;
+}
+
+/// A target that answers every request on a connection with `response`, as raw bytes, after
+/// reading its head (and a body framed by Content-Length); closes the connection after it when
+/// `close`. Records each request (head and body) it got.
+async fn raw_target(response: &'static [u8], close: bool) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    // One request: its head, then its Content-Length body.
+                    let request = loop {
+                        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                            let len: usize = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length: ")?.parse().ok())
+                                .unwrap_or(0);
+                            if got.len() >= end + 4 + len {
+                                break got.drain(..end + 4 + len).collect::<Vec<u8>>();
+                            }
+                        }
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    record.lock().unwrap().push(String::from_utf8_lossy(&request).into_owned());
+                    if stream.write_all(response).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// The proxy in front of one raw target, as `one.example` on port 18080.
+async fn behind(target: std::net::SocketAddr) -> (Proxy, std::net::SocketAddr) {
+    let ip = next_ingress();
+    let mut f = Fixture::new(ip);
+    f.add_group(target_group("tg-a", &[target]));
+    f.add_service(service("svc-1", "one.example", 18080, forward(&[("tg-a", 1)])));
+    let addr = std::net::SocketAddr::new(ip, 18080);
+    (Proxy::start(config(), f.build(), addr).await, addr)
+}
+
+/// Reads one response off `stream`: its head, and its body as framed by Content-Length or
+/// chunked encoding (decoded); `None` if the connection closed first.
+async fn response(stream: &mut TcpStream) -> Option<(String, String)> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let rest = &got[end + 4..];
+            if head.contains("\r\ntransfer-encoding: chunked") {
+                let text = String::from_utf8_lossy(rest).into_owned();
+                if let Some(body) = dechunk(&text) {
+                    return Some((head, body));
+                }
+            } else {
+                let len: usize =
+                    head.lines().find_map(|l| l.strip_prefix("content-length: ")?.parse().ok()).unwrap_or(0);
+                if rest.len() >= len {
+                    return Some((head, String::from_utf8_lossy(&rest[..len]).into_owned()));
+                }
+            }
+        }
+        match tokio::time::timeout(T, stream.read(&mut buf)).await.expect("answer in time") {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A whole chunked body, decoded; `None` while incomplete.
+fn dechunk(mut text: &str) -> Option<String> {
+    let mut body = String::new();
+    loop {
+        let (size, rest) = text.split_once("\r\n")?;
+        let size = usize::from_str_radix(size, 16).expect("a chunk size");
+        if size == 0 {
+            return rest.starts_with("\r\n").then_some(body);
+        }
+        body.push_str(rest.get(..size)?);
+        text = rest.get(size + 2..)?;
+    }
+}
+
+#[tokio::test]
+async fn target_bodies_are_reframed_for_the_client() {
+    // A body that runs to the target's close: chunked for HTTP/1.1 clients (which keep their
+    // connection), as it is then close for HTTP/1.0 clients.
+    let (target, _) = raw_target(b"HTTP/1.1 200 OK\r\nx-t: 1\r\n\r\nuntil close", true).await;
+    let (proxy, addr) = behind(target).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    for _ in 0..2 {
+        stream.write_all(GET).await.unwrap();
+        let (head, body) = response(&mut stream).await.expect("a response");
+        assert!(head.starts_with("http/1.1 200 ok\r\n") && head.contains("\r\nx-t: 1"), "{head}");
+        assert!(head.contains("\r\ntransfer-encoding: chunked"), "{head}");
+        assert_eq!(body, "until close");
+    }
+    let old = raw(addr, b"GET / HTTP/1.0\r\nHost: one.example\r\nConnection: keep-alive\r\n\r\n").await;
+    assert!(old.starts_with("HTTP/1.1 200 OK\r\n") && old.ends_with("\r\n\r\nuntil close"), "{old}");
+    assert!(old.to_ascii_lowercase().contains("\r\nconnection: close\r\n"), "{old}");
+    proxy.stop().await;
+    // Chunked from the target, with extensions and trailers: re-chunked for HTTP/1.1, plain for
+    // HTTP/1.0; the target's socket is reused.
+    let (target, seen) = raw_target(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;x=y\r\nabcd\r\n2\r\nef\r\n0\r\nT: 1\r\n\r\n",
+        false,
+    )
+    .await;
+    let (proxy, addr) = behind(target).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(GET).await.unwrap();
+    assert_eq!(response(&mut stream).await.expect("a response").1, "abcdef");
+    let old = raw(addr, b"GET / HTTP/1.0\r\nHost: one.example\r\n\r\n").await;
+    assert!(old.ends_with("\r\n\r\nabcdef"), "{old}");
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn heads_informational_responses_and_expect() {
+    // A HEAD's response keeps its length and has no body; 1xx responses of the target are not
+    // passed on.
+    let (target, seen) = raw_target(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+        false,
+    )
+    .await;
+    let (proxy, addr) = behind(target).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"HEAD / HTTP/1.1\r\nHost: one.example\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(T, stream.read(&mut buf)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200 ok\r\n") && text.ends_with("\r\n\r\n"), "{text}");
+    assert!(text.contains("\r\ncontent-length: 5\r\n") && !text.contains("103"), "{text}");
+    proxy.stop().await;
+    // Expect: 100-continue is answered by the proxy, and not sent on.
+    let (target, seen2) = raw_target(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false).await;
+    let (proxy, addr) = behind(target).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"POST /p HTTP/1.1\r\nHost: one.example\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(T, stream.read(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf[..n], b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"hello").await.unwrap();
+    let (head, body) = response(&mut stream).await.expect("a response");
+    assert!(head.starts_with("http/1.1 200 ok"), "{head}");
+    assert_eq!(body, "ok");
+    let request = seen2.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(request.ends_with("\r\ncontent-length: 5\r\n\r\nhello") && !request.contains("expect"), "{request}");
+    drop(seen);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn absolute_form_and_http_1_0() {
+    let (target, seen) = raw_target(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false).await;
+    let (proxy, addr) = behind(target).await;
+    // Absolute form: the URI's authority is the host; the target gets origin form.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"GET http://ONE.example:18080?q=1 HTTP/1.1\r\nHost: other.example\r\n\r\n").await.unwrap();
+    assert_eq!(response(&mut stream).await.expect("a response").1, "ok");
+    let request = seen.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(request.starts_with("get /?q=1 http/1.1\r\n"), "{request}");
+    assert!(request.contains("\r\nhost: one.example:18080\r\n"), "{request}");
+    // HTTP/1.0 with keep-alive keeps the connection and says so; without it, closes.
+    stream = TcpStream::connect(addr).await.unwrap();
+    for _ in 0..2 {
+        stream.write_all(b"GET / HTTP/1.0\r\nHost: one.example\r\nConnection: keep-alive\r\n\r\n").await.unwrap();
+        let (head, _) = response(&mut stream).await.expect("a response");
+        assert!(head.contains("\r\nconnection: keep-alive"), "{head}");
+    }
+    let closed = raw(addr, b"GET / HTTP/1.0\r\nHost: one.example\r\n\r\n").await;
+    assert!(closed.to_ascii_lowercase().contains("\r\nconnection: close\r\n"), "{closed}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn broken_targets() {
+    // Not HTTP: 502, and the client's connection goes on.
+    let (target, _) = raw_target(b"SSH-2.0-OpenSSH\r\n\r\n", true).await;
+    let (proxy, addr) = behind(target).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(GET).await.unwrap();
+    let (head, body) = response(&mut stream).await.expect("a response");
+    assert!(head.starts_with("http/1.1 502 "), "{head}");
+    assert!(body.contains("the target closed or broke the connection"), "{body}");
+    stream.write_all(GET).await.unwrap();
+    assert!(response(&mut stream).await.expect("a second response").0.starts_with("http/1.1 502 "));
+    proxy.stop().await;
+    // A body cut short: the client's connection closes without a complete response.
+    let (target, _) = raw_target(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this", true).await;
+    let (proxy, addr) = behind(target).await;
+    let got = raw(addr, GET).await;
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n") && got.ends_with("only this"), "{got}");
     proxy.stop().await;
 }

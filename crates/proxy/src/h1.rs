@@ -1,0 +1,535 @@
+//! HTTP/1.1 on the wire, as the proxy needs it: request and response heads parsed in place
+//! (httparse, positions into the connection's buffer, no copy and no map), how a message's body
+//! is framed, a chunked-body decoder, and the read buffer both sides use.
+//!
+//! Strictness is shared with the framing guard (`guard`), which has seen every client byte
+//! before it is parsed here: the guard refuses ambiguity (CL with TE, bare LF, bad chunk lines)
+//! and oversized heads; this module refuses what the guard leaves to a parser (bad names, bad
+//! request lines, bad lengths, unsupported transfer codings).
+
+use std::ops::Range;
+
+use crate::error::ErrorKind;
+
+/// Most header fields parsed in a target's response head.
+const MAX_RESPONSE_HEADERS: usize = 128;
+
+/// A field of a parsed head: where its name and value are in the buffer.
+#[derive(Clone, Debug)]
+pub(crate) struct Field {
+    pub(crate) name: Range<usize>,
+    pub(crate) value: Range<usize>,
+}
+
+/// How a message's body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body.
+    Empty,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the connection closes (responses only).
+    Close,
+}
+
+/// A parsed request head. Positions are relative to the start of the head.
+#[derive(Debug)]
+pub(crate) struct RequestHead {
+    /// Bytes the head takes (through its empty line).
+    pub(crate) len: usize,
+    pub(crate) method: Range<usize>,
+    pub(crate) target: Range<usize>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub(crate) minor: u8,
+    pub(crate) fields: Vec<Field>,
+    pub(crate) framing: Framing,
+    /// The client wants the connection kept open after this exchange.
+    pub(crate) keep_alive: bool,
+    /// `Expect: 100-continue`.
+    pub(crate) expects_continue: bool,
+}
+
+/// A parsed response head. Positions are relative to the start of the head.
+#[derive(Debug)]
+pub(crate) struct ResponseHead {
+    pub(crate) len: usize,
+    pub(crate) status: u16,
+    pub(crate) reason: Range<usize>,
+    pub(crate) fields: Vec<Field>,
+    /// `Transfer-Encoding: chunked` (last coding), else a valid `Content-Length`, else until
+    /// close. Whether the body exists at all depends on the request (see [`response_framing`]).
+    pub(crate) framing: Framing,
+    /// The target keeps the connection open after this response.
+    pub(crate) keep_alive: bool,
+}
+
+/// A chunked body, decoded as it arrives.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkDecoder {
+    state: Chunk,
+    /// Digits of the size line so far.
+    size: u64,
+    digits: u8,
+    /// Bytes of the size line (extensions included) so far.
+    line: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    #[default]
+    Size,
+    /// After the size digits: extensions up to CR.
+    Ext,
+    SizeLf,
+    Data(u64),
+    DataCr,
+    DataLf,
+    /// Trailer section: at the start of a line (`line` = 0) or inside one.
+    Trailer,
+    TrailerLf,
+    Done,
+}
+
+/// One step of decoding.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Decoded {
+    /// Input bytes used.
+    pub(crate) used: usize,
+    /// Body data within the used bytes, if this step reached any.
+    pub(crate) data: Option<Range<usize>>,
+    /// The body's last byte (the trailer section's end) was used.
+    pub(crate) done: bool,
+}
+
+/// The client connection's read buffer: `data[start..end]` holds bytes read and not yet used.
+pub(crate) struct Buf {
+    data: Vec<u8>,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+}
+
+/// Longest chunk-size line (with extensions) a target may send.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Longest trailer section a target may send.
+const MAX_TRAILERS: usize = 64 * 1024;
+
+// === impl Buf ===
+
+impl Buf {
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Self { data: vec![0; n], start: 0, end: 0 }
+    }
+
+    /// The unused bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Bytes of room in all.
+    pub(crate) fn capacity(&self) -> usize {
+        self.data.len()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Marks `n` bytes used.
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.start += n.min(self.len());
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Room to read into: at least `want` bytes (moving unused bytes to the front, then growing
+    /// if `limit` allows), or `None` when the unused bytes already fill `limit`.
+    pub(crate) fn spare(&mut self, want: usize, limit: usize) -> Option<&mut [u8]> {
+        if self.data.len() - self.end < want && self.start > 0 {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.data.len() - self.end < want && self.data.len() < limit {
+            let grown = (self.data.len() * 2).max(self.end + want).min(limit);
+            self.data.resize(grown, 0);
+        }
+        let room = &mut self.data[self.end..];
+        (!room.is_empty()).then_some(room)
+    }
+
+    /// The room after the unused bytes (where a read just put its bytes).
+    pub(crate) fn spare_bytes(&self) -> &[u8] {
+        &self.data[self.end..]
+    }
+
+    /// Records `n` bytes read into [`Buf::spare`].
+    pub(crate) fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.data.len());
+    }
+
+    /// Gives memory back after a large head or body has passed through.
+    pub(crate) fn shrink(&mut self, keep: usize) {
+        if self.is_empty() && self.data.len() > keep {
+            self.data.truncate(keep);
+            self.data.shrink_to_fit();
+        }
+    }
+}
+
+// === parsing ===
+
+/// Parses the request head at the start of `buf`: `Ok(None)` while it is incomplete.
+pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Result<Option<RequestHead>, ErrorKind> {
+    let mut storage = [httparse::EMPTY_HEADER; 100];
+    let mut heap;
+    let headers: &mut [httparse::Header<'_>] = if max_headers <= storage.len() {
+        &mut storage[..max_headers]
+    } else {
+        heap = vec![httparse::EMPTY_HEADER; max_headers];
+        &mut heap
+    };
+    let mut req = httparse::Request::new(headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(ErrorKind::TooManyHeaders),
+        Err(_) => return Err(ErrorKind::BadFraming),
+    };
+    let base = buf.as_ptr() as usize;
+    let at = |s: &[u8]| {
+        let from = s.as_ptr() as usize - base;
+        from..from + s.len()
+    };
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(ErrorKind::BadFraming);
+    };
+    let mut head = RequestHead {
+        len,
+        method: at(method.as_bytes()),
+        target: at(target.as_bytes()),
+        minor,
+        fields: Vec::with_capacity(req.headers.len()),
+        framing: Framing::Empty,
+        keep_alive: minor == 1,
+        expects_continue: false,
+    };
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        head.fields.push(Field { name: at(name), value: at(h.value) });
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = parse_length(h.value).ok_or(ErrorKind::BadFraming)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(ErrorKind::BadFraming);
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Only `chunked`, once, is understood (RFC 9112 §6.1: anything else is a 501 or a
+            // 400; ambiguity is never forwarded); HTTP/1.0 has no transfer codings.
+            if chunked || minor == 0 || !trim(h.value).eq_ignore_ascii_case(b"chunked") {
+                return Err(ErrorKind::BadFraming);
+            }
+            chunked = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in tokens(h.value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    head.keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+                    head.keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") && trim(h.value).eq_ignore_ascii_case(b"100-continue") {
+            head.expects_continue = minor == 1;
+        }
+    }
+    head.framing = match (chunked, length) {
+        (true, Some(_)) => return Err(ErrorKind::BadFraming),
+        (true, None) => Framing::Chunked,
+        (false, Some(0) | None) => Framing::Empty,
+        (false, Some(n)) => Framing::Length(n),
+    };
+    Ok(Some(head))
+}
+
+/// Parses the response head at the start of `buf`: `Ok(None)` while it is incomplete, `Err`
+/// when it is not HTTP.
+pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, ()> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut res = httparse::Response::new(&mut storage);
+    let len = match res.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let base = buf.as_ptr() as usize;
+    let at = |s: &[u8]| {
+        let from = s.as_ptr() as usize - base;
+        from..from + s.len()
+    };
+    let (Some(status), Some(minor)) = (res.code, res.version) else { return Err(()) };
+    let mut head = ResponseHead {
+        len,
+        status,
+        reason: at(res.reason.unwrap_or_default().as_bytes()),
+        fields: Vec::with_capacity(res.headers.len()),
+        framing: Framing::Close,
+        keep_alive: minor == 1,
+    };
+    let mut length: Option<u64> = None;
+    let mut coded = false;
+    let mut chunked = false;
+    for h in res.headers.iter() {
+        let name = h.name.as_bytes();
+        head.fields.push(Field { name: at(name), value: at(h.value) });
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = parse_length(h.value).ok_or(())?;
+            if length.is_some_and(|l| l != n) {
+                return Err(());
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            coded = true;
+            // The last coding decides: chunked ends the body, anything else runs to close.
+            chunked = tokens(h.value).last().is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in tokens(h.value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    head.keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+                    head.keep_alive = true;
+                }
+            }
+        }
+    }
+    head.framing = match (coded, chunked, length) {
+        (true, true, _) => Framing::Chunked,
+        (true, false, _) => Framing::Close,
+        (false, _, Some(n)) => Framing::Length(n),
+        (false, _, None) => Framing::Close,
+    };
+    if head.framing == Framing::Close {
+        head.keep_alive = false;
+    }
+    Ok(Some(head))
+}
+
+/// Whether a response to `method` with `status` has a body at all, and how it is framed.
+pub(crate) fn response_framing(head: &ResponseHead, is_head: bool) -> Framing {
+    let bodiless = is_head || head.status == 204 || head.status == 304 || (100..200).contains(&head.status);
+    if bodiless || head.framing == Framing::Length(0) { Framing::Empty } else { head.framing }
+}
+
+/// A Content-Length value: digits only, no sign, no overflow.
+fn parse_length(v: &[u8]) -> Option<u64> {
+    let v = trim(v);
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// Optional whitespace removed from both ends.
+pub(crate) fn trim(v: &[u8]) -> &[u8] {
+    v.trim_ascii()
+}
+
+/// The comma-separated tokens of a list value, trimmed, empty ones skipped.
+pub(crate) fn tokens(v: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    v.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty())
+}
+
+// === impl ChunkDecoder ===
+
+impl ChunkDecoder {
+    /// Whether the whole body has been decoded.
+    #[cfg(test)]
+    pub(crate) fn is_done(&self) -> bool {
+        self.state == Chunk::Done
+    }
+
+    /// Decodes from `input` up to the end of the first run of data (or the body's end): the
+    /// caller forwards `data` and calls again with the rest.
+    pub(crate) fn decode(&mut self, input: &[u8]) -> Result<Decoded, ()> {
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            match self.state {
+                Chunk::Size => match hex(b) {
+                    Some(d) if self.digits < 16 => {
+                        self.size = self.size << 4 | u64::from(d);
+                        self.digits += 1;
+                        self.line += 1;
+                    }
+                    Some(_) => return Err(()),
+                    None if self.digits == 0 => return Err(()),
+                    None if b == b'\r' => self.state = Chunk::SizeLf,
+                    None if b == b';' || b == b' ' || b == b'\t' => {
+                        self.state = Chunk::Ext;
+                        self.line += 1;
+                    }
+                    None => return Err(()),
+                },
+                Chunk::Ext => {
+                    self.line += 1;
+                    if b == b'\r' {
+                        self.state = Chunk::SizeLf;
+                    } else if b == b'\n' || self.line > MAX_CHUNK_LINE {
+                        return Err(());
+                    }
+                }
+                Chunk::SizeLf => {
+                    if b != b'\n' {
+                        return Err(());
+                    }
+                    self.state = if self.size == 0 { Chunk::Trailer } else { Chunk::Data(self.size) };
+                    (self.size, self.digits, self.line) = (0, 0, 0);
+                }
+                Chunk::Data(left) => {
+                    let n = usize::try_from(left).map_or(input.len() - i, |l| l.min(input.len() - i));
+                    let rest = left - n as u64;
+                    self.state = if rest == 0 { Chunk::DataCr } else { Chunk::Data(rest) };
+                    return Ok(Decoded { used: i + n, data: Some(i..i + n), done: false });
+                }
+                Chunk::DataCr => {
+                    if b != b'\r' {
+                        return Err(());
+                    }
+                    self.state = Chunk::DataLf;
+                }
+                Chunk::DataLf => {
+                    if b != b'\n' {
+                        return Err(());
+                    }
+                    self.state = Chunk::Size;
+                }
+                Chunk::Trailer => {
+                    // `line` counts the bytes of the trailer section; a line is empty when
+                    // CR comes first in it.
+                    if b == b'\r' {
+                        self.state = Chunk::TrailerLf;
+                    } else if b == b'\n' {
+                        return Err(());
+                    } else {
+                        self.digits = 1; // inside a field line
+                    }
+                    self.line += 1;
+                    if self.line > MAX_TRAILERS {
+                        return Err(());
+                    }
+                }
+                Chunk::TrailerLf => {
+                    if b != b'\n' {
+                        return Err(());
+                    }
+                    if self.digits == 0 {
+                        self.state = Chunk::Done;
+                        return Ok(Decoded { used: i + 1, data: None, done: true });
+                    }
+                    self.digits = 0;
+                    self.state = Chunk::Trailer;
+                }
+                Chunk::Done => return Ok(Decoded { used: i, data: None, done: true }),
+            }
+            if self.line > MAX_CHUNK_LINE && matches!(self.state, Chunk::Size | Chunk::Ext) {
+                return Err(());
+            }
+            i += 1;
+        }
+        Ok(Decoded { used: i, data: None, done: self.state == Chunk::Done })
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8]) -> Result<(Vec<u8>, bool, usize), ()> {
+        let mut d = ChunkDecoder::default();
+        let (mut out, mut at) = (Vec::new(), 0);
+        // One byte at a time, the hardest way it can arrive.
+        while at < input.len() && !d.is_done() {
+            let step = d.decode(&input[at..=at])?;
+            if let Some(r) = step.data {
+                out.extend_from_slice(&input[at..=at][r]);
+            }
+            at += step.used;
+        }
+        Ok((out, d.is_done(), at))
+    }
+
+    #[test]
+    fn chunked_bodies_decode() {
+        let input = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-t: 1\r\n\r\nNEXT";
+        let (out, done, used) = decode_all(input).unwrap();
+        assert_eq!((out.as_slice(), done), (b"hello world".as_slice(), true));
+        assert_eq!(used, input.len() - 4, "stops at the body's end");
+        let (out, done, _) = decode_all(b"A\r\n0123456789\r\n0\r\n\r\n").unwrap();
+        assert_eq!((out.len(), done), (10, true));
+        // Whole input at once: one step per data run.
+        let mut d = ChunkDecoder::default();
+        let input = b"3\r\nabc\r\n0\r\n\r\n";
+        let first = d.decode(input).unwrap();
+        assert_eq!(first, Decoded { used: 6, data: Some(3..6), done: false });
+        let second = d.decode(&input[6..]).unwrap();
+        assert_eq!(second, Decoded { used: 7, data: None, done: true });
+        for bad in [&b"zz\r\n"[..], b"5\nhello", b"3\r\nabcd\r\n", b"\r\n", b"12345678901234567\r\n", b"0\r\nx\n"] {
+            assert!(decode_all(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn request_heads() {
+        let raw = b"POST /p?q=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+        let head = parse_request(raw, 100).unwrap().unwrap();
+        assert_eq!(head.len, raw.len() - 5);
+        assert_eq!(&raw[head.target.clone()], b"/p?q=1");
+        assert_eq!((head.framing, head.keep_alive), (Framing::Length(5), false));
+        assert!(parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n", 100).unwrap().is_none());
+        let ten = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+        assert!(parse_request(ten, 100).unwrap().unwrap().keep_alive);
+        let bad: [&[u8]; 5] = [
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX A: b\r\n\r\n",
+        ];
+        for raw in bad {
+            assert!(parse_request(raw, 100).is_err(), "{:?}", String::from_utf8_lossy(raw));
+        }
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X: 1\r\n".repeat(3));
+        assert_eq!(parse_request(many.as_bytes(), 2).unwrap_err(), ErrorKind::TooManyHeaders);
+    }
+
+    #[test]
+    fn response_heads() {
+        let head = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc").unwrap().unwrap();
+        assert_eq!((head.status, head.framing, head.keep_alive), (200, Framing::Length(3), true));
+        assert_eq!(response_framing(&head, true), Framing::Empty);
+        let head = parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap().unwrap();
+        assert_eq!(head.framing, Framing::Chunked);
+        let head = parse_response(b"HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap();
+        assert_eq!((head.framing, head.keep_alive), (Framing::Close, false));
+        let head = parse_response(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap().unwrap();
+        assert_eq!(response_framing(&head, false), Framing::Empty);
+        assert!(parse_response(b"SSH-2.0-x\r\n\r\n").is_err());
+    }
+}
