@@ -6,15 +6,17 @@ exec`; a service network associated with A and B; a service forwarding to the ta
 instance in VPC-B the service's name resolves and answers, and the target sees
 `x-amzn-lattice-network` naming VPC-B; the target's own address is not reachable from B; from
 VPC-C the name does not resolve and the link-local address does not answer; removing B's
-association stops access within a second (checked with a generous bound). Afterwards, and after
-`trellis net cleanup`, no namespace of the installation remains (checked with `ip`).
+association stops access within a second (checked with a generous bound). After every test, once
+`trellis net cleanup` has run, no namespace, link or address of the installation remains (checked
+with `ip`).
 
 Needs root (network namespaces); skipped otherwise. CI runs as root. Every server, instance and
-namespace is removed by PID or by name prefix even when a test fails.
+namespace is removed by PID or by name prefix even when a test fails (after the check above).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -58,22 +60,67 @@ def namespaces(prefix: str) -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.startswith(prefix + "-")]
 
 
-@pytest.fixture
-def netns_server(workdir):
-    """A server in netns mode with a name prefix of its own; everything it made is removed after."""
+def leftovers(prefix: str) -> list[str]:
+    """What the host still holds of installation `prefix`: its namespaces, their files under
+    /etc/netns, and links and addresses of the root namespace that name it (a veth whose peer is
+    in one of its namespaces shows `link-netns <name>`)."""
+    found = [f"namespace {n}" for n in namespaces(prefix)]
+    if os.path.isdir("/etc/netns"):
+        found += [f"/etc/netns/{n}" for n in os.listdir("/etc/netns") if n.startswith(prefix + "-")]
+    for what, cmd in [("link", ["ip", "-o", "link"]), ("address", ["ip", "-o", "addr"])]:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        found += [f"{what}: {line}" for line in out.splitlines() if prefix in line]
+    return found
+
+
+def links(ns: str | None = None) -> list[str]:
+    """The names of namespace `ns`'s links (the root namespace's without one)."""
+    where = ["-n", ns] if ns else []
+    out = subprocess.run(["ip", *where, "-o", "link"], capture_output=True, text=True, check=True).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+
+
+@contextlib.contextmanager
+def installation(workdir: Path, network: str | None = "netns"):
+    """A server (netns mode unless `network` says otherwise) with a name prefix of its own.
+
+    Afterwards the server is stopped and `trellis net cleanup` run, and then nothing of the
+    installation may remain (checked with `ip`): leftovers fail the test, and only after that
+    check are they removed, so that none is ever left behind."""
     prefix = f"tc{os.getpid() % 10000:04d}{int(time.time()) % 1000:03d}"
-    server = TrellisServer(workdir / f"netns-{prefix}", network="netns", env={"TRELLIS_NAME_PREFIX": prefix},
+    server = TrellisServer(workdir / f"netns-{prefix}", network=network, env={"TRELLIS_NAME_PREFIX": prefix},
                            config_text="relaxed_health_checks = true\n")
     server.prefix = prefix
     try:
         server.start()
         yield server
     finally:
-        server.stop()
-        subprocess.run([server.bin, "net", "cleanup", "--data-dir", str(server.data_dir)],
-                       env={**os.environ, "TRELLIS_NAME_PREFIX": prefix}, capture_output=True)
-        for name in namespaces(prefix):  # belt and braces: never leave one behind
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        try:
+            server.stop()
+        finally:
+            server.kill()
+            # Instances go with their command: with every `vpc exec` ended, only VPCs' remain.
+            instances_left = [n for n in namespaces(prefix) if "-i-" in n]
+            r = subprocess.run([server.bin, "net", "cleanup", "--data-dir", str(server.data_dir)],
+                               env={**os.environ, "TRELLIS_NAME_PREFIX": prefix}, capture_output=True, text=True)
+            left = leftovers(prefix)
+            for name in namespaces(prefix):
+                subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            for name in os.listdir("/etc/netns") if os.path.isdir("/etc/netns") else []:
+                if name.startswith(prefix + "-"):
+                    shutil.rmtree(f"/etc/netns/{name}", ignore_errors=True)
+            for link in links():
+                if link.startswith(prefix):
+                    subprocess.run(["ip", "link", "del", link], capture_output=True)
+    assert instances_left == [], f"instances outlived their commands: {instances_left}"
+    assert r.returncode == 0, r.stderr
+    assert left == [], f"left behind after trellis net cleanup: {left}"
+
+
+@pytest.fixture
+def netns_server(workdir):
+    with installation(workdir) as server:
+        yield server
 
 
 class Instances:
