@@ -4,11 +4,11 @@ The seed scenario by hand, with the real `aws` clients (boto3) and the `trellis`
 VPC-B with overlapping blocks and VPC-C; a target server in VPC-A started with `trellis vpc
 exec`; a service network associated with A and B; a service forwarding to the target. From an
 instance in VPC-B the service's name resolves and answers, and the target sees
-`x-amzn-lattice-network` naming VPC-B; the target's own address is not reachable from B; from
-VPC-C the name does not resolve and the link-local address does not answer; removing B's
-association stops access within a second (checked with a generous bound). After every test, once
-`trellis net cleanup` has run, no namespace, link or address of the installation remains (checked
-with `ip`).
+`x-amzn-lattice-network` naming VPC-B; the target's own address answers inside VPC-A but not
+from B nor from VPC-C (a distinct block); nothing on the host answers from a VPC; from VPC-C the
+name does not resolve and the link-local address does not answer; removing B's association stops
+access within a second (checked with a generous bound). After every test, once `trellis net
+cleanup` has run, no namespace, link or address of the installation remains (checked with `ip`).
 
 Needs root (network namespaces); skipped otherwise. CI runs as root. Every server, instance and
 namespace is removed by PID or by name prefix even when a test fails (after the check above).
@@ -173,7 +173,37 @@ def curl(instances, vpc, url, *extra, timeout=3):
     return r.returncode, r.stdout
 
 
-def test_seed_scenario(netns_server, instances):
+def host_addresses() -> list[str]:
+    """The host's IPv4 addresses outside 127.0.0.0/8 (inside a VPC, 127.x is the instance's own)."""
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    addresses = [line.split()[3].split("/")[0] for line in out.splitlines()]
+    return [a for a in addresses if not a.startswith("127.")]
+
+
+@contextlib.contextmanager
+def host_server(directory: Path):
+    """An HTTP server on the host, on every address (0.0.0.0), serving an empty directory; its port."""
+    port = support.free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "0.0.0.0"], cwd=directory,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: host_curl("127.0.0.1", port) == 0, 10, interval=0.1, message="the host server answers")
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def host_curl(address: str, port: int) -> int:
+    """curl's exit status for http://address:port/ from the host."""
+    return subprocess.run(["curl", "-s", "-m", "2", "-o", "/dev/null", f"http://{address}:{port}/"],
+                          capture_output=True).returncode
+
+
+def test_seed_scenario(netns_server, instances, tmp_path):
     srv = netns_server
     ec2 = make_client("ec2", srv.endpoint)
     lattice = make_client("vpc-lattice", srv.endpoint)
@@ -230,9 +260,29 @@ def test_seed_scenario(netns_server, instances):
     r = instances.run(vpc_b, "getent", "hosts", dns)
     assert r.returncode == 0 and r.stdout.split()[0] == "169.254.171.1", r
 
-    # The target's own address is not reachable from VPC-B (B's block is its own network).
-    code, out = curl(instances, vpc_b, f"http://{target_ip}:8080/direct", timeout=2)
-    assert target_ip not in out
+    # The target's own address answers inside VPC-A (so that a failure below is isolation, not a
+    # dead target), and not from VPC-B (its block overlaps A's but is its own network) nor from
+    # VPC-C (its block is distinct, and nothing routes between VPCs).
+    code, out = curl(instances, vpc_a, f"http://{target_ip}:8080/direct")
+    assert code == 0 and json.loads(out)["path"] == "/direct", (code, out)
+    for other in (vpc_b, vpc_c):
+        code, out = curl(instances, other, f"http://{target_ip}:8080/direct", timeout=2)
+        assert code != 0 and out == "", (other, code, out)
+
+    # Nothing on the host answers from a VPC: a server on every host address is reachable from
+    # the host at each of them, and from VPC-B at none of them, nor at any address of B's own
+    # router (its subnet's gateway, its DNS address, Lattice's link-local address).
+    with host_server(tmp_path) as port:
+        addresses = host_addresses()
+        assert {a: host_curl(a, port) for a in addresses} == {a: 0 for a in addresses}
+        addresses += ["10.0.1.1", "10.0.0.2", "169.254.171.1"]
+        script = "for a in " + " ".join(addresses) + \
+            f"; do curl -s -m 2 -o /dev/null http://$a:{port}/; echo \"$a $?\"; done"
+        r = instances.run(vpc_b, "sh", "-c", script, timeout=10 + 3 * len(addresses))
+        assert r.returncode == 0, r.stderr
+        codes = dict(line.split() for line in r.stdout.splitlines())
+        assert sorted(codes) == sorted(addresses), r.stdout
+        assert all(code != "0" for code in codes.values()), codes
 
     # VPC-C: the name does not resolve and the link-local address does not answer.
     r = instances.run(vpc_c, "getent", "hosts", dns)
@@ -247,10 +297,15 @@ def test_seed_scenario(netns_server, instances):
     # Removing B's association stops access from B promptly.
     lattice.delete_service_network_vpc_association(serviceNetworkVpcAssociationIdentifier=assoc_b["id"])
     removed = time.monotonic()
-    wait_for(lambda: curl(instances, vpc_b, f"http://{dns}/", timeout=1)[0] != 0, 10, interval=0.1,
-             message="access from VPC-B stops")
+    # curl's own failures only (6: the name does not resolve, 7: refused, 28: timed out), not
+    # the instance's.
+    code = wait_for(lambda: curl(instances, vpc_b, f"http://{dns}/", timeout=1)[0] or None, 10, interval=0.1,
+                    message="access from VPC-B stops")
+    assert code in (6, 7, 28), code
     # Generous: the behaviour is "within a second"; each probe here starts a namespace too.
-    assert time.monotonic() - removed < 5
+    elapsed = time.monotonic() - removed
+    print(f"access from VPC-B stopped {elapsed:.2f}s after its association was deleted")
+    assert elapsed < 5
     # A still reaches it (the service network stays associated with A).
     code, out = curl(instances, vpc_a, f"http://{dns}/from-a")
     assert code == 0 and json.loads(out)["path"] == "/from-a"
