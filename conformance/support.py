@@ -441,9 +441,10 @@ class TrellisServer:
 
     def __init__(self, workdir: Path, quotas: dict | None = None, env: dict | None = None,
                  data_dir: Path | None = None, config_text: str | None = None,
-                 network: str = "loopback"):
+                 network: str | None = "loopback"):
         self.bin = require_binary()
-        # Tests written for loopback mode pin it (as root the default would be netns).
+        # Tests written for loopback mode pin it (as root the default would be netns); None
+        # passes no --network, for the tests of the default itself.
         self.network = network
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -475,8 +476,9 @@ class TrellisServer:
         self.starts += 1
         self.log_path = self.workdir / f"server-{self.port}-{self.starts}.log"
         self._log_file = open(self.log_path, "wb")
-        cmd = [self.bin, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir),
-               "--network", self.network]
+        cmd = [self.bin, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir)]
+        if self.network:
+            cmd += ["--network", self.network]
         if self.config_path:
             cmd += ["--config", str(self.config_path)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log_file,

@@ -7,8 +7,11 @@ instance in VPC-B the service's name resolves and answers, and the target sees
 `x-amzn-lattice-network` naming VPC-B; the target's own address answers inside VPC-A but not
 from B nor from VPC-C (a distinct block); nothing on the host answers from a VPC; from VPC-C the
 name does not resolve and the link-local address does not answer; removing B's association stops
-access within a second (checked with a generous bound). After every test, once `trellis net
-cleanup` has run, no namespace, link or address of the installation remains (checked with `ip`).
+access within a second (checked with a generous bound). On start the server reconciles (a stray
+namespace of its installation removed, a missing VPC's made again); deleting a subnet removes its
+bridge; as root without --network the server runs in netns mode. After every test, once
+`trellis net cleanup` has run, no namespace, link or address of the installation remains
+(checked with `ip`).
 
 Needs root (network namespaces); skipped otherwise. CI runs as root. Every server, instance and
 namespace is removed by PID or by name prefix even when a test fails (after the check above).
@@ -384,3 +387,63 @@ def test_netns_without_root_is_one_clear_error(workdir):
     assert r.returncode != 0
     assert r.stderr.strip().count("\n") == 0, r.stderr
     assert "netns mode needs root" in r.stderr and "--network loopback" in r.stderr
+
+
+def test_reconcile_on_start(netns_server):
+    """Started, the server removes a namespace of its installation that nothing in the store
+    accounts for, and makes again a VPC's that has gone."""
+    srv = netns_server
+    ec2 = make_client("ec2", srv.endpoint)
+    kept = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
+    lost = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    ec2.create_subnet(VpcId=lost, CidrBlock="10.9.1.0/24")
+    wait_for(lambda: len(namespaces(srv.prefix)) == 2, 10, message="a namespace per VPC")
+    wait_for(lambda: gateway_device(srv.prefix + "-" + lost, "10.9.1.1"), 10, message="the subnet's bridge")
+    srv.stop()
+    stray = f"{srv.prefix}-vpc-0123456789abcdef0"
+    subprocess.run(["ip", "netns", "add", stray], check=True)
+    subprocess.run(["ip", "netns", "del", f"{srv.prefix}-{lost}"], check=True)
+    assert sorted(namespaces(srv.prefix)) == sorted([stray, f"{srv.prefix}-{kept}"])
+    srv.start()
+    wait_for(lambda: sorted(namespaces(srv.prefix)) == sorted(f"{srv.prefix}-{v}" for v in (kept, lost)), 10,
+             interval=0.1, message="the stray removed and the missing VPC made again")
+    # Made again whole: the subnet's bridge holds its gateway address.
+    wait_for(lambda: gateway_device(srv.prefix + "-" + lost, "10.9.1.1"), 10, message="the subnet's bridge again")
+
+
+def test_deleting_a_subnet_removes_its_bridge(netns_server):
+    srv = netns_server
+    ec2 = make_client("ec2", srv.endpoint)
+    vpc_id = ec2.create_vpc(CidrBlock="10.10.0.0/16")["Vpc"]["VpcId"]
+    gone = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.10.1.0/24")["Subnet"]["SubnetId"]
+    ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.10.2.0/24")
+    ns = f"{srv.prefix}-{vpc_id}"
+    # A subnet's bridge is the device holding its gateway address (the block's base + 1).
+    bridge = wait_for(lambda: gateway_device(ns, "10.10.1.1"), 10, message="the first subnet's bridge")
+    other = wait_for(lambda: gateway_device(ns, "10.10.2.1"), 10, message="the second subnet's bridge")
+    ec2.delete_subnet(SubnetId=gone)
+    wait_for(lambda: bridge not in links(ns), 10, interval=0.1, message="the deleted subnet's bridge removed")
+    assert gateway_device(ns, "10.10.1.1") is None
+    assert other in links(ns) and gateway_device(ns, "10.10.2.1") == other
+
+
+def test_root_without_network_flag_runs_in_netns_mode(workdir):
+    """As root, `trellis serve` without --network makes every VPC a namespace."""
+    with installation(workdir, network=None) as srv:
+        ec2 = make_client("ec2", srv.endpoint)
+        lattice = make_client("vpc-lattice", srv.endpoint)
+        vpc_id = ec2.create_vpc(CidrBlock="10.11.0.0/16")["Vpc"]["VpcId"]
+        wait_for(lambda: namespaces(srv.prefix) == [f"{srv.prefix}-{vpc_id}"], 10, message="the VPC's namespace")
+        sn = lattice.create_service_network(name=support.uname("default"))["id"]
+        lattice.create_service_network_vpc_association(serviceNetworkIdentifier=sn, vpcIdentifier=vpc_id)
+
+        def ingress():
+            r = support.raw_request(srv.endpoint, "GET", f"/_trellis/vpcs/{vpc_id}/ingress")
+            return r.json() if r.status == 200 else None
+        assert wait_for(ingress, 10, message="the VPC's ingress")["network"] == "netns"
+
+
+def gateway_device(ns: str, gateway: str) -> str | None:
+    """The device of namespace `ns` holding address `gateway`, if any."""
+    out = subprocess.run(["ip", "-n", ns, "-o", "-4", "addr"], capture_output=True, text=True).stdout
+    return next((line.split()[1] for line in out.splitlines() if f" {gateway}/" in line), None)
