@@ -248,14 +248,23 @@ def test_tasks_register_serve_scale_roll_and_survive_kill_9(world, tmp_path):
     # kill -9 of a task's process: replaced, its target removed, no request lost (the other task
     # serves meanwhile).
     status, body = world.get()
-    victim_pid, victim_task = body["pid"], body["task"]
+    victim_pid, victim_task, victim_ip = body["pid"], body["task"], body["address"]
+    assert victim_ip in world.healthy()
     os.kill(victim_pid, signal.SIGKILL)
+    # The killed task's address must be seen gone from the target group at least once (the
+    # replacement could, rarely, be given the same address again).
+    seen_gone = []
 
     def replaced():
+        if victim_ip not in [t["id"] for t in world.targets()]:
+            seen_gone.append(time.monotonic())
         running = world.tasks()
-        return len(running) == 2 and victim_task not in [t["taskArn"] for t in running] \
+        return seen_gone and len(running) == 2 and victim_task not in [t["taskArn"] for t in running] \
             and len(world.healthy()) == 2
-    wait_for(replaced, 40, interval=0.3, message="the killed task is replaced")
+    wait_for(replaced, 40, interval=0.1, message="the killed task's target is removed and the task replaced")
+    running_ips = [d["value"] for t in world.tasks() for d in t["attachments"][0]["details"]
+                   if d["name"] == "privateIPv4Address"]
+    assert victim_ip in running_ips or victim_ip not in [t["id"] for t in world.targets()]
     gone = world.ecs.describe_tasks(cluster="c1", tasks=[victim_task])["tasks"][0]
     assert gone["lastStatus"] == "STOPPED" and gone["stopCode"] == "EssentialContainerExited"
     assert gone["containers"][0]["exitCode"] == 137
