@@ -5,7 +5,9 @@ driven by boto3's `ecs`, `iam`, `ec2` and `vpc-lattice` clients: a service with 
 configuration has its tasks registered as they start and serves through Lattice within a bound;
 a client running throughout sees no failed request while the service scales out, scales in,
 rolls to a new task definition, and loses a task to `kill -9` (it is replaced and its target
-removed); StopTask and DeleteService deregister and drain; a task whose image cannot be had stops
+removed); StopTask and DeleteService deregister and drain; a request in flight when its task is
+stopped (StopTask, scale-in) is answered, the task's process outliving its deregistration until
+then (the echo image's `?delay_ms=` keeps it in flight); a task whose image cannot be had stops
 with CannotPullContainerError; `trellis logs task` shows what a task wrote; `trellis demo` passes
 in each mode.
 
@@ -343,6 +345,44 @@ def test_unhealthy_tasks_are_replaced_and_users_are_honoured(world):
         r = subprocess.run([world.server.bin, "logs", "task", arn, "--endpoint", world.server.endpoint],
                            capture_output=True, text=True)
         assert r.stdout.strip() == want, (user, r)
+
+
+def test_requests_in_flight_finish_when_their_task_stops(world):
+    """StopTask and scale-in deregister the task, and its process lives on, serving, until the
+    request in flight has been answered."""
+    world.setup(desired=1)
+    for how in ("StopTask", "scale-in"):
+        wait_for(lambda: len(world.healthy()) == 1, 20, interval=0.2, message="a healthy target")
+        _, body = world.get()
+        task, pid, ip = body["task"], body["pid"], body["address"]
+        answer = {}
+
+        def slow():
+            try:
+                answer["got"] = world.get("/slow?delay_ms=3000")
+            except Exception as e:  # noqa: BLE001 - the test fails on it below
+                answer["error"] = repr(e)
+        client = threading.Thread(target=slow, daemon=True)
+        client.start()
+        time.sleep(1)  # the request is in flight (netns mode starts an instance for it first)
+        assert client.is_alive()
+        if how == "StopTask":
+            world.ecs.stop_task(cluster="c1", task=task, reason="in-flight test")
+        else:
+            world.ecs.update_service(cluster="c1", service="echo", desiredCount=0)
+        # Deregistered (DRAINING, or gone already) while the request is still being answered,
+        # and the task's process is still there to answer it.
+        wait_for(lambda: all(t["status"] != "HEALTHY" for t in world.targets() if t["id"] == ip), 5,
+                 interval=0.1, message=f"{how}: the target deregistered")
+        assert client.is_alive(), (how, answer)
+        os.kill(pid, 0)
+        client.join(15)
+        assert "got" in answer, (how, answer)
+        status, got = answer["got"]
+        assert status == 200 and got["task"] == task and got["path"] == "/slow?delay_ms=3000", (how, got)
+        stopped = wait_for(lambda: _stopped(world.ecs, task), 30, interval=0.2, message=f"{how}: the task stops")
+        assert stopped["stoppedReason"], stopped
+        wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10, message=f"{how}: the process ends")
 
 
 @pytest.mark.parametrize("mode", MODES)
