@@ -8,8 +8,8 @@ rolls to a new task definition, and loses a task to `kill -9` (it is replaced an
 removed); StopTask and DeleteService deregister and drain; a request in flight when its task is
 stopped (StopTask, scale-in) is answered, the task's process outliving its deregistration until
 then (the echo image's `?delay_ms=` keeps it in flight); a task whose image cannot be had stops
-with CannotPullContainerError; `trellis logs task` shows what a task wrote; `trellis demo` passes
-in each mode.
+with CannotPullContainerError; `entryPoint` replaces the image's program; `trellis logs task`
+shows what a task wrote; `trellis demo` passes in each mode.
 
 Timing bounds here are generous (behaviour, not speed); the figures are measured elsewhere.
 """
@@ -383,6 +383,23 @@ def test_requests_in_flight_finish_when_their_task_stops(world):
         stopped = wait_for(lambda: _stopped(world.ecs, task), 30, interval=0.2, message=f"{how}: the task stops")
         assert stopped["stoppedReason"], stopped
         wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10, message=f"{how}: the process ends")
+
+
+def test_entry_point_replaces_the_program(world):
+    world.setup(desired=0)
+    net = {"awsvpcConfiguration": {"subnets": [world.subnet_a], "securityGroups": [world.sg_a]}}
+    # The image alone would fail (/bin/false); entryPoint runs instead, with command after it.
+    world.ecs.register_task_definition(
+        family="entry", networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+        containerDefinitions=[{"name": "e", "image": "file:///bin/false", "entryPoint": ["/bin/echo", "entry"],
+                               "command": ["and", "command"], "essential": True}])
+    arn = world.ecs.run_task(cluster="c1", taskDefinition="entry", launchType="FARGATE",
+                             networkConfiguration=net)["tasks"][0]["taskArn"]
+    task = wait_for(lambda: _stopped(world.ecs, arn), 20, interval=0.2, message="the task ends")
+    assert task["stopCode"] == "EssentialContainerExited" and task["containers"][0]["exitCode"] == 0, task
+    r = subprocess.run([world.server.bin, "logs", "task", arn, "--endpoint", world.server.endpoint],
+                       capture_output=True, text=True)
+    assert r.stdout.strip() == "entry and command", r
 
 
 @pytest.mark.parametrize("mode", MODES)
