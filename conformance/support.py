@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -405,6 +406,49 @@ def raw_request(endpoint: str, method: str, path: str, body: bytes | str | None 
         return RawResponse(resp.status, resp.getheaders(), data)
     finally:
         conn.close()
+
+
+# --------------------------------------------------------------------------------------------
+# netns mode: what an installation leaves on the host, found by its name prefix
+# --------------------------------------------------------------------------------------------
+
+
+def namespaces(prefix: str) -> list[str]:
+    """The network namespaces of installation `prefix`."""
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.startswith(prefix + "-")]
+
+
+def leftovers(prefix: str) -> list[str]:
+    """What the host still holds of installation `prefix`: its namespaces, their files under
+    /etc/netns, and links and addresses of the root namespace that name it (a veth whose peer is
+    in one of its namespaces shows `link-netns <name>`)."""
+    found = [f"namespace {n}" for n in namespaces(prefix)]
+    if os.path.isdir("/etc/netns"):
+        found += [f"/etc/netns/{n}" for n in os.listdir("/etc/netns") if n.startswith(prefix + "-")]
+    for what, cmd in [("link", ["ip", "-o", "link"]), ("address", ["ip", "-o", "addr"])]:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        found += [f"{what}: {line}" for line in out.splitlines() if prefix in line]
+    return found
+
+
+def links(ns: str | None = None) -> list[str]:
+    """The names of namespace `ns`'s links (the root namespace's without one)."""
+    where = ["-n", ns] if ns else []
+    out = subprocess.run(["ip", *where, "-o", "link"], capture_output=True, text=True, check=True).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+
+
+def remove_leftovers(prefix: str):
+    """Removes what `leftovers(prefix)` finds: its namespaces, their files and root links."""
+    for name in namespaces(prefix):
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    for name in os.listdir("/etc/netns") if os.path.isdir("/etc/netns") else []:
+        if name.startswith(prefix + "-"):
+            shutil.rmtree(f"/etc/netns/{name}", ignore_errors=True)
+    for link in links():
+        if link.startswith(prefix):
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
 
 
 # --------------------------------------------------------------------------------------------

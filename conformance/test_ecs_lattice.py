@@ -92,9 +92,17 @@ class World:
                 except subprocess.TimeoutExpired:
                     p.kill()
         self.server.stop(timeout=60)
-        if self.mode == "netns":
-            subprocess.run([self.server.bin, "net", "cleanup", "--data-dir", str(self.server.data_dir)],
-                           env={**os.environ, "TRELLIS_NAME_PREFIX": self.prefix}, capture_output=True)
+        if not ROOT:
+            return
+        cleanup = subprocess.run([self.server.bin, "net", "cleanup", "--data-dir", str(self.server.data_dir)],
+                                 env={**os.environ, "TRELLIS_NAME_PREFIX": self.prefix}, capture_output=True,
+                                 text=True)
+        # Tasks' namespaces went with the server, VPCs' with the cleanup (loopback mode makes
+        # none): nothing of the installation may remain. Checked before leftovers are removed.
+        left = support.leftovers(self.prefix)
+        support.remove_leftovers(self.prefix)
+        assert cleanup.returncode == 0, cleanup.stderr
+        assert left == [], f"left behind after trellis net cleanup: {left}"
 
     def setup(self, desired=2):
         e = self.ec2

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 import support
-from support import REGION, TrellisServer, make_client, wait_for
+from support import REGION, TrellisServer, leftovers, links, make_client, namespaces, remove_leftovers, wait_for
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("curl") is None,
@@ -56,31 +56,6 @@ server = http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Echo)
 print(os.environ["TRELLIS_INSTANCE_ADDRESS"], flush=True)
 server.serve_forever()
 '''
-
-
-def namespaces(prefix: str) -> list[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    return [line.split()[0] for line in out.splitlines() if line.startswith(prefix + "-")]
-
-
-def leftovers(prefix: str) -> list[str]:
-    """What the host still holds of installation `prefix`: its namespaces, their files under
-    /etc/netns, and links and addresses of the root namespace that name it (a veth whose peer is
-    in one of its namespaces shows `link-netns <name>`)."""
-    found = [f"namespace {n}" for n in namespaces(prefix)]
-    if os.path.isdir("/etc/netns"):
-        found += [f"/etc/netns/{n}" for n in os.listdir("/etc/netns") if n.startswith(prefix + "-")]
-    for what, cmd in [("link", ["ip", "-o", "link"]), ("address", ["ip", "-o", "addr"])]:
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        found += [f"{what}: {line}" for line in out.splitlines() if prefix in line]
-    return found
-
-
-def links(ns: str | None = None) -> list[str]:
-    """The names of namespace `ns`'s links (the root namespace's without one)."""
-    where = ["-n", ns] if ns else []
-    out = subprocess.run(["ip", *where, "-o", "link"], capture_output=True, text=True, check=True).stdout
-    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
 
 
 @contextlib.contextmanager
@@ -107,14 +82,7 @@ def installation(workdir: Path, network: str | None = "netns"):
             r = subprocess.run([server.bin, "net", "cleanup", "--data-dir", str(server.data_dir)],
                                env={**os.environ, "TRELLIS_NAME_PREFIX": prefix}, capture_output=True, text=True)
             left = leftovers(prefix)
-            for name in namespaces(prefix):
-                subprocess.run(["ip", "netns", "del", name], capture_output=True)
-            for name in os.listdir("/etc/netns") if os.path.isdir("/etc/netns") else []:
-                if name.startswith(prefix + "-"):
-                    shutil.rmtree(f"/etc/netns/{name}", ignore_errors=True)
-            for link in links():
-                if link.startswith(prefix):
-                    subprocess.run(["ip", "link", "del", link], capture_output=True)
+            remove_leftovers(prefix)
     assert instances_left == [], f"instances outlived their commands: {instances_left}"
     assert r.returncode == 0, r.stderr
     assert left == [], f"left behind after trellis net cleanup: {left}"
