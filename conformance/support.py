@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -408,6 +409,49 @@ def raw_request(endpoint: str, method: str, path: str, body: bytes | str | None 
 
 
 # --------------------------------------------------------------------------------------------
+# netns mode: what an installation leaves on the host, found by its name prefix
+# --------------------------------------------------------------------------------------------
+
+
+def namespaces(prefix: str) -> list[str]:
+    """The network namespaces of installation `prefix`."""
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.startswith(prefix + "-")]
+
+
+def leftovers(prefix: str) -> list[str]:
+    """What the host still holds of installation `prefix`: its namespaces, their files under
+    /etc/netns, and links and addresses of the root namespace that name it (a veth whose peer is
+    in one of its namespaces shows `link-netns <name>`)."""
+    found = [f"namespace {n}" for n in namespaces(prefix)]
+    if os.path.isdir("/etc/netns"):
+        found += [f"/etc/netns/{n}" for n in os.listdir("/etc/netns") if n.startswith(prefix + "-")]
+    for what, cmd in [("link", ["ip", "-o", "link"]), ("address", ["ip", "-o", "addr"])]:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        found += [f"{what}: {line}" for line in out.splitlines() if prefix in line]
+    return found
+
+
+def links(ns: str | None = None) -> list[str]:
+    """The names of namespace `ns`'s links (the root namespace's without one)."""
+    where = ["-n", ns] if ns else []
+    out = subprocess.run(["ip", *where, "-o", "link"], capture_output=True, text=True, check=True).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+
+
+def remove_leftovers(prefix: str):
+    """Removes what `leftovers(prefix)` finds: its namespaces, their files and root links."""
+    for name in namespaces(prefix):
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    for name in os.listdir("/etc/netns") if os.path.isdir("/etc/netns") else []:
+        if name.startswith(prefix + "-"):
+            shutil.rmtree(f"/etc/netns/{name}", ignore_errors=True)
+    for link in links():
+        if link.startswith(prefix):
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
+
+
+# --------------------------------------------------------------------------------------------
 # Spawning servers
 # --------------------------------------------------------------------------------------------
 
@@ -441,9 +485,10 @@ class TrellisServer:
 
     def __init__(self, workdir: Path, quotas: dict | None = None, env: dict | None = None,
                  data_dir: Path | None = None, config_text: str | None = None,
-                 network: str = "loopback"):
+                 network: str | None = "loopback"):
         self.bin = require_binary()
-        # Tests written for loopback mode pin it (as root the default would be netns).
+        # Tests written for loopback mode pin it (as root the default would be netns); None
+        # passes no --network, for the tests of the default itself.
         self.network = network
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -475,8 +520,9 @@ class TrellisServer:
         self.starts += 1
         self.log_path = self.workdir / f"server-{self.port}-{self.starts}.log"
         self._log_file = open(self.log_path, "wb")
-        cmd = [self.bin, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir),
-               "--network", self.network]
+        cmd = [self.bin, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir)]
+        if self.network:
+            cmd += ["--network", self.network]
         if self.config_path:
             cmd += ["--config", str(self.config_path)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log_file,

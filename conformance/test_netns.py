@@ -4,17 +4,22 @@ The seed scenario by hand, with the real `aws` clients (boto3) and the `trellis`
 VPC-B with overlapping blocks and VPC-C; a target server in VPC-A started with `trellis vpc
 exec`; a service network associated with A and B; a service forwarding to the target. From an
 instance in VPC-B the service's name resolves and answers, and the target sees
-`x-amzn-lattice-network` naming VPC-B; the target's own address is not reachable from B; from
-VPC-C the name does not resolve and the link-local address does not answer; removing B's
-association stops access within a second (checked with a generous bound). Afterwards, and after
-`trellis net cleanup`, no namespace of the installation remains (checked with `ip`).
+`x-amzn-lattice-network` naming VPC-B; the target's own address answers inside VPC-A but not
+from B nor from VPC-C (a distinct block); nothing on the host answers from a VPC; from VPC-C the
+name does not resolve and the link-local address does not answer; removing B's association stops
+access within a second (checked with a generous bound). On start the server reconciles (a stray
+namespace of its installation removed, a missing VPC's made again); deleting a subnet removes its
+bridge; as root without --network the server runs in netns mode. After every test, once
+`trellis net cleanup` has run, no namespace, link or address of the installation remains
+(checked with `ip`).
 
 Needs root (network namespaces); skipped otherwise. CI runs as root. Every server, instance and
-namespace is removed by PID or by name prefix even when a test fails.
+namespace is removed by PID or by name prefix even when a test fails (after the check above).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -27,7 +32,7 @@ from pathlib import Path
 import pytest
 
 import support
-from support import REGION, TrellisServer, make_client, wait_for
+from support import REGION, TrellisServer, leftovers, links, make_client, namespaces, remove_leftovers, wait_for
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("curl") is None,
@@ -53,27 +58,40 @@ server.serve_forever()
 '''
 
 
-def namespaces(prefix: str) -> list[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    return [line.split()[0] for line in out.splitlines() if line.startswith(prefix + "-")]
+@contextlib.contextmanager
+def installation(workdir: Path, network: str | None = "netns"):
+    """A server (netns mode unless `network` says otherwise) with a name prefix of its own.
 
-
-@pytest.fixture
-def netns_server(workdir):
-    """A server in netns mode with a name prefix of its own; everything it made is removed after."""
+    Afterwards the server is stopped and `trellis net cleanup` run, and then nothing of the
+    installation may remain (checked with `ip`): leftovers fail the test, and only after that
+    check are they removed, so that none is ever left behind."""
     prefix = f"tc{os.getpid() % 10000:04d}{int(time.time()) % 1000:03d}"
-    server = TrellisServer(workdir / f"netns-{prefix}", network="netns", env={"TRELLIS_NAME_PREFIX": prefix},
+    server = TrellisServer(workdir / f"netns-{prefix}", network=network, env={"TRELLIS_NAME_PREFIX": prefix},
                            config_text="relaxed_health_checks = true\n")
     server.prefix = prefix
     try:
         server.start()
         yield server
     finally:
-        server.stop()
-        subprocess.run([server.bin, "net", "cleanup", "--data-dir", str(server.data_dir)],
-                       env={**os.environ, "TRELLIS_NAME_PREFIX": prefix}, capture_output=True)
-        for name in namespaces(prefix):  # belt and braces: never leave one behind
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        try:
+            server.stop()
+        finally:
+            server.kill()
+            # Instances go with their command: with every `vpc exec` ended, only VPCs' remain.
+            instances_left = [n for n in namespaces(prefix) if "-i-" in n]
+            r = subprocess.run([server.bin, "net", "cleanup", "--data-dir", str(server.data_dir)],
+                               env={**os.environ, "TRELLIS_NAME_PREFIX": prefix}, capture_output=True, text=True)
+            left = leftovers(prefix)
+            remove_leftovers(prefix)
+    assert instances_left == [], f"instances outlived their commands: {instances_left}"
+    assert r.returncode == 0, r.stderr
+    assert left == [], f"left behind after trellis net cleanup: {left}"
+
+
+@pytest.fixture
+def netns_server(workdir):
+    with installation(workdir) as server:
+        yield server
 
 
 class Instances:
@@ -126,7 +144,37 @@ def curl(instances, vpc, url, *extra, timeout=3):
     return r.returncode, r.stdout
 
 
-def test_seed_scenario(netns_server, instances):
+def host_addresses() -> list[str]:
+    """The host's IPv4 addresses outside 127.0.0.0/8 (inside a VPC, 127.x is the instance's own)."""
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    addresses = [line.split()[3].split("/")[0] for line in out.splitlines()]
+    return [a for a in addresses if not a.startswith("127.")]
+
+
+@contextlib.contextmanager
+def host_server(directory: Path):
+    """An HTTP server on the host, on every address (0.0.0.0), serving an empty directory; its port."""
+    port = support.free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "0.0.0.0"], cwd=directory,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: host_curl("127.0.0.1", port) == 0, 10, interval=0.1, message="the host server answers")
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def host_curl(address: str, port: int) -> int:
+    """curl's exit status for http://address:port/ from the host."""
+    return subprocess.run(["curl", "-s", "-m", "2", "-o", "/dev/null", f"http://{address}:{port}/"],
+                          capture_output=True).returncode
+
+
+def test_seed_scenario(netns_server, instances, tmp_path):
     srv = netns_server
     ec2 = make_client("ec2", srv.endpoint)
     lattice = make_client("vpc-lattice", srv.endpoint)
@@ -183,9 +231,29 @@ def test_seed_scenario(netns_server, instances):
     r = instances.run(vpc_b, "getent", "hosts", dns)
     assert r.returncode == 0 and r.stdout.split()[0] == "169.254.171.1", r
 
-    # The target's own address is not reachable from VPC-B (B's block is its own network).
-    code, out = curl(instances, vpc_b, f"http://{target_ip}:8080/direct", timeout=2)
-    assert target_ip not in out
+    # The target's own address answers inside VPC-A (so that a failure below is isolation, not a
+    # dead target), and not from VPC-B (its block overlaps A's but is its own network) nor from
+    # VPC-C (its block is distinct, and nothing routes between VPCs).
+    code, out = curl(instances, vpc_a, f"http://{target_ip}:8080/direct")
+    assert code == 0 and json.loads(out)["path"] == "/direct", (code, out)
+    for other in (vpc_b, vpc_c):
+        code, out = curl(instances, other, f"http://{target_ip}:8080/direct", timeout=2)
+        assert code != 0 and out == "", (other, code, out)
+
+    # Nothing on the host answers from a VPC: a server on every host address is reachable from
+    # the host at each of them, and from VPC-B at none of them, nor at any address of B's own
+    # router (its subnet's gateway, its DNS address, Lattice's link-local address).
+    with host_server(tmp_path) as port:
+        addresses = host_addresses()
+        assert {a: host_curl(a, port) for a in addresses} == {a: 0 for a in addresses}
+        addresses += ["10.0.1.1", "10.0.0.2", "169.254.171.1"]
+        script = "for a in " + " ".join(addresses) + \
+            f"; do curl -s -m 2 -o /dev/null http://$a:{port}/; echo \"$a $?\"; done"
+        r = instances.run(vpc_b, "sh", "-c", script, timeout=10 + 3 * len(addresses))
+        assert r.returncode == 0, r.stderr
+        codes = dict(line.split() for line in r.stdout.splitlines())
+        assert sorted(codes) == sorted(addresses), r.stdout
+        assert all(code != "0" for code in codes.values()), codes
 
     # VPC-C: the name does not resolve and the link-local address does not answer.
     r = instances.run(vpc_c, "getent", "hosts", dns)
@@ -200,10 +268,15 @@ def test_seed_scenario(netns_server, instances):
     # Removing B's association stops access from B promptly.
     lattice.delete_service_network_vpc_association(serviceNetworkVpcAssociationIdentifier=assoc_b["id"])
     removed = time.monotonic()
-    wait_for(lambda: curl(instances, vpc_b, f"http://{dns}/", timeout=1)[0] != 0, 10, interval=0.1,
-             message="access from VPC-B stops")
+    # curl's own failures only (6: the name does not resolve, 7: refused, 28: timed out), not
+    # the instance's.
+    code = wait_for(lambda: curl(instances, vpc_b, f"http://{dns}/", timeout=1)[0] or None, 10, interval=0.1,
+                    message="access from VPC-B stops")
+    assert code in (6, 7, 28), code
     # Generous: the behaviour is "within a second"; each probe here starts a namespace too.
-    assert time.monotonic() - removed < 5
+    elapsed = time.monotonic() - removed
+    print(f"access from VPC-B stopped {elapsed:.2f}s after its association was deleted")
+    assert elapsed < 5
     # A still reaches it (the service network stays associated with A).
     code, out = curl(instances, vpc_a, f"http://{dns}/from-a")
     assert code == 0 and json.loads(out)["path"] == "/from-a"
@@ -282,3 +355,63 @@ def test_netns_without_root_is_one_clear_error(workdir):
     assert r.returncode != 0
     assert r.stderr.strip().count("\n") == 0, r.stderr
     assert "netns mode needs root" in r.stderr and "--network loopback" in r.stderr
+
+
+def test_reconcile_on_start(netns_server):
+    """Started, the server removes a namespace of its installation that nothing in the store
+    accounts for, and makes again a VPC's that has gone."""
+    srv = netns_server
+    ec2 = make_client("ec2", srv.endpoint)
+    kept = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
+    lost = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    ec2.create_subnet(VpcId=lost, CidrBlock="10.9.1.0/24")
+    wait_for(lambda: len(namespaces(srv.prefix)) == 2, 10, message="a namespace per VPC")
+    wait_for(lambda: gateway_device(srv.prefix + "-" + lost, "10.9.1.1"), 10, message="the subnet's bridge")
+    srv.stop()
+    stray = f"{srv.prefix}-vpc-0123456789abcdef0"
+    subprocess.run(["ip", "netns", "add", stray], check=True)
+    subprocess.run(["ip", "netns", "del", f"{srv.prefix}-{lost}"], check=True)
+    assert sorted(namespaces(srv.prefix)) == sorted([stray, f"{srv.prefix}-{kept}"])
+    srv.start()
+    wait_for(lambda: sorted(namespaces(srv.prefix)) == sorted(f"{srv.prefix}-{v}" for v in (kept, lost)), 10,
+             interval=0.1, message="the stray removed and the missing VPC made again")
+    # Made again whole: the subnet's bridge holds its gateway address.
+    wait_for(lambda: gateway_device(srv.prefix + "-" + lost, "10.9.1.1"), 10, message="the subnet's bridge again")
+
+
+def test_deleting_a_subnet_removes_its_bridge(netns_server):
+    srv = netns_server
+    ec2 = make_client("ec2", srv.endpoint)
+    vpc_id = ec2.create_vpc(CidrBlock="10.10.0.0/16")["Vpc"]["VpcId"]
+    gone = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.10.1.0/24")["Subnet"]["SubnetId"]
+    ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.10.2.0/24")
+    ns = f"{srv.prefix}-{vpc_id}"
+    # A subnet's bridge is the device holding its gateway address (the block's base + 1).
+    bridge = wait_for(lambda: gateway_device(ns, "10.10.1.1"), 10, message="the first subnet's bridge")
+    other = wait_for(lambda: gateway_device(ns, "10.10.2.1"), 10, message="the second subnet's bridge")
+    ec2.delete_subnet(SubnetId=gone)
+    wait_for(lambda: bridge not in links(ns), 10, interval=0.1, message="the deleted subnet's bridge removed")
+    assert gateway_device(ns, "10.10.1.1") is None
+    assert other in links(ns) and gateway_device(ns, "10.10.2.1") == other
+
+
+def test_root_without_network_flag_runs_in_netns_mode(workdir):
+    """As root, `trellis serve` without --network makes every VPC a namespace."""
+    with installation(workdir, network=None) as srv:
+        ec2 = make_client("ec2", srv.endpoint)
+        lattice = make_client("vpc-lattice", srv.endpoint)
+        vpc_id = ec2.create_vpc(CidrBlock="10.11.0.0/16")["Vpc"]["VpcId"]
+        wait_for(lambda: namespaces(srv.prefix) == [f"{srv.prefix}-{vpc_id}"], 10, message="the VPC's namespace")
+        sn = lattice.create_service_network(name=support.uname("default"))["id"]
+        lattice.create_service_network_vpc_association(serviceNetworkIdentifier=sn, vpcIdentifier=vpc_id)
+
+        def ingress():
+            r = support.raw_request(srv.endpoint, "GET", f"/_trellis/vpcs/{vpc_id}/ingress")
+            return r.json() if r.status == 200 else None
+        assert wait_for(ingress, 10, message="the VPC's ingress")["network"] == "netns"
+
+
+def gateway_device(ns: str, gateway: str) -> str | None:
+    """The device of namespace `ns` holding address `gateway`, if any."""
+    out = subprocess.run(["ip", "-n", ns, "-o", "-4", "addr"], capture_output=True, text=True).stdout
+    return next((line.split()[1] for line in out.splitlines() if f" {gateway}/" in line), None)

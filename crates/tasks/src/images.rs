@@ -5,12 +5,15 @@
 //!   sample web app; every GET answers an HTML page that names the task and its address.
 //! - `trellis/echo`: answers every request with what it received, as JSON (method, path,
 //!   headers, body up to 64 KiB), and who answered (task, address, process ID, and `$VERSION`).
+//!   `?delay_ms=N` in the query holds the answer back N ms (at most a minute), so that tests
+//!   can keep a request in flight, e.g. while its task drains.
 //!
 //! Both listen on `HOST` (default all addresses) and `PORT` (default 80), as the task runner
 //! sets them, and stop on SIGTERM.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
@@ -22,6 +25,8 @@ use hyper_util::rt::TokioIo;
 
 /// The largest request body the echo image returns.
 const ECHO_LIMIT: usize = 64 * 1024;
+/// The longest the echo image holds an answer back (`?delay_ms=`).
+const ECHO_MAX_DELAY: Duration = Duration::from_secs(60);
 
 /// A built-in image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +127,7 @@ async fn echo(peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>>
             return resp;
         }
     };
+    tokio::time::sleep(delay(parts.uri.query())).await;
     let headers: serde_json::Map<String, serde_json::Value> = parts
         .headers
         .iter()
@@ -141,6 +147,18 @@ async fn echo(peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>>
     let mut resp = Response::new(Full::new(Bytes::from(json.to_string())));
     resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     resp
+}
+
+/// How long the echo image holds back the answer to a request with `query`: `delay_ms`, if
+/// any, up to [`ECHO_MAX_DELAY`].
+fn delay(query: Option<&str>) -> Duration {
+    let ms = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("delay_ms="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Duration::from_millis(ms).min(ECHO_MAX_DELAY)
 }
 
 /// Escapes text for HTML.
@@ -174,6 +192,14 @@ mod tests {
         assert_eq!(Image::named("nginx:latest"), None);
         assert_eq!(Image::named("registry:5000/amazon/amazon-ecs-sample"), None);
         assert_eq!(Image::from_cli_name("echo"), Some(Image::Echo));
+    }
+
+    #[test]
+    fn echo_delays_are_read_from_the_query() {
+        assert_eq!(delay(None), Duration::ZERO);
+        assert_eq!(delay(Some("a=1&delay_ms=250")), Duration::from_millis(250));
+        assert_eq!(delay(Some("delay_ms=oops")), Duration::ZERO);
+        assert_eq!(delay(Some("delay_ms=999999999")), ECHO_MAX_DELAY);
     }
 
     #[test]

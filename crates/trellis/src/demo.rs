@@ -263,6 +263,7 @@ async fn scenario(api: &Client, network: &Network, say: &dyn Fn(&str)) -> anyhow
         ("vpc_a", vpc_a),
         ("vpc_b", vpc_b),
         ("subnet_a", subnet_a),
+        ("subnet_b", subnet_b),
         ("sg_a", sg_a),
         ("role", role),
         ("sn", sn_id),
@@ -334,6 +335,7 @@ fn print_aws_commands(made: &Made, endpoint: &str) {
     let lines = [
         "aws ec2 create-vpc --cidr-block 10.0.0.0/16                       # VPC-A, and VPC-B, VPC-C alike".to_owned(),
         format!("aws ec2 create-subnet --vpc-id {} --cidr-block 10.0.1.0/24", id("vpc_a")),
+        format!("aws ec2 create-subnet --vpc-id {} --cidr-block 10.0.1.0/24", id("vpc_b")),
         "aws iam create-role --role-name ecsInfrastructureRoleForVpcLattice \\\n    --assume-role-policy-document \
          '{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Principal\":{\"Service\":\"ecs.amazonaws.com\"},\"Action\":\"sts:AssumeRole\"}]}'"
             .to_owned(),
@@ -345,6 +347,11 @@ fn print_aws_commands(made: &Made, endpoint: &str) {
             "aws vpc-lattice create-service-network-vpc-association --service-network-identifier {} --vpc-identifier {}",
             id("sn"),
             id("vpc_a")
+        ),
+        format!(
+            "aws vpc-lattice create-service-network-vpc-association --service-network-identifier {} --vpc-identifier {}",
+            id("sn"),
+            id("vpc_b")
         ),
         format!(
             "aws vpc-lattice create-target-group --name demo-web --type IP \\\n    --config \

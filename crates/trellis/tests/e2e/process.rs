@@ -26,9 +26,11 @@ fn trellis() -> Command {
     c
 }
 
+/// `trellis serve` in loopback mode: pinned, since as root the default is netns mode, which
+/// these tests are not about (and which would leave namespaces behind).
 fn serve(data: &std::path::Path, port: u16, extra: &[&str]) -> Proc {
     let child = trellis()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args(["serve", "--network", "loopback", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data)
         .args(extra)
         .stdout(Stdio::null())
@@ -116,8 +118,11 @@ fn a_newer_store_is_refused() {
         .unwrap()
         .success();
     assert!(ok);
-    let out =
-        trellis().args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(&data).output().unwrap();
+    let out = trellis()
+        .args(["serve", "--network", "loopback", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("schema version 99"), "{err}");
