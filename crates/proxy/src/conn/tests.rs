@@ -475,3 +475,33 @@ async fn broken_targets() {
     assert!(got.starts_with("HTTP/1.1 200 OK\r\n") && got.ends_with("only this"), "{got}");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn a_target_that_drops_requests_loses_no_idempotent_request() {
+    // One target reads each request and closes without answering (its process died, say); the
+    // other answers. GETs all succeed, from the live one; a POST with a body, which cannot be
+    // sent again, gets a 502.
+    let (dead, seen) = raw_target(b"", true).await;
+    let live = FakeTarget::start("live").await;
+    let ip = next_ingress();
+    let mut f = Fixture::new(ip);
+    f.add_group(target_group("tg-a", &[dead, live.addr]));
+    f.add_service(service("svc-1", "one.example", 18080, forward(&[("tg-a", 1)])));
+    let addr = std::net::SocketAddr::new(ip, 18080);
+    let proxy = Proxy::start(config(), f.build(), addr).await;
+    let c = client();
+    for _ in 0..20 {
+        let (status, body) = get(&c, addr, "one.example", "/").await;
+        assert_eq!((status, target_of(&body)), (200, "live"));
+    }
+    assert!(seen.lock().unwrap().len() >= 5, "the dead target was tried");
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"POST /p HTTP/1.1\r\nHost: one.example\r\nContent-Length: 2\r\n\r\nhi").await.unwrap();
+        statuses.push(response(&mut stream).await.expect("a response").0[9..12].to_string());
+    }
+    assert!(statuses.iter().any(|s| s == "502"), "{statuses:?}");
+    assert!(statuses.iter().all(|s| s == "502" || s == "200"), "{statuses:?}");
+    proxy.stop().await;
+}

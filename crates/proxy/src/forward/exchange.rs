@@ -76,14 +76,17 @@ struct Exchange {
     target_keeps: bool,
     /// The client's connection stays open after this response.
     client_keeps: bool,
-    reused: bool,
+    /// A failure before any response byte may send the request again (see [`Outcome::Stale`]).
+    retryable: bool,
 }
 
 /// How an exchange ended.
 enum Outcome {
     /// The response was delivered: whether the socket can serve another request.
     Done { reusable: bool, next: Next },
-    /// A reused socket was found closed before the request reached the target: try another.
+    /// The socket broke before any response byte, for a request that may be sent again (no
+    /// body; on a reused socket — the target had closed it — or an idempotent method): try
+    /// another socket, and another target unless the socket was a reused one.
     Stale,
     /// Nothing was sent to the client yet: it gets this error.
     Failed(ErrorKind),
@@ -106,6 +109,7 @@ impl Session {
             self.ubuf = Buf::with_capacity(READ_CHUNK);
         }
         self.qbuf.clear();
+        let idempotent = matches!(&self.rbuf.bytes()[head.method.clone()], b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE");
         {
             let buf = self.rbuf.bytes();
             let f = Forwarded {
@@ -147,7 +151,7 @@ impl Session {
         }
         let retry_safe = head.framing == Framing::Empty;
         let mut target = fw.group.pick().map_err(|k| (ProxyError::new(k), left(&body)))?;
-        let (mut connect_failures, mut stale) = (0, 0);
+        let (mut connect_failures, mut stale, mut broken) = (0, 0, 0);
         loop {
             let (mut stream, reused) = match target.pool.take().filter(|_| stale < STALE_RETRIES) {
                 Some(stream) => (stream, true),
@@ -175,7 +179,7 @@ impl Session {
                 body_done: false,
                 target_keeps: false,
                 client_keeps: head.keep_alive && !self.timers.clock.draining(),
-                reused: reused && retry_safe,
+                retryable: retry_safe && (reused || (idempotent && broken < CONNECT_RETRIES)),
             };
             self.timers.clock.await_response();
             let outcome = self.run(&mut stream, &mut x, &mut body, head, request_id, is_head).await;
@@ -189,8 +193,16 @@ impl Session {
                     return Ok(next);
                 }
                 Outcome::Stale => {
-                    stale += 1;
                     self.ubuf.consume(self.ubuf.len());
+                    if reused {
+                        stale += 1;
+                    } else {
+                        // A target that breaks a fresh connection (its process died, say): an
+                        // idempotent request without a body goes to the next target.
+                        tracing::debug!(to = ?target.key, "target broke the connection; trying another");
+                        broken += 1;
+                        target = fw.group.pick().map_err(|k| (ProxyError::new(k), left(&body)))?;
+                    }
                 }
                 Outcome::Failed(kind) => {
                     self.ubuf.consume(self.ubuf.len());
@@ -333,7 +345,7 @@ impl Session {
                         continue;
                     }
                     Poll::Ready(_) => {
-                        if x.reused && !x.got_bytes {
+                        if x.retryable && !x.got_bytes {
                             return Poll::Ready(Outcome::Stale);
                         }
                         // The target stopped reading; it may still have answered.
@@ -419,7 +431,7 @@ impl Session {
                         Poll::Pending => break,
                         Poll::Ready(Ok(n)) if n > 0 => x.got_bytes = true,
                         Poll::Ready(_) => {
-                            if x.reused && !x.got_bytes {
+                            if x.retryable && !x.got_bytes {
                                 return Poll::Ready(Outcome::Stale);
                             }
                             return Poll::Ready(Outcome::Failed(ErrorKind::UpstreamBroken));
