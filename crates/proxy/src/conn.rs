@@ -397,7 +397,8 @@ impl Clock {
 
     /// Starts waiting for a target's response head.
     pub(crate) fn await_response(&mut self) {
-        self.response_due = Some(Instant::now() + self.response_timeout);
+        // From the request's last read: no clock read of its own.
+        self.response_due = Some(self.last_io + self.response_timeout);
     }
 
     /// The response head arrived (or the exchange ended).

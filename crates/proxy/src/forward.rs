@@ -25,6 +25,13 @@ use crate::error::ErrorKind;
 
 pub(crate) mod exchange;
 
+/// Probes on target connections: first after 1 s without traffic, then every second; the
+/// connection fails after 2 unanswered (about 3 s).
+const KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
+    .with_time(Duration::from_secs(1))
+    .with_interval(Duration::from_secs(1))
+    .with_retries(2);
+
 /// What tells pools apart: where targets are reached from (the host, or the namespace of the
 /// target group's VPC), the target's address, and the idle timeout.
 pub(crate) type PoolKey = (Place, SocketAddr, Duration);
@@ -113,6 +120,11 @@ impl Pool {
         match tokio::time::timeout(self.connect_timeout, connect).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
+                // A target whose host vanished (a task's namespace removed with it, say) never
+                // closes the connection: keep-alive probes find it within a few seconds, so the
+                // request waiting on it fails (and an idempotent one goes to the next target)
+                // instead of waiting out the response timeout.
+                let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&KEEPALIVE);
                 Ok(stream)
             }
             Ok(Err(e)) => {

@@ -77,19 +77,52 @@ fn hop_by_hop(name: &[u8]) -> bool {
     NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
-/// Whether `Connection` (any of `fields`) names `name` (never `Host` or `Content-Length`, which a
-/// client cannot make us drop).
-fn named_by_connection(buf: &[u8], fields: &[Field], connection: bool, name: &[u8]) -> bool {
-    connection
-        && !name.eq_ignore_ascii_case(b"host")
-        && fields
-            .iter()
-            .filter(|f| buf[f.name.clone()].eq_ignore_ascii_case(b"connection"))
-            .any(|f| tokens(&buf[f.value.clone()]).any(|t| t.eq_ignore_ascii_case(name)))
+/// The header names the `Connection` fields of a head list, other than `close` and `keep-alive`
+/// (which the proxy handles itself): those headers do not cross the proxy. Never `Host` or
+/// `Content-Length`, which a client cannot make us drop.
+struct Named<'b> {
+    buf: &'b [u8],
+    fields: &'b [Field],
+    /// The first names, when there are few (the usual case: none).
+    first: [&'b [u8]; 4],
+    n: usize,
+    /// More than `first` holds: look through the fields again.
+    many: bool,
 }
 
-fn has_connection(buf: &[u8], fields: &[Field]) -> bool {
-    fields.iter().any(|f| buf[f.name.clone()].eq_ignore_ascii_case(b"connection"))
+impl<'b> Named<'b> {
+    fn new(buf: &'b [u8], fields: &'b [Field]) -> Self {
+        let mut named = Self { buf, fields, first: [&[]; 4], n: 0, many: false };
+        for f in fields.iter().filter(|f| buf[f.name.clone()].eq_ignore_ascii_case(b"connection")) {
+            for token in tokens(&buf[f.value.clone()]) {
+                if token.eq_ignore_ascii_case(b"close") || token.eq_ignore_ascii_case(b"keep-alive") {
+                    continue;
+                }
+                match named.first.get_mut(named.n) {
+                    Some(slot) => {
+                        *slot = token;
+                        named.n += 1;
+                    }
+                    None => named.many = true,
+                }
+            }
+        }
+        named
+    }
+
+    fn contains(&self, name: &[u8]) -> bool {
+        if self.n == 0 || name.eq_ignore_ascii_case(b"host") {
+            return false;
+        }
+        if self.many {
+            return self
+                .fields
+                .iter()
+                .filter(|f| self.buf[f.name.clone()].eq_ignore_ascii_case(b"connection"))
+                .any(|f| tokens(&self.buf[f.value.clone()]).any(|t| t.eq_ignore_ascii_case(name)));
+        }
+        self.first[..self.n].iter().any(|t| t.eq_ignore_ascii_case(name))
+    }
 }
 
 fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
@@ -119,7 +152,7 @@ pub(crate) fn write_request(
     out.push(b' ');
     out.extend_from_slice(path);
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let connection = has_connection(buf, &head.fields);
+    let named = Named::new(buf, &head.fields);
     let mut forwarded_for = false;
     for fl in &head.fields {
         let name = &buf[fl.name.clone()];
@@ -130,7 +163,7 @@ pub(crate) fn write_request(
             || name.eq_ignore_ascii_case(b"x-forwarded-port")
             || name.eq_ignore_ascii_case(b"x-forwarded-proto")
             || starts_with_ignore_case(name, b"x-amzn-lattice-")
-            || named_by_connection(buf, &head.fields, connection, name)
+            || named.contains(name)
         {
             continue;
         }
@@ -206,15 +239,13 @@ pub(crate) fn write_response(
     out.push(b' ');
     out.extend_from_slice(&buf[head.reason.clone()]);
     out.extend_from_slice(b"\r\n");
-    let connection = has_connection(buf, &head.fields);
+    let named = Named::new(buf, &head.fields);
     for fl in &head.fields {
         let name = &buf[fl.name.clone()];
         let length = name.eq_ignore_ascii_case(b"content-length");
         // A body-less response keeps the length the target gave it (a HEAD's, a 304's).
         if (length && framing == ClientFraming::None && head.framing != Framing::Chunked)
-            || !(hop_by_hop(name)
-                || name.eq_ignore_ascii_case(b"x-amzn-requestid")
-                || named_by_connection(buf, &head.fields, connection, name))
+            || !(hop_by_hop(name) || name.eq_ignore_ascii_case(b"x-amzn-requestid") || named.contains(name))
         {
             field(out, name, &buf[fl.value.clone()]);
         }

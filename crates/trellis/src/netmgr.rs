@@ -245,8 +245,19 @@ impl NetManager {
             address,
             dns: instance.dns,
         };
-        let netns = self.netns.clone();
-        match blocking(move || netns.add_instance(&spec)).await {
+        let (netns, first) = (self.netns.clone(), spec.clone());
+        let mut made = blocking(move || netns.add_instance(&first)).await;
+        if let Err(e) = &made {
+            // Seen rarely under load: the subnet's bridge was not there to attach to. The VPC's
+            // layout is applied again, and the instance made once more.
+            tracing::warn!(instance = %instance_id, vpc = vpc_id, error = %e, "cannot attach the instance; applying the VPC's network again");
+            applied.vpcs.remove(vpc_id);
+            if self.ready_subnet(&mut applied, vpc_id, Some(&subnet_id)).await.is_ok() {
+                let netns = self.netns.clone();
+                made = blocking(move || netns.add_instance(&spec)).await;
+            }
+        }
+        match made {
             Ok(name) => {
                 self.record(&name, &format!("instance/{instance_id}")).await;
                 tracing::info!(instance = %instance_id, vpc = vpc_id, %address, "instance started");
@@ -291,7 +302,7 @@ impl NetManager {
             })?,
         };
         let layout = layout(network, snapshot.vpcs.contains_key(vpc_id));
-        if applied.vpcs.get(vpc_id) != Some(&layout) {
+        if applied.vpcs.get(vpc_id) != Some(&layout) || !Netns::exists(&self.netns.naming().vpc(vpc_id)) {
             let (netns, work) = (self.netns.clone(), layout.clone());
             blocking(move || netns.apply_vpc(&work)).await?;
             applied.vpcs.insert(vpc_id.to_owned(), layout);
