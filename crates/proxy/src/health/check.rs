@@ -19,7 +19,7 @@ pub(crate) const NOT_IN_USE: &str = "TargetGroupNotInUse";
 pub(crate) const DISABLED: &str = "HealthCheckDisabled";
 /// `reasonCode` of Lambda and ALB targets, which are never checked.
 pub(crate) const NOT_SUPPORTED: &str = "HealthCheckNotSupported";
-/// `reasonCode` of a target whose checks use a protocol Trellis cannot probe yet (HTTPS; HTTP2).
+/// `reasonCode` of a target whose checks use a protocol Trellis cannot probe yet (HTTP2).
 pub(crate) const PROTOCOL_UNSUPPORTED: &str = "HealthCheckProtocolUnsupported";
 /// `reasonCode` of a target whose settings cannot be run (a matcher that does not parse).
 pub(crate) const CONFIG_INVALID: &str = "HealthCheckConfigInvalid";
@@ -58,12 +58,15 @@ pub(crate) struct Check {
 pub(crate) enum ProbeKind {
     /// Connect, then close.
     Tcp,
-    /// `GET path` over HTTP/1.1 on a fresh connection; pass when the status is in `codes`.
+    /// `GET path` over HTTP/1.1 on a fresh connection (over TLS for HTTPS checks); pass when
+    /// the status is in `codes`.
     Http {
         /// The request target, already safe to write on the wire.
         path: String,
         /// Passing status codes.
         codes: Codes,
+        /// HTTPS.
+        tls: bool,
     },
 }
 
@@ -94,9 +97,10 @@ impl Check {
             return Err(PROTOCOL_UNSUPPORTED);
         }
         let probe = match hc.protocol.as_deref().map(str::to_ascii_uppercase).as_deref() {
-            None | Some("HTTP") => {
+            protocol @ (None | Some("HTTP" | "HTTPS")) => {
                 let codes = hc.matcher.as_ref().map_or(Ok(Codes::ok()), |m| Codes::parse(&m.http_code))?;
-                ProbeKind::Http { path: request_target(hc.path.as_deref().unwrap_or("/")), codes }
+                let tls = protocol == Some("HTTPS");
+                ProbeKind::Http { path: request_target(hc.path.as_deref().unwrap_or("/")), codes, tls }
             }
             Some("TCP") => ProbeKind::Tcp,
             Some(_) => return Err(PROTOCOL_UNSUPPORTED),
@@ -216,7 +220,7 @@ mod tests {
         assert_eq!(c.interval, Duration::from_secs(30));
         assert_eq!(c.timeout, Duration::from_secs(5));
         assert_eq!((c.healthy_threshold, c.unhealthy_threshold), (5, 2));
-        assert_eq!(c.probe, ProbeKind::Http { path: "/".into(), codes: Codes::ok() });
+        assert_eq!(c.probe, ProbeKind::Http { path: "/".into(), codes: Codes::ok(), tls: false });
         assert_eq!(c.port, None);
 
         let c = Check::new(&hc(|h| h.health_check_interval_seconds = Some(1)), Duration::from_secs(5), S).unwrap();
@@ -241,7 +245,8 @@ mod tests {
     fn protocols() {
         let tcp = Check::new(&hc(|h| h.protocol = Some("TCP".into())), S, S).unwrap();
         assert_eq!(tcp.probe, ProbeKind::Tcp);
-        assert_eq!(Check::new(&hc(|h| h.protocol = Some("HTTPS".into())), S, S), Err(PROTOCOL_UNSUPPORTED));
+        let https = Check::new(&hc(|h| h.protocol = Some("HTTPS".into())), S, S).unwrap();
+        assert_eq!(https.probe, ProbeKind::Http { path: "/".into(), codes: Codes::ok(), tls: true });
         assert_eq!(Check::new(&hc(|h| h.protocol_version = Some("HTTP2".into())), S, S), Err(PROTOCOL_UNSUPPORTED));
         assert_eq!(Check::new(&hc(|h| h.enabled = Some(false)), S, S), Err(DISABLED));
         let bad = hc(|h| h.matcher = Some(Matcher { http_code: "2xx".into() }));

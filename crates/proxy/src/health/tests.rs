@@ -391,7 +391,6 @@ async fn targets_that_are_never_probed() {
     let groups = vec![
         group("tg-unused", vec![at(target.addr)], |g| g.in_use = false),
         group("tg-off", vec![at(target.addr)], |g| g.health_check.enabled = Some(false)),
-        group("tg-https", vec![at(target.addr)], |g| g.health_check.protocol = Some("HTTPS".into())),
         group("tg-h2", vec![at(target.addr)], |g| g.health_check.protocol_version = Some("HTTP2".into())),
         group("tg-remote", vec![at(remote), instance.clone()], |_| {}),
         group("tg-lambda", vec![at(target.addr)], |g| g.target_type = "LAMBDA".into()),
@@ -400,7 +399,6 @@ async fn targets_that_are_never_probed() {
     let expect = [
         (key("tg-unused", target.addr), Unused, check::NOT_IN_USE),
         (key("tg-off", target.addr), Unavailable, check::DISABLED),
-        (key("tg-https", target.addr), Unavailable, check::PROTOCOL_UNSUPPORTED),
         (key("tg-h2", target.addr), Unavailable, check::PROTOCOL_UNSUPPORTED),
         (key("tg-remote", remote), Unavailable, check::NOT_LOOPBACK),
         (
@@ -550,3 +548,57 @@ fn plans_put_draining_first() {
 }
 
 mod scale;
+
+/// A TLS server with a self-signed certificate that answers every request with `status`, and
+/// counts them.
+async fn tls_target(status: u16) -> (SocketAddr, Arc<AtomicUsize>, JoinHandle<()>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["target.example".into()]).unwrap().self_signed(&key).unwrap();
+    let der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], der)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, counted) = (acceptor.clone(), counted.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else { return };
+                let mut buf = [0u8; 1024];
+                if matches!(tls.read(&mut buf).await, Ok(n) if n > 0) {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    let _ = tls.write_all(answer.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    (addr, hits, task)
+}
+
+#[tokio::test]
+async fn https_checks_speak_tls_and_accept_any_certificate() {
+    let (good, good_hits, t1) = tls_target(200).await;
+    let (bad, _, t2) = tls_target(503).await;
+    // A plaintext HTTP server fails an HTTPS check (no TLS handshake).
+    let plain = FakeTarget::start(200).await;
+    let targets = vec![at(good), at(bad), at(plain.addr)];
+    let tg = group("tg-1", targets, |g| g.health_check.protocol = Some("HTTPS".into()));
+    let mut h = Harness::start(config(Duration::from_secs(60)), UNIT, snapshot(vec![tg]));
+    h.wait_for(&key("tg-1", good), Healthy).await;
+    h.wait_for(&key("tg-1", bad), Unhealthy).await;
+    h.wait_for(&key("tg-1", plain.addr), Unhealthy).await;
+    assert!(good_hits.load(Ordering::SeqCst) >= 1);
+    h.stop().await;
+    t1.abort();
+    t2.abort();
+}
