@@ -229,6 +229,7 @@ def test_tasks_register_serve_scale_roll_and_survive_kill_9(world, tmp_path):
     served_after = time.monotonic() - started
     assert status == 200 and body["task"].startswith("arn:aws:ecs:")
     assert served_after < 10, served_after
+    print(f"{world.mode}: a new service's first task served through Lattice {served_after:.2f} s after CreateService")
     wait_for(lambda: len(world.healthy()) == 2, 15, interval=0.2, message="2 healthy targets")
     tasks = world.tasks()
     assert len(tasks) == 2 and all(t["lastStatus"] == "RUNNING" for t in tasks)
@@ -374,6 +375,7 @@ def test_requests_in_flight_finish_when_their_task_stops(world):
         client.start()
         time.sleep(1)  # the request is in flight (netns mode starts an instance for it first)
         assert client.is_alive()
+        seen = _statuses_until_stopped(world.ecs, task)
         if how == "StopTask":
             world.ecs.stop_task(cluster="c1", task=task, reason="in-flight test")
         else:
@@ -383,6 +385,8 @@ def test_requests_in_flight_finish_when_their_task_stops(world):
         wait_for(lambda: all(t["status"] != "HEALTHY" for t in world.targets() if t["id"] == ip), 5,
                  interval=0.1, message=f"{how}: the target deregistered")
         assert client.is_alive(), (how, answer)
+        last = world.ecs.describe_tasks(cluster="c1", tasks=[task])["tasks"][0]["lastStatus"]
+        assert last == "DEACTIVATING", (how, last)
         os.kill(pid, 0)
         client.join(15)
         assert "got" in answer, (how, answer)
@@ -390,7 +394,32 @@ def test_requests_in_flight_finish_when_their_task_stops(world):
         assert status == 200 and got["task"] == task and got["path"] == "/slow?delay_ms=3000", (how, got)
         stopped = wait_for(lambda: _stopped(world.ecs, task), 30, interval=0.2, message=f"{how}: the task stops")
         assert stopped["stoppedReason"], stopped
+        # The ECS states, in their order (the short ones may pass between two looks).
+        seen.join(10)
+        order = ["RUNNING", "DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED"]
+        assert seen.statuses[0] == "RUNNING" and seen.statuses[-1] == "STOPPED", (how, seen.statuses)
+        assert "DEACTIVATING" in seen.statuses, (how, seen.statuses)
+        assert [order.index(s) for s in seen.statuses] == sorted(order.index(s) for s in seen.statuses), seen.statuses
         wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10, message=f"{how}: the process ends")
+
+
+def _statuses_until_stopped(ecs, arn):
+    """A thread noting each new lastStatus of task `arn` (every 50 ms) until it is STOPPED."""
+    watcher = threading.Thread(daemon=True)
+    watcher.statuses = []
+
+    def watch():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            last = ecs.describe_tasks(cluster="c1", tasks=[arn])["tasks"][0]["lastStatus"]
+            if not watcher.statuses or watcher.statuses[-1] != last:
+                watcher.statuses.append(last)
+            if last == "STOPPED":
+                return
+            time.sleep(0.05)
+    watcher.run = watch
+    watcher.start()
+    return watcher
 
 
 def test_entry_point_replaces_the_program(world):
