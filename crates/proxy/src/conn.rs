@@ -125,6 +125,8 @@ pub(crate) struct Session {
     pub(crate) qbuf: Vec<u8>,
     /// The client's stream ended.
     pub(crate) client_eof: bool,
+    /// Waiting for a request head (the header read timeout applies only then).
+    reading_head: bool,
 }
 
 /// How an exchange left the connection.
@@ -160,7 +162,7 @@ pub(crate) async fn serve(
         head_started: None,
         idle: None,
         response_due: None,
-        max_age_at: now + config.max_connection_age,
+        max_age_at: later(now, config.max_connection_age),
         drain_until: None,
     };
     let closing = Box::pin(async move {
@@ -180,6 +182,7 @@ pub(crate) async fn serve(
         ubuf: Buf::with_capacity(0),
         qbuf: Vec::new(),
         client_eof: false,
+        reading_head: false,
     };
     let current = routes.borrow().clone();
     let mut cache = RoutesCache { rx: routes, current };
@@ -215,13 +218,25 @@ impl Session {
     /// The next request head: `None` when the connection should close quietly (the client left,
     /// went idle or too slow, or the connection is draining between requests).
     async fn read_head(&mut self) -> Result<Option<RequestHead>, ErrorKind> {
+        // Part of a head may have come with the previous request: its clock starts from that
+        // read.
+        if !self.rbuf.is_empty() {
+            self.timers.clock.head_started = Some(self.timers.clock.last_io);
+        }
+        self.reading_head = true;
+        let head = self.next_head().await;
+        self.reading_head = false;
+        self.timers.clock.head_started = None;
+        head
+    }
+
+    async fn next_head(&mut self) -> Result<Option<RequestHead>, ErrorKind> {
         loop {
             if !self.rbuf.is_empty() {
                 if self.guard.is_poisoned() {
                     return Err(ErrorKind::BadFraming);
                 }
                 if let Some(head) = crate::h1::parse_request(self.rbuf.bytes(), self.config.max_headers)? {
-                    self.timers.clock.head_started = None;
                     return Ok(Some(head));
                 }
             }
@@ -255,8 +270,10 @@ impl Session {
         let method_is_head = &self.rbuf.bytes()[head.method.clone()] == b"HEAD";
         let conn = self.conn.clone();
         let decision = request::route(&conn, routes, self.rbuf.bytes(), &head);
-        // A local answer leaves any request body unread: the connection closes after it.
-        let local_close = head.framing != Framing::Empty || !head.keep_alive;
+        // A local answer leaves any request body unread: the connection closes after it (and
+        // after any answer once the connection is draining).
+        let has_body = !matches!(head.framing, Framing::Empty | Framing::Length(0));
+        let local_close = has_body || !head.keep_alive || self.timers.clock.draining();
         let next = match decision {
             Ok(Decision::Fixed(status)) => {
                 let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
@@ -270,7 +287,8 @@ impl Session {
                 match self.forward(&head, forward, &request_id, method_is_head).await {
                     Ok(next) => next,
                     Err((e, body_left)) => {
-                        let close = body_left || e.closes_connection() || !head.keep_alive;
+                        let close =
+                            body_left || e.closes_connection() || !head.keep_alive || self.timers.clock.draining();
                         log(&e);
                         e.write_http1(&mut self.out, &request_id, close, method_is_head);
                         if close { Next::Close } else { Next::KeepAlive }
@@ -343,7 +361,7 @@ impl Session {
             self.refused = self.guard.refusal();
         }
         self.rbuf.filled(pass);
-        if self.guard.mid_head() && self.timers.clock.head_started.is_none() {
+        if self.reading_head && self.guard.mid_head() && self.timers.clock.head_started.is_none() {
             self.timers.clock.head_started = Some(now);
         }
         // A refusal with nothing before it reads as more bytes to look at, not the end.
@@ -395,10 +413,14 @@ impl Clock {
         self.drain_until.is_some()
     }
 
-    /// Starts waiting for a target's response head.
-    pub(crate) fn await_response(&mut self) {
-        // From the request's last read: no clock read of its own.
-        self.response_due = Some(self.last_io + self.response_timeout);
+    /// Starts waiting for a target's response head: the request was all sent at `sent`.
+    pub(crate) fn await_response(&mut self, sent: Instant) {
+        self.response_due = Some(later(sent, self.response_timeout));
+    }
+
+    /// When the last bytes moved to or from the client.
+    pub(crate) fn last_io(&self) -> Instant {
+        self.last_io
     }
 
     /// The response head arrived (or the exchange ended).
@@ -408,20 +430,20 @@ impl Clock {
 
     fn start_draining(&mut self, now: Instant) {
         if self.drain_until.is_none() {
-            self.drain_until = Some(now + DRAIN_GRACE);
+            self.drain_until = Some(later(now, DRAIN_GRACE));
         }
     }
 
     /// The earliest deadline.
     fn next_deadline(&self) -> Instant {
-        let idle = self.last_io + self.idle.unwrap_or(self.header_read_timeout);
+        let idle = later(self.last_io, self.idle.unwrap_or(self.header_read_timeout));
         let mut at = match self.response_due {
             // Waiting on a target: its deadline, not the client's idleness.
             Some(due) => due,
             None => idle,
         };
         if let Some(head) = self.head_started {
-            at = at.min(head + self.header_read_timeout);
+            at = at.min(later(head, self.header_read_timeout));
         }
         match self.drain_until {
             Some(drain) => at.min(drain),
@@ -441,13 +463,18 @@ impl Clock {
         if self.response_due.is_some_and(|d| now >= d) {
             return Some(Event::Expired(Expired::Response));
         }
-        let idle = self.last_io + self.idle.unwrap_or(self.header_read_timeout);
-        let head = self.head_started.map(|h| h + self.header_read_timeout);
+        let idle = later(self.last_io, self.idle.unwrap_or(self.header_read_timeout));
+        let head = self.head_started.map(|h| later(h, self.header_read_timeout));
         if (self.response_due.is_none() && now >= idle) || head.is_some_and(|h| now >= h) {
             return Some(Event::Expired(Expired::Idle));
         }
         None
     }
+}
+
+/// `at + d`, or a year on when that cannot be told (a timeout set absurdly large).
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d).unwrap_or_else(|| at + Duration::from_secs(365 * 24 * 3600))
 }
 
 // === impl Timers ===

@@ -26,7 +26,7 @@ pub(crate) struct Field {
 pub(crate) enum Framing {
     /// No body.
     Empty,
-    /// `Content-Length` bytes.
+    /// `Content-Length` bytes (a request's `Content-Length: 0` stays `Length(0)`).
     Length(u64),
     /// `Transfer-Encoding: chunked`.
     Chunked,
@@ -203,11 +203,7 @@ pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Result<Option<Req
         Err(httparse::Error::TooManyHeaders) => return Err(ErrorKind::TooManyHeaders),
         Err(_) => return Err(ErrorKind::BadFraming),
     };
-    let base = buf.as_ptr() as usize;
-    let at = |s: &[u8]| {
-        let from = s.as_ptr() as usize - base;
-        from..from + s.len()
-    };
+    let at = |s: &[u8]| position(buf, s);
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(ErrorKind::BadFraming);
     };
@@ -254,7 +250,8 @@ pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Result<Option<Req
     head.framing = match (chunked, length) {
         (true, Some(_)) => return Err(ErrorKind::BadFraming),
         (true, None) => Framing::Chunked,
-        (false, Some(0) | None) => Framing::Empty,
+        (false, None) => Framing::Empty,
+        // `Content-Length: 0` is kept as it came (some targets insist on a length for a POST).
         (false, Some(n)) => Framing::Length(n),
     };
     Ok(Some(head))
@@ -270,11 +267,7 @@ pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, ()> {
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(()),
     };
-    let base = buf.as_ptr() as usize;
-    let at = |s: &[u8]| {
-        let from = s.as_ptr() as usize - base;
-        from..from + s.len()
-    };
+    let at = |s: &[u8]| position(buf, s);
     let (Some(status), Some(minor)) = (res.code, res.version) else { return Err(()) };
     let mut head = ResponseHead {
         len,
@@ -326,6 +319,16 @@ pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, ()> {
 pub(crate) fn response_framing(head: &ResponseHead, is_head: bool) -> Framing {
     let bodiless = is_head || head.status == 204 || head.status == 304 || (100..200).contains(&head.status);
     if bodiless || head.framing == Framing::Length(0) { Framing::Empty } else { head.framing }
+}
+
+/// Where `part` (a slice httparse returned) lies in `buf`. An empty part may be a static `""`
+/// outside the buffer (a status line without a reason phrase): it is an empty range.
+fn position(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let from = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+    match from.checked_add(part.len()) {
+        Some(end) if end <= buf.len() => from..end,
+        _ => 0..0,
+    }
 }
 
 /// A Content-Length value: digits only, no sign, no overflow.
@@ -502,6 +505,8 @@ mod tests {
         assert_eq!(head.len, raw.len() - 5);
         assert_eq!(&raw[head.target.clone()], b"/p?q=1");
         assert_eq!((head.framing, head.keep_alive), (Framing::Length(5), false));
+        let zero = parse_request(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 100).unwrap().unwrap();
+        assert_eq!(zero.framing, Framing::Length(0));
         assert!(parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n", 100).unwrap().is_none());
         let ten = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
         assert!(parse_request(ten, 100).unwrap().unwrap().keep_alive);
@@ -521,6 +526,9 @@ mod tests {
 
     #[test]
     fn response_heads() {
+        let bare = b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n";
+        let head = parse_response(bare).unwrap().unwrap();
+        assert_eq!((head.status, head.reason), (200, 0..0));
         let head = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc").unwrap().unwrap();
         assert_eq!((head.status, head.framing, head.keep_alive), (200, Framing::Length(3), true));
         assert_eq!(response_framing(&head, true), Framing::Empty);

@@ -153,7 +153,7 @@ pub(crate) fn write_request(
     out.extend_from_slice(path);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let named = Named::new(buf, &head.fields);
-    let mut forwarded_for = false;
+    let (mut forwarded_for, mut wrote_host) = (false, false);
     for fl in &head.fields {
         let name = &buf[fl.name.clone()];
         let value = &buf[fl.value.clone()];
@@ -183,7 +183,11 @@ pub(crate) fn write_request(
             continue;
         }
         if let Some(host) = host.filter(|_| name.eq_ignore_ascii_case(b"host")) {
-            field(out, name, host);
+            // The URI's authority, once, whatever Host lines came with it.
+            if !wrote_host {
+                wrote_host = true;
+                field(out, name, host);
+            }
             continue;
         }
         field(out, name, value);
@@ -243,8 +247,9 @@ pub(crate) fn write_response(
     for fl in &head.fields {
         let name = &buf[fl.name.clone()];
         let length = name.eq_ignore_ascii_case(b"content-length");
-        // A body-less response keeps the length the target gave it (a HEAD's, a 304's).
-        if (length && framing == ClientFraming::None && head.framing != Framing::Chunked)
+        // A body-less response keeps the length the target gave it (a HEAD's, a 304's; never
+        // a 204's, which has no body to describe).
+        if (length && framing == ClientFraming::None && head.framing != Framing::Chunked && status != 204)
             || !(hop_by_hop(name) || name.eq_ignore_ascii_case(b"x-amzn-requestid") || named.contains(name))
         {
             field(out, name, &buf[fl.value.clone()]);

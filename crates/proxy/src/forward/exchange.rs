@@ -78,15 +78,17 @@ struct Exchange {
     client_keeps: bool,
     /// A failure before any response byte may send the request again (see [`Outcome::Stale`]).
     retryable: bool,
+    /// The response clock runs (it starts once the whole request is sent).
+    clock_started: bool,
 }
 
 /// How an exchange ended.
 enum Outcome {
     /// The response was delivered: whether the socket can serve another request.
     Done { reusable: bool, next: Next },
-    /// The socket broke before any response byte, for a request that may be sent again (no
-    /// body; on a reused socket — the target had closed it — or an idempotent method): try
-    /// another socket, and another target unless the socket was a reused one.
+    /// The socket broke before any response byte, for a request that may be sent again (an
+    /// idempotent method without a body: RFC 9110 §9.2.2): try another socket, and another
+    /// target unless the socket was a reused one (the target had closed it).
     Stale,
     /// Nothing was sent to the client yet: it gets this error.
     Failed(ErrorKind),
@@ -149,11 +151,12 @@ impl Session {
                 return Ok(Next::Close);
             }
         }
-        let retry_safe = head.framing == Framing::Empty;
+        let retry_safe = idempotent && matches!(head.framing, Framing::Empty | Framing::Length(0));
         let mut target = fw.group.pick().map_err(|k| (ProxyError::new(k), left(&body)))?;
         let (mut connect_failures, mut stale, mut broken) = (0, 0, 0);
         loop {
-            let (mut stream, reused) = match target.pool.take().filter(|_| stale < STALE_RETRIES) {
+            let idle = if stale < STALE_RETRIES { target.pool.take() } else { None };
+            let (mut stream, reused) = match idle {
                 Some(stream) => (stream, true),
                 None => match target.pool.connect().await {
                     Ok(stream) => (stream, false),
@@ -179,15 +182,24 @@ impl Session {
                 body_done: false,
                 target_keeps: false,
                 client_keeps: head.keep_alive && !self.timers.clock.draining(),
-                retryable: retry_safe && (reused || (idempotent && broken < CONNECT_RETRIES)),
+                retryable: retry_safe && (reused || broken < CONNECT_RETRIES),
+                clock_started: false,
             };
-            self.timers.clock.await_response();
+            if matches!(body, ReqBody::Done) {
+                // All of the request goes out at once: the target's time starts now.
+                self.timers.clock.await_response(self.timers.clock.last_io());
+                x.clock_started = true;
+            }
             let outcome = self.run(&mut stream, &mut x, &mut body, head, request_id, is_head).await;
             self.timers.clock.response_arrived();
             match outcome {
                 Outcome::Done { reusable, next } => {
                     tracing::trace!(to = ?target.key, "forwarded");
-                    if reusable {
+                    // Bytes past the response's end answer nothing: they never reach the next
+                    // request (on this connection or another), and the socket is not reused.
+                    let clean = self.ubuf.is_empty();
+                    self.ubuf.consume(self.ubuf.len());
+                    if reusable && clean {
                         target.pool.put(stream);
                     }
                     return Ok(next);
@@ -376,6 +388,11 @@ impl Session {
             if self.move_body(body).is_err() {
                 return Poll::Ready(self.client_body_broke(x));
             }
+        }
+        // The whole request is out (or the target stopped taking it): its response is due.
+        if !x.clock_started && (x.req_failed || (matches!(body, ReqBody::Done) && x.qpos == self.qbuf.len())) {
+            self.timers.clock.await_response(tokio::time::Instant::now());
+            x.clock_started = true;
         }
         // The response: its head, then its body, gathered and written.
         loop {
