@@ -8,7 +8,7 @@
 //! to a missing target group): the indexes keep every key per ID, in key order, so that the
 //! same record wins here as there. The tests check this over random sequences of changes.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use trellis_model::lattice::RuleAction;
@@ -18,8 +18,9 @@ use super::model::Model;
 use super::records::{ListenerRec, Rec, RuleRec, TargetRec, split_resource};
 use super::{hosts, serves, service_view, target_group_view};
 
-/// Keys by ID, in key order.
-type Keys = HashMap<String, BTreeSet<Arc<str>>>;
+/// Keys by ID, each list sorted (key order). Most lists hold one key: a sorted `Vec` of
+/// shared keys is a fraction of a `BTreeSet`'s size.
+type Keys = HashMap<String, Vec<Arc<str>>>;
 
 /// Where the records each view is made of are.
 #[derive(Default)]
@@ -79,10 +80,15 @@ impl Index {
     fn touch(&mut self, key: &Arc<str>, rec: &Rec, dirty: &mut Dirty, add: bool) {
         let keys = |map: &mut Keys, id: &str| {
             if add {
-                map.entry(id.to_owned()).or_default().insert(key.clone());
-            } else if let Some(set) = map.get_mut(id) {
-                set.remove(key);
-                if set.is_empty() {
+                let list = map.entry(id.to_owned()).or_insert_with(|| Vec::with_capacity(1));
+                if let Err(at) = list.binary_search(key) {
+                    list.insert(at, key.clone());
+                }
+            } else if let Some(list) = map.get_mut(id) {
+                if let Ok(at) = list.binary_search(key) {
+                    list.remove(at);
+                }
+                if list.is_empty() {
                     map.remove(id);
                 }
             }
@@ -222,7 +228,7 @@ fn service(model: &Model, index: &Index, id: &str) -> Option<ServiceView> {
     for key in index.listeners.get(id).into_iter().flatten() {
         let Some(Rec::Listener(l)) = model.get(key) else { continue };
         // Of listeners sharing an ID (a damaged store), the first in key order has the rules.
-        let first = index.listener_ids.get(&l.id).and_then(BTreeSet::first) == Some(key);
+        let first = index.listener_ids.get(&l.id).and_then(|keys| keys.first()) == Some(key);
         let rules = match index.rules.get(&l.id) {
             Some(keys) if first => keys
                 .iter()
