@@ -386,6 +386,90 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
     }
 
+    /// A record for a small random world: services, listeners, target groups and targets,
+    /// associations, under a handful of IDs so that writes overwrite and delete each other's.
+    fn random_op(seed: &mut u64) -> Op {
+        let mut next = |n: u64| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            *seed % n
+        };
+        let base = "r/us-east-1/111122223333/";
+        let (svc, tg, sn) = (format!("svc-{}", next(6)), format!("tg-{}", next(3)), format!("sn-{}", next(2)));
+        let (key, value) = match next(7) {
+            0 => (
+                format!("{base}res/svc/{svc}"),
+                serde_json::json!({"id": svc, "arn": "a", "dnsName": format!("{svc}.x")}),
+            ),
+            1 => {
+                let action = if next(2) == 0 {
+                    serde_json::json!({"forward": {"targetGroups": [{"targetGroupIdentifier": tg}]}})
+                } else {
+                    serde_json::json!({"fixedResponse": {"statusCode": 404}})
+                };
+                let value = serde_json::json!({"id": format!("listener-{svc}"), "arn": "a", "serviceId": svc,
+                                               "protocol": "HTTP", "port": 80 + next(2), "defaultAction": action});
+                (format!("{base}listener/{svc}/listener-{svc}"), value)
+            }
+            2 => (format!("{base}res/tg/{tg}"), serde_json::json!({"id": tg, "arn": "a", "type": "IP"})),
+            3 => {
+                let ip = format!("127.0.0.{}", 1 + next(3));
+                (format!("{base}target/{tg}/{ip}/00080"), serde_json::json!({"id": ip, "port": 80}))
+            }
+            4 => (
+                format!("{base}res/snsa/snsa-{sn}-{svc}"),
+                serde_json::json!({"serviceNetworkId": sn, "serviceId": svc, "status": "ACTIVE"}),
+            ),
+            5 => {
+                let vpc = format!("vpc-{}", next(2));
+                let value = serde_json::json!({"id": format!("snva-{vpc}"), "serviceNetworkId": sn, "vpcId": vpc,
+                                               "privateDnsEnabled": true, "status": "ACTIVE"});
+                (format!("{base}res/snva/snva-{vpc}"), value)
+            }
+            _ => return Op::DeletePrefix(format!("{base}target/{tg}/")),
+        };
+        if next(5) == 0 { Op::Delete(key) } else { Op::Put(key, value.to_string().into_bytes()) }
+    }
+
+    #[tokio::test]
+    async fn after_many_changes_the_published_snapshot_is_a_full_compile_of_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("store.db"), Default::default()).unwrap();
+        let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
+        let (stop_tx, stop) = watch::channel(false);
+        let range = IngressRange::parse("127.202.0.0/24").unwrap();
+        let task = tokio::spawn(run(Arc::new(store.clone()), "n1".into(), Ingress::Loopback(range), tx, stop));
+        let mut seed = 0x2545_F491_4F6C_DD1D_u64;
+        for round in 0..300 {
+            // Transactions of one to a few writes, some back to back, some spaced out.
+            let ops: Vec<Op> = (0..1 + round % 4).map(|_| random_op(&mut seed)).collect();
+            store.txn(Txn { success: ops, ..Txn::default() }).await.unwrap();
+            if round % 7 == 0 {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        }
+        // Once the loop has caught up (ingress claims included), it serves exactly the store.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let published = rx.borrow_and_update().clone();
+            if published.revision == store.revision() {
+                let full = trellis_control::compile::compile(&store, "n1").await.unwrap();
+                assert_eq!(published.services, full.services);
+                assert_eq!(published.target_groups, full.target_groups);
+                assert_eq!(published.vpcs, full.vpcs);
+                assert_eq!(published.hosts, full.hosts);
+                assert!(!full.services.is_empty() && !full.vpcs.is_empty(), "the world is not empty");
+                assert!(full.vpcs.values().all(|v| v.ingress.is_some()));
+                break;
+            }
+            assert!(Instant::now() < deadline, "the loop did not catch up");
+            let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
+        }
+        let _ = stop_tx.send(true);
+        tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+    }
+
     fn event(key: &str, revision: Revision) -> Result<WatchEvent, Error> {
         let kv = KeyValue {
             key: key.to_owned(),
