@@ -1,16 +1,22 @@
-//! The compiler from store contents to the data plane's [`Snapshot`]: [`compile`] reads every
-//! resource (all regions and accounts, under `r/`) and this node's ingress addresses (under
-//! `node/<node>/vpc/<region>/<vpc-id>`, written by whoever allocates them), and
-//! [`compile_from`] turns those key-values into a snapshot, as a pure function.
+//! The compiler from store contents to the data plane's [`Snapshot`]. [`Compiler`] reads every
+//! resource once (all regions and accounts, under `r/`) and this node's ingress addresses (under
+//! `node/<node>/vpc/<region>/<vpc-id>`, written by whoever allocates them), keeps them decoded,
+//! takes the store's changes one key-value at a time, and builds a snapshot whenever asked.
+//! [`compile`] and [`compile_from`] are the one-shot forms.
 //!
 //! What it resolves ahead of time: which VPCs are associated (an `ACTIVE` VPC association, or
 //! one being updated) and which services each reaches; each associated service's listeners by
 //! port, with rules in evaluation order and actions with weights filled in; the host names that
 //! route to each service; every target group with a fully defaulted health check, whether
 //! anything forwards to it, and its targets. Records that fail to decode are skipped with a
-//! warning: one bad record must not take the data plane's configuration down. Owns no I/O
-//! beyond the two range reads, and does not watch the store (the composition root does, and
-//! calls [`compile`] again).
+//! warning: one bad record must not take the data plane's configuration down.
+//!
+//! The first build after a full read files every record and builds every view ([`build`]).
+//! After that, each change marks the views it can touch and a build remakes only those
+//! (`incremental`): an unchanged service or target group stays the same `Arc` from snapshot to
+//! snapshot, so a change costs neither the time nor the memory of the whole configuration. Owns
+//! no I/O beyond the range reads of a full read, and does not watch the store (the composition
+//! root does, and feeds the changes in).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -24,10 +30,14 @@ use trellis_model::snapshot::{
     WeightedTarget,
 };
 use trellis_model::{Arn, Kind};
-use trellis_store::{KeyValue, Revision, Store, StoreExt};
+use trellis_store::{EventKind, KeyValue, Revision, Store, StoreExt, WatchEvent};
 
-use records::{ListenerRec, Records, RuleRec, Scope, TargetRec, VpcAssociationRec};
+use incremental::{Dirty, Index};
+use model::Model;
+use records::{Decoded, ListenerRec, Records, RuleRec, ServiceRec, TargetGroupRec, TargetRec};
 
+mod incremental;
+mod model;
 mod records;
 
 /// The weight of a forward entry stored without one (the API always stores one).
@@ -38,56 +48,162 @@ const DEFAULT_IDLE_TIMEOUT_SECS: u32 = 60;
 /// it; a damaged store could still hold one).
 const NO_TARGET_GROUP_STATUS: u16 = 503;
 
+/// The decoded store of one node, kept current by the store's changes, and its last build.
+pub struct Compiler {
+    model: Model,
+    index: Index,
+    dirty: Dirty,
+    /// The last build (`None` before the first).
+    built: Option<Arc<Snapshot>>,
+    revision: Revision,
+}
+
+/// Every target group's ID while a snapshot is being built, and whether anything forwards to it.
+type TargetGroups<'m> = HashMap<&'m str, bool>;
+
 /// Reads the store and compiles the snapshot for `node`. The snapshot carries the revision of
 /// the first (resource) read: a watch from the revision after it sees every later change.
 pub async fn compile(store: &dyn Store, node: &str) -> Result<Snapshot, trellis_store::Error> {
-    let resources = store.list_prefix(records::RESOURCES, None, 0).await?;
-    let ingress = store.list_prefix(&ingress_prefix(node), None, 0).await?;
-    let mut kvs = resources.kvs;
-    kvs.extend(ingress.kvs);
-    let (revision, node) = (resources.revision, node.to_owned());
-    // Tens of milliseconds for 10,000 services: too long for a runtime worker thread.
-    tokio::task::spawn_blocking(move || compile_from(&kvs, revision, &node)).await.map_err(|e| {
-        match e.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(e) => trellis_store::Error::Backend(format!("the compile was cancelled: {e}")),
-        }
-    })
+    let compiler = Compiler::load(store, node).await?;
+    blocking(move || compiler.into_snapshot()).await
 }
 
 /// Compiles key-values read from the store (resources under `r/`, and ingress addresses under
 /// `node/<node>/vpc/`; other keys are ignored) into the snapshot of `revision` for `node`.
 pub fn compile_from(kvs: &[KeyValue], revision: Revision, node: &str) -> Snapshot {
-    build(Records::read(kvs, &ingress_prefix(node)), revision)
+    Compiler::from_kvs(kvs, revision, node).into_snapshot()
 }
 
-/// The snapshot of `revision` made of these records.
-fn build(mut records: Records<'_>, revision: Revision) -> Snapshot {
-    let mut target_groups = records.take_target_groups();
-    let services = records.take_services(&mut target_groups);
-    let vpcs = records.vpcs(&services);
-    let hosts = hosts(&services);
-    let target_groups = target_groups.into_iter().map(|(id, tg)| (id, Arc::new(tg))).collect();
-    let networks = records.networks();
-    Snapshot { revision, vpcs, services, target_groups, hosts, networks }
+/// Runs `f` off the runtime's workers: decoding or building 10,000 services takes tens of
+/// milliseconds. A panic in it is a panic here.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, trellis_store::Error> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| match e.try_into_panic() {
+        Ok(panic) => std::panic::resume_unwind(panic),
+        Err(e) => trellis_store::Error::Backend(format!("the compile was cancelled: {e}")),
+    })
 }
-
-/// Target groups by ID while a snapshot is being built (looked up for every forward action).
-type TargetGroups = HashMap<String, TargetGroupView>;
 
 /// The prefix of `node`'s ingress address keys.
 fn ingress_prefix(node: &str) -> String {
     format!("node/{node}/vpc/")
 }
 
+// === impl Compiler ===
+
+impl Compiler {
+    /// Reads the store for `node` and decodes it. [`Compiler::revision`] is that of the first
+    /// (resource) read: a watch from the revision after it sees every later change.
+    pub async fn load(store: &dyn Store, node: &str) -> Result<Self, trellis_store::Error> {
+        let resources = store.list_prefix(records::RESOURCES, None, 0).await?;
+        let ingress = store.list_prefix(&ingress_prefix(node), None, 0).await?;
+        let mut kvs = resources.kvs;
+        kvs.extend(ingress.kvs);
+        let (revision, node) = (resources.revision, node.to_owned());
+        blocking(move || Self::from_kvs(&kvs, revision, &node)).await
+    }
+
+    /// The compiler of key-values read from the store at `revision`, in key order.
+    pub fn from_kvs(kvs: &[KeyValue], revision: Revision, node: &str) -> Self {
+        let model = Model::from_kvs(kvs, ingress_prefix(node));
+        let index = Index::of(&model);
+        Self { model, index, dirty: Dirty::default(), built: None, revision }
+    }
+
+    /// The store revision the next snapshot reflects.
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    /// Takes one change from a watch of the whole store (in revision order, every event after
+    /// [`Compiler::revision`]); whether the next snapshot differs because of it. Changes to keys
+    /// that are not part of the configuration (health, indexes, IAM, ECS…) only move the
+    /// revision on.
+    pub fn apply(&mut self, event: &WatchEvent) -> bool {
+        self.revision = self.revision.max(event.kv.mod_revision);
+        let key = event.kv.key.as_str();
+        let new = match event.kind {
+            EventKind::Put => match self.model.decode(key, &event.kv.value) {
+                Decoded::Ignored => return false,
+                // The full compile leaves an unreadable record out: so does the model.
+                Decoded::Unreadable => None,
+                Decoded::Rec(rec) => Some(rec),
+            },
+            EventKind::Delete => None,
+        };
+        let old = self.model.remove(key);
+        if old.is_none() && new.is_none() {
+            return false;
+        }
+        let key: Arc<str> = match old {
+            Some((key, rec)) => {
+                self.index.unlink(&key, &rec, &mut self.dirty);
+                key
+            }
+            None => Arc::from(key),
+        };
+        if let Some(rec) = new {
+            self.index.link(&key, &rec, &mut self.dirty);
+            self.model.insert(key, rec);
+        }
+        true
+    }
+
+    /// Records that the store reached `revision` (through changes the snapshot is not made of).
+    pub fn advance(&mut self, revision: Revision) {
+        self.revision = self.revision.max(revision);
+    }
+
+    /// Whether a change of `key` can change the snapshot.
+    pub fn reads(&self, key: &str) -> bool {
+        self.model.reads(key)
+    }
+
+    /// The snapshot of everything applied so far. The compiler keeps it (shared, not copied)
+    /// to build the next one from.
+    pub fn snapshot(&mut self) -> Arc<Snapshot> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let built = match self.built.take() {
+            None => Arc::new(build(self.model.records(), self.revision)),
+            Some(last) => {
+                // The data plane holds the last one: the next is a copy (views are shared).
+                let mut next = Arc::unwrap_or_clone(last);
+                incremental::update(&mut next, &self.model, &self.index, dirty);
+                next.revision = self.revision;
+                Arc::new(next)
+            }
+        };
+        self.built = Some(built.clone());
+        built
+    }
+
+    fn into_snapshot(mut self) -> Snapshot {
+        match self.built.take() {
+            None => build(self.model.records(), self.revision),
+            Some(_) => Arc::unwrap_or_clone(self.snapshot()),
+        }
+    }
+}
+
+/// The snapshot of `revision` made of these records, every view built afresh.
+fn build(records: Records<'_>, revision: Revision) -> Snapshot {
+    let mut target_groups: TargetGroups<'_> =
+        records.target_groups.iter().map(|(_, tg)| (tg.id.as_str(), false)).collect();
+    let services = records.services(&mut target_groups);
+    let target_groups = records.target_groups(&target_groups);
+    let vpcs = records.vpcs(&services);
+    let hosts = hosts(&services);
+    let networks = records.networks();
+    Snapshot { revision, vpcs, services, target_groups, hosts, networks }
+}
+
 // === impl Records ===
 
-impl<'k> Records<'k> {
+impl<'m> Records<'m> {
     /// Every VPC with its block and subnets (blocks that do not parse are left out, with a
     /// warning: the API validates them).
-    fn networks(&mut self) -> BTreeMap<String, VpcNetwork> {
+    fn networks(&self) -> BTreeMap<String, VpcNetwork> {
         let mut out: BTreeMap<String, VpcNetwork> = BTreeMap::new();
-        for (scope, vpc) in std::mem::take(&mut self.vpcs) {
+        for (scope, vpc) in &self.vpcs {
             let Ok(cidr) = vpc.cidr_block.parse::<Cidr>() else {
                 tracing::warn!(vpc = %vpc.id, cidr = %vpc.cidr_block, "VPC block is unreadable; no network for it");
                 continue;
@@ -99,13 +215,13 @@ impl<'k> Records<'k> {
                 cidr,
                 subnets: BTreeMap::new(),
             };
-            out.insert(vpc.id, network);
+            out.insert(vpc.id.clone(), network);
         }
-        for subnet in std::mem::take(&mut self.subnets) {
+        for subnet in &self.subnets {
             let Some(vpc) = out.get_mut(&subnet.vpc_id) else { continue };
             match subnet.cidr_block.parse::<Cidr>() {
                 Ok(cidr) => {
-                    vpc.subnets.insert(subnet.id, cidr);
+                    vpc.subnets.insert(subnet.id.clone(), cidr);
                 }
                 Err(_) => tracing::warn!(subnet = %subnet.id, "subnet block is unreadable; no network for it"),
             }
@@ -113,68 +229,41 @@ impl<'k> Records<'k> {
         out
     }
 
-    /// Every target group with its targets, not yet marked in use.
-    fn take_target_groups(&mut self) -> TargetGroups {
-        let mut out = HashMap::with_capacity(self.target_groups.len());
-        for (scope, tg) in std::mem::take(&mut self.target_groups) {
-            let mut config = tg.config.unwrap_or_default();
-            let (protocol, version) = (config.protocol.as_deref(), config.protocol_version.as_deref());
-            let health_check = health_check(&tg.target_type, protocol, version, config.health_check.take());
-            let targets = self.targets.remove(tg.id.as_str()).unwrap_or_default();
-            let view = TargetGroupView {
-                id: tg.id.clone(),
-                arn: tg.arn,
-                region: scope.region.to_owned(),
-                account: scope.account.to_owned(),
-                target_type: tg.target_type,
-                protocol: config.protocol,
-                protocol_version: config.protocol_version,
-                vpc_id: config.vpc_identifier,
-                health_check,
-                in_use: false,
-                targets: targets.into_iter().map(target_view).collect(),
-            };
-            out.insert(tg.id, view);
+    /// Every target group with its targets (`tgs` says which are in use).
+    fn target_groups(&self, tgs: &TargetGroups<'m>) -> BTreeMap<String, Arc<TargetGroupView>> {
+        let mut targets = self.targets.clone();
+        let mut out = BTreeMap::new();
+        for (scope, tg) in &self.target_groups {
+            let targets = targets.remove(tg.id.as_str()).unwrap_or_default();
+            let in_use = tgs.get(tg.id.as_str()).copied().unwrap_or(false);
+            out.insert(tg.id.clone(), Arc::new(target_group_view(*scope, tg, &targets, in_use)));
         }
         out
     }
 
     /// Every service with at least one active service-network association, with its listeners.
     /// Marks the target groups that any listener or rule (of any service) forwards to.
-    fn take_services(&mut self, tgs: &mut TargetGroups) -> BTreeMap<String, Arc<ServiceView>> {
+    fn services(&self, tgs: &mut TargetGroups<'m>) -> BTreeMap<String, Arc<ServiceView>> {
         let associated: HashSet<&str> =
             self.service_associations.iter().filter(|a| serves(a.status)).map(|a| a.service_id.as_str()).collect();
-        let mut listeners: HashMap<String, Vec<ListenerView>> = HashMap::new();
-        for l in std::mem::take(&mut self.listeners) {
-            let rules = self.rules.remove(&l.id).unwrap_or_default();
+        let mut rules = self.rules.clone();
+        let mut listeners: HashMap<&str, Vec<(&ListenerRec, Vec<&RuleRec>)>> = HashMap::new();
+        for l in &self.listeners {
+            let rules = rules.remove(l.id.as_str()).unwrap_or_default();
             mark_in_use(tgs, rules.iter().map(|r| &r.action).chain([&l.default_action]));
             if associated.contains(l.service_id.as_str()) {
-                let service_id = l.service_id.clone();
-                listeners.entry(service_id).or_default().push(listener_view(l, rules, tgs));
+                listeners.entry(l.service_id.as_str()).or_default().push((l, rules));
             }
         }
         // Rules whose listener is gone route nothing, but still count as users.
-        mark_in_use(tgs, self.rules.values().flatten().map(|r| &r.action));
+        mark_in_use(tgs, rules.values().flatten().map(|r| &r.action));
+        let exists = |id: &str| tgs.contains_key(id);
         let mut out = BTreeMap::new();
-        for (id, svc) in std::mem::take(&mut self.services) {
-            if !associated.contains(id.as_str()) {
-                continue;
+        for (id, svc) in &self.services {
+            if associated.contains(id) {
+                let listeners = listeners.remove(id).unwrap_or_default();
+                out.insert((*id).to_owned(), Arc::new(service_view(svc, &listeners, &exists)));
             }
-            let (mut dns_name, mut custom_domain_name) = (svc.dns_name, svc.custom_domain_name);
-            dns_name.make_ascii_lowercase();
-            if let Some(custom) = &mut custom_domain_name {
-                custom.make_ascii_lowercase();
-            }
-            let seconds = svc.idle_timeout_seconds.filter(|s| *s > 0).unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS);
-            let view = ServiceView {
-                arn: svc.arn,
-                dns_name,
-                custom_domain_name,
-                idle_timeout: Duration::from_secs(u64::from(seconds)),
-                listeners: listeners.remove(&id).unwrap_or_default().into_iter().map(|l| (l.port, l)).collect(),
-                id: svc.id,
-            };
-            out.insert(id, Arc::new(view));
         }
         out
     }
@@ -188,8 +277,7 @@ impl<'k> Records<'k> {
                 by_network.entry(a.service_network_id.as_str()).or_default().push(a.service_id.as_str());
             }
         }
-        let mut associations: Vec<&(Scope<'k>, VpcAssociationRec)> =
-            self.vpc_associations.iter().filter(|(_, a)| serves(a.status)).collect();
+        let mut associations: Vec<_> = self.vpc_associations.iter().filter(|(_, a)| serves(a.status)).collect();
         associations.sort_by(|(_, a), (_, b)| (&a.service_network_id, &a.id).cmp(&(&b.service_network_id, &b.id)));
         let mut out = BTreeMap::new();
         for (scope, a) in associations {
@@ -218,29 +306,71 @@ impl<'k> Records<'k> {
     }
 }
 
+/// A service's view: its record, and its listeners with their rules (in key order); `exists`
+/// says which target groups exist.
+fn service_view(
+    svc: &ServiceRec,
+    listeners: &[(&ListenerRec, Vec<&RuleRec>)],
+    exists: &dyn Fn(&str) -> bool,
+) -> ServiceView {
+    let seconds = svc.idle_timeout_seconds.filter(|s| *s > 0).unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS);
+    ServiceView {
+        id: svc.id.clone(),
+        arn: svc.arn.clone(),
+        dns_name: svc.dns_name.to_ascii_lowercase(),
+        custom_domain_name: svc.custom_domain_name.as_ref().map(|c| c.to_ascii_lowercase()),
+        idle_timeout: Duration::from_secs(u64::from(seconds)),
+        listeners: listeners.iter().map(|(l, rules)| (l.port, listener_view(l, rules, exists))).collect(),
+    }
+}
+
+fn target_group_view(
+    scope: records::Scope<'_>,
+    tg: &TargetGroupRec,
+    targets: &[&TargetRec],
+    in_use: bool,
+) -> TargetGroupView {
+    let mut config = tg.config.clone().unwrap_or_default();
+    let (protocol, version) = (config.protocol.as_deref(), config.protocol_version.as_deref());
+    let health_check = health_check(&tg.target_type, protocol, version, config.health_check.take());
+    TargetGroupView {
+        id: tg.id.clone(),
+        arn: tg.arn.clone(),
+        region: scope.region.to_owned(),
+        account: scope.account.to_owned(),
+        target_type: tg.target_type.clone(),
+        protocol: config.protocol,
+        protocol_version: config.protocol_version,
+        vpc_id: config.vpc_identifier,
+        health_check,
+        in_use,
+        targets: targets.iter().map(|t| target_view(t)).collect(),
+    }
+}
+
 /// Whether an association in this status carries traffic: an active one does, and so does one
 /// whose settings are being updated (it stays in force meanwhile).
 fn serves(status: Status) -> bool {
     matches!(status, Status::Active | Status::UpdateInProgress)
 }
 
-fn listener_view(l: ListenerRec, rules: Vec<RuleRec>, tgs: &TargetGroups) -> ListenerView {
+fn listener_view(l: &ListenerRec, rules: &[&RuleRec], exists: &dyn Fn(&str) -> bool) -> ListenerView {
     let mut rules: Vec<RuleView> = rules
-        .into_iter()
+        .iter()
         .map(|r| RuleView {
-            action: action(r.action, tgs),
-            id: r.id,
+            action: action(&r.action, exists),
+            id: r.id.clone(),
             priority: r.priority,
-            matcher: match r.rule_match {
-                RuleMatch::HttpMatch(m) => m,
+            matcher: match &r.rule_match {
+                RuleMatch::HttpMatch(m) => m.clone(),
             },
         })
         .collect();
     rules.sort_by(|a, b| (a.priority, &a.id).cmp(&(b.priority, &b.id)));
     ListenerView {
-        default_action: action(l.default_action, tgs),
-        id: l.id,
-        arn: l.arn,
+        default_action: action(&l.default_action, exists),
+        id: l.id.clone(),
+        arn: l.arn.clone(),
         protocol: l.protocol,
         port: l.port,
         rules,
@@ -248,12 +378,12 @@ fn listener_view(l: ListenerRec, rules: Vec<RuleRec>, tgs: &TargetGroups) -> Lis
 }
 
 /// Marks the target groups these actions forward to as in use.
-fn mark_in_use<'a>(tgs: &mut TargetGroups, actions: impl Iterator<Item = &'a RuleAction>) {
+fn mark_in_use<'a>(tgs: &mut TargetGroups<'_>, actions: impl Iterator<Item = &'a RuleAction>) {
     for action in actions {
         if let RuleAction::Forward(f) = action {
             for t in &f.target_groups {
-                if let Some(tg) = tgs.get_mut(&t.target_group_identifier) {
-                    tg.in_use = true;
+                if let Some(in_use) = tgs.get_mut(t.target_group_identifier.as_str()) {
+                    *in_use = true;
                 }
             }
         }
@@ -261,17 +391,17 @@ fn mark_in_use<'a>(tgs: &mut TargetGroups, actions: impl Iterator<Item = &'a Rul
 }
 
 /// An action as the data plane runs it: target groups that exist, weights filled in.
-fn action(action: RuleAction, tgs: &TargetGroups) -> Action {
+fn action(action: &RuleAction, exists: &dyn Fn(&str) -> bool) -> Action {
     match action {
         RuleAction::FixedResponse(f) => Action::Fixed(f.status_code),
         RuleAction::Forward(f) => {
             let list: Vec<WeightedTarget> = f
                 .target_groups
-                .into_iter()
-                .filter(|t| tgs.contains_key(&t.target_group_identifier))
+                .iter()
+                .filter(|t| exists(&t.target_group_identifier))
                 .map(|t| WeightedTarget {
                     weight: t.weight.unwrap_or(DEFAULT_WEIGHT),
-                    target_group_id: t.target_group_identifier,
+                    target_group_id: t.target_group_identifier.clone(),
                 })
                 .collect();
             if list.is_empty() {
@@ -283,10 +413,10 @@ fn action(action: RuleAction, tgs: &TargetGroups) -> Action {
     }
 }
 
-fn target_view(t: TargetRec) -> TargetView {
+fn target_view(t: &TargetRec) -> TargetView {
     TargetView {
         addr: t.id.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, t.port)),
-        id: t.id,
+        id: t.id.clone(),
         port: t.port,
         draining_since_ms: t.draining_since.map(|ts| ts.0),
     }

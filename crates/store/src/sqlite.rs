@@ -51,10 +51,19 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     /// Every live key, mirrored in memory: range reads never touch SQLite. Updated by the writer
     /// after each commit while it still holds the writer lock, so it always equals the file.
-    cache: RwLock<BTreeMap<String, KeyValue>>,
+    cache: RwLock<BTreeMap<Box<str>, Stored>>,
     revision: AtomicI64,
     events: broadcast::Sender<Arc<Vec<WatchEvent>>>,
     retain: i64,
+}
+
+/// A live key's value and bookkeeping as the mirror keeps it: the key only once (it is the
+/// map's), and nothing spare (10,000 services are about 100,000 keys).
+struct Stored {
+    value: Box<[u8]>,
+    create_revision: Revision,
+    mod_revision: Revision,
+    version: i64,
 }
 
 // === impl SqliteStore ===
@@ -162,10 +171,10 @@ impl Inner {
         let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
         let revision = self.revision.load(Ordering::Acquire);
         let start = Bound::Included(req.start.as_str());
-        let in_range: Box<dyn Iterator<Item = &KeyValue>> = match &req.end {
+        let in_range: Box<dyn Iterator<Item = (&Box<str>, &Stored)>> = match &req.end {
             Some(end) if end.as_str() <= req.start.as_str() => Box::new(std::iter::empty()),
-            Some(end) => Box::new(cache.range::<str, _>((start, Bound::Excluded(end.as_str()))).map(|(_, kv)| kv)),
-            None => Box::new(cache.get(&req.start).into_iter()),
+            Some(end) => Box::new(cache.range::<str, _>((start, Bound::Excluded(end.as_str())))),
+            None => Box::new(cache.get_key_value(req.start.as_str()).into_iter()),
         };
         if req.count_only {
             return RangeResponse { kvs: Vec::new(), count: in_range.count(), more: false, revision };
@@ -173,12 +182,12 @@ impl Inner {
         let limit = if req.limit == 0 { usize::MAX } else { req.limit };
         let mut kvs = Vec::new();
         let mut more = false;
-        for kv in in_range {
+        for (key, stored) in in_range {
             if kvs.len() == limit {
                 more = true;
                 break;
             }
-            kvs.push(kv.clone());
+            kvs.push(stored.to_kv(key));
         }
         // Only `count_only` requests count the whole range (see `RangeResponse::count`).
         let count = kvs.len();
@@ -241,9 +250,13 @@ impl Inner {
             let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
             for ev in &events {
                 match ev.kind {
-                    EventKind::Put => cache.insert(ev.kv.key.clone(), ev.kv.clone()),
-                    EventKind::Delete => cache.remove(&ev.kv.key),
-                };
+                    EventKind::Put => {
+                        cache.insert(ev.kv.key.as_str().into(), Stored::of(&ev.kv));
+                    }
+                    EventKind::Delete => {
+                        cache.remove(ev.kv.key.as_str());
+                    }
+                }
             }
             // Published under the cache lock, so a reader never sees data newer than its revision.
             self.revision.store(revision, Ordering::Release);
@@ -251,6 +264,29 @@ impl Inner {
         // No receivers is fine: nobody is watching.
         let _ = self.events.send(Arc::new(events));
         Ok(TxnResponse { succeeded, revision })
+    }
+}
+
+// === impl Stored ===
+
+impl Stored {
+    fn of(kv: &KeyValue) -> Self {
+        Self {
+            value: kv.value.as_slice().into(),
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            version: kv.version,
+        }
+    }
+
+    fn to_kv(&self, key: &str) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: self.value.to_vec(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+        }
     }
 }
 
@@ -349,7 +385,7 @@ fn migrate(conn: &Connection) -> Result<(), Error> {
 }
 
 /// Reads every key into memory (at open).
-fn load_all(conn: &Connection) -> Result<BTreeMap<String, KeyValue>, Error> {
+fn load_all(conn: &Connection) -> Result<BTreeMap<Box<str>, Stored>, Error> {
     let mut stmt = conn.prepare("SELECT key, value, create_rev, mod_rev, version FROM kv").map_err(backend)?;
     let rows = stmt
         .query_map([], |r| {
@@ -365,7 +401,7 @@ fn load_all(conn: &Connection) -> Result<BTreeMap<String, KeyValue>, Error> {
     let mut map = BTreeMap::new();
     for kv in rows {
         let kv = kv.map_err(backend)?;
-        map.insert(kv.key.clone(), kv);
+        map.insert(kv.key.as_str().into(), Stored::of(&kv));
     }
     Ok(map)
 }

@@ -1,8 +1,9 @@
-//! Feeding the data plane: watches the store, compiles a new [`Snapshot`] after every change
-//! (changes that arrive together are compiled once, and changes the last compile already read
-//! are not compiled again), hands VPCs that became reachable an ingress
-//! address, and publishes each snapshot on a watch channel. If the store stops answering, the
-//! last snapshot stays in force and compiling is retried.
+//! Feeding the data plane: reads the store once, then follows its changes, hands VPCs that
+//! became reachable an ingress address, and publishes a new [`Snapshot`] after every change that
+//! matters to it on a watch channel. Changes are applied to a [`Compiler`] one key-value at a
+//! time (changes that arrive together are built once); only a lost watch (compaction, a store
+//! that went away) reads the whole store again. If the store stops answering, the last snapshot
+//! stays in force and reading is retried.
 //!
 //! Also the other direction: [`StoreSink`] takes the data plane's health reports and writes
 //! them to the store, off the data plane's path.
@@ -11,13 +12,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use trellis_control::compile::{self, Compiler};
 use trellis_model::snapshot::Snapshot;
 use trellis_net::IngressRange;
 use trellis_proxy::{HealthReport, HealthSink};
-use trellis_store::{Revision, Store, WatchStream};
+use trellis_store::{Revision, Store, WatchEvent, WatchStream};
 
-/// How long to gather more changes after the first one before compiling.
+/// How long to gather more changes after the first one before building.
 const DEBOUNCE: Duration = Duration::from_millis(2);
+/// Most changes taken into one build: a long backlog still publishes as it goes.
+const MAX_BATCH: usize = 4096;
 /// How long to wait before retrying when the store fails.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -29,83 +33,118 @@ pub async fn run(
     tx: watch::Sender<Arc<Snapshot>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut changes: Option<WatchStream> = None;
     loop {
-        let snapshot = match compile_with_ingress(store.as_ref(), &node, ingress).await {
-            Ok(s) => s,
+        let (mut compiler, mut stream) = match start(store.as_ref(), &node).await {
+            Ok(started) => started,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot compile the configuration; serving the last one");
-                changes = None;
+                tracing::warn!(error = %e, "cannot read the configuration; serving the last one");
                 if pause(&mut stop, RETRY).await {
                     return;
                 }
                 continue;
             }
         };
-        let revision = snapshot.revision;
-        tx.send_replace(Arc::new(snapshot));
-        if changes.is_none() {
-            match store.watch(String::new(), revision + 1).await {
-                Ok(stream) => changes = Some(stream),
+        let (mut changes, mut revision) = (Vec::new(), compiler.revision());
+        loop {
+            let built = compile::blocking(move || {
+                for event in &changes {
+                    compiler.apply(event);
+                }
+                compiler.advance(revision);
+                let snapshot = compiler.snapshot();
+                (compiler, snapshot)
+            })
+            .await;
+            let Ok((built, mut snapshot)) = built else { return };
+            compiler = built;
+            match with_ingress(store.as_ref(), &node, ingress, &mut snapshot).await {
+                // The addresses given arrive as changes; the snapshot that has them is published.
+                Ok(Allocated::Some) => {}
+                Ok(Allocated::None) => {
+                    tx.send_replace(snapshot);
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch the store; retrying");
+                    tracing::warn!(error = %e, "cannot allocate ingress addresses; serving the last configuration");
                     if pause(&mut stop, RETRY).await {
                         return;
                     }
+                    changes = Vec::new();
                     continue;
                 }
             }
-        }
-        let Some(stream) = changes.as_mut() else { continue };
-        match next_change(stream, &mut stop, revision).await {
-            Change::Config => {}
-            // The stream failed (compaction, store gone): compile afresh and watch again.
-            Change::Lost => changes = None,
-            Change::Stop => return,
+            match next_changes(&mut stream, &mut stop, &compiler).await {
+                Change::Config(events, seen) => (changes, revision) = (events, seen),
+                // The stream failed (compaction, store gone): read afresh and watch again.
+                Change::Lost => break,
+                Change::Stop => return,
+            }
         }
     }
 }
 
+/// Reads the whole configuration and watches the store from the revision after it.
+async fn start(store: &dyn Store, node: &str) -> Result<(Compiler, WatchStream), trellis_store::Error> {
+    let compiler = Compiler::load(store, node).await?;
+    let stream = store.watch(String::new(), compiler.revision() + 1).await?;
+    Ok((compiler, stream))
+}
+
 enum Change {
-    Config,
+    /// Changes the snapshot is made of, and the revision of the last change seen.
+    Config(Vec<WatchEvent>, Revision),
     Lost,
     Stop,
 }
 
 /// Waits for a change that matters to the data plane, then gathers what else arrives within
-/// [`DEBOUNCE`]. Health records are the data plane's own output: they never need a recompile;
-/// IAM, ECS, address and namespace records are not part of the snapshot (see [`not_compiled`]).
-/// Nor do changes at or below `compiled`, the revision of the last compile: it read them
-/// already. (The stream lags behind the store while compiles are slow: a compile at 10,000
-/// services takes tens of milliseconds, and the stream hands over a few hundred events at a
-/// time. Compiling again for each of those stale batches kept the loop busy for seconds after
-/// the last write, rebuilding the same snapshot.)
-async fn next_change(stream: &mut WatchStream, stop: &mut watch::Receiver<bool>, compiled: Revision) -> Change {
-    loop {
+/// [`DEBOUNCE`] of it, and the whole of a backlog (up to [`MAX_BATCH`] changes). Which changes matter is the compiler's to say:
+/// health records (the data plane's own output), IAM, ECS, indexes and the like never need a
+/// build, and are dropped here (only their revision is kept).
+///
+/// A transaction's changes arrive one by one: a batch can end inside one, and the build then
+/// shows part of it until the rest arrives, a moment later.
+async fn next_changes(stream: &mut WatchStream, stop: &mut watch::Receiver<bool>, compiler: &Compiler) -> Change {
+    let mut events = Vec::new();
+    let mut revision = compiler.revision();
+    while events.is_empty() {
         let event = tokio::select! {
             event = stream.recv() => event,
             () = stopped(stop) => return Change::Stop,
         };
         match event {
-            Some(Ok(e)) if e.kv.mod_revision <= compiled || is_health(&e.kv.key) || not_compiled(&e.kv.key) => continue,
-            Some(Ok(_)) => break,
+            Some(Ok(e)) => {
+                revision = revision.max(e.kv.mod_revision);
+                if compiler.reads(&e.kv.key) {
+                    events.push(e);
+                }
+            }
             Some(Err(_)) | None => return Change::Lost,
         }
     }
-    tokio::time::sleep(DEBOUNCE).await;
-    while let Ok(Ok(_)) = stream.try_recv() {}
-    Change::Config
-}
-
-fn is_health(key: &str) -> bool {
-    key.starts_with("r/") && key.contains("/health/")
-}
-
-/// Records the snapshot is not made of: IAM (`iam/`), ECS (`ecs/`: the agent watches those),
-/// addresses handed out in VPCs (`ipam/`), and a node's instances and namespaces.
-fn not_compiled(key: &str) -> bool {
-    ["iam/", "ecs/", "ipam/"].iter().any(|p| key.starts_with(p))
-        || (key.starts_with("node/") && (key.contains("/instance/") || key.contains("/netns/")))
+    // Take what arrives within DEBOUNCE of the first change, and all of a backlog (the stream
+    // refills as it is read), up to MAX_BATCH.
+    let deadline = tokio::time::Instant::now() + DEBOUNCE;
+    while events.len() < MAX_BATCH {
+        let event = match stream.try_recv() {
+            Ok(event) => event,
+            Err(mpsc::error::TryRecvError::Disconnected) => return Change::Lost,
+            Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(deadline, stream.recv()).await {
+                Ok(Some(event)) => event,
+                Ok(None) => return Change::Lost,
+                Err(_) => break,
+            },
+        };
+        match event {
+            Ok(e) => {
+                revision = revision.max(e.kv.mod_revision);
+                if compiler.reads(&e.kv.key) {
+                    events.push(e);
+                }
+            }
+            Err(_) => return Change::Lost,
+        }
+    }
+    Change::Config(events, revision)
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -121,43 +160,52 @@ pub enum Ingress {
     LinkLocal,
 }
 
-/// Compiles a snapshot; if a reachable VPC has no ingress address yet, gives it one and
-/// compiles again (bounded). In netns mode every associated VPC's address is the link-local one.
-async fn compile_with_ingress(
+/// Whether addresses were just given out (their records are on their way as changes).
+enum Allocated {
+    None,
+    Some,
+}
+
+/// Gives every reachable VPC of `snapshot` its ingress address: in netns mode the link-local
+/// one, in place; in loopback mode an address of the range recorded in the store for each VPC
+/// without one (if any was recorded, the snapshot is stale: the records arrive as changes). A
+/// VPC whose address another writer recorded first is served once that record arrives.
+async fn with_ingress(
     store: &dyn Store,
     node: &str,
     ingress: Ingress,
-) -> Result<Snapshot, Box<dyn std::error::Error + Send + Sync>> {
+    snapshot: &mut Arc<Snapshot>,
+) -> Result<Allocated, Box<dyn std::error::Error + Send + Sync>> {
     let range = match ingress {
         Ingress::Loopback(range) => range,
         Ingress::LinkLocal => {
-            let mut snapshot = trellis_control::compile::compile(store, node).await?;
-            for vpc in snapshot.vpcs.values_mut() {
+            // A copy: the compiler keeps the one without addresses to build the next from.
+            for vpc in Arc::make_mut(snapshot).vpcs.values_mut() {
                 vpc.ingress = Some(std::net::IpAddr::V4(trellis_net::netns::LINK_LOCAL));
             }
-            return Ok(snapshot);
+            return Ok(Allocated::None);
         }
     };
-    for _ in 0..8 {
-        let snapshot = trellis_control::compile::compile(store, node).await?;
-        let missing: Vec<(String, String)> = snapshot
-            .vpcs
-            .values()
-            .filter(|v| v.ingress.is_none())
-            .map(|v| (v.region.clone(), v.vpc_id.clone()))
-            .collect();
-        if missing.is_empty() {
-            return Ok(snapshot);
-        }
-        for (region, vpc) in missing {
-            let taken = trellis_control::ingress::taken(store, node).await?;
-            let ip = range.allocate(|ip| taken.contains(&ip))?;
-            if trellis_control::ingress::claim(store, node, &region, &vpc, ip).await? {
-                tracing::info!(%vpc, %ip, "VPC ingress address allocated");
-            }
+    let missing: Vec<(&str, &str)> = snapshot
+        .vpcs
+        .values()
+        .filter(|v| v.ingress.is_none())
+        .map(|v| (v.region.as_str(), v.vpc_id.as_str()))
+        .collect();
+    if missing.is_empty() {
+        return Ok(Allocated::None);
+    }
+    let mut allocated = Allocated::None;
+    for (region, vpc) in missing {
+        let taken = trellis_control::ingress::taken(store, node).await?;
+        let ip = range.allocate(|ip| taken.contains(&ip))?;
+        // Lost to another writer: its record arrives as a change, and a later build sees it.
+        if trellis_control::ingress::claim(store, node, region, vpc, ip).await? {
+            tracing::info!(%vpc, %ip, "VPC ingress address allocated");
+            allocated = Allocated::Some;
         }
     }
-    Err("ingress allocation kept racing with other writers".into())
+    Ok(allocated)
 }
 
 /// Sleeps, unless stopped first (then returns true).
@@ -248,15 +296,15 @@ mod tests {
 
     use trellis_store::{
         BoxFuture, Error, EventKind, KeyValue, Op, RangeRequest, RangeResponse, SqliteStore, Txn, TxnResponse,
-        WatchEvent,
     };
 
     use super::*;
 
-    /// A store whose reads can be made to fail, as a store that stopped answering would.
+    /// A store that can stop answering: reads fail, and a watch ends with an error at its next
+    /// change, as a store that went away would.
     struct Flaky {
         inner: SqliteStore,
-        down: AtomicBool,
+        down: Arc<AtomicBool>,
     }
 
     impl Store for Flaky {
@@ -272,13 +320,31 @@ mod tests {
         }
 
         fn watch(&self, prefix: String, from: i64) -> BoxFuture<'_, Result<WatchStream, Error>> {
-            self.inner.watch(prefix, from)
+            let down = self.down.clone();
+            Box::pin(async move {
+                let mut inner = self.inner.watch(prefix, from).await?;
+                let (tx, rx) = tokio::sync::mpsc::channel(16);
+                tokio::spawn(async move {
+                    while let Some(event) = inner.recv().await {
+                        if down.load(Ordering::SeqCst) {
+                            let _ = tx.send(Err(Error::Backend("store is down".into()))).await;
+                            return;
+                        }
+                        if tx.send(event).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                Ok(rx)
+            })
         }
     }
 
-    async fn put(store: &SqliteStore, key: &str) {
-        let txn = Txn { success: vec![Op::Put(key.into(), b"x".to_vec())], ..Txn::default() };
-        store.txn(txn).await.unwrap();
+    /// Writes a VPC record.
+    async fn put_vpc(store: &SqliteStore, id: &str) {
+        let key = format!("r/us-east-1/111122223333/res/vpc/{id}");
+        let value = serde_json::json!({"id": id, "cidrBlock": "10.0.0.0/16"}).to_string().into_bytes();
+        store.txn(Txn { success: vec![Op::Put(key, value)], ..Txn::default() }).await.unwrap();
     }
 
     async fn wait_for_revision(rx: &mut watch::Receiver<Arc<Snapshot>>, revision: i64) {
@@ -290,26 +356,116 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_last_snapshot_stays_while_the_store_is_down() {
+    async fn changes_are_published_and_the_last_snapshot_stays_while_the_store_is_down() {
         let dir = tempfile::tempdir().unwrap();
         let inner = SqliteStore::open(&dir.path().join("store.db"), Default::default()).unwrap();
-        put(&inner, "unrelated/1").await;
-        let store = Arc::new(Flaky { inner: inner.clone(), down: AtomicBool::new(false) });
+        put_vpc(&inner, "vpc-1").await;
+        let store = Arc::new(Flaky { inner: inner.clone(), down: Arc::new(AtomicBool::new(false)) });
         let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
         let (stop_tx, stop) = watch::channel(false);
         let range = IngressRange::parse("127.201.0.0/24").unwrap();
         let task = tokio::spawn(run(store.clone(), "n1".into(), Ingress::Loopback(range), tx, stop));
         wait_for_revision(&mut rx, 1).await;
+        // A change is applied without reading the store again.
+        put_vpc(&inner, "vpc-2").await;
+        wait_for_revision(&mut rx, 2).await;
+        assert_eq!(rx.borrow().networks.keys().collect::<Vec<_>>(), ["vpc-1", "vpc-2"]);
 
-        // The store stops answering reads; a change arrives; the data plane keeps what it had.
+        // The store stops answering: the watch fails, so does reading afresh; the data plane
+        // keeps what it had.
         store.down.store(true, Ordering::SeqCst);
-        put(&inner, "unrelated/2").await;
+        put_vpc(&inner, "vpc-3").await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(rx.borrow().revision, 1, "a failed compile must not replace the snapshot");
+        assert_eq!(rx.borrow().revision, 2, "a failed read must not replace the snapshot");
 
         // Once it answers again, the change is compiled without anyone asking.
         store.down.store(false, Ordering::SeqCst);
-        wait_for_revision(&mut rx, 2).await;
+        wait_for_revision(&mut rx, 3).await;
+        assert_eq!(rx.borrow().networks.len(), 3);
+        let _ = stop_tx.send(true);
+        tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+    }
+
+    /// A record for a small random world: services, listeners, target groups and targets,
+    /// associations, under a handful of IDs so that writes overwrite and delete each other's.
+    fn random_op(seed: &mut u64) -> Op {
+        let mut next = |n: u64| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            *seed % n
+        };
+        let base = "r/us-east-1/111122223333/";
+        let (svc, tg, sn) = (format!("svc-{}", next(6)), format!("tg-{}", next(3)), format!("sn-{}", next(2)));
+        let (key, value) = match next(7) {
+            0 => (
+                format!("{base}res/svc/{svc}"),
+                serde_json::json!({"id": svc, "arn": "a", "dnsName": format!("{svc}.x")}),
+            ),
+            1 => {
+                let action = if next(2) == 0 {
+                    serde_json::json!({"forward": {"targetGroups": [{"targetGroupIdentifier": tg}]}})
+                } else {
+                    serde_json::json!({"fixedResponse": {"statusCode": 404}})
+                };
+                let value = serde_json::json!({"id": format!("listener-{svc}"), "arn": "a", "serviceId": svc,
+                                               "protocol": "HTTP", "port": 80 + next(2), "defaultAction": action});
+                (format!("{base}listener/{svc}/listener-{svc}"), value)
+            }
+            2 => (format!("{base}res/tg/{tg}"), serde_json::json!({"id": tg, "arn": "a", "type": "IP"})),
+            3 => {
+                let ip = format!("127.0.0.{}", 1 + next(3));
+                (format!("{base}target/{tg}/{ip}/00080"), serde_json::json!({"id": ip, "port": 80}))
+            }
+            4 => (
+                format!("{base}res/snsa/snsa-{sn}-{svc}"),
+                serde_json::json!({"serviceNetworkId": sn, "serviceId": svc, "status": "ACTIVE"}),
+            ),
+            5 => {
+                let vpc = format!("vpc-{}", next(2));
+                let value = serde_json::json!({"id": format!("snva-{vpc}"), "serviceNetworkId": sn, "vpcId": vpc,
+                                               "privateDnsEnabled": true, "status": "ACTIVE"});
+                (format!("{base}res/snva/snva-{vpc}"), value)
+            }
+            _ => return Op::DeletePrefix(format!("{base}target/{tg}/")),
+        };
+        if next(5) == 0 { Op::Delete(key) } else { Op::Put(key, value.to_string().into_bytes()) }
+    }
+
+    #[tokio::test]
+    async fn after_many_changes_the_published_snapshot_is_a_full_compile_of_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("store.db"), Default::default()).unwrap();
+        let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
+        let (stop_tx, stop) = watch::channel(false);
+        let range = IngressRange::parse("127.202.0.0/24").unwrap();
+        let task = tokio::spawn(run(Arc::new(store.clone()), "n1".into(), Ingress::Loopback(range), tx, stop));
+        let mut seed = 0x2545_F491_4F6C_DD1D_u64;
+        for round in 0..300 {
+            // Transactions of one to a few writes, some back to back, some spaced out.
+            let ops: Vec<Op> = (0..1 + round % 4).map(|_| random_op(&mut seed)).collect();
+            store.txn(Txn { success: ops, ..Txn::default() }).await.unwrap();
+            if round % 7 == 0 {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        }
+        // Once the loop has caught up (ingress claims included), it serves exactly the store.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let published = rx.borrow_and_update().clone();
+            if published.revision == store.revision() {
+                let full = trellis_control::compile::compile(&store, "n1").await.unwrap();
+                assert_eq!(published.services, full.services);
+                assert_eq!(published.target_groups, full.target_groups);
+                assert_eq!(published.vpcs, full.vpcs);
+                assert_eq!(published.hosts, full.hosts);
+                assert!(!full.services.is_empty() && !full.vpcs.is_empty(), "the world is not empty");
+                assert!(full.vpcs.values().all(|v| v.ingress.is_some()));
+                break;
+            }
+            assert!(Instant::now() < deadline, "the loop did not catch up");
+            let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
+        }
         let _ = stop_tx.send(true);
         tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
     }
@@ -326,30 +482,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn changes_the_last_compile_read_do_not_compile_again() {
+    async fn changes_the_compiler_does_not_read_do_not_build() {
         let (tx, mut stream) = tokio::sync::mpsc::channel(256);
         let (_stop_tx, mut stop) = watch::channel(false);
-        // A backlog the stream still holds, all at or below the compiled revision 200.
-        for revision in 1..=200 {
-            tx.send(event(&format!("r/us-east-1/111122223333/res/svc/svc-{revision}"), revision)).await.unwrap();
-        }
-        let waiting = tokio::time::timeout(Duration::from_millis(50), next_change(&mut stream, &mut stop, 200));
-        assert!(waiting.await.is_err(), "a backlog already compiled must not trigger a compile");
-        assert!(stream.is_empty(), "the backlog is consumed");
-        // A health record or an IAM role after it changes nothing either; a resource after it does.
-        tx.send(event("r/us-east-1/111122223333/health/tg-1/10.0.0.1/80/node-1", 201)).await.unwrap();
-        tx.send(event("iam/111122223333/role/ecsinfrastructurerole", 201)).await.unwrap();
-        tx.send(event("r/us-east-1/111122223333/res/svc/svc-new", 202)).await.unwrap();
-        let change = tokio::time::timeout(Duration::from_secs(5), next_change(&mut stream, &mut stop, 200)).await;
-        assert!(matches!(change, Ok(Change::Config)));
+        let compiler = Compiler::from_kvs(&[], 0, "n1");
+        // Health records, IAM roles, index keys and other nodes' addresses change nothing.
+        tx.send(event("r/us-east-1/111122223333/health/tg-1/10.0.0.1/80/node-1", 1)).await.unwrap();
+        tx.send(event("iam/111122223333/role/ecsinfrastructurerole", 2)).await.unwrap();
+        tx.send(event("r/us-east-1/111122223333/name/svc/web", 3)).await.unwrap();
+        tx.send(event("node/n2/vpc/us-east-1/vpc-1", 4)).await.unwrap();
+        let waiting = tokio::time::timeout(Duration::from_millis(50), next_changes(&mut stream, &mut stop, &compiler));
+        assert!(waiting.await.is_err(), "no build for changes the snapshot is not made of");
+        // A resource after them does; every change is handed over, so the revision moves on.
+        tx.send(event("r/us-east-1/111122223333/res/svc/svc-new", 5)).await.unwrap();
+        tx.send(event("r/us-east-1/111122223333/health/tg-1/10.0.0.1/80/node-1", 6)).await.unwrap();
+        let change =
+            tokio::time::timeout(Duration::from_secs(5), next_changes(&mut stream, &mut stop, &compiler)).await;
+        let Ok(Change::Config(events, revision)) = change else { panic!("a change is expected") };
+        assert_eq!(events.iter().map(|e| e.kv.mod_revision).collect::<Vec<_>>(), [5]);
+        assert_eq!(revision, 6, "the revision moves past changes that are not read");
     }
 
     #[tokio::test]
-    async fn a_change_after_the_compile_is_compiled() {
+    async fn a_failed_stream_is_lost() {
         let (tx, mut stream) = tokio::sync::mpsc::channel(256);
         let (_stop_tx, mut stop) = watch::channel(false);
-        tx.send(event("r/us-east-1/111122223333/res/svc/svc-1", 7)).await.unwrap();
-        let change = tokio::time::timeout(Duration::from_secs(5), next_change(&mut stream, &mut stop, 6)).await;
-        assert!(matches!(change, Ok(Change::Config)));
+        let compiler = Compiler::from_kvs(&[], 0, "n1");
+        tx.send(Err(Error::Compacted { requested: 1, oldest: 5 })).await.unwrap();
+        let change =
+            tokio::time::timeout(Duration::from_secs(5), next_changes(&mut stream, &mut stop, &compiler)).await;
+        assert!(matches!(change, Ok(Change::Lost)));
     }
 }

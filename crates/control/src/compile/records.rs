@@ -1,8 +1,9 @@
-//! Reading the store's key-values for the compiler: which keys matter, and their records
-//! decoded into lean shapes that keep only what the data plane needs. The stored JSON is that of
-//! `trellis_model::lattice`'s records; these shapes read the same JSON but skip names, tags and
-//! timestamps, which is most of the bytes and most of the cost of a 10,000-service compile.
-//! Records that fail to decode are skipped with a warning.
+//! Reading the store's key-values for the compiler: which keys matter ([`decode`]), their
+//! records decoded into lean shapes that keep only what the data plane needs, and [`Records`],
+//! the records of a [`Model`](super::model::Model) filed the way a build looks them up. The
+//! stored JSON is that of `trellis_model::lattice`'s records; these shapes read the same JSON but
+//! skip names, tags and timestamps, which is most of the bytes and most of the cost of decoding
+//! 10,000 services. Records that fail to decode are skipped with a warning.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -12,14 +13,9 @@ use serde::de::DeserializeOwned;
 use trellis_model::Kind;
 use trellis_model::Timestamp;
 use trellis_model::lattice::{ListenerProtocol, RuleAction, RuleMatch, Status, TargetGroupConfig};
-use trellis_store::KeyValue;
 
 /// Where every resource key starts.
 pub(super) const RESOURCES: &str = "r/";
-/// Most threads a compile decodes on.
-const MAX_THREADS: usize = 4;
-/// Fewest key-values worth a thread of their own.
-const MIN_CHUNK: usize = 4096;
 
 /// The region and account a record was stored under.
 #[derive(Clone, Copy, Debug)]
@@ -132,151 +128,195 @@ pub(super) struct SubnetRec {
     pub(super) cidr_block: String,
 }
 
-/// The decoded records a snapshot is built from, borrowing keys from the key-values.
+/// One decoded record, as a [`Model`](super::model::Model) keeps it under its store key. Large
+/// records are boxed so that the small, numerous ones (associations, targets) stay small.
+pub(super) enum Rec {
+    Ingress(IpAddr),
+    Listener(Box<ListenerRec>),
+    Network(NetworkRec),
+    Rule(Box<RuleRec>),
+    Service(Box<ServiceRec>),
+    ServiceAssociation(ServiceAssociationRec),
+    Subnet(Box<SubnetRec>),
+    Target(TargetRec),
+    TargetGroup(Box<TargetGroupRec>),
+    Vpc(VpcRec),
+    VpcAssociation(Box<VpcAssociationRec>),
+}
+
+/// The kinds of [`Rec`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RecKind {
+    Ingress,
+    Listener,
+    Network,
+    Rule,
+    Service,
+    ServiceAssociation,
+    Subnet,
+    Target,
+    TargetGroup,
+    Vpc,
+    VpcAssociation,
+}
+
+/// What a key-value is to the compiler.
+pub(super) enum Decoded {
+    /// Not part of the data plane's configuration (indexes, counters, health, other nodes…).
+    Ignored,
+    /// A record the compiler reads, which failed to decode (already warned about).
+    Unreadable,
+    /// A record.
+    Rec(Rec),
+}
+
+/// The records of a model filed for a full build, borrowing from the model.
 #[derive(Default)]
-pub(super) struct Records<'k> {
+pub(super) struct Records<'m> {
     /// By ID.
-    pub(super) service_networks: HashMap<String, NetworkRec>,
+    pub(super) service_networks: HashMap<&'m str, &'m NetworkRec>,
     /// By ID.
-    pub(super) services: BTreeMap<String, ServiceRec>,
-    pub(super) listeners: Vec<ListenerRec>,
-    /// By listener ID.
-    pub(super) rules: HashMap<String, Vec<RuleRec>>,
-    pub(super) target_groups: Vec<(Scope<'k>, TargetGroupRec)>,
-    /// By target group ID, in key order.
-    pub(super) targets: HashMap<&'k str, Vec<TargetRec>>,
-    pub(super) vpc_associations: Vec<(Scope<'k>, VpcAssociationRec)>,
-    pub(super) service_associations: Vec<ServiceAssociationRec>,
-    pub(super) vpcs: Vec<(Scope<'k>, VpcRec)>,
-    pub(super) subnets: Vec<SubnetRec>,
+    pub(super) services: BTreeMap<&'m str, &'m ServiceRec>,
+    /// In key order.
+    pub(super) listeners: Vec<&'m ListenerRec>,
+    /// By listener ID, in key order.
+    pub(super) rules: HashMap<&'m str, Vec<&'m RuleRec>>,
+    /// In key order.
+    pub(super) target_groups: Vec<(Scope<'m>, &'m TargetGroupRec)>,
+    /// By target group ID (from the key), in key order.
+    pub(super) targets: HashMap<&'m str, Vec<&'m TargetRec>>,
+    pub(super) vpc_associations: Vec<(Scope<'m>, &'m VpcAssociationRec)>,
+    pub(super) service_associations: Vec<&'m ServiceAssociationRec>,
+    pub(super) vpcs: Vec<(Scope<'m>, &'m VpcRec)>,
+    pub(super) subnets: Vec<&'m SubnetRec>,
     /// By (region, VPC ID).
-    pub(super) ingress: HashMap<(&'k str, &'k str), IpAddr>,
+    pub(super) ingress: HashMap<(&'m str, &'m str), IpAddr>,
 }
 
 // === impl Records ===
 
-impl<'k> Records<'k> {
-    /// Files every key-value: resources under `r/`, ingress addresses under `ingress_prefix`
-    /// (`node/<node>/vpc/`); other keys are ignored. Decoding is most of a compile's work, so
-    /// large stores are decoded on several threads, in chunks merged back in key order.
-    pub(super) fn read(kvs: &'k [KeyValue], ingress_prefix: &str) -> Self {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS);
-        let chunk = kvs.len().div_ceil(threads).max(MIN_CHUNK);
-        if kvs.len() <= chunk {
-            return Self::read_chunk(kvs, ingress_prefix);
-        }
-        std::thread::scope(|scope| {
-            let mut chunks = kvs.chunks(chunk);
-            let first = chunks.next().unwrap_or_default();
-            let others: Vec<_> = chunks.map(|c| scope.spawn(move || Self::read_chunk(c, ingress_prefix))).collect();
-            let mut records = Self::read_chunk(first, ingress_prefix);
-            for handle in others {
-                match handle.join() {
-                    Ok(more) => records.merge(more),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            }
-            records
-        })
-    }
-
-    /// Appends records read from the key-values that follow this one's.
-    pub(super) fn merge(&mut self, more: Self) {
-        self.service_networks.extend(more.service_networks);
-        self.services.extend(more.services);
-        self.listeners.extend(more.listeners);
-        for (listener, rules) in more.rules {
-            self.rules.entry(listener).or_default().extend(rules);
-        }
-        self.target_groups.extend(more.target_groups);
-        for (tg, targets) in more.targets {
-            self.targets.entry(tg).or_default().extend(targets);
-        }
-        self.vpc_associations.extend(more.vpc_associations);
-        self.service_associations.extend(more.service_associations);
-        self.vpcs.extend(more.vpcs);
-        self.subnets.extend(more.subnets);
-        self.ingress.extend(more.ingress);
-    }
-
-    /// Files the key-values of one chunk.
-    pub(super) fn read_chunk(kvs: &'k [KeyValue], ingress_prefix: &str) -> Self {
+impl<'m> Records<'m> {
+    /// Files every entry of a model, given in key order (ingress addresses are under
+    /// `ingress_prefix`).
+    pub(super) fn file(entries: impl Iterator<Item = (&'m str, &'m Rec)>, ingress_prefix: &str) -> Self {
         let mut records = Self::default();
-        for kv in kvs {
-            if let Some(rest) = kv.key.strip_prefix(RESOURCES) {
-                records.resource(kv, rest);
-            } else if let Some(rest) = kv.key.strip_prefix(ingress_prefix) {
-                records.ingress(kv, rest);
-            }
+        for (key, rec) in entries {
+            records.file_one(key, rec, ingress_prefix);
         }
         records
     }
 
-    /// Files one key under `r/` (`rest` is what follows it); ignores index keys.
-    fn resource(&mut self, kv: &'k KeyValue, rest: &'k str) {
-        let mut parts = rest.splitn(4, '/');
-        let (Some(region), Some(account), Some(what), Some(tail)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+    fn file_one(&mut self, key: &'m str, rec: &'m Rec, ingress_prefix: &str) {
+        if let Rec::Ingress(addr) = rec {
+            // `<ingress_prefix><region>/<vpc-id>`.
+            if let Some((region, vpc)) = key.strip_prefix(ingress_prefix).and_then(|rest| rest.split_once('/')) {
+                self.ingress.insert((region, vpc), *addr);
+            }
             return;
-        };
-        let scope = Scope { region, account };
-        match what {
-            "res" => self.top_level(kv, scope, tail),
-            "listener" => self.listeners.extend(decode(kv)),
-            "rule" => {
-                if let Some(rule) = decode::<RuleRec>(kv) {
-                    self.rules.entry(rule.listener_id.clone()).or_default().push(rule);
-                }
+        }
+        let Some((scope, what, tail)) = split_resource(key) else { return };
+        match rec {
+            Rec::Ingress(_) => {}
+            Rec::Listener(l) => self.listeners.push(l),
+            Rec::Network(sn) => {
+                self.service_networks.insert(&sn.id, sn);
             }
-            "target" => {
+            Rec::Rule(r) => self.rules.entry(r.listener_id.as_str()).or_default().push(r),
+            Rec::Service(s) => {
+                self.services.insert(&s.id, s);
+            }
+            Rec::ServiceAssociation(a) => self.service_associations.push(a),
+            Rec::Subnet(s) => self.subnets.push(s),
+            Rec::Target(t) => {
+                debug_assert_eq!(what, "target");
                 if let Some((tg, _)) = tail.split_once('/') {
-                    self.targets.entry(tg).or_default().extend(decode(kv));
+                    self.targets.entry(tg).or_default().push(t);
                 }
             }
-            _ => {}
-        }
-    }
-
-    /// Files a top-level resource (`res/<kind>/<id>`, `tail` being `<kind>/<id>`).
-    fn top_level(&mut self, kv: &'k KeyValue, scope: Scope<'k>, tail: &str) {
-        let Some((kind, _)) = tail.split_once('/') else { return };
-        match Kind::from_prefix(kind) {
-            Some(Kind::ServiceNetwork) => {
-                self.service_networks.extend(decode::<NetworkRec>(kv).map(|sn| (sn.id.clone(), sn)));
-            }
-            Some(Kind::Service) => self.services.extend(decode::<ServiceRec>(kv).map(|s| (s.id.clone(), s))),
-            Some(Kind::TargetGroup) => self.target_groups.extend(decode(kv).map(|tg| (scope, tg))),
-            Some(Kind::ServiceNetworkVpcAssociation) => {
-                self.vpc_associations.extend(decode(kv).map(|a| (scope, a)));
-            }
-            Some(Kind::ServiceNetworkServiceAssociation) => self.service_associations.extend(decode(kv)),
-            Some(Kind::Vpc) => self.vpcs.extend(decode(kv).map(|v| (scope, v))),
-            Some(Kind::Subnet) => self.subnets.extend(decode(kv)),
-            _ => {}
-        }
-    }
-
-    /// Files an ingress address (`rest`: `<region>/<vpc-id>`, value: the address as text).
-    fn ingress(&mut self, kv: &'k KeyValue, rest: &'k str) {
-        let Some((region, vpc)) = rest.split_once('/') else { return };
-        let text = String::from_utf8_lossy(&kv.value);
-        match text.trim().parse::<IpAddr>() {
-            Ok(addr) => {
-                self.ingress.insert((region, vpc), addr);
-            }
-            Err(_) => tracing::warn!(key = %kv.key, value = %text, "ingress address is not an IP address; ignored"),
+            Rec::TargetGroup(tg) => self.target_groups.push((scope, tg)),
+            Rec::Vpc(v) => self.vpcs.push((scope, v)),
+            Rec::VpcAssociation(a) => self.vpc_associations.push((scope, a)),
         }
     }
 }
 
-/// Decodes a record; `None` (and a warning) if it is unreadable.
-fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Option<T> {
-    match serde_json::from_slice(&kv.value) {
-        Ok(value) => Some(value),
+/// What a key-value under `r/` or `ingress_prefix` (`node/<node>/vpc/`) holds for the compiler.
+pub(super) fn decode(key: &str, value: &[u8], ingress_prefix: &str) -> Decoded {
+    let Some(kind) = kind(key, ingress_prefix) else { return Decoded::Ignored };
+    match kind {
+        RecKind::Ingress => ingress(key, value),
+        RecKind::Listener => read(key, value, |l| Rec::Listener(Box::new(l))),
+        RecKind::Network => read(key, value, Rec::Network),
+        RecKind::Rule => read(key, value, |r| Rec::Rule(Box::new(r))),
+        RecKind::Service => read(key, value, |s| Rec::Service(Box::new(s))),
+        RecKind::ServiceAssociation => read(key, value, Rec::ServiceAssociation),
+        RecKind::Subnet => read(key, value, |s| Rec::Subnet(Box::new(s))),
+        RecKind::Target => read(key, value, Rec::Target),
+        RecKind::TargetGroup => read(key, value, |tg| Rec::TargetGroup(Box::new(tg))),
+        RecKind::Vpc => read(key, value, Rec::Vpc),
+        RecKind::VpcAssociation => read(key, value, |a| Rec::VpcAssociation(Box::new(a))),
+    }
+}
+
+/// Which record a key holds, if the compiler reads it (index keys, health and the rest it
+/// does not).
+pub(super) fn kind(key: &str, ingress_prefix: &str) -> Option<RecKind> {
+    if let Some(rest) = key.strip_prefix(ingress_prefix) {
+        // `<region>/<vpc-id>`.
+        return rest.contains('/').then_some(RecKind::Ingress);
+    }
+    let (_, what, tail) = split_resource(key)?;
+    match what {
+        "res" => {
+            let (kind, _) = tail.split_once('/')?;
+            match Kind::from_prefix(kind)? {
+                Kind::ServiceNetwork => Some(RecKind::Network),
+                Kind::Service => Some(RecKind::Service),
+                Kind::TargetGroup => Some(RecKind::TargetGroup),
+                Kind::ServiceNetworkVpcAssociation => Some(RecKind::VpcAssociation),
+                Kind::ServiceNetworkServiceAssociation => Some(RecKind::ServiceAssociation),
+                Kind::Vpc => Some(RecKind::Vpc),
+                Kind::Subnet => Some(RecKind::Subnet),
+                _ => None,
+            }
+        }
+        "listener" => Some(RecKind::Listener),
+        "rule" => Some(RecKind::Rule),
+        "target" if tail.contains('/') => Some(RecKind::Target),
+        _ => None,
+    }
+}
+
+/// `r/<region>/<account>/<what>/<tail>`, split.
+pub(super) fn split_resource(key: &str) -> Option<(Scope<'_>, &str, &str)> {
+    let mut parts = key.strip_prefix(RESOURCES)?.splitn(4, '/');
+    let (Some(region), Some(account), Some(what), Some(tail)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    Some((Scope { region, account }, what, tail))
+}
+
+/// An ingress address (value: the address as text).
+fn ingress(key: &str, value: &[u8]) -> Decoded {
+    let text = String::from_utf8_lossy(value);
+    match text.trim().parse::<IpAddr>() {
+        Ok(addr) => Decoded::Rec(Rec::Ingress(addr)),
+        Err(_) => {
+            tracing::warn!(%key, value = %text, "ingress address is not an IP address; ignored");
+            Decoded::Unreadable
+        }
+    }
+}
+
+/// Decodes a record; [`Decoded::Unreadable`] (and a warning) if it is unreadable.
+fn read<T: DeserializeOwned>(key: &str, value: &[u8], rec: impl FnOnce(T) -> Rec) -> Decoded {
+    match serde_json::from_slice(value) {
+        Ok(value) => Decoded::Rec(rec(value)),
         Err(error) => {
-            tracing::warn!(key = %kv.key, %error, "stored record is unreadable; left out of the data plane");
-            None
+            tracing::warn!(%key, %error, "stored record is unreadable; left out of the data plane");
+            Decoded::Unreadable
         }
     }
 }

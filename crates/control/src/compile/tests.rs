@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 use trellis_model::Timestamp;
 use trellis_model::lattice::{HealthCheckConfig, ListenerProtocol, Matcher, Target, TargetGroup, TargetGroupConfig};
 use trellis_model::snapshot::{Action, Reach, Snapshot, WeightedTarget};
-use trellis_store::{KeyValue, Op, Store, Txn};
+use trellis_store::{EventKind, KeyValue, Op, Store, Txn, WatchEvent};
 
-use super::{compile, compile_from, health_check};
+use super::{Compiler, compile, compile_from, health_check};
 use crate::test_util::{app_and_store, call, ec2};
 
 const BASE: &str = "r/us-east-1/000000000000/";
@@ -469,31 +469,23 @@ fn compiles_hand_made_records_and_the_lowest_network_wins() {
 }
 
 #[test]
-fn records_read_in_chunks_merge_into_the_same_snapshot() {
-    use super::records::Records;
-    let kvs = synthetic(40);
-    let prefix = "node/n1/vpc/";
-    let whole = super::build(Records::read_chunk(&kvs, prefix), 7);
-    for split in (1..kvs.len()).step_by(5) {
-        let (head, tail) = kvs.split_at(split);
-        let mut merged = Records::read_chunk(head, prefix);
-        merged.merge(Records::read_chunk(tail, prefix));
-        let merged = super::build(merged, 7);
-        assert_eq!(merged.services, whole.services, "split at {split}");
-        assert_eq!(merged.target_groups, whole.target_groups, "split at {split}");
-        assert_eq!((&merged.vpcs, &merged.hosts), (&whole.vpcs, &whole.hosts), "split at {split}");
-    }
-    let tg = &whole.target_groups["tg-00000000000000000"];
-    let ids: Vec<&str> = tg.targets.iter().map(|t| t.id.as_str()).collect();
-    assert_eq!(ids, ["127.0.0.1", "127.0.0.2"]);
-    // Enough key-values for several threads: the same snapshot as one chunk.
+fn a_store_decoded_on_threads_builds_what_its_changes_build() {
+    // Enough key-values for several threads, against the same key-values taken one by one.
     let kvs = synthetic(1_600);
-    let (threaded, single) = (compile_from(&kvs, 1, "n1"), super::build(Records::read_chunk(&kvs, prefix), 1));
     assert!(kvs.len() > 2 * 4096);
+    let threaded = compile_from(&kvs, 1, "n1");
+    let mut one_by_one = Compiler::from_kvs(&[], 0, "n1");
+    for kv in &kvs {
+        one_by_one.apply(&WatchEvent { kind: EventKind::Put, kv: KeyValue { mod_revision: 1, ..kv.clone() } });
+    }
+    let single = one_by_one.snapshot();
     assert_eq!((threaded.services.len(), threaded.target_groups.len()), (1_600, 1_600));
     assert_eq!(threaded.services, single.services);
     assert_eq!(threaded.target_groups, single.target_groups);
     assert_eq!((&threaded.vpcs, &threaded.hosts), (&single.vpcs, &single.hosts));
+    let tg = &threaded.target_groups["tg-00000000000000000"];
+    let ids: Vec<&str> = tg.targets.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["127.0.0.1", "127.0.0.2"]);
 }
 
 /// `synthetic` with the status of the records under keys containing `key_part` replaced.
@@ -548,6 +540,31 @@ fn compile_10k_services_timing() {
     }
     let n = kvs.len();
     println!("compile_from: 10,000 services ({n} key-values, {} KiB): best of {rounds}: {best:?}", bytes / 1024);
+}
+
+/// `cargo test --release -p trellis-control change_at_10k -- --ignored --nocapture`: how long
+/// a snapshot takes after one listener change at 10,000 services.
+#[test]
+#[ignore = "a benchmark: prints how long one change at 10,000 services takes to build"]
+fn change_at_10k_services_timing() {
+    let kvs = synthetic(10_000);
+    let mut compiler = Compiler::from_kvs(&kvs, 1, "n1");
+    let first = compiler.snapshot();
+    let listener = kvs.iter().find(|kv| kv.key.contains("/listener/")).expect("a listener");
+    let mut best = Duration::MAX;
+    for round in 0..20 {
+        let mut value: Value = serde_json::from_slice(&listener.value).unwrap();
+        value["defaultAction"] = json!({"fixedResponse": {"statusCode": 400 + round}});
+        let kv =
+            KeyValue { value: value.to_string().into_bytes(), mod_revision: 2 + i64::from(round), ..listener.clone() };
+        let start = std::time::Instant::now();
+        assert!(compiler.apply(&WatchEvent { kind: EventKind::Put, kv }));
+        let snap = compiler.snapshot();
+        best = best.min(start.elapsed());
+        assert_eq!(snap.services.len(), 10_000);
+    }
+    drop(first);
+    println!("one change at 10,000 services: best of 20: {best:?}");
 }
 
 /// `cargo test --release -p trellis-control compile_10k_from_sqlite -- --ignored --nocapture`:
