@@ -236,13 +236,7 @@ pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Result<Option<Req
             }
             chunked = true;
         } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in tokens(h.value) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    head.keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
-                    head.keep_alive = true;
-                }
-            }
+            head.keep_alive = keep_alive(h.value, minor, head.keep_alive);
         } else if name.eq_ignore_ascii_case(b"expect") && trim(h.value).eq_ignore_ascii_case(b"100-continue") {
             head.expects_continue = minor == 1;
         }
@@ -294,13 +288,7 @@ pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, ()> {
             // The last coding decides: chunked ends the body, anything else runs to close.
             chunked = tokens(h.value).last().is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
         } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in tokens(h.value) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    head.keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
-                    head.keep_alive = true;
-                }
-            }
+            head.keep_alive = keep_alive(h.value, minor, head.keep_alive);
         }
     }
     head.framing = match (coded, chunked, length) {
@@ -319,6 +307,20 @@ pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, ()> {
 pub(crate) fn response_framing(head: &ResponseHead, is_head: bool) -> Framing {
     let bodiless = is_head || head.status == 204 || head.status == 304 || (100..200).contains(&head.status);
     if bodiless || head.framing == Framing::Length(0) { Framing::Empty } else { head.framing }
+}
+
+/// Whether a message keeps its connection open, after a `Connection` field with `value`:
+/// `close` closes; `keep-alive` keeps an HTTP/1.0 connection (1.1 keeps it by default).
+fn keep_alive(value: &[u8], minor: u8, current: bool) -> bool {
+    tokens(value).fold(current, |keep, token| {
+        if token.eq_ignore_ascii_case(b"close") {
+            false
+        } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+            true
+        } else {
+            keep
+        }
+    })
 }
 
 /// Where `part` (a slice httparse returned) lies in `buf`. An empty part may be a static `""`

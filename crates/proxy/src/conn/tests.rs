@@ -308,12 +308,18 @@ async fn raw_target(response: &'static [u8], close: bool) -> (std::net::SocketAd
 
 /// The proxy in front of one raw target, as `one.example` on port 18080.
 async fn behind(target: std::net::SocketAddr) -> (Proxy, std::net::SocketAddr) {
+    behind_all(&[target], config()).await
+}
+
+/// The proxy, set up by `config`, in front of `targets` (one group), as `one.example` on port
+/// 18080.
+async fn behind_all(targets: &[std::net::SocketAddr], config: crate::ProxyConfig) -> (Proxy, std::net::SocketAddr) {
     let ip = next_ingress();
     let mut f = Fixture::new(ip);
-    f.add_group(target_group("tg-a", &[target]));
+    f.add_group(target_group("tg-a", targets));
     f.add_service(service("svc-1", "one.example", 18080, forward(&[("tg-a", 1)])));
     let addr = std::net::SocketAddr::new(ip, 18080);
-    (Proxy::start(config(), f.build(), addr).await, addr)
+    (Proxy::start(config, f.build(), addr).await, addr)
 }
 
 /// Reads one response off `stream`: its head, and its body as framed by Content-Length or
@@ -483,12 +489,7 @@ async fn a_target_that_drops_requests_loses_no_idempotent_request() {
     // sent again, gets a 502.
     let (dead, seen) = raw_target(b"", true).await;
     let live = FakeTarget::start("live").await;
-    let ip = next_ingress();
-    let mut f = Fixture::new(ip);
-    f.add_group(target_group("tg-a", &[dead, live.addr]));
-    f.add_service(service("svc-1", "one.example", 18080, forward(&[("tg-a", 1)])));
-    let addr = std::net::SocketAddr::new(ip, 18080);
-    let proxy = Proxy::start(config(), f.build(), addr).await;
+    let (proxy, addr) = behind_all(&[dead, live.addr], config()).await;
     let c = client();
     for _ in 0..20 {
         let (status, body) = get(&c, addr, "one.example", "/").await;
@@ -593,13 +594,8 @@ async fn a_pipelined_partial_head_does_not_time_out_the_exchange() {
             });
         }
     });
-    let ip = next_ingress();
-    let mut f = Fixture::new(ip);
-    f.add_group(target_group("tg-a", &[target]));
-    f.add_service(service("svc-1", "one.example", 18080, forward(&[("tg-a", 1)])));
-    let addr = std::net::SocketAddr::new(ip, 18080);
     let config = crate::ProxyConfig { header_read_timeout: Duration::from_millis(300), ..config() };
-    let proxy = Proxy::start(config, f.build(), addr).await;
+    let (proxy, addr) = behind_all(&[target], config).await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(b"POST /p HTTP/1.1\r\nHost: one.example\r\nContent-Length: 5\r\n\r\nhel").await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -57,6 +57,15 @@ enum Resp {
     Done,
 }
 
+/// The request being forwarded, as the exchange needs it.
+#[derive(Clone, Copy)]
+struct Req<'h> {
+    head: &'h RequestHead,
+    request_id: &'h [u8; 36],
+    /// A HEAD request (its response has no body).
+    is_head: bool,
+}
+
 /// One exchange on one socket.
 struct Exchange {
     /// Bytes of `qbuf` written to the target.
@@ -190,7 +199,8 @@ impl Session {
                 self.timers.clock.await_response(self.timers.clock.last_io());
                 x.clock_started = true;
             }
-            let outcome = self.run(&mut stream, &mut x, &mut body, head, request_id, is_head).await;
+            let req = Req { head, request_id, is_head };
+            let outcome = self.run(&mut stream, &mut x, &mut body, req).await;
             self.timers.clock.response_arrived();
             match outcome {
                 Outcome::Done { reusable, next } => {
@@ -230,17 +240,9 @@ impl Session {
     }
 
     /// Drives one exchange to its end, with the clocks running.
-    async fn run(
-        &mut self,
-        up: &mut TcpStream,
-        x: &mut Exchange,
-        body: &mut ReqBody,
-        head: &RequestHead,
-        request_id: &[u8; 36],
-        is_head: bool,
-    ) -> Outcome {
+    async fn run(&mut self, up: &mut TcpStream, x: &mut Exchange, body: &mut ReqBody, req: Req<'_>) -> Outcome {
         loop {
-            match self.wait(|s, cx| s.poll_exchange(cx, up, x, body, head, request_id, is_head)).await {
+            match self.wait(|s, cx| s.poll_exchange(cx, up, x, body, req)).await {
                 Ok(outcome) => return outcome,
                 Err(Event::Drain) => x.client_keeps = false,
                 Err(Event::Expired(Expired::Response)) if !x.responded => return Outcome::Failed(ErrorKind::Timeout),
@@ -336,17 +338,15 @@ impl Session {
     }
 
     /// Both directions of an exchange, as far as they go without waiting.
-    #[allow(clippy::too_many_arguments)]
     fn poll_exchange(
         &mut self,
         cx: &mut Context<'_>,
         up: &mut TcpStream,
         x: &mut Exchange,
         body: &mut ReqBody,
-        head: &RequestHead,
-        request_id: &[u8; 36],
-        is_head: bool,
+        req: Req<'_>,
     ) -> Poll<Outcome> {
+        let Req { head, request_id, is_head } = req;
         // The request: what is owed to the target, then more of the body.
         while !x.req_failed {
             if x.qpos < self.qbuf.len() {
