@@ -406,7 +406,8 @@ def test_requests_in_flight_finish_when_their_task_stops(world):
 def _statuses_until_stopped(ecs, arn):
     """A thread noting each new lastStatus of task `arn` (every 50 ms) until it is STOPPED."""
     watcher = threading.Thread(daemon=True)
-    watcher.statuses = []
+    # The first look before this returns: the caller stops the task next.
+    watcher.statuses = [ecs.describe_tasks(cluster="c1", tasks=[arn])["tasks"][0]["lastStatus"]]
 
     def watch():
         deadline = time.monotonic() + 60
