@@ -684,3 +684,25 @@ async fn a_partial_head_pipelined_behind_a_request_is_held_to_the_header_timeout
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_gone_before_its_response_releases_the_target() {
+    let (proxy, _f, addr, target) = one_service(config()).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"GET /slow?ms=3000 HTTP/1.1\r\nHost: one.example\r\n\r\n").await.unwrap();
+    let k = key("tg-a", target.addr);
+    for _ in 0..250 {
+        if proxy.in_flight.get(&k) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(proxy.in_flight.get(&k), 1, "the request is in flight");
+    drop(stream);
+    let gone = Instant::now();
+    while proxy.in_flight.get(&k) != 0 && gone.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(gone.elapsed() < Duration::from_secs(1), "released after {:?}", gone.elapsed());
+    proxy.stop().await;
+}

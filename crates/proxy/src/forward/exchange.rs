@@ -394,6 +394,21 @@ impl Session {
             self.timers.clock.await_response(tokio::time::Instant::now());
             x.clock_started = true;
         }
+        // A client gone while its response is awaited gets none: the target's socket and its
+        // in-flight count are let go now, not at the response timeout. (A client that shuts its
+        // side after the request is gone too: there is no half-close, as before.) Reading here
+        // costs no system call until the client's socket is readable.
+        if matches!(x.resp, Resp::Head)
+            && matches!(body, ReqBody::Done)
+            && !self.client_eof
+            && self.refused.is_none()
+            && self.rbuf.len() < READ_CHUNK
+            && let Poll::Ready(read) = self.poll_read_client(cx)
+            && !matches!(read, Ok(n) if n > 0)
+        {
+            self.client_eof = true;
+            return Poll::Ready(Outcome::Broken);
+        }
         // The response: its head, then its body, gathered and written.
         loop {
             match &mut x.resp {
