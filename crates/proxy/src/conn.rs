@@ -267,7 +267,6 @@ impl Session {
     /// Answers one request whose head is at the start of `rbuf`.
     async fn handle(&mut self, routes: &Routes, head: RequestHead) -> Next {
         let request_id = crate::headers::request_id();
-        let method_is_head = &self.rbuf.bytes()[head.method.clone()] == b"HEAD";
         let conn = self.conn.clone();
         let decision = request::route(&conn, routes, self.rbuf.bytes(), &head);
         // A local answer leaves any request body unread: the connection closes after it (and
@@ -278,19 +277,19 @@ impl Session {
             Ok(Decision::Fixed(status)) => {
                 let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
                 let body = status.canonical_reason().unwrap_or("").as_bytes();
-                crate::error::local_response(&mut self.out, status, body, &request_id, local_close, method_is_head);
+                crate::error::local_response(&mut self.out, status, body, &request_id, local_close, head.is_head);
                 self.rbuf.consume(head.len);
                 if local_close { Next::Close } else { Next::KeepAlive }
             }
             Ok(Decision::Forward(forward)) => {
                 self.timers.clock.idle = Some(forward.idle_timeout);
-                match self.forward(&head, forward, &request_id, method_is_head).await {
+                match self.forward(&head, forward, &request_id).await {
                     Ok(next) => next,
                     Err((e, body_left)) => {
                         let close =
                             body_left || e.closes_connection() || !head.keep_alive || self.timers.clock.draining();
                         log(&e);
-                        e.write_http1(&mut self.out, &request_id, close, method_is_head);
+                        e.write_http1(&mut self.out, &request_id, close, head.is_head);
                         if close { Next::Close } else { Next::KeepAlive }
                     }
                 }
@@ -298,7 +297,7 @@ impl Session {
             Err(e) => {
                 log(&e);
                 let close = local_close || e.closes_connection();
-                e.write_http1(&mut self.out, &request_id, close, method_is_head);
+                e.write_http1(&mut self.out, &request_id, close, head.is_head);
                 self.rbuf.consume(head.len);
                 if close { Next::Close } else { Next::KeepAlive }
             }

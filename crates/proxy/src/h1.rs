@@ -49,6 +49,12 @@ pub(crate) struct RequestHead {
     pub(crate) keep_alive: bool,
     /// `Expect: 100-continue`.
     pub(crate) expects_continue: bool,
+    /// A HEAD request (its response has no body).
+    pub(crate) is_head: bool,
+    /// A method a proxy may send again when the target broke off before answering (RFC 9110
+    /// §9.2.2, with GET, HEAD, OPTIONS and TRACE; PUT and DELETE are left out: a proxy cannot
+    /// know they were not applied).
+    pub(crate) idempotent: bool,
 }
 
 /// A parsed response head. Positions are relative to the start of the head.
@@ -86,9 +92,12 @@ enum Chunk {
     Data(u64),
     DataCr,
     DataLf,
-    /// Trailer section: at the start of a line (`line` = 0) or inside one.
+    /// Trailer section, at the start of a line (an empty one ends the body).
     Trailer,
-    TrailerLf,
+    /// Inside a trailer field line.
+    TrailerField,
+    /// After CR: `true` when the line was empty.
+    TrailerLf(bool),
     Done,
 }
 
@@ -216,6 +225,8 @@ pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Result<Option<Req
         framing: Framing::Empty,
         keep_alive: minor == 1,
         expects_continue: false,
+        is_head: method == "HEAD",
+        idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE"),
     };
     let mut length: Option<u64> = None;
     let mut chunked = false;
@@ -231,13 +242,13 @@ pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Result<Option<Req
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // Only `chunked`, once, is understood (RFC 9112 §6.1: anything else is a 501 or a
             // 400; ambiguity is never forwarded); HTTP/1.0 has no transfer codings.
-            if chunked || minor == 0 || !trim(h.value).eq_ignore_ascii_case(b"chunked") {
+            if chunked || minor == 0 || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
                 return Err(ErrorKind::BadFraming);
             }
             chunked = true;
         } else if name.eq_ignore_ascii_case(b"connection") {
             head.keep_alive = keep_alive(h.value, minor, head.keep_alive);
-        } else if name.eq_ignore_ascii_case(b"expect") && trim(h.value).eq_ignore_ascii_case(b"100-continue") {
+        } else if name.eq_ignore_ascii_case(b"expect") && h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
             head.expects_continue = minor == 1;
         }
     }
@@ -335,21 +346,16 @@ fn position(buf: &[u8], part: &[u8]) -> Range<usize> {
 
 /// A Content-Length value: digits only, no sign, no overflow.
 fn parse_length(v: &[u8]) -> Option<u64> {
-    let v = trim(v);
+    let v = v.trim_ascii();
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-/// Optional whitespace removed from both ends.
-pub(crate) fn trim(v: &[u8]) -> &[u8] {
-    v.trim_ascii()
-}
-
 /// The comma-separated tokens of a list value, trimmed, empty ones skipped.
 pub(crate) fn tokens(v: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
-    v.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty())
+    v.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
 }
 
 // === impl ChunkDecoder ===
@@ -416,30 +422,27 @@ impl ChunkDecoder {
                     }
                     self.state = Chunk::Size;
                 }
-                Chunk::Trailer => {
-                    // `line` counts the bytes of the trailer section; a line is empty when
-                    // CR comes first in it.
-                    if b == b'\r' {
-                        self.state = Chunk::TrailerLf;
-                    } else if b == b'\n' {
-                        return Err(());
-                    } else {
-                        self.digits = 1; // inside a field line
-                    }
+                Chunk::Trailer | Chunk::TrailerField => {
+                    // `line` counts the bytes of the whole trailer section.
+                    let empty = self.state == Chunk::Trailer;
+                    self.state = match b {
+                        b'\r' => Chunk::TrailerLf(empty),
+                        b'\n' => return Err(()),
+                        _ => Chunk::TrailerField,
+                    };
                     self.line += 1;
                     if self.line > MAX_TRAILERS {
                         return Err(());
                     }
                 }
-                Chunk::TrailerLf => {
+                Chunk::TrailerLf(empty) => {
                     if b != b'\n' {
                         return Err(());
                     }
-                    if self.digits == 0 {
+                    if empty {
                         self.state = Chunk::Done;
                         return Ok(Decoded { used: i + 1, data: None, done: true });
                     }
-                    self.digits = 0;
                     self.state = Chunk::Trailer;
                 }
                 Chunk::Done => return Ok(Decoded { used: i, data: None, done: true }),

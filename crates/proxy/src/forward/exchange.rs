@@ -62,8 +62,6 @@ enum Resp {
 struct Req<'h> {
     head: &'h RequestHead,
     request_id: &'h [u8; 36],
-    /// A HEAD request (its response has no body).
-    is_head: bool,
 }
 
 /// One exchange on one socket.
@@ -114,13 +112,11 @@ impl Session {
         head: &RequestHead,
         fw: Forward<'_>,
         request_id: &[u8; 36],
-        is_head: bool,
     ) -> Result<Next, (ProxyError, bool)> {
         if self.ubuf.capacity() == 0 {
             self.ubuf = Buf::with_capacity(READ_CHUNK);
         }
         self.qbuf.clear();
-        let idempotent = matches!(&self.rbuf.bytes()[head.method.clone()], b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE");
         {
             let buf = self.rbuf.bytes();
             let f = Forwarded {
@@ -160,7 +156,7 @@ impl Session {
                 return Ok(Next::Close);
             }
         }
-        let retry_safe = idempotent && matches!(head.framing, Framing::Empty | Framing::Length(0));
+        let retry_safe = head.idempotent && matches!(head.framing, Framing::Empty | Framing::Length(0));
         let mut target = fw.group.pick().map_err(|k| (ProxyError::new(k), left(&body)))?;
         let (mut connect_failures, mut stale, mut broken) = (0, 0, 0);
         loop {
@@ -199,7 +195,7 @@ impl Session {
                 self.timers.clock.await_response(self.timers.clock.last_io());
                 x.clock_started = true;
             }
-            let req = Req { head, request_id, is_head };
+            let req = Req { head, request_id };
             let outcome = self.run(&mut stream, &mut x, &mut body, req).await;
             self.timers.clock.response_arrived();
             match outcome {
@@ -346,7 +342,7 @@ impl Session {
         body: &mut ReqBody,
         req: Req<'_>,
     ) -> Poll<Outcome> {
-        let Req { head, request_id, is_head } = req;
+        let Req { head, request_id } = req;
         // The request: what is owed to the target, then more of the body.
         while !x.req_failed {
             if x.qpos < self.qbuf.len() {
@@ -426,7 +422,7 @@ impl Session {
                             }
                             Ok(Some(h)) => {
                                 self.timers.clock.response_arrived();
-                                let framing = response_framing(&h, is_head);
+                                let framing = response_framing(&h, head.is_head);
                                 let client = match framing {
                                     Framing::Empty => ClientFraming::None,
                                     Framing::Length(n) => ClientFraming::Length(n),
