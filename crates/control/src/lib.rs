@@ -23,6 +23,7 @@ pub mod ingress;
 pub mod ipam;
 mod keys;
 pub mod lattice;
+pub mod pki;
 mod repo;
 #[cfg(test)]
 mod test_util;

@@ -4,7 +4,7 @@
 //!
 //! Modules: [`id`] (resource kinds, IDs, ARNs), [`name`] (name rules), [`time`] (timestamps),
 //! [`dns_name`] (generated service names), [`lattice`], [`ec2`], [`ecs`] and [`iam`] (stored
-//! records), [`cidr`] (IPv4 CIDR blocks).
+//! records), [`cidr`] (IPv4 CIDR blocks), [`snapshot`] and [`tls`] (what the data plane runs on).
 
 pub mod cidr;
 pub mod dns_name;
@@ -17,6 +17,7 @@ pub mod name;
 pub mod route;
 pub mod snapshot;
 pub mod time;
+pub mod tls;
 
 pub use id::{Arn, Kind};
 pub use time::Timestamp;
