@@ -3,8 +3,9 @@
 The seed scenario by hand, with the real `aws` clients (boto3) and the `trellis` CLI: VPC-A and
 VPC-B with overlapping blocks and VPC-C; a target server in VPC-A started with `trellis vpc
 exec`; a service network associated with A and B; a service forwarding to the target. From an
-instance in VPC-B the service's name resolves and answers, and the target sees
-`x-amzn-lattice-network` naming VPC-B; the target's own address answers inside VPC-A but not
+instance in VPC-B the service's name resolves and answers (over HTTPS too, verified with the
+Trellis CA that `vpc exec` commands trust), and the target sees `x-amzn-lattice-network` naming
+VPC-B; the target's own address answers inside VPC-A but not
 from B nor from VPC-C (a distinct block); nothing on the host answers from a VPC; from VPC-C the
 name does not resolve and the link-local address does not answer; removing B's association stops
 access within a second (checked with a generous bound). On start the server reconciles (a stray
@@ -220,6 +221,18 @@ def test_seed_scenario(netns_server, instances, tmp_path):
     assert seen["headers"]["x-amzn-lattice-network"] == \
         f"SourceVpcArn=arn:aws:ec2:{REGION}:{support.ACCOUNT}:vpc/{vpc_b}"
     assert seen["headers"]["host"] == dns
+
+    # HTTPS on 443 with the managed certificate: `vpc exec` commands trust the Trellis CA, so a
+    # plain `curl https://<name>/` verifies it.
+    lattice.create_listener(serviceIdentifier=svc["id"], name="https", protocol="HTTPS", port=443,
+                            defaultAction={"forward": {"targetGroups": [{"targetGroupIdentifier": tg}]}})
+
+    def reached_tls():
+        code, out = curl(instances, vpc_b, f"https://{dns}/tls")
+        return json.loads(out) if code == 0 and out.startswith("{") else None
+    seen = wait_for(reached_tls, 15, interval=0.2, message="VPC-B reaches the service over HTTPS")
+    assert seen["path"] == "/tls"
+    assert seen["headers"]["x-forwarded-proto"] == "https"
 
     # Health checks reach the target inside VPC-A too.
     def status():

@@ -319,6 +319,7 @@ fn service_view(
         arn: svc.arn.clone(),
         dns_name: svc.dns_name.to_ascii_lowercase(),
         custom_domain_name: svc.custom_domain_name.as_ref().map(|c| c.to_ascii_lowercase()),
+        certificate_arn: svc.certificate_arn.clone().filter(|c| !c.is_empty()),
         idle_timeout: Duration::from_secs(u64::from(seconds)),
         listeners: listeners.iter().map(|(l, rules)| (l.port, listener_view(l, rules, exists))).collect(),
     }

@@ -323,6 +323,23 @@ pub async fn run(
     }
 }
 
+/// `GET /_trellis/ca`: the authority's certificate, PEM (what `trellis ca` prints).
+pub fn router(store: Arc<dyn Store>) -> axum::Router {
+    axum::Router::new().route("/_trellis/ca", axum::routing::get(ca_certificate)).with_state(store)
+}
+
+async fn ca_certificate(axum::extract::State(store): axum::extract::State<Arc<dyn Store>>) -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    match Authority::load(store.as_ref()).await {
+        Ok(Some(ca)) => ([(header::CONTENT_TYPE, "application/x-pem-file")], ca.certificate_pem).into_response(),
+        Ok(None) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "the certificate authority is being made; try again\n").into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
 /// Managed certificates by zone, with the revision each was read at.
 type Managed = BTreeMap<String, (IssuedCertificate, i64)>;
 

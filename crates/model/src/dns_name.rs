@@ -4,7 +4,12 @@
 /// The generated name of service `id` (e.g. `svc-0123…`) called `name` in `region`.
 pub fn service_dns_name(name: &str, id: &str, partition_label: &str, region: &str) -> String {
     let suffix = id.strip_prefix("svc-").unwrap_or(id);
-    format!("{name}-{suffix}.{partition_label}.vpc-lattice-svcs.{region}.on.aws")
+    format!("{name}-{suffix}.{}", zone(partition_label, region))
+}
+
+/// The zone every generated name of `region` lies in (what its managed certificate covers).
+pub fn zone(partition_label: &str, region: &str) -> String {
+    format!("{partition_label}.vpc-lattice-svcs.{region}.on.aws")
 }
 
 #[cfg(test)]

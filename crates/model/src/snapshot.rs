@@ -89,6 +89,8 @@ pub struct ServiceView {
     pub dns_name: String,
     /// Its custom domain name (lowercase), if any.
     pub custom_domain_name: Option<String>,
+    /// The customer certificate (ACM ARN) its custom domain name is served with over HTTPS.
+    pub certificate_arn: Option<String>,
     /// Idle timeout for client and target connections.
     pub idle_timeout: Duration,
     /// Listeners, by port.

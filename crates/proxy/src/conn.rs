@@ -26,7 +26,6 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use trellis_net::Ports;
@@ -37,6 +36,7 @@ use crate::guard::{FramingGuard, Limits};
 use crate::h1::{Buf, Framing, RequestHead};
 use crate::request::{self, Decision};
 use crate::table::Routes;
+use crate::tls::ClientStream;
 
 #[cfg(test)]
 mod tests;
@@ -59,6 +59,8 @@ pub(crate) struct Conn {
     /// The Lattice ports this socket serves (the real port, and the port below 1024 it stands
     /// for when there is an offset), each with its `x-forwarded-port` value.
     pub(crate) lattice_ports: Vec<(u16, Box<[u8]>)>,
+    /// The client speaks TLS to us: requests go to HTTPS listeners only.
+    pub(crate) tls: bool,
 }
 
 /// A connection's deadlines. See the module docs.
@@ -109,7 +111,7 @@ pub(crate) struct Timers {
 /// Everything one connection owns.
 pub(crate) struct Session {
     pub(crate) conn: Arc<Conn>,
-    pub(crate) client: TcpStream,
+    pub(crate) client: ClientStream,
     /// Bytes read from the client and not yet used.
     pub(crate) rbuf: Buf,
     /// Bytes owed to the client.
@@ -148,7 +150,7 @@ struct RoutesCache {
 /// Serves one client connection until it closes, idles out, ages out, or `closing` asks it to
 /// finish.
 pub(crate) async fn serve(
-    client: TcpStream,
+    client: ClientStream,
     conn: Conn,
     routes: watch::Receiver<Arc<Routes>>,
     config: Arc<ProxyConfig>,
@@ -206,9 +208,13 @@ pub(crate) async fn serve(
         s.rbuf.shrink(KEEP_BUF);
         s.ubuf.shrink(KEEP_BUF);
     }
-    // What is owed goes out (bounded by the clocks), then the connection closes.
+    // What is owed goes out (bounded by the clocks), then the connection closes (TLS says so
+    // first).
     if !s.out.is_empty() {
         let _ = s.flush().await;
+    }
+    if s.client.is_tls() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), tokio::io::AsyncWriteExt::shutdown(&mut s.client)).await;
     }
 }
 
@@ -377,6 +383,8 @@ impl Session {
             *written += n;
             self.timers.clock.last_io = Instant::now();
         }
+        // TLS records still in the session's buffer go out too (a no-op for cleartext).
+        ready!(Pin::new(&mut self.client).poll_flush(cx))?;
         Poll::Ready(Ok(()))
     }
 }
@@ -400,7 +408,7 @@ impl Conn {
             .filter(|&p| ports.real(p) == real_port)
             .map(|p| (p, p.to_string().into_bytes().into_boxed_slice()))
             .collect();
-        Self { vpc, client_ip: client.to_string().into_bytes().into_boxed_slice(), lattice_ports }
+        Self { vpc, client_ip: client.to_string().into_bytes().into_boxed_slice(), lattice_ports, tls: false }
     }
 }
 

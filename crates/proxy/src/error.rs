@@ -43,6 +43,8 @@ pub(crate) enum ErrorKind {
     NoAvailableTarget,
     /// No service listens on this port for this host name.
     NoListener,
+    /// Cleartext HTTP on a port whose listeners all speak TLS.
+    PlainOnTlsPort,
     /// The request head has more header fields than `ProxyConfig::max_headers`.
     TooManyHeaders,
     /// A target group has no registered targets.
@@ -77,6 +79,7 @@ impl ErrorKind {
             | Self::ClientBody
             | Self::HeadTooLarge
             | Self::TooManyHeaders
+            | Self::PlainOnTlsPort
             | Self::UnsupportedMethod => StatusCode::BAD_REQUEST,
             Self::UnknownHost | Self::NoListener => StatusCode::NOT_FOUND,
             Self::ConnectFailed | Self::UpstreamBroken => StatusCode::BAD_GATEWAY,
@@ -93,6 +96,7 @@ impl ErrorKind {
             | Self::ClientBody
             | Self::HeadTooLarge
             | Self::NoListener
+            | Self::PlainOnTlsPort
             | Self::TooManyHeaders
             | Self::UnknownHost
             | Self::UnsupportedMethod => Origin::Client,
@@ -128,6 +132,7 @@ impl ProxyError {
             ErrorKind::Internal => "the proxy could not build the request to the target",
             ErrorKind::NoAvailableTarget => "no target of the target group can take requests",
             ErrorKind::NoListener => "the service has no listener on this port",
+            ErrorKind::PlainOnTlsPort => "this port speaks TLS only: use https://",
             ErrorKind::NoTargets => "the target group has no registered targets",
             ErrorKind::Timeout => "the target did not answer in time",
             ErrorKind::TooManyHeaders => "the request has too many header fields",

@@ -24,6 +24,8 @@ pub(crate) struct Forwarded<'a> {
     pub(crate) client_ip: &'a [u8],
     /// The Lattice port the request arrived on.
     pub(crate) port: &'a [u8],
+    /// `https` when the client spoke TLS, else `http`.
+    pub(crate) proto: &'a [u8],
     /// `SourceVpcArn=…`.
     pub(crate) network: &'a [u8],
     /// `ServiceArn=…;ServiceNetworkArn=…;TargetGroupArn=…`.
@@ -201,7 +203,7 @@ pub(crate) fn write_request(
         field(out, b"x-forwarded-for", f.client_ip);
     }
     field(out, b"x-forwarded-port", f.port);
-    field(out, b"x-forwarded-proto", b"http");
+    field(out, b"x-forwarded-proto", f.proto);
     field(out, b"x-amzn-lattice-network", f.network);
     field(out, b"x-amzn-lattice-target", f.target);
     field(out, b"x-amzn-requestid", f.request_id);
@@ -317,7 +319,14 @@ mod tests {
         let target = lattice_target("arn:svc", "arn:sn", "arn:tg");
         let net = b"SourceVpcArn=arn:aws:ec2:us-east-1:000000000000:vpc/vpc-1";
         let id = request_id();
-        let f = Forwarded { client_ip: b"127.0.0.9", port: b"80", network: net, target: &target, request_id: &id };
+        let f = Forwarded {
+            client_ip: b"127.0.0.9",
+            port: b"80",
+            proto: b"http",
+            network: net,
+            target: &target,
+            request_id: &id,
+        };
         let mut out = Vec::new();
         write_request(&mut out, raw, &head, b"/p", None, Framing::Length(3), &f);
         let got_lines = lines(&out);

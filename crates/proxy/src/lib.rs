@@ -9,7 +9,8 @@
 //! wire), `table` (per-snapshot lookups), `request` (the routing phases), `balance` (weighted
 //! and round-robin selection), `forward` (upstream pools, and the exchange with a target),
 //! `headers` (what targets and clients see), `error` (errors the proxy makes itself), `health`
-//! (probes and the status machine), `dns` (answers from the snapshot).
+//! (probes and the status machine), `dns` (answers from the snapshot), `tls` (telling TLS from
+//! cleartext, SNI, certificates, passthrough).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use trellis_model::snapshot::Snapshot;
+use trellis_model::tls::Certificates;
 use trellis_net::{Network, Ports};
 
 mod balance;
@@ -33,6 +35,7 @@ mod health;
 mod listener;
 mod request;
 mod table;
+mod tls;
 
 /// Settings of the data plane.
 #[derive(Clone, Debug)]
@@ -148,14 +151,23 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
-/// Runs the data plane until `shutdown` completes: listeners and DNS follow `snapshots`, the
+/// What the data plane runs on.
+pub struct Inputs {
+    /// The compiled configuration.
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// The certificates HTTPS listeners serve.
+    pub certificates: watch::Receiver<Arc<Certificates>>,
+}
+
+/// Runs the data plane until `shutdown` completes: listeners and DNS follow the snapshots, the
 /// health checker probes the targets in them and reports through `sink`.
 pub async fn run(
     config: ProxyConfig,
-    snapshots: watch::Receiver<Arc<Snapshot>>,
+    inputs: Inputs,
     sink: Arc<dyn HealthSink>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let Inputs { snapshots, certificates } = inputs;
     let (stop_tx, stop) = watch::channel(false);
     let (health_tx, health) = watch::channel(Arc::new(HealthTable::default()));
     let in_flight = Arc::new(InFlight::default());
@@ -163,7 +175,7 @@ pub async fn run(
     let checker =
         tokio::spawn(health::run(config.clone(), snapshots.clone(), sink, health_tx, in_flight.clone(), stop.clone()));
     let dns = tokio::spawn(dns::run(config.clone(), snapshots.clone(), stop.clone()));
-    let listeners = tokio::spawn(listener::run(config, snapshots, health, in_flight, stop));
+    let listeners = tokio::spawn(listener::run(config, snapshots, certificates, health, in_flight, stop));
     shutdown.await;
     let _ = stop_tx.send(true);
     for task in [checker, dns, listeners] {

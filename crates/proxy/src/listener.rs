@@ -8,23 +8,27 @@
 //! cannot be opened (a port taken, a namespace or address not there yet) is logged and retried
 //! every [`BIND_RETRY`]; the others are served.
 //!
-//! The source VPC of a connection is the VPC whose ingress socket accepted it. HTTPS and
-//! TLS_PASSTHROUGH listeners are not served yet.
+//! The source VPC of a connection is the VPC whose ingress socket accepted it. A port with an
+//! HTTPS or TLS_PASSTHROUGH listener of a service the VPC reaches tells each connection apart
+//! (`tls`); other ports serve cleartext HTTP straight away.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use trellis_model::lattice::ListenerProtocol;
-use trellis_model::snapshot::Snapshot;
+use tokio::time::Instant;
+use trellis_model::snapshot::{Action, ListenerView, Snapshot};
+use trellis_model::tls::Certificates;
 use trellis_net::Place;
 
 use crate::conn::{self, Conn, DRAIN_GRACE};
-use crate::forward::Pools;
-use crate::table::{Routes, TableInputs};
+use crate::error::{ErrorKind, ProxyError};
+use crate::forward::{InFlightGuard, Pools};
+use crate::table::{Routes, TableInputs, TlsRoute};
+use crate::tls::{self, ClientStream, Refused, TlsStore};
 use crate::{Error, HealthTable, InFlight, ProxyConfig};
 
 #[cfg(test)]
@@ -51,6 +55,7 @@ struct Shared {
 pub(crate) async fn run(
     config: Arc<ProxyConfig>,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    mut certificates: watch::Receiver<Arc<Certificates>>,
     mut health: watch::Receiver<Arc<HealthTable>>,
     in_flight: Arc<InFlight>,
     mut stop: watch::Receiver<bool>,
@@ -58,15 +63,17 @@ pub(crate) async fn run(
     let (routes_tx, routes) = watch::channel(Arc::new(Routes::empty()));
     let shared = Arc::new(Shared { routes, config: config.clone() });
     let mut pools = Pools::new(config.response_timeout);
+    let mut tls = TlsStore::new();
     let (conns_tx, mut conns_rx) = mpsc::channel::<()>(1);
     let mut open: HashMap<Endpoint, watch::Sender<bool>> = HashMap::new();
     let mut failing = HashSet::new();
-    let (mut snapshots_live, mut health_live, mut rebuild) = (true, true, true);
+    let (mut snapshots_live, mut health_live, mut certificates_live, mut rebuild) = (true, true, true, true);
     let mut snapshot = snapshots.borrow().clone();
     loop {
         if rebuild {
             snapshot = snapshots.borrow_and_update().clone();
             let table = health.borrow_and_update().clone();
+            let certs = certificates.borrow_and_update().clone();
             let previous = routes_tx.borrow().clone();
             let inputs = TableInputs {
                 health: &table,
@@ -74,6 +81,8 @@ pub(crate) async fn run(
                 pools: &mut pools,
                 network: &config.network,
                 previous: &previous,
+                certificates: &certs,
+                tls: &mut tls,
             };
             routes_tx.send_replace(Arc::new(Routes::build(snapshot.clone(), inputs)));
         }
@@ -84,6 +93,7 @@ pub(crate) async fn run(
             () = crate::stopped(&mut stop) => break,
             r = snapshots.changed(), if snapshots_live => snapshots_live = r.is_ok(),
             r = health.changed(), if health_live => health_live = r.is_ok(),
+            r = certificates.changed(), if certificates_live => certificates_live = r.is_ok(),
             () = tokio::time::sleep(BIND_RETRY), if retry => rebuild = false,
         }
     }
@@ -103,7 +113,7 @@ fn wanted(config: &ProxyConfig, snapshot: &Snapshot) -> HashMap<Endpoint, Arc<st
         let Some((place, ip)) = config.network.ingress(&vpc.vpc_id, vpc.ingress) else { continue };
         let id: Arc<str> = Arc::from(vpc.vpc_id.as_str());
         for service in vpc.reach.keys().filter_map(|id| snapshot.services.get(id)) {
-            for listener in service.listeners.values().filter(|l| l.protocol == ListenerProtocol::Http) {
+            for listener in service.listeners.values() {
                 out.insert((place.clone(), config.ports.addr(ip, listener.port)), id.clone());
             }
         }
@@ -187,8 +197,105 @@ async fn accept_loop(
         let conn = Conn::new(vpc.clone(), addr.port(), peer.ip(), shared.config.ports);
         let (shared, closing, tracker) = (shared.clone(), closing.clone(), conns.clone());
         tokio::spawn(async move {
-            conn::serve(stream, conn, shared.routes.clone(), shared.config.clone(), closing).await;
+            serve(stream, conn, &shared, closing).await;
             drop(tracker);
         });
     }
+}
+
+/// Serves one accepted connection: cleartext HTTP, or (on a port with TLS listeners) whatever
+/// its first byte and ClientHello say.
+async fn serve(stream: TcpStream, mut conn: Conn, shared: &Shared, closing: watch::Receiver<bool>) {
+    let config = shared.config.clone();
+    let routes = shared.routes.borrow().clone();
+    if !routes.has_tls(&conn.vpc, &conn.lattice_ports) {
+        drop(routes);
+        return conn::serve(ClientStream::Plain(stream), conn, shared.routes.clone(), config, closing).await;
+    }
+    let deadline = Instant::now() + config.header_read_timeout;
+    match tls::starts_tls(&stream, deadline).await {
+        Some(true) => {}
+        Some(false) if routes.has_http(&conn.vpc, &conn.lattice_ports) => {
+            drop(routes);
+            return conn::serve(ClientStream::Plain(stream), conn, shared.routes.clone(), config, closing).await;
+        }
+        Some(false) => return plain_on_tls_port(stream, &conn).await,
+        None => return,
+    }
+    drop(routes);
+    let mut stream = stream;
+    let (raw, accepted) = match tls::read_hello(&mut stream, deadline).await {
+        Ok(hello) => hello,
+        Err(why) => return refuse(&conn, &why),
+    };
+    let Some(name) = accepted.client_hello().server_name().map(str::to_ascii_lowercase) else {
+        return refuse(&conn, &Refused::NoName);
+    };
+    // The table as it stands now (the hello may have taken a while).
+    let routes = shared.routes.borrow().clone();
+    match routes.tls_route(&conn.vpc, &name, &conn.lattice_ports) {
+        Err(why) => refuse(&conn, &why),
+        Ok(TlsRoute::Terminate(server_config)) => {
+            drop(routes);
+            match tls::handshake(stream, accepted, server_config, deadline).await {
+                Ok(client) => {
+                    conn.tls = true;
+                    conn::serve(client, conn, shared.routes.clone(), config, closing).await;
+                }
+                Err(e) => tracing::debug!(vpc = %conn.vpc, %name, error = %e, "TLS handshake failed"),
+            }
+        }
+        Ok(TlsRoute::Passthrough { reach, listener }) => {
+            let Some(target) = passthrough_target(&routes, listener).await else {
+                tracing::debug!(vpc = %conn.vpc, %name, "TLS passthrough: no target could be reached; closed");
+                return;
+            };
+            let (target, guard) = target;
+            let idle = reach.service.idle_timeout;
+            drop(routes);
+            let max_age_at = Instant::now() + config.max_connection_age;
+            let ended = tls::splice(stream, target, raw, idle, max_age_at, DRAIN_GRACE, closing).await;
+            tracing::debug!(vpc = %conn.vpc, %name, ?ended, "TLS passthrough ended");
+            drop(guard);
+        }
+    }
+}
+
+/// A connection to a target of a TLS_PASSTHROUGH listener's default action (a target group by
+/// weight, then round-robin; one that refuses is replaced by the next, a few times), with its
+/// in-flight count held.
+async fn passthrough_target(routes: &Routes, listener: &ListenerView) -> Option<(TcpStream, InFlightGuard)> {
+    let Action::Forward(groups) = &listener.default_action else { return None };
+    for _ in 0..3 {
+        let chosen = crate::balance::pick_group(groups)?;
+        let target = routes.group(&chosen.target_group_id)?.pick().ok()?;
+        let guard = InFlightGuard::new(&target.in_flight);
+        if let Ok(stream) = target.pool.connect().await {
+            return Some((stream, guard));
+        }
+    }
+    None
+}
+
+fn refuse(conn: &Conn, why: &Refused) {
+    tracing::debug!(vpc = %conn.vpc, reason = %why, "TLS connection refused");
+}
+
+/// Cleartext on a port whose listeners all speak TLS: a 400 saying so, then the connection
+/// closes (what the client sent meanwhile is read and dropped for a moment, so that closing
+/// does not reset the connection before the answer is read).
+async fn plain_on_tls_port(mut stream: TcpStream, conn: &Conn) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    tracing::debug!(vpc = %conn.vpc, "cleartext HTTP on a TLS port: refused");
+    let mut out = Vec::new();
+    let id = crate::headers::request_id();
+    ProxyError::new(ErrorKind::PlainOnTlsPort).write_http1(&mut out, &id, true, false);
+    let linger = async {
+        stream.write_all(&out).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
 }

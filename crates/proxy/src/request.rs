@@ -191,14 +191,16 @@ fn host_name<'b>(raw: &[u8], buf: &'b mut [u8; MAX_HOST]) -> Option<&'b str> {
     std::str::from_utf8(out).ok()
 }
 
-/// The service's HTTP listener for the port the request arrived on (the real port may stand for
-/// a Lattice port below 1024), and that port's `x-forwarded-port` value.
+/// The service's listener for the port the request arrived on (the real port may stand for a
+/// Lattice port below 1024), and that port's `x-forwarded-port` value: an HTTPS listener when
+/// the client spoke TLS, else an HTTP one.
 fn find_listener<'a>(conn: &'a Conn, reach: &'a ReachRoute) -> Result<(&'a ListenerView, &'a [u8]), ProxyError> {
+    let wanted = if conn.tls { ListenerProtocol::Https } else { ListenerProtocol::Http };
     conn.lattice_ports
         .iter()
         .find_map(|(port, header)| {
             let listener = reach.service.listeners.get(port)?;
-            (listener.protocol == ListenerProtocol::Http).then_some((listener, &**header))
+            (listener.protocol == wanted).then_some((listener, &**header))
         })
         .ok_or(ProxyError::new(ErrorKind::NoListener))
 }

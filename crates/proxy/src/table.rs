@@ -11,12 +11,16 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use trellis_model::snapshot::{Action, ServiceView, Snapshot, VpcView};
+use rustls::ServerConfig;
+use trellis_model::lattice::ListenerProtocol;
+use trellis_model::snapshot::{Action, ListenerView, ServiceView, Snapshot, VpcView};
+use trellis_model::tls::Certificates;
 use trellis_net::Network;
 
 use crate::balance::{BuildCtx, Group};
 use crate::error::ErrorKind;
 use crate::forward::Pools;
+use crate::tls::{Refused, TlsConfigs, TlsStore};
 use crate::{HealthTable, InFlight, headers};
 
 /// Idle timeout of target connections for a target group no listener uses (Lattice's default).
@@ -61,6 +65,20 @@ pub(crate) struct Routes {
     snapshot: Arc<Snapshot>,
     vpcs: FastMap<VpcRoute>,
     groups: FastMap<Group>,
+    tls: TlsConfigs,
+}
+
+/// Where a TLS connection goes, by the server name of its ClientHello.
+pub(crate) enum TlsRoute<'r> {
+    /// Terminate it with this configuration.
+    Terminate(Arc<ServerConfig>),
+    /// Pass it through to a target of this listener's default action.
+    Passthrough {
+        /// The service as the VPC reaches it.
+        reach: &'r ReachRoute,
+        /// The TLS_PASSTHROUGH listener.
+        listener: &'r ListenerView,
+    },
 }
 
 /// A VPC whose clients reach Lattice.
@@ -68,6 +86,10 @@ pub(crate) struct VpcRoute {
     /// `x-amzn-lattice-network` for its requests.
     pub(crate) network: Box<[u8]>,
     reach: FastMap<ReachRoute>,
+    /// Lattice ports on which a service it reaches has an HTTPS or TLS_PASSTHROUGH listener.
+    tls_ports: Vec<u16>,
+    /// Lattice ports on which a service it reaches has an HTTP listener.
+    http_ports: Vec<u16>,
 }
 
 /// A service as one VPC reaches it.
@@ -91,6 +113,10 @@ pub(crate) struct TableInputs<'a> {
     pub(crate) network: &'a Network,
     /// The table this one replaces (round-robin goes on where it stood).
     pub(crate) previous: &'a Routes,
+    /// The certificates to serve.
+    pub(crate) certificates: &'a Certificates,
+    /// Server configurations, kept across builds.
+    pub(crate) tls: &'a mut TlsStore,
 }
 
 // === impl Routes ===
@@ -98,7 +124,12 @@ pub(crate) struct TableInputs<'a> {
 impl Routes {
     /// A table that routes nothing.
     pub(crate) fn empty() -> Self {
-        Self { snapshot: Arc::new(Snapshot::default()), vpcs: FastMap::default(), groups: FastMap::default() }
+        Self {
+            snapshot: Arc::new(Snapshot::default()),
+            vpcs: FastMap::default(),
+            groups: FastMap::default(),
+            tls: TlsConfigs::default(),
+        }
     }
 
     /// Builds the table for `snapshot`.
@@ -111,8 +142,44 @@ impl Routes {
             .filter_map(|v| Some((v.vpc_id.clone(), vpc_route(&snapshot, v, &mut labels)?)))
             .collect();
         drop(labels);
+        let tls = inputs.tls.configs(inputs.certificates);
         let groups = build_groups(&snapshot, inputs);
-        Self { snapshot, vpcs, groups }
+        Self { snapshot, vpcs, groups, tls }
+    }
+
+    /// Whether a connection to one of `ports` from `vpc_id` may be TLS.
+    pub(crate) fn has_tls(&self, vpc_id: &str, ports: &[(u16, Box<[u8]>)]) -> bool {
+        self.vpcs.get(vpc_id).is_some_and(|v| ports.iter().any(|(p, _)| v.tls_ports.contains(p)))
+    }
+
+    /// Whether a connection to one of `ports` from `vpc_id` may be cleartext HTTP.
+    pub(crate) fn has_http(&self, vpc_id: &str, ports: &[(u16, Box<[u8]>)]) -> bool {
+        self.vpcs.get(vpc_id).is_some_and(|v| ports.iter().any(|(p, _)| v.http_ports.contains(p)))
+    }
+
+    /// Where a TLS connection from `vpc_id` on one of `ports` for server name `name` (lowercase)
+    /// goes.
+    pub(crate) fn tls_route(
+        &self,
+        vpc_id: &str,
+        name: &str,
+        ports: &[(u16, Box<[u8]>)],
+    ) -> Result<TlsRoute<'_>, Refused> {
+        let unknown = || Refused::UnknownName(name.to_owned());
+        let (_, reach) = self.find(vpc_id, name).map_err(|_| unknown())?;
+        let service = &reach.service;
+        let listener = ports.iter().find_map(|(p, _)| service.listeners.get(p)).ok_or_else(unknown)?;
+        let custom = service.custom_domain_name.as_deref() == Some(name);
+        match listener.protocol {
+            ListenerProtocol::Https => self
+                .tls
+                .for_name(name, custom, service.certificate_arn.as_deref())
+                .map(TlsRoute::Terminate)
+                .ok_or_else(|| Refused::NoCertificate(name.to_owned())),
+            // Passthrough routes on the custom domain name alone (spec §3.2).
+            ListenerProtocol::TlsPassthrough if custom => Ok(TlsRoute::Passthrough { reach, listener }),
+            _ => Err(unknown()),
+        }
     }
 
     /// VPC `vpc_id` and the service it reaches as `host` (lowercase, no port).
@@ -158,8 +225,20 @@ fn vpc_route<'s>(
                 .clone();
             Some((id.clone(), ReachRoute { service: service.clone(), target_headers }))
         })
-        .collect();
-    Some(VpcRoute { network, reach })
+        .collect::<FastMap<_>>();
+    let ports = |tls: bool| {
+        let mut ports: Vec<u16> = reach
+            .values()
+            .flat_map(|r| r.service.listeners.values())
+            .filter(|l| (l.protocol != ListenerProtocol::Http) == tls)
+            .map(|l| l.port)
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    };
+    let (tls_ports, http_ports) = (ports(true), ports(false));
+    Some(VpcRoute { network, reach, tls_ports, http_ports })
 }
 
 /// `x-amzn-lattice-target` for each target group `service` forwards to, reached through
@@ -243,6 +322,8 @@ mod tests {
                 pools: &mut pools,
                 network: &trellis_net::Network::Loopback,
                 previous: &Routes::empty(),
+                certificates: &Certificates::default(),
+                tls: &mut TlsStore::new(),
             },
         );
         for vpc in ["vpc-1", "vpc-2"] {

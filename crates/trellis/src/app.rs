@@ -14,8 +14,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::watch;
+use trellis_control::pki::PkiSettings;
 use trellis_control::{ControlConfig, ControlState};
 use trellis_model::snapshot::Snapshot;
+use trellis_model::tls::Certificates;
 use trellis_store::{SqliteStore, Store};
 
 use crate::agent::{Agent, AgentConfig, Lattice};
@@ -87,7 +89,8 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
             netns: matches!(config.network, Network::Netns(_)),
         })
         .merge(crate::instances::router(netmgr.clone()))
-        .merge(crate::logs::router(config.data_dir.clone()));
+        .merge(crate::logs::router(config.data_dir.clone()))
+        .merge(trellis_control::pki::router(store.clone()));
     let router = trellis_control::router_with(ControlState::new(store.clone(), control), ours);
     Ok(Bound { listener, router, store, config, snapshots, netmgr })
 }
@@ -131,10 +134,23 @@ impl Bound {
             },
         );
         let agent = tokio::spawn(agent.run(stop.clone()));
-        let (sink, drain_reports) = crate::watch::StoreSink::new(store, config.node.clone());
+        let (sink, drain_reports) = crate::watch::StoreSink::new(store.clone(), config.node.clone());
         let reports = tokio::spawn(drain_reports);
         let mut proxy_stop = stop.clone();
-        let proxy = tokio::spawn(trellis_proxy::run(config.proxy.clone(), snapshots.subscribe(), sink, async move {
+        let (certificates_tx, certificates) = watch::channel(Arc::new(Certificates::default()));
+        let pki_settings = PkiSettings {
+            lifetime: config.certificate_lifetime,
+            zones: vec![trellis_model::dns_name::zone(&config.partition_label, &config.region)],
+        };
+        let pki = tokio::spawn(trellis_control::pki::run(
+            store.clone(),
+            pki_settings,
+            snapshots.subscribe(),
+            certificates_tx,
+            stop.clone(),
+        ));
+        let inputs = trellis_proxy::Inputs { snapshots: snapshots.subscribe(), certificates };
+        let proxy = tokio::spawn(trellis_proxy::run(config.proxy.clone(), inputs, sink, async move {
             let _ = proxy_stop.wait_for(|s| *s).await;
         }));
         tracing::info!(%addr, node = %config.node, "Trellis API listening");
@@ -159,6 +175,7 @@ impl Bound {
         let _ = agent.await;
         let _ = compiler.await;
         let _ = sweeper.await;
+        let _ = pki.await;
         if let Some(network) = network {
             let _ = network.await;
         }

@@ -80,6 +80,9 @@ pub struct RawConfig {
     /// Accept health-check intervals from 1 s and thresholds from 1 (AWS: 5 s and 2), so that
     /// tests and demos see health transitions quickly (default false).
     pub relaxed_health_checks: Option<bool>,
+    /// Lifetime of the managed certificates of generated names, in seconds (default 90 days);
+    /// each is renewed when a third of it is left.
+    pub certificate_lifetime_seconds: Option<u64>,
     /// Data-plane settings.
     pub proxy: RawProxy,
 }
@@ -161,6 +164,8 @@ pub struct Config {
     pub worker_threads: Option<usize>,
     /// The API accepts health checks below AWS's floor.
     pub relaxed_health_checks: bool,
+    /// Lifetime of managed certificates.
+    pub certificate_lifetime: Duration,
     /// Data-plane settings.
     pub proxy: ProxyConfig,
 }
@@ -214,6 +219,7 @@ impl RawConfig {
         p.response_timeout_seconds = num("RESPONSE_TIMEOUT_SECONDS")?.or(p.response_timeout_seconds);
         p.deregistration_delay_seconds = num("DEREGISTRATION_DELAY_SECONDS")?.or(p.deregistration_delay_seconds);
         p.min_health_check_interval_ms = num("MIN_HEALTH_CHECK_INTERVAL_MS")?.or(p.min_health_check_interval_ms);
+        self.certificate_lifetime_seconds = num("CERTIFICATE_LIFETIME_SECONDS")?.or(self.certificate_lifetime_seconds);
         if let Some(v) = s("RELAXED_HEALTH_CHECKS") {
             self.relaxed_health_checks = Some(matches!(v.as_str(), "1" | "true" | "yes"));
         }
@@ -344,7 +350,13 @@ impl RawConfig {
         if self.worker_threads == Some(0) {
             bail!("worker_threads must be at least 1");
         }
+        let certificate_lifetime = match self.certificate_lifetime_seconds {
+            None => trellis_control::pki::DEFAULT_LIFETIME,
+            Some(s) if s >= 3 => Duration::from_secs(s),
+            Some(_) => bail!("certificate_lifetime_seconds must be at least 3"),
+        };
         Ok(Config {
+            certificate_lifetime,
             network,
             naming,
             worker_threads: self.worker_threads,

@@ -32,6 +32,9 @@ enum Command {
     },
     /// Show service networks, services (with DNS names), target groups and targets.
     Status(ClientArgs),
+    /// Print the installation's certificate authority (PEM): what HTTPS clients trust
+    /// (`curl --cacert`, `AWS_CA_BUNDLE`, `update-ca-certificates`).
+    Ca(ClientArgs),
     /// VPCs: `trellis vpc ingress VPC_ID`, `trellis vpc exec VPC_ID -- CMD…`.
     #[command(subcommand)]
     Vpc(VpcCommand),
@@ -170,6 +173,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status(args) => {
             let endpoint = endpoint(args.endpoint, &ProcessEnv);
             runtime(Some(1))?.block_on(status::run(&endpoint))?;
+            Ok(0)
+        }
+        Command::Ca(args) => {
+            let endpoint = endpoint(args.endpoint, &ProcessEnv);
+            runtime(Some(1))?.block_on(async {
+                let pem = trellis::client::Client::new(&endpoint)?.text("GET", "/_trellis/ca").await?;
+                print!("{pem}");
+                anyhow::Ok(())
+            })?;
             Ok(0)
         }
         Command::Vpc(VpcCommand::Ingress { vpc_id, client }) => {

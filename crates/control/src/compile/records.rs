@@ -42,6 +42,8 @@ pub(super) struct ServiceRec {
     #[serde(default)]
     pub(super) custom_domain_name: Option<String>,
     #[serde(default)]
+    pub(super) certificate_arn: Option<String>,
+    #[serde(default)]
     pub(super) idle_timeout_seconds: Option<u32>,
 }
 

@@ -85,6 +85,7 @@ fn service(id: &str, dns_name: &str) -> Arc<ServiceView> {
         arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}"),
         dns_name: dns_name.into(),
         custom_domain_name: None,
+        certificate_arn: None,
         idle_timeout: Duration::from_secs(60),
         listeners: Default::default(),
     })

@@ -179,6 +179,7 @@ pub(crate) mod tests {
             arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}"),
             dns_name: dns_name.to_owned(),
             custom_domain_name: custom.map(str::to_owned),
+            certificate_arn: None,
             idle_timeout: Duration::from_secs(60),
             listeners: BTreeMap::new(),
         };

@@ -27,6 +27,7 @@ use trellis_model::lattice::{HealthCheckConfig, ListenerProtocol};
 use trellis_model::snapshot::{
     Action, ListenerView, Reach, RuleView, ServiceView, Snapshot, TargetGroupView, TargetView, VpcView, WeightedTarget,
 };
+use trellis_model::tls::Certificates;
 use trellis_net::Ports;
 
 use crate::{Error, HealthStatus, HealthTable, InFlight, ProxyConfig, TargetHealth, TargetKey};
@@ -45,6 +46,7 @@ pub(crate) struct Fixture {
 pub(crate) struct Proxy {
     pub(crate) snapshots: watch::Sender<Arc<Snapshot>>,
     pub(crate) health: watch::Sender<Arc<HealthTable>>,
+    pub(crate) certificates: watch::Sender<Arc<Certificates>>,
     pub(crate) in_flight: Arc<InFlight>,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), Error>>,
@@ -118,6 +120,7 @@ pub(crate) fn service(id: &str, host: &str, port: u16, default_action: Action) -
         arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}"),
         dns_name: host.to_owned(),
         custom_domain_name: None,
+        certificate_arn: None,
         idle_timeout: Duration::from_secs(60),
         listeners: BTreeMap::from([(port, listener)]),
     }
@@ -253,11 +256,19 @@ impl Proxy {
     pub(crate) async fn start(config: ProxyConfig, snapshot: Arc<Snapshot>, ready: SocketAddr) -> Self {
         let (snapshots, snapshots_rx) = watch::channel(snapshot);
         let (health, health_rx) = watch::channel(Arc::new(HealthTable::default()));
+        let (certificates, certificates_rx) = watch::channel(Arc::new(Certificates::default()));
         let (stop, stop_rx) = watch::channel(false);
         let in_flight = Arc::new(InFlight::default());
-        let task = tokio::spawn(super::run(Arc::new(config), snapshots_rx, health_rx, in_flight.clone(), stop_rx));
+        let task = tokio::spawn(super::run(
+            Arc::new(config),
+            snapshots_rx,
+            certificates_rx,
+            health_rx,
+            in_flight.clone(),
+            stop_rx,
+        ));
         wait_listening(ready).await;
-        Self { snapshots, health, in_flight, stop, task }
+        Self { snapshots, health, certificates, in_flight, stop, task }
     }
 
     /// Publishes a snapshot.

@@ -1,0 +1,298 @@
+//! TLS on Lattice ports. One port of a VPC's entry may carry HTTP, HTTPS and TLS_PASSTHROUGH
+//! listeners of different services, so every connection on a port with a TLS listener is told
+//! apart by its first byte (a TLS handshake record starts with 22, an HTTP method never does),
+//! then by the ClientHello's server name:
+//!
+//! - a service's generated name or custom domain name with an HTTPS listener on that port: the
+//!   handshake completes with that name's certificate (the installation's managed certificate of
+//!   the generated zone, or the service's ACM certificate for its custom name; none, none
+//!   served), and the connection is served like a cleartext one (`conn`), routed to HTTPS
+//!   listeners only;
+//! - a custom domain name whose service has a TLS_PASSTHROUGH listener there: the bytes read so
+//!   far and everything after them are spliced to a target of the listener's TCP target groups,
+//!   unterminated ([`splice`]);
+//! - anything else (no name, an unknown one, a name this VPC does not reach, a garbled or
+//!   truncated ClientHello): the connection is closed, and the reason logged.
+//!
+//! Server configurations are made once per certificate (kept while its serial stays the same)
+//! and share one session cache and one ticket key, so resumption survives configuration
+//! changes.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::{Accepted, Acceptor, ClientHello, ResolvesServerCert, StoresServerSessions};
+use rustls::sign::CertifiedKey;
+use rustls::{ServerConfig, server::ProducesTickets};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use trellis_model::tls::{Certificates, Identity};
+
+mod splice;
+
+pub(crate) use splice::splice;
+
+/// A TLS handshake record's first byte.
+const HANDSHAKE: u8 = 22;
+/// Largest ClientHello read (a post-quantum key share makes them a few KiB).
+const MAX_HELLO: usize = 64 * 1024;
+/// ALPN protocols offered to clients.
+const ALPN: &[&[u8]] = &[b"http/1.1"];
+
+/// A client connection: cleartext, or TLS terminated here.
+pub(crate) enum ClientStream {
+    /// Cleartext.
+    Plain(TcpStream),
+    /// TLS, terminated by the proxy.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// Server configurations per certificate, kept across route tables.
+pub(crate) struct TlsStore {
+    provider: Arc<CryptoProvider>,
+    sessions: Arc<dyn StoresServerSessions>,
+    tickets: Option<Arc<dyn ProducesTickets>>,
+    by_serial: HashMap<String, Arc<ServerConfig>>,
+}
+
+/// The server configurations one route table serves with.
+#[derive(Default)]
+pub(crate) struct TlsConfigs {
+    /// Managed certificates of generated names, by zone.
+    zones: HashMap<String, Arc<ServerConfig>>,
+    /// Customer certificates, by ACM ARN.
+    by_arn: HashMap<String, Arc<ServerConfig>>,
+}
+
+/// Why a TLS connection was refused before its handshake.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// Not a ClientHello, or a broken one.
+    BadHello(String),
+    /// The client went away or was too slow.
+    Gone,
+    /// No server name was sent.
+    NoName,
+    /// The name is not a service this VPC reaches with a TLS listener on this port.
+    UnknownName(String),
+    /// The service has no certificate for the name.
+    NoCertificate(String),
+}
+
+/// Always the same certificate.
+#[derive(Debug)]
+struct Fixed(Arc<CertifiedKey>);
+
+// === impl ClientStream ===
+
+impl AsyncRead for ClientStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(_) => Poll::Ready(Ok(())),
+            Self::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
+impl ClientStream {
+    /// Whether the client speaks TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, Self::Tls(_))
+    }
+}
+
+// === impl TlsStore ===
+
+impl TlsStore {
+    /// An empty store with a fresh session cache and ticket key.
+    pub(crate) fn new() -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tickets = match rustls::crypto::ring::Ticketer::new() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(error = %e, "no TLS session tickets");
+                None
+            }
+        };
+        Self {
+            provider,
+            sessions: rustls::server::ServerSessionMemoryCache::new(16 * 1024),
+            tickets,
+            by_serial: HashMap::new(),
+        }
+    }
+
+    /// The configurations for `certificates`, reusing those whose certificate did not change;
+    /// the others are forgotten.
+    pub(crate) fn configs(&mut self, certificates: &Certificates) -> TlsConfigs {
+        let mut used = HashMap::new();
+        let mut get = |identity: &Identity| -> Option<Arc<ServerConfig>> {
+            let config = match self.by_serial.get(&identity.serial) {
+                Some(c) => c.clone(),
+                None => match self.server_config(identity) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(serial = %identity.serial, error = %e, "certificate cannot be served");
+                        return None;
+                    }
+                },
+            };
+            used.insert(identity.serial.clone(), config.clone());
+            Some(config)
+        };
+        let zones = certificates.zones.iter().filter_map(|(z, id)| Some((z.clone(), get(id)?))).collect();
+        let by_arn = certificates.by_arn.iter().filter_map(|(a, id)| Some((a.clone(), get(id)?))).collect();
+        self.by_serial = used;
+        TlsConfigs { zones, by_arn }
+    }
+
+    fn server_config(&self, identity: &Identity) -> Result<Arc<ServerConfig>, rustls::Error> {
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key.clone()));
+        let signer = self.provider.key_provider.load_private_key(key)?;
+        let chain = identity.chain.iter().map(|c| CertificateDer::from(c.clone())).collect();
+        let certified = Arc::new(CertifiedKey::new(chain, signer));
+        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Fixed(certified)));
+        config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+        config.session_storage = self.sessions.clone();
+        if let Some(tickets) = &self.tickets {
+            config.ticketer = tickets.clone();
+        }
+        Ok(Arc::new(config))
+    }
+}
+
+// === impl TlsConfigs ===
+
+impl TlsConfigs {
+    /// The configuration serving `name`: its service's customer certificate when `name` is the
+    /// custom domain name, else the managed certificate of its zone.
+    pub(crate) fn for_name(
+        &self,
+        name: &str,
+        custom: bool,
+        certificate_arn: Option<&str>,
+    ) -> Option<Arc<ServerConfig>> {
+        if custom {
+            return self.by_arn.get(certificate_arn?).cloned();
+        }
+        self.zones.get(trellis_model::tls::zone_of(name)?).cloned()
+    }
+}
+
+impl ResolvesServerCert for Fixed {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// Whether the client's first byte starts a TLS handshake; waits until `deadline` for it.
+/// `None` if the client sent nothing by then, or left.
+pub(crate) async fn starts_tls(stream: &TcpStream, deadline: Instant) -> Option<bool> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => Some(first[0] == HANDSHAKE),
+        _ => None,
+    }
+}
+
+/// Reads the ClientHello, until `deadline`: every byte read (for a passthrough, which replays
+/// them), and the hello, parsed.
+pub(crate) async fn read_hello(stream: &mut TcpStream, deadline: Instant) -> Result<(Vec<u8>, Accepted), Refused> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut acceptor = Acceptor::default();
+    let mut raw = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => return Err(Refused::Gone),
+            Ok(Ok(n)) => n,
+        };
+        raw.extend_from_slice(&chunk[..n]);
+        if raw.len() > MAX_HELLO {
+            return Err(Refused::BadHello("ClientHello over 64 KiB".into()));
+        }
+        let mut fresh = &chunk[..n];
+        while !fresh.is_empty() {
+            match acceptor.read_tls(&mut fresh) {
+                Ok(0) => return Err(Refused::BadHello("ClientHello does not fit".into())),
+                Ok(_) => {}
+                Err(e) => return Err(Refused::BadHello(e.to_string())),
+            }
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => return Ok((raw, accepted)),
+            Ok(None) => {}
+            Err((e, mut alert)) => {
+                let mut bytes = Vec::new();
+                let _ = alert.write_all(&mut bytes);
+                let _ = tokio::time::timeout_at(deadline, stream.write_all(&bytes)).await;
+                return Err(Refused::BadHello(e.to_string()));
+            }
+        }
+        // A hello split over several reads: read on.
+    }
+}
+
+/// Completes the handshake of an accepted hello with `config`, until `deadline`.
+pub(crate) async fn handshake(
+    stream: TcpStream,
+    accepted: Accepted,
+    config: Arc<ServerConfig>,
+    deadline: Instant,
+) -> io::Result<ClientStream> {
+    let start = tokio_rustls::StartHandshake::from_parts(accepted, stream);
+    match tokio::time::timeout_at(deadline, start.into_stream(config)).await {
+        Ok(Ok(tls)) => Ok(ClientStream::Tls(Box::new(tls))),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::BadHello(why) => write!(f, "not a valid TLS ClientHello: {why}"),
+            Self::Gone => f.write_str("client left or was too slow before its ClientHello was complete"),
+            Self::NoName => f.write_str("no server name (SNI) in the ClientHello"),
+            Self::UnknownName(name) => {
+                write!(f, "{name:?} is not a service this VPC reaches with a TLS listener on this port")
+            }
+            Self::NoCertificate(name) => write!(f, "no certificate for {name:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
