@@ -63,8 +63,15 @@ pub(crate) struct BuildCtx<'a> {
 
 impl Group {
     /// Builds the group; its idle upstream connections close after `idle`; round-robin goes on
-    /// from `cursor`.
-    pub(crate) fn build(view: &TargetGroupView, idle: Duration, cursor: usize, ctx: &mut BuildCtx<'_>) -> Self {
+    /// from `cursor`. Connections to the targets of an HTTPS group speak TLS and send `sni`.
+    pub(crate) fn build(
+        view: &TargetGroupView,
+        idle: Duration,
+        sni: &Arc<str>,
+        cursor: usize,
+        ctx: &mut BuildCtx<'_>,
+    ) -> Self {
+        let tls = (view.protocol.as_deref() == Some("HTTPS")).then(|| sni.clone());
         let mut targets = Vec::with_capacity(view.targets.len());
         let mut healthy = Vec::new();
         let place = ctx.network.targets(view.vpc_id.as_deref());
@@ -75,7 +82,7 @@ impl Group {
             if status == Some(HealthStatus::Healthy) {
                 healthy.push(targets.len());
             }
-            let pool_key = (place.clone(), addr, idle);
+            let pool_key = (place.clone(), addr, idle, tls.clone());
             let pool = ctx.pools.pool(&pool_key);
             ctx.used.insert(pool_key);
             let in_flight = ctx.in_flight.counter(&key);

@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use trellis_net::Place;
@@ -33,8 +35,9 @@ const KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
     .with_retries(2);
 
 /// What tells pools apart: where targets are reached from (the host, or the namespace of the
-/// target group's VPC), the target's address, and the idle timeout.
-pub(crate) type PoolKey = (Place, SocketAddr, Duration);
+/// target group's VPC), the target's address, the idle timeout, and for HTTPS target groups the
+/// server name sent in the ClientHello.
+pub(crate) type PoolKey = (Place, SocketAddr, Duration, Option<Arc<str>>);
 
 /// The pools, kept across snapshots so that connections survive configuration changes.
 pub(crate) struct Pools {
@@ -46,6 +49,8 @@ pub(crate) struct Pools {
 pub(crate) struct Pool {
     place: Place,
     addr: SocketAddr,
+    /// TLS towards the target, with this server name (HTTPS target groups).
+    tls: Option<ServerName<'static>>,
     idle_timeout: Duration,
     connect_timeout: Duration,
     idle: Mutex<Vec<Idle>>,
@@ -53,8 +58,17 @@ pub(crate) struct Pool {
 }
 
 struct Idle {
-    stream: TcpStream,
+    stream: Upstream,
     since: Instant,
+}
+
+/// A connection to a target: cleartext, or TLS (HTTPS target groups; the target's certificate
+/// is not verified, as in AWS).
+pub(crate) enum Upstream {
+    /// Cleartext.
+    Plain(TcpStream),
+    /// TLS.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 /// One request in flight to a target; decrements the target's counter when dropped.
@@ -73,13 +87,17 @@ impl Pools {
     /// The pool for `key`: connections opened from `place` to `addr` that idle out after `idle`.
     pub(crate) fn pool(&mut self, key: &PoolKey) -> Arc<Pool> {
         let connect_timeout = self.connect_timeout;
-        let (place, addr, idle) = key.clone();
+        let (place, addr, idle, sni) = key.clone();
         self.pools
             .entry(key.clone())
             .or_insert_with(|| {
+                let tls = sni.map(|name| {
+                    ServerName::try_from(name.to_string()).unwrap_or_else(|_| ServerName::IpAddress(addr.ip().into()))
+                });
                 Arc::new(Pool {
                     place,
                     addr,
+                    tls,
                     idle_timeout: idle,
                     connect_timeout,
                     idle: Mutex::new(Vec::new()),
@@ -99,10 +117,10 @@ impl Pools {
 
 impl Pool {
     /// The most recently used idle connection that is still open and fresh.
-    pub(crate) fn take(&self) -> Option<TcpStream> {
+    pub(crate) fn take(&self) -> Option<Upstream> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(i) = idle.pop() {
-            if i.since.elapsed() < self.idle_timeout && is_quiet(&i.stream) {
+            if i.since.elapsed() < self.idle_timeout && is_quiet(i.stream.tcp()) {
                 return Some(i.stream);
             }
         }
@@ -110,23 +128,25 @@ impl Pool {
     }
 
     /// A new connection to the target.
-    pub(crate) async fn connect(&self) -> Result<TcpStream, ErrorKind> {
+    pub(crate) async fn connect(&self) -> Result<Upstream, ErrorKind> {
         let connect = async {
-            match &self.place {
-                Place::Host => TcpStream::connect(self.addr).await,
-                place => place.tcp_socket(self.addr).await?.connect(self.addr).await,
-            }
+            let stream = match &self.place {
+                Place::Host => TcpStream::connect(self.addr).await?,
+                place => place.tcp_socket(self.addr).await?.connect(self.addr).await?,
+            };
+            let _ = stream.set_nodelay(true);
+            // A target whose host vanished (a task's namespace removed with it, say) never
+            // closes the connection: keep-alive probes find it within a few seconds, so the
+            // request waiting on it fails (and an idempotent one goes to the next target)
+            // instead of waiting out the response timeout.
+            let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&KEEPALIVE);
+            let Some(name) = &self.tls else { return Ok(Upstream::Plain(stream)) };
+            let config = crate::tls::target_client_config().ok_or_else(|| std::io::Error::other("no TLS"))?;
+            let tls = tokio_rustls::TlsConnector::from(config).connect(name.clone(), stream).await?;
+            Ok::<_, std::io::Error>(Upstream::Tls(Box::new(tls)))
         };
         match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                // A target whose host vanished (a task's namespace removed with it, say) never
-                // closes the connection: keep-alive probes find it within a few seconds, so the
-                // request waiting on it fails (and an idempotent one goes to the next target)
-                // instead of waiting out the response timeout.
-                let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&KEEPALIVE);
-                Ok(stream)
-            }
+            Ok(Ok(stream)) => Ok(stream),
             Ok(Err(e)) => {
                 tracing::debug!(addr = %self.addr, error = %e, "cannot connect to target");
                 Err(ErrorKind::ConnectFailed)
@@ -136,7 +156,7 @@ impl Pool {
     }
 
     /// Takes back a connection whose exchange ended cleanly.
-    pub(crate) fn put(self: &Arc<Self>, stream: TcpStream) {
+    pub(crate) fn put(self: &Arc<Self>, stream: Upstream) {
         let idle = Idle { stream, since: Instant::now() };
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(idle);
         if !self.reaping.swap(true, Ordering::AcqRel) {
@@ -167,7 +187,7 @@ async fn reap(pool: Weak<Pool>, idle: Duration) {
         tokio::time::sleep(idle).await;
         let Some(pool) = pool.upgrade() else { return };
         let mut conns = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-        conns.retain(|i| i.since.elapsed() < idle && is_quiet(&i.stream));
+        conns.retain(|i| i.since.elapsed() < idle && is_quiet(i.stream.tcp()));
         if conns.is_empty() {
             // Under the lock, so that a connection put back now starts a new reaper.
             pool.reaping.store(false, Ordering::Release);
@@ -189,5 +209,53 @@ impl InFlightGuard {
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.counter.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    /// The TCP connection underneath.
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(s) => s,
+            Self::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Upstream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => std::pin::Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Upstream {
+    fn poll_write(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => std::pin::Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(_) => Poll::Ready(Ok(())),
+            Self::Tls(s) => std::pin::Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => std::pin::Pin::new(&mut **s).poll_shutdown(cx),
+        }
     }
 }

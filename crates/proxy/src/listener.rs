@@ -26,7 +26,7 @@ use trellis_net::Place;
 
 use crate::conn::{self, Conn, DRAIN_GRACE};
 use crate::error::{ErrorKind, ProxyError};
-use crate::forward::{InFlightGuard, Pools};
+use crate::forward::{InFlightGuard, Pools, Upstream};
 use crate::table::{Routes, TableInputs, TlsRoute};
 use crate::tls::{self, ClientStream, Refused, TlsStore};
 use crate::{Error, HealthTable, InFlight, ProxyConfig};
@@ -270,7 +270,8 @@ async fn passthrough_target(routes: &Routes, listener: &ListenerView) -> Option<
         let chosen = crate::balance::pick_group(groups)?;
         let target = routes.group(&chosen.target_group_id)?.pick().ok()?;
         let guard = InFlightGuard::new(&target.in_flight);
-        if let Ok(stream) = target.pool.connect().await {
+        // TCP target groups: their pools never speak TLS themselves.
+        if let Ok(Upstream::Plain(stream)) = target.pool.connect().await {
             return Some((stream, guard));
         }
     }

@@ -271,12 +271,16 @@ fn forwarded_groups(service: &ServiceView) -> impl Iterator<Item = &str> {
 /// Every target group, ready for picking; each target group's connections idle out after the
 /// idle timeout of the service that forwards to it (a target group serves one service).
 fn build_groups(snapshot: &Snapshot, inputs: TableInputs<'_>) -> FastMap<Group> {
-    let mut idle = HashMap::new();
+    // A target group serves one service: its idle timeout, and its name (the custom domain
+    // name if it has one) as the server name of TLS connections to the targets.
+    let mut served = HashMap::new();
     for s in snapshot.services.values() {
+        let name: Arc<str> = Arc::from(s.custom_domain_name.as_deref().unwrap_or(&s.dns_name));
         for tg_id in forwarded_groups(s) {
-            idle.insert(tg_id, s.idle_timeout);
+            served.insert(tg_id, (s.idle_timeout, name.clone()));
         }
     }
+    let unnamed: Arc<str> = Arc::from("");
     let mut ctx = BuildCtx {
         health: inputs.health,
         in_flight: inputs.in_flight,
@@ -289,8 +293,8 @@ fn build_groups(snapshot: &Snapshot, inputs: TableInputs<'_>) -> FastMap<Group> 
         .values()
         .map(|tg| {
             let cursor = inputs.previous.groups.get(&tg.id).map_or(0, Group::cursor);
-            let idle = idle.get(tg.id.as_str()).copied().unwrap_or(DEFAULT_IDLE);
-            (tg.id.clone(), Group::build(tg, idle, cursor, &mut ctx))
+            let (idle, sni) = served.get(tg.id.as_str()).map_or((DEFAULT_IDLE, &unnamed), |(i, n)| (*i, n));
+            (tg.id.clone(), Group::build(tg, idle, sni, cursor, &mut ctx))
         })
         .collect();
     let used = ctx.used;

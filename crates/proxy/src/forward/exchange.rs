@@ -19,11 +19,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::InFlightGuard;
 use crate::conn::{Event, Expired, Next, Session};
 use crate::error::{ErrorKind, ProxyError};
+use crate::forward::Upstream;
 use crate::h1::{Buf, ChunkDecoder, Framing, RequestHead, parse_response, response_framing};
 use crate::headers::{self, ClientFraming, Forwarded};
 use crate::request::Forward;
@@ -237,7 +237,7 @@ impl Session {
     }
 
     /// Drives one exchange to its end, with the clocks running.
-    async fn run(&mut self, up: &mut TcpStream, x: &mut Exchange, body: &mut ReqBody, req: Req<'_>) -> Outcome {
+    async fn run(&mut self, up: &mut Upstream, x: &mut Exchange, body: &mut ReqBody, req: Req<'_>) -> Outcome {
         loop {
             match self.wait(|s, cx| s.poll_exchange(cx, up, x, body, req)).await {
                 Ok(outcome) => return outcome,
@@ -338,7 +338,7 @@ impl Session {
     fn poll_exchange(
         &mut self,
         cx: &mut Context<'_>,
-        up: &mut TcpStream,
+        up: &mut Upstream,
         x: &mut Exchange,
         body: &mut ReqBody,
         req: Req<'_>,
@@ -361,6 +361,18 @@ impl Session {
                         x.req_failed = true;
                         break;
                     }
+                }
+            }
+            // TLS records still in the session's buffer (a no-op in cleartext).
+            match Pin::new(&mut *up).poll_flush(cx) {
+                Poll::Pending => break,
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => {
+                    if x.retryable && !x.got_bytes {
+                        return Poll::Ready(Outcome::Stale);
+                    }
+                    x.req_failed = true;
+                    break;
                 }
             }
             if matches!(body, ReqBody::Done) {
@@ -528,12 +540,7 @@ impl Session {
 }
 
 /// Reads from `stream` into `buf` (which may grow to `limit`): `Ok(0)` at end of stream.
-fn poll_read(
-    stream: &mut TcpStream,
-    buf: &mut Buf,
-    cx: &mut Context<'_>,
-    limit: usize,
-) -> Poll<std::io::Result<usize>> {
+fn poll_read(stream: &mut Upstream, buf: &mut Buf, cx: &mut Context<'_>, limit: usize) -> Poll<std::io::Result<usize>> {
     let Some(spare) = buf.spare(READ_CHUNK.min(limit), limit) else {
         return Poll::Ready(Err(std::io::Error::other("response head too large")));
     };

@@ -6,13 +6,9 @@
 //! commonly serve self-signed certificates, and the check is of health, not identity.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -38,10 +34,6 @@ pub(crate) enum Failure {
     Tls,
 }
 
-/// Accepts any certificate (see the module docs); handshake signatures are still checked.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
 /// Runs one probe of `kind` against `addr`, connecting from `place`, within `timeout`.
 pub(crate) async fn probe(kind: &ProbeKind, place: &Place, addr: SocketAddr, timeout: Duration) -> Result<(), Failure> {
     let attempt = async {
@@ -57,7 +49,7 @@ pub(crate) async fn probe(kind: &ProbeKind, place: &Place, addr: SocketAddr, tim
             ProbeKind::Tcp => Ok(()),
             ProbeKind::Http { path, codes, tls: false } => http(&mut stream, addr, path, codes).await,
             ProbeKind::Http { path, codes, tls: true } => {
-                let connector = TlsConnector::from(tls_config().ok_or(Failure::Tls)?);
+                let connector = TlsConnector::from(crate::tls::target_client_config().ok_or(Failure::Tls)?);
                 let name = ServerName::IpAddress(addr.ip().into());
                 let mut tls = connector.connect(name, stream).await.map_err(|_| Failure::Tls)?;
                 http(&mut tls, addr, path, codes).await
@@ -65,25 +57,6 @@ pub(crate) async fn probe(kind: &ProbeKind, place: &Place, addr: SocketAddr, tim
         }
     };
     tokio::time::timeout(timeout, attempt).await.unwrap_or(Err(Failure::Timeout))
-}
-
-/// The TLS settings of every HTTPS probe (made once); `None` if the crypto provider offers no
-/// protocol version (it always does).
-fn tls_config() -> Option<Arc<rustls::ClientConfig>> {
-    static CONFIG: OnceLock<Option<Arc<rustls::ClientConfig>>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .ok()?;
-            let config = builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-                .with_no_client_auth();
-            Some(Arc::new(config))
-        })
-        .clone()
 }
 
 async fn http<S: AsyncRead + AsyncWrite + Unpin>(
@@ -114,41 +87,6 @@ async fn http<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let status = status_code(&buf[..line_end]).ok_or(Failure::Malformed)?;
     if codes.contains(status) { Ok(()) } else { Err(Failure::Status(status)) }
-}
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// The code of an HTTP/1 status line (`HTTP/1.1 200 OK`, the line ending optional).

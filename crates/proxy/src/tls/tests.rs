@@ -325,3 +325,78 @@ async fn a_renewed_certificate_serves_the_next_handshakes() {
     assert_ne!(after, before, "the new certificate is presented");
     m.proxy.stop().await;
 }
+
+/// An HTTPS target on 127.0.0.1 with a certificate no one trusts: answers each request on a
+/// keep-alive connection with the server name the client sent; counts its connections.
+fn https_target(ca: &Ca) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>, JoinHandle<()>) {
+    let id = ca.identity("https-target", &["target.internal"]);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = id.chain.iter().map(|c| CertificateDer::from(c.clone())).collect();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(id.key.clone()));
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std.set_nonblocking(true).unwrap();
+    let addr = std.local_addr().unwrap();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    let task = tokio::spawn(async move {
+        let listener = TcpListener::from_std(std).unwrap();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else { return };
+                let sni = tls.get_ref().1.server_name().unwrap_or("-").to_owned();
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = tls.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let text = String::from_utf8_lossy(&head[..end]).into_owned();
+                        head.drain(..end + 4);
+                        let proto =
+                            text.lines().find_map(|l| l.strip_prefix("x-forwarded-proto: ")).unwrap_or("-").to_owned();
+                        let body = format!("sni={sni} proto={proto}");
+                        let response = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                        if tls.write_all(response.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections, task)
+}
+
+#[tokio::test]
+async fn https_target_groups_get_tls_with_the_service_name_and_keep_alive() {
+    let ip = next_ingress();
+    let target_ca = Ca::new("Nobody trusts this");
+    let (target, connections, _task) = https_target(&target_ca);
+    let mut f = Fixture::new(ip);
+    let mut tg = target_group("tg-tls", &[target]);
+    tg.protocol = Some("HTTPS".into());
+    f.add_group(tg);
+    f.add_service(service("svc-1", "one.example", 18080, forward(&[("tg-tls", 1)])));
+    let addr = SocketAddr::new(ip, 18080);
+    let proxy = Proxy::start(config(), f.build(), addr).await;
+    let c = client();
+    for _ in 0..3 {
+        let (status, body) = get(&c, addr, "one.example", "/").await;
+        assert_eq!((status, body.as_str()), (200, "sni=one.example proto=http"));
+    }
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1, "one TLS connection, kept alive");
+    proxy.stop().await;
+}
