@@ -33,8 +33,21 @@ pub(crate) struct Target {
     pub(crate) in_flight: Arc<AtomicUsize>,
 }
 
+/// A target group's protocol version: what its targets speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Version {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 (prior knowledge in cleartext, ALPN `h2` over TLS).
+    Http2,
+    /// gRPC over HTTP/2.
+    Grpc,
+}
+
 /// A target group, ready for picking.
 pub(crate) struct Group {
+    /// What its targets speak.
+    pub(crate) version: Version,
     /// Targets that may get requests (not draining, contactable).
     targets: Vec<Target>,
     /// Indexes into `targets` of the healthy ones.
@@ -88,7 +101,12 @@ impl Group {
             let in_flight = ctx.in_flight.counter(&key);
             targets.push(Target { key, pool, in_flight });
         }
-        Self { targets, healthy, registered: !view.targets.is_empty(), cursor: AtomicUsize::new(cursor) }
+        let version = match view.protocol_version.as_deref() {
+            Some("HTTP2") => Version::Http2,
+            Some("GRPC") => Version::Grpc,
+            _ => Version::Http1,
+        };
+        Self { version, targets, healthy, registered: !view.targets.is_empty(), cursor: AtomicUsize::new(cursor) }
     }
 
     /// Where round-robin stands (carried into the next build).

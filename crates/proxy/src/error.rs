@@ -45,6 +45,11 @@ pub(crate) enum ErrorKind {
     NoListener,
     /// Cleartext HTTP on a port whose listeners all speak TLS.
     PlainOnTlsPort,
+    /// An HTTP/1.1 request for an HTTP2 or GRPC target group.
+    NeedsHttp2,
+    /// A gRPC request for an HTTP1 target group, or a request other than a POST for a GRPC
+    /// one (spec §3.5).
+    ProtocolMismatch,
     /// The request head has more header fields than `ProxyConfig::max_headers`.
     TooManyHeaders,
     /// A target group has no registered targets.
@@ -80,6 +85,8 @@ impl ErrorKind {
             | Self::HeadTooLarge
             | Self::TooManyHeaders
             | Self::PlainOnTlsPort
+            | Self::NeedsHttp2
+            | Self::ProtocolMismatch
             | Self::UnsupportedMethod => StatusCode::BAD_REQUEST,
             Self::UnknownHost | Self::NoListener => StatusCode::NOT_FOUND,
             Self::ConnectFailed | Self::UpstreamBroken => StatusCode::BAD_GATEWAY,
@@ -97,6 +104,8 @@ impl ErrorKind {
             | Self::HeadTooLarge
             | Self::NoListener
             | Self::PlainOnTlsPort
+            | Self::NeedsHttp2
+            | Self::ProtocolMismatch
             | Self::TooManyHeaders
             | Self::UnknownHost
             | Self::UnsupportedMethod => Origin::Client,
@@ -133,6 +142,11 @@ impl ProxyError {
             ErrorKind::NoAvailableTarget => "no target of the target group can take requests",
             ErrorKind::NoListener => "the service has no listener on this port",
             ErrorKind::PlainOnTlsPort => "this port speaks TLS only: use https://",
+            ErrorKind::NeedsHttp2 => "the target group takes HTTP/2 requests only",
+            ErrorKind::ProtocolMismatch => {
+                "the target group cannot take this kind of request (gRPC needs a GRPC or \
+                                           HTTP2 target group; a GRPC one takes POST only)"
+            }
             ErrorKind::NoTargets => "the target group has no registered targets",
             ErrorKind::Timeout => "the target did not answer in time",
             ErrorKind::TooManyHeaders => "the request has too many header fields",
@@ -146,12 +160,14 @@ impl ProxyError {
     /// not frame or read, the bytes that follow cannot be trusted.
     pub(crate) fn closes_connection(&self) -> bool {
         matches!(self.origin, Origin::Client)
-            && self.kind != ErrorKind::UnknownHost
-            && self.kind != ErrorKind::NoListener
+            && !matches!(
+                self.kind,
+                ErrorKind::UnknownHost | ErrorKind::NoListener | ErrorKind::NeedsHttp2 | ErrorKind::ProtocolMismatch
+            )
     }
 
     /// The short text body naming the status, the reason and the request id.
-    fn body(&self, request_id: &str) -> String {
+    pub(crate) fn text(&self, request_id: &str) -> String {
         let status = self.status();
         format!(
             "{} {}: {}\nrequest id: {request_id}\n",
@@ -167,7 +183,7 @@ impl ProxyError {
     /// and the request id, and `connection: close` when the connection closes after it.
     pub(crate) fn write_http1(self, out: &mut Vec<u8>, request_id: &[u8], close: bool, head_only: bool) {
         let status = self.status();
-        let body = self.body(std::str::from_utf8(request_id).unwrap_or_default());
+        let body = self.text(std::str::from_utf8(request_id).unwrap_or_default());
         local_response(out, status, body.as_bytes(), request_id, close, head_only);
     }
 

@@ -55,7 +55,12 @@ pub(crate) struct Pool {
     connect_timeout: Duration,
     idle: Mutex<Vec<Idle>>,
     reaping: AtomicBool,
+    /// The HTTP/2 connection, for HTTP2 and GRPC target groups.
+    h2: Mutex<Option<H2Sender>>,
 }
+
+/// Sends requests on a target's HTTP/2 connection.
+pub(crate) type H2Sender = hyper::client::conn::http2::SendRequest<crate::h2::UpBody>;
 
 struct Idle {
     stream: Upstream,
@@ -102,6 +107,7 @@ impl Pools {
                     connect_timeout,
                     idle: Mutex::new(Vec::new()),
                     reaping: AtomicBool::new(false),
+                    h2: Mutex::new(None),
                 })
             })
             .clone()
@@ -129,6 +135,45 @@ impl Pool {
 
     /// A new connection to the target.
     pub(crate) async fn connect(&self) -> Result<Upstream, ErrorKind> {
+        self.connect_with(crate::tls::target_client_config).await
+    }
+
+    /// The target's HTTP/2 connection (HTTP2 and GRPC target groups): one per target, shared by
+    /// every request to it; a new one when there is none or it closed.
+    pub(crate) async fn h2(&self) -> Result<H2Sender, ErrorKind> {
+        if let Some(sender) = self.h2.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && !sender.is_closed()
+        {
+            return Ok(sender.clone());
+        }
+        let stream = self.connect_with(crate::tls::target_h2_client_config).await?;
+        let mut builder = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_while_idle(false)
+            .max_header_list_size(256 * 1024);
+        let handshake = builder.handshake(hyper_util::rt::TokioIo::new(stream));
+        let (sender, connection) = match tokio::time::timeout(self.connect_timeout, handshake).await {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => {
+                tracing::debug!(addr = %self.addr, error = %e, "HTTP/2 handshake with target failed");
+                return Err(ErrorKind::ConnectFailed);
+            }
+            Err(_) => return Err(ErrorKind::ConnectFailed),
+        };
+        // Runs until the target closes it or every sender is gone (its pool forgotten).
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%addr, error = %e, "HTTP/2 connection to target ended");
+            }
+        });
+        *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+        Ok(sender)
+    }
+
+    async fn connect_with(&self, tls_config: fn() -> Option<Arc<rustls::ClientConfig>>) -> Result<Upstream, ErrorKind> {
         let connect = async {
             let stream = match &self.place {
                 Place::Host => TcpStream::connect(self.addr).await?,
@@ -141,7 +186,7 @@ impl Pool {
             // instead of waiting out the response timeout.
             let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&KEEPALIVE);
             let Some(name) = &self.tls else { return Ok(Upstream::Plain(stream)) };
-            let config = crate::tls::target_client_config().ok_or_else(|| std::io::Error::other("no TLS"))?;
+            let config = tls_config().ok_or_else(|| std::io::Error::other("no TLS"))?;
             let tls = tokio_rustls::TlsConnector::from(config).connect(name.clone(), stream).await?;
             Ok::<_, std::io::Error>(Upstream::Tls(Box::new(tls)))
         };

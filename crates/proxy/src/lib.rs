@@ -30,6 +30,7 @@ mod error;
 mod forward;
 mod guard;
 mod h1;
+mod h2;
 mod headers;
 mod health;
 mod listener;

@@ -240,7 +240,11 @@ async fn serve(stream: TcpStream, mut conn: Conn, shared: &Shared, closing: watc
             match tls::handshake(stream, accepted, server_config, deadline).await {
                 Ok(client) => {
                     conn.tls = true;
-                    conn::serve(client, conn, shared.routes.clone(), config, closing).await;
+                    if client.is_h2() {
+                        crate::h2::serve(client, conn, shared.routes.clone(), config, closing).await;
+                    } else {
+                        conn::serve(client, conn, shared.routes.clone(), config, closing).await;
+                    }
                 }
                 Err(e) => tracing::debug!(vpc = %conn.vpc, %name, error = %e, "TLS handshake failed"),
             }

@@ -14,16 +14,16 @@ use std::time::Duration;
 
 use trellis_model::lattice::ListenerProtocol;
 use trellis_model::route::HeaderLookup;
-use trellis_model::snapshot::{Action, ListenerView};
+use trellis_model::snapshot::{Action, ListenerView, WeightedTarget};
 
-use crate::balance::{self, Group};
+use crate::balance::{self, Group, Version};
 use crate::conn::Conn;
 use crate::error::{ErrorKind, ProxyError};
 use crate::h1::{Field, RequestHead};
-use crate::table::{ReachRoute, Routes};
+use crate::table::{ReachRoute, Routes, VpcRoute};
 
 /// Longest host name accepted (a DNS name is at most 253 characters; room for a trailing dot).
-const MAX_HOST: usize = 254;
+pub(crate) const MAX_HOST: usize = 254;
 
 /// What to do with a request.
 pub(crate) enum Decision<'r> {
@@ -82,8 +82,7 @@ pub(crate) fn route<'r>(
     let mut host_buf = [0u8; MAX_HOST];
     let host = parse_host(buf, head, target.authority.clone(), &mut host_buf)?;
     // Route: which service, through which VPC and network, on which listener.
-    let (vpc, reach) = routes.find(&conn.vpc, host).map_err(ProxyError::new)?;
-    let (listener, port) = find_listener(conn, reach)?;
+    let Located { vpc, reach, listener, port } = locate(conn, routes, host)?;
     // Rule.
     let method = std::str::from_utf8(method).map_err(|_| ProxyError::new(ErrorKind::BadFraming))?;
     let path = match std::str::from_utf8(&buf[target.path.clone()]) {
@@ -97,9 +96,11 @@ pub(crate) fn route<'r>(
         Action::Forward(groups) => groups,
     };
     // Select: a target group by weight.
-    let chosen = balance::pick_group(groups).ok_or(ProxyError::new(ErrorKind::NoAvailableTarget))?;
-    let group = routes.group(&chosen.target_group_id).ok_or(ProxyError::new(ErrorKind::NoTargets))?;
-    let target_header = reach.target_header(&chosen.target_group_id).ok_or(ProxyError::new(ErrorKind::Internal))?;
+    let (group, target_header) = select(routes, reach, groups)?;
+    // HTTP2 and GRPC target groups take HTTP/2 requests only (spec §3.5).
+    if group.version != Version::Http1 {
+        return Err(ProxyError::new(ErrorKind::NeedsHttp2));
+    }
     Ok(Decision::Forward(Forward {
         group,
         network: &vpc.network,
@@ -109,6 +110,36 @@ pub(crate) fn route<'r>(
         path: target.origin,
         authority: target.authority,
     }))
+}
+
+/// Where a request for a host goes: the VPC's entry, the service as the VPC reaches it, the
+/// listener of the port, and that port's `x-forwarded-port` value.
+pub(crate) struct Located<'r> {
+    pub(crate) vpc: &'r VpcRoute,
+    pub(crate) reach: &'r ReachRoute,
+    pub(crate) listener: &'r ListenerView,
+    pub(crate) port: &'r [u8],
+}
+
+/// The route phase: the service `host` (lowercase, no port) names for the connection's VPC,
+/// and its listener for the connection's port and protocol.
+pub(crate) fn locate<'r>(conn: &'r Conn, routes: &'r Routes, host: &str) -> Result<Located<'r>, ProxyError> {
+    let (vpc, reach) = routes.find(&conn.vpc, host).map_err(ProxyError::new)?;
+    let (listener, port) = find_listener(conn, reach)?;
+    Ok(Located { vpc, reach, listener, port })
+}
+
+/// The select phase: a target group of a forward action by weight, with its
+/// `x-amzn-lattice-target` value.
+pub(crate) fn select<'r>(
+    routes: &'r Routes,
+    reach: &'r ReachRoute,
+    groups: &[WeightedTarget],
+) -> Result<(&'r Group, &'r [u8]), ProxyError> {
+    let chosen = balance::pick_group(groups).ok_or(ProxyError::new(ErrorKind::NoAvailableTarget))?;
+    let group = routes.group(&chosen.target_group_id).ok_or(ProxyError::new(ErrorKind::NoTargets))?;
+    let target_header = reach.target_header(&chosen.target_group_id).ok_or(ProxyError::new(ErrorKind::Internal))?;
+    Ok((group, target_header))
 }
 
 /// The request target: origin form (`/path?query`), absolute form (`http://host/path`, whose
@@ -165,7 +196,7 @@ fn parse_host<'b>(
 }
 
 /// `name[:port]` or `[v6][:port]` → the name, lowercase, without a trailing dot.
-fn host_name<'b>(raw: &[u8], buf: &'b mut [u8; MAX_HOST]) -> Option<&'b str> {
+pub(crate) fn host_name<'b>(raw: &[u8], buf: &'b mut [u8; MAX_HOST]) -> Option<&'b str> {
     let (name, rest) = if raw.first() == Some(&b'[') {
         let end = raw.iter().position(|&b| b == b']')? + 1;
         raw.split_at(end)

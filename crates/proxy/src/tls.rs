@@ -44,8 +44,8 @@ pub(crate) use splice::splice;
 const HANDSHAKE: u8 = 22;
 /// Largest ClientHello read (a post-quantum key share makes them a few KiB).
 const MAX_HELLO: usize = 64 * 1024;
-/// ALPN protocols offered to clients.
-const ALPN: &[&[u8]] = &[b"http/1.1"];
+/// ALPN protocols offered to clients, preferred first.
+const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 
 /// A client connection: cleartext, or TLS terminated here.
 pub(crate) enum ClientStream {
@@ -129,6 +129,14 @@ impl ClientStream {
     /// Whether the client speaks TLS.
     pub(crate) fn is_tls(&self) -> bool {
         matches!(self, Self::Tls(_))
+    }
+
+    /// Whether the client chose HTTP/2 by ALPN.
+    pub(crate) fn is_h2(&self) -> bool {
+        match self {
+            Self::Plain(_) => false,
+            Self::Tls(s) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
+        }
     }
 }
 
@@ -313,6 +321,18 @@ pub(crate) fn target_client_config() -> Option<Arc<rustls::ClientConfig>> {
                 .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
                 .with_no_client_auth();
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(Arc::new(config))
+        })
+        .clone()
+}
+
+/// As [`target_client_config`], offering `h2` by ALPN (HTTP2 and GRPC target groups).
+pub(crate) fn target_h2_client_config() -> Option<Arc<rustls::ClientConfig>> {
+    static CONFIG: std::sync::OnceLock<Option<Arc<rustls::ClientConfig>>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let mut config = (*target_client_config()?).clone();
+            config.alpn_protocols = vec![b"h2".to_vec()];
             Some(Arc::new(config))
         })
         .clone()

@@ -1,0 +1,498 @@
+//! HTTP/2 from clients: HTTPS connections that chose `h2` by ALPN. hyper serves the connection
+//! (frames, flow control, streams); every request goes through the same phases as on HTTP/1.1
+//! (`request::locate`, the listener's rules, `request::select`) and on to a target:
+//!
+//! - HTTP1 target groups: down to HTTP/1.1, on a connection of the same pools as the HTTP/1.1
+//!   path, handed back once the response has been read to its end;
+//! - HTTP2 and GRPC target groups: multiplexed on one HTTP/2 connection per target (prior
+//!   knowledge in cleartext, ALPN `h2` over TLS), bodies streamed both ways with their trailers;
+//!   a client's RST_STREAM (a gRPC cancellation or deadline) resets the target's stream.
+//!
+//! Spec §3.5's protocol matrix: gRPC (`content-type: application/grpc…`) for an HTTP1 group, or
+//! anything but a POST for a GRPC group, is a 400. Headers change as on HTTP/1.1 (`headers`):
+//! hop-by-hop fields and incoming `x-amzn-lattice-*` go; `x-forwarded-*`,
+//! `x-amzn-lattice-network`, `x-amzn-lattice-target` and `x-amzn-requestid` are added.
+//!
+//! Clocks: a target must send its response head within the response timeout (504). The
+//! connection closes gracefully (GOAWAY, streams in progress finish within the drain grace)
+//! once no stream has been open for the idle timeout of the service last used, at the maximum
+//! connection age, or when its listener closes.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version as HttpVersion};
+use http_body_util::{Either, Empty};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use trellis_model::route::HeaderLookup;
+use trellis_model::snapshot::Action;
+
+use crate::ProxyConfig;
+use crate::balance::Version;
+use crate::conn::{Conn, DRAIN_GRACE};
+use crate::error::{ErrorKind, ProxyError};
+use crate::forward::{InFlightGuard, Pool};
+use crate::request::{self, Located, MAX_HOST};
+use crate::table::Routes;
+use crate::tls::ClientStream;
+
+/// How many tries a request gets when targets refuse connections.
+const CONNECT_TRIES: usize = 3;
+/// Most streams a client may have open at once.
+const MAX_STREAMS: u32 = 256;
+
+/// What a request sends a target: the client's body, or nothing (which can be sent again).
+pub(crate) type UpBody = Either<Incoming, Empty<Bytes>>;
+
+/// What every stream of one connection shares.
+struct Ctx {
+    conn: Arc<Conn>,
+    routes: watch::Receiver<Arc<Routes>>,
+    config: Arc<ProxyConfig>,
+    activity: Arc<Activity>,
+}
+
+/// When a connection was last busy, for its idle clock.
+struct Activity {
+    start: Instant,
+    /// Streams whose response has not ended.
+    open: AtomicUsize,
+    /// When the last stream ended, in milliseconds after `start`.
+    last_ms: AtomicU64,
+    /// The idle timeout of the service last used (the header read timeout before any).
+    idle_ms: AtomicU64,
+}
+
+/// One open stream, for [`Activity`]; ends when dropped.
+struct Busy(Arc<Activity>);
+
+/// A response body: one the proxy made, or the target's, streamed (its end releases the
+/// target's in-flight count and the stream's hold on the connection's idle clock).
+enum RespBody {
+    /// Made here.
+    Local(Option<Bytes>),
+    /// The target's.
+    Upstream {
+        /// The body.
+        body: Incoming,
+        /// Held until the body ends.
+        _held: (InFlightGuard, Busy),
+    },
+}
+
+/// A header map as rules read it.
+struct Fields<'a>(&'a HeaderMap);
+
+/// Serves one HTTP/2 client connection until it closes, idles out, ages out, or `closing` asks
+/// it to finish.
+pub(crate) async fn serve(
+    client: ClientStream,
+    conn: Conn,
+    routes: watch::Receiver<Arc<Routes>>,
+    config: Arc<ProxyConfig>,
+    mut closing: watch::Receiver<bool>,
+) {
+    let start = Instant::now();
+    let activity = Arc::new(Activity {
+        start,
+        open: AtomicUsize::new(0),
+        last_ms: AtomicU64::new(0),
+        idle_ms: AtomicU64::new(millis(config.header_read_timeout)),
+    });
+    let vpc = conn.vpc.clone();
+    let ctx = Arc::new(Ctx { conn: Arc::new(conn), routes, config: config.clone(), activity: activity.clone() });
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(handle(req, &ctx).await) }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+    let connection = builder.serve_connection(TokioIo::new(client), service);
+    tokio::pin!(connection);
+    let max_age_at = start + config.max_connection_age;
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        let wake = drain_until.unwrap_or_else(|| activity.idle_at().min(max_age_at));
+        tokio::select! {
+            done = connection.as_mut() => {
+                if let Err(e) = done {
+                    tracing::debug!(%vpc, error = %e, "HTTP/2 connection ended with an error");
+                }
+                return;
+            }
+            _ = closing.wait_for(|c| *c), if drain_until.is_none() => {
+                connection.as_mut().graceful_shutdown();
+                drain_until = Some(Instant::now() + DRAIN_GRACE);
+            }
+            () = tokio::time::sleep_until(wake) => {
+                let now = Instant::now();
+                match drain_until {
+                    // Streams still open after the grace are cut.
+                    Some(until) if now >= until => return,
+                    Some(_) => {}
+                    None if now >= max_age_at || activity.idle_at() <= now => {
+                        connection.as_mut().graceful_shutdown();
+                        drain_until = Some(now + DRAIN_GRACE);
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+}
+
+/// One request: the target's response, or the proxy's own.
+async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<RespBody> {
+    let request_id = crate::headers::request_id();
+    let busy = Busy::start(ctx.activity.clone());
+    match forward(req, ctx, &request_id, busy).await {
+        Ok(response) => response,
+        Err(e) => {
+            match e.origin {
+                crate::error::Origin::Internal => tracing::warn!(error = %e, "HTTP/2 request failed"),
+                _ => tracing::debug!(error = %e, "HTTP/2 request refused"),
+            }
+            local(e.status(), Bytes::from(e.text(std::str::from_utf8(&request_id).unwrap_or_default())), &request_id)
+        }
+    }
+}
+
+/// The phases, then the exchange with a target.
+async fn forward(
+    req: Request<Incoming>,
+    ctx: &Ctx,
+    request_id: &[u8; 36],
+    busy: Busy,
+) -> Result<Response<RespBody>, ProxyError> {
+    let routes = ctx.routes.borrow().clone();
+    let grpc = is_grpc(req.headers());
+    // Host: the :authority, else the Host field.
+    let raw = match req.uri().authority() {
+        Some(a) => a.as_str().as_bytes(),
+        None => req.headers().get(HOST).map(HeaderValue::as_bytes).ok_or(ProxyError::new(ErrorKind::BadHost))?,
+    };
+    let mut host_buf = [0u8; MAX_HOST];
+    let host = request::host_name(raw, &mut host_buf).ok_or(ProxyError::new(ErrorKind::BadHost))?;
+    // Route.
+    let Located { vpc, reach, listener, port } = request::locate(&ctx.conn, &routes, host)?;
+    // Rule.
+    let path = req.uri().path();
+    let action = trellis_model::route::find(listener, req.method().as_str(), path, &Fields(req.headers()));
+    let groups = match action {
+        Action::Fixed(status) => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let body = Bytes::from_static(status.canonical_reason().unwrap_or("").as_bytes());
+            return Ok(local(status, body, request_id));
+        }
+        Action::Forward(groups) => groups,
+    };
+    // Select, and the protocol matrix.
+    let (group, target_header) = request::select(&routes, reach, groups)?;
+    match group.version {
+        Version::Http1 if grpc => return Err(ProxyError::new(ErrorKind::ProtocolMismatch)),
+        Version::Grpc if req.method() != Method::POST => return Err(ProxyError::new(ErrorKind::ProtocolMismatch)),
+        _ => {}
+    }
+    ctx.activity.idle_ms.store(millis(reach.service.idle_timeout), Ordering::Relaxed);
+    let authority = HeaderValue::from_str(raw_authority(&req)).map_err(|_| ProxyError::new(ErrorKind::BadHost))?;
+    let added =
+        Added { client_ip: &ctx.conn.client_ip, port, network: &vpc.network, target: target_header, request_id };
+    let (parts, body) = req.into_parts();
+    let h2 = group.version != Version::Http1;
+    let head = upstream_head(&parts, &authority, h2, &added)?;
+    let mut body = if body.is_end_stream() { Either::Right(Empty::new()) } else { Either::Left(body) };
+    let resend = matches!(body, Either::Right(_));
+    // A target that refuses the connection is replaced by the next (the request was not sent).
+    let mut tries = 0;
+    let (response, guard) = loop {
+        tries += 1;
+        let target = group.pick().map_err(ProxyError::new)?;
+        let pool = target.pool.clone();
+        let guard = InFlightGuard::new(&target.in_flight);
+        let request = Request::from_parts(head.clone(), std::mem::replace(&mut body, Either::Right(Empty::new())));
+        let sent = if h2 {
+            send_h2(&pool, request, ctx.config.response_timeout).await
+        } else {
+            send_h1(&pool, request, ctx.config.response_timeout).await
+        };
+        match sent {
+            Ok(response) => break (response, guard),
+            Err(Sent::NotConnected(_)) if tries < CONNECT_TRIES && resend => {}
+            Err(Sent::NotConnected(kind) | Sent::Failed(kind)) => return Err(ProxyError::new(kind)),
+        }
+    };
+    drop(routes);
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.version = HttpVersion::HTTP_2;
+    parts.headers.insert(X_AMZN_REQUESTID, request_id_value(request_id));
+    Ok(Response::from_parts(parts, RespBody::Upstream { body, _held: (guard, busy) }))
+}
+
+/// Why an exchange gave no response.
+enum Sent {
+    /// No connection to the target (the request never left).
+    NotConnected(ErrorKind),
+    /// The target broke the exchange or did not answer in time.
+    Failed(ErrorKind),
+}
+
+/// HTTP/2 to the target, on its shared connection.
+async fn send_h2(pool: &Arc<Pool>, req: Request<UpBody>, timeout: Duration) -> Result<Response<Incoming>, Sent> {
+    let mut sender = pool.h2().await.map_err(Sent::NotConnected)?;
+    if let Err(e) = std::future::poll_fn(|cx| sender.poll_ready(cx)).await {
+        tracing::debug!(error = %e, "HTTP/2 connection to target not ready");
+        return Err(Sent::NotConnected(ErrorKind::ConnectFailed));
+    }
+    exchange(sender.send_request(req), timeout).await
+}
+
+/// HTTP/1.1 to the target, on a pooled connection that goes back once the response was read to
+/// its end.
+async fn send_h1(pool: &Arc<Pool>, req: Request<UpBody>, timeout: Duration) -> Result<Response<Incoming>, Sent> {
+    let stream = match pool.take() {
+        Some(stream) => stream,
+        None => pool.connect().await.map_err(Sent::NotConnected)?,
+    };
+    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|_| Sent::NotConnected(ErrorKind::ConnectFailed))?;
+    let back = pool.clone();
+    tokio::spawn(async move {
+        // Done once the response was read to its end and the sender is gone.
+        if let Ok(parts) = connection.without_shutdown().await
+            && parts.read_buf.is_empty()
+        {
+            back.put(parts.io.into_inner());
+        }
+    });
+    exchange(sender.send_request(req), timeout).await
+}
+
+/// Waits for the target's response head, at most `timeout`.
+async fn exchange(
+    sent: impl Future<Output = hyper::Result<Response<Incoming>>>,
+    timeout: Duration,
+) -> Result<Response<Incoming>, Sent> {
+    match tokio::time::timeout(timeout, sent).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "target broke the exchange");
+            Err(Sent::Failed(ErrorKind::UpstreamBroken))
+        }
+        Err(_) => Err(Sent::Failed(ErrorKind::Timeout)),
+    }
+}
+
+/// What the proxy adds to a request.
+struct Added<'a> {
+    client_ip: &'a [u8],
+    port: &'a [u8],
+    network: &'a [u8],
+    target: &'a [u8],
+    request_id: &'a [u8],
+}
+
+const X_AMZN_REQUESTID: HeaderName = HeaderName::from_static("x-amzn-requestid");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The request head the target gets: HTTP/2 with the authority in the URI, or HTTP/1.1 in
+/// origin form with `Host`; hop-by-hop fields and `x-amzn-lattice-*` removed (`te: trailers`
+/// kept on HTTP/2, where gRPC needs it), the proxy's fields added.
+fn upstream_head(
+    parts: &http::request::Parts,
+    authority: &HeaderValue,
+    h2: bool,
+    added: &Added<'_>,
+) -> Result<http::request::Parts, ProxyError> {
+    let bad = |_| ProxyError::new(ErrorKind::Internal);
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let uri: Uri = if h2 {
+        let scheme = "http";
+        format!("{scheme}://{}{path}", authority.to_str().map_err(|_| ProxyError::new(ErrorKind::BadHost))?)
+            .parse()
+            .map_err(|_| ProxyError::new(ErrorKind::BadHost))?
+    } else {
+        path.parse().map_err(|_| ProxyError::new(ErrorKind::BadFraming))?
+    };
+    let (mut head, ()) = Request::builder()
+        .method(parts.method.clone())
+        .uri(uri)
+        .version(if h2 { HttpVersion::HTTP_2 } else { HttpVersion::HTTP_11 })
+        .body(())
+        .map_err(|_| ProxyError::new(ErrorKind::Internal))?
+        .into_parts();
+    let mut forwarded_for: Option<Vec<u8>> = None;
+    for (name, value) in &parts.headers {
+        let n = name.as_str();
+        if n == "x-forwarded-for" {
+            let joined = forwarded_for.get_or_insert_with(Vec::new);
+            if !joined.is_empty() {
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(value.as_bytes());
+            continue;
+        }
+        let te_trailers = n == "te" && value.as_bytes().eq_ignore_ascii_case(b"trailers");
+        if (is_hop_by_hop(n) && !(h2 && te_trailers))
+            || n.starts_with("x-amzn-lattice-")
+            || n == "x-forwarded-port"
+            || n == "x-forwarded-proto"
+            || n == "x-amzn-requestid"
+            || n == "host"
+        {
+            continue;
+        }
+        head.headers.append(name.clone(), value.clone());
+    }
+    if !h2 {
+        head.headers.insert(HOST, authority.clone());
+    }
+    let mut xff = forwarded_for.map(|mut v| {
+        v.extend_from_slice(b", ");
+        v
+    });
+    let xff = match xff.as_mut() {
+        Some(v) => {
+            v.extend_from_slice(added.client_ip);
+            HeaderValue::from_bytes(v).map_err(bad)?
+        }
+        None => HeaderValue::from_bytes(added.client_ip).map_err(bad)?,
+    };
+    head.headers.insert(X_FORWARDED_FOR, xff);
+    let h = &mut head.headers;
+    h.insert(HeaderName::from_static("x-forwarded-port"), HeaderValue::from_bytes(added.port).map_err(bad)?);
+    h.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("https"));
+    h.insert(HeaderName::from_static("x-amzn-lattice-network"), HeaderValue::from_bytes(added.network).map_err(bad)?);
+    h.insert(HeaderName::from_static("x-amzn-lattice-target"), HeaderValue::from_bytes(added.target).map_err(bad)?);
+    h.insert(X_AMZN_REQUESTID, HeaderValue::from_bytes(added.request_id).map_err(bad)?);
+    Ok(head)
+}
+
+/// The authority the client asked for, as sent.
+fn raw_authority(req: &Request<Incoming>) -> &str {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(HOST).and_then(|v| v.to_str().ok()))
+        .unwrap_or("")
+}
+
+/// Fields that belong to one connection, not the message.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+    )
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"] {
+        headers.remove(name);
+    }
+}
+
+/// Whether a request is gRPC (`content-type: application/grpc`, `+proto` and the like).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers.get(CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.len() >= 16 && v[..16].eq_ignore_ascii_case(b"application/grpc")
+    })
+}
+
+/// A response the proxy makes: `status`, a text body, the request id.
+fn local(status: StatusCode, body: Bytes, request_id: &[u8]) -> Response<RespBody> {
+    let mut response = Response::new(RespBody::Local(Some(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(X_AMZN_REQUESTID, request_id_value(request_id));
+    response
+}
+
+fn request_id_value(id: &[u8]) -> HeaderValue {
+    HeaderValue::from_bytes(id).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+// === impl Activity ===
+
+impl Activity {
+    /// When the connection counts as idle (far away while a stream is open).
+    fn idle_at(&self) -> Instant {
+        if self.open.load(Ordering::Acquire) > 0 {
+            return self.start + Duration::from_secs(365 * 24 * 3600);
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start + last + Duration::from_millis(self.idle_ms.load(Ordering::Relaxed))
+    }
+}
+
+impl Busy {
+    fn start(activity: Arc<Activity>) -> Self {
+        activity.open.fetch_add(1, Ordering::AcqRel);
+        Self(activity)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.last_ms.store(millis(a.start.elapsed()), Ordering::Relaxed);
+        a.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+// === impl RespBody ===
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Local(bytes) => bytes.is_none(),
+            Self::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Local(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            Self::Local(None) => SizeHint::with_exact(0),
+            Self::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+impl HeaderLookup for Fields<'_> {
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.0.get_all(name).iter().map(HeaderValue::as_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests;
