@@ -90,8 +90,8 @@ def test_https_listener_serves_with_the_managed_certificate(dp, tmp_path):
     ca.write_text(trellis_ca(dp.endpoint))
     m = https_mesh(dp)
     wait_for(lambda: curl(m, str(ca)).returncode == 0, 10, interval=0.1, message="HTTPS to serve")
-    for version in ("--http1.1", "--tlsv1.2"):
-        out = curl(m, str(ca), version, "-w", "\n%{http_version}")
+    for versions in (["--http1.1"], ["--http1.1", "--tlsv1.2", "--tls-max", "1.2"]):
+        out = curl(m, str(ca), *versions, "-w", "\n%{http_version}")
         assert out.returncode == 0, out.stderr
         body, http_version = out.stdout.rsplit("\n", 1)
         doc = json.loads(body)
@@ -162,3 +162,202 @@ def test_the_ca_survives_a_restart_and_certificates_renew(server_factory, tmp_pa
         wait_for(lambda: curl(m, str(ca)).returncode == 0, 10, interval=0.1, message="HTTPS after restart")
     finally:
         dp.close()
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP/2 and gRPC
+# --------------------------------------------------------------------------------------------
+
+
+def test_http2_clients_through_an_https_listener(dp, tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text(trellis_ca(dp.endpoint))
+    m = https_mesh(dp)
+    wait_for(lambda: curl(m, str(ca)).returncode == 0, 10, interval=0.1, message="HTTPS to serve")
+    out = curl(m, str(ca), "--http2", "-w", "\n%{http_version}")
+    assert out.returncode == 0, out.stderr
+    body, http_version = out.stdout.rsplit("\n", 1)
+    assert http_version == "2"
+    doc = json.loads(body)
+    headers = {k.lower(): v for k, v in doc["headers"]}
+    assert doc["target"] == "app" and headers["x-forwarded-proto"] == "https"
+    text = s_client(m, str(ca), "-alpn", "h2,http/1.1")
+    assert "ALPN protocol: h2" in text, text
+
+
+def grpc_server():
+    """A gRPC server on 127.0.0.1 (cleartext HTTP/2) with raw-bytes methods of `demo.Echo`:
+    Unary echoes, ServerStream answers n messages, ClientStream joins what it got, Slow sleeps."""
+    import grpc
+    from concurrent import futures
+
+    def unary(request, context):
+        return b"echo:" + request + b" authority=" + dict(context.invocation_metadata()).get(
+            "x-forwarded-proto", "").encode()
+
+    def server_stream(request, context):
+        for i in range(int(request or b"3")):
+            yield f"message {i}".encode()
+
+    def client_stream(requests, context):
+        return b"+".join(requests)
+
+    def slow(request, context):
+        time.sleep(3)
+        return b"late"
+
+    ident = lambda b: b  # noqa: E731 (raw bytes in and out)
+    handlers = {
+        "Unary": grpc.unary_unary_rpc_method_handler(unary, ident, ident),
+        "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream, ident, ident),
+        "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream, ident, ident),
+        "Slow": grpc.unary_unary_rpc_method_handler(slow, ident, ident),
+    }
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("demo.Echo", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
+def test_grpc_through_an_https_listener_to_a_grpc_target_group(dp, tmp_path):
+    import grpc
+    server, port = grpc_server()
+    try:
+        pem = trellis_ca(dp.endpoint)
+        vpc = dp.res.vpc()
+        tg = dp.res.tg(vpc=vpc, config={"port": port, "protocol": "HTTP", "protocolVersion": "GRPC",
+                                        "vpcIdentifier": vpc})["id"]
+        dp.register(tg, ("127.0.0.1", port))
+        sn = dp.res.sn()
+        svc = dp.res.service()
+        dp.res.listener(svc["id"], protocol="HTTPS", port=443, defaultAction=forward(tg))
+        dp.res.snsa(sn["id"], svc["id"])
+        dp.res.snva(sn["id"], vpc)
+        host = dp.lattice.get_service(serviceIdentifier=svc["id"])["dnsEntry"]["domainName"]
+        info = dp.ingress(vpc)
+        credentials = grpc.ssl_channel_credentials(root_certificates=pem.encode())
+        channel = grpc.secure_channel(f"{info['address']}:{dp.real_port(info, 443)}", credentials,
+                                      options=[("grpc.ssl_target_name_override", host),
+                                               ("grpc.default_authority", host)])
+        ident = lambda b: b  # noqa: E731
+        unary = channel.unary_unary("/demo.Echo/Unary", request_serializer=ident, response_deserializer=ident)
+        wait_for(lambda: _ok(lambda: unary(b"ping", timeout=2)), 10, interval=0.2, message="gRPC to serve")
+        assert unary(b"hello", timeout=5) == b"echo:hello authority=https"
+        stream = channel.unary_stream("/demo.Echo/ServerStream", request_serializer=ident,
+                                      response_deserializer=ident)
+        assert list(stream(b"4", timeout=5)) == [b"message 0", b"message 1", b"message 2", b"message 3"]
+        upload = channel.stream_unary("/demo.Echo/ClientStream", request_serializer=ident,
+                                      response_deserializer=ident)
+        assert upload(iter([b"a", b"b", b"c"]), timeout=5) == b"a+b+c"
+        slow = channel.unary_unary("/demo.Echo/Slow", request_serializer=ident, response_deserializer=ident)
+        with pytest.raises(grpc.RpcError) as caught:
+            slow(b"", timeout=0.5)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        missing = channel.unary_unary("/demo.Echo/Nope", request_serializer=ident, response_deserializer=ident)
+        with pytest.raises(grpc.RpcError) as caught:
+            missing(b"", timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED  # the target's own status
+        channel.close()
+    finally:
+        server.stop(0)
+
+
+def _ok(call) -> bool:
+    try:
+        call()
+        return True
+    except Exception:
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# TLS passthrough
+# --------------------------------------------------------------------------------------------
+
+
+def self_signed(tmp_path, name: str):
+    """A key and self-signed certificate for `name` (openssl), as file paths."""
+    key, cert = tmp_path / f"{name}.key", tmp_path / f"{name}.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}",
+                    "-addext", f"subjectAltName=DNS:{name}"], check=True, capture_output=True, timeout=30)
+    return key, cert
+
+
+class TlsEchoServer:
+    """A TLS server on 127.0.0.1 with its own certificate: answers each line with `echo: <line>`."""
+
+    def __init__(self, key, cert):
+        import socket
+        import ssl
+        import threading
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(str(cert), str(key))
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.stopped = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import threading
+        while not self.stopped:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn):
+        try:
+            with self.context.wrap_socket(conn, server_side=True) as tls:
+                tls.settimeout(5)
+                data = tls.recv(4096)
+                tls.sendall(b"echo: " + data)
+        except OSError:
+            pass
+
+    def stop(self):
+        self.stopped = True
+        self.sock.close()
+
+
+def test_tls_passthrough_reaches_the_targets_own_tls(dp, tmp_path):
+    import socket
+    import ssl
+    name = "pass.example.com"
+    key, cert = self_signed(tmp_path, name)
+    server = TlsEchoServer(key, cert)
+    try:
+        vpc = dp.res.vpc()
+        tg = dp.res.tg(vpc=vpc, config={"port": server.port, "protocol": "TCP", "vpcIdentifier": vpc})["id"]
+        dp.register(tg, ("127.0.0.1", server.port))
+        sn = dp.res.sn()
+        svc = dp.res.service(customDomainName=name)
+        dp.res.listener(svc["id"], protocol="TLS_PASSTHROUGH", port=8443, defaultAction=forward(tg))
+        dp.res.snsa(sn["id"], svc["id"])
+        dp.res.snva(sn["id"], vpc)
+        info = dp.ingress(vpc)
+        context = ssl.create_default_context(cafile=str(cert))  # trusts the target, not Trellis
+
+        def exchange():
+            with socket.create_connection((info["address"], 8443), timeout=5) as raw:
+                with context.wrap_socket(raw, server_hostname=name) as tls:
+                    tls.sendall(b"hello through")
+                    return tls.recv(4096), tls.getpeercert()
+        answer, peer = wait_for(lambda: _ok_value(exchange), 10, interval=0.1, message="passthrough to serve")
+        assert answer == b"echo: hello through"
+        assert dict(x[0] for x in peer["subject"])["commonName"] == name
+        # A name that is not the service's custom domain gets no handshake.
+        with socket.create_connection((info["address"], 8443), timeout=5) as raw:
+            with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+                context.wrap_socket(raw, server_hostname="other.example.com")
+    finally:
+        server.stop()
+
+
+def _ok_value(call):
+    try:
+        return call()
+    except Exception:
+        return None
