@@ -458,6 +458,17 @@ def test_demo(mode):
     assert took < 30, took  # the aim is 15 s; generous here
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_demo_https(mode):
+    r = subprocess.run([support.require_binary(), "demo", "--https", "--network", mode], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "HTTPS :443" in r.stdout, r.stdout
+    assert re.search(r"GET https://\S+/ → 200 \(certificate verified with the Trellis CA\)", r.stdout), r.stdout
+    assert "Trellis sample app" in r.stdout and "every check passed" in r.stdout
+    assert "--protocol HTTPS --port 443" in r.stdout and "curl https://" in r.stdout
+
+
 def _try(fn):
     try:
         return fn()

@@ -6,12 +6,13 @@
 //! 2. the ECS infrastructure role, trusted by `ecs.amazonaws.com`, with the managed policy
 //!    `AmazonECSInfrastructureRolePolicyForVpcLattice` attached;
 //! 3. a service network associated with VPC-A and VPC-B; an IP target group in VPC-A; a Lattice
-//!    service with an HTTP listener forwarding to it; the service's association;
+//!    service with an HTTP:80 listener (`--https`: HTTPS:443, its certificate from the
+//!    installation's CA) forwarding to it; the service's association;
 //! 4. an ECS cluster, a task definition of the sample app, and a service of two tasks in VPC-A
 //!    with the Lattice configuration (the tasks register themselves as they start);
 //! 5. once both targets are healthy: from VPC-B, the service's generated name is resolved with
 //!    VPC-B's resolver and the page fetched (netns mode: from an instance inside VPC-B; loopback
-//!    mode: at VPC-B's ingress address); VPC-C cannot resolve it (netns mode: its resolver does
+//!    mode: at VPC-B's ingress address; `--https`: over TLS, verified with the Trellis CA); VPC-C cannot resolve it (netns mode: its resolver does
 //!    not answer for it; loopback mode: it has no ingress at all);
 //! 6. the equivalent `aws` commands are printed, and everything is removed (`--keep` leaves the
 //!    server running until Ctrl-C).
@@ -41,15 +42,21 @@ struct Made {
 
 /// Runs the demo in `network` mode (default: netns as root, else loopback); `keep` leaves the
 /// server running afterwards.
-pub async fn run(keep: bool, network: Option<String>) -> anyhow::Result<()> {
+pub async fn run(keep: bool, network: Option<String>, https: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = std::env::temp_dir().join(format!("trellis-demo-{}", std::process::id()));
-    let result = run_in(&dir, keep, network, started).await;
+    let result = run_in(&dir, keep, network, https, started).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-async fn run_in(dir: &std::path::Path, keep: bool, network: Option<String>, started: Instant) -> anyhow::Result<()> {
+async fn run_in(
+    dir: &std::path::Path,
+    keep: bool,
+    network: Option<String>,
+    https: bool,
+    started: Instant,
+) -> anyhow::Result<()> {
     let say = |what: &str| println!("[{:>5.1}s] {what}", started.elapsed().as_secs_f64());
     let mut raw: RawConfig = toml::from_str(&format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nrelaxed_health_checks = true\nlog_format = \"text\"\n\
@@ -69,9 +76,9 @@ async fn run_in(dir: &std::path::Path, keep: bool, network: Option<String>, star
     let mode = if matches!(network, Network::Netns(_)) { "netns: every VPC a network namespace" } else { "loopback" };
     say(&format!("Trellis serving the AWS APIs at {endpoint} ({mode})"));
 
-    let outcome = scenario(&Client::new(&endpoint)?, &network, &say).await;
+    let outcome = scenario(&Client::new(&endpoint)?, &network, https, &say).await;
     match &outcome {
-        Ok(made) => print_aws_commands(made, &endpoint),
+        Ok(made) => print_aws_commands(made, &endpoint, https),
         Err(e) => println!("\nFAILED: {e:#}"),
     }
     if keep && outcome.is_ok() {
@@ -96,7 +103,8 @@ async fn run_in(dir: &std::path::Path, keep: bool, network: Option<String>, star
 }
 
 /// The scenario itself.
-async fn scenario(api: &Client, network: &Network, say: &dyn Fn(&str)) -> anyhow::Result<Made> {
+async fn scenario(api: &Client, network: &Network, https: bool, say: &dyn Fn(&str)) -> anyhow::Result<Made> {
+    let (protocol, port, scheme) = if https { ("HTTPS", 443, "https") } else { ("HTTP", 80, "http") };
     let mut made = Made::default();
     // 1. Networks.
     let vpc = |cidr: &'static str, subnet: &'static str, name: &'static str| async move {
@@ -171,7 +179,7 @@ async fn scenario(api: &Client, network: &Network, say: &dyn Fn(&str)) -> anyhow
     api.call(
         "POST",
         &format!("/services/{svc_id}/listeners"),
-        Some(json!({"name": "http", "protocol": "HTTP", "port": 80,
+        Some(json!({"name": scheme, "protocol": protocol, "port": port,
             "defaultAction": {"forward": {"targetGroups": [{"targetGroupIdentifier": tg_id}]}}})),
     )
     .await?;
@@ -181,7 +189,7 @@ async fn scenario(api: &Client, network: &Network, say: &dyn Fn(&str)) -> anyhow
         Some(json!({"serviceIdentifier": svc_id, "serviceNetworkIdentifier": sn_id})),
     )
     .await?;
-    say(&format!("created Lattice service {svc_id} ({dns}), HTTP :80 → target group {tg_id}"));
+    say(&format!("created Lattice service {svc_id} ({dns}), {protocol} :{port} → target group {tg_id}"));
 
     // 4. ECS.
     const ECS: &str = "AmazonEC2ContainerServiceV20141113";
@@ -240,12 +248,20 @@ async fn scenario(api: &Client, network: &Network, say: &dyn Fn(&str)) -> anyhow
         other => bail!("VPC-B could not resolve {dns}: {other:?}"),
     };
     say(&format!("from VPC-B, {dns} resolves to {addr}"));
-    let port = from_b.http_port;
-    let (status, page) = fetch::get(&place, SocketAddr::new(addr, port), &dns, "/", Duration::from_secs(5)).await?;
+    let real_port = from_b.real_port(port);
+    let tls = if https {
+        let pem = api.text("GET", "/_trellis/ca").await.context("fetching the Trellis CA")?;
+        Some(fetch::trusting(&pem)?)
+    } else {
+        None
+    };
+    let at = SocketAddr::new(addr, real_port);
+    let (status, page) = fetch::get(&place, at, &dns, "/", tls, Duration::from_secs(5)).await?;
     if status != 200 || !page.contains("Trellis sample app") {
         bail!("VPC-B got {status} from {dns}: {page}");
     }
-    say(&format!("from VPC-B, GET http://{dns}/ → {status}:"));
+    let verified = if https { " (certificate verified with the Trellis CA)" } else { "" };
+    say(&format!("from VPC-B, GET {scheme}://{dns}/ → {status}{verified}:"));
     for line in page.lines().filter(|l| !l.trim().is_empty()) {
         println!("          {line}");
     }
@@ -276,10 +292,10 @@ async fn scenario(api: &Client, network: &Network, say: &dyn Fn(&str)) -> anyhow
 }
 
 /// Where a client of one VPC stands: its resolver (and the place sockets open from), and the
-/// port Lattice's HTTP listener is reached at.
+/// offset of Lattice ports below 1024.
 struct Vantage {
     resolver: Option<(SocketAddr, Place)>,
-    http_port: u16,
+    low_port_offset: u16,
     instance: Option<String>,
 }
 
@@ -294,7 +310,7 @@ impl Vantage {
             let place = Place::netns(&text(&instance, "netns")?);
             return Ok(Self {
                 resolver: Some((SocketAddr::new(dns, 53), place)),
-                http_port: 80,
+                low_port_offset: 0,
                 instance: Some(text(&instance, "instanceId")?),
             });
         }
@@ -305,12 +321,17 @@ impl Vantage {
                 let offset = u16::try_from(ingress["lowPortOffset"].as_u64().unwrap_or(0))?;
                 Ok(Self {
                     resolver: Some((SocketAddr::new(ip, dns_port), Place::Host)),
-                    http_port: 80 + offset,
+                    low_port_offset: offset,
                     instance: None,
                 })
             }
-            Err(_) => Ok(Self { resolver: None, http_port: 0, instance: None }),
+            Err(_) => Ok(Self { resolver: None, low_port_offset: 0, instance: None }),
         }
+    }
+
+    /// Where Lattice port `port` is served.
+    fn real_port(&self, port: u16) -> u16 {
+        if port < 1024 { port + self.low_port_offset } else { port }
     }
 
     async fn close(self, api: &Client) {
@@ -329,8 +350,9 @@ fn describe(r: &Resolved) -> String {
 }
 
 /// The `aws` commands that make the same setup.
-fn print_aws_commands(made: &Made, endpoint: &str) {
+fn print_aws_commands(made: &Made, endpoint: &str, https: bool) {
     let id = |k: &str| made.ids.get(k).map_or("…", String::as_str);
+    let (protocol, port, scheme) = if https { ("HTTPS", 443, "https") } else { ("HTTP", 80, "http") };
     println!("\nThe same with the aws CLI (AWS_ENDPOINT_URL={endpoint}):");
     let lines = [
         "aws ec2 create-vpc --cidr-block 10.0.0.0/16                       # VPC-A, and VPC-B, VPC-C alike".to_owned(),
@@ -360,7 +382,7 @@ fn print_aws_commands(made: &Made, endpoint: &str) {
         ),
         "aws vpc-lattice create-service --name demo-web".to_owned(),
         format!(
-            "aws vpc-lattice create-listener --service-identifier {} --name http --protocol HTTP --port 80 \\\n    \
+            "aws vpc-lattice create-listener --service-identifier {} --name {scheme} --protocol {protocol} --port {port} \\\n    \
              --default-action '{{\"forward\":{{\"targetGroups\":[{{\"targetGroupIdentifier\":\"{}\"}}]}}}}'",
             id("svc"),
             id("tg")
@@ -386,7 +408,7 @@ fn print_aws_commands(made: &Made, endpoint: &str) {
             id("role"),
             id("tg_arn")
         ),
-        format!("trellis vpc exec {} -- curl http://{}/", id("vpc_b"), id("dns")),
+        format!("trellis vpc exec {} -- curl {scheme}://{}/", id("vpc_b"), id("dns")),
     ];
     for line in lines {
         println!("  {line}");

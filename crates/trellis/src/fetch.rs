@@ -3,6 +3,7 @@
 //! so the demo needs no `curl` or `dig`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -56,19 +57,49 @@ pub async fn resolve(place: &Place, server: SocketAddr, name: &str, timeout: Dur
     })
 }
 
+/// TLS settings that trust the certificate authority in `pem` (and nothing else).
+pub fn trusting(pem: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in trellis_control::pki::pem_blocks(pem) {
+        roots.add(rustls::pki_types::CertificateDer::from(der)).context("the CA certificate")?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// `GET http://host/path` at `addr` (from `place`), within `timeout`: the status and the body.
+/// With `tls`, `https://` instead: the certificate must be valid for `host`.
 pub async fn get(
     place: &Place,
     addr: SocketAddr,
     host: &str,
     path: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
 ) -> anyhow::Result<(u16, String)> {
     let attempt = async {
         let stream =
             place.tcp_socket(addr).await?.connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
+        let (mut sender, _connection) = match tls {
+            None => {
+                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                (sender, tokio::spawn(async move { conn.await.map_err(anyhow::Error::from) }))
+            }
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from(host.to_owned()).context("not a server name")?;
+                let stream = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, stream)
+                    .await
+                    .with_context(|| format!("TLS with {host} at {addr}"))?;
+                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                (sender, tokio::spawn(async move { conn.await.map_err(anyhow::Error::from) }))
+            }
+        };
         let req = http::Request::get(path).header(http::header::HOST, host).body(Empty::<Bytes>::new())?;
         let resp = sender.send_request(req).await?;
         let status = resp.status().as_u16();

@@ -29,6 +29,9 @@ enum Command {
         /// netns or loopback [default: netns as root on Linux, else loopback].
         #[arg(long)]
         network: Option<String>,
+        /// An HTTPS:443 listener instead of HTTP:80, fetched over TLS trusting the Trellis CA.
+        #[arg(long)]
+        https: bool,
     },
     /// Show service networks, services (with DNS names), target groups and targets.
     Status(ClientArgs),
@@ -165,9 +168,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })?;
             Ok(0)
         }
-        Command::Demo { keep, network } => {
+        Command::Demo { keep, network, https } => {
             init_logs_with(false, "warn");
-            runtime(None)?.block_on(trellis::demo::run(keep, network))?;
+            runtime(None)?.block_on(trellis::demo::run(keep, network, https))?;
             Ok(0)
         }
         Command::Status(args) => {
