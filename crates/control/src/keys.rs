@@ -202,6 +202,11 @@ impl AcmKeys {
     }
 }
 
+/// Whether `key` holds a certificate record (`acm/<region>/<account>/certificate/<uuid>`).
+pub(crate) fn is_acm_certificate(key: &str) -> bool {
+    key.strip_prefix(AcmKeys::PREFIX).and_then(|rest| rest.split('/').nth(2)) == Some("certificate")
+}
+
 /// A paging token for a listing that stopped at `key`: the key in hex, opaque to clients and
 /// safe in a URL.
 pub(crate) fn token_of(key: &str) -> String {
