@@ -118,6 +118,11 @@ def ecs(endpoint):
 
 
 @pytest.fixture(scope="session")
+def acm(endpoint):
+    return make_client("acm", endpoint)
+
+
+@pytest.fixture(scope="session")
 def lattice_other_region(endpoint):
     return make_client("vpc-lattice", endpoint, region=OTHER_REGION)
 

@@ -816,3 +816,73 @@ def becomes_gone(client, get, what: str, resource_type: str | None = None, timeo
         return False
 
     wait_for(check, timeout, message=f"{what} to disappear (GET -> ResourceNotFoundException)")
+
+
+# --------------------------------------------------------------------------------------------
+# Certificates (ACM), made with the openssl command line
+# --------------------------------------------------------------------------------------------
+
+
+def _openssl(directory: Path, *args: str) -> None:
+    proc = subprocess.run(["openssl", *args], cwd=directory, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=60)
+    assert proc.returncode == 0, f"openssl {' '.join(args)}: {proc.stderr}"
+
+
+def _new_key(directory: Path, path: str, kind: str) -> None:
+    """`ec` (SEC1 `EC PRIVATE KEY`), `rsa` (PKCS#1 `RSA PRIVATE KEY`), `rsa8` and `ec8` (PKCS#8)."""
+    if kind == "ec":
+        _openssl(directory, "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", path)
+    elif kind == "ec8":
+        _openssl(directory, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path)
+    elif kind == "rsa":
+        _openssl(directory, "genrsa", "-traditional", "-out", path, "2048")
+    elif kind == "rsa8":
+        _openssl(directory, "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", path)
+    else:
+        raise ValueError(kind)
+
+
+def make_certificate(names, key: str = "ec", ca: dict | None = None) -> dict:
+    """A certificate for `names` (the first is its CN) and its key, PEM bytes; self-signed, or
+    issued by `ca` (a `make_ca()` result), when `chain` is the CA's certificate."""
+    directory = Path(tempfile.mkdtemp(prefix="trellis-cert-"))
+    try:
+        _new_key(directory, "key.pem", key)
+        san = "subjectAltName=" + ",".join(f"DNS:{n}" for n in names)
+        if ca is None:
+            _openssl(directory, "req", "-x509", "-new", "-key", "key.pem", "-subj", f"/CN={names[0]}",
+                     "-days", "30", "-addext", san, "-addext", "extendedKeyUsage=serverAuth", "-out", "cert.pem")
+            chain = None
+        else:
+            (directory / "ca.pem").write_bytes(ca["cert"])
+            (directory / "ca.key").write_bytes(ca["key"])
+            (directory / "ext.cnf").write_text(f"{san}\nextendedKeyUsage=serverAuth\n"
+                                               "keyUsage=digitalSignature,keyEncipherment\n")
+            _openssl(directory, "req", "-new", "-key", "key.pem", "-subj", f"/CN={names[0]}", "-out", "leaf.csr")
+            _openssl(directory, "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                     "-CAcreateserial", "-days", "30", "-extfile", "ext.cnf", "-out", "cert.pem")
+            chain = ca["cert"]
+        return {"cert": (directory / "cert.pem").read_bytes(), "key": (directory / "key.pem").read_bytes(),
+                "chain": chain}
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def make_ca(org: str = "Conformance CA") -> dict:
+    """A certificate authority: its certificate and key, PEM bytes."""
+    directory = Path(tempfile.mkdtemp(prefix="trellis-ca-"))
+    try:
+        _new_key(directory, "ca.key", "ec8")
+        _openssl(directory, "req", "-x509", "-new", "-key", "ca.key", "-subj", f"/O={org}/CN={org} Root",
+                 "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", "ca.pem")
+        return {"cert": (directory / "ca.pem").read_bytes(), "key": (directory / "ca.key").read_bytes()}
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def import_certificate(acm, names, key: str = "ec", **kwargs) -> str:
+    """Imports a fresh self-signed certificate for `names`; its ARN."""
+    c = make_certificate(names, key=key)
+    return acm.import_certificate(Certificate=c["cert"], PrivateKey=c["key"], **kwargs)["CertificateArn"]

@@ -6,10 +6,15 @@ import pytest
 
 from support import (
     HEX17, REGION, arn, assert_id, assert_no_none, assert_timestamp, becomes_active, becomes_gone,
-    find_item, has_field, list_all, raises, service_dns_name, strip_meta, uname,
+    find_item, has_field, import_certificate, list_all, raises, service_dns_name, strip_meta, uname,
 )
 
-CERT_ARN = "arn:aws:acm:us-east-1:000000000000:certificate/0123abcd-0000-4000-8000-00000000abcd"
+
+@pytest.fixture(scope="module")
+def cert_arn(acm):
+    """An ACM certificate the services of this module may name (CreateService refuses an ARN
+    that names no certificate)."""
+    return import_certificate(acm, ["svc.example.com", "*.example.com"])
 
 
 def test_create_response_shape(lattice, res):
@@ -54,15 +59,15 @@ def test_get_by_arn(lattice, res):
     assert lattice.get_service(serviceIdentifier=r["arn"])["id"] == r["id"]
 
 
-def test_custom_domain_and_certificate_are_echoed(lattice, res):
+def test_custom_domain_and_certificate_are_echoed(lattice, res, cert_arn):
     domain = f"{uname('d')}.example.com"
-    r = res.service(customDomainName=domain, certificateArn=CERT_ARN, authType="AWS_IAM")
+    r = res.service(customDomainName=domain, certificateArn=cert_arn, authType="AWS_IAM")
     assert r["customDomainName"] == domain
-    assert r["certificateArn"] == CERT_ARN
+    assert r["certificateArn"] == cert_arn
     assert r["authType"] == "AWS_IAM"
     g = lattice.get_service(serviceIdentifier=r["id"])
     assert g["customDomainName"] == domain
-    assert g["certificateArn"] == CERT_ARN
+    assert g["certificateArn"] == cert_arn
 
 
 def test_idle_timeout_is_echoed(lattice, res):
@@ -103,11 +108,11 @@ def test_update_auth_type_and_idle_timeout(lattice, res):
     assert g["lastUpdatedAt"] >= g["createdAt"]
 
 
-def test_update_certificate(lattice, res):
+def test_update_certificate(lattice, res, cert_arn):
     r = res.service(customDomainName=f"{uname('d')}.example.com")
-    u = lattice.update_service(serviceIdentifier=r["id"], certificateArn=CERT_ARN)
-    assert u["certificateArn"] == CERT_ARN
-    assert lattice.get_service(serviceIdentifier=r["id"])["certificateArn"] == CERT_ARN
+    u = lattice.update_service(serviceIdentifier=r["id"], certificateArn=cert_arn)
+    assert u["certificateArn"] == cert_arn
+    assert lattice.get_service(serviceIdentifier=r["id"])["certificateArn"] == cert_arn
 
 
 def test_update_unknown_is_not_found(lattice):

@@ -27,6 +27,7 @@ pub(crate) struct Ctx {
 /// The AWS services the endpoint knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Service {
+    Acm,
     Ec2,
     Ecs,
     Iam,
@@ -96,6 +97,7 @@ async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, header
     let form = is_form(&headers).then(|| form_urlencoded::parse(&body).into_owned().collect::<Vec<_>>());
     let service = match scope.as_ref().map(|s| s.1.as_str()) {
         Some("vpc-lattice") => Some(Service::Lattice),
+        Some("acm") => Some(Service::Acm),
         Some("ec2") => Some(Service::Ec2),
         Some("ecs") => Some(Service::Ecs),
         Some("iam") => Some(Service::Iam),
@@ -104,6 +106,7 @@ async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, header
     };
     let writes = match service {
         Some(Service::Lattice) => method != Method::GET && !uri.path().ends_with("/listtargets"),
+        Some(Service::Acm) => crate::acm::is_write(target(&headers)),
         Some(Service::Ec2) => form.as_deref().is_some_and(crate::ec2::is_write),
         Some(Service::Ecs) => crate::ecs::is_write(target(&headers)),
         Some(Service::Iam) => form.as_deref().is_some_and(crate::iam::is_write),
@@ -115,6 +118,7 @@ async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, header
     };
     match service {
         Some(Service::Lattice) => crate::lattice::handle(&state, &ctx, &method, &uri, &body).await,
+        Some(Service::Acm) => crate::acm::handle(&state, &ctx, target(&headers), &body).await,
         Some(Service::Ec2) => crate::ec2::handle(&state, &ctx, form.unwrap_or_default()).await,
         Some(Service::Ecs) => crate::ecs::handle(&state, &ctx, target(&headers), &body).await,
         Some(Service::Iam) => crate::iam::handle(&state, &ctx, form.unwrap_or_default()).await,
@@ -124,7 +128,14 @@ async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, header
 
 fn detect_unsigned(headers: &HeaderMap, form: Option<&[(String, String)]>) -> Option<Service> {
     if headers.contains_key("x-amz-target") {
-        return target(headers).starts_with(crate::ecs::TARGET_PREFIX).then_some(Service::Ecs);
+        let target = target(headers);
+        return if target.starts_with(crate::ecs::TARGET_PREFIX) {
+            Some(Service::Ecs)
+        } else if target.starts_with(crate::acm::TARGET_PREFIX) {
+            Some(Service::Acm)
+        } else {
+            None
+        };
     }
     if let Some(form) = form {
         let version = form.iter().find(|(k, _)| k == "Version").map(|(_, v)| v.as_str());

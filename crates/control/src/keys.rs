@@ -10,6 +10,13 @@
 //! which a prefix read cannot), `token/…` keys remember `clientToken` answers.
 //!
 //! IAM is global: its keys start with `iam/<account>/`, outside every region ([`IamKeys`]).
+//!
+//! ACM certificates live under `acm/<region>/<account>/` ([`AcmKeys`]), outside `r/`, so that
+//! the Lattice compiler never reads them and the certificate publisher (`pki::run`) watches
+//! them alone: `certificate/<uuid>` (the record), `count/certificates` (the quota counter) and
+//! `token/<idempotency token>` (RequestCertificate's remembered answers). Which services use a
+//! certificate is a Lattice relation, [`rel::CERT_SVC`], written with the service in the same
+//! transaction.
 
 use trellis_model::Kind;
 
@@ -32,6 +39,9 @@ pub(crate) mod rel {
     pub(crate) const TG_USERS: &str = "tg-users";
     /// Service → the target groups its listeners and rules forward to.
     pub(crate) const SVC_TG: &str = "svc-tg";
+    /// ACM certificate (its UUID) → the services whose `certificateArn` names it. Its counter
+    /// is DeleteCertificate's guard.
+    pub(crate) const CERT_SVC: &str = "cert-svc";
 }
 
 /// The key layout for one region and account.
@@ -155,6 +165,46 @@ impl IamKeys {
     pub(crate) fn attachment_count(&self, role: &str) -> String {
         format!("{}count/attached/{}", self.base, role.to_ascii_lowercase())
     }
+}
+
+/// The key layout of ACM for one region and account.
+#[derive(Clone, Debug)]
+pub(crate) struct AcmKeys {
+    base: String,
+}
+
+impl AcmKeys {
+    /// What every ACM key starts with.
+    pub(crate) const PREFIX: &str = "acm/";
+
+    pub(crate) fn new(region: &str, account: &str) -> Self {
+        Self { base: format!("{}{region}/{account}/", Self::PREFIX) }
+    }
+
+    /// A certificate, by its UUID.
+    pub(crate) fn certificate(&self, id: &str) -> String {
+        format!("{}{id}", self.certificates())
+    }
+
+    /// Every certificate.
+    pub(crate) fn certificates(&self) -> String {
+        format!("{}certificate/", self.base)
+    }
+
+    /// How many certificates there are (the quota).
+    pub(crate) fn count(&self) -> String {
+        format!("{}count/certificates", self.base)
+    }
+
+    /// RequestCertificate's answer to an idempotency token.
+    pub(crate) fn token(&self, token: &str) -> String {
+        format!("{}token/{token}", self.base)
+    }
+}
+
+/// Whether `key` holds a certificate record (`acm/<region>/<account>/certificate/<uuid>`).
+pub(crate) fn is_acm_certificate(key: &str) -> bool {
+    key.strip_prefix(AcmKeys::PREFIX).and_then(|rest| rest.split('/').nth(2)) == Some("certificate")
 }
 
 /// A paging token for a listing that stopped at `key`: the key in hex, opaque to clients and

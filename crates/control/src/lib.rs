@@ -1,7 +1,7 @@
-//! The control plane: the AWS APIs Trellis speaks (VPC Lattice, the EC2 network subset, the IAM
-//! subset), all on one HTTP endpoint, over the store. Requests are told apart as
+//! The control plane: the AWS APIs Trellis speaks (VPC Lattice, the EC2 network subset, ECS,
+//! ACM, the IAM subset), all on one HTTP endpoint, over the store. Requests are told apart as
 //! `spec/aws-protocols.md` says ([`dispatch`]); each AWS service has its own module with its wire
-//! shapes and errors ([`lattice`], [`ec2`], `iam`); [`repo`] is the typed layer over the store
+//! shapes and errors ([`lattice`], [`ec2`], [`ecs`], [`acm`], `iam`); [`repo`] is the typed layer over the store
 //! and [`keys`] its layout. Trellis's own endpoints live under `/_trellis/`.
 //!
 //! The API is a value: [`router`] builds it from a [`ControlState`], and [`serve`] runs it on a
@@ -13,6 +13,7 @@ use std::sync::Arc;
 use axum::Router;
 use trellis_store::Store;
 
+pub mod acm;
 pub mod compile;
 mod dispatch;
 pub mod ec2;

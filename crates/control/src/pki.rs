@@ -12,6 +12,9 @@
 //! renewed once two thirds of its lifetime have passed. [`run`] does both and publishes what
 //! the data plane serves ([`Certificates`]) on a watch channel.
 //!
+//! [`run`] also publishes every ISSUED ACM certificate (imported or requested, under `acm/`)
+//! by ARN, watching the store so that an import, reimport or delete is served within moments.
+//!
 //! Keys are ECDSA P-256 (what `ring` can generate). The authority signs any key, so customer
 //! certificates requested through ACM can carry RSA keys made elsewhere.
 
@@ -27,7 +30,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use trellis_model::snapshot::Snapshot;
 use trellis_model::tls::{Certificates, Identity, zone_of};
-use trellis_store::{Compare, EventKind, Op, Store, StoreExt, Txn};
+use trellis_store::{Compare, EventKind, KeyValue, Op, Store, StoreExt, Txn, WatchEvent};
+
+use crate::keys::{AcmKeys, is_acm_certificate};
 
 /// Where the authority is.
 pub const CA_KEY: &str = "pki/ca";
@@ -252,20 +257,10 @@ pub async fn run(
         }
     };
     'watch: loop {
-        let (mut managed, revision) = match read_managed(store.as_ref()).await {
-            Ok(read) => read,
+        let (mut managed, mut customer, mut changes, mut acm_changes) = match open(store.as_ref()).await {
+            Ok(opened) => opened,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read managed certificates; retrying");
-                if pause(&mut stop, RETRY).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        let mut changes = match store.watch(PREFIX.to_owned(), revision + 1).await {
-            Ok(stream) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch managed certificates; retrying");
+                tracing::warn!(error = %e, "cannot read or watch certificates; retrying");
                 if pause(&mut stop, RETRY).await {
                     return;
                 }
@@ -283,7 +278,7 @@ pub async fn run(
                 }
             }
             tx.send_if_modified(|published| {
-                let next = publish(&managed);
+                let next = publish(&managed, &customer);
                 let changed = **published != next;
                 if changed {
                     *published = Arc::new(next);
@@ -317,6 +312,10 @@ pub async fn run(
                     // Compacted or gone: read afresh.
                     Some(Err(_)) | None => continue 'watch,
                 },
+                event = acm_changes.recv() => match event {
+                    Some(Ok(e)) => apply_customer(&mut customer, &e),
+                    Some(Err(_)) | None => continue 'watch,
+                },
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
@@ -342,6 +341,61 @@ async fn ca_certificate(axum::extract::State(store): axum::extract::State<Arc<dy
 
 /// Managed certificates by zone, with the revision each was read at.
 type Managed = BTreeMap<String, (IssuedCertificate, i64)>;
+
+/// Customer (ACM) certificates by store key: ARN and what the data plane serves.
+type Customer = BTreeMap<String, (String, Arc<Identity>)>;
+
+/// Reads the managed and customer certificates and watches both from where they were read.
+async fn open(
+    store: &dyn Store,
+) -> Result<(Managed, Customer, trellis_store::WatchStream, trellis_store::WatchStream), PkiError> {
+    let (managed, revision) = read_managed(store).await?;
+    let changes = store.watch(PREFIX.to_owned(), revision + 1).await?;
+    let read = store.list_prefix(AcmKeys::PREFIX, None, 0).await?;
+    let customer = read.kvs.iter().filter_map(customer_identity).collect();
+    let acm_changes = store.watch(AcmKeys::PREFIX.to_owned(), read.revision + 1).await?;
+    Ok((managed, customer, changes, acm_changes))
+}
+
+/// Applies a change under `acm/` to the customer certificates.
+fn apply_customer(customer: &mut Customer, e: &WatchEvent) {
+    if !is_acm_certificate(&e.kv.key) {
+        return;
+    }
+    match (e.kind, customer_identity(&e.kv)) {
+        (EventKind::Put, Some((key, entry))) => {
+            customer.insert(key, entry);
+        }
+        _ => {
+            customer.remove(&e.kv.key);
+        }
+    }
+}
+
+/// What the data plane serves of a stored ACM certificate, if it is one and ISSUED.
+fn customer_identity(kv: &KeyValue) -> Option<(String, (String, Arc<Identity>))> {
+    if !is_acm_certificate(&kv.key) {
+        return None;
+    }
+    let c: trellis_model::acm::Certificate = match serde_json::from_slice(&kv.value) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(key = %kv.key, error = %e, "damaged ACM certificate");
+            return None;
+        }
+    };
+    if c.status != trellis_model::acm::ISSUED {
+        return None;
+    }
+    let mut chain = pem_blocks(&c.certificate_pem);
+    chain.extend(pem_blocks(&c.chain_pem));
+    let key = pem_blocks(&c.private_key_pem).into_iter().next()?;
+    // A reimport may keep the serial and change the chain or key: the import time tells them
+    // apart, so the proxy parses the new one.
+    let serial = format!("{}/{}", c.details.serial, c.imported_at.map_or(0, |t| t.0));
+    let identity = Identity { serial, chain, key, not_after_ms: c.details.not_after.0 };
+    Some((kv.key.clone(), (c.arn, Arc::new(identity))))
+}
 
 async fn read_managed(store: &dyn Store) -> Result<(Managed, i64), PkiError> {
     let read = store.list_prefix(MANAGED_PREFIX, None, 0).await?;
@@ -409,7 +463,7 @@ fn renew_at(c: &IssuedCertificate, lifetime: Duration) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(until.saturating_sub(third))
 }
 
-fn publish(managed: &Managed) -> Certificates {
+fn publish(managed: &Managed, customer: &Customer) -> Certificates {
     let mut zones = HashMap::new();
     for (zone, (c, _)) in managed {
         match identity(c) {
@@ -419,7 +473,8 @@ fn publish(managed: &Managed) -> Certificates {
             None => tracing::warn!(%zone, "managed certificate cannot be read"),
         }
     }
-    Certificates { zones, by_arn: HashMap::new() }
+    let by_arn = customer.values().map(|(arn, id)| (arn.clone(), id.clone())).collect();
+    Certificates { zones, by_arn }
 }
 
 /// What the data plane needs of an issued certificate: DER chain and key.

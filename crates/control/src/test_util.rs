@@ -122,3 +122,20 @@ pub(crate) async fn ecs(app: &Router, operation: &str, body: serde_json::Value) 
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
     (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
 }
+
+/// Sends an ACM request (JSON 1.1, unsigned); returns the status and the JSON body (errors
+/// carry `__type`).
+pub(crate) async fn acm(app: &Router, operation: &str, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
+    let req = Request::builder()
+        .method("POST")
+        .uri("/")
+        .header("host", "localhost")
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amz-target", format!("CertificateManager.{operation}"))
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}

@@ -3,9 +3,10 @@
 //! no I/O, no clock, no tokio.
 //!
 //! Modules: [`id`] (resource kinds, IDs, ARNs), [`name`] (name rules), [`time`] (timestamps),
-//! [`dns_name`] (generated service names), [`lattice`], [`ec2`], [`ecs`] and [`iam`] (stored
-//! records), [`cidr`] (IPv4 CIDR blocks), [`snapshot`] and [`tls`] (what the data plane runs on).
+//! [`dns_name`] (generated service names), [`lattice`], [`ec2`], [`ecs`], [`acm`] and [`iam`]
+//! (stored records), [`cidr`] (IPv4 CIDR blocks), [`snapshot`] and [`tls`] (what the data plane runs on).
 
+pub mod acm;
 pub mod cidr;
 pub mod dns_name;
 pub mod ec2;

@@ -5,6 +5,11 @@
 //! (the associations keep `count/svc-sn/<svc>`), and takes with it, in one transaction, its
 //! listeners and rules, their target-group references, its auth policy and its access log
 //! subscriptions.
+//!
+//! A `certificateArn` must name an ACM certificate of the service's region and account; the
+//! service's use of it is recorded in the same transaction as the service ([`crate::acm::acquire`],
+//! released on update and delete), which is what DeleteCertificate's refusal and
+//! DescribeCertificate's `InUseBy` read.
 
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -88,6 +93,9 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Reply, ApiError> {
             tags: input.tags.clone(),
         };
         let mut tx = Tx::default();
+        if let Some(arn) = &certificate_arn {
+            use_certificate(req, arn, &id, &mut tx).await?;
+        }
         tx.create(req.keys.res(KIND, &id), &svc);
         tx.create_index(name_key, &id);
         tx.count(&counter, 1);
@@ -161,7 +169,16 @@ pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
     loop {
         let read = find(req, &id).await?;
         let mut svc = read.value.clone();
-        if let Some(cert) = &certificate_arn {
+        let mut tx = Tx::default();
+        if let Some(cert) = &certificate_arn
+            && *cert != svc.certificate_arn
+        {
+            if let Some(old) = &svc.certificate_arn {
+                release_certificate(req, old, &id, &mut tx).await?;
+            }
+            if let Some(new) = cert {
+                use_certificate(req, new, &id, &mut tx).await?;
+            }
             svc.certificate_arn = cert.clone();
         }
         if let Some(auth_type) = input.auth_type {
@@ -171,7 +188,6 @@ pub(crate) async fn update(req: &Req<'_>) -> Result<Reply, ApiError> {
             svc.idle_timeout_seconds = Some(timeout);
         }
         svc.last_updated_at = crate::now();
-        let mut tx = Tx::default();
         tx.update(&read, &svc);
         if attempts.commit(store, tx).await? {
             return Ok(Reply::ok(json!({
@@ -208,6 +224,9 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
         tx.delete_read(&read);
         tx.delete(req.keys.name(KIND, "", &read.value.name));
         tx.count(&services, -1);
+        if let Some(arn) = &read.value.certificate_arn {
+            release_certificate(req, arn, &id, &mut tx).await?;
+        }
         // Zero, and still zero at commit: no association slipped in meanwhile.
         tx.retire(&networks);
         for child in &children {
@@ -231,6 +250,28 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Reply, ApiError> {
 /// A service of this region and account.
 pub(crate) async fn find(req: &Req<'_>, id: &str) -> Result<Versioned<Service>, ApiError> {
     repo::load(req.store(), &req.keys.res(KIND, id)).await?.ok_or_else(|| ApiError::not_found(KIND, id))
+}
+
+/// Records in `tx` that service `id` uses certificate `arn`, which must exist. A certificate
+/// that does not exist (or is of another region or account) is a `ResourceNotFoundException`:
+/// the Lattice model documents that exception as "the request references a resource that does
+/// not exist", and a well-formed ARN naming nothing is that, not a malformed input.
+async fn use_certificate(req: &Req<'_>, arn: &str, id: &str, tx: &mut Tx) -> Result<(), ApiError> {
+    let scope = (req.ctx.region.as_str(), req.ctx.account.as_str());
+    crate::acm::acquire(req.store(), &req.keys, scope, arn, id, tx).await.map_err(|e| match e {
+        crate::acm::UseError::NotFound => ApiError::NotFound {
+            message: format!("Certificate {arn} not found"),
+            resource_id: arn.to_owned(),
+            resource_type: "CERTIFICATE".to_owned(),
+        },
+        crate::acm::UseError::Repo(e) => e.into(),
+    })
+}
+
+/// Records in `tx` that service `id` no longer uses certificate `arn`.
+async fn release_certificate(req: &Req<'_>, arn: &str, id: &str, tx: &mut Tx) -> Result<(), ApiError> {
+    let scope = (req.ctx.region.as_str(), req.ctx.account.as_str());
+    Ok(crate::acm::release(req.store(), &req.keys, scope, arn, id, tx).await?)
 }
 
 /// A service's `dnsEntry`.

@@ -150,3 +150,39 @@ async fn a_second_publisher_serves_what_the_first_issued() {
     stop_tx.send_replace(true);
     let _ = tokio::join!(one, two);
 }
+
+#[tokio::test]
+async fn imported_certificates_are_served_by_arn_until_deleted() {
+    use base64::Engine;
+    use serde_json::json;
+
+    let (app, store, _dir) = crate::test_util::app_and_store();
+    let settings = PkiSettings { lifetime: Duration::from_secs(3600), zones: vec![] };
+    let (_snapshots_tx, snapshots) = watch::channel(Arc::new(Snapshot::default()));
+    let (tx, mut rx) = watch::channel(Arc::new(Certificates::default()));
+    let (stop_tx, stop) = watch::channel(false);
+    let task = tokio::spawn(run(store.clone(), settings, snapshots, tx, stop));
+
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["shop.example.com".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("certificate");
+    let b64 = |text: String| base64::engine::general_purpose::STANDARD.encode(text);
+    let body = json!({"Certificate": b64(cert.pem()), "PrivateKey": b64(key.serialize_pem())});
+    let (status, out) = crate::test_util::acm(&app, "ImportCertificate", body).await;
+    assert_eq!(status, 200, "{out}");
+    let arn = out["CertificateArn"].as_str().expect("arn").to_owned();
+
+    let served = published(&mut rx, |c| c.by_arn.contains_key(&arn)).await;
+    let identity = &served.by_arn[&arn];
+    assert_eq!(identity.chain, [cert.der().to_vec()]);
+    assert_eq!(identity.key, key.serialized_der(), "PKCS#8 DER");
+
+    let (status, out) = crate::test_util::acm(&app, "DeleteCertificate", json!({"CertificateArn": arn})).await;
+    assert_eq!(status, 200, "{out}");
+    published(&mut rx, |c| !c.by_arn.contains_key(&arn)).await;
+
+    stop_tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops").expect("no panic");
+}

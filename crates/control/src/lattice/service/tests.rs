@@ -7,11 +7,22 @@ use crate::Quotas;
 use crate::keys::rel;
 use crate::repo::{self, Attempts, Tx};
 
-const CERT: &str = "arn:aws:acm:us-east-1:000000000000:certificate/0123abcd-0000-4000-8000-00000000abcd";
+/// Imports a self-signed certificate through ACM; its ARN.
+async fn certificate(t: &TestApp) -> String {
+    use base64::Engine;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["api.example.com".to_owned()]).unwrap().self_signed(&key).unwrap();
+    let b64 = |text: String| base64::engine::general_purpose::STANDARD.encode(text);
+    let body = json!({"Certificate": b64(cert.pem()), "PrivateKey": b64(key.serialize_pem())});
+    let (status, out) = crate::test_util::acm(&t.app, "ImportCertificate", body).await;
+    assert_eq!(status, 200, "{out}");
+    out["CertificateArn"].as_str().unwrap().to_owned()
+}
 
 #[tokio::test]
 async fn create_get_list_update_delete() {
     let t = TestApp::new();
+    let cert = certificate(&t).await;
     let (status, _, svc) =
         t.call("POST", "/services", Some(json!({"name": "web", "tags": {"k": "v"}, "clientToken": "c1"}))).await;
     assert_eq!(status, 201, "{svc}");
@@ -46,18 +57,18 @@ async fn create_get_list_update_delete() {
     assert_eq!(items[0]["status"], "ACTIVE");
     assert!(items[0].get("authType").is_none() && list.get("nextToken").is_none());
 
-    let update = json!({"authType": "AWS_IAM", "idleTimeoutSeconds": 300, "certificateArn": CERT});
+    let update = json!({"authType": "AWS_IAM", "idleTimeoutSeconds": 300, "certificateArn": cert});
     let (status, _, upd) = t.call("PATCH", &format!("/services/{id}"), Some(update)).await;
     assert_eq!(status, 200, "{upd}");
     assert_eq!(
         upd,
         json!({"id": id, "arn": svc["arn"], "name": "web", "authType": "AWS_IAM", "idleTimeoutSeconds": 300,
-               "certificateArn": CERT})
+               "certificateArn": cert})
     );
     let (_, _, got) = t.call("GET", &format!("/services/{id}"), None).await;
     assert_eq!(
         (&got["authType"], &got["idleTimeoutSeconds"], &got["certificateArn"]),
-        (&json!("AWS_IAM"), &json!(300), &json!(CERT))
+        (&json!("AWS_IAM"), &json!(300), &json!(cert))
     );
     // An empty certificateArn takes the certificate away; absent members change nothing.
     let (_, _, upd) = t.call("PATCH", &format!("/services/{id}"), Some(json!({"certificateArn": ""}))).await;
@@ -81,11 +92,12 @@ async fn create_get_list_update_delete() {
 #[tokio::test]
 async fn custom_domain_and_certificate() {
     let t = TestApp::new();
-    let body = json!({"name": "api", "customDomainName": "api.example.com", "certificateArn": CERT, "authType": "AWS_IAM",
+    let cert = certificate(&t).await;
+    let body = json!({"name": "api", "customDomainName": "api.example.com", "certificateArn": cert, "authType": "AWS_IAM",
                       "idleTimeoutSeconds": 120});
     let (status, _, svc) = t.call("POST", "/services", Some(body)).await;
     assert_eq!(status, 201, "{svc}");
-    assert_eq!((&svc["customDomainName"], &svc["certificateArn"]), (&json!("api.example.com"), &json!(CERT)));
+    assert_eq!((&svc["customDomainName"], &svc["certificateArn"]), (&json!("api.example.com"), &json!(cert)));
     assert_eq!((&svc["authType"], &svc["idleTimeoutSeconds"]), (&json!("AWS_IAM"), &json!(120)));
     let (_, _, list) = t.call("GET", "/services", None).await;
     assert_eq!(list["items"][0]["customDomainName"], "api.example.com");
