@@ -361,3 +361,88 @@ def _ok_value(call):
         return call()
     except Exception:
         return None
+
+
+# --------------------------------------------------------------------------------------------
+# Custom domain names with customer certificates (ACM)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["rsa", "ec"])
+def test_a_custom_domain_is_served_with_its_imported_certificate(dp, tmp_path, key):
+    from support import make_ca, make_certificate
+    acm = dp.server.client("acm")
+    name = f"shop-{key}.example.com"
+    ca = make_ca("Shop CA")
+    cert = make_certificate([name], key=key, ca=ca)
+    arn = acm.import_certificate(Certificate=cert["cert"], PrivateKey=cert["key"],
+                                 CertificateChain=cert["chain"])["CertificateArn"]
+    vpc = dp.res.vpc()
+    target = dp.target("shop")
+    tg = dp.tg(vpc)["id"]
+    dp.register(tg, target)
+    sn = dp.res.sn()
+    svc = dp.res.service(customDomainName=name, certificateArn=arn)
+    dp.res.listener(svc["id"], protocol="HTTPS", port=443, defaultAction=forward(tg))
+    dp.res.snsa(sn["id"], svc["id"])
+    dp.res.snva(sn["id"], vpc)
+    generated = dp.lattice.get_service(serviceIdentifier=svc["id"])["dnsEntry"]["domainName"]
+    info = dp.ingress(vpc)
+    port = dp.real_port(info, 443)
+    (tmp_path / "shop-ca.pem").write_bytes(ca["cert"])
+    (tmp_path / "trellis-ca.pem").write_text(trellis_ca(dp.endpoint))
+
+    def fetch(host, ca_file):
+        return subprocess.run(["curl", "-sS", "--max-time", "10", "--cacert", str(ca_file),
+                               "--resolve", f"{host}:{port}:{info['address']}", f"https://{host}:{port}/"],
+                              capture_output=True, text=True, timeout=30)
+    # The custom name: the imported certificate, which the shop's CA verifies.
+    out = wait_for(lambda: (lambda r: r if r.returncode == 0 else None)(fetch(name, tmp_path / "shop-ca.pem")), 10,
+                   interval=0.1, message="the custom domain to serve")
+    doc = json.loads(out.stdout)
+    assert doc["target"] == "shop"
+    assert {k.lower(): v for k, v in doc["headers"]}["host"] == name
+    # The generated name on the same listener: the managed certificate, which the Trellis CA
+    # verifies (and the shop's does not).
+    assert fetch(generated, tmp_path / "trellis-ca.pem").returncode == 0
+    assert fetch(generated, tmp_path / "shop-ca.pem").returncode != 0
+    # A certificate in use cannot go.
+    with pytest.raises(acm.exceptions.ResourceInUseException):
+        acm.delete_certificate(CertificateArn=arn)
+
+
+def test_a_requested_certificate_serves_a_custom_domain(dp, tmp_path):
+    acm = dp.server.client("acm")
+    name = "api.example.org"
+    arn = acm.request_certificate(DomainName=name, KeyAlgorithm="EC_prime256v1")["CertificateArn"]
+    vpc = dp.res.vpc()
+    target = dp.target("api")
+    tg = dp.tg(vpc)["id"]
+    dp.register(tg, target)
+    sn = dp.res.sn()
+    svc = dp.res.service(customDomainName=name)
+    # Set later, through UpdateService.
+    dp.lattice.update_service(serviceIdentifier=svc["id"], certificateArn=arn)
+    dp.res.listener(svc["id"], protocol="HTTPS", port=443, defaultAction=forward(tg))
+    dp.res.snsa(sn["id"], svc["id"])
+    dp.res.snva(sn["id"], vpc)
+    info = dp.ingress(vpc)
+    port = dp.real_port(info, 443)
+    ca = tmp_path / "trellis-ca.pem"
+    ca.write_text(trellis_ca(dp.endpoint))
+
+    def fetch():
+        return subprocess.run(["curl", "-sS", "--max-time", "10", "--cacert", str(ca), "--resolve",
+                               f"{name}:{port}:{info['address']}", f"https://{name}:{port}/"],
+                              capture_output=True, text=True, timeout=30)
+    out = wait_for(lambda: (lambda r: r if r.returncode == 0 else None)(fetch()), 10, interval=0.1,
+                   message="the custom domain to serve")
+    assert json.loads(out.stdout)["target"] == "api"
+    # Its certificate is the one ACM issued (same serial).
+    described = acm.describe_certificate(CertificateArn=arn)["Certificate"]
+    text = subprocess.run(["openssl", "s_client", "-connect", f"{info['address']}:{port}", "-servername", name],
+                          input="", capture_output=True, text=True, timeout=30).stdout
+    pem = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", text, re.S).group(0)
+    serial = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=pem, capture_output=True, text=True,
+                            timeout=30).stdout.strip().split("=")[1]
+    assert serial.lower() == described["Serial"].replace(":", "").lower()
