@@ -48,6 +48,8 @@ pub(crate) enum Version {
 pub(crate) struct Group {
     /// What its targets speak.
     pub(crate) version: Version,
+    /// Its connections to targets speak TLS (an HTTPS target group).
+    pub(crate) tls: bool,
     /// Targets that may get requests (not draining, contactable).
     targets: Vec<Target>,
     /// Indexes into `targets` of the healthy ones.
@@ -106,7 +108,14 @@ impl Group {
             Some("GRPC") => Version::Grpc,
             _ => Version::Http1,
         };
-        Self { version, targets, healthy, registered: !view.targets.is_empty(), cursor: AtomicUsize::new(cursor) }
+        Self {
+            version,
+            tls: tls.is_some(),
+            targets,
+            healthy,
+            registered: !view.targets.is_empty(),
+            cursor: AtomicUsize::new(cursor),
+        }
     }
 
     /// Where round-robin stands (carried into the next build).

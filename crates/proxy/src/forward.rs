@@ -57,7 +57,16 @@ pub(crate) struct Pool {
     reaping: AtomicBool,
     /// The HTTP/2 connection, for HTTP2 and GRPC target groups.
     h2: Mutex<Option<H2Sender>>,
+    /// HTTP/1.1 connections driven by hyper (HTTP/2 clients' requests going down to HTTP/1.1),
+    /// each with when it was last given back.
+    h1: Mutex<Vec<(H1Sender, Instant)>>,
 }
+
+/// Sends requests on an HTTP/1.1 connection to a target, for HTTP/2 clients.
+pub(crate) type H1Sender = hyper::client::conn::http1::SendRequest<crate::h2::UpBody>;
+
+/// Most idle HTTP/1.1 senders a pool keeps.
+const MAX_IDLE_SENDERS: usize = 256;
 
 /// Sends requests on a target's HTTP/2 connection.
 pub(crate) type H2Sender = hyper::client::conn::http2::SendRequest<crate::h2::UpBody>;
@@ -108,6 +117,7 @@ impl Pools {
                     idle: Mutex::new(Vec::new()),
                     reaping: AtomicBool::new(false),
                     h2: Mutex::new(None),
+                    h1: Mutex::new(Vec::new()),
                 })
             })
             .clone()
@@ -171,6 +181,32 @@ impl Pool {
         });
         *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
         Ok(sender)
+    }
+
+    /// An idle HTTP/1.1 sender ready for a request, the most recently used first; closed or
+    /// stale ones are dropped, busy ones (a response still being read) stay.
+    pub(crate) fn take_h1(&self) -> Option<H1Sender> {
+        let mut senders = self.h1.lock().unwrap_or_else(|p| p.into_inner());
+        let mut i = senders.len();
+        while i > 0 {
+            i -= 1;
+            let (sender, since) = &senders[i];
+            if sender.is_closed() || since.elapsed() >= self.idle_timeout {
+                senders.swap_remove(i);
+            } else if sender.is_ready() {
+                return Some(senders.swap_remove(i).0);
+            }
+        }
+        None
+    }
+
+    /// Gives back an HTTP/1.1 sender whose response was read (or abandoned: hyper then closes
+    /// its connection, and [`Pool::take_h1`] drops it).
+    pub(crate) fn put_h1(&self, sender: H1Sender) {
+        let mut senders = self.h1.lock().unwrap_or_else(|p| p.into_inner());
+        if senders.len() < MAX_IDLE_SENDERS && !sender.is_closed() {
+            senders.push((sender, Instant::now()));
+        }
     }
 
     async fn connect_with(&self, tls_config: fn() -> Option<Arc<rustls::ClientConfig>>) -> Result<Upstream, ErrorKind> {

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version as HttpVersion};
 use http_body_util::{Either, Empty};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -85,7 +86,7 @@ enum RespBody {
         /// The body.
         body: Incoming,
         /// Held until the body ends.
-        _held: (InFlightGuard, Busy),
+        _held: (InFlightGuard, Busy, GiveBack),
     },
 }
 
@@ -211,24 +212,24 @@ async fn forward(
         Added { client_ip: &ctx.conn.client_ip, port, network: &vpc.network, target: target_header, request_id };
     let (parts, body) = req.into_parts();
     let h2 = group.version != Version::Http1;
-    let head = upstream_head(&parts, &authority, h2, &added)?;
+    let head = upstream_head(&parts, &authority, h2.then_some(group.tls), &added)?;
     let mut body = if body.is_end_stream() { Either::Right(Empty::new()) } else { Either::Left(body) };
     let resend = matches!(body, Either::Right(_));
     // A target that refuses the connection is replaced by the next (the request was not sent).
     let mut tries = 0;
-    let (response, guard) = loop {
+    let (response, guard, give_back) = loop {
         tries += 1;
         let target = group.pick().map_err(ProxyError::new)?;
         let pool = target.pool.clone();
         let guard = InFlightGuard::new(&target.in_flight);
         let request = Request::from_parts(head.clone(), std::mem::replace(&mut body, Either::Right(Empty::new())));
         let sent = if h2 {
-            send_h2(&pool, request, ctx.config.response_timeout).await
+            send_h2(&pool, request, ctx.config.response_timeout).await.map(|r| (r, GiveBack(None)))
         } else {
             send_h1(&pool, request, ctx.config.response_timeout).await
         };
         match sent {
-            Ok(response) => break (response, guard),
+            Ok((response, give_back)) => break (response, guard, give_back),
             Err(Sent::NotConnected(_)) if tries < CONNECT_TRIES && resend => {}
             Err(Sent::NotConnected(kind) | Sent::Failed(kind)) => return Err(ProxyError::new(kind)),
         }
@@ -238,7 +239,7 @@ async fn forward(
     strip_hop_by_hop(&mut parts.headers);
     parts.version = HttpVersion::HTTP_2;
     parts.headers.insert(X_AMZN_REQUESTID, request_id_value(request_id));
-    Ok(Response::from_parts(parts, RespBody::Upstream { body, _held: (guard, busy) }))
+    Ok(Response::from_parts(parts, RespBody::Upstream { body, _held: (guard, busy, give_back) }))
 }
 
 /// Why an exchange gave no response.
@@ -259,27 +260,44 @@ async fn send_h2(pool: &Arc<Pool>, req: Request<UpBody>, timeout: Duration) -> R
     exchange(sender.send_request(req), timeout).await
 }
 
-/// HTTP/1.1 to the target, on a pooled connection that goes back once the response was read to
-/// its end.
-async fn send_h1(pool: &Arc<Pool>, req: Request<UpBody>, timeout: Duration) -> Result<Response<Incoming>, Sent> {
-    let stream = match pool.take() {
-        Some(stream) => stream,
-        None => pool.connect().await.map_err(Sent::NotConnected)?,
-    };
-    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|_| Sent::NotConnected(ErrorKind::ConnectFailed))?;
-    let back = pool.clone();
-    tokio::spawn(async move {
-        // Done once the response was read to its end and the sender is gone.
-        if let Ok(parts) = connection.without_shutdown().await
-            && parts.read_buf.is_empty()
-        {
-            back.put(parts.io.into_inner());
+/// HTTP/1.1 to the target, on a kept-alive connection of the pool (its sender goes back when the
+/// response body ends: [`GiveBack`]).
+async fn send_h1(
+    pool: &Arc<Pool>,
+    req: Request<UpBody>,
+    timeout: Duration,
+) -> Result<(Response<Incoming>, GiveBack), Sent> {
+    let mut sender = match pool.take_h1() {
+        Some(sender) => sender,
+        None => {
+            let stream = match pool.take() {
+                Some(stream) => stream,
+                None => pool.connect().await.map_err(Sent::NotConnected)?,
+            };
+            let (sender, connection) = hyper::client::conn::http1::Builder::new()
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(|_| Sent::NotConnected(ErrorKind::ConnectFailed))?;
+            // Runs while a sender is kept, until the target closes or the pool lets it go.
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            sender
         }
-    });
-    exchange(sender.send_request(req), timeout).await
+    };
+    let response = exchange(sender.send_request(req), timeout).await?;
+    Ok((response, GiveBack(Some((pool.clone(), sender)))))
+}
+
+/// Gives an HTTP/1.1 sender back to its pool when dropped (with the response body).
+struct GiveBack(Option<(Arc<Pool>, crate::forward::H1Sender)>);
+
+impl Drop for GiveBack {
+    fn drop(&mut self) {
+        if let Some((pool, sender)) = self.0.take() {
+            pool.put_h1(sender);
+        }
+    }
 }
 
 /// Waits for the target's response head, at most `timeout`.
@@ -309,25 +327,29 @@ struct Added<'a> {
 const X_AMZN_REQUESTID: HeaderName = HeaderName::from_static("x-amzn-requestid");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// The request head the target gets: HTTP/2 with the authority in the URI, or HTTP/1.1 in
-/// origin form with `Host`; hop-by-hop fields and `x-amzn-lattice-*` removed (`te: trailers`
-/// kept on HTTP/2, where gRPC needs it), the proxy's fields added.
+/// The request head the target gets: HTTP/2 (`h2_tls`: `Some`, saying whether the connection
+/// speaks TLS) with the scheme and authority in the URI, or HTTP/1.1 in origin form with `Host`;
+/// hop-by-hop fields and `x-amzn-lattice-*` removed (`te: trailers` kept on HTTP/2, where gRPC
+/// needs it), the proxy's fields added.
 fn upstream_head(
     parts: &http::request::Parts,
     authority: &HeaderValue,
-    h2: bool,
+    h2_tls: Option<bool>,
     added: &Added<'_>,
 ) -> Result<http::request::Parts, ProxyError> {
+    let h2 = h2_tls.is_some();
     let bad = |_| ProxyError::new(ErrorKind::Internal);
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri: Uri = if h2 {
-        let scheme = "http";
-        format!("{scheme}://{}{path}", authority.to_str().map_err(|_| ProxyError::new(ErrorKind::BadHost))?)
-            .parse()
-            .map_err(|_| ProxyError::new(ErrorKind::BadHost))?
-    } else {
-        path.parse().map_err(|_| ProxyError::new(ErrorKind::BadFraming))?
-    };
+    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut uri = http::uri::Parts::default();
+    uri.path_and_query = Some(path);
+    if let Some(tls) = h2_tls {
+        uri.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
+        uri.authority = Some(match parts.uri.authority() {
+            Some(a) => a.clone(),
+            None => Authority::try_from(authority.as_bytes()).map_err(|_| ProxyError::new(ErrorKind::BadHost))?,
+        });
+    }
+    let uri = Uri::from_parts(uri).map_err(|_| ProxyError::new(ErrorKind::BadFraming))?;
     let (mut head, ()) = Request::builder()
         .method(parts.method.clone())
         .uri(uri)

@@ -235,7 +235,7 @@ struct Setup {
     addr: SocketAddr,
     ca: Vec<u8>,
     _keep: Vec<JoinHandle<()>>,
-    _targets: Vec<FakeTarget>,
+    targets: Vec<FakeTarget>,
 }
 
 /// A proxy with HTTPS services on [`PORT`]: `h1.zone.test` → an HTTP/1.1 target,
@@ -295,7 +295,7 @@ async fn setup() -> (Setup, Arc<Seen>, Arc<Seen>) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let setup = Setup { proxy, addr, ca: ca.0, _keep: vec![t1, t2], _targets: vec![h1] };
+    let setup = Setup { proxy, addr, ca: ca.0, _keep: vec![t1, t2], targets: vec![h1] };
     (setup, h2c_seen, h2s_seen)
 }
 
@@ -327,8 +327,17 @@ async fn http2_clients_reach_http1_targets_many_streams_on_one_connection() {
             ["SourceVpcArn=arn:aws:ec2:us-east-1:000000000000:vpc/vpc-1"]
         );
     }
-    // A body goes down to HTTP/1.1 too.
+    // One after another, the requests share one kept-alive connection to the target.
     let mut sender = sender.clone();
+    let before = s.targets[0].accepted.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        let response = sender.send_request(request("GET", "h1.zone.test", "/", frames(&[], None))).await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.unwrap();
+    }
+    let opened = s.targets[0].accepted.load(Ordering::SeqCst) - before;
+    assert!(opened <= 1, "{opened} new connections for 10 sequential requests");
+    // A body goes down to HTTP/1.1 too.
     let response = sender
         .send_request(request("POST", "h1.zone.test", "/echo", frames(&["hello, ", "world"], None)))
         .await
