@@ -8,8 +8,7 @@
 //! it. The data plane gets every certificate's chain and key from `pki::run`, by ARN.
 
 use axum::body::Bytes;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use trellis_model::acm::{Certificate, Tag};
@@ -81,18 +80,7 @@ pub(crate) async fn handle(state: &ControlState, ctx: &Ctx, target: &str, body: 
         keys: AcmKeys::new(&ctx.region, &ctx.account),
         lattice: Keys::new(&ctx.region, &ctx.account),
     };
-    let mut resp = match dispatch(&req, op).await {
-        Ok(value) => {
-            let mut resp = (StatusCode::OK, value.to_string()).into_response();
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.1"));
-            resp
-        }
-        Err(err) => err.into_response(),
-    };
-    if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
-        resp.headers_mut().insert("x-amzn-requestid", id);
-    }
-    resp
+    crate::json11::reply(dispatch(&req, op).await, &ctx.request_id)
 }
 
 async fn dispatch(req: &Req<'_>, op: &str) -> Reply {

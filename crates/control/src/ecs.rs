@@ -10,8 +10,7 @@
 //! always agree with them.
 
 use axum::body::Bytes;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use trellis_model::Timestamp;
@@ -95,18 +94,7 @@ pub(crate) fn is_write(target: &str) -> bool {
 pub(crate) async fn handle(state: &ControlState, ctx: &Ctx, target: &str, body: &Bytes) -> Response {
     let op = target.strip_prefix(TARGET_PREFIX).unwrap_or(target);
     let req = Req { state, ctx, body, keys: EcsKeys::new(&ctx.region, &ctx.account) };
-    let mut resp = match dispatch(&req, op).await {
-        Ok(value) => {
-            let mut resp = (StatusCode::OK, value.to_string()).into_response();
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.1"));
-            resp
-        }
-        Err(err) => err.into_response(),
-    };
-    if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
-        resp.headers_mut().insert("x-amzn-requestid", id);
-    }
-    resp
+    crate::json11::reply(dispatch(&req, op).await, &ctx.request_id)
 }
 
 async fn dispatch(req: &Req<'_>, op: &str) -> Reply {

@@ -22,6 +22,7 @@ pub mod health;
 mod iam;
 pub mod ingress;
 pub mod ipam;
+mod json11;
 mod keys;
 pub mod lattice;
 pub mod pki;

@@ -3,7 +3,7 @@
 //! every client error with 400; Trellis's own failures are `InternalFailure` (500), the code
 //! every AWS JSON service shares.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::lattice::input::BodyError;
@@ -119,11 +119,6 @@ impl IntoResponse for AcmError {
             // Handled here, so logged here: a person should look at a store failure.
             tracing::error!(%message, "ACM API request failed");
         }
-        let body = serde_json::json!({ "__type": self.code(), "message": self.to_string() });
-        let mut resp = (self.status(), body.to_string()).into_response();
-        let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.1"));
-        h.insert("x-amzn-errortype", HeaderValue::from_static(self.code()));
-        resp
+        crate::json11::error(self.status(), self.code(), &self.to_string())
     }
 }

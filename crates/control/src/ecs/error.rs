@@ -2,7 +2,7 @@
 //! 1.1 does: `{"__type": "<code>", "message": "…"}`, with the code in `x-amzn-ErrorType` too.
 //! ECS answers client errors with 400 and its own failures with 500.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::lattice::input::BodyError;
@@ -123,11 +123,6 @@ impl IntoResponse for EcsError {
             // Handled here, so logged here: a person should look at a store failure.
             tracing::error!(%message, "ECS API request failed");
         }
-        let body = serde_json::json!({ "__type": self.code(), "message": self.to_string() });
-        let mut resp = (self.status(), body.to_string()).into_response();
-        let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.1"));
-        h.insert("x-amzn-errortype", HeaderValue::from_static(self.code()));
-        resp
+        crate::json11::error(self.status(), self.code(), &self.to_string())
     }
 }

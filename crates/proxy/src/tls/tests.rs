@@ -109,10 +109,8 @@ async fn presented(connector: &tokio_rustls::TlsConnector, addr: SocketAddr, sni
     Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
 }
 
-/// A TLS server on 127.0.0.1 with its own certificate: answers every connection with
-/// `hello from <name>` and the first line it read, then closes.
-fn tls_target(ca: &Ca, name: &'static str) -> (SocketAddr, JoinHandle<()>) {
-    let id = ca.identity("target", &[name]);
+/// A TLS acceptor serving `id`, and a socket on 127.0.0.1 for it.
+fn tls_listener(id: &Identity) -> (tokio_rustls::TlsAcceptor, std::net::TcpListener, SocketAddr) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = id.chain.iter().map(|c| CertificateDer::from(c.clone())).collect();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(id.key.clone()));
@@ -122,10 +120,17 @@ fn tls_target(ca: &Ca, name: &'static str) -> (SocketAddr, JoinHandle<()>) {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     std.set_nonblocking(true).unwrap();
     let addr = std.local_addr().unwrap();
+    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), std, addr)
+}
+
+/// A TLS server on 127.0.0.1 with its own certificate: answers every connection with
+/// `hello from <name>` and the first line it read, then closes.
+fn tls_target(ca: &Ca, name: &'static str) -> (SocketAddr, JoinHandle<()>) {
+    let id = ca.identity("target", &[name]);
+    let (acceptor, std, addr) = tls_listener(&id);
     let task = tokio::spawn(async move {
         let listener = TcpListener::from_std(std).unwrap();
         loop {
@@ -330,19 +335,7 @@ async fn a_renewed_certificate_serves_the_next_handshakes() {
 /// keep-alive connection with the server name the client sent; counts its connections.
 fn https_target(ca: &Ca) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>, JoinHandle<()>) {
     let id = ca.identity("https-target", &["target.internal"]);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = id.chain.iter().map(|c| CertificateDer::from(c.clone())).collect();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(id.key.clone()));
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    std.set_nonblocking(true).unwrap();
-    let addr = std.local_addr().unwrap();
+    let (acceptor, std, addr) = tls_listener(&id);
     let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = connections.clone();
     let task = tokio::spawn(async move {
