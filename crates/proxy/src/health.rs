@@ -14,9 +14,10 @@
 //! (`TargetGroupNotInUse`) when no listener or rule uses its group. `UNAVAILABLE` for Lambda and
 //! ALB targets (`HealthCheckNotSupported`), for a target that is not a loopback address in
 //! loopback mode (`TargetNotLoopback`: never contacted), when checks are off
-//! (`HealthCheckDisabled`), and for checks Trellis cannot run yet: HTTPS and HTTP2 probes
-//! (`HealthCheckProtocolUnsupported`: TLS and HTTP/2 are not in the tree yet). Otherwise the
-//! machine's `INITIAL`, `HEALTHY` or `UNHEALTHY` (`HealthCheckFailed`).
+//! (`HealthCheckDisabled`), and for a check of a protocol version other than HTTP1 and HTTP2
+//! (`HealthCheckProtocolUnsupported`; AWS has no gRPC checks). Otherwise the machine's
+//! `INITIAL`, `HEALTHY` or `UNHEALTHY` (`HealthCheckFailed`). HTTP, HTTPS, TCP, and HTTP/2 in
+//! cleartext (prior knowledge) or over TLS (ALPN `h2`) are probed.
 //!
 //! The whole table is published on the watch channel, and every status change reported to the
 //! sink, at most once per [`PUBLISH_GAP`]: changes are batched, never sent per probe.

@@ -19,7 +19,7 @@ pub(crate) const NOT_IN_USE: &str = "TargetGroupNotInUse";
 pub(crate) const DISABLED: &str = "HealthCheckDisabled";
 /// `reasonCode` of Lambda and ALB targets, which are never checked.
 pub(crate) const NOT_SUPPORTED: &str = "HealthCheckNotSupported";
-/// `reasonCode` of a target whose checks use a protocol Trellis cannot probe yet (HTTP2).
+/// `reasonCode` of a target whose checks use a protocol Trellis cannot probe.
 pub(crate) const PROTOCOL_UNSUPPORTED: &str = "HealthCheckProtocolUnsupported";
 /// `reasonCode` of a target whose settings cannot be run (a matcher that does not parse).
 pub(crate) const CONFIG_INVALID: &str = "HealthCheckConfigInvalid";
@@ -58,8 +58,8 @@ pub(crate) struct Check {
 pub(crate) enum ProbeKind {
     /// Connect, then close.
     Tcp,
-    /// `GET path` over HTTP/1.1 on a fresh connection (over TLS for HTTPS checks); pass when
-    /// the status is in `codes`.
+    /// `GET path` over HTTP/1.1 (or HTTP/2) on a fresh connection (over TLS for HTTPS checks);
+    /// pass when the status is in `codes`.
     Http {
         /// The request target, already safe to write on the wire.
         path: String,
@@ -67,6 +67,8 @@ pub(crate) enum ProbeKind {
         codes: Codes,
         /// HTTPS.
         tls: bool,
+        /// HTTP/2 (prior knowledge in cleartext, ALPN `h2` over TLS).
+        h2: bool,
     },
 }
 
@@ -93,14 +95,16 @@ impl Check {
         if hc.enabled == Some(false) {
             return Err(DISABLED);
         }
-        if hc.protocol_version.as_deref().is_some_and(|v| !v.eq_ignore_ascii_case("HTTP1")) {
-            return Err(PROTOCOL_UNSUPPORTED);
-        }
+        let h2 = match hc.protocol_version.as_deref().map(str::to_ascii_uppercase).as_deref() {
+            None | Some("HTTP1") => false,
+            Some("HTTP2") => true,
+            Some(_) => return Err(PROTOCOL_UNSUPPORTED),
+        };
         let probe = match hc.protocol.as_deref().map(str::to_ascii_uppercase).as_deref() {
             protocol @ (None | Some("HTTP" | "HTTPS")) => {
                 let codes = hc.matcher.as_ref().map_or(Ok(Codes::ok()), |m| Codes::parse(&m.http_code))?;
                 let tls = protocol == Some("HTTPS");
-                ProbeKind::Http { path: request_target(hc.path.as_deref().unwrap_or("/")), codes, tls }
+                ProbeKind::Http { path: request_target(hc.path.as_deref().unwrap_or("/")), codes, tls, h2 }
             }
             Some("TCP") => ProbeKind::Tcp,
             Some(_) => return Err(PROTOCOL_UNSUPPORTED),
@@ -220,7 +224,7 @@ mod tests {
         assert_eq!(c.interval, Duration::from_secs(30));
         assert_eq!(c.timeout, Duration::from_secs(5));
         assert_eq!((c.healthy_threshold, c.unhealthy_threshold), (5, 2));
-        assert_eq!(c.probe, ProbeKind::Http { path: "/".into(), codes: Codes::ok(), tls: false });
+        assert_eq!(c.probe, ProbeKind::Http { path: "/".into(), codes: Codes::ok(), tls: false, h2: false });
         assert_eq!(c.port, None);
 
         let c = Check::new(&hc(|h| h.health_check_interval_seconds = Some(1)), Duration::from_secs(5), S).unwrap();
@@ -246,8 +250,10 @@ mod tests {
         let tcp = Check::new(&hc(|h| h.protocol = Some("TCP".into())), S, S).unwrap();
         assert_eq!(tcp.probe, ProbeKind::Tcp);
         let https = Check::new(&hc(|h| h.protocol = Some("HTTPS".into())), S, S).unwrap();
-        assert_eq!(https.probe, ProbeKind::Http { path: "/".into(), codes: Codes::ok(), tls: true });
-        assert_eq!(Check::new(&hc(|h| h.protocol_version = Some("HTTP2".into())), S, S), Err(PROTOCOL_UNSUPPORTED));
+        assert_eq!(https.probe, ProbeKind::Http { path: "/".into(), codes: Codes::ok(), tls: true, h2: false });
+        let h2 = Check::new(&hc(|h| h.protocol_version = Some("HTTP2".into())), S, S).unwrap();
+        assert_eq!(h2.probe, ProbeKind::Http { path: "/".into(), codes: Codes::ok(), tls: false, h2: true });
+        assert_eq!(Check::new(&hc(|h| h.protocol_version = Some("GRPC".into())), S, S), Err(PROTOCOL_UNSUPPORTED));
         assert_eq!(Check::new(&hc(|h| h.enabled = Some(false)), S, S), Err(DISABLED));
         let bad = hc(|h| h.matcher = Some(Matcher { http_code: "2xx".into() }));
         assert_eq!(Check::new(&bad, S, S), Err(CONFIG_INVALID));

@@ -26,7 +26,7 @@ pub(crate) enum Failure {
     Timeout,
     /// The connection could not be opened or broke.
     Io(std::io::ErrorKind),
-    /// The answer was not an HTTP/1 status line.
+    /// The answer was not an HTTP status line (or HTTP/2 response).
     Malformed,
     /// The status code is not one the matcher accepts.
     Status(u16),
@@ -47,16 +47,43 @@ pub(crate) async fn probe(kind: &ProbeKind, place: &Place, addr: SocketAddr, tim
         let mut stream = connected.map_err(|e| Failure::Io(e.kind()))?;
         match kind {
             ProbeKind::Tcp => Ok(()),
-            ProbeKind::Http { path, codes, tls: false } => http(&mut stream, addr, path, codes).await,
-            ProbeKind::Http { path, codes, tls: true } => {
-                let connector = TlsConnector::from(crate::tls::target_client_config().ok_or(Failure::Tls)?);
+            ProbeKind::Http { path, codes, tls: false, h2: false } => http(&mut stream, addr, path, codes).await,
+            ProbeKind::Http { path, codes, tls: false, h2: true } => http2(stream, "http", addr, path, codes).await,
+            ProbeKind::Http { path, codes, tls: true, h2 } => {
+                let config =
+                    if *h2 { crate::tls::target_h2_client_config() } else { crate::tls::target_client_config() };
+                let connector = TlsConnector::from(config.ok_or(Failure::Tls)?);
                 let name = ServerName::IpAddress(addr.ip().into());
                 let mut tls = connector.connect(name, stream).await.map_err(|_| Failure::Tls)?;
-                http(&mut tls, addr, path, codes).await
+                if *h2 { http2(tls, "https", addr, path, codes).await } else { http(&mut tls, addr, path, codes).await }
             }
         }
     };
     tokio::time::timeout(timeout, attempt).await.unwrap_or(Err(Failure::Timeout))
+}
+
+/// `GET path` over HTTP/2 on `stream`: passes when the response's status is in `codes`.
+async fn http2<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    scheme: &str,
+    addr: SocketAddr,
+    path: &str,
+    codes: &Codes,
+) -> Result<(), Failure> {
+    let executor = hyper_util::rt::TokioExecutor::new();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(executor, hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|_| Failure::Malformed)?;
+    // Ends when the sender is dropped, with this probe.
+    tokio::spawn(connection);
+    let request = http::Request::get(format!("{scheme}://{addr}{path}"))
+        .header(http::header::USER_AGENT, "Trellis-HealthChecker/1.0")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|_| Failure::Malformed)?;
+    let response = sender.send_request(request).await.map_err(|_| Failure::Malformed)?;
+    let status = response.status().as_u16();
+    if codes.contains(status) { Ok(()) } else { Err(Failure::Status(status)) }
 }
 
 async fn http<S: AsyncRead + AsyncWrite + Unpin>(

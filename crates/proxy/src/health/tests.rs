@@ -391,7 +391,6 @@ async fn targets_that_are_never_probed() {
     let groups = vec![
         group("tg-unused", vec![at(target.addr)], |g| g.in_use = false),
         group("tg-off", vec![at(target.addr)], |g| g.health_check.enabled = Some(false)),
-        group("tg-h2", vec![at(target.addr)], |g| g.health_check.protocol_version = Some("HTTP2".into())),
         group("tg-remote", vec![at(remote), instance.clone()], |_| {}),
         group("tg-lambda", vec![at(target.addr)], |g| g.target_type = "LAMBDA".into()),
     ];
@@ -399,7 +398,6 @@ async fn targets_that_are_never_probed() {
     let expect = [
         (key("tg-unused", target.addr), Unused, check::NOT_IN_USE),
         (key("tg-off", target.addr), Unavailable, check::DISABLED),
-        (key("tg-h2", target.addr), Unavailable, check::PROTOCOL_UNSUPPORTED),
         (key("tg-remote", remote), Unavailable, check::NOT_LOOPBACK),
         (
             TargetKey { target_group_id: "tg-remote".into(), target_id: instance.id.clone(), port: 80 },
@@ -601,4 +599,47 @@ async fn https_checks_speak_tls_and_accept_any_certificate() {
     h.stop().await;
     t1.abort();
     t2.abort();
+}
+
+/// An HTTP/2 (prior knowledge) server on 127.0.0.1 answering every request with `status`.
+async fn h2_target(status: u16) -> (SocketAddr, Arc<AtomicUsize>, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let ok = req.version() == http::Version::HTTP_2;
+                    async move {
+                        let mut response = http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+                        *response.status_mut() = http::StatusCode::from_u16(if ok { status } else { 505 }).unwrap();
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let builder = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+                let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    (addr, hits, task)
+}
+
+#[tokio::test]
+async fn http2_checks_speak_http2() {
+    let (good, good_hits, _g) = h2_target(200).await;
+    let (bad, _, _b) = h2_target(503).await;
+    let groups = vec![
+        group("tg-1", vec![at(good)], |g| g.health_check.protocol_version = Some("HTTP2".into())),
+        group("tg-2", vec![at(bad)], |g| g.health_check.protocol_version = Some("HTTP2".into())),
+    ];
+    let mut h = Harness::start(config(Duration::from_secs(60)), UNIT, snapshot(groups));
+    h.wait_for(&key("tg-1", good), Healthy).await;
+    let health = h.wait_for(&key("tg-2", bad), Unhealthy).await;
+    assert_eq!(health.reason, Some(check::FAILED));
+    assert!(good_hits.load(Ordering::SeqCst) >= 1);
+    h.stop().await;
 }
