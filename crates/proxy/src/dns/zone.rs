@@ -162,7 +162,6 @@ fn lattice_zone_depth(name: &Name) -> Option<usize> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::BTreeMap;
     use std::net::{Ipv4Addr, Ipv6Addr};
     use std::time::Duration;
 
@@ -180,7 +179,7 @@ pub(crate) mod tests {
             dns_name: dns_name.to_owned(),
             custom_domain_name: custom.map(str::to_owned),
             idle_timeout: Duration::from_secs(60),
-            listeners: BTreeMap::new(),
+            listeners: Default::default(),
         };
         (id.to_owned(), Arc::new(view))
     }
