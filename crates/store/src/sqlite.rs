@@ -2,17 +2,16 @@
 //!
 //! Writes go through one connection, each [`Txn`] as one SQLite transaction that bumps the
 //! revision once, so after a crash at any moment the file holds every acknowledged write and none
-//! that is half done. Every live key is also kept in memory, updated after each commit: range
-//! reads are served from there and never touch the file (Trellis's state is small: resources and
-//! indexes, not bulk data). A `log` table keeps recent changes so that watches can start from a past revision; it
-//! is trimmed to the newest `retain` revisions.
+//! that is half done. Reads use a small pool of their own connections, each read one SQLite read
+//! transaction, and see the last committed state. Nothing is mirrored in memory beyond SQLite's
+//! page caches, bounded per connection: 10,000 services are about 100,000 keys and 20 MB of
+//! values, which a mirror kept twice over in RSS. A `log` table keeps recent changes so that
+//! watches can start from a past revision; it is trimmed to the newest `retain` revisions.
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{broadcast, mpsc};
@@ -25,6 +24,11 @@ use crate::{
 /// The schema version this build writes. Older files are migrated forward on open; newer ones
 /// are refused with [`Error::SchemaTooNew`].
 pub const SCHEMA_VERSION: i64 = 1;
+
+/// The page cache of each reading connection, in KiB. A point read touches a handful of pages
+/// and the file stays in the OS's cache: a small cache costs a `pread` now and then, a large one
+/// costs RSS per connection.
+const READER_CACHE_KIB: u32 = 512;
 
 /// How many revisions of history are kept for watches by default.
 const DEFAULT_RETAIN: i64 = 100_000;
@@ -49,21 +53,9 @@ struct Inner {
     path: std::path::PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
-    /// Every live key, mirrored in memory: range reads never touch SQLite. Updated by the writer
-    /// after each commit while it still holds the writer lock, so it always equals the file.
-    cache: RwLock<BTreeMap<Box<str>, Stored>>,
     revision: AtomicI64,
     events: broadcast::Sender<Arc<Vec<WatchEvent>>>,
     retain: i64,
-}
-
-/// A live key's value and bookkeeping as the mirror keeps it: the key only once (it is the
-/// map's), and nothing spare (10,000 services are about 100,000 keys).
-struct Stored {
-    value: Box<[u8]>,
-    create_revision: Revision,
-    mod_revision: Revision,
-    version: i64,
 }
 
 // === impl SqliteStore ===
@@ -88,14 +80,12 @@ impl SqliteStore {
             .map_err(backend)?;
         migrate(&writer)?;
         let revision = read_meta(&writer, "revision")?;
-        let cache = load_all(&writer)?;
         let (events, _) = broadcast::channel(1024);
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
-                cache: RwLock::new(cache),
                 revision: AtomicI64::new(revision),
                 events,
                 retain: retain.max(1),
@@ -111,9 +101,9 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn range(&self, req: RangeRequest) -> BoxFuture<'_, Result<RangeResponse, Error>> {
-        // Reads are served from memory, inline: microseconds, under a read lock never held
-        // across an await.
-        Box::pin(std::future::ready(Ok(self.inner.range(&req))))
+        // Reads run inline: they touch SQLite's page cache (or the OS's) and take microseconds,
+        // far less than a hop to the blocking pool would cost.
+        Box::pin(std::future::ready(self.inner.with_reader(|conn| range(conn, &req))))
     }
 
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnResponse, Error>> {
@@ -158,40 +148,14 @@ impl Inner {
             Some(conn) => conn,
             None => {
                 let conn = Connection::open(&self.path).map_err(backend)?;
-                conn.execute_batch("PRAGMA busy_timeout=5000;").map_err(backend)?;
+                conn.execute_batch(&format!("PRAGMA busy_timeout=5000; PRAGMA cache_size=-{READER_CACHE_KIB};"))
+                    .map_err(backend)?;
                 conn
             }
         };
         let out = f(&mut conn);
         self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
         out
-    }
-
-    fn range(&self, req: &RangeRequest) -> RangeResponse {
-        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
-        let revision = self.revision.load(Ordering::Acquire);
-        let start = Bound::Included(req.start.as_str());
-        let in_range: Box<dyn Iterator<Item = (&Box<str>, &Stored)>> = match &req.end {
-            Some(end) if end.as_str() <= req.start.as_str() => Box::new(std::iter::empty()),
-            Some(end) => Box::new(cache.range::<str, _>((start, Bound::Excluded(end.as_str())))),
-            None => Box::new(cache.get_key_value(req.start.as_str()).into_iter()),
-        };
-        if req.count_only {
-            return RangeResponse { kvs: Vec::new(), count: in_range.count(), more: false, revision };
-        }
-        let limit = if req.limit == 0 { usize::MAX } else { req.limit };
-        let mut kvs = Vec::new();
-        let mut more = false;
-        for (key, stored) in in_range {
-            if kvs.len() == limit {
-                more = true;
-                break;
-            }
-            kvs.push(stored.to_kv(key));
-        }
-        // Only `count_only` requests count the whole range (see `RangeResponse::count`).
-        let count = kvs.len();
-        RangeResponse { kvs, count, more, revision }
     }
 
     fn commit(&self, txn: &Txn) -> Result<TxnResponse, Error> {
@@ -246,47 +210,10 @@ impl Inner {
             write_meta(&tx, "compacted", keep_from - 1)?;
         }
         tx.commit().map_err(backend)?;
-        {
-            let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-            for ev in &events {
-                match ev.kind {
-                    EventKind::Put => {
-                        cache.insert(ev.kv.key.as_str().into(), Stored::of(&ev.kv));
-                    }
-                    EventKind::Delete => {
-                        cache.remove(ev.kv.key.as_str());
-                    }
-                }
-            }
-            // Published under the cache lock, so a reader never sees data newer than its revision.
-            self.revision.store(revision, Ordering::Release);
-        }
+        self.revision.store(revision, Ordering::Release);
         // No receivers is fine: nobody is watching.
         let _ = self.events.send(Arc::new(events));
         Ok(TxnResponse { succeeded, revision })
-    }
-}
-
-// === impl Stored ===
-
-impl Stored {
-    fn of(kv: &KeyValue) -> Self {
-        Self {
-            value: kv.value.as_slice().into(),
-            create_revision: kv.create_revision,
-            mod_revision: kv.mod_revision,
-            version: kv.version,
-        }
-    }
-
-    fn to_kv(&self, key: &str) -> KeyValue {
-        KeyValue {
-            key: key.to_owned(),
-            value: self.value.to_vec(),
-            create_revision: self.create_revision,
-            mod_revision: self.mod_revision,
-            version: self.version,
-        }
     }
 }
 
@@ -384,26 +311,61 @@ fn migrate(conn: &Connection) -> Result<(), Error> {
     Ok(())
 }
 
-/// Reads every key into memory (at open).
-fn load_all(conn: &Connection) -> Result<BTreeMap<Box<str>, Stored>, Error> {
-    let mut stmt = conn.prepare("SELECT key, value, create_rev, mod_rev, version FROM kv").map_err(backend)?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok(KeyValue {
-                key: r.get(0)?,
-                value: r.get(1)?,
-                create_revision: r.get(2)?,
-                mod_revision: r.get(3)?,
-                version: r.get(4)?,
-            })
-        })
-        .map_err(backend)?;
-    let mut map = BTreeMap::new();
-    for kv in rows {
-        let kv = kv.map_err(backend)?;
-        map.insert(kv.key.as_str().into(), Stored::of(&kv));
+/// One range read, as one statement (so one read transaction): the revision it reports is that
+/// of the data read. The join yields one row of NULLs when the range is empty.
+fn range(conn: &Connection, req: &RangeRequest) -> Result<RangeResponse, Error> {
+    if req.count_only {
+        let end = req.end.clone().unwrap_or_else(|| format!("{}\0", req.start));
+        let (revision, count): (Revision, i64) = conn
+            .prepare_cached(
+                "SELECT value, (SELECT count(*) FROM kv WHERE key >= ?1 AND key < ?2) FROM meta WHERE name = 'revision'",
+            )
+            .and_then(|mut s| s.query_row(params![req.start, end], |r| Ok((r.get(0)?, r.get(1)?))))
+            .map_err(backend)?;
+        return Ok(RangeResponse { kvs: Vec::new(), count: count as usize, more: false, revision });
     }
-    Ok(map)
+    // One more than asked for says whether there is more. The limit is kept out of the SQL:
+    // SQLite re-prepares a statement whose `LIMIT ?` or range bounds change the plan (twice the
+    // cost of a read), so a single key is an equality and a range stops stepping early.
+    let limit = if req.limit == 0 { usize::MAX } else { req.limit + 1 };
+    let mut stmt;
+    let mut rows = if req.end.is_none() {
+        stmt = conn
+            .prepare_cached(
+                "SELECT m.value, kv.key, kv.value, kv.create_rev, kv.mod_rev, kv.version
+                 FROM meta AS m LEFT JOIN kv ON kv.key = ?1 WHERE m.name = 'revision'",
+            )
+            .map_err(backend)?;
+        stmt.query(params![req.start]).map_err(backend)?
+    } else {
+        stmt = conn
+            .prepare_cached(
+                "SELECT m.value, kv.key, kv.value, kv.create_rev, kv.mod_rev, kv.version
+                 FROM meta AS m LEFT JOIN kv ON kv.key >= ?1 AND kv.key < ?2
+                 WHERE m.name = 'revision' ORDER BY kv.key",
+            )
+            .map_err(backend)?;
+        stmt.query(params![req.start, req.end]).map_err(backend)?
+    };
+    let (mut revision, mut kvs) = (0, Vec::new());
+    while kvs.len() < limit
+        && let Some(r) = rows.next().map_err(backend)?
+    {
+        revision = r.get(0).map_err(backend)?;
+        let Some(key) = r.get::<_, Option<String>>(1).map_err(backend)? else { break };
+        kvs.push(KeyValue {
+            key,
+            value: r.get(2).map_err(backend)?,
+            create_revision: r.get(3).map_err(backend)?,
+            mod_revision: r.get(4).map_err(backend)?,
+            version: r.get(5).map_err(backend)?,
+        });
+    }
+    let more = req.limit != 0 && kvs.len() > req.limit;
+    kvs.truncate(if req.limit == 0 { kvs.len() } else { req.limit });
+    // Only `count_only` requests count the whole range (see `RangeResponse::count`).
+    let count = kvs.len();
+    Ok(RangeResponse { kvs, count, more, revision })
 }
 
 fn read_log(conn: &mut Connection, prefix: &str, from: Revision) -> Result<Vec<WatchEvent>, Error> {

@@ -120,6 +120,7 @@ impl Bound {
         let compiler =
             tokio::spawn(crate::watch::run(store.clone(), config.node.clone(), ingress, compiled, stop.clone()));
         let sweeper = tokio::spawn(sweep_tokens(store.clone(), stop.clone()));
+        let trimmer = tokio::spawn(crate::memory::trim_after_changes(snapshots.subscribe(), stop.clone()));
         let agent = Agent::new(
             store.clone(),
             Lattice::new(router.clone(), addr.to_string()),
@@ -176,6 +177,7 @@ impl Bound {
         let _ = compiler.await;
         let _ = sweeper.await;
         let _ = pki.await;
+        let _ = trimmer.await;
         if let Some(network) = network {
             let _ = network.await;
         }

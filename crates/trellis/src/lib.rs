@@ -9,6 +9,7 @@ pub mod demo;
 pub mod fetch;
 pub mod instances;
 pub mod logs;
+pub mod memory;
 pub mod net;
 pub mod netmgr;
 pub mod status;

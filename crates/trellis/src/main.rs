@@ -162,6 +162,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Serve(args) => {
             let config = serve_config(args, &ProcessEnv)?;
             init_logs(config.log_json);
+            trellis::memory::limit_arenas();
             runtime(config.worker_threads)?.block_on(async move {
                 let bound = app::build(config).await?;
                 bound.wait_termination(shutdown_signal()).await

@@ -162,7 +162,6 @@ fn lattice_zone_depth(name: &Name) -> Option<usize> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::BTreeMap;
     use std::net::{Ipv4Addr, Ipv6Addr};
     use std::time::Duration;
 
@@ -181,7 +180,7 @@ pub(crate) mod tests {
             custom_domain_name: custom.map(str::to_owned),
             certificate_arn: None,
             idle_timeout: Duration::from_secs(60),
-            listeners: BTreeMap::new(),
+            listeners: Default::default(),
         };
         (id.to_owned(), Arc::new(view))
     }

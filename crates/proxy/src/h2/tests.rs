@@ -261,7 +261,7 @@ async fn setup() -> (Setup, Arc<Seen>, Arc<Seen>) {
         [("svc-1", "h1.zone.test", "tg-h1"), ("svc-2", "h2.zone.test", "tg-h2"), ("svc-3", "grpc.zone.test", "tg-grpc")]
     {
         let mut s = service(id, name, PORT, forward(&[(tg, 1)]));
-        s.listeners.insert(
+        s.listeners = [(
             PORT,
             ListenerView {
                 id: format!("listener-{id}"),
@@ -271,7 +271,8 @@ async fn setup() -> (Setup, Arc<Seen>, Arc<Seen>) {
                 rules: Vec::new(),
                 default_action: forward(&[(tg, 1)]),
             },
-        );
+        )]
+        .into();
         f.add_service(s);
     }
     let addr = SocketAddr::new(ip, PORT);

@@ -2,7 +2,6 @@
 //! `listener::run` with a health table the test controls, fake targets that are real HTTP
 //! servers on 127.0.0.1, and clients (hyper, and raw TCP for malformed input).
 
-use std::collections::BTreeMap;
 use std::future::Future as _;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -25,7 +24,8 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use trellis_model::lattice::{HealthCheckConfig, ListenerProtocol};
 use trellis_model::snapshot::{
-    Action, ListenerView, Reach, RuleView, ServiceView, Snapshot, TargetGroupView, TargetView, VpcView, WeightedTarget,
+    Action, ListenerView, Listeners, Reach, RuleView, ServiceView, Snapshot, TargetGroupView, TargetView, VpcView,
+    WeightedTarget,
 };
 use trellis_model::tls::Certificates;
 use trellis_net::Ports;
@@ -122,7 +122,7 @@ pub(crate) fn service(id: &str, host: &str, port: u16, default_action: Action) -
         custom_domain_name: None,
         certificate_arn: None,
         idle_timeout: Duration::from_secs(60),
-        listeners: BTreeMap::from([(port, listener)]),
+        listeners: Listeners::from([(port, listener)]),
     }
 }
 

@@ -78,7 +78,7 @@ fn listener(id: &str, protocol: ListenerProtocol, default_action: trellis_model:
 /// A service on [`PORT`] with one listener of `protocol`.
 fn tls_service(id: &str, host: &str, protocol: ListenerProtocol, tg: &str) -> ServiceView {
     let mut s = service(id, host, PORT, forward(&[(tg, 1)]));
-    s.listeners.insert(PORT, listener(id, protocol, forward(&[(tg, 1)])));
+    s.listeners = [(PORT, listener(id, protocol, forward(&[(tg, 1)])))].into();
     s
 }
 
