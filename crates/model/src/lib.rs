@@ -15,6 +15,7 @@ pub mod iam;
 pub mod id;
 pub mod lattice;
 pub mod name;
+pub mod policy;
 pub mod route;
 pub mod snapshot;
 pub mod time;

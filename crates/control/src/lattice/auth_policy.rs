@@ -1,7 +1,7 @@
 //! Auth policies: PutAuthPolicy, GetAuthPolicy, DeleteAuthPolicy. One policy document per service
 //! network or service, stored under `keys.auth_policy(id)` and deleted with its owner (see
-//! `service_network::cascade_policy_and_logs`). This module checks only the document's shape;
-//! evaluating it on requests is the data plane's business.
+//! `service_network::cascade_policy_and_logs`). Documents are checked by compiling them
+//! with `trellis_model::policy`, as the data plane does to evaluate them.
 //!
 //! Also owns [`Owner`]: resolving the `resourceIdentifier` that auth policies and access log
 //! subscriptions share (a service network or service, by ID or ARN).
@@ -13,9 +13,6 @@ use trellis_model::{Arn, Kind};
 
 use super::{ApiError, Reply, Req};
 use crate::repo::{self, Attempts, Tx, Versioned};
-
-/// The auth policy size quota (spec §7: 10 KB), in characters.
-const MAX_POLICY_CHARS: usize = 10 * 1024;
 
 /// The service network or service an auth policy or access log subscription belongs to.
 pub(super) struct Owner {
@@ -136,40 +133,12 @@ pub(super) async fn find_owner(req: &Req<'_>, kind: Kind, id: &str) -> Result<Ow
     Ok(Owner { kind, id: id.to_owned(), arn, auth_type, read })
 }
 
-/// Checks a policy document: at most 10 KB, JSON, and the skeleton of the IAM grammar (an
-/// object with an optional `Version` and a `Statement` object or list whose entries each have an
-/// `Effect` of `Allow` or `Deny`). Whitespace and newlines are accepted although AWS documents
-/// that they must not appear: `--policy file://policy.json` sends them, and they change nothing.
+/// Checks a policy document by compiling it as the data plane will (`trellis_model::policy`): at
+/// most 10 KB, JSON, the IAM grammar subset Lattice evaluates; the message says what is wrong.
+/// Whitespace and newlines are accepted although AWS documents that they must not appear:
+/// `--policy file://policy.json` sends them, and they change nothing.
 fn check_policy(policy: &str) -> Result<(), ApiError> {
-    let bad = |m: String| ApiError::field("policy", m);
-    if policy.chars().count() > MAX_POLICY_CHARS {
-        return Err(bad(format!("must be at most {MAX_POLICY_CHARS} characters (the auth policy size quota)")));
-    }
-    let doc: Value = serde_json::from_str(policy).map_err(|e| bad(format!("is not valid JSON: {e}")))?;
-    let Some(doc) = doc.as_object() else {
-        return Err(bad("must be a JSON object".to_owned()));
-    };
-    match doc.get("Version") {
-        None => {}
-        Some(Value::String(v)) if v == "2012-10-17" || v == "2008-10-17" => {}
-        Some(_) => return Err(bad("Version must be \"2012-10-17\" or \"2008-10-17\"".to_owned())),
-    }
-    let statements = match doc.get("Statement") {
-        Some(Value::Array(list)) if !list.is_empty() => list.iter().collect::<Vec<_>>(),
-        Some(one @ Value::Object(_)) => vec![one],
-        _ => {
-            return Err(bad("must have a Statement: an object or a non-empty list of objects".to_owned()));
-        }
-    };
-    for (i, statement) in statements.iter().enumerate() {
-        match statement.get("Effect").and_then(Value::as_str) {
-            Some("Allow" | "Deny") => {}
-            _ => {
-                return Err(bad(format!("Statement {i} must have an Effect of \"Allow\" or \"Deny\"")));
-            }
-        }
-    }
-    Ok(())
+    trellis_model::policy::Policy::compile(policy).map(drop).map_err(|e| ApiError::field("policy", e.0))
 }
 
 #[cfg(test)]

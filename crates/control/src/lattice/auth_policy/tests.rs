@@ -95,14 +95,21 @@ async fn identifiers_and_documents_are_checked() {
         json!({"policy": r#"{"Version":"2020-01-01","Statement":{"Effect":"Allow"}}"#}),
         json!({"policy": r#"{"Statement":[{"Effect":"Allow"},"x"]}"#}),
         json!({"policy": padded}),
+        json!({"policy": r#"{"Statement":{"Effect":"Allow","Action":"*","Resource":"*"}}"#}),
+        json!({"policy": r#"{"Statement":{"Effect":"Allow","Principal":"*","Action":"*","Resource":"*","Condition":{"Sometimes":{"a":"b"}}}}"#}),
     ] {
         let (status, _, body) = call(&app, "PUT", &url, Some(bad.clone())).await;
         assert_eq!((status.as_u16(), field(&body)), (400, "policy".into()), "{bad}");
     }
     // A single statement object, no Version, and whitespace are all fine.
-    let (status, _, _) =
-        call(&app, "PUT", &url, Some(json!({"policy": "{\n \"Statement\": {\"Effect\": \"Deny\"}\n}"}))).await;
+    let doc =
+        "{\n \"Statement\": {\"Effect\": \"Deny\", \"Principal\": \"*\",\n \"Action\": \"*\", \"Resource\": \"*\"}\n}";
+    let (status, _, _) = call(&app, "PUT", &url, Some(json!({"policy": doc}))).await;
     assert_eq!(status, 200);
+    // The message says what is wrong.
+    let bad = r#"{"Statement":{"Effect":"Allow","Principal":"*","Action":"*","Resource":"*","Condition":{"Sometimes":{"a":"b"}}}}"#;
+    let (_, _, body) = call(&app, "PUT", &url, Some(json!({"policy": bad}))).await;
+    assert!(body.to_string().contains("Sometimes"), "{body}");
 }
 
 /// Services are made by another module; one is seeded directly here.

@@ -1,0 +1,519 @@
+//! Auth policies (spec §4): the IAM policy language subset Lattice evaluates, compiled once per
+//! change ([`Policy::compile`], which is also what `PutAuthPolicy` validates with) and evaluated
+//! per request ([`Policy::evaluate`]) against a [`Request`]: who calls (anonymous or an
+//! authenticated principal), the action (`vpc-lattice-svcs:Invoke`), the resource
+//! (`arn:…:service/svc-…/<path>`) and the condition keys the caller's [`Keys`] answers.
+//!
+//! The grammar: `Version`; `Statement` (an object or a list) with `Sid`, `Effect` (`Allow` or
+//! `Deny`), `Principal` (`"*"`, or `{"AWS": …}` with `"*"`, account IDs, `arn:aws:iam::<acct>:root`,
+//! user and role ARNs — a role matches the sessions that assumed it), `Action`/`NotAction`,
+//! `Resource`/`NotResource` (`*` and `?` wildcards; actions compare without case), and
+//! `Condition` with the String*, Arn*, Numeric*, Bool, Null and IpAddress/NotIpAddress operators,
+//! their `…IfExists` forms and the `ForAnyValue:`/`ForAllValues:` qualifiers.
+//!
+//! Semantics as IAM's: conditions of a statement all hold (AND), the values of one key any
+//! (OR); a key the request lacks makes a positive operator false and a negated one true
+//! (`…IfExists`: true); an explicit Deny wins over any Allow ([`Decision`]).
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde_json::Value;
+
+/// A compiled auth policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    statements: Vec<Statement>,
+}
+
+/// What a policy says of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// A statement allows it and none denies it.
+    Allow,
+    /// A statement denies it.
+    Deny,
+    /// No statement applies (an implicit deny).
+    NoMatch,
+}
+
+/// Why a policy document was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyError(pub String);
+
+/// Who calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller<'a> {
+    /// An unsigned request.
+    Anonymous,
+    /// A request signed with known credentials.
+    Principal {
+        /// `arn:aws:iam::<acct>:root`, `…:user/<name>`, or
+        /// `arn:aws:sts::<acct>:assumed-role/<role>/<session>`.
+        arn: &'a str,
+        /// The account the principal belongs to.
+        account: &'a str,
+    },
+}
+
+/// The condition keys of a request, by name as a policy writes them (compare without case
+/// where IAM does). `None` when the request has no such key.
+pub trait Keys {
+    /// The key's values (one for single-valued keys).
+    fn values(&self, key: &str) -> Option<Vec<String>>;
+}
+
+/// One request, as a policy sees it.
+pub struct Request<'a> {
+    /// Who calls.
+    pub caller: Caller<'a>,
+    /// `vpc-lattice-svcs:Invoke` (or `Connect` for passthrough).
+    pub action: &'a str,
+    /// `arn:aws:vpc-lattice:<region>:<acct>:service/svc-…/<path>`.
+    pub resource: &'a str,
+    /// The condition keys.
+    pub keys: &'a dyn Keys,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Effect {
+    Allow,
+    Deny,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Statement {
+    effect: Effect,
+    principals: Principals,
+    actions: Patterns,
+    resources: Patterns,
+    conditions: Vec<Condition>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Principals {
+    /// `"*"` or `{"AWS": "*"}`: anyone, anonymous callers too.
+    Anyone,
+    /// Accounts and ARNs.
+    Listed(Vec<PrincipalPattern>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum PrincipalPattern {
+    /// Every identity of this account.
+    Account(String),
+    /// This role, and every session that assumed it: (account, role name).
+    Role(String, String),
+    /// Exactly this ARN (a user, or an assumed-role session).
+    Arn(String),
+}
+
+/// `Action`/`Resource` (or their `Not…` forms) as wildcard patterns.
+#[derive(Clone, Debug, PartialEq)]
+struct Patterns {
+    negated: bool,
+    patterns: Vec<String>,
+    ignore_case: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Condition {
+    op: Op,
+    negated: bool,
+    if_exists: bool,
+    set: Option<Set>,
+    key: String,
+    values: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Set {
+    AnyValue,
+    AllValues,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    StringEquals,
+    StringEqualsIgnoreCase,
+    StringLike,
+    ArnLike,
+    Numeric(NumericOp),
+    Bool,
+    Null,
+    IpAddress,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NumericOp {
+    Equals,
+    LessThan,
+    LessThanEquals,
+    GreaterThan,
+    GreaterThanEquals,
+}
+
+/// Most characters in a policy (the auth policy size quota, spec §7).
+pub const MAX_POLICY_CHARS: usize = 10 * 1024;
+
+// === impl Policy ===
+
+impl Policy {
+    /// Compiles a policy document, or says what is wrong with it.
+    pub fn compile(text: &str) -> Result<Self, PolicyError> {
+        if text.chars().count() > MAX_POLICY_CHARS {
+            return Err(err(format!("must be at most {MAX_POLICY_CHARS} characters (the auth policy size quota)")));
+        }
+        let doc: Value = serde_json::from_str(text).map_err(|e| err(format!("is not valid JSON: {e}")))?;
+        let doc = doc.as_object().ok_or_else(|| err("must be a JSON object".into()))?;
+        for key in doc.keys() {
+            if !matches!(key.as_str(), "Version" | "Id" | "Statement") {
+                return Err(err(format!("has an unknown element {key:?}")));
+            }
+        }
+        match doc.get("Version") {
+            None => {}
+            Some(Value::String(v)) if v == "2012-10-17" || v == "2008-10-17" => {}
+            Some(_) => return Err(err("Version must be \"2012-10-17\" or \"2008-10-17\"".into())),
+        }
+        let list: Vec<&Value> = match doc.get("Statement") {
+            Some(Value::Array(list)) if !list.is_empty() => list.iter().collect(),
+            Some(one @ Value::Object(_)) => vec![one],
+            _ => return Err(err("must have a Statement: an object or a non-empty list of objects".into())),
+        };
+        let statements = list
+            .iter()
+            .enumerate()
+            .map(|(i, s)| statement(s).map_err(|e| err(format!("Statement {i}: {}", e.0))))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { statements })
+    }
+
+    /// What the policy says of `request`.
+    pub fn evaluate(&self, request: &Request<'_>) -> Decision {
+        let mut allowed = false;
+        for s in &self.statements {
+            if s.applies(request) {
+                match s.effect {
+                    Effect::Deny => return Decision::Deny,
+                    Effect::Allow => allowed = true,
+                }
+            }
+        }
+        if allowed { Decision::Allow } else { Decision::NoMatch }
+    }
+}
+
+fn err(message: String) -> PolicyError {
+    PolicyError(message)
+}
+
+fn statement(v: &Value) -> Result<Statement, PolicyError> {
+    let obj = v.as_object().ok_or_else(|| err("must be an object".into()))?;
+    for key in obj.keys() {
+        if !matches!(
+            key.as_str(),
+            "Sid" | "Effect" | "Principal" | "Action" | "NotAction" | "Resource" | "NotResource" | "Condition"
+        ) {
+            return Err(err(format!("has an unknown or unsupported element {key:?}")));
+        }
+    }
+    let effect = match obj.get("Effect").and_then(Value::as_str) {
+        Some("Allow") => Effect::Allow,
+        Some("Deny") => Effect::Deny,
+        _ => return Err(err("must have an Effect of \"Allow\" or \"Deny\"".into())),
+    };
+    let principals = principals(obj.get("Principal").ok_or_else(|| err("must have a Principal".into()))?)?;
+    let actions = patterns(obj, "Action", "NotAction", true)?;
+    let resources = patterns(obj, "Resource", "NotResource", false)?;
+    let conditions = match obj.get("Condition") {
+        None => Vec::new(),
+        Some(c) => conditions(c)?,
+    };
+    Ok(Statement { effect, principals, actions, resources, conditions })
+}
+
+/// A string or a non-empty list of strings.
+fn strings(v: &Value, what: &str) -> Result<Vec<String>, PolicyError> {
+    match v {
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(list) if !list.is_empty() => list
+            .iter()
+            .map(|x| x.as_str().map(str::to_owned).ok_or_else(|| err(format!("{what} must hold strings"))))
+            .collect(),
+        _ => Err(err(format!("{what} must be a string or a non-empty list of strings"))),
+    }
+}
+
+fn principals(v: &Value) -> Result<Principals, PolicyError> {
+    if v.as_str() == Some("*") {
+        return Ok(Principals::Anyone);
+    }
+    let obj = v.as_object().ok_or_else(|| err("Principal must be \"*\" or {\"AWS\": …}".into()))?;
+    if let Some(other) = obj.keys().find(|k| *k != "AWS") {
+        return Err(err(format!("Principal {other:?} is not supported (only \"AWS\")")));
+    }
+    let listed = strings(obj.get("AWS").ok_or_else(|| err("Principal must name \"AWS\"".into()))?, "Principal")?;
+    if listed.iter().any(|p| p == "*") {
+        return Ok(Principals::Anyone);
+    }
+    listed.iter().map(|p| principal(p)).collect::<Result<_, _>>().map(Principals::Listed)
+}
+
+fn principal(p: &str) -> Result<PrincipalPattern, PolicyError> {
+    if p.len() == 12 && p.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(PrincipalPattern::Account(p.to_owned()));
+    }
+    let bad = || err(format!("Principal {p:?} is not an account ID or an IAM ARN"));
+    let parts: Vec<&str> = p.splitn(6, ':').collect();
+    let [arn, _partition, service, _region, account, resource] = parts[..] else { return Err(bad()) };
+    if arn != "arn" || !(account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(bad());
+    }
+    match (service, resource) {
+        ("iam", "root") => Ok(PrincipalPattern::Account(account.to_owned())),
+        ("iam", r) if r.starts_with("role/") => {
+            let name = r.rsplit('/').next().unwrap_or_default();
+            Ok(PrincipalPattern::Role(account.to_owned(), name.to_owned()))
+        }
+        ("iam", r) if r.starts_with("user/") => Ok(PrincipalPattern::Arn(p.to_owned())),
+        ("sts", r) if r.starts_with("assumed-role/") => Ok(PrincipalPattern::Arn(p.to_owned())),
+        _ => Err(bad()),
+    }
+}
+
+fn patterns(
+    obj: &serde_json::Map<String, Value>,
+    yes: &str,
+    no: &str,
+    ignore_case: bool,
+) -> Result<Patterns, PolicyError> {
+    match (obj.get(yes), obj.get(no)) {
+        (Some(_), Some(_)) => Err(err(format!("must not have both {yes} and {no}"))),
+        (Some(v), None) => Ok(Patterns { negated: false, patterns: strings(v, yes)?, ignore_case }),
+        (None, Some(v)) => Ok(Patterns { negated: true, patterns: strings(v, no)?, ignore_case }),
+        (None, None) => Err(err(format!("must have {yes} or {no}"))),
+    }
+}
+
+fn conditions(v: &Value) -> Result<Vec<Condition>, PolicyError> {
+    let obj = v.as_object().ok_or_else(|| err("Condition must be an object".into()))?;
+    let mut out = Vec::new();
+    for (name, keys) in obj {
+        let (set, rest) = match name.split_once(':') {
+            Some(("ForAnyValue", rest)) => (Some(Set::AnyValue), rest),
+            Some(("ForAllValues", rest)) => (Some(Set::AllValues), rest),
+            Some(_) => return Err(err(format!("condition operator {name:?} has an unknown qualifier"))),
+            None => (None, name.as_str()),
+        };
+        let (base, if_exists) = match rest.strip_suffix("IfExists") {
+            Some(base) => (base, true),
+            None => (rest, false),
+        };
+        let (op, negated) = match base {
+            "StringEquals" => (Op::StringEquals, false),
+            "StringNotEquals" => (Op::StringEquals, true),
+            "StringEqualsIgnoreCase" => (Op::StringEqualsIgnoreCase, false),
+            "StringNotEqualsIgnoreCase" => (Op::StringEqualsIgnoreCase, true),
+            "StringLike" => (Op::StringLike, false),
+            "StringNotLike" => (Op::StringLike, true),
+            "ArnEquals" | "ArnLike" => (Op::ArnLike, false),
+            "ArnNotEquals" | "ArnNotLike" => (Op::ArnLike, true),
+            "NumericEquals" => (Op::Numeric(NumericOp::Equals), false),
+            "NumericNotEquals" => (Op::Numeric(NumericOp::Equals), true),
+            "NumericLessThan" => (Op::Numeric(NumericOp::LessThan), false),
+            "NumericLessThanEquals" => (Op::Numeric(NumericOp::LessThanEquals), false),
+            "NumericGreaterThan" => (Op::Numeric(NumericOp::GreaterThan), false),
+            "NumericGreaterThanEquals" => (Op::Numeric(NumericOp::GreaterThanEquals), false),
+            "Bool" => (Op::Bool, false),
+            "Null" => (Op::Null, false),
+            "IpAddress" => (Op::IpAddress, false),
+            "NotIpAddress" => (Op::IpAddress, true),
+            _ => return Err(err(format!("condition operator {name:?} is not supported"))),
+        };
+        if op == Op::Null && (if_exists || set.is_some()) {
+            return Err(err(format!("condition operator {name:?} is not valid")));
+        }
+        let keys = keys.as_object().ok_or_else(|| err(format!("condition {name:?} must map keys to values")))?;
+        for (key, values) in keys {
+            let values = match values {
+                Value::Bool(b) => vec![b.to_string()],
+                Value::Number(n) => vec![n.to_string()],
+                other => strings(other, &format!("condition {name:?} {key:?}"))?,
+            };
+            for value in &values {
+                let valid = match op {
+                    Op::Numeric(_) => value.parse::<f64>().is_ok(),
+                    Op::Bool | Op::Null => value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false"),
+                    Op::IpAddress => parse_cidr(value).is_some(),
+                    _ => true,
+                };
+                if !valid {
+                    return Err(err(format!("condition {name:?} {key:?}: {value:?} is not a valid value")));
+                }
+            }
+            out.push(Condition { op, negated, if_exists, set, key: key.clone(), values });
+        }
+    }
+    Ok(out)
+}
+
+// === impl Statement ===
+
+impl Statement {
+    fn applies(&self, r: &Request<'_>) -> bool {
+        self.principals.matches(r.caller)
+            && self.actions.matches(r.action)
+            && self.resources.matches(r.resource)
+            && self.conditions.iter().all(|c| c.holds(r.keys))
+    }
+}
+
+impl Principals {
+    fn matches(&self, caller: Caller<'_>) -> bool {
+        match (self, caller) {
+            (Self::Anyone, _) => true,
+            (Self::Listed(_), Caller::Anonymous) => false,
+            (Self::Listed(list), Caller::Principal { arn, account }) => list.iter().any(|p| match p {
+                PrincipalPattern::Account(a) => a == account,
+                PrincipalPattern::Arn(a) => a == arn,
+                PrincipalPattern::Role(acct, role) => {
+                    acct == account
+                        && (arn == format!("arn:aws:iam::{acct}:role/{role}")
+                            || arn.strip_prefix(&format!("arn:aws:sts::{acct}:assumed-role/{role}/")).is_some())
+                }
+            }),
+        }
+    }
+}
+
+impl Patterns {
+    fn matches(&self, value: &str) -> bool {
+        let any = self.patterns.iter().any(|p| glob(p, value, self.ignore_case));
+        any != self.negated
+    }
+}
+
+impl Condition {
+    fn holds(&self, keys: &dyn Keys) -> bool {
+        let found = keys.values(&self.key);
+        if self.op == Op::Null {
+            let want_missing = self.values.iter().any(|v| v.eq_ignore_ascii_case("true"));
+            return found.is_none() == want_missing;
+        }
+        let Some(found) = found else {
+            // A missing key: false for a positive operator, true for a negated one; IfExists
+            // always true; ForAllValues of nothing is true.
+            return self.if_exists || self.negated || self.set == Some(Set::AllValues);
+        };
+        let matches_one = |v: &str| self.values.iter().any(|p| self.op.matches(p, v));
+        match self.set {
+            Some(Set::AllValues) => {
+                let all = found.iter().all(|v| matches_one(v));
+                // ForAllValues with a negated operator: no value matches any pattern.
+                if self.negated { found.iter().all(|v| !matches_one(v)) } else { all }
+            }
+            Some(Set::AnyValue) | None => {
+                let any = found.iter().any(|v| matches_one(v));
+                any != self.negated
+            }
+        }
+    }
+}
+
+impl Op {
+    /// Whether request value `v` matches policy value `p` (the positive form).
+    fn matches(self, p: &str, v: &str) -> bool {
+        match self {
+            Self::StringEquals => p == v,
+            Self::StringEqualsIgnoreCase => p.eq_ignore_ascii_case(v),
+            Self::StringLike => glob(p, v, false),
+            Self::ArnLike => glob(p, v, false),
+            Self::Numeric(op) => match (p.parse::<f64>(), v.parse::<f64>()) {
+                (Ok(p), Ok(v)) => match op {
+                    NumericOp::Equals => v == p,
+                    NumericOp::LessThan => v < p,
+                    NumericOp::LessThanEquals => v <= p,
+                    NumericOp::GreaterThan => v > p,
+                    NumericOp::GreaterThanEquals => v >= p,
+                },
+                _ => false,
+            },
+            Self::Bool => p.eq_ignore_ascii_case(v),
+            Self::Null => false,
+            Self::IpAddress => match (parse_cidr(p), v.parse::<IpAddr>()) {
+                (Some((net, len)), Ok(ip)) => in_cidr(ip, net, len),
+                _ => false,
+            },
+        }
+    }
+}
+
+/// IAM's wildcards: `*` any run of characters, `?` one character.
+pub fn glob(pattern: &str, value: &str, ignore_case: bool) -> bool {
+    let eq = |a: char, b: char| if ignore_case { a.eq_ignore_ascii_case(&b) } else { a == b };
+    let (p, v): (Vec<char>, Vec<char>) = (pattern.chars().collect(), value.chars().collect());
+    // Iterative matching with one backtrack point (the last `*`).
+    let (mut pi, mut vi, mut star, mut mark) = (0, 0, None, 0);
+    while vi < v.len() {
+        if pi < p.len() && (p[pi] == '?' || (p[pi] != '*' && eq(p[pi], v[vi]))) {
+            pi += 1;
+            vi += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = vi;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            vi = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// `a.b.c.d/n`, `v6/n`, or a bare address (a host).
+fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a.parse::<IpAddr>().ok()?, l.parse::<u8>().ok()?),
+        None => {
+            let a = s.parse::<IpAddr>().ok()?;
+            (a, if a.is_ipv4() { 32 } else { 128 })
+        }
+    };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    (len <= max).then_some((addr, len))
+}
+
+fn in_cidr(ip: IpAddr, net: IpAddr, len: u8) -> bool {
+    let (ip, net, bits) = match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(u32::from(a)), u128::from(u32::from(b)), 32),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+        (IpAddr::V4(a), IpAddr::V6(b)) => (u128::from(a.to_ipv6_mapped()), u128::from(b), 128),
+        (IpAddr::V6(a), IpAddr::V4(b)) => match a.to_ipv4_mapped() {
+            Some(a) => (u128::from(u32::from(a)), u128::from(u32::from(b)), 32),
+            None => return false,
+        },
+    };
+    if len == 0 {
+        return true;
+    }
+    let shift = bits - u32::from(len);
+    (ip >> shift) == (net >> shift)
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+#[cfg(test)]
+mod tests;
