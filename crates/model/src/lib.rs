@@ -17,6 +17,7 @@ pub mod lattice;
 pub mod name;
 pub mod policy;
 pub mod route;
+pub mod sigv4;
 pub mod snapshot;
 pub mod time;
 pub mod tls;

@@ -1,0 +1,325 @@
+//! Verifying AWS Signature Version 4 (spec §4.4): the `Authorization` header form and the
+//! presigned query-string form, for the data plane (service `vpc-lattice-svcs`, payload
+//! `UNSIGNED-PAYLOAD`) and, later, the API. [`Signed::parse`] reads what the request claims;
+//! the caller looks up the secret of `access_key` and checks the scope, the date and the
+//! session token; [`Signed::verify`] recomputes the signature over the request as received.
+//!
+//! The canonical request follows AWS's rules for every service but S3: the path normalised
+//! (`.` and `..` segments, repeated slashes) and percent-encoded again; the query's names and
+//! values percent-decoded, re-encoded with the unreserved set, sorted; the signed headers
+//! lowercased, their values trimmed with inner runs of spaces collapsed, repeats joined by `,`.
+
+use std::fmt;
+
+/// `AWS4-HMAC-SHA256`.
+pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+/// SigV4A's algorithm name (refused: not supported).
+pub const ALGORITHM_V4A: &str = "AWS4-ECDSA-P256-SHA256";
+
+/// What a signed request claims.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signed {
+    /// The access key ID.
+    pub access_key: String,
+    /// `YYYYMMDD` of the credential scope.
+    pub scope_date: String,
+    /// The scope's region.
+    pub region: String,
+    /// The scope's service.
+    pub service: String,
+    /// `x-amz-date` (`YYYYMMDDTHHMMSSZ`).
+    pub amz_date: String,
+    /// Lowercase header names, in the order given.
+    pub signed_headers: Vec<String>,
+    /// The signature, hex.
+    pub signature: String,
+    /// Presigned: how many seconds the signature is valid from `amz_date`.
+    pub expires: Option<u64>,
+    /// Presigned: the session token from the query (else the caller reads the header).
+    pub query_token: Option<String>,
+}
+
+/// Why a request's signature cannot be accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SigError {
+    /// SigV4A (not supported).
+    V4a,
+    /// A part is missing or malformed: which.
+    Malformed(&'static str),
+    /// The signature does not match.
+    Mismatch,
+}
+
+/// One request as received, for canonicalisation.
+pub struct Received<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// The path as sent (percent-encoded), without the query.
+    pub path: &'a str,
+    /// The query as sent, without `?` (may be empty).
+    pub query: &'a str,
+    /// Every value of a header (name in lowercase), in order.
+    pub header: &'a dyn Fn(&str) -> Vec<&'a [u8]>,
+}
+
+// === impl Signed ===
+
+impl Signed {
+    /// What the request claims: from its `Authorization` header (with `x-amz-date`), or its
+    /// query (`X-Amz-Algorithm=…`). `Ok(None)` for an unsigned request.
+    pub fn parse(authorization: Option<&str>, amz_date: Option<&str>, query: &str) -> Result<Option<Self>, SigError> {
+        if let Some(auth) = authorization {
+            return Self::from_header(auth, amz_date).map(Some);
+        }
+        let params = query_pairs(query);
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        match get("X-Amz-Algorithm") {
+            None => Ok(None),
+            Some(ALGORITHM_V4A) => Err(SigError::V4a),
+            Some(ALGORITHM) => {
+                let credential = get("X-Amz-Credential").ok_or(SigError::Malformed("X-Amz-Credential"))?;
+                let (access_key, scope_date, region, service) = credential_parts(credential)?;
+                let expires = get("X-Amz-Expires")
+                    .ok_or(SigError::Malformed("X-Amz-Expires"))?
+                    .parse()
+                    .map_err(|_| SigError::Malformed("X-Amz-Expires"))?;
+                Ok(Some(Self {
+                    access_key,
+                    scope_date,
+                    region,
+                    service,
+                    amz_date: get("X-Amz-Date").ok_or(SigError::Malformed("X-Amz-Date"))?.to_owned(),
+                    signed_headers: signed_headers(
+                        get("X-Amz-SignedHeaders").ok_or(SigError::Malformed("X-Amz-SignedHeaders"))?,
+                    ),
+                    signature: get("X-Amz-Signature").ok_or(SigError::Malformed("X-Amz-Signature"))?.to_owned(),
+                    expires: Some(expires),
+                    query_token: get("X-Amz-Security-Token").map(str::to_owned),
+                }))
+            }
+            Some(_) => Err(SigError::Malformed("X-Amz-Algorithm")),
+        }
+    }
+
+    fn from_header(auth: &str, amz_date: Option<&str>) -> Result<Self, SigError> {
+        let (algorithm, rest) = auth.trim().split_once(' ').ok_or(SigError::Malformed("Authorization"))?;
+        match algorithm {
+            ALGORITHM => {}
+            ALGORITHM_V4A => return Err(SigError::V4a),
+            _ => return Err(SigError::Malformed("Authorization")),
+        }
+        let (mut credential, mut headers, mut signature) = (None, None, None);
+        for part in rest.split(',') {
+            let Some((k, v)) = part.trim().split_once('=') else { continue };
+            match k {
+                "Credential" => credential = Some(v),
+                "SignedHeaders" => headers = Some(v),
+                "Signature" => signature = Some(v),
+                _ => {}
+            }
+        }
+        let (access_key, scope_date, region, service) =
+            credential_parts(credential.ok_or(SigError::Malformed("Credential"))?)?;
+        Ok(Self {
+            access_key,
+            scope_date,
+            region,
+            service,
+            amz_date: amz_date.ok_or(SigError::Malformed("x-amz-date"))?.to_owned(),
+            signed_headers: signed_headers(headers.ok_or(SigError::Malformed("SignedHeaders"))?),
+            signature: signature.ok_or(SigError::Malformed("Signature"))?.to_owned(),
+            expires: None,
+            query_token: None,
+        })
+    }
+
+    /// Checks the signature of `request` with `secret`, the secret access key of
+    /// [`Signed::access_key`]; the payload hash signed is `payload_hash` (what
+    /// `x-amz-content-sha256` says, `UNSIGNED-PAYLOAD` for Lattice).
+    pub fn verify(&self, request: &Received<'_>, secret: &str, payload_hash: &str) -> Result<(), SigError> {
+        if !self.signed_headers.iter().any(|h| h == "host") {
+            return Err(SigError::Malformed("SignedHeaders (host must be signed)"));
+        }
+        let canonical = canonical_request(self, request, payload_hash)?;
+        let scope = format!("{}/{}/{}/aws4_request", self.scope_date, self.region, self.service);
+        let to_sign = format!("{ALGORITHM}\n{}\n{scope}\n{}", self.amz_date, hex(&sha256(canonical.as_bytes())));
+        let key = signing_key(secret, &self.scope_date, &self.region, &self.service);
+        let want = hex(&hmac(&key, to_sign.as_bytes()));
+        if constant_time_eq(want.as_bytes(), self.signature.to_ascii_lowercase().as_bytes()) {
+            Ok(())
+        } else {
+            Err(SigError::Mismatch)
+        }
+    }
+}
+
+fn credential_parts(credential: &str) -> Result<(String, String, String, String), SigError> {
+    let parts: Vec<&str> = credential.split('/').collect();
+    match parts[..] {
+        [key, date, region, service, "aws4_request"] if !key.is_empty() && date.len() == 8 => {
+            Ok((key.to_owned(), date.to_owned(), region.to_owned(), service.to_owned()))
+        }
+        _ => Err(SigError::Malformed("Credential")),
+    }
+}
+
+fn signed_headers(list: &str) -> Vec<String> {
+    list.split(';').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect()
+}
+
+/// The canonical request of SigV4.
+fn canonical_request(signed: &Signed, r: &Received<'_>, payload_hash: &str) -> Result<String, SigError> {
+    let mut out = String::with_capacity(512);
+    out.push_str(r.method);
+    out.push('\n');
+    out.push_str(&encode(&normalize_path(r.path), false));
+    out.push('\n');
+    let mut pairs: Vec<(String, String)> = query_pairs(r.query)
+        .into_iter()
+        .filter(|(k, _)| !(signed.expires.is_some() && k == "X-Amz-Signature"))
+        .map(|(k, v)| (encode(&k, true), encode(&v, true)))
+        .collect();
+    pairs.sort();
+    let query: Vec<String> = pairs.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    out.push_str(&query.join("&"));
+    out.push('\n');
+    for name in &signed.signed_headers {
+        let values = (r.header)(name);
+        if values.is_empty() {
+            return Err(SigError::Malformed("a signed header is missing"));
+        }
+        let joined: Vec<String> = values
+            .iter()
+            .map(|v| String::from_utf8_lossy(v).split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        out.push_str(name);
+        out.push(':');
+        out.push_str(&joined.join(","));
+        out.push('\n');
+    }
+    out.push('\n');
+    out.push_str(&signed.signed_headers.join(";"));
+    out.push('\n');
+    out.push_str(payload_hash);
+    Ok(out)
+}
+
+/// The path with `.`/`..` segments and repeated slashes removed, as AWS normalises it; still
+/// percent-encoded as sent.
+fn normalize_path(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::from("/");
+    out.push_str(&segments.join("/"));
+    if path.ends_with('/') && !segments.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// Percent-encodes all but the unreserved set (and `/` unless `slash`).
+fn encode(s: &str, slash: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (b == b'/' && !slash) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `a=1&b=2`, percent-decoded (`+` stays `+`, as AWS signs it).
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex_val(bytes[i + 1]), hex_val(bytes[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The key that signs for one day, region and service.
+pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
+    let k = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+    let k = hmac(&k, region.as_bytes());
+    let k = hmac(&k, service.as_bytes());
+    hmac(&k, b"aws4_request")
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let tag = ring::hmac::sign(&key, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl fmt::Display for SigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::V4a => f.write_str("SigV4A signatures are not supported; sign with SigV4"),
+            Self::Malformed(what) => write!(f, "the signature's {what} is missing or malformed"),
+            Self::Mismatch => f.write_str("the signature does not match the request"),
+        }
+    }
+}
+
+impl std::error::Error for SigError {}
+
+#[cfg(test)]
+mod tests;
