@@ -24,10 +24,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use trellis_model::cidr::Cidr;
-use trellis_model::lattice::{HealthCheckConfig, Matcher, RuleAction, RuleMatch, Status};
+use trellis_model::lattice::{AuthType, HealthCheckConfig, Matcher, RuleAction, RuleMatch, Status};
+use trellis_model::policy::Policy;
 use trellis_model::snapshot::{
-    Action, ListenerView, Reach, RuleView, ServiceView, Snapshot, TargetGroupView, TargetView, VpcNetwork, VpcView,
-    WeightedTarget,
+    Action, IamAuth, ListenerView, Reach, RuleView, ServiceView, Snapshot, TargetGroupView, TargetView, VpcNetwork,
+    VpcView, WeightedTarget,
 };
 use trellis_model::{Arn, Kind};
 use trellis_store::{EventKind, KeyValue, Revision, Store, StoreExt, WatchEvent};
@@ -193,7 +194,8 @@ fn build(records: Records<'_>, revision: Revision) -> Snapshot {
     let vpcs = records.vpcs(&services);
     let hosts = hosts(&services);
     let networks = records.networks();
-    Snapshot { revision, vpcs, services, target_groups, hosts, networks }
+    let iam = records.iam(&HashMap::new());
+    Snapshot { revision, vpcs, services, target_groups, hosts, networks, iam }
 }
 
 // === impl Records ===
@@ -201,6 +203,36 @@ fn build(records: Records<'_>, revision: Revision) -> Snapshot {
 impl<'m> Records<'m> {
     /// Every VPC with its block and subnets (blocks that do not parse are left out, with a
     /// warning: the API validates them).
+    /// Every service network and service with `authType: AWS_IAM`, with its policy compiled
+    /// (reused from `previous` while its document is the same). A document that does not
+    /// compile (stored before policies were checked, or damaged) counts as none: every request
+    /// is denied, and a warning says why.
+    fn iam(&self, previous: &HashMap<String, IamAuth>) -> HashMap<String, IamAuth> {
+        let owners = self
+            .service_networks
+            .values()
+            .filter(|sn| sn.auth_type == AuthType::AwsIam)
+            .map(|sn| sn.id.as_str())
+            .chain(self.services.values().filter(|s| s.auth_type == AuthType::AwsIam).map(|s| s.id.as_str()));
+        let mut out = HashMap::new();
+        for id in owners {
+            let source = self.auth_policies.get(id).copied();
+            let auth = match (source, previous.get(id)) {
+                (Some(text), Some(prev)) if prev.source.as_deref() == Some(text) => prev.clone(),
+                (Some(text), _) => match Policy::compile(text) {
+                    Ok(policy) => IamAuth { policy: Some(Arc::new(policy)), source: Some(Arc::from(text)) },
+                    Err(e) => {
+                        tracing::warn!(resource = %id, error = %e, "stored auth policy does not compile; denying every request");
+                        IamAuth { policy: None, source: Some(Arc::from(text)) }
+                    }
+                },
+                (None, _) => IamAuth { policy: None, source: None },
+            };
+            out.insert(id.to_owned(), auth);
+        }
+        out
+    }
+
     fn networks(&self) -> BTreeMap<String, VpcNetwork> {
         let mut out: BTreeMap<String, VpcNetwork> = BTreeMap::new();
         for (scope, vpc) in &self.vpcs {

@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use serde_json::Value;
 
 /// A compiled auth policy.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     statements: Vec<Statement>,
 }
@@ -81,7 +81,7 @@ enum Effect {
     Deny,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Statement {
     effect: Effect,
     principals: Principals,
@@ -90,7 +90,7 @@ struct Statement {
     conditions: Vec<Condition>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Principals {
     /// `"*"` or `{"AWS": "*"}`: anyone, anonymous callers too.
     Anyone,
@@ -98,7 +98,7 @@ enum Principals {
     Listed(Vec<PrincipalPattern>),
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum PrincipalPattern {
     /// Every identity of this account.
     Account(String),
@@ -109,14 +109,14 @@ enum PrincipalPattern {
 }
 
 /// `Action`/`Resource` (or their `Not…` forms) as wildcard patterns.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Patterns {
     negated: bool,
     patterns: Vec<String>,
     ignore_case: bool,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Condition {
     op: Op,
     negated: bool,

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::cidr::Cidr;
 use crate::lattice::{HealthCheckConfig, HttpMatch, ListenerProtocol};
+use crate::policy::Policy;
 
 /// One compiled configuration, tagged with the store revision it reflects.
 #[derive(Clone, Debug, Default)]
@@ -31,6 +32,20 @@ pub struct Snapshot {
     pub hosts: HashMap<String, String>,
     /// Every VPC's network (associated or not), by VPC ID: what netns mode makes real.
     pub networks: BTreeMap<String, VpcNetwork>,
+    /// Service networks and services with `authType: AWS_IAM`, by ID (`sn-…`, `svc-…`); any
+    /// other has `NONE`.
+    pub iam: HashMap<String, IamAuth>,
+}
+
+/// A service network or service that lets through only what its auth policy allows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IamAuth {
+    /// The policy, compiled; `None` without one (or with one that does not compile): every
+    /// request is denied.
+    pub policy: Option<Arc<Policy>>,
+    /// The document it was compiled from (a new build reuses the compiled policy while this
+    /// stays the same).
+    pub source: Option<Arc<str>>,
 }
 
 /// A VPC's address plan: its block and its subnets.

@@ -61,6 +61,8 @@ pub(crate) struct Conn {
     pub(crate) lattice_ports: Vec<(u16, Box<[u8]>)>,
     /// The client speaks TLS to us: requests go to HTTPS listeners only.
     pub(crate) tls: bool,
+    /// The client's address.
+    pub(crate) peer: IpAddr,
 }
 
 /// A connection's deadlines. See the module docs.
@@ -287,6 +289,20 @@ impl Session {
                 self.rbuf.consume(head.len);
                 if local_close { Next::Close } else { Next::KeepAlive }
             }
+            Ok(Decision::Denied(message)) => {
+                tracing::debug!(%message, "request denied by an auth policy");
+                let status = http::StatusCode::FORBIDDEN;
+                crate::error::local_response(
+                    &mut self.out,
+                    status,
+                    message.as_bytes(),
+                    &request_id,
+                    local_close,
+                    head.is_head,
+                );
+                self.rbuf.consume(head.len);
+                if local_close { Next::Close } else { Next::KeepAlive }
+            }
             Ok(Decision::Forward(forward)) => {
                 self.timers.clock.idle = Some(forward.idle_timeout);
                 match self.forward(&head, forward, &request_id).await {
@@ -408,7 +424,13 @@ impl Conn {
             .filter(|&p| ports.real(p) == real_port)
             .map(|p| (p, p.to_string().into_bytes().into_boxed_slice()))
             .collect();
-        Self { vpc, client_ip: client.to_string().into_bytes().into_boxed_slice(), lattice_ports, tls: false }
+        Self {
+            vpc,
+            client_ip: client.to_string().into_bytes().into_boxed_slice(),
+            lattice_ports,
+            tls: false,
+            peer: client,
+        }
     }
 }
 

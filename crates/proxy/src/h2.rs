@@ -188,8 +188,28 @@ async fn forward(
     let host = request::host_name(raw, &mut host_buf).ok_or(ProxyError::new(ErrorKind::BadHost))?;
     // Route.
     let Located { vpc, reach, listener, port } = request::locate(&ctx.conn, &routes, host)?;
-    // Rule.
+    // Auth policies, before the rules (spec §3.1).
     let path = req.uri().path();
+    if let Some(auth) = &reach.auth {
+        let headers = req.headers();
+        let header = |name: &str| headers.get_all(name).iter().map(HeaderValue::as_bytes).collect::<Vec<_>>();
+        let facts = crate::auth::Facts {
+            method: req.method().as_str(),
+            path,
+            query: req.uri().query().unwrap_or(""),
+            header: &header,
+            port: listener.port,
+            source_vpc: &ctx.conn.vpc,
+            source_vpc_account: &vpc.account,
+            client_ip: ctx.conn.peer,
+        };
+        if let Err(denied) = auth.check(&facts) {
+            let message = auth.message(&denied, path);
+            tracing::debug!(%message, "request denied by an auth policy");
+            return Ok(local(StatusCode::FORBIDDEN, Bytes::from(message), request_id));
+        }
+    }
+    // Rule.
     let action = trellis_model::route::find(listener, req.method().as_str(), path, &Fields(req.headers()));
     let groups = match action {
         Action::Fixed(status) => {

@@ -23,6 +23,7 @@ use trellis_model::snapshot::Snapshot;
 use trellis_model::tls::Certificates;
 use trellis_net::{Network, Ports};
 
+mod auth;
 mod balance;
 mod conn;
 mod dns;

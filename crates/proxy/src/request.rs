@@ -16,6 +16,7 @@ use trellis_model::lattice::ListenerProtocol;
 use trellis_model::route::HeaderLookup;
 use trellis_model::snapshot::{Action, ListenerView, WeightedTarget};
 
+use crate::auth::Facts;
 use crate::balance::{self, Group, Version};
 use crate::conn::Conn;
 use crate::error::{ErrorKind, ProxyError};
@@ -31,6 +32,8 @@ pub(crate) enum Decision<'r> {
     Fixed(u16),
     /// Forward to a target of a group.
     Forward(Forward<'r>),
+    /// An auth policy refused it: a 403 with this body (spec §3.11).
+    Denied(String),
 }
 
 /// A request on its way to a target group.
@@ -90,6 +93,30 @@ pub(crate) fn route<'r>(
         Ok(path) => path,
         Err(_) => return Err(ProxyError::new(ErrorKind::BadFraming)),
     };
+    // Auth policies, before the rules (spec §3.1).
+    if let Some(auth) = &reach.auth {
+        let query = std::str::from_utf8(&buf[target.path.end..target.origin.end]).unwrap_or("");
+        let header = |name: &str| {
+            head.fields
+                .iter()
+                .filter(|f| buf[f.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
+                .map(|f| &buf[f.value.clone()])
+                .collect::<Vec<_>>()
+        };
+        let facts = Facts {
+            method,
+            path,
+            query: query.strip_prefix('?').unwrap_or(query),
+            header: &header,
+            port: listener.port,
+            source_vpc: &conn.vpc,
+            source_vpc_account: &vpc.account,
+            client_ip: conn.peer,
+        };
+        if let Err(denied) = auth.check(&facts) {
+            return Ok(Decision::Denied(auth.message(&denied, path)));
+        }
+    }
     let action = trellis_model::route::find(listener, method, path, &Headers { buf, fields: &head.fields });
     let groups = match action {
         Action::Fixed(status) => return Ok(Decision::Fixed(*status)),

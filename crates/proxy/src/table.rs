@@ -17,6 +17,7 @@ use trellis_model::snapshot::{Action, ListenerView, ServiceView, Snapshot, VpcVi
 use trellis_model::tls::Certificates;
 use trellis_net::Network;
 
+use crate::auth::AuthCheck;
 use crate::balance::{BuildCtx, Group};
 use crate::error::ErrorKind;
 use crate::forward::Pools;
@@ -85,6 +86,8 @@ pub(crate) enum TlsRoute<'r> {
 pub(crate) struct VpcRoute {
     /// `x-amzn-lattice-network` for its requests.
     pub(crate) network: Box<[u8]>,
+    /// The account that owns the VPC (`vpc-lattice-svcs:SourceVpcOwnerAccount`).
+    pub(crate) account: Box<str>,
     reach: FastMap<ReachRoute>,
     /// Lattice ports on which a service it reaches has an HTTPS or TLS_PASSTHROUGH listener.
     tls_ports: Vec<u16>,
@@ -99,6 +102,8 @@ pub(crate) struct ReachRoute {
     /// `x-amzn-lattice-target` per target group the service forwards to (through the service
     /// network this VPC reaches it by).
     target_headers: TargetHeaders,
+    /// The auth policies guarding the service through that network, if any guards it.
+    pub(crate) auth: Option<Arc<AuthCheck>>,
 }
 
 /// What building a table needs besides the snapshot.
@@ -223,7 +228,16 @@ fn vpc_route<'s>(
                 .entry((id.as_str(), network_arn))
                 .or_insert_with(|| target_headers(snapshot, service, network_arn))
                 .clone();
-            Some((id.clone(), ReachRoute { service: service.clone(), target_headers }))
+            let (network, guarded) = (snapshot.iam.get(&r.service_network_id), snapshot.iam.get(id));
+            let auth = (network.is_some() || guarded.is_some()).then(|| {
+                Arc::new(AuthCheck {
+                    network: network.cloned(),
+                    service: guarded.cloned(),
+                    network_arn: network_arn.to_owned(),
+                    service_arn: service.arn.clone(),
+                })
+            });
+            Some((id.clone(), ReachRoute { service: service.clone(), target_headers, auth }))
         })
         .collect::<FastMap<_>>();
     let ports = |tls: bool| {
@@ -238,7 +252,7 @@ fn vpc_route<'s>(
         ports
     };
     let (tls_ports, http_ports) = (ports(true), ports(false));
-    Some(VpcRoute { network, reach, tls_ports, http_ports })
+    Some(VpcRoute { network, account: vpc.account.as_str().into(), reach, tls_ports, http_ports })
 }
 
 /// `x-amzn-lattice-target` for each target group `service` forwards to, reached through

@@ -52,6 +52,8 @@ pub(super) struct Dirty {
     target_groups: HashSet<String>,
     vpcs: bool,
     networks: bool,
+    /// Service networks', services' or auth policies' records changed.
+    auth: bool,
 }
 
 // === impl Index ===
@@ -94,9 +96,15 @@ impl Index {
             }
         };
         match rec {
-            Rec::Ingress(_) | Rec::Network(_) | Rec::VpcAssociation(_) => dirty.vpcs = true,
+            Rec::AuthPolicy(_) => dirty.auth = true,
+            Rec::Network(_) => {
+                dirty.vpcs = true;
+                dirty.auth = true;
+            }
+            Rec::Ingress(_) | Rec::VpcAssociation(_) => dirty.vpcs = true,
             Rec::Subnet(_) | Rec::Vpc(_) => dirty.networks = true,
             Rec::Service(s) => {
+                dirty.auth = true;
                 keys(&mut self.services, &s.id);
                 dirty.services.insert(s.id.clone());
             }
@@ -211,6 +219,10 @@ pub(super) fn update(last: &mut Snapshot, model: &Model, index: &Index, mut dirt
     }
     if dirty.networks {
         last.networks = model.records_of(|r| matches!(r, Rec::Subnet(_) | Rec::Vpc(_))).networks();
+    }
+    if dirty.auth {
+        let wanted = |r: &Rec| matches!(r, Rec::AuthPolicy(_) | Rec::Network(_) | Rec::Service(_));
+        last.iam = model.records_of(wanted).iam(&last.iam);
     }
     if services_changed {
         last.hosts = hosts(&last.services);

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use trellis_model::Kind;
 use trellis_model::Timestamp;
-use trellis_model::lattice::{ListenerProtocol, RuleAction, RuleMatch, Status, TargetGroupConfig};
+use trellis_model::lattice::{AuthType, ListenerProtocol, RuleAction, RuleMatch, Status, TargetGroupConfig};
 
 /// Where every resource key starts.
 pub(super) const RESOURCES: &str = "r/";
@@ -30,6 +30,14 @@ pub(super) struct Scope<'k> {
 pub(super) struct NetworkRec {
     pub(super) id: String,
     pub(super) arn: String,
+    #[serde(default)]
+    pub(super) auth_type: AuthType,
+}
+
+/// An auth policy (`authpolicy/<sn-… or svc-…>`): its owner (from the key) and its document.
+pub(super) struct AuthPolicyRec {
+    pub(super) owner: String,
+    pub(super) policy: String,
 }
 
 /// A service (`res/svc/…`).
@@ -43,6 +51,8 @@ pub(super) struct ServiceRec {
     pub(super) custom_domain_name: Option<String>,
     #[serde(default)]
     pub(super) certificate_arn: Option<String>,
+    #[serde(default)]
+    pub(super) auth_type: AuthType,
     #[serde(default)]
     pub(super) idle_timeout_seconds: Option<u32>,
 }
@@ -133,6 +143,7 @@ pub(super) struct SubnetRec {
 /// One decoded record, as a [`Model`](super::model::Model) keeps it under its store key. Large
 /// records are boxed so that the small, numerous ones (associations, targets) stay small.
 pub(super) enum Rec {
+    AuthPolicy(Box<AuthPolicyRec>),
     Ingress(IpAddr),
     Listener(Box<ListenerRec>),
     Network(NetworkRec),
@@ -149,6 +160,7 @@ pub(super) enum Rec {
 /// The kinds of [`Rec`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum RecKind {
+    AuthPolicy,
     Ingress,
     Listener,
     Network,
@@ -193,6 +205,8 @@ pub(super) struct Records<'m> {
     pub(super) subnets: Vec<&'m SubnetRec>,
     /// By (region, VPC ID).
     pub(super) ingress: HashMap<(&'m str, &'m str), IpAddr>,
+    /// Auth policy documents by owner ID.
+    pub(super) auth_policies: HashMap<&'m str, &'m str>,
 }
 
 // === impl Records ===
@@ -218,6 +232,9 @@ impl<'m> Records<'m> {
         }
         let Some((scope, what, tail)) = split_resource(key) else { return };
         match rec {
+            Rec::AuthPolicy(p) => {
+                self.auth_policies.insert(&p.owner, &p.policy);
+            }
             Rec::Ingress(_) => {}
             Rec::Listener(l) => self.listeners.push(l),
             Rec::Network(sn) => {
@@ -246,6 +263,7 @@ impl<'m> Records<'m> {
 pub(super) fn decode(key: &str, value: &[u8], ingress_prefix: &str) -> Decoded {
     let Some(kind) = kind(key, ingress_prefix) else { return Decoded::Ignored };
     match kind {
+        RecKind::AuthPolicy => auth_policy(key, value),
         RecKind::Ingress => ingress(key, value),
         RecKind::Listener => read(key, value, |l| Rec::Listener(Box::new(l))),
         RecKind::Network => read(key, value, Rec::Network),
@@ -282,6 +300,7 @@ pub(super) fn kind(key: &str, ingress_prefix: &str) -> Option<RecKind> {
                 _ => None,
             }
         }
+        "authpolicy" => Some(RecKind::AuthPolicy),
         "listener" => Some(RecKind::Listener),
         "rule" => Some(RecKind::Rule),
         "target" if tail.contains('/') => Some(RecKind::Target),
@@ -298,6 +317,16 @@ pub(super) fn split_resource(key: &str) -> Option<(Scope<'_>, &str, &str)> {
         return None;
     };
     Some((Scope { region, account }, what, tail))
+}
+
+/// An auth policy: the owner from the key, the document from the stored record.
+fn auth_policy(key: &str, value: &[u8]) -> Decoded {
+    #[derive(Deserialize)]
+    struct Stored {
+        policy: String,
+    }
+    let owner = split_resource(key).map(|(_, _, tail)| tail.to_owned()).unwrap_or_default();
+    read(key, value, |s: Stored| Rec::AuthPolicy(Box::new(AuthPolicyRec { owner, policy: s.policy })))
 }
 
 /// An ingress address (value: the address as text).

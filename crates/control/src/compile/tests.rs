@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use trellis_model::Timestamp;
 use trellis_model::lattice::{HealthCheckConfig, ListenerProtocol, Matcher, Target, TargetGroup, TargetGroupConfig};
 use trellis_model::snapshot::{Action, Reach, Snapshot, WeightedTarget};
-use trellis_store::{EventKind, KeyValue, Op, Store, Txn, WatchEvent};
+use trellis_store::{EventKind, KeyValue, Op, Store, StoreExt, Txn, WatchEvent};
 
 use super::{Compiler, compile, compile_from, health_check};
 use crate::test_util::{app_and_store, call, ec2};
@@ -603,4 +603,45 @@ async fn networks_hold_every_vpc_and_its_subnets() {
     assert_eq!(network.subnets.keys().collect::<Vec<_>>(), [subnet]);
     assert_eq!(network.subnets[subnet].to_string(), "10.0.3.0/24");
     assert!(snapshot.vpcs.is_empty(), "not associated");
+}
+
+/// Service networks and services with `authType: AWS_IAM` are in `iam`, with their policies
+/// compiled; a full build and changes applied one by one agree.
+#[tokio::test]
+async fn auth_policies_are_compiled_for_aws_iam_resources() {
+    let w = World::new();
+    let sn = w.post("/servicenetworks", json!({"name": "net", "authType": "AWS_IAM"})).await;
+    let guarded = w.service(json!({"name": "guarded", "authType": "AWS_IAM"})).await;
+    let open = w.service(json!({"name": "open"})).await;
+    let policy = r#"{"Statement":{"Effect":"Allow","Principal":"*","Action":"*","Resource":"*"}}"#;
+    let (status, _, body) =
+        call(&w.app, "PUT", &format!("/authpolicy/{}", id(&guarded)), Some(json!({"policy": policy}))).await;
+    assert!(status.is_success(), "{body}");
+    let snap = w.compile().await;
+    let mut ids: Vec<&String> = snap.iam.keys().collect();
+    ids.sort();
+    assert_eq!(ids, [&id(&sn), &id(&guarded)]);
+    assert!(snap.iam[&id(&sn)].policy.is_none(), "no policy: every request is denied");
+    assert!(snap.iam[&id(&guarded)].policy.is_some());
+    assert!(!snap.iam.contains_key(&id(&open)));
+
+    // The same, change by change.
+    let all = w.store.list_prefix("", None, 0).await.unwrap();
+    let mut compiler = Compiler::from_kvs(&all.kvs, all.revision, "n1");
+    let (status, _, body) =
+        call(&w.app, "PUT", &format!("/authpolicy/{}", id(&sn)), Some(json!({"policy": policy}))).await;
+    assert!(status.is_success(), "{body}");
+    let (status, _, body) =
+        call(&w.app, "PATCH", &format!("/services/{}", id(&guarded)), Some(json!({"authType": "NONE"}))).await;
+    assert!(status.is_success(), "{body}");
+    let after = w.store.list_prefix("", None, 0).await.unwrap();
+    for kv in after.kvs.iter().filter(|kv| kv.mod_revision > all.revision) {
+        compiler.apply(&WatchEvent { kind: EventKind::Put, kv: kv.clone() });
+    }
+    compiler.advance(after.revision);
+    let stepped = compiler.snapshot();
+    let full = w.compile().await;
+    assert_eq!(stepped.iam, full.iam);
+    assert!(full.iam[&id(&sn)].policy.is_some());
+    assert!(!full.iam.contains_key(&id(&guarded)), "authType NONE again");
 }
