@@ -36,6 +36,9 @@ use crate::repo::{self, Attempts, RepoError, Tx};
 const RETRY: Duration = Duration::from_secs(1);
 /// Where IAM records are (users and roles give identities their ARNs and tags).
 const IAM_PREFIX: &str = "iam/";
+/// How long an expired session is kept (and answered as expired rather than unknown) before
+/// [`sweep_sessions`] forgets it.
+pub const EXPIRED_SESSION_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 /// Why identities could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -347,6 +350,26 @@ async fn read_all(store: &dyn Store, organization_id: &str) -> Result<(Identitie
     // Both lists are read at their own revision; the watches start after the earlier one, so
     // nothing written between the two is missed (at worst it is read twice).
     Ok((identities, creds.revision.min(records.revision)))
+}
+
+/// Forgets sessions that expired more than [`EXPIRED_SESSION_GRACE`] before `now_ms`; how many.
+/// Each is deleted only if unchanged since read, so nodes sweeping at once do no harm.
+pub async fn sweep_sessions(store: &dyn Store, now_ms: u64) -> Result<usize, IdentityError> {
+    let grace = u64::try_from(EXPIRED_SESSION_GRACE.as_millis()).unwrap_or(u64::MAX);
+    let read = store.list_prefix(CREDENTIAL_PREFIX, None, 0).await?;
+    let mut swept = 0;
+    for kv in read.kvs {
+        let credential: Credential = decode(&kv.key, &kv.value)?;
+        if credential.expiration.is_some_and(|at| at.0.saturating_add(grace) < now_ms) {
+            let mut tx = Tx::default();
+            tx.require_unchanged(kv.key.clone(), kv.mod_revision);
+            tx.delete(kv.key);
+            if Attempts::default().commit(store, tx).await.map_err(repo_error)? {
+                swept += 1;
+            }
+        }
+    }
+    Ok(swept)
 }
 
 fn is_user_or_role(key: &str) -> bool {

@@ -90,7 +90,8 @@ pub struct Credential {
     pub account: String,
     /// Whom the credential stands for.
     pub owner: Owner,
-    /// `Active` or `Inactive` (IAM's `statusType`).
+    /// `Active` or `Inactive` (IAM's `statusType`; Trellis makes only active keys, and an
+    /// inactive one resolves to no identity).
     pub status: String,
     /// When it was made.
     pub create_date: Timestamp,
@@ -189,9 +190,6 @@ pub enum CredentialError {
     /// The session's credentials have expired.
     #[error("the security token included in the request is expired")]
     Expired,
-    /// The access key is not active.
-    #[error("the access key is inactive")]
-    Inactive,
     /// A session key came without its token, or with another.
     #[error("the security token included in the request is invalid")]
     InvalidToken,

@@ -198,7 +198,8 @@ impl Bound {
     }
 }
 
-/// Every ten minutes, forgets `clientToken` answers past their lifetime.
+/// Every ten minutes, forgets `clientToken` answers past their lifetime and long expired STS
+/// sessions.
 async fn sweep_tokens(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
     const EVERY: std::time::Duration = std::time::Duration::from_secs(600);
     loop {
@@ -212,6 +213,11 @@ async fn sweep_tokens(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(removed = n, "expired client tokens swept"),
             Err(e) => tracing::warn!(error = %e, "cannot sweep expired client tokens"),
+        }
+        match trellis_control::identity::sweep_sessions(store.as_ref(), now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "long expired STS sessions swept"),
+            Err(e) => tracing::warn!(error = %e, "cannot sweep expired STS sessions"),
         }
     }
 }

@@ -112,6 +112,14 @@ async fn users_and_sessions_resolve_with_their_tags() {
         Err(ResolveError::Credential(CredentialError::Expired))
     ));
 
+    // Long expired sessions are forgotten; the fresh one and the root's keys are kept.
+    let long_ago = Credential { access_key_id: "ASIATESTSESSION00002".into(), ..expired.clone() };
+    put(store.as_ref(), &long_ago).await;
+    let day = u64::try_from(EXPIRED_SESSION_GRACE.as_millis()).unwrap();
+    assert_eq!(sweep_sessions(store.as_ref(), 2 + day).await.unwrap(), 2);
+    assert!(resolver.find("ASIATESTSESSION00002").await.unwrap().is_none());
+    assert!(resolver.find(&key).await.unwrap().is_some());
+
     // A deleted role takes its sessions with it.
     put(store.as_ref(), &session).await;
     assert_eq!(iam(&app, &[("Action", "DeleteRole"), ("RoleName", "builder")]).await.0, 200);
