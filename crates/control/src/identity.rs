@@ -107,7 +107,8 @@ pub async fn ensure_root_key(store: &dyn Store, account: &str) -> Result<Credent
         tx.create_index(iam.access_key(None, &credential.access_key_id), &credential.access_key_id);
         tx.count(&count, 1);
         if attempts.commit(store, tx).await.map_err(repo_error)? {
-            tracing::info!(access_key_id = %credential.access_key_id, %account, "root access key created");
+            // Debug, not info: the first line a server logs is where it listens.
+            tracing::debug!(access_key_id = %credential.access_key_id, %account, "root access key created");
             return Ok(credential);
         }
     }
@@ -323,17 +324,21 @@ async fn read_all(store: &dyn Store, organization_id: &str) -> Result<(Identitie
         let id = (account.to_owned(), name.to_owned());
         match kind {
             "user" => {
-                users.insert(id, decode::<User>(&kv.key, &kv.value)?);
+                if let Some(user) = readable::<User>(&kv.key, &kv.value) {
+                    users.insert(id, user);
+                }
             }
             "role" => {
-                roles.insert(id, decode::<Role>(&kv.key, &kv.value)?);
+                if let Some(role) = readable::<Role>(&kv.key, &kv.value) {
+                    roles.insert(id, role);
+                }
             }
             _ => {}
         }
     }
     let mut identities = Identities::default();
     for kv in &creds.kvs {
-        let credential: Credential = decode(&kv.key, &kv.value)?;
+        let Some(credential) = readable::<Credential>(&kv.key, &kv.value) else { continue };
         let (user, role) = match &credential.owner {
             Owner::Root => (None, None),
             Owner::User { user_name } => {
@@ -359,7 +364,7 @@ pub async fn sweep_sessions(store: &dyn Store, now_ms: u64) -> Result<usize, Ide
     let read = store.list_prefix(CREDENTIAL_PREFIX, None, 0).await?;
     let mut swept = 0;
     for kv in read.kvs {
-        let credential: Credential = decode(&kv.key, &kv.value)?;
+        let Some(credential) = readable::<Credential>(&kv.key, &kv.value) else { continue };
         if credential.expiration.is_some_and(|at| at.0.saturating_add(grace) < now_ms) {
             let mut tx = Tx::default();
             tx.require_unchanged(kv.key.clone(), kv.mod_revision);
@@ -376,8 +381,16 @@ fn is_user_or_role(key: &str) -> bool {
     matches!(key.split('/').nth(2), Some("user" | "role"))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, IdentityError> {
-    serde_json::from_slice(value).map_err(|e| IdentityError::Damaged { key: key.to_owned(), why: e.to_string() })
+/// A stored record, or `None` (logged: a person should look) if it is damaged; one damaged
+/// record must not keep every other identity from being published.
+fn readable<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Option<T> {
+    match serde_json::from_slice(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(%key, error = %e, "damaged IAM record; left out of the identities");
+            None
+        }
+    }
 }
 
 /// A session's expiry, `seconds` from now.
