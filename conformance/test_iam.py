@@ -268,7 +268,7 @@ def test_iam_is_global(endpoint, roles):
 
 
 def test_unknown_action(endpoint):
-    resp = raw_request(endpoint, "POST", "/", body="Action=CreateUser&Version=2010-05-08&UserName=x",
+    resp = raw_request(endpoint, "POST", "/", body="Action=CreateGroup&Version=2010-05-08&GroupName=x",
                        headers={"Content-Type": "application/x-www-form-urlencoded"}, service="iam")
     assert resp.status == 400
     body = resp.body.decode() if isinstance(resp.body, bytes) else resp.body
@@ -318,3 +318,145 @@ def test_cli_create_role_and_attach(endpoint, iam, tmp_path):
             iam.delete_role(RoleName=name)
         except Exception:
             pass
+
+
+# --------------------------------------------------------------------------------------------
+# Users, access keys and tags (issue 7, item 1: "Identities")
+# --------------------------------------------------------------------------------------------
+
+USER_ID_RE = r"^AIDA[A-Z0-9]{17}$"
+
+
+@pytest.fixture
+def users(iam):
+    """Creates users (unique names) and deletes them, with their access keys, when the test ends."""
+    made = []
+
+    def create(name=None, **kw):
+        name = name or uname("user")
+        user = iam.create_user(UserName=name, **kw)["User"]
+        made.append(name)
+        return user
+
+    yield create
+    for name in made:
+        try:
+            for k in iam.list_access_keys(UserName=name)["AccessKeyMetadata"]:
+                iam.delete_access_key(UserName=name, AccessKeyId=k["AccessKeyId"])
+            iam.delete_user(UserName=name)
+        except iam.exceptions.NoSuchEntityException:
+            pass
+
+
+def test_create_get_list_delete_user(iam, users):
+    name = uname("user")
+    user = users(name, Path="/eng/", Tags=[{"Key": "team", "Value": "net"}])
+    assert user["UserName"] == name and user["Path"] == "/eng/"
+    assert user["Arn"] == f"arn:aws:iam::{ACCOUNT}:user/eng/{name}"
+    assert re.match(USER_ID_RE, user["UserId"]), user["UserId"]
+    assert_timestamp(user["CreateDate"], "CreateDate")
+    assert user["Tags"] == [{"Key": "team", "Value": "net"}]
+    got = iam.get_user(UserName=name.upper())["User"]
+    assert got["UserId"] == user["UserId"] and got["UserName"] == name
+    listed = iam.list_users(PathPrefix="/eng/")["Users"]
+    assert [u["UserName"] for u in listed if u["UserName"] == name] == [name]
+    assert "Tags" not in [u for u in listed if u["UserName"] == name][0]
+    assert name not in [u["UserName"] for u in iam.list_users(PathPrefix="/other/")["Users"]]
+    iam.delete_user(UserName=name)
+    with raises(iam, "NoSuchEntity", 404):
+        iam.get_user(UserName=name)
+    with raises(iam, "NoSuchEntity", 404):
+        iam.delete_user(UserName=name)
+
+
+def test_user_errors(iam, iam_nv, users):
+    name = users()["UserName"]
+    with raises(iam, "EntityAlreadyExists", 409):
+        iam.create_user(UserName=name.upper())
+    with raises(iam_nv, "ValidationError", 400):
+        iam_nv.create_user(UserName="has space")
+    with raises(iam_nv, "ValidationError", 400):
+        iam_nv.create_user(UserName="u" * 65)
+    with raises(iam, "InvalidInput", 400):
+        iam.create_user(UserName=uname("user"), Tags=[{"Key": "aws:x", "Value": "y"}])
+    with raises(iam, "LimitExceeded", 409):
+        iam.create_user(UserName=uname("user"), Tags=[{"Key": f"k{i}", "Value": ""} for i in range(51)])
+
+
+def test_get_user_without_a_name_is_the_caller(iam):
+    # The suite's key is not one Trellis issued: the caller is the account's root.
+    user = iam.get_user()["User"]
+    assert user["Arn"] == f"arn:aws:iam::{ACCOUNT}:root" and user["UserId"] == ACCOUNT
+
+
+def test_access_keys(iam, users, endpoint):
+    name = users()["UserName"]
+    keys = [iam.create_access_key(UserName=name)["AccessKey"] for _ in range(2)]
+    for k in keys:
+        assert k["UserName"] == name and k["Status"] == "Active"
+        assert re.match(r"^AKIA[A-Z0-9]{16}$", k["AccessKeyId"]), k["AccessKeyId"]
+        assert len(k["SecretAccessKey"]) == 40
+        assert_timestamp(k["CreateDate"], "CreateDate")
+    with raises(iam, "LimitExceeded", 409):
+        iam.create_access_key(UserName=name)
+    listed = iam.list_access_keys(UserName=name)["AccessKeyMetadata"]
+    assert sorted(k["AccessKeyId"] for k in listed) == sorted(k["AccessKeyId"] for k in keys)
+    assert all("SecretAccessKey" not in k and k["UserName"] == name for k in listed)
+    with raises(iam, "DeleteConflict", 409):
+        iam.delete_user(UserName=name)
+    # The key signs as the user: CreateAccessKey without a name makes one for the caller.
+    as_user = boto3_client("iam", endpoint, keys[0])
+    assert as_user.get_user()["User"]["UserName"] == name
+    assert [k["AccessKeyId"] for k in as_user.list_access_keys()["AccessKeyMetadata"]] == \
+        [k["AccessKeyId"] for k in listed]
+    iam.delete_access_key(UserName=name, AccessKeyId=keys[0]["AccessKeyId"])
+    with raises(iam, "NoSuchEntity", 404):
+        iam.delete_access_key(UserName=name, AccessKeyId=keys[0]["AccessKeyId"])
+    assert len(iam.list_access_keys(UserName=name)["AccessKeyMetadata"]) == 1
+    iam.delete_access_key(UserName=name, AccessKeyId=keys[1]["AccessKeyId"])
+    iam.delete_user(UserName=name)
+    with raises(iam, "NoSuchEntity", 404):
+        iam.create_access_key(UserName=name)
+    with raises(iam, "NoSuchEntity", 404):
+        iam.list_access_keys(UserName=name)
+
+
+def test_tag_and_untag_roles_and_users(iam, roles, users):
+    role = roles(Tags=[{"Key": "team", "Value": "a"}])["RoleName"]
+    iam.tag_role(RoleName=role, Tags=[{"Key": "TEAM", "Value": "b"}, {"Key": "env", "Value": "dev"}])
+    assert iam.list_role_tags(RoleName=role)["Tags"] == [{"Key": "TEAM", "Value": "b"}, {"Key": "env", "Value": "dev"}]
+    assert iam.get_role(RoleName=role)["Role"]["Tags"] == iam.list_role_tags(RoleName=role)["Tags"]
+    page = iam.list_role_tags(RoleName=role, MaxItems=1)
+    assert page["IsTruncated"] and len(page["Tags"]) == 1
+    rest = iam.list_role_tags(RoleName=role, Marker=page["Marker"])
+    assert rest["Tags"] == [{"Key": "env", "Value": "dev"}] and not rest["IsTruncated"]
+    iam.untag_role(RoleName=role, TagKeys=["team", "absent"])
+    assert iam.list_role_tags(RoleName=role)["Tags"] == [{"Key": "env", "Value": "dev"}]
+    with raises(iam, "LimitExceeded", 409):
+        iam.tag_role(RoleName=role, Tags=[{"Key": f"k{i}", "Value": ""} for i in range(50)])
+    with raises(iam, "InvalidInput", 400):
+        iam.tag_role(RoleName=role, Tags=[{"Key": "aws:reserved", "Value": ""}])
+    with raises(iam, "NoSuchEntity", 404):
+        iam.tag_role(RoleName=uname("missing"), Tags=[{"Key": "k", "Value": "v"}])
+    with raises(iam, "NoSuchEntity", 404):
+        iam.list_role_tags(RoleName=uname("missing"))
+
+    user = users()["UserName"]
+    iam.tag_user(UserName=user, Tags=[{"Key": "cost", "Value": "1"}])
+    assert iam.list_user_tags(UserName=user)["Tags"] == [{"Key": "cost", "Value": "1"}]
+    assert iam.get_user(UserName=user)["User"]["Tags"] == [{"Key": "cost", "Value": "1"}]
+    iam.untag_user(UserName=user, TagKeys=["COST"])
+    assert iam.list_user_tags(UserName=user)["Tags"] == []
+    with raises(iam, "NoSuchEntity", 404):
+        iam.untag_user(UserName=uname("missing"), TagKeys=["k"])
+
+
+def boto3_client(service, endpoint, key):
+    """A client signing with an access key (dict with AccessKeyId, SecretAccessKey, maybe SessionToken)."""
+    import boto3
+
+    from support import client_config
+    return boto3.session.Session().client(
+        service, endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"],
+        aws_session_token=key.get("SessionToken"), config=client_config())

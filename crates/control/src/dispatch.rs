@@ -1,6 +1,6 @@
 //! One endpoint, several AWS services. A request is refused if a web page could have forged it;
 //! otherwise its AWS service is found, in this order: the SigV4 credential scope, the
-//! `X-Amz-Target` prefix, the form body's `Version`, and last the REST path (VPC Lattice).
+//! `X-Amz-Target` prefix, the form body's `Version` (EC2, IAM, STS), and last the REST path (VPC Lattice).
 //! The scope also gives the request's region; unsigned requests use the default region.
 
 use axum::Router;
@@ -22,6 +22,12 @@ pub(crate) struct Ctx {
     pub(crate) account: String,
     /// This request's ID (`x-amzn-RequestId`).
     pub(crate) request_id: String,
+    /// The access key ID the request's `Authorization` names, if any. Not verified (SigV4
+    /// verification comes later): STS and IAM use it to say who the caller is, nothing else
+    /// trusts it.
+    pub(crate) access_key_id: Option<String>,
+    /// `X-Amz-Security-Token`, if sent.
+    pub(crate) session_token: Option<String>,
 }
 
 /// The AWS services the endpoint knows.
@@ -32,6 +38,7 @@ enum Service {
     Ecs,
     Iam,
     Lattice,
+    Sts,
 }
 
 pub(crate) fn router(state: ControlState, extra: Router) -> Router {
@@ -90,17 +97,20 @@ async fn refuse_forgeries(State(state): State<ControlState>, req: Request, next:
 async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let scope = credential_scope(&headers);
     let ctx = Ctx {
-        region: scope.as_ref().map_or_else(|| state.config.default_region.clone(), |s| s.0.clone()),
+        region: scope.as_ref().map_or_else(|| state.config.default_region.clone(), |s| s.region.clone()),
         account: state.config.account.clone(),
         request_id: crate::request_id(),
+        access_key_id: scope.as_ref().map(|s| s.access_key_id.clone()).filter(|k| !k.is_empty()),
+        session_token: headers.get("x-amz-security-token").and_then(|v| v.to_str().ok()).map(str::to_owned),
     };
     let form = is_form(&headers).then(|| form_urlencoded::parse(&body).into_owned().collect::<Vec<_>>());
-    let service = match scope.as_ref().map(|s| s.1.as_str()) {
+    let service = match scope.as_ref().map(|s| s.service.as_str()) {
         Some("vpc-lattice") => Some(Service::Lattice),
         Some("acm") => Some(Service::Acm),
         Some("ec2") => Some(Service::Ec2),
         Some("ecs") => Some(Service::Ecs),
         Some("iam") => Some(Service::Iam),
+        Some("sts") => Some(Service::Sts),
         Some(other) => return unknown(&ctx, &format!("the service {other:?} is not served here")),
         None => detect_unsigned(&headers, form.as_deref()),
     };
@@ -110,6 +120,7 @@ async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, header
         Some(Service::Ec2) => form.as_deref().is_some_and(crate::ec2::is_write),
         Some(Service::Ecs) => crate::ecs::is_write(target(&headers)),
         Some(Service::Iam) => form.as_deref().is_some_and(crate::iam::is_write),
+        Some(Service::Sts) => form.as_deref().is_some_and(crate::sts::is_write),
         None => false,
     };
     let _turn = match writes {
@@ -122,6 +133,7 @@ async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, header
         Some(Service::Ec2) => crate::ec2::handle(&state, &ctx, form.unwrap_or_default()).await,
         Some(Service::Ecs) => crate::ecs::handle(&state, &ctx, target(&headers), &body).await,
         Some(Service::Iam) => crate::iam::handle(&state, &ctx, form.unwrap_or_default()).await,
+        Some(Service::Sts) => crate::sts::handle(&state, &ctx, form.unwrap_or_default()).await,
         None => unknown(&ctx, "no AWS service recognised: no SigV4 scope, X-Amz-Target or form Version"),
     }
 }
@@ -142,6 +154,7 @@ fn detect_unsigned(headers: &HeaderMap, form: Option<&[(String, String)]>) -> Op
         return match version {
             Some("2016-11-15") => Some(Service::Ec2),
             Some("2010-05-08") => Some(Service::Iam),
+            Some("2011-06-15") => Some(Service::Sts),
             _ => None,
         };
     }
@@ -160,13 +173,21 @@ fn is_form(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
 }
 
-/// `(region, service)` from `Authorization: AWS4-HMAC-SHA256 Credential=AKID/date/region/service/aws4_request, …`.
-fn credential_scope(headers: &HeaderMap) -> Option<(String, String)> {
+/// The `Credential=AKID/date/region/service/aws4_request` of a SigV4 `Authorization` header.
+#[derive(Debug, PartialEq, Eq)]
+struct Scope {
+    access_key_id: String,
+    region: String,
+    service: String,
+}
+
+/// The scope of `Authorization: AWS4-HMAC-SHA256 Credential=AKID/date/region/service/aws4_request, …`.
+fn credential_scope(headers: &HeaderMap) -> Option<Scope> {
     let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let cred = auth.split([' ', ',']).find_map(|part| part.trim().strip_prefix("Credential="))?;
     let mut parts = cred.split('/');
-    let (_key, _date, region, service) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    Some((region.to_owned(), service.to_owned()))
+    let (key, _date, region, service) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    Some(Scope { access_key_id: key.to_owned(), region: region.to_owned(), service: service.to_owned() })
 }
 
 fn unknown(ctx: &Ctx, message: &str) -> Response {
@@ -194,6 +215,7 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
-        assert_eq!(credential_scope(&h), Some(("eu-west-1".into(), "vpc-lattice".into())));
+        let scope = Scope { access_key_id: "AKID".into(), region: "eu-west-1".into(), service: "vpc-lattice".into() };
+        assert_eq!(credential_scope(&h), Some(scope));
     }
 }

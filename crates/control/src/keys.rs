@@ -10,6 +10,9 @@
 //! which a prefix read cannot), `token/…` keys remember `clientToken` answers.
 //!
 //! IAM is global: its keys start with `iam/<account>/`, outside every region ([`IamKeys`]).
+//! Credentials (access keys and STS sessions) live under `cred/<access key id>`
+//! ([`credential`]), outside every account: an access key ID is all a signed request names, and
+//! the identity publisher (`identity::run`) watches that prefix alone.
 //!
 //! ACM certificates live under `acm/<region>/<account>/` ([`AcmKeys`]), outside `r/`, so that
 //! the Lattice compiler never reads them and the certificate publisher (`pki::run`) watches
@@ -165,6 +168,50 @@ impl IamKeys {
     pub(crate) fn attachment_count(&self, role: &str) -> String {
         format!("{}count/attached/{}", self.base, role.to_ascii_lowercase())
     }
+
+    /// A user, by its name in any case.
+    pub(crate) fn user(&self, name: &str) -> String {
+        format!("{}{}", self.users(), name.to_ascii_lowercase())
+    }
+
+    /// Every user.
+    pub(crate) fn users(&self) -> String {
+        format!("{}user/", self.base)
+    }
+
+    /// An index entry of one of an owner's access keys (value: the key ID). `owner` is a user
+    /// name, or `None` for the root (`~root`, which no user name can be).
+    pub(crate) fn access_key(&self, owner: Option<&str>, access_key_id: &str) -> String {
+        format!("{}{access_key_id}", self.access_keys(owner))
+    }
+
+    /// Every access key of an owner.
+    pub(crate) fn access_keys(&self, owner: Option<&str>) -> String {
+        format!("{}keys/{}/", self.base, owner_segment(owner))
+    }
+
+    /// How many access keys an owner has (the quota, and DeleteUser's guard).
+    pub(crate) fn access_key_count(&self, owner: Option<&str>) -> String {
+        format!("{}count/keys/{}", self.base, owner_segment(owner))
+    }
+
+    /// The ID of the root access key Trellis made at first start (what `trellis credentials`
+    /// prints).
+    pub(crate) fn root_key(&self) -> String {
+        format!("{}rootkey", self.base)
+    }
+}
+
+fn owner_segment(owner: Option<&str>) -> String {
+    owner.map_or_else(|| "~root".to_owned(), str::to_ascii_lowercase)
+}
+
+/// Where every credential is.
+pub(crate) const CREDENTIAL_PREFIX: &str = "cred/";
+
+/// A credential (access key or STS session), by its access key ID.
+pub(crate) fn credential(access_key_id: &str) -> String {
+    format!("{CREDENTIAL_PREFIX}{access_key_id}")
 }
 
 /// The key layout of ACM for one region and account.

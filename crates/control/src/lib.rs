@@ -1,5 +1,5 @@
 //! The control plane: the AWS APIs Trellis speaks (VPC Lattice, the EC2 network subset, ECS,
-//! ACM, the IAM subset), all on one HTTP endpoint, over the store. Requests are told apart as
+//! ACM, the IAM and STS subsets), all on one HTTP endpoint, over the store. Requests are told apart as
 //! `spec/aws-protocols.md` says ([`dispatch`]); each AWS service has its own module with its wire
 //! shapes and errors ([`lattice`], [`ec2`], [`ecs`], [`acm`], `iam`); [`repo`] is the typed layer over the store
 //! and [`keys`] its layout. Trellis's own endpoints live under `/_trellis/`.
@@ -20,6 +20,7 @@ pub mod ec2;
 pub mod ecs;
 pub mod health;
 mod iam;
+pub mod identity;
 pub mod ingress;
 pub mod ipam;
 mod json11;
@@ -27,6 +28,7 @@ mod keys;
 pub mod lattice;
 pub mod pki;
 mod repo;
+mod sts;
 #[cfg(test)]
 mod test_util;
 
@@ -60,6 +62,8 @@ pub struct ControlConfig {
     pub default_region: String,
     /// The account every caller acts in.
     pub account: String,
+    /// The account's organization (`o-…`): `aws:PrincipalOrgID` of its identities.
+    pub organization_id: String,
     /// The middle label of generated service names (`7d67968`).
     pub partition_label: String,
     /// The `hostedZoneId` reported in `dnsEntry`.

@@ -38,6 +38,7 @@ pub(crate) fn app_and_store_with(quotas: Quotas) -> (Router, Arc<dyn Store>, tem
     let config = ControlConfig {
         default_region: "us-east-1".into(),
         account: "000000000000".into(),
+        organization_id: "o-trellis0000".into(),
         partition_label: "7d67968".into(),
         hosted_zone_id: "Z0000000000000000000".into(),
         allowed_hosts: Vec::new(),

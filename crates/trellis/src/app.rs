@@ -63,6 +63,10 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
     let path = config.data_dir.join("store.db");
     let store = SqliteStore::open(&path, config.durability).with_context(|| format!("opening {}", path.display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
+    // The account's root access key exists from the first start (`trellis credentials`).
+    trellis_control::identity::ensure_root_key(store.as_ref(), &config.account)
+        .await
+        .context("making the account's root access key")?;
     let netmgr = match netns {
         None => None,
         Some(netns) => Some(NetManager::new(store.clone(), config.node.clone(), netns)),
@@ -73,6 +77,7 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
     let control = ControlConfig {
         default_region: config.region.clone(),
         account: config.account.clone(),
+        organization_id: config.organization_id.clone(),
         partition_label: config.partition_label.clone(),
         hosted_zone_id: config.hosted_zone_id.clone(),
         allowed_hosts: config.allowed_hosts(listener.local_addr().context("reading the bound address")?),
@@ -90,7 +95,8 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
         })
         .merge(crate::instances::router(netmgr.clone()))
         .merge(crate::logs::router(config.data_dir.clone()))
-        .merge(trellis_control::pki::router(store.clone()));
+        .merge(trellis_control::pki::router(store.clone()))
+        .merge(trellis_control::identity::router(store.clone(), config.account.clone()));
     let router = trellis_control::router_with(ControlState::new(store.clone(), control), ours);
     Ok(Bound { listener, router, store, config, snapshots, netmgr })
 }
@@ -192,7 +198,8 @@ impl Bound {
     }
 }
 
-/// Every ten minutes, forgets `clientToken` answers past their lifetime.
+/// Every ten minutes, forgets `clientToken` answers past their lifetime and long expired STS
+/// sessions.
 async fn sweep_tokens(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
     const EVERY: std::time::Duration = std::time::Duration::from_secs(600);
     loop {
@@ -206,6 +213,11 @@ async fn sweep_tokens(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(removed = n, "expired client tokens swept"),
             Err(e) => tracing::warn!(error = %e, "cannot sweep expired client tokens"),
+        }
+        match trellis_control::identity::sweep_sessions(store.as_ref(), now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "long expired STS sessions swept"),
+            Err(e) => tracing::warn!(error = %e, "cannot sweep expired STS sessions"),
         }
     }
 }

@@ -49,6 +49,9 @@ pub struct RawConfig {
     pub region: Option<String>,
     /// The account (default `000000000000`).
     pub account: Option<String>,
+    /// The account's organization ID, `o-` and 10–32 lowercase letters or digits (default
+    /// `o-trellis0000`): `aws:PrincipalOrgID` of the account's identities.
+    pub organization_id: Option<String>,
     /// `text` (default) or `json`.
     pub log_format: Option<String>,
     /// `process` (default: survives `kill -9`) or `power-loss` (fsync every commit).
@@ -135,6 +138,8 @@ pub struct Config {
     pub region: String,
     /// The account.
     pub account: String,
+    /// The account's organization ID.
+    pub organization_id: String,
     /// Logs as JSON lines.
     pub log_json: bool,
     /// Commit durability.
@@ -189,6 +194,7 @@ impl RawConfig {
             ("LISTEN", &mut self.listen),
             ("REGION", &mut self.region),
             ("ACCOUNT", &mut self.account),
+            ("ORGANIZATION_ID", &mut self.organization_id),
             ("LOG_FORMAT", &mut self.log_format),
             ("DURABILITY", &mut self.durability),
             ("PARTITION_LABEL", &mut self.partition_label),
@@ -257,6 +263,11 @@ impl RawConfig {
         let account = self.account.unwrap_or_else(|| "000000000000".to_owned());
         if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
             bail!("account {account:?} must be 12 digits");
+        }
+        let organization_id = self.organization_id.unwrap_or_else(|| "o-trellis0000".to_owned());
+        let suffix = organization_id.strip_prefix("o-").unwrap_or_default();
+        if !(10..=32).contains(&suffix.len()) || !suffix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+            bail!("organization id {organization_id:?} must be o- and 10 to 32 lowercase letters or digits");
         }
         let log_json = match self.log_format.as_deref().unwrap_or("text") {
             "text" => false,
@@ -370,6 +381,7 @@ impl RawConfig {
             listen,
             region,
             account,
+            organization_id,
             log_json,
             durability,
             partition_label,
@@ -474,6 +486,7 @@ mod tests {
         assert_eq!(c.data_dir, Path::new("/home/u/.local/share/trellis"));
         assert_eq!(c.listen.to_string(), "127.0.0.1:7700");
         assert_eq!((c.region.as_str(), c.account.as_str()), ("us-east-1", "000000000000"));
+        assert_eq!(c.organization_id, "o-trellis0000");
         assert_eq!(c.quotas, Quotas::default());
         let c = RawConfig::default().validate(&env(&[("HOME", "/h"), ("XDG_DATA_HOME", "/x")])).unwrap();
         assert_eq!(c.data_dir, Path::new("/x/trellis"));
@@ -483,8 +496,14 @@ mod tests {
     fn layers_env_over_file() {
         let mut raw: RawConfig =
             toml::from_str("region = \"eu-west-1\"\n[quotas]\nservices = 5\ntarget_groups = 7\n").unwrap();
-        raw.apply_env(&env(&[("TRELLIS_QUOTAS_SERVICES", "10000"), ("TRELLIS_ACCOUNT", "111122223333")])).unwrap();
+        raw.apply_env(&env(&[
+            ("TRELLIS_QUOTAS_SERVICES", "10000"),
+            ("TRELLIS_ACCOUNT", "111122223333"),
+            ("TRELLIS_ORGANIZATION_ID", "o-abcdef123456"),
+        ]))
+        .unwrap();
         let c = raw.validate(&env(&[("HOME", "/h")])).unwrap();
+        assert_eq!(c.organization_id, "o-abcdef123456");
         assert_eq!((c.quotas.services, c.quotas.target_groups), (10000, 7));
         assert_eq!((c.region.as_str(), c.account.as_str()), ("eu-west-1", "111122223333"));
     }
@@ -498,6 +517,8 @@ mod tests {
         for bad in [
             "[quotas]\nrules_per_listener = 11",
             "account = \"12\"",
+            "organization_id = \"o-short\"",
+            "organization_id = \"org-trellis0000\"",
             "listen = \"nowhere\"",
             "log_format = \"xml\"",
             "durability = \"maybe\"",

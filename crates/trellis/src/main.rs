@@ -38,6 +38,9 @@ enum Command {
     /// Print the installation's certificate authority (PEM): what HTTPS clients trust
     /// (`curl --cacert`, `AWS_CA_BUNDLE`, `update-ca-certificates`).
     Ca(ClientArgs),
+    /// Print the account's root access key as shell variables (`eval "$(trellis credentials)"`):
+    /// what the aws CLI and SDKs sign requests with.
+    Credentials(ClientArgs),
     /// VPCs: `trellis vpc ingress VPC_ID`, `trellis vpc exec VPC_ID -- CMD…`.
     #[command(subcommand)]
     Vpc(VpcCommand),
@@ -184,6 +187,20 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             runtime(Some(1))?.block_on(async {
                 let pem = trellis::client::Client::new(&endpoint)?.text("GET", "/_trellis/ca").await?;
                 print!("{pem}");
+                anyhow::Ok(())
+            })?;
+            Ok(0)
+        }
+        Command::Credentials(args) => {
+            let endpoint = endpoint(args.endpoint, &ProcessEnv);
+            runtime(Some(1))?.block_on(async {
+                let key = trellis::client::Client::new(&endpoint)?.call("GET", "/_trellis/credentials", None).await?;
+                let field = |name: &str| {
+                    key[name].as_str().map(str::to_owned).with_context(|| format!("the server's answer lacks {name}"))
+                };
+                println!("export AWS_ACCESS_KEY_ID={}", field("accessKeyId")?);
+                println!("export AWS_SECRET_ACCESS_KEY={}", field("secretAccessKey")?);
+                println!("# {} (account {})", field("arn")?, field("account")?);
                 anyhow::Ok(())
             })?;
             Ok(0)

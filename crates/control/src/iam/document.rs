@@ -25,8 +25,33 @@ struct Statement {
     any_principal: bool,
     /// `Principal.Service` entries.
     services: Vec<String>,
+    /// `Principal.AWS` entries (account IDs and ARNs; `*` is `any_principal`).
+    aws: Vec<String>,
+    /// Whether it has a `Condition` (not evaluated: see [`Document::trusts_principal`]).
+    has_condition: bool,
     has_principal: bool,
     has_resource: bool,
+}
+
+/// A principal as a trust policy sees it.
+#[derive(Debug)]
+pub(crate) struct TrustedCaller<'a> {
+    /// Its account.
+    pub(crate) account: &'a str,
+    /// Its ARN (root, user, or assumed-role session).
+    pub(crate) arn: &'a str,
+    /// For a session, its role's ARN.
+    pub(crate) role_arn: Option<&'a str>,
+}
+
+impl TrustedCaller<'_> {
+    /// Whether a `Principal.AWS` entry names this caller.
+    fn is_named_by(&self, entry: &str) -> bool {
+        entry == self.account
+            || entry == format!("arn:aws:iam::{}:root", self.account)
+            || entry == self.arn
+            || self.role_arn.is_some_and(|role| entry == role)
+    }
 }
 
 /// What is wrong with a document, worded as IAM words it.
@@ -130,6 +155,21 @@ impl Document {
             && !self.statements.iter().filter(|s| !s.allow).any(|s| applies(&s))
     }
 
+    /// Whether this trust policy lets an AWS principal perform `action` (`sts:AssumeRole`): an
+    /// `Allow` naming it and no `Deny` that does. A statement names the principal with `*`,
+    /// its account (`"123456789012"` or `arn:aws:iam::123456789012:root`: every identity of the
+    /// account, as there are no identity-based policies to delegate to), its ARN, or for a
+    /// session its role's ARN.
+    ///
+    /// Conditions are not evaluated: an `Allow` with a `Condition` allows nothing and a `Deny`
+    /// with one denies, so that what Trellis cannot check never lets anyone in.
+    pub(crate) fn trusts_principal(&self, who: &TrustedCaller<'_>, action: &str) -> bool {
+        let names =
+            |s: &Statement| s.covers(action) && (s.any_principal || s.aws.iter().any(|entry| who.is_named_by(entry)));
+        self.statements.iter().any(|s| s.allow && !s.has_condition && names(s))
+            && !self.statements.iter().any(|s| !s.allow && names(s))
+    }
+
     /// Whether these permission policies together grant `action`: one allows it and none denies
     /// it.
     pub(crate) fn grants(policies: &[Self], action: &str) -> bool {
@@ -158,9 +198,9 @@ impl Statement {
             (Some(_), Some(_)) => return Err("Syntax errors in policy: both Action and NotAction".to_owned()),
         };
         let principal = s.get("Principal").or_else(|| s.get("NotPrincipal"));
-        let (any_principal, services) = match s.get("Principal") {
+        let (any_principal, services, aws) = match s.get("Principal") {
             Some(p) => parse_principal(p)?,
-            None => (false, Vec::new()),
+            None => (false, Vec::new(), Vec::new()),
         };
         Ok(Self {
             allow,
@@ -168,6 +208,8 @@ impl Statement {
             not_action,
             any_principal,
             services,
+            aws,
+            has_condition: s.contains_key("Condition"),
             has_principal: principal.is_some(),
             has_resource: s.contains_key("Resource") || s.contains_key("NotResource"),
         })
@@ -180,16 +222,17 @@ impl Statement {
 }
 
 /// `"*"`, or an object of principal kinds to a string or list of strings: whether it is
-/// everyone, and the `Service` entries.
-fn parse_principal(value: &Value) -> Result<(bool, Vec<String>), Malformed> {
+/// everyone, the `Service` entries and the `AWS` entries.
+fn parse_principal(value: &Value) -> Result<(bool, Vec<String>, Vec<String>), Malformed> {
     let invalid = || "Invalid principal in policy".to_owned();
     let map: &Map<String, Value> = match value {
-        Value::String(s) if s == "*" => return Ok((true, Vec::new())),
+        Value::String(s) if s == "*" => return Ok((true, Vec::new(), Vec::new())),
         Value::Object(map) if !map.is_empty() => map,
         _ => return Err(invalid()),
     };
     let mut any = false;
     let mut services = Vec::new();
+    let mut aws = Vec::new();
     for (kind, entries) in map {
         if !PRINCIPAL_KINDS.contains(&kind.as_str()) {
             return Err(invalid());
@@ -199,12 +242,15 @@ fn parse_principal(value: &Value) -> Result<(bool, Vec<String>), Malformed> {
             return Err(invalid());
         }
         match kind.as_str() {
-            "AWS" => any |= entries.iter().any(|e| e == "*"),
+            "AWS" => {
+                any |= entries.iter().any(|e| e == "*");
+                aws.extend(entries.into_iter().filter(|e| e != "*"));
+            }
             "Service" => services.extend(entries),
             _ => {}
         }
     }
-    Ok((any, services))
+    Ok((any, services, aws))
 }
 
 #[cfg(test)]
@@ -259,6 +305,56 @@ mod tests {
             {"Effect":"Deny","Principal":{"Service":"ecs.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
         assert!(!Document::parse(denied).unwrap().trusts_service("ecs.amazonaws.com", "sts:AssumeRole"));
         assert!(Document::parse(denied).unwrap().trusts_service("ec2.amazonaws.com", "sts:AssumeRole"));
+    }
+
+    #[test]
+    fn aws_principals_are_trusted_by_account_arn_and_role() {
+        let account = "111122223333";
+        let root = TrustedCaller { account, arn: "arn:aws:iam::111122223333:root", role_arn: None };
+        let user = TrustedCaller { account, arn: "arn:aws:iam::111122223333:user/alice", role_arn: None };
+        let session = TrustedCaller {
+            account,
+            arn: "arn:aws:sts::111122223333:assumed-role/builder/s1",
+            role_arn: Some("arn:aws:iam::111122223333:role/builder"),
+        };
+        let stranger = TrustedCaller { account: "444455556666", arn: "arn:aws:iam::444455556666:root", role_arn: None };
+        let trust = |principal: &str| {
+            Document::parse(&format!(
+                r#"{{"Statement":{{"Effect":"Allow","Principal":{principal},"Action":"sts:AssumeRole"}}}}"#
+            ))
+            .unwrap()
+        };
+        let by_account = trust(r#"{"AWS":"111122223333"}"#);
+        let by_root = trust(r#"{"AWS":["arn:aws:iam::111122223333:root"]}"#);
+        for who in [&root, &user, &session] {
+            assert!(by_account.trusts_principal(who, "sts:AssumeRole"), "{who:?}");
+            assert!(by_root.trusts_principal(who, "sts:AssumeRole"), "{who:?}");
+        }
+        assert!(!by_account.trusts_principal(&stranger, "sts:AssumeRole"));
+        let by_user = trust(r#"{"AWS":"arn:aws:iam::111122223333:user/alice"}"#);
+        assert!(by_user.trusts_principal(&user, "sts:AssumeRole"));
+        assert!(!by_user.trusts_principal(&root, "sts:AssumeRole"));
+        let by_role = trust(r#"{"AWS":"arn:aws:iam::111122223333:role/builder"}"#);
+        assert!(by_role.trusts_principal(&session, "sts:AssumeRole"));
+        assert!(!by_role.trusts_principal(&user, "sts:AssumeRole"));
+        let everyone = trust(r#""*""#);
+        assert!(everyone.trusts_principal(&stranger, "sts:AssumeRole"));
+        assert!(!everyone.trusts_principal(&stranger, "sts:TagSession"));
+        let service = trust(r#"{"Service":"ecs.amazonaws.com"}"#);
+        assert!(!service.trusts_principal(&root, "sts:AssumeRole"));
+        let denied = Document::parse(
+            r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"sts:AssumeRole"},
+                {"Effect":"Deny","Principal":{"AWS":"arn:aws:iam::111122223333:user/alice"},"Action":"sts:*"}]}"#,
+        )
+        .unwrap();
+        assert!(!denied.trusts_principal(&user, "sts:AssumeRole"));
+        assert!(denied.trusts_principal(&root, "sts:AssumeRole"));
+        let conditional = Document::parse(
+            r#"{"Statement":{"Effect":"Allow","Principal":"*","Action":"sts:AssumeRole",
+                "Condition":{"StringEquals":{"sts:ExternalId":"x"}}}}"#,
+        )
+        .unwrap();
+        assert!(!conditional.trusts_principal(&root, "sts:AssumeRole"));
     }
 
     #[test]

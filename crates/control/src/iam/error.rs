@@ -1,4 +1,4 @@
-//! The errors of the IAM API: one [`Code`] per error code we answer, each knowing its HTTP
+//! The errors of the IAM and STS APIs: one [`Code`] per error code we answer, each knowing its HTTP
 //! status and fault, and [`IamError`] pairing a code with its message. Rendering (the
 //! `<ErrorResponse>` envelope) lives in [`super::xml`].
 
@@ -9,10 +9,13 @@ use crate::repo::RepoError;
 /// An IAM error code, spelled as AWS spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Code {
+    AccessDenied,
     ConcurrentModification,
     DeleteConflict,
     EntityAlreadyExists,
+    ExpiredToken,
     InvalidAction,
+    InvalidClientTokenId,
     InvalidInput,
     LimitExceeded,
     MalformedPolicyDocument,
@@ -36,10 +39,13 @@ impl Code {
     /// The code as it appears in `<Code>`.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
+            Self::AccessDenied => "AccessDenied",
             Self::ConcurrentModification => "ConcurrentModification",
             Self::DeleteConflict => "DeleteConflict",
             Self::EntityAlreadyExists => "EntityAlreadyExists",
+            Self::ExpiredToken => "ExpiredToken",
             Self::InvalidAction => "InvalidAction",
+            Self::InvalidClientTokenId => "InvalidClientTokenId",
             Self::InvalidInput => "InvalidInput",
             Self::LimitExceeded => "LimitExceeded",
             Self::MalformedPolicyDocument => "MalformedPolicyDocument",
@@ -57,6 +63,7 @@ impl Code {
                 StatusCode::CONFLICT
             }
             Self::NoSuchEntity => StatusCode::NOT_FOUND,
+            Self::AccessDenied | Self::InvalidClientTokenId => StatusCode::FORBIDDEN,
             Self::ServiceFailure => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -78,6 +85,11 @@ impl IamError {
     /// `NoSuchEntity` for a role that does not exist.
     pub(crate) fn no_role(name: &str) -> Self {
         Self::new(Code::NoSuchEntity, format!("The role with name {name} cannot be found."))
+    }
+
+    /// `NoSuchEntity` for a user that does not exist.
+    pub(crate) fn no_user(name: &str) -> Self {
+        Self::new(Code::NoSuchEntity, format!("The user with name {name} cannot be found."))
     }
 
     /// `MalformedPolicyDocument`.

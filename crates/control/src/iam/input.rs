@@ -26,6 +26,31 @@ pub(crate) struct Violations(Vec<String>);
 /// `roleName`: `[\w+=,.@-]+`, 1–64.
 pub(crate) const ROLE_NAME: Rule =
     Rule { field: "roleName", min: 1, max: 64, pattern: r"[\w+=,.@-]+", allowed: is_name };
+/// `userName` of CreateUser: `[\w+=,.@-]+`, 1–64.
+pub(crate) const USER_NAME: Rule =
+    Rule { field: "userName", min: 1, max: 64, pattern: r"[\w+=,.@-]+", allowed: is_name };
+/// `userName` of the other user operations: `[\w+=,.@-]+`, 1–128.
+pub(crate) const EXISTING_USER_NAME: Rule =
+    Rule { field: "userName", min: 1, max: 128, pattern: r"[\w+=,.@-]+", allowed: is_name };
+/// `accessKeyId`: `[\w]+`, 16–128.
+pub(crate) const ACCESS_KEY_ID: Rule = Rule {
+    field: "accessKeyId",
+    min: 16,
+    max: 128,
+    pattern: r"[\w]+",
+    allowed: |s| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+};
+/// `roleSessionName` (STS): `[\w+=,.@-]*`, 2–64.
+pub(crate) const ROLE_SESSION_NAME: Rule =
+    Rule { field: "roleSessionName", min: 2, max: 64, pattern: r"[\w+=,.@-]*", allowed: is_name };
+/// `roleArn` (STS): 20–2048 of the characters the model allows (no control characters).
+pub(crate) const ROLE_ARN: Rule = Rule {
+    field: "roleArn",
+    min: 20,
+    max: 2048,
+    pattern: r"[\u0009\u000A\u000D\u0020-\u007E\u0085\u00A0-\uD7FF\uE000-\uFFFD\u10000-\u10FFFF]+",
+    allowed: |s| s.chars().all(|c| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{7e}' | '\u{85}') || c >= '\u{a0}'),
+};
 /// `path`: `/` or `/…/` of printable ASCII, 1–512.
 pub(crate) const PATH: Rule = Rule {
     field: "path",

@@ -3,21 +3,18 @@
 //! in AWS; its trust policy is stored as sent and returned percent-encoded, as AWS returns it.
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use trellis_model::iam::{Role, Tag, new_role_id};
+use trellis_model::iam::{Role, new_role_id};
 
 use super::document::check_trust_policy;
 use super::error::{Code, IamError};
-use super::input::{
-    ARN, DESCRIPTION, PATH, PATH_PREFIX, POLICY_DOCUMENT, ROLE_NAME, Rule, TAG_KEY, TAG_VALUE, Violations,
-};
+use super::input::{ARN, DESCRIPTION, PATH, PATH_PREFIX, POLICY_DOCUMENT, ROLE_NAME, Violations};
 use super::policy::load_role;
+use super::tags::{check_tags, tags};
 use super::{Req, Xml};
 use trellis_store::StoreExt;
 
 use crate::repo::{self, Attempts, Tx};
 
-/// Tags per role.
-const MAX_TAGS: usize = 50;
 /// Characters of a trust policy, whitespace not counted (IAM's default `ACLSizePerRole`).
 const MAX_TRUST_POLICY: usize = 2048;
 /// Everything but RFC 3986's unreserved characters is escaped, spaces as `%20` (botocore
@@ -41,7 +38,7 @@ pub(crate) async fn create(req: &Req<'_>) -> Result<Option<Xml>, IamError> {
     let boundary = req.optional("PermissionsBoundary", &ARN.named("permissionsBoundary"), &mut found);
     let tags = tags(req, &mut found);
     found.finish()?;
-    let tags = check_tags(tags)?;
+    let tags = check_tags(tags, "TagsPerRole")?;
     if boundary.is_some() {
         return Err(IamError::invalid("Trellis does not serve permissions boundaries."));
     }
@@ -135,47 +132,6 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Option<Xml>, IamError> {
     }
 }
 
-/// `Tags.member.N.Key` / `.Value`, each checked against the tag rules and reported as AWS
-/// names them (`tags.1.member.key`).
-fn tags(req: &Req<'_>, found: &mut Violations) -> Vec<Tag> {
-    let mut tags = Vec::new();
-    for n in req.params.indices("Tags.member") {
-        let mut member = |rule: &Rule, name: &str| {
-            let field = format!("tags.{n}.member.{}", name.to_ascii_lowercase());
-            match req.params.get(&format!("Tags.member.{n}.{name}")) {
-                Some(value) => {
-                    rule.check_as(&field, value, found);
-                    value.to_owned()
-                }
-                None => {
-                    found.add(&field, None, "Member must not be null");
-                    String::new()
-                }
-            }
-        };
-        let key = member(&TAG_KEY, "Key");
-        let value = member(&TAG_VALUE, "Value");
-        tags.push(Tag { key, value });
-    }
-    tags
-}
-
-/// At most 50 tags, keys unique regardless of case, none reserved (`aws:`).
-fn check_tags(tags: Vec<Tag>) -> Result<Vec<Tag>, IamError> {
-    if tags.len() > MAX_TAGS {
-        return Err(IamError::new(Code::LimitExceeded, format!("Cannot exceed quota for TagsPerRole: {MAX_TAGS}")));
-    }
-    for (i, tag) in tags.iter().enumerate() {
-        if tags[..i].iter().any(|t| t.key.eq_ignore_ascii_case(&tag.key)) {
-            return Err(IamError::invalid("Duplicate tag keys found. Please note that Tag keys are case insensitive."));
-        }
-        if tag.key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:")) {
-            return Err(IamError::invalid(format!("Tag key {} uses the reserved prefix aws:.", tag.key)));
-        }
-    }
-    Ok(tags)
-}
-
 /// A `Role` structure as element `element`.
 fn render(x: &mut Xml, role: &Role, element: &str, detail: Detail) {
     x.open(element)
@@ -191,11 +147,7 @@ fn render(x: &mut Xml, role: &Role, element: &str, detail: Detail) {
     x.number("MaxSessionDuration", u64::from(role.max_session_duration));
     if detail == Detail::Full {
         if !role.tags.is_empty() {
-            x.open("Tags");
-            for tag in &role.tags {
-                x.open("member").leaf("Key", &tag.key).leaf("Value", &tag.value).close("member");
-            }
-            x.close("Tags");
+            super::tags::render(x, &role.tags);
         }
         x.open("RoleLastUsed").close("RoleLastUsed");
     }

@@ -217,7 +217,7 @@ async fn create_validates_like_iam() {
             400,
             "InvalidInput",
         ),
-        (&[("Action", "CreateUser")], 400, "InvalidAction"),
+        (&[("Action", "CreateGroup")], 400, "InvalidAction"),
         (&[], 400, "MissingAction"),
     ];
     for (params, status, wanted) in cases {
@@ -233,4 +233,115 @@ async fn create_validates_like_iam() {
     let (status, body) =
         iam(&app, &[("Action", "CreateRole"), ("RoleName", "a"), ("AssumeRolePolicyDocument", &big)]).await;
     assert_eq!((status.as_u16(), code(&body)), (409, "LimitExceeded"), "{body}");
+}
+
+#[tokio::test]
+async fn users_are_created_read_listed_and_deleted() {
+    let (app, _dir) = app();
+    let params = [("Action", "CreateUser"), ("UserName", "Alice"), ("Path", "/eng/")];
+    let (status, body) = iam(&app, &params).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(between(&body, "<Arn>", "</Arn>"), "arn:aws:iam::000000000000:user/eng/Alice");
+    let id = between(&body, "<UserId>", "</UserId>");
+    assert!(id.starts_with("AIDA") && id.len() == 21, "{id}");
+    let (status, body) = iam(&app, &[("Action", "CreateUser"), ("UserName", "ALICE")]).await;
+    assert_eq!((status.as_u16(), code(&body)), (409, "EntityAlreadyExists"), "{body}");
+    let (status, body) = iam(&app, &[("Action", "GetUser"), ("UserName", "alice")]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(between(&body, "<UserName>", "</UserName>"), "Alice");
+    // Without a name, the caller: unsigned, the root.
+    let (status, body) = iam(&app, &[("Action", "GetUser")]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(between(&body, "<Arn>", "</Arn>"), "arn:aws:iam::000000000000:root");
+    let (_, body) = iam(&app, &[("Action", "ListUsers"), ("PathPrefix", "/eng/")]).await;
+    assert!(body.contains("<Users><member><Path>/eng/</Path><UserName>Alice</UserName>"), "{body}");
+    let (status, body) = iam(&app, &[("Action", "GetUser"), ("UserName", "nobody")]).await;
+    assert_eq!((status.as_u16(), code(&body)), (404, "NoSuchEntity"), "{body}");
+    let (status, body) = iam(&app, &[("Action", "CreateUser"), ("UserName", "bad name")]).await;
+    assert_eq!((status.as_u16(), code(&body)), (400, "ValidationError"), "{body}");
+    let (status, _) = iam(&app, &[("Action", "DeleteUser"), ("UserName", "Alice")]).await;
+    assert_eq!(status, 200);
+    let (status, body) = iam(&app, &[("Action", "DeleteUser"), ("UserName", "Alice")]).await;
+    assert_eq!((status.as_u16(), code(&body)), (404, "NoSuchEntity"), "{body}");
+}
+
+#[tokio::test]
+async fn access_keys_are_limited_and_guard_their_user() {
+    let (app, _dir) = app();
+    assert_eq!(iam(&app, &[("Action", "CreateUser"), ("UserName", "bob")]).await.0, 200);
+    let mut made = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = iam(&app, &[("Action", "CreateAccessKey"), ("UserName", "bob")]).await;
+        assert_eq!(status, 200, "{body}");
+        let key = between(&body, "<AccessKeyId>", "</AccessKeyId>").to_owned();
+        assert!(key.starts_with("AKIA") && key.len() == 20, "{key}");
+        assert_eq!(between(&body, "<SecretAccessKey>", "</SecretAccessKey>").len(), 40);
+        assert!(body.contains("<UserName>bob</UserName>") && body.contains("<Status>Active</Status>"), "{body}");
+        made.push(key);
+    }
+    let (status, body) = iam(&app, &[("Action", "CreateAccessKey"), ("UserName", "bob")]).await;
+    assert_eq!((status.as_u16(), code(&body)), (409, "LimitExceeded"), "{body}");
+    assert!(body.contains("AccessKeysPerUser: 2"), "{body}");
+    let (_, body) = iam(&app, &[("Action", "ListAccessKeys"), ("UserName", "bob")]).await;
+    assert!(made.iter().all(|k| body.contains(k.as_str())), "{body}");
+    assert!(!body.contains("SecretAccessKey"), "{body}");
+    let (status, body) = iam(&app, &[("Action", "DeleteUser"), ("UserName", "bob")]).await;
+    assert_eq!((status.as_u16(), code(&body)), (409, "DeleteConflict"), "{body}");
+    for key in &made {
+        let params = [("Action", "DeleteAccessKey"), ("UserName", "bob"), ("AccessKeyId", key.as_str())];
+        assert_eq!(iam(&app, &params).await.0, 200);
+    }
+    let params = [("Action", "DeleteAccessKey"), ("UserName", "bob"), ("AccessKeyId", made[0].as_str())];
+    let (status, body) = iam(&app, &params).await;
+    assert_eq!((status.as_u16(), code(&body)), (404, "NoSuchEntity"), "{body}");
+    assert_eq!(iam(&app, &[("Action", "DeleteUser"), ("UserName", "bob")]).await.0, 200);
+    let (status, body) = iam(&app, &[("Action", "CreateAccessKey"), ("UserName", "bob")]).await;
+    assert_eq!((status.as_u16(), code(&body)), (404, "NoSuchEntity"), "{body}");
+}
+
+#[tokio::test]
+async fn roles_and_users_are_tagged() {
+    let (app, _dir) = app();
+    assert_eq!(create(&app, "tagged", &[("Tags.member.1.Key", "a"), ("Tags.member.1.Value", "1")]).await.0, 200);
+    let params = [
+        ("Action", "TagRole"),
+        ("RoleName", "tagged"),
+        ("Tags.member.1.Key", "A"),
+        ("Tags.member.1.Value", "2"),
+        ("Tags.member.2.Key", "b"),
+        ("Tags.member.2.Value", "3"),
+    ];
+    assert_eq!(iam(&app, &params).await.0, 200);
+    let (_, body) = iam(&app, &[("Action", "ListRoleTags"), ("RoleName", "tagged")]).await;
+    assert!(
+        body.contains(
+            "<Tags><member><Key>A</Key><Value>2</Value></member><member><Key>b</Key><Value>3</Value></member></Tags>"
+        ),
+        "{body}"
+    );
+    let params = [("Action", "UntagRole"), ("RoleName", "tagged"), ("TagKeys.member.1", "a")];
+    assert_eq!(iam(&app, &params).await.0, 200);
+    let (_, body) = iam(&app, &[("Action", "ListRoleTags"), ("RoleName", "tagged"), ("MaxItems", "1")]).await;
+    assert!(body.contains("<Key>b</Key>") && body.contains("<IsTruncated>false</IsTruncated>"), "{body}");
+    let params =
+        [("Action", "TagRole"), ("RoleName", "tagged"), ("Tags.member.1.Key", "aws:x"), ("Tags.member.1.Value", "")];
+    let (status, body) = iam(&app, &params).await;
+    assert_eq!((status.as_u16(), code(&body)), (400, "InvalidInput"), "{body}");
+    let params =
+        [("Action", "TagUser"), ("UserName", "ghost"), ("Tags.member.1.Key", "k"), ("Tags.member.1.Value", "v")];
+    let (status, body) = iam(&app, &params).await;
+    assert_eq!((status.as_u16(), code(&body)), (404, "NoSuchEntity"), "{body}");
+    assert_eq!(iam(&app, &[("Action", "CreateUser"), ("UserName", "u")]).await.0, 200);
+    let params = [("Action", "TagUser"), ("UserName", "u"), ("Tags.member.1.Key", "k"), ("Tags.member.1.Value", "v")];
+    assert_eq!(iam(&app, &params).await.0, 200);
+    let (_, body) = iam(&app, &[("Action", "ListUserTags"), ("UserName", "u")]).await;
+    assert!(body.contains("<Tags><member><Key>k</Key><Value>v</Value></member></Tags>"), "{body}");
+    let (_, body) = iam(&app, &[("Action", "GetUser"), ("UserName", "u")]).await;
+    assert!(body.contains("<Key>k</Key>"), "{body}");
+    let params = [("Action", "UntagUser"), ("UserName", "u"), ("TagKeys.member.1", "K")];
+    assert_eq!(iam(&app, &params).await.0, 200);
+    let (_, body) = iam(&app, &[("Action", "ListUserTags"), ("UserName", "u")]).await;
+    assert!(body.contains("<Tags></Tags>"), "{body}");
+    let (status, body) = iam(&app, &[("Action", "TagUser"), ("UserName", "u")]).await;
+    assert_eq!((status.as_u16(), code(&body)), (400, "ValidationError"), "{body}");
 }

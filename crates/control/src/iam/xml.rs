@@ -1,4 +1,4 @@
-//! IAM's XML envelopes, around the element writer the EC2 API uses ([`Xml`]): the success
+//! IAM's (and STS's) XML envelopes, around the element writer the EC2 API uses ([`Xml`]): the success
 //! answer (`<{Op}Response><{Op}Result>…</{Op}Result><ResponseMetadata>…`) and the error answer
 //! (`<ErrorResponse><Error><Type>…`).
 
@@ -8,23 +8,27 @@ use axum::response::Response;
 use super::error::IamError;
 use crate::ec2::xml::{Xml, escape, respond};
 
-const NAMESPACE: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
+/// IAM's XML namespace.
+pub(crate) const IAM: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
+/// STS's XML namespace (same envelopes).
+pub(crate) const STS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 
-/// A 200 answer; `result` is `None` for operations without output (no `<{Op}Result>`).
-pub(crate) fn success(action: &str, request_id: &str, result: Option<&Xml>) -> Response {
+/// A 200 answer in `namespace`; `result` is `None` for operations without output (no
+/// `<{Op}Result>`).
+pub(crate) fn success(namespace: &str, action: &str, request_id: &str, result: Option<&Xml>) -> Response {
     let result = result.map_or_else(String::new, |x| format!("<{action}Result>{}</{action}Result>", x.as_str()));
     let text = format!(
-        "<{action}Response xmlns=\"{NAMESPACE}\">{result}<ResponseMetadata><RequestId>{}</RequestId>\
+        "<{action}Response xmlns=\"{namespace}\">{result}<ResponseMetadata><RequestId>{}</RequestId>\
          </ResponseMetadata></{action}Response>",
         escape(request_id)
     );
     respond(StatusCode::OK, text)
 }
 
-/// An error answer with the error's status.
-pub(crate) fn failure(err: &IamError, request_id: &str) -> Response {
+/// An error answer in `namespace` with the error's status.
+pub(crate) fn failure(namespace: &str, err: &IamError, request_id: &str) -> Response {
     let text = format!(
-        "<ErrorResponse xmlns=\"{NAMESPACE}\"><Error><Type>{}</Type><Code>{}</Code><Message>{}</Message>\
+        "<ErrorResponse xmlns=\"{namespace}\"><Error><Type>{}</Type><Code>{}</Code><Message>{}</Message>\
          </Error><RequestId>{}</RequestId></ErrorResponse>",
         err.code.fault(),
         err.code.as_str(),
