@@ -1,7 +1,8 @@
-"""Auth policies enforced by the proxy (issue 7, anonymous callers): a service or service network
+"""Auth policies enforced by the proxy (issue 7): a service or service network
 with `authType: AWS_IAM` lets through only what its policy allows; without a policy nothing;
 the 403 names the layer (spec §3.11); a policy change applies to the next request. Signed
-requests are refused until signatures are verified.
+requests (botocore's SigV4 signer, UNSIGNED-PAYLOAD) are verified against Trellis's credentials
+(users' keys, STS sessions, the root key) and evaluated as their principal.
 """
 
 from __future__ import annotations
@@ -73,11 +74,11 @@ def test_a_guarded_network_covers_its_services_and_explicit_deny_wins(dp):
     r = dp.wait_serving(c, host, 403, path="/admin")
     assert r.body.decode().endswith("/admin with an explicit deny in a network-based policy"), r
     assert c.request("GET", "/", host).status == 200
-    # A signed request is refused, not evaluated as anonymous.
-    signed = {"Authorization": "AWS4-HMAC-SHA256 Credential=AKID/20261204/us-east-1/vpc-lattice-svcs/aws4_request, "
+    # A request signed with a key nobody has is refused, not evaluated as anonymous.
+    signed = {"Authorization": "AWS4-HMAC-SHA256 Credential=AKIDNOBODY/20261204/us-east-1/vpc-lattice-svcs/aws4_request, "
                                "SignedHeaders=host, Signature=00"}
     r = c.request("GET", "/", host, headers=signed)
-    assert r.status == 403 and b"cannot be verified" in r.body, r
+    assert r.status == 403 and b"signature was refused" in r.body, r
 
 
 def test_put_auth_policy_says_what_is_wrong(dp):
@@ -87,3 +88,71 @@ def test_put_auth_policy_says_what_is_wrong(dp):
     with pytest.raises(dp.lattice.exceptions.ValidationException) as e:
         dp.lattice.put_auth_policy(resourceIdentifier=svc["id"], policy=bad)
     assert "StringSometimes" in str(e.value)
+
+
+def signed_get(address: str, port: int, host: str, path: str, key: str, secret: str, token: str | None = None,
+               region: str = "us-east-1"):
+    """GET signed by botocore's SigV4 signer (service vpc-lattice-svcs, UNSIGNED-PAYLOAD), sent to
+    the VPC's ingress address with `Host: host`; (status, body)."""
+    import http.client
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    req = AWSRequest(method="GET", url=f"http://{host}{path}",
+                     headers={"Host": host, "x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+    SigV4Auth(Credentials(key, secret, token), "vpc-lattice-svcs", region).add_auth(req)
+    conn = http.client.HTTPConnection(address, port, timeout=10)
+    try:
+        conn.request("GET", path, headers=dict(req.headers.items()))
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def test_signed_requests_are_verified_and_evaluated_as_their_principal(dp):
+    import urllib.request
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+            f"{dp.endpoint}/_trellis/credentials") as r:
+        root = json.loads(r.read())
+    iam = dp.server.client("iam")
+    user = iam.create_user(UserName="reader")["User"]
+    key = iam.create_access_key(UserName="reader")["AccessKey"]
+    vpc = dp.res.vpc()
+    target = dp.target("app")
+    tg = dp.tg(vpc)["id"]
+    dp.register(tg, target)
+    m = dp.mesh(forward(tg), vpc=vpc)
+    svc, host = m["svc"]["id"], m["host"]
+    c = dp.client(vpc)
+    dp.wait_serving(c, host, "app")
+    # Only the user `reader`, and only when authenticated.
+    dp.lattice.put_auth_policy(resourceIdentifier=svc, policy=policy({
+        "Effect": "Allow", "Principal": {"AWS": user["Arn"]}, "Action": "vpc-lattice-svcs:Invoke", "Resource": "*",
+        "Condition": {"StringNotEquals": {"aws:PrincipalType": "Anonymous"}}}))
+    dp.lattice.update_service(serviceIdentifier=svc, authType="AWS_IAM")
+    info = dp.ingress(vpc)
+    port = dp.real_port(info, 80)
+    wait_for(lambda: signed_get(info["address"], port, host, "/x", key["AccessKeyId"],
+                                key["SecretAccessKey"])[0] == 200, 10, interval=0.1, message="the user is let in")
+    status, body = signed_get(info["address"], port, host, "/x", root["accessKeyId"], root["secretAccessKey"])
+    assert status == 403 and f"User: {root['arn']} is not authorized".encode() in body, body
+    assert c.request("GET", "/x", host).status == 403
+    # A bad secret, another region: refused as such, not evaluated as anonymous.
+    status, body = signed_get(info["address"], port, host, "/x", key["AccessKeyId"], "not-the-secret")
+    assert status == 403 and b"does not match" in body, body
+    status, body = signed_get(info["address"], port, host, "/x", key["AccessKeyId"], key["SecretAccessKey"],
+                              region="eu-west-1")
+    assert status == 403 and b"region" in body, body
+    # A role's session, through STS: its principal is the session, which the role names.
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": root["account"]},
+                                                                "Action": "sts:AssumeRole"}]})
+    role = iam.create_role(RoleName="lattice-caller", AssumeRolePolicyDocument=trust)["Role"]
+    sts = dp.server.client("sts")
+    creds = sts.assume_role(RoleArn=role["Arn"], RoleSessionName="s1")["Credentials"]
+    dp.lattice.put_auth_policy(resourceIdentifier=svc, policy=policy({
+        "Effect": "Allow", "Principal": {"AWS": role["Arn"]}, "Action": "*", "Resource": "*"}))
+    wait_for(lambda: signed_get(info["address"], port, host, "/y", creds["AccessKeyId"], creds["SecretAccessKey"],
+                                creds["SessionToken"])[0] == 200, 10, interval=0.1, message="the session is let in")
+    status, body = signed_get(info["address"], port, host, "/y", creds["AccessKeyId"], creds["SecretAccessKey"])
+    assert status == 403 and b"token" in body, body

@@ -140,17 +140,70 @@ impl Signed {
         if !self.signed_headers.iter().any(|h| h == "host") {
             return Err(SigError::Malformed("SignedHeaders (host must be signed)"));
         }
-        let canonical = canonical_request(self, request, payload_hash)?;
-        let scope = format!("{}/{}/{}/aws4_request", self.scope_date, self.region, self.service);
-        let to_sign = format!("{ALGORITHM}\n{}\n{scope}\n{}", self.amz_date, hex(&sha256(canonical.as_bytes())));
-        let key = signing_key(secret, &self.scope_date, &self.region, &self.service);
-        let want = hex(&hmac(&key, to_sign.as_bytes()));
+        let want = self.signature_of(request, secret, payload_hash)?;
         if constant_time_eq(want.as_bytes(), self.signature.to_ascii_lowercase().as_bytes()) {
             Ok(())
         } else {
             Err(SigError::Mismatch)
         }
     }
+}
+
+impl Signed {
+    /// The signature of `request` with `secret` under this claim's scope, date and signed
+    /// headers (what a signer would send; what [`Signed::verify`] compares with).
+    pub fn signature_of(&self, request: &Received<'_>, secret: &str, payload_hash: &str) -> Result<String, SigError> {
+        let canonical = canonical_request(self, request, payload_hash)?;
+        let scope = format!("{}/{}/{}/aws4_request", self.scope_date, self.region, self.service);
+        let to_sign = format!("{ALGORITHM}\n{}\n{scope}\n{}", self.amz_date, hex(&sha256(canonical.as_bytes())));
+        let key = signing_key(secret, &self.scope_date, &self.region, &self.service);
+        Ok(hex(&hmac(&key, to_sign.as_bytes())))
+    }
+
+    /// Seconds since the Unix epoch of [`Signed::amz_date`].
+    pub fn time(&self) -> Option<u64> {
+        parse_amz_date(&self.amz_date)
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ` → seconds since the Unix epoch.
+pub fn parse_amz_date(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
+/// Seconds since the Unix epoch → `YYYYMMDDTHHMMSSZ` (what a signer sends as `x-amz-date`).
+pub fn format_amz_date(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // The civil date of a day number (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 fn credential_parts(credential: &str) -> Result<(String, String, String, String), SigError> {

@@ -5,14 +5,24 @@
 //! (policies are compiled by the control plane), so a service without `AWS_IAM` anywhere costs
 //! nothing per request.
 //!
-//! Callers are anonymous for now: a signed request (SigV4 `Authorization`, or a presigned
-//! query) to a guarded service is refused with a 403 saying signatures cannot be verified yet,
-//! never evaluated as anonymous.
+//! Callers: an unsigned request is anonymous (`aws:PrincipalType` `Anonymous`); a signed one
+//! (SigV4 `Authorization` with `x-amz-content-sha256: UNSIGNED-PAYLOAD`, or a presigned query)
+//! is authenticated against the installation's credentials first (spec §4.4): scope service
+//! `vpc-lattice-svcs` in the service's region, a date within five minutes (presigned: not
+//! expired), the session token of temporary credentials; any failure is a 403 that says which,
+//! never an anonymous request. SigV4A is refused by name.
 
 use std::net::IpAddr;
 
+use trellis_model::iam::{Identities, Identity, Principal};
 use trellis_model::policy::{Caller, Decision, Keys, Request};
+use trellis_model::sigv4::{Received, SigError, Signed};
 use trellis_model::snapshot::IamAuth;
+
+/// How far a signature's date may be from now (AWS: 5 minutes).
+const SKEW_SECONDS: u64 = 300;
+/// The payload hash Lattice requires.
+const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
 /// The action of HTTP requests.
 const INVOKE: &str = "vpc-lattice-svcs:Invoke";
@@ -46,10 +56,11 @@ pub(crate) struct Facts<'a> {
 /// Why a request was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Denied {
-    /// A policy of this layer did not allow it (`explicit`: a Deny statement matched).
-    Policy { layer: Layer, explicit: bool },
-    /// The request is signed, and signatures cannot be verified yet.
-    Signed,
+    /// A policy of this layer did not allow it (`explicit`: a Deny statement matched) for
+    /// `user` (an ARN, or `anonymous`).
+    Policy { layer: Layer, explicit: bool, user: String },
+    /// A signed request that could not be authenticated: why.
+    Unauthenticated(String),
 }
 
 /// Which policy.
@@ -62,24 +73,94 @@ pub(crate) enum Layer {
 // === impl AuthCheck ===
 
 impl AuthCheck {
-    /// Whether the request passes every layer that guards it.
-    pub(crate) fn check(&self, facts: &Facts<'_>) -> Result<(), Denied> {
-        if is_signed(facts) {
-            return Err(Denied::Signed);
-        }
+    /// Whether the request passes every layer that guards it (`now`: seconds since the Unix
+    /// epoch); the identity of a signed request that does.
+    pub(crate) fn check(
+        &self,
+        facts: &Facts<'_>,
+        identities: &Identities,
+        now: u64,
+    ) -> Result<Option<std::sync::Arc<Identity>>, Denied> {
+        let identity = self.authenticate(facts, identities, now)?;
+        let caller = match &identity {
+            Some(id) => Caller::Principal { arn: id.principal.arn(), account: &id.account },
+            None => Caller::Anonymous,
+        };
         let resource = self.resource(facts.path);
-        let keys = Context { facts, check: self };
-        let request = Request { caller: Caller::Anonymous, action: INVOKE, resource: &resource, keys: &keys };
+        let keys = Context { facts, check: self, identity: identity.as_deref() };
+        let request = Request { caller, action: INVOKE, resource: &resource, keys: &keys };
         for (layer, auth) in [(Layer::Network, &self.network), (Layer::Service, &self.service)] {
             let Some(auth) = auth else { continue };
             let decision = auth.policy.as_ref().map_or(Decision::NoMatch, |p| p.evaluate(&request));
             match decision {
                 Decision::Allow => {}
-                Decision::Deny => return Err(Denied::Policy { layer, explicit: true }),
-                Decision::NoMatch => return Err(Denied::Policy { layer, explicit: false }),
+                Decision::Deny | Decision::NoMatch => {
+                    let user = identity.as_ref().map_or("anonymous", |id| id.principal.arn()).to_owned();
+                    return Err(Denied::Policy { layer, explicit: decision == Decision::Deny, user });
+                }
             }
         }
-        Ok(())
+        Ok(identity)
+    }
+
+    /// The identity of a signed request (`None` when unsigned), or why it is refused.
+    fn authenticate(
+        &self,
+        facts: &Facts<'_>,
+        identities: &Identities,
+        now: u64,
+    ) -> Result<Option<std::sync::Arc<Identity>>, Denied> {
+        let refuse = |why: String| Denied::Unauthenticated(why);
+        let first = |name: &str| (facts.header)(name).first().map(|v| String::from_utf8_lossy(v).into_owned());
+        let (authorization, amz_date) = (first("authorization"), first("x-amz-date"));
+        let signed = match Signed::parse(authorization.as_deref(), amz_date.as_deref(), facts.query) {
+            Ok(None) => return Ok(None),
+            Ok(Some(signed)) => signed,
+            Err(e) => return Err(refuse(e.to_string())),
+        };
+        if signed.service != "vpc-lattice-svcs" {
+            return Err(refuse(format!(
+                "the credential scope names service {:?}, not vpc-lattice-svcs",
+                signed.service
+            )));
+        }
+        let region = self.service_arn.split(':').nth(3).unwrap_or_default();
+        if signed.region != region {
+            return Err(refuse(format!(
+                "the credential scope names region {:?}; the service is in {region}",
+                signed.region
+            )));
+        }
+        let at = signed.time().ok_or_else(|| refuse("the signature's date is malformed".into()))?;
+        if !signed.amz_date.starts_with(&signed.scope_date) {
+            return Err(refuse("the signature's date and its credential scope's date differ".into()));
+        }
+        match signed.expires {
+            None if at.abs_diff(now) > SKEW_SECONDS => {
+                return Err(refuse("the signature's date is more than 5 minutes from the server's time".into()));
+            }
+            Some(expires) if now > at.saturating_add(expires) || at > now + SKEW_SECONDS => {
+                return Err(refuse("the presigned request has expired or is not valid yet".into()));
+            }
+            _ => {}
+        }
+        let payload = first("x-amz-content-sha256");
+        if signed.expires.is_none() && payload.as_deref() != Some(UNSIGNED_PAYLOAD) {
+            return Err(refuse(
+                "Lattice requires x-amz-content-sha256: UNSIGNED-PAYLOAD (payload signing is not supported)".into(),
+            ));
+        }
+        let token = signed.query_token.clone().or_else(|| first("x-amz-security-token"));
+        let identity = identities
+            .find(&signed.access_key, token.as_deref(), now.saturating_mul(1000))
+            .map_err(|e| refuse(e.to_string()))?
+            .clone();
+        let received = Received { method: facts.method, path: facts.path, query: facts.query, header: facts.header };
+        match signed.verify(&received, &identity.secret_access_key, UNSIGNED_PAYLOAD) {
+            Ok(()) => Ok(Some(identity)),
+            Err(SigError::Mismatch) => Err(refuse("the signature does not match the request".into())),
+            Err(e) => Err(refuse(e.to_string())),
+        }
     }
 
     /// The resource a request names: the service's ARN and the path (`…/svc-…/rates`).
@@ -90,12 +171,10 @@ impl AuthCheck {
     /// The 403's body (spec §3.11).
     pub(crate) fn message(&self, denied: &Denied, path: &str) -> String {
         match denied {
-            Denied::Signed => {
-                "AccessDeniedException: signed requests cannot be verified by this Trellis yet; send the \
-                               request unsigned (anonymous)"
-                    .to_owned()
+            Denied::Unauthenticated(why) => {
+                format!("AccessDeniedException: the request's signature was refused: {why}")
             }
-            Denied::Policy { layer, explicit } => {
+            Denied::Policy { layer, explicit, user } => {
                 let kind = match layer {
                     Layer::Network => "network-based",
                     Layer::Service => "service-based",
@@ -106,7 +185,7 @@ impl AuthCheck {
                     format!("because no {kind} policy allows the {INVOKE} action")
                 };
                 format!(
-                    "AccessDeniedException: User: anonymous is not authorized to perform: {INVOKE} on resource: {} {why}",
+                    "AccessDeniedException: User: {user} is not authorized to perform: {INVOKE} on resource: {} {why}",
                     self.resource(path)
                 )
             }
@@ -114,19 +193,11 @@ impl AuthCheck {
     }
 }
 
-/// A SigV4 or SigV4A signature in the header or the query.
-fn is_signed(facts: &Facts<'_>) -> bool {
-    !(facts.header)("authorization").is_empty()
-        || facts
-            .query
-            .split('&')
-            .any(|p| p.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("X-Amz-Algorithm")))
-}
-
 /// The condition keys of a request.
 struct Context<'c, 'f> {
     facts: &'c Facts<'f>,
     check: &'c AuthCheck,
+    identity: Option<&'c Identity>,
 }
 
 impl Keys for Context<'_, '_> {
@@ -135,9 +206,32 @@ impl Keys for Context<'_, '_> {
         let one = |v: &str| Some(vec![v.to_owned()]);
         let (service, name) = key.split_once(':')?;
         if service.eq_ignore_ascii_case("aws") {
-            return match name.to_ascii_lowercase().as_str() {
-                "sourceip" => one(&f.client_ip.to_string()),
-                "principaltype" => one("Anonymous"),
+            let lower = name.to_ascii_lowercase();
+            if lower == "sourceip" {
+                return one(&f.client_ip.to_string());
+            }
+            let Some(id) = self.identity else {
+                return (lower == "principaltype").then(|| vec!["Anonymous".to_owned()]);
+            };
+            if let Some(tag) = lower.strip_prefix("principaltag/") {
+                let values: Vec<String> = id
+                    .principal_tags
+                    .iter()
+                    .filter(|t| t.key.eq_ignore_ascii_case(tag))
+                    .map(|t| t.value.clone())
+                    .collect();
+                return (!values.is_empty()).then_some(values);
+            }
+            return match lower.as_str() {
+                "principaltype" => one(id.principal.kind()),
+                "principalarn" => one(id.principal.policy_arn()),
+                "principalaccount" => one(&id.account),
+                "principalorgid" => one(&id.organization_id),
+                "userid" => one(id.principal.user_id(&id.account)),
+                "username" => match &id.principal {
+                    Principal::User { user_name, .. } => one(user_name),
+                    _ => None,
+                },
                 _ => None,
             };
         }
@@ -176,6 +270,11 @@ impl Keys for Context<'_, '_> {
             _ => None,
         }
     }
+}
+
+/// Now, in seconds since the Unix epoch.
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Percent-decoding of a query part (`+` is a space in forms).

@@ -192,7 +192,15 @@ async fn forward(
     let path = req.uri().path();
     if let Some(auth) = &reach.auth {
         let headers = req.headers();
-        let header = |name: &str| headers.get_all(name).iter().map(HeaderValue::as_bytes).collect::<Vec<_>>();
+        // HTTP/2 carries the host in `:authority`; signatures name it `host`.
+        let authority = req.uri().authority().map(|a| a.as_str().as_bytes());
+        let header = |name: &str| {
+            let mut values = headers.get_all(name).iter().map(HeaderValue::as_bytes).collect::<Vec<_>>();
+            if values.is_empty() && name == "host" {
+                values.extend(authority);
+            }
+            values
+        };
         let facts = crate::auth::Facts {
             method: req.method().as_str(),
             path,
@@ -203,7 +211,7 @@ async fn forward(
             source_vpc_account: &vpc.account,
             client_ip: ctx.conn.peer,
         };
-        if let Err(denied) = auth.check(&facts) {
+        if let Err(denied) = auth.check(&facts, &routes.identities, crate::auth::now()) {
             let message = auth.message(&denied, path);
             tracing::debug!(%message, "request denied by an auth policy");
             return Ok(local(StatusCode::FORBIDDEN, Bytes::from(message), request_id));

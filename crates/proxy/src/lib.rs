@@ -19,6 +19,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use trellis_model::iam::Identities;
 use trellis_model::snapshot::Snapshot;
 use trellis_model::tls::Certificates;
 use trellis_net::{Network, Ports};
@@ -159,6 +160,8 @@ pub struct Inputs {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     /// The certificates HTTPS listeners serve.
     pub certificates: watch::Receiver<Arc<Certificates>>,
+    /// The credentials signed requests are verified with.
+    pub identities: watch::Receiver<Arc<Identities>>,
 }
 
 /// Runs the data plane until `shutdown` completes: listeners and DNS follow the snapshots, the
@@ -169,7 +172,7 @@ pub async fn run(
     sink: Arc<dyn HealthSink>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let Inputs { snapshots, certificates } = inputs;
+    let Inputs { snapshots, certificates, identities } = inputs;
     let (stop_tx, stop) = watch::channel(false);
     let (health_tx, health) = watch::channel(Arc::new(HealthTable::default()));
     let in_flight = Arc::new(InFlight::default());
@@ -177,7 +180,7 @@ pub async fn run(
     let checker =
         tokio::spawn(health::run(config.clone(), snapshots.clone(), sink, health_tx, in_flight.clone(), stop.clone()));
     let dns = tokio::spawn(dns::run(config.clone(), snapshots.clone(), stop.clone()));
-    let listeners = tokio::spawn(listener::run(config, snapshots, certificates, health, in_flight, stop));
+    let listeners = tokio::spawn(listener::run(config, snapshots, certificates, identities, health, in_flight, stop));
     shutdown.await;
     let _ = stop_tx.send(true);
     for task in [checker, dns, listeners] {

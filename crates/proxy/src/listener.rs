@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use trellis_model::iam::Identities;
 use trellis_model::snapshot::{Action, ListenerView, Snapshot};
 use trellis_model::tls::Certificates;
 use trellis_net::Place;
@@ -56,6 +57,7 @@ pub(crate) async fn run(
     config: Arc<ProxyConfig>,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     mut certificates: watch::Receiver<Arc<Certificates>>,
+    mut identities: watch::Receiver<Arc<Identities>>,
     mut health: watch::Receiver<Arc<HealthTable>>,
     in_flight: Arc<InFlight>,
     mut stop: watch::Receiver<bool>,
@@ -67,13 +69,15 @@ pub(crate) async fn run(
     let (conns_tx, mut conns_rx) = mpsc::channel::<()>(1);
     let mut open: HashMap<Endpoint, watch::Sender<bool>> = HashMap::new();
     let mut failing = HashSet::new();
-    let (mut snapshots_live, mut health_live, mut certificates_live, mut rebuild) = (true, true, true, true);
+    let (mut snapshots_live, mut health_live, mut certificates_live, mut identities_live, mut rebuild) =
+        (true, true, true, true, true);
     let mut snapshot = snapshots.borrow().clone();
     loop {
         if rebuild {
             snapshot = snapshots.borrow_and_update().clone();
             let table = health.borrow_and_update().clone();
             let certs = certificates.borrow_and_update().clone();
+            let known = identities.borrow_and_update().clone();
             let previous = routes_tx.borrow().clone();
             let inputs = TableInputs {
                 health: &table,
@@ -83,6 +87,7 @@ pub(crate) async fn run(
                 previous: &previous,
                 certificates: &certs,
                 tls: &mut tls,
+                identities: known,
             };
             routes_tx.send_replace(Arc::new(Routes::build(snapshot.clone(), inputs)));
         }
@@ -94,6 +99,7 @@ pub(crate) async fn run(
             r = snapshots.changed(), if snapshots_live => snapshots_live = r.is_ok(),
             r = health.changed(), if health_live => health_live = r.is_ok(),
             r = certificates.changed(), if certificates_live => certificates_live = r.is_ok(),
+            r = identities.changed(), if identities_live => identities_live = r.is_ok(),
             () = tokio::time::sleep(BIND_RETRY), if retry => rebuild = false,
         }
     }

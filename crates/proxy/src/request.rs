@@ -113,8 +113,9 @@ pub(crate) fn route<'r>(
             source_vpc_account: &vpc.account,
             client_ip: conn.peer,
         };
-        if let Err(denied) = auth.check(&facts) {
-            return Ok(Decision::Denied(auth.message(&denied, path)));
+        match auth.check(&facts, &routes.identities, crate::auth::now()) {
+            Ok(_identity) => {}
+            Err(denied) => return Ok(Decision::Denied(auth.message(&denied, path))),
         }
     }
     let action = trellis_model::route::find(listener, method, path, &Headers { buf, fields: &head.fields });

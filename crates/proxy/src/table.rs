@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::ServerConfig;
+use trellis_model::iam::Identities;
 use trellis_model::lattice::ListenerProtocol;
 use trellis_model::snapshot::{Action, ListenerView, ServiceView, Snapshot, VpcView};
 use trellis_model::tls::Certificates;
@@ -67,6 +68,8 @@ pub(crate) struct Routes {
     vpcs: FastMap<VpcRoute>,
     groups: FastMap<Group>,
     tls: TlsConfigs,
+    /// The credentials signed requests are verified with.
+    pub(crate) identities: Arc<Identities>,
 }
 
 /// Where a TLS connection goes, by the server name of its ClientHello.
@@ -122,6 +125,8 @@ pub(crate) struct TableInputs<'a> {
     pub(crate) certificates: &'a Certificates,
     /// Server configurations, kept across builds.
     pub(crate) tls: &'a mut TlsStore,
+    /// The credentials signed requests are verified with.
+    pub(crate) identities: Arc<Identities>,
 }
 
 // === impl Routes ===
@@ -134,6 +139,7 @@ impl Routes {
             vpcs: FastMap::default(),
             groups: FastMap::default(),
             tls: TlsConfigs::default(),
+            identities: Arc::default(),
         }
     }
 
@@ -148,8 +154,9 @@ impl Routes {
             .collect();
         drop(labels);
         let tls = inputs.tls.configs(inputs.certificates);
+        let identities = inputs.identities.clone();
         let groups = build_groups(&snapshot, inputs);
-        Self { snapshot, vpcs, groups, tls }
+        Self { snapshot, vpcs, groups, tls, identities }
     }
 
     /// Whether a connection to one of `ports` from `vpc_id` may be TLS.
@@ -342,6 +349,7 @@ mod tests {
                 previous: &Routes::empty(),
                 certificates: &Certificates::default(),
                 tls: &mut TlsStore::new(),
+                identities: Arc::default(),
             },
         );
         for vpc in ["vpc-1", "vpc-2"] {

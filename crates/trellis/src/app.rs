@@ -156,7 +156,14 @@ impl Bound {
             certificates_tx,
             stop.clone(),
         ));
-        let inputs = trellis_proxy::Inputs { snapshots: snapshots.subscribe(), certificates };
+        let (identities_tx, identities) = watch::channel(Arc::new(trellis_model::iam::Identities::default()));
+        let credentials = tokio::spawn(trellis_control::identity::run(
+            store.clone(),
+            config.organization_id.clone(),
+            identities_tx,
+            stop.clone(),
+        ));
+        let inputs = trellis_proxy::Inputs { snapshots: snapshots.subscribe(), certificates, identities };
         let proxy = tokio::spawn(trellis_proxy::run(config.proxy.clone(), inputs, sink, async move {
             let _ = proxy_stop.wait_for(|s| *s).await;
         }));
@@ -183,6 +190,7 @@ impl Bound {
         let _ = compiler.await;
         let _ = sweeper.await;
         let _ = pki.await;
+        let _ = credentials.await;
         let _ = trimmer.await;
         if let Some(network) = network {
             let _ = network.await;

@@ -104,3 +104,16 @@ fn paths_normalise_like_aws() {
     assert_eq!(encode("/a b/é", false), "/a%20b/%C3%A9");
     assert_eq!(encode("a/b", true), "a%2Fb");
 }
+
+#[test]
+fn dates() {
+    assert_eq!(parse_amz_date("19700101T000000Z"), Some(0));
+    assert_eq!(parse_amz_date("20261204T220449Z"), Some(1_796_421_889));
+    assert_eq!(parse_amz_date("20240229T120000Z"), Some(1_709_208_000));
+    assert_eq!(parse_amz_date("2026-12-04T22:04:49Z"), None);
+    assert_eq!(parse_amz_date("20261304T000000Z"), None);
+    for secs in [0, 951_782_400, 1_709_208_000, 1_796_421_889, 4_102_444_799] {
+        assert_eq!(parse_amz_date(&format_amz_date(secs)), Some(secs), "{secs}");
+    }
+    assert_eq!(format_amz_date(1_796_421_889), "20261204T220449Z");
+}

@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use trellis_model::iam::{Identities, Identity, Principal};
 use trellis_model::policy::Policy;
+use trellis_model::sigv4::{Received, Signed};
 use trellis_model::snapshot::IamAuth;
 
 use crate::listener::testing::*;
@@ -124,17 +126,101 @@ async fn the_network_layer_is_checked_first_and_named() {
     proxy.stop().await;
 }
 
+/// A signed request for `one.example` (host, content hash and date signed), as headers.
+fn signed(key: &str, secret: &str, method: &str, path: &str, region: &str, at: u64) -> String {
+    let amz_date = trellis_model::sigv4::format_amz_date(at);
+    let claim = Signed {
+        access_key: key.into(),
+        scope_date: amz_date[..8].into(),
+        region: region.into(),
+        service: "vpc-lattice-svcs".into(),
+        amz_date: amz_date.clone(),
+        signed_headers: vec!["host".into(), "x-amz-content-sha256".into(), "x-amz-date".into()],
+        signature: String::new(),
+        expires: None,
+        query_token: None,
+    };
+    let headers = [
+        ("host", "one.example".to_owned()),
+        ("x-amz-content-sha256", "UNSIGNED-PAYLOAD".to_owned()),
+        ("x-amz-date", amz_date.clone()),
+    ];
+    let lookup = |n: &str| headers.iter().filter(|(k, _)| *k == n).map(|(_, v)| v.as_bytes()).collect::<Vec<_>>();
+    let received = Received { method, path, query: "", header: &lookup };
+    let signature = claim.signature_of(&received, secret, "UNSIGNED-PAYLOAD").expect("signs");
+    format!(
+        "x-amz-content-sha256: UNSIGNED-PAYLOAD\r\nx-amz-date: {amz_date}\r\nauthorization: AWS4-HMAC-SHA256 \
+         Credential={key}/{}/{region}/vpc-lattice-svcs/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, \
+         Signature={signature}\r\n",
+        &amz_date[..8]
+    )
+}
+
+fn user(key: &str, secret: &str, name: &str) -> Arc<Identity> {
+    Arc::new(Identity {
+        access_key_id: key.into(),
+        secret_access_key: secret.into(),
+        session_token: None,
+        expiration: None,
+        account: "000000000000".into(),
+        organization_id: "o-trellis0000".into(),
+        principal: Principal::User {
+            arn: format!("arn:aws:iam::000000000000:user/{name}"),
+            user_id: "AIDAEXAMPLE".into(),
+            user_name: name.into(),
+        },
+        principal_tags: vec![],
+    })
+}
+
 #[tokio::test]
-async fn signed_requests_are_refused_not_treated_as_anonymous() {
-    let allow_all = r#"{"Statement":{"Effect":"Allow","Principal":"*","Action":"*","Resource":"*"}}"#;
-    let (proxy, addr, _a) = guarded(None, Some(iam(Some(allow_all)))).await;
-    let auth = "authorization: AWS4-HMAC-SHA256 Credential=AKID/20261204/us-east-1/vpc-lattice-svcs/aws4_request, \
-                SignedHeaders=host, Signature=00\r\n";
-    let (status, body) = ask(addr, "GET", "one.example", "/", auth).await;
+async fn signed_requests_are_authenticated_then_evaluated_as_their_principal() {
+    let policy = r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:user/ana"},
+        "Action":"vpc-lattice-svcs:Invoke","Resource":"*",
+        "Condition":{"StringEquals":{"aws:PrincipalType":"User","aws:username":"ana","aws:PrincipalOrgID":"o-trellis0000"}}}]}"#;
+    let (proxy, addr, _a) = guarded(None, Some(iam(Some(policy)))).await;
+    let mut known = Identities::default();
+    known.by_key.insert("AKIAANA".into(), user("AKIAANA", "secret-ana", "ana"));
+    known.by_key.insert("AKIABOB".into(), user("AKIABOB", "secret-bob", "bob"));
+    proxy.identities.send_replace(Arc::new(known));
+    let now = crate::auth::now();
+    // Ana, signed: allowed (once the table with the identities is in place).
+    let ana = signed("AKIAANA", "secret-ana", "GET", "/", "us-east-1", now);
+    let mut status = 0;
+    for _ in 0..100 {
+        status = ask(addr, "GET", "one.example", "/", &ana).await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 200);
+    // Anonymous, and Bob: the policy does not allow them, and the answer names them.
+    let (status, body) = ask(addr, "GET", "one.example", "/", "").await;
     assert_eq!(status, 403);
-    assert!(body.contains("cannot be verified"), "{body}");
-    let presigned = "/?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=x";
-    assert_eq!(ask(addr, "GET", "one.example", presigned, "").await.0, 403);
-    assert_eq!(ask(addr, "GET", "one.example", "/", "").await.0, 200, "anonymous is allowed");
+    assert!(body.contains("User: anonymous is not authorized"), "{body}");
+    let bob = signed("AKIABOB", "secret-bob", "GET", "/", "us-east-1", now);
+    let (status, body) = ask(addr, "GET", "one.example", "/", &bob).await;
+    assert_eq!(status, 403);
+    assert!(body.contains("User: arn:aws:iam::000000000000:user/bob is not authorized"), "{body}");
+    // Authentication failures: each a 403 saying which, never anonymous.
+    let cases = [
+        (signed("AKIAANA", "wrong", "GET", "/", "us-east-1", now), "/", "does not match"),
+        (signed("AKIAANA", "secret-ana", "GET", "/other", "us-east-1", now), "/", "does not match"),
+        (signed("AKIANOBODY", "x", "GET", "/", "us-east-1", now), "/", "does not exist"),
+        (signed("AKIAANA", "secret-ana", "GET", "/", "eu-west-1", now), "/", "region"),
+        (signed("AKIAANA", "secret-ana", "GET", "/", "us-east-1", now - 600), "/", "5 minutes"),
+        (
+            ana.replace("UNSIGNED-PAYLOAD", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+            "/",
+            "UNSIGNED-PAYLOAD",
+        ),
+        (ana.replace("AWS4-HMAC-SHA256", "AWS4-ECDSA-P256-SHA256"), "/", "SigV4A"),
+    ];
+    for (headers, path, says) in cases {
+        let (status, body) = ask(addr, "GET", "one.example", path, &headers).await;
+        assert_eq!(status, 403, "{says}: {body}");
+        assert!(body.contains(says), "{says}: {body}");
+    }
     proxy.stop().await;
 }

@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use trellis_model::iam::Identities;
 use trellis_model::lattice::{HealthCheckConfig, ListenerProtocol};
 use trellis_model::snapshot::{
     Action, ListenerView, Listeners, Reach, RuleView, ServiceView, Snapshot, TargetGroupView, TargetView, VpcView,
@@ -47,6 +48,7 @@ pub(crate) struct Proxy {
     pub(crate) snapshots: watch::Sender<Arc<Snapshot>>,
     pub(crate) health: watch::Sender<Arc<HealthTable>>,
     pub(crate) certificates: watch::Sender<Arc<Certificates>>,
+    pub(crate) identities: watch::Sender<Arc<Identities>>,
     pub(crate) in_flight: Arc<InFlight>,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), Error>>,
@@ -257,18 +259,20 @@ impl Proxy {
         let (snapshots, snapshots_rx) = watch::channel(snapshot);
         let (health, health_rx) = watch::channel(Arc::new(HealthTable::default()));
         let (certificates, certificates_rx) = watch::channel(Arc::new(Certificates::default()));
+        let (identities, identities_rx) = watch::channel(Arc::new(Identities::default()));
         let (stop, stop_rx) = watch::channel(false);
         let in_flight = Arc::new(InFlight::default());
         let task = tokio::spawn(super::run(
             Arc::new(config),
             snapshots_rx,
             certificates_rx,
+            identities_rx,
             health_rx,
             in_flight.clone(),
             stop_rx,
         ));
         wait_listening(ready).await;
-        Self { snapshots, health, certificates, in_flight, stop, task }
+        Self { snapshots, health, certificates, identities, in_flight, stop, task }
     }
 
     /// Publishes a snapshot.
