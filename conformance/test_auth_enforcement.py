@@ -154,5 +154,10 @@ def test_signed_requests_are_verified_and_evaluated_as_their_principal(dp):
         "Effect": "Allow", "Principal": {"AWS": role["Arn"]}, "Action": "*", "Resource": "*"}))
     wait_for(lambda: signed_get(info["address"], port, host, "/y", creds["AccessKeyId"], creds["SecretAccessKey"],
                                 creds["SessionToken"])[0] == 200, 10, interval=0.1, message="the session is let in")
+    status, body = signed_get(info["address"], port, host, "/y", creds["AccessKeyId"], creds["SecretAccessKey"],
+                              creds["SessionToken"])
+    seen = {k.lower(): v for k, v in json.loads(body)["headers"]}
+    session_arn = f"arn:aws:sts::{root['account']}:assumed-role/lattice-caller/s1"
+    assert seen["x-amzn-lattice-identity"] == f"Principal={session_arn};PrincipalOrgID=o-trellis0000;SessionName=s1"
     status, body = signed_get(info["address"], port, host, "/y", creds["AccessKeyId"], creds["SecretAccessKey"])
     assert status == 403 and b"token" in body, body

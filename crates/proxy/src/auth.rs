@@ -272,6 +272,17 @@ impl Keys for Context<'_, '_> {
     }
 }
 
+/// `x-amzn-lattice-identity` for an authenticated caller (spec §3.8):
+/// `Principal=<arn>;PrincipalOrgID=<org>`, and `;SessionName=<name>` for a role's session.
+pub(crate) fn identity_header(id: &Identity) -> String {
+    let mut out = format!("Principal={};PrincipalOrgID={}", id.principal.arn(), id.organization_id);
+    if let Principal::AssumedRole { session_name, .. } = &id.principal {
+        out.push_str(";SessionName=");
+        out.push_str(session_name);
+    }
+    out
+}
+
 /// Now, in seconds since the Unix epoch.
 pub(crate) fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())

@@ -190,6 +190,7 @@ async fn forward(
     let Located { vpc, reach, listener, port } = request::locate(&ctx.conn, &routes, host)?;
     // Auth policies, before the rules (spec §3.1).
     let path = req.uri().path();
+    let mut identity = None;
     if let Some(auth) = &reach.auth {
         let headers = req.headers();
         // HTTP/2 carries the host in `:authority`; signatures name it `host`.
@@ -211,10 +212,13 @@ async fn forward(
             source_vpc_account: &vpc.account,
             client_ip: ctx.conn.peer,
         };
-        if let Err(denied) = auth.check(&facts, &routes.identities, crate::auth::now()) {
-            let message = auth.message(&denied, path);
-            tracing::debug!(%message, "request denied by an auth policy");
-            return Ok(local(StatusCode::FORBIDDEN, Bytes::from(message), request_id));
+        match auth.check(&facts, &routes.identities, crate::auth::now()) {
+            Ok(caller) => identity = caller.map(|id| crate::auth::identity_header(&id)),
+            Err(denied) => {
+                let message = auth.message(&denied, path);
+                tracing::debug!(%message, "request denied by an auth policy");
+                return Ok(local(StatusCode::FORBIDDEN, Bytes::from(message), request_id));
+            }
         }
     }
     // Rule.
@@ -236,8 +240,14 @@ async fn forward(
     }
     ctx.activity.idle_ms.store(millis(reach.service.idle_timeout), Ordering::Relaxed);
     let authority = HeaderValue::from_str(raw_authority(&req)).map_err(|_| ProxyError::new(ErrorKind::BadHost))?;
-    let added =
-        Added { client_ip: &ctx.conn.client_ip, port, network: &vpc.network, target: target_header, request_id };
+    let added = Added {
+        identity: identity.as_deref(),
+        client_ip: &ctx.conn.client_ip,
+        port,
+        network: &vpc.network,
+        target: target_header,
+        request_id,
+    };
     let (parts, body) = req.into_parts();
     let h2 = group.version != Version::Http1;
     let head = upstream_head(&parts, &authority, h2.then_some(group.tls), &added)?;
@@ -345,6 +355,7 @@ async fn exchange(
 
 /// What the proxy adds to a request.
 struct Added<'a> {
+    identity: Option<&'a str>,
     client_ip: &'a [u8],
     port: &'a [u8],
     network: &'a [u8],
@@ -429,6 +440,9 @@ fn upstream_head(
     h.insert(HeaderName::from_static("x-amzn-lattice-network"), HeaderValue::from_bytes(added.network).map_err(bad)?);
     h.insert(HeaderName::from_static("x-amzn-lattice-target"), HeaderValue::from_bytes(added.target).map_err(bad)?);
     h.insert(X_AMZN_REQUESTID, HeaderValue::from_bytes(added.request_id).map_err(bad)?);
+    if let Some(identity) = added.identity {
+        h.insert(HeaderName::from_static("x-amzn-lattice-identity"), HeaderValue::from_str(identity).map_err(bad)?);
+    }
     Ok(head)
 }
 

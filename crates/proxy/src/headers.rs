@@ -32,6 +32,8 @@ pub(crate) struct Forwarded<'a> {
     pub(crate) target: &'a [u8],
     /// The request id.
     pub(crate) request_id: &'a [u8],
+    /// `x-amzn-lattice-identity`, for an authenticated caller.
+    pub(crate) identity: Option<&'a [u8]>,
 }
 
 /// A request id: a random UUID (version 4).
@@ -206,6 +208,9 @@ pub(crate) fn write_request(
     field(out, b"x-forwarded-proto", f.proto);
     field(out, b"x-amzn-lattice-network", f.network);
     field(out, b"x-amzn-lattice-target", f.target);
+    if let Some(identity) = f.identity {
+        field(out, b"x-amzn-lattice-identity", identity);
+    }
     field(out, b"x-amzn-requestid", f.request_id);
     write_framing(out, framing);
     out.extend_from_slice(b"\r\n");
@@ -326,6 +331,7 @@ mod tests {
             network: net,
             target: &target,
             request_id: &id,
+            identity: None,
         };
         let mut out = Vec::new();
         write_request(&mut out, raw, &head, b"/p", None, Framing::Length(3), &f);

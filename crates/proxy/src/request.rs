@@ -52,6 +52,8 @@ pub(crate) struct Forward<'r> {
     pub(crate) path: Range<usize>,
     /// The authority of an absolute-form request target, which replaces `Host`.
     pub(crate) authority: Option<Range<usize>>,
+    /// `x-amzn-lattice-identity`, for a request a signature authenticated.
+    pub(crate) identity: Option<String>,
 }
 
 /// A request's headers, as rules read them.
@@ -94,6 +96,7 @@ pub(crate) fn route<'r>(
         Err(_) => return Err(ProxyError::new(ErrorKind::BadFraming)),
     };
     // Auth policies, before the rules (spec §3.1).
+    let mut identity = None;
     if let Some(auth) = &reach.auth {
         let query = std::str::from_utf8(&buf[target.path.end..target.origin.end]).unwrap_or("");
         let header = |name: &str| {
@@ -114,7 +117,7 @@ pub(crate) fn route<'r>(
             client_ip: conn.peer,
         };
         match auth.check(&facts, &routes.identities, crate::auth::now()) {
-            Ok(_identity) => {}
+            Ok(caller) => identity = caller.map(|id| crate::auth::identity_header(&id)),
             Err(denied) => return Ok(Decision::Denied(auth.message(&denied, path))),
         }
     }
@@ -137,6 +140,7 @@ pub(crate) fn route<'r>(
         idle_timeout: reach.service.idle_timeout,
         path: target.origin,
         authority: target.authority,
+        identity,
     }))
 }
 

@@ -195,6 +195,18 @@ async fn signed_requests_are_authenticated_then_evaluated_as_their_principal() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(status, 200);
+    let (_, body) = ask(addr, "GET", "one.example", "/", &ana).await;
+    assert_eq!(
+        seen(&body, "x-amzn-lattice-identity"),
+        ["Principal=arn:aws:iam::000000000000:user/ana;PrincipalOrgID=o-trellis0000"]
+    );
+    // A caller cannot claim an identity: the header is replaced.
+    let claim = format!("{ana}x-amzn-lattice-identity: Principal=arn:aws:iam::000000000000:root\r\n");
+    let (_, body) = ask(addr, "GET", "one.example", "/", &claim).await;
+    assert_eq!(
+        seen(&body, "x-amzn-lattice-identity"),
+        ["Principal=arn:aws:iam::000000000000:user/ana;PrincipalOrgID=o-trellis0000"]
+    );
     // Anonymous, and Bob: the policy does not allow them, and the answer names them.
     let (status, body) = ask(addr, "GET", "one.example", "/", "").await;
     assert_eq!(status, 403);

@@ -126,6 +126,7 @@ impl Session {
                 network: fw.network,
                 target: fw.target_header,
                 request_id,
+                identity: fw.identity.as_deref().map(str::as_bytes),
             };
             let authority = fw.authority.clone().map(|a| &buf[a]);
             // An absolute-form target without a path asks for `/` (RFC 9112 §3.2.1).
