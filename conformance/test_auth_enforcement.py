@@ -133,6 +133,7 @@ def test_signed_requests_are_verified_and_evaluated_as_their_principal(dp):
     dp.lattice.update_service(serviceIdentifier=svc, authType="AWS_IAM")
     info = dp.ingress(vpc)
     port = dp.real_port(info, 80)
+    dp.wait_serving(c, host, 403, path="/x")  # the service is guarded now
     wait_for(lambda: signed_get(info["address"], port, host, "/x", key["AccessKeyId"],
                                 key["SecretAccessKey"])[0] == 200, 10, interval=0.1, message="the user is let in")
     status, body = signed_get(info["address"], port, host, "/x", root["accessKeyId"], root["secretAccessKey"])
@@ -152,6 +153,9 @@ def test_signed_requests_are_verified_and_evaluated_as_their_principal(dp):
     creds = sts.assume_role(RoleArn=role["Arn"], RoleSessionName="s1")["Credentials"]
     dp.lattice.put_auth_policy(resourceIdentifier=svc, policy=policy({
         "Effect": "Allow", "Principal": {"AWS": role["Arn"]}, "Action": "*", "Resource": "*"}))
+    # The new policy is in force once the user is no longer let in.
+    wait_for(lambda: signed_get(info["address"], port, host, "/x", key["AccessKeyId"],
+                                key["SecretAccessKey"])[0] == 403, 10, interval=0.1, message="the new policy")
     wait_for(lambda: signed_get(info["address"], port, host, "/y", creds["AccessKeyId"], creds["SecretAccessKey"],
                                 creds["SessionToken"])[0] == 200, 10, interval=0.1, message="the session is let in")
     status, body = signed_get(info["address"], port, host, "/y", creds["AccessKeyId"], creds["SecretAccessKey"],
