@@ -10,7 +10,9 @@
 //! is authenticated against the installation's credentials first (spec §4.4): scope service
 //! `vpc-lattice-svcs` in the service's region, a date within five minutes (presigned: not
 //! expired), the session token of temporary credentials; any failure is a 403 that says which,
-//! never an anonymous request. SigV4A is refused by name.
+//! never an anonymous request. SigV4A is refused by name. A service no layer guards does not
+//! authenticate: its requests, signed or not, go on as they came (what AWS does with a signature
+//! there is unconfirmed; checking it would refuse requests that nothing asked to authenticate).
 
 use std::net::IpAddr;
 
