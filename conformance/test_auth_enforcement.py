@@ -165,3 +165,42 @@ def test_signed_requests_are_verified_and_evaluated_as_their_principal(dp):
     assert seen["x-amzn-lattice-identity"] == f"Principal={session_arn};PrincipalOrgID=o-trellis0000;SessionName=s1"
     status, body = signed_get(info["address"], port, host, "/y", creds["AccessKeyId"], creds["SecretAccessKey"])
     assert status == 403 and b"token" in body, body
+
+
+def test_curl_aws_sigv4_is_accepted(dp):
+    """`curl --aws-sigv4` as the Lattice docs show it (UNSIGNED-PAYLOAD given as a header)."""
+    import subprocess
+    import urllib.request
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+            f"{dp.endpoint}/_trellis/credentials") as r:
+        root = json.loads(r.read())
+    vpc = dp.res.vpc()
+    target = dp.target("app")
+    tg = dp.tg(vpc)["id"]
+    dp.register(tg, target)
+    m = dp.mesh(forward(tg), vpc=vpc)
+    svc, host = m["svc"]["id"], m["host"]
+    c = dp.client(vpc)
+    dp.wait_serving(c, host, "app")
+    dp.lattice.put_auth_policy(resourceIdentifier=svc, policy=policy({
+        "Effect": "Allow", "Principal": {"AWS": root["account"]}, "Action": "*", "Resource": "*"}))
+    dp.lattice.update_service(serviceIdentifier=svc, authType="AWS_IAM")
+    dp.wait_serving(c, host, 403)
+    info = dp.ingress(vpc)
+    port = dp.real_port(info, 80)
+
+    def curl(*extra):
+        return subprocess.run(["curl", "-sS", "--max-time", "10", "--resolve", f"{host}:{port}:{info['address']}",
+                               "--aws-sigv4", "aws:amz:us-east-1:vpc-lattice-svcs",
+                               "--user", f"{root['accessKeyId']}:{root['secretAccessKey']}",
+                               "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", *extra,
+                               "-w", "\n%{http_code}", f"http://{host}:{port}/hello?q=1"],
+                              capture_output=True, text=True, timeout=30)
+    out = curl()
+    body, code = out.stdout.rsplit("\n", 1)
+    assert code == "200", out.stdout + out.stderr
+    seen = {k.lower(): v for k, v in json.loads(body)["headers"]}
+    assert seen["x-amzn-lattice-identity"].startswith(f"Principal={root['arn']};")
+    # A POST with a body: the payload is not signed, so it streams.
+    out = curl("-X", "POST", "--data-binary", "x" * 100_000)
+    assert out.stdout.rsplit("\n", 1)[1] == "200", out.stdout[-300:] + out.stderr
