@@ -469,6 +469,19 @@ def test_demo_https(mode):
     assert "--protocol HTTPS --port 443" in r.stdout and "curl https://" in r.stdout
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_demo_auth(mode):
+    r = subprocess.run([support.require_binary(), "demo", "--auth", "--network", mode], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    vpc_b = re.search(r"created VPC-B (vpc-[0-9a-f]+)", r.stdout).group(1)
+    assert f"allows requests from {vpc_b} only" in r.stdout, r.stdout
+    assert re.search(r"from VPC-B, GET http://\S+/ → 200", r.stdout), r.stdout
+    assert re.search(r"from VPC-A, GET http://\S+/ → 403: AccessDeniedException: User: anonymous", r.stdout), r.stdout
+    assert "--auth-type AWS_IAM" in r.stdout and "put-auth-policy" in r.stdout
+    assert "every check passed" in r.stdout
+
+
 def _try(fn):
     try:
         return fn()

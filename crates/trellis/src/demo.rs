@@ -34,6 +34,15 @@ use crate::fetch::{self, Resolved};
 /// How long the demo waits for its tasks to be healthy.
 const HEALTHY_WITHIN: Duration = Duration::from_secs(20);
 
+/// What the demo's service looks like.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// An HTTPS:443 listener instead of HTTP:80.
+    pub https: bool,
+    /// `authType: AWS_IAM` with a policy that lets in requests from VPC-B only.
+    pub auth: bool,
+}
+
 /// What the demo made, for the checks and the `aws` commands it prints.
 #[derive(Default)]
 struct Made {
@@ -42,10 +51,10 @@ struct Made {
 
 /// Runs the demo in `network` mode (default: netns as root, else loopback); `keep` leaves the
 /// server running afterwards.
-pub async fn run(keep: bool, network: Option<String>, https: bool) -> anyhow::Result<()> {
+pub async fn run(keep: bool, network: Option<String>, options: Options) -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = std::env::temp_dir().join(format!("trellis-demo-{}", std::process::id()));
-    let result = run_in(&dir, keep, network, https, started).await;
+    let result = run_in(&dir, keep, network, options, started).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -54,7 +63,7 @@ async fn run_in(
     dir: &std::path::Path,
     keep: bool,
     network: Option<String>,
-    https: bool,
+    options: Options,
     started: Instant,
 ) -> anyhow::Result<()> {
     let say = |what: &str| println!("[{:>5.1}s] {what}", started.elapsed().as_secs_f64());
@@ -76,9 +85,9 @@ async fn run_in(
     let mode = if matches!(network, Network::Netns(_)) { "netns: every VPC a network namespace" } else { "loopback" };
     say(&format!("Trellis serving the AWS APIs at {endpoint} ({mode})"));
 
-    let outcome = scenario(&Client::new(&endpoint)?, &network, https, &say).await;
+    let outcome = scenario(&Client::new(&endpoint)?, &network, options, &say).await;
     match &outcome {
-        Ok(made) => print_aws_commands(made, &endpoint, https),
+        Ok(made) => print_aws_commands(made, &endpoint, options),
         Err(e) => println!("\nFAILED: {e:#}"),
     }
     if keep && outcome.is_ok() {
@@ -103,7 +112,8 @@ async fn run_in(
 }
 
 /// The scenario itself.
-async fn scenario(api: &Client, network: &Network, https: bool, say: &dyn Fn(&str)) -> anyhow::Result<Made> {
+async fn scenario(api: &Client, network: &Network, options: Options, say: &dyn Fn(&str)) -> anyhow::Result<Made> {
+    let https = options.https;
     let (protocol, port, scheme) = if https { ("HTTPS", 443, "https") } else { ("HTTP", 80, "http") };
     let mut made = Made::default();
     // 1. Networks.
@@ -173,7 +183,8 @@ async fn scenario(api: &Client, network: &Network, https: bool, say: &dyn Fn(&st
         )
         .await?;
     let (tg_id, tg_arn) = (text(&tg, "id")?, text(&tg, "arn")?);
-    let svc = api.call("POST", "/services", Some(json!({"name": "demo-web"}))).await?;
+    let auth_type = if options.auth { "AWS_IAM" } else { "NONE" };
+    let svc = api.call("POST", "/services", Some(json!({"name": "demo-web", "authType": auth_type}))).await?;
     let svc_id = text(&svc, "id")?;
     let dns = svc["dnsEntry"]["domainName"].as_str().context("the service has no DNS name")?.to_owned();
     api.call(
@@ -190,6 +201,10 @@ async fn scenario(api: &Client, network: &Network, https: bool, say: &dyn Fn(&st
     )
     .await?;
     say(&format!("created Lattice service {svc_id} ({dns}), {protocol} :{port} → target group {tg_id}"));
+    if options.auth {
+        api.call("PUT", &format!("/authpolicy/{svc_id}"), Some(json!({"policy": vpc_b_only(&vpc_b)}))).await?;
+        say(&format!("its authType is AWS_IAM, with an auth policy that allows requests from {vpc_b} only"));
+    }
 
     // 4. ECS.
     const ECS: &str = "AmazonEC2ContainerServiceV20141113";
@@ -273,6 +288,23 @@ async fn scenario(api: &Client, network: &Network, https: bool, say: &dyn Fn(&st
         },
         None => say("VPC-C has no way to Lattice at all: it is not associated with the service network"),
     }
+    if options.auth {
+        // VPC-A reaches the service too, and the policy turns it away.
+        let from_a = Vantage::new(api, network, &vpc_a, &subnet_a).await?;
+        let (resolver, place) = from_a.resolver.clone().context("VPC-A has no resolver")?;
+        let addr = match fetch::resolve(&place, resolver, &dns, Duration::from_secs(2)).await? {
+            Resolved::Address(a) if !a.is_empty() => a[0],
+            other => bail!("VPC-A could not resolve {dns}: {other:?}"),
+        };
+        let tls = if https { Some(fetch::trusting(&api.text("GET", "/_trellis/ca").await?)?) } else { None };
+        let at = SocketAddr::new(addr, from_a.real_port(port));
+        let (status, body) = fetch::get(&place, at, &dns, "/", tls, Duration::from_secs(5)).await?;
+        if status != 403 {
+            bail!("VPC-A got {status} from {dns}; the auth policy must deny it");
+        }
+        say(&format!("from VPC-A, GET {scheme}://{dns}/ → {status}: {}", body.trim()));
+        from_a.close(api).await;
+    }
     from_b.close(api).await;
     from_c.close(api).await;
     made.ids = BTreeMap::from([
@@ -350,7 +382,16 @@ fn describe(r: &Resolved) -> String {
 }
 
 /// The `aws` commands that make the same setup.
-fn print_aws_commands(made: &Made, endpoint: &str, https: bool) {
+/// The demo's auth policy: requests from `vpc` only.
+fn vpc_b_only(vpc: &str) -> String {
+    json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*",
+        "Action": "vpc-lattice-svcs:Invoke", "Resource": "*",
+        "Condition": {"StringEquals": {"vpc-lattice-svcs:SourceVpc": vpc}}}]})
+    .to_string()
+}
+
+fn print_aws_commands(made: &Made, endpoint: &str, options: Options) {
+    let https = options.https;
     let id = |k: &str| made.ids.get(k).map_or("…", String::as_str);
     let (protocol, port, scheme) = if https { ("HTTPS", 443, "https") } else { ("HTTP", 80, "http") };
     println!("\nThe same with the aws CLI (AWS_ENDPOINT_URL={endpoint}):");
@@ -380,7 +421,16 @@ fn print_aws_commands(made: &Made, endpoint: &str, https: bool) {
              '{{\"port\":80,\"protocol\":\"HTTP\",\"vpcIdentifier\":\"{}\"}}'",
             id("vpc_a")
         ),
-        "aws vpc-lattice create-service --name demo-web".to_owned(),
+        if options.auth {
+            format!(
+                "aws vpc-lattice create-service --name demo-web --auth-type AWS_IAM\n  \
+                 aws vpc-lattice put-auth-policy --resource-identifier {} --policy '{}'",
+                id("svc"),
+                vpc_b_only(id("vpc_b"))
+            )
+        } else {
+            "aws vpc-lattice create-service --name demo-web".to_owned()
+        },
         format!(
             "aws vpc-lattice create-listener --service-identifier {} --name {scheme} --protocol {protocol} --port {port} \\\n    \
              --default-action '{{\"forward\":{{\"targetGroups\":[{{\"targetGroupIdentifier\":\"{}\"}}]}}}}'",

@@ -32,6 +32,10 @@ enum Command {
         /// An HTTPS:443 listener instead of HTTP:80, fetched over TLS trusting the Trellis CA.
         #[arg(long)]
         https: bool,
+        /// The service's authType AWS_IAM, with an auth policy that lets in VPC-B only (VPC-A
+        /// is turned away).
+        #[arg(long)]
+        auth: bool,
     },
     /// Show service networks, services (with DNS names), target groups and targets.
     Status(ClientArgs),
@@ -172,9 +176,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })?;
             Ok(0)
         }
-        Command::Demo { keep, network, https } => {
+        Command::Demo { keep, network, https, auth } => {
             init_logs_with(false, "warn");
-            runtime(None)?.block_on(trellis::demo::run(keep, network, https))?;
+            let options = trellis::demo::Options { https, auth };
+            runtime(None)?.block_on(trellis::demo::run(keep, network, options))?;
             Ok(0)
         }
         Command::Status(args) => {
