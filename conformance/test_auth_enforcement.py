@@ -204,3 +204,168 @@ def test_curl_aws_sigv4_is_accepted(dp):
     # A POST with a body: the payload is not signed, so it streams.
     out = curl("-X", "POST", "--data-binary", "x" * 100_000)
     assert out.stdout.rsplit("\n", 1)[1] == "200", out.stdout[-300:] + out.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# A table of policies, each asserted from real requests through the proxy
+# --------------------------------------------------------------------------------------------
+
+def _cases(vpc, user_arn, account):
+    """(service policy statements, request, expected status); a request is
+    (method, path, headers, signed)."""
+    svc_arn = "arn:aws:vpc-lattice:us-east-1:" + account + ":service/*"
+    allow_all = allow()
+    c = []
+    def case(statements, method="GET", path="/p", headers=None, signed=False, want=200):
+        c.append((statements, (method, path, headers or {}, signed), want))
+    # Principals
+    case([allow_all])
+    case([allow_all], signed=True)
+    case([{**allow_all, "Principal": {"AWS": "*"}}])
+    case([{**allow_all, "Principal": {"AWS": account}}], want=403)
+    case([{**allow_all, "Principal": {"AWS": account}}], signed=True)
+    case([{**allow_all, "Principal": {"AWS": f"arn:aws:iam::{account}:root"}}], signed=True)
+    case([{**allow_all, "Principal": {"AWS": user_arn}}], signed=True)
+    case([{**allow_all, "Principal": {"AWS": "arn:aws:iam::111122223333:root"}}], signed=True, want=403)
+    case([{**allow_all, "Principal": {"AWS": [f"arn:aws:iam::{account}:user/other", user_arn]}}], signed=True)
+    # Actions
+    case([{**allow_all, "Action": "vpc-lattice-svcs:*"}])
+    case([{**allow_all, "Action": "vpc-lattice-svcs:Connect"}], want=403)
+    case([{k: v for k, v in allow_all.items() if k != "Action"} | {"NotAction": "vpc-lattice-svcs:Connect"}])
+    case([{k: v for k, v in allow_all.items() if k != "Action"} | {"NotAction": "vpc-lattice-svcs:Invoke"}], want=403)
+    # Resources
+    case([allow("*/p")])
+    case([allow("*/p")], path="/q", want=403)
+    case([allow("*/p*")], path="/p/deeper")
+    case([allow("*/?")], path="/p")
+    case([allow("*/??")], path="/p", want=403)
+    case([allow(svc_arn + "/p")])
+    case([allow("arn:aws:vpc-lattice:eu-west-1:*")], want=403)
+    case([{k: v for k, v in allow_all.items() if k != "Resource"} | {"NotResource": "*/admin*"}])
+    case([{k: v for k, v in allow_all.items() if k != "Resource"} | {"NotResource": "*/admin*"}], path="/admin", want=403)
+    # String operators
+    case([allow(StringEquals={"vpc-lattice-svcs:RequestMethod": "GET"})])
+    case([allow(StringEquals={"vpc-lattice-svcs:RequestMethod": "GET"})], method="POST", want=403)
+    case([allow(StringNotEquals={"vpc-lattice-svcs:RequestMethod": "DELETE"})])
+    case([allow(StringEqualsIgnoreCase={"vpc-lattice-svcs:RequestHeader/x-team": "BLUE"})], headers={"x-team": "blue"})
+    case([allow(StringEquals={"vpc-lattice-svcs:RequestHeader/x-team": "BLUE"})], headers={"x-team": "blue"}, want=403)
+    case([allow(StringLike={"vpc-lattice-svcs:RequestHeader/user-agent": "probe/*"})], headers={"user-agent": "probe/2"})
+    case([allow(StringNotLike={"vpc-lattice-svcs:RequestPath": "/private*"})])
+    case([allow(StringNotLike={"vpc-lattice-svcs:RequestPath": "/p*"})], want=403)
+    case([allow(StringEquals={"vpc-lattice-svcs:SourceVpc": vpc})])
+    case([allow(StringEquals={"vpc-lattice-svcs:SourceVpc": "vpc-0000000000000000"})], want=403)
+    case([allow(StringEquals={"vpc-lattice-svcs:SourceVpcOwnerAccount": account})])
+    case([allow(StringEquals={"vpc-lattice-svcs:RequestHeader/x-missing": "x"})], want=403)
+    case([allow(StringNotEquals={"vpc-lattice-svcs:RequestHeader/x-missing": "x"})])
+    case([allow(StringEqualsIfExists={"vpc-lattice-svcs:RequestHeader/x-missing": "x"})])
+    case([allow(StringEqualsIfExists={"vpc-lattice-svcs:RequestHeader/x-team": "red"})], headers={"x-team": "blue"},
+         want=403)
+    # Principal keys
+    case([allow(StringNotEquals={"aws:PrincipalType": "Anonymous"})], want=403)
+    case([allow(StringNotEquals={"aws:PrincipalType": "Anonymous"})], signed=True)
+    case([allow(StringEquals={"aws:PrincipalType": "User"})], signed=True)
+    case([allow(StringEquals={"aws:PrincipalArn": user_arn})], signed=True)
+    case([allow(StringEquals={"aws:PrincipalAccount": account})], signed=True)
+    case([allow(StringEquals={"aws:PrincipalOrgID": "o-trellis0000"})], signed=True)
+    case([allow(StringEquals={"aws:PrincipalOrgID": "o-trellis0000"})], want=403)
+    case([allow(StringEquals={"aws:username": "table"})], signed=True)
+    # ARN operators
+    case([allow(ArnLike={"vpc-lattice-svcs:ServiceArn": svc_arn})])
+    case([allow(ArnEquals={"vpc-lattice-svcs:ServiceArn": "arn:aws:vpc-lattice:us-east-1:1:service/svc-x"})], want=403)
+    case([allow(ArnLike={"vpc-lattice-svcs:ServiceNetworkArn": "arn:aws:vpc-lattice:*:*:servicenetwork/*"})])
+    case([allow(ArnNotLike={"vpc-lattice-svcs:ServiceNetworkArn": "arn:aws:vpc-lattice:*:*:servicenetwork/*"})],
+         want=403)
+    # Numeric, Null, IpAddress
+    case([allow(NumericEquals={"vpc-lattice-svcs:Port": "80"})])
+    case([allow(NumericGreaterThan={"vpc-lattice-svcs:Port": "1024"})], want=403)
+    case([allow(NumericLessThanEquals={"vpc-lattice-svcs:Port": "80"})])
+    case([allow(Null={"vpc-lattice-svcs:RequestHeader/x-team": "true"})])
+    case([allow(Null={"vpc-lattice-svcs:RequestHeader/x-team": "true"})], headers={"x-team": "a"}, want=403)
+    case([allow(IpAddress={"aws:SourceIp": "127.0.0.0/8"})])
+    case([allow(NotIpAddress={"aws:SourceIp": "127.0.0.0/8"})], want=403)
+    # Query strings and set qualifiers
+    case([allow(**{"ForAnyValue:StringEquals": {"vpc-lattice-svcs:RequestQueryString/tag": ["b"]}})],
+         path="/p?tag=a&tag=b")
+    case([allow(**{"ForAllValues:StringEquals": {"vpc-lattice-svcs:RequestQueryString/tag": ["a"]}})],
+         path="/p?tag=a&tag=b", want=403)
+    case([allow(**{"ForAllValues:StringEquals": {"vpc-lattice-svcs:RequestQueryString/tag": ["a", "b"]}})],
+         path="/p?tag=a&tag=b")
+    case([allow(StringEquals={"vpc-lattice-svcs:RequestQueryString/q": "hello world"})], path="/p?q=hello%20world")
+    # Explicit deny and several statements
+    case([allow_all, {"Effect": "Deny", "Principal": "*", "Action": "*", "Resource": "*/p"}], want=403)
+    case([allow_all, {"Effect": "Deny", "Principal": "*", "Action": "*", "Resource": "*/p"}], path="/q")
+    case([allow("*/a"), allow("*/p")])
+    case([{"Effect": "Deny", "Principal": {"AWS": user_arn}, "Action": "*", "Resource": "*"}, allow_all], signed=True,
+         want=403)
+    case([{"Effect": "Deny", "Principal": {"AWS": user_arn}, "Action": "*", "Resource": "*"}, allow_all])
+    return c
+
+
+def test_a_table_of_policies_through_the_proxy(dp):
+    iam = dp.server.client("iam")
+    user = iam.create_user(UserName="table")["User"]
+    key = iam.create_access_key(UserName="table")["AccessKey"]
+    account = user["Arn"].split(":")[4]
+    vpc = dp.res.vpc()
+    target = dp.target("app")
+    tg = dp.tg(vpc)["id"]
+    dp.register(tg, target)
+    m = dp.mesh(forward(tg), vpc=vpc)
+    svc, sn, host = m["svc"]["id"], m["sn"]["id"], m["host"]
+    c = dp.client(vpc)
+    dp.wait_serving(c, host, "app")
+    dp.lattice.update_service(serviceIdentifier=svc, authType="AWS_IAM")
+    dp.wait_serving(c, host, 403)
+    info = dp.ingress(vpc)
+    port = dp.real_port(info, 80)
+
+    def send(method, path, headers, signed):
+        if signed:
+            import http.client
+            from botocore.auth import SigV4Auth
+            from botocore.awsrequest import AWSRequest
+            from botocore.credentials import Credentials
+            req = AWSRequest(method=method, url=f"http://{host}{path}",
+                             headers={"Host": host, "x-amz-content-sha256": "UNSIGNED-PAYLOAD", **headers})
+            SigV4Auth(Credentials(key["AccessKeyId"], key["SecretAccessKey"]), "vpc-lattice-svcs",
+                      "us-east-1").add_auth(req)
+            conn = http.client.HTTPConnection(info["address"], port, timeout=10)
+            try:
+                conn.request(method, path, headers=dict(req.headers.items()))
+                r = conn.getresponse()
+                return r.status, r.read()
+            finally:
+                conn.close()
+        r = c.request(method, path, host, headers=headers)
+        return r.status, r.body
+
+    cases = _cases(vpc, user["Arn"], account)
+    assert len(cases) >= 60, len(cases)
+    failures = []
+    for i, (statements, (method, path, headers, signed), want) in enumerate(cases):
+        # Each version lets in `/sentinel` with its own case number only: once that passes, this
+        # version is in force (the one before turns it away).
+        mark = {"x-case": str(i)}
+        doc = policy(*statements, allow("*/sentinel", StringEquals={"vpc-lattice-svcs:RequestHeader/x-case": str(i)}),
+                     {"Effect": "Deny", "Principal": "*", "Action": "*", "Resource": "*/sentinel",
+                      "Condition": {"StringNotEquals": {"vpc-lattice-svcs:RequestHeader/x-case": str(i)}}})
+        dp.lattice.put_auth_policy(resourceIdentifier=svc, policy=doc)
+        wait_for(lambda: send("GET", "/sentinel", mark, False)[0] == 200, 5, interval=0.02,
+                 message=f"case {i}'s policy to apply")
+        status, body = send(method, path, headers, signed)
+        if status != want:
+            failures.append(f"case {i}: {statements} {method} {path} {headers} signed={signed}: "
+                            f"{status} (want {want}) {body[:200]!r}")
+    assert not failures, "\n".join(failures)
+
+    # The network layer in front: a deny there wins over the service's allow, and its 403 says so.
+    dp.lattice.put_auth_policy(resourceIdentifier=svc, policy=policy(allow()))
+    dp.lattice.put_auth_policy(resourceIdentifier=sn, policy=policy(
+        allow(), {"Effect": "Deny", "Principal": "*", "Action": "*", "Resource": "*/net-denied"}))
+    dp.lattice.update_service_network(serviceNetworkIdentifier=sn, authType="AWS_IAM")
+    r = dp.wait_serving(c, host, 403, path="/net-denied")
+    assert b"network-based" in r.body
+    assert send("GET", "/open", {}, False)[0] == 200
+    dp.lattice.put_auth_policy(resourceIdentifier=svc, policy=policy(allow("*/svc-only")))
+    dp.wait_serving(c, host, 403, path="/open")
+    assert b"service-based" in send("GET", "/open", {}, False)[1]
