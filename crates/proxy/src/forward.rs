@@ -151,10 +151,8 @@ impl Pool {
     /// The target's HTTP/2 connection (HTTP2 and GRPC target groups): one per target, shared by
     /// every request to it; a new one when there is none or it closed.
     pub(crate) async fn h2(&self) -> Result<H2Sender, ErrorKind> {
-        if let Some(sender) = self.h2.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
-            && !sender.is_closed()
-        {
-            return Ok(sender.clone());
+        if let Some(sender) = self.h2_open() {
+            return Ok(sender);
         }
         let stream = self.connect_with(crate::tls::target_h2_client_config).await?;
         let mut builder = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -207,6 +205,11 @@ impl Pool {
         if senders.len() < MAX_IDLE_SENDERS && !sender.is_closed() {
             senders.push((sender, Instant::now()));
         }
+    }
+
+    /// The target's HTTP/2 connection, if one is open (no waiting).
+    pub(crate) fn h2_open(&self) -> Option<H2Sender> {
+        self.h2.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|s| !s.is_closed()).cloned()
     }
 
     async fn connect_with(&self, tls_config: fn() -> Option<Arc<rustls::ClientConfig>>) -> Result<Upstream, ErrorKind> {

@@ -290,7 +290,12 @@ enum Sent {
 
 /// HTTP/2 to the target, on its shared connection.
 async fn send_h2(pool: &Arc<Pool>, req: Request<UpBody>, timeout: Duration) -> Result<Response<Incoming>, Sent> {
-    let mut sender = pool.h2().await.map_err(Sent::NotConnected)?;
+    // Connecting is rare and its future large: boxed, so that every request's future stays
+    // small (hyper moves it into a task of its own per stream).
+    let mut sender = match pool.h2_open() {
+        Some(sender) => sender,
+        None => Box::pin(pool.h2()).await.map_err(Sent::NotConnected)?,
+    };
     if let Err(e) = std::future::poll_fn(|cx| sender.poll_ready(cx)).await {
         tracing::debug!(error = %e, "HTTP/2 connection to target not ready");
         return Err(Sent::NotConnected(ErrorKind::ConnectFailed));
@@ -307,24 +312,28 @@ async fn send_h1(
 ) -> Result<(Response<Incoming>, GiveBack), Sent> {
     let mut sender = match pool.take_h1() {
         Some(sender) => sender,
-        None => {
-            let stream = match pool.take() {
-                Some(stream) => stream,
-                None => pool.connect().await.map_err(Sent::NotConnected)?,
-            };
-            let (sender, connection) = hyper::client::conn::http1::Builder::new()
-                .handshake(TokioIo::new(stream))
-                .await
-                .map_err(|_| Sent::NotConnected(ErrorKind::ConnectFailed))?;
-            // Runs while a sender is kept, until the target closes or the pool lets it go.
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            sender
-        }
+        // Boxed: see `send_h2`.
+        None => Box::pin(new_h1(pool)).await?,
     };
     let response = exchange(sender.send_request(req), timeout).await?;
     Ok((response, GiveBack(Some((pool.clone(), sender)))))
+}
+
+/// A new HTTP/1.1 connection to the pool's target, driven by its own task.
+async fn new_h1(pool: &Arc<Pool>) -> Result<crate::forward::H1Sender, Sent> {
+    let stream = match pool.take() {
+        Some(stream) => stream,
+        None => pool.connect().await.map_err(Sent::NotConnected)?,
+    };
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|_| Sent::NotConnected(ErrorKind::ConnectFailed))?;
+    // Runs while a sender is kept, until the target closes or the pool lets it go.
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
 }
 
 /// Gives an HTTP/1.1 sender back to its pool when dropped (with the response body).
