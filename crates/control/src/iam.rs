@@ -155,6 +155,38 @@ async fn dispatch(op: Operation, req: &Req<'_>) -> Result<Option<Xml>, IamError>
     }
 }
 
+/// ListUsers and ListRoles: the records under `store_prefix` whose path (`path_and_name`'s
+/// first) starts with the request's `PathPrefix`, paged in name order, each rendered by
+/// `render` inside `<wrapper>`.
+pub(crate) async fn list_by_path<T: serde::de::DeserializeOwned>(
+    req: &Req<'_>,
+    store_prefix: &str,
+    wrapper: &str,
+    path_and_name: impl Fn(&T) -> (&str, &str),
+    render: impl Fn(&mut Xml, &T),
+) -> Result<Option<Xml>, IamError> {
+    let mut found = input::Violations::default();
+    let prefix = req.optional("PathPrefix", &input::PATH_PREFIX, &mut found).unwrap_or_else(|| "/".to_owned());
+    let page = req.page(&mut found);
+    found.finish()?;
+    let (records, _) = crate::repo::list::<T>(req.store(), store_prefix, None, 0).await?;
+    let matching = records
+        .into_iter()
+        .map(|v| v.value)
+        .filter(|r| path_and_name(r).0.starts_with(prefix.as_str()))
+        .map(|r| (path_and_name(&r).1.to_ascii_lowercase(), r))
+        .collect();
+    let (records, next) = page.take(matching)?;
+    let mut x = Xml::default();
+    x.open(wrapper);
+    for r in &records {
+        render(&mut x, r);
+    }
+    x.close(wrapper);
+    truncation(&mut x, next);
+    Ok(Some(x))
+}
+
 /// `<IsTruncated>` and, when truncated, the `<Marker>` of the next page.
 pub(crate) fn truncation(x: &mut Xml, next: Option<String>) {
     x.flag("IsTruncated", next.is_some());

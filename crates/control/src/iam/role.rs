@@ -7,7 +7,7 @@ use trellis_model::iam::{Role, new_role_id};
 
 use super::document::check_trust_policy;
 use super::error::{Code, IamError};
-use super::input::{ARN, DESCRIPTION, PATH, PATH_PREFIX, POLICY_DOCUMENT, ROLE_NAME, Violations};
+use super::input::{ARN, DESCRIPTION, PATH, POLICY_DOCUMENT, ROLE_NAME, Violations};
 use super::policy::load_role;
 use super::tags::{check_tags, tags};
 use super::{Req, Xml};
@@ -88,26 +88,11 @@ pub(crate) async fn get(req: &Req<'_>) -> Result<Option<Xml>, IamError> {
 }
 
 pub(crate) async fn list(req: &Req<'_>) -> Result<Option<Xml>, IamError> {
-    let mut found = Violations::default();
-    let prefix = req.optional("PathPrefix", &PATH_PREFIX, &mut found).unwrap_or_else(|| "/".to_owned());
-    let page = req.page(&mut found);
-    found.finish()?;
-    let (roles, _) = repo::list::<Role>(req.store(), &req.keys.roles(), None, 0).await?;
-    let matching = roles
-        .into_iter()
-        .map(|v| v.value)
-        .filter(|r| r.path.starts_with(prefix.as_str()))
-        .map(|r| (r.role_name.to_ascii_lowercase(), r))
-        .collect();
-    let (roles, next) = page.take(matching)?;
-    let mut x = Xml::default();
-    x.open("Roles");
-    for role in &roles {
-        render(&mut x, role, "member", Detail::Listed);
+    fn path_and_name(r: &Role) -> (&str, &str) {
+        (&r.path, &r.role_name)
     }
-    x.close("Roles");
-    super::truncation(&mut x, next);
-    Ok(Some(x))
+    super::list_by_path(req, &req.keys.roles(), "Roles", path_and_name, |x, r| render(x, r, "member", Detail::Listed))
+        .await
 }
 
 pub(crate) async fn delete(req: &Req<'_>) -> Result<Option<Xml>, IamError> {

@@ -7,7 +7,7 @@ use trellis_model::iam::{Principal, User, new_user_id};
 use trellis_store::StoreExt;
 
 use super::error::{Code, IamError};
-use super::input::{ARN, EXISTING_USER_NAME, PATH, PATH_PREFIX, USER_NAME, Violations};
+use super::input::{ARN, EXISTING_USER_NAME, PATH, USER_NAME, Violations};
 use super::tags::{check_tags, tags};
 use super::{Req, Xml};
 use crate::repo::{self, Attempts, Tx};
@@ -91,26 +91,11 @@ pub(crate) async fn get(req: &Req<'_>) -> Result<Option<Xml>, IamError> {
 }
 
 pub(crate) async fn list(req: &Req<'_>) -> Result<Option<Xml>, IamError> {
-    let mut found = Violations::default();
-    let prefix = req.optional("PathPrefix", &PATH_PREFIX, &mut found).unwrap_or_else(|| "/".to_owned());
-    let page = req.page(&mut found);
-    found.finish()?;
-    let (users, _) = repo::list::<User>(req.store(), &req.keys.users(), None, 0).await?;
-    let matching = users
-        .into_iter()
-        .map(|v| v.value)
-        .filter(|u| u.path.starts_with(prefix.as_str()))
-        .map(|u| (u.user_name.to_ascii_lowercase(), u))
-        .collect();
-    let (users, next) = page.take(matching)?;
-    let mut x = Xml::default();
-    x.open("Users");
-    for user in &users {
-        render(&mut x, user, "member", Detail::Listed);
+    fn path_and_name(u: &User) -> (&str, &str) {
+        (&u.path, &u.user_name)
     }
-    x.close("Users");
-    super::truncation(&mut x, next);
-    Ok(Some(x))
+    super::list_by_path(req, &req.keys.users(), "Users", path_and_name, |x, u| render(x, u, "member", Detail::Listed))
+        .await
 }
 
 pub(crate) async fn delete(req: &Req<'_>) -> Result<Option<Xml>, IamError> {
