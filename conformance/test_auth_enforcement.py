@@ -91,58 +91,71 @@ def test_put_auth_policy_says_what_is_wrong(dp):
 
 
 def signed_get(address: str, port: int, host: str, path: str, key: str, secret: str, token: str | None = None,
-               region: str = "us-east-1"):
-    """GET signed by botocore's SigV4 signer (service vpc-lattice-svcs, UNSIGNED-PAYLOAD), sent to
-    the VPC's ingress address with `Host: host`; (status, body)."""
+               region: str = "us-east-1", method: str = "GET", headers: dict | None = None):
+    """A request (GET by default) signed by botocore's SigV4 signer (service vpc-lattice-svcs,
+    UNSIGNED-PAYLOAD), sent to the VPC's ingress address with `Host: host`; (status, body)."""
     import http.client
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
-    req = AWSRequest(method="GET", url=f"http://{host}{path}",
-                     headers={"Host": host, "x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+    req = AWSRequest(method=method, url=f"http://{host}{path}",
+                     headers={"Host": host, "x-amz-content-sha256": "UNSIGNED-PAYLOAD", **(headers or {})})
     SigV4Auth(Credentials(key, secret, token), "vpc-lattice-svcs", region).add_auth(req)
     conn = http.client.HTTPConnection(address, port, timeout=10)
     try:
-        conn.request("GET", path, headers=dict(req.headers.items()))
+        conn.request(method, path, headers=dict(req.headers.items()))
         r = conn.getresponse()
         return r.status, r.read()
     finally:
         conn.close()
 
 
-def test_signed_requests_are_verified_and_evaluated_as_their_principal(dp):
+def root_credentials(dp) -> dict:
+    """The account's root key, as `trellis credentials` gets it."""
     import urllib.request
     with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
             f"{dp.endpoint}/_trellis/credentials") as r:
-        root = json.loads(r.read())
-    iam = dp.server.client("iam")
-    user = iam.create_user(UserName="reader")["User"]
-    key = iam.create_access_key(UserName="reader")["AccessKey"]
+        return json.loads(r.read())
+
+
+def served_service(dp) -> dict:
+    """A VPC, one target and a service it reaches, serving (authType still NONE): the mesh, with
+    its client `c` and the `address` and `port` it enters at."""
     vpc = dp.res.vpc()
     target = dp.target("app")
     tg = dp.tg(vpc)["id"]
     dp.register(tg, target)
     m = dp.mesh(forward(tg), vpc=vpc)
-    svc, host = m["svc"]["id"], m["host"]
-    c = dp.client(vpc)
-    dp.wait_serving(c, host, "app")
+    m["c"] = dp.client(vpc)
+    dp.wait_serving(m["c"], m["host"], "app")
+    info = dp.ingress(vpc)
+    m["address"], m["port"] = info["address"], dp.real_port(info, 80)
+    return m
+
+
+def test_signed_requests_are_verified_and_evaluated_as_their_principal(dp):
+    root = root_credentials(dp)
+    iam = dp.server.client("iam")
+    user = iam.create_user(UserName="reader")["User"]
+    key = iam.create_access_key(UserName="reader")["AccessKey"]
+    m = served_service(dp)
+    svc, host, c = m["svc"]["id"], m["host"], m["c"]
     # Only the user `reader`, and only when authenticated.
     dp.lattice.put_auth_policy(resourceIdentifier=svc, policy=policy({
         "Effect": "Allow", "Principal": {"AWS": user["Arn"]}, "Action": "vpc-lattice-svcs:Invoke", "Resource": "*",
         "Condition": {"StringNotEquals": {"aws:PrincipalType": "Anonymous"}}}))
     dp.lattice.update_service(serviceIdentifier=svc, authType="AWS_IAM")
-    info = dp.ingress(vpc)
-    port = dp.real_port(info, 80)
+    port = m["port"]
     dp.wait_serving(c, host, 403, path="/x")  # the service is guarded now
-    wait_for(lambda: signed_get(info["address"], port, host, "/x", key["AccessKeyId"],
+    wait_for(lambda: signed_get(m["address"], port, host, "/x", key["AccessKeyId"],
                                 key["SecretAccessKey"])[0] == 200, 10, interval=0.1, message="the user is let in")
-    status, body = signed_get(info["address"], port, host, "/x", root["accessKeyId"], root["secretAccessKey"])
+    status, body = signed_get(m["address"], port, host, "/x", root["accessKeyId"], root["secretAccessKey"])
     assert status == 403 and f"User: {root['arn']} is not authorized".encode() in body, body
     assert c.request("GET", "/x", host).status == 403
     # A bad secret, another region: refused as such, not evaluated as anonymous.
-    status, body = signed_get(info["address"], port, host, "/x", key["AccessKeyId"], "not-the-secret")
+    status, body = signed_get(m["address"], port, host, "/x", key["AccessKeyId"], "not-the-secret")
     assert status == 403 and b"does not match" in body, body
-    status, body = signed_get(info["address"], port, host, "/x", key["AccessKeyId"], key["SecretAccessKey"],
+    status, body = signed_get(m["address"], port, host, "/x", key["AccessKeyId"], key["SecretAccessKey"],
                               region="eu-west-1")
     assert status == 403 and b"region" in body, body
     # A role's session, through STS: its principal is the session, which the role names.
@@ -154,43 +167,33 @@ def test_signed_requests_are_verified_and_evaluated_as_their_principal(dp):
     dp.lattice.put_auth_policy(resourceIdentifier=svc, policy=policy({
         "Effect": "Allow", "Principal": {"AWS": role["Arn"]}, "Action": "*", "Resource": "*"}))
     # The new policy is in force once the user is no longer let in.
-    wait_for(lambda: signed_get(info["address"], port, host, "/x", key["AccessKeyId"],
+    wait_for(lambda: signed_get(m["address"], port, host, "/x", key["AccessKeyId"],
                                 key["SecretAccessKey"])[0] == 403, 10, interval=0.1, message="the new policy")
-    wait_for(lambda: signed_get(info["address"], port, host, "/y", creds["AccessKeyId"], creds["SecretAccessKey"],
+    wait_for(lambda: signed_get(m["address"], port, host, "/y", creds["AccessKeyId"], creds["SecretAccessKey"],
                                 creds["SessionToken"])[0] == 200, 10, interval=0.1, message="the session is let in")
-    status, body = signed_get(info["address"], port, host, "/y", creds["AccessKeyId"], creds["SecretAccessKey"],
+    status, body = signed_get(m["address"], port, host, "/y", creds["AccessKeyId"], creds["SecretAccessKey"],
                               creds["SessionToken"])
     seen = {k.lower(): v for k, v in json.loads(body)["headers"]}
     session_arn = f"arn:aws:sts::{root['account']}:assumed-role/lattice-caller/s1"
     assert seen["x-amzn-lattice-identity"] == f"Principal={session_arn};PrincipalOrgID=o-trellis0000;SessionName=s1"
-    status, body = signed_get(info["address"], port, host, "/y", creds["AccessKeyId"], creds["SecretAccessKey"])
+    status, body = signed_get(m["address"], port, host, "/y", creds["AccessKeyId"], creds["SecretAccessKey"])
     assert status == 403 and b"token" in body, body
 
 
 def test_curl_aws_sigv4_is_accepted(dp):
     """`curl --aws-sigv4` as the Lattice docs show it (UNSIGNED-PAYLOAD given as a header)."""
     import subprocess
-    import urllib.request
-    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
-            f"{dp.endpoint}/_trellis/credentials") as r:
-        root = json.loads(r.read())
-    vpc = dp.res.vpc()
-    target = dp.target("app")
-    tg = dp.tg(vpc)["id"]
-    dp.register(tg, target)
-    m = dp.mesh(forward(tg), vpc=vpc)
-    svc, host = m["svc"]["id"], m["host"]
-    c = dp.client(vpc)
-    dp.wait_serving(c, host, "app")
+    root = root_credentials(dp)
+    m = served_service(dp)
+    svc, host, c = m["svc"]["id"], m["host"], m["c"]
     dp.lattice.put_auth_policy(resourceIdentifier=svc, policy=policy({
         "Effect": "Allow", "Principal": {"AWS": root["account"]}, "Action": "*", "Resource": "*"}))
     dp.lattice.update_service(serviceIdentifier=svc, authType="AWS_IAM")
     dp.wait_serving(c, host, 403)
-    info = dp.ingress(vpc)
-    port = dp.real_port(info, 80)
+    port = m["port"]
 
     def curl(*extra):
-        return subprocess.run(["curl", "-sS", "--max-time", "10", "--resolve", f"{host}:{port}:{info['address']}",
+        return subprocess.run(["curl", "-sS", "--max-time", "10", "--resolve", f"{host}:{port}:{m['address']}",
                                "--aws-sigv4", "aws:amz:us-east-1:vpc-lattice-svcs",
                                "--user", f"{root['accessKeyId']}:{root['secretAccessKey']}",
                                "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", *extra,
@@ -306,36 +309,15 @@ def test_a_table_of_policies_through_the_proxy(dp):
     user = iam.create_user(UserName="table")["User"]
     key = iam.create_access_key(UserName="table")["AccessKey"]
     account = user["Arn"].split(":")[4]
-    vpc = dp.res.vpc()
-    target = dp.target("app")
-    tg = dp.tg(vpc)["id"]
-    dp.register(tg, target)
-    m = dp.mesh(forward(tg), vpc=vpc)
-    svc, sn, host = m["svc"]["id"], m["sn"]["id"], m["host"]
-    c = dp.client(vpc)
-    dp.wait_serving(c, host, "app")
+    m = served_service(dp)
+    vpc, svc, sn, host, c = m["vpc"], m["svc"]["id"], m["sn"]["id"], m["host"], m["c"]
     dp.lattice.update_service(serviceIdentifier=svc, authType="AWS_IAM")
     dp.wait_serving(c, host, 403)
-    info = dp.ingress(vpc)
-    port = dp.real_port(info, 80)
 
     def send(method, path, headers, signed):
         if signed:
-            import http.client
-            from botocore.auth import SigV4Auth
-            from botocore.awsrequest import AWSRequest
-            from botocore.credentials import Credentials
-            req = AWSRequest(method=method, url=f"http://{host}{path}",
-                             headers={"Host": host, "x-amz-content-sha256": "UNSIGNED-PAYLOAD", **headers})
-            SigV4Auth(Credentials(key["AccessKeyId"], key["SecretAccessKey"]), "vpc-lattice-svcs",
-                      "us-east-1").add_auth(req)
-            conn = http.client.HTTPConnection(info["address"], port, timeout=10)
-            try:
-                conn.request(method, path, headers=dict(req.headers.items()))
-                r = conn.getresponse()
-                return r.status, r.read()
-            finally:
-                conn.close()
+            return signed_get(m["address"], m["port"], host, path, key["AccessKeyId"], key["SecretAccessKey"],
+                              method=method, headers=headers)
         r = c.request(method, path, host, headers=headers)
         return r.status, r.body
 

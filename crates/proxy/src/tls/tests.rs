@@ -230,6 +230,21 @@ async fn a_custom_domain_is_served_with_its_customer_certificate() {
     // The leaf presented names shop.example (the client verified it), not the wildcard.
     let leaf = presented(&client, m.addr, "shop.example").await.expect("handshake");
     assert!(leaf.windows(12).any(|w| w == b"shop.example"));
+    // Without its certificate the custom name gets no handshake (there is no fallback); the
+    // generated name still does.
+    let mut certificates = (**m.proxy.certificates.borrow()).clone();
+    certificates.by_arn.clear();
+    m.proxy.certificates.send_replace(Arc::new(certificates));
+    let mut refused = false;
+    for _ in 0..100 {
+        if presented(&client, m.addr, "shop.example").await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "no handshake without the customer certificate");
+    assert!(presented(&client, m.addr, "a-1.zone.test").await.is_ok());
     m.proxy.stop().await;
 }
 
