@@ -1,4 +1,5 @@
-//! One endpoint, several AWS services. A request is refused if a web page could have forged it;
+//! One endpoint, several AWS services. A request is refused if a web page could have forged it,
+//! or (with `--require-signature`) if it does not prove who sent it ([`crate::access`]);
 //! otherwise its AWS service is found, in this order: the SigV4 credential scope, the
 //! `X-Amz-Target` prefix, the form body's `Version` (EC2, IAM, STS), and last the REST path (VPC Lattice).
 //! The scope also gives the request's region; unsigned requests use the default region.
@@ -12,6 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::ControlState;
+use crate::access::{self, Protocol};
+use crate::identity::Resolver;
 
 /// Who is calling, where, and which request this is.
 #[derive(Clone, Debug)]
@@ -22,9 +25,8 @@ pub(crate) struct Ctx {
     pub(crate) account: String,
     /// This request's ID (`x-amzn-RequestId`).
     pub(crate) request_id: String,
-    /// The access key ID the request's `Authorization` names, if any. Not verified (SigV4
-    /// verification comes later): STS and IAM use it to say who the caller is, nothing else
-    /// trusts it.
+    /// The access key ID the request's `Authorization` names, if any: verified with
+    /// `--require-signature`, else only claimed. STS and IAM use it to say who the caller is.
     pub(crate) access_key_id: Option<String>,
     /// `X-Amz-Security-Token`, if sent.
     pub(crate) session_token: Option<String>,
@@ -47,17 +49,38 @@ pub(crate) fn router(state: ControlState, extra: Router) -> Router {
         .fallback(aws)
         .with_state(state.clone())
         .merge(extra)
-        .layer(middleware::from_fn_with_state(state, refuse_forgeries))
+        .layer(middleware::from_fn_with_state(state, guard))
 }
 
 async fn health() -> &'static str {
     "ok\n"
 }
 
+/// Refuses what a web page could send ([`forged`]) and, with `--require-signature`, calls of
+/// Trellis's own endpoints without the API token (AWS calls are verified in [`aws`], which has
+/// the body).
+async fn guard(State(state): State<ControlState>, req: Request, next: Next) -> Response {
+    if let Some(refused) = forged(&state, req.headers()) {
+        return refused;
+    }
+    let path = req.uri().path();
+    let ours = path.starts_with("/_trellis/")
+        && path != "/_trellis/health"
+        // The console answers its sign-in page to anyone and checks its session itself.
+        && path != "/_trellis/console"
+        && !path.starts_with("/_trellis/console/");
+    if state.config.require_signature
+        && ours
+        && !access::bearer_allowed(req.headers(), &state.config.api_token, &state.sessions)
+    {
+        return access::bearer_refused();
+    }
+    next.run(req).await
+}
+
 /// Refuses what a web page could send: a foreign `Origin`, `Sec-Fetch-Site: cross-site`, or a
 /// `Host` that is not the API's own (DNS rebinding).
-async fn refuse_forgeries(State(state): State<ControlState>, req: Request, next: Next) -> Response {
-    let headers = req.headers();
+fn forged(state: &ControlState, headers: &HeaderMap) -> Option<Response> {
     let allowed = &state.config.allowed_hosts;
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
     let mut why = None;
@@ -80,23 +103,19 @@ async fn refuse_forgeries(State(state): State<ControlState>, req: Request, next:
     if headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site")) {
         why = Some("cross-site requests are refused".to_owned());
     }
-    match why {
-        Some(message) => {
-            tracing::debug!(%message, "refused a request a web page could have forged");
-            let body = serde_json::json!({ "message": message }).to_string();
-            let mut resp = (StatusCode::FORBIDDEN, body).into_response();
-            let h = resp.headers_mut();
-            h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
-            h.insert("x-amzn-errortype", header::HeaderValue::from_static("AccessDeniedException"));
-            resp
-        }
-        None => next.run(req).await,
-    }
+    let message = why?;
+    tracing::debug!(%message, "refused a request a web page could have forged");
+    let body = serde_json::json!({ "message": message }).to_string();
+    let mut resp = (StatusCode::FORBIDDEN, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    h.insert("x-amzn-errortype", header::HeaderValue::from_static("AccessDeniedException"));
+    Some(resp)
 }
 
 async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let scope = credential_scope(&headers);
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         region: scope.as_ref().map_or_else(|| state.config.default_region.clone(), |s| s.region.clone()),
         account: state.config.account.clone(),
         request_id: crate::request_id(),
@@ -114,6 +133,17 @@ async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, header
         Some(other) => return unknown(&ctx, &format!("the service {other:?} is not served here")),
         None => detect_unsigned(&headers, form.as_deref()),
     };
+    if state.config.require_signature
+        && let Some(service) = service
+        && !state.sessions.carried_by(&headers)
+    {
+        let resolver = Resolver::new(state.store.clone(), state.config.organization_id.clone());
+        let now = crate::now().0 / 1000;
+        match access::verify(&resolver, &method, &uri, &headers, &body, now).await {
+            Ok(access_key_id) => ctx.access_key_id = Some(access_key_id),
+            Err(refusal) => return refusal.response(service.protocol(), &ctx.request_id),
+        }
+    }
     let writes = match service {
         Some(Service::Lattice) => method != Method::GET && !uri.path().ends_with("/listtargets"),
         Some(Service::Acm) => crate::acm::is_write(target(&headers)),
@@ -135,6 +165,21 @@ async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, header
         Some(Service::Iam) => crate::iam::handle(&state, &ctx, form.unwrap_or_default()).await,
         Some(Service::Sts) => crate::sts::handle(&state, &ctx, form.unwrap_or_default()).await,
         None => unknown(&ctx, "no AWS service recognised: no SigV4 scope, X-Amz-Target or form Version"),
+    }
+}
+
+// === impl Service ===
+
+impl Service {
+    /// The protocol its answers are in.
+    fn protocol(self) -> Protocol {
+        match self {
+            Self::Lattice => Protocol::RestJson,
+            Self::Acm | Self::Ecs => Protocol::Json11,
+            Self::Ec2 => Protocol::Ec2,
+            Self::Iam => Protocol::Query(crate::iam::xml::IAM),
+            Self::Sts => Protocol::Query(crate::iam::xml::STS),
+        }
     }
 }
 

@@ -114,23 +114,33 @@ pub async fn ensure_root_key(store: &dyn Store, account: &str) -> Result<Credent
     }
 }
 
-/// `GET /_trellis/credentials`: the root access key (what `trellis credentials` prints), made
-/// first if need be.
-pub fn router(store: Arc<dyn Store>, account: String) -> axum::Router {
-    axum::Router::new().route("/_trellis/credentials", axum::routing::get(credentials)).with_state((store, account))
+/// `GET /_trellis/credentials`: the root access key, made first if need be, the API token and
+/// the default region (what `trellis credentials` prints, and what the CLI signs with).
+pub fn router(store: Arc<dyn Store>, account: String, api_token: String, region: String) -> axum::Router {
+    let state = Arc::new(CredentialsState { store, account, api_token, region });
+    axum::Router::new().route("/_trellis/credentials", axum::routing::get(credentials)).with_state(state)
+}
+
+struct CredentialsState {
+    store: Arc<dyn Store>,
+    account: String,
+    api_token: String,
+    region: String,
 }
 
 async fn credentials(
-    axum::extract::State((store, account)): axum::extract::State<(Arc<dyn Store>, String)>,
+    axum::extract::State(state): axum::extract::State<Arc<CredentialsState>>,
 ) -> axum::response::Response {
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
-    match ensure_root_key(store.as_ref(), &account).await {
+    match ensure_root_key(state.store.as_ref(), &state.account).await {
         Ok(c) => axum::Json(serde_json::json!({
             "accessKeyId": c.access_key_id,
             "secretAccessKey": c.secret_access_key,
             "account": c.account,
             "arn": root_arn(&c.account),
+            "token": state.api_token,
+            "region": state.region,
         }))
         .into_response(),
         Err(e) => {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use axum::Router;
 use trellis_store::Store;
 
+pub mod access;
 pub mod acm;
 pub mod compile;
 mod dispatch;
@@ -79,6 +80,11 @@ pub struct ControlConfig {
     /// Loopback mode: IP targets may be loopback addresses (the only ones that mode contacts),
     /// outside any VPC block. Off in netns mode, where targets live inside their VPC, as in AWS.
     pub loopback_targets: bool,
+    /// `--require-signature`: every AWS API call must be signed by an identity of the account,
+    /// and the `/_trellis/` endpoints (health aside) need the API token ([`access`]).
+    pub require_signature: bool,
+    /// The installation's API token ([`access::ensure_api_token`]).
+    pub api_token: String,
 }
 
 /// Everything a request handler can reach.
@@ -93,12 +99,14 @@ pub struct ControlState {
     /// the lock keeps this node's calls from invalidating each other's reads, which under load
     /// turned every hot counter into a retry storm.
     writes: Arc<tokio::sync::Mutex<()>>,
+    /// Console sessions the API token opened.
+    pub sessions: access::Sessions,
 }
 
 impl ControlState {
     /// The state of an API over `store`.
     pub fn new(store: Arc<dyn Store>, config: ControlConfig) -> Self {
-        Self { store, config: Arc::new(config), writes: Arc::default() }
+        Self { store, config: Arc::new(config), writes: Arc::default(), sessions: access::Sessions::default() }
     }
 
     /// Waits for this node's turn to write.

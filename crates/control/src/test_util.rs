@@ -45,6 +45,8 @@ pub(crate) fn app_and_store_with(quotas: Quotas) -> (Router, Arc<dyn Store>, tem
         quotas,
         relaxed_health_checks: false,
         loopback_targets: true,
+        require_signature: false,
+        api_token: "trellis-test-token".into(),
     };
     (crate::router(ControlState::new(store.clone(), config)), store, dir)
 }

@@ -237,6 +237,12 @@ pub fn new_session_token() -> String {
     random_text(160, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 }
 
+/// A fresh API token (what `trellis credentials` prints for Trellis's own endpoints and the
+/// console): `trellis-` and 43 random letters and digits (about 256 bits).
+pub fn new_api_token() -> String {
+    format!("trellis-{}", random_text(43, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"))
+}
+
 fn new_id(prefix: &str, len: usize) -> String {
     format!("{prefix}{}", random_text(len, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
 }

@@ -71,7 +71,7 @@ impl Signed {
         if let Some(auth) = authorization {
             return Self::from_header(auth, amz_date).map(Some);
         }
-        let params = query_pairs(query);
+        let params = query_pairs(query, Plus::Literal);
         let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         match get("X-Amz-Algorithm") {
             None => Ok(None),
@@ -140,12 +140,21 @@ impl Signed {
         if !self.signed_headers.iter().any(|h| h == "host") {
             return Err(SigError::Malformed("SignedHeaders (host must be signed)"));
         }
-        let want = self.signature_of(request, secret, payload_hash)?;
-        if constant_time_eq(want.as_bytes(), self.signature.to_ascii_lowercase().as_bytes()) {
-            Ok(())
-        } else {
-            Err(SigError::Mismatch)
+        let given = self.signature.to_ascii_lowercase();
+        let want = self.signature_with(request, secret, payload_hash, Plus::Literal)?;
+        if constant_time_eq(want.as_bytes(), given.as_bytes()) {
+            return Ok(());
         }
+        // Signers disagree on a `+` in the query: botocore signs it as a `+`, the Rust SDK's
+        // signer (form decoding) as a space. Both are the signer's reading of the same bytes,
+        // so either is accepted.
+        if request.query.contains('+') {
+            let want = self.signature_with(request, secret, payload_hash, Plus::Space)?;
+            if constant_time_eq(want.as_bytes(), given.as_bytes()) {
+                return Ok(());
+            }
+        }
+        Err(SigError::Mismatch)
     }
 }
 
@@ -153,7 +162,17 @@ impl Signed {
     /// The signature of `request` with `secret` under this claim's scope, date and signed
     /// headers (what a signer would send; what [`Signed::verify`] compares with).
     pub fn signature_of(&self, request: &Received<'_>, secret: &str, payload_hash: &str) -> Result<String, SigError> {
-        let canonical = canonical_request(self, request, payload_hash)?;
+        self.signature_with(request, secret, payload_hash, Plus::Literal)
+    }
+
+    fn signature_with(
+        &self,
+        request: &Received<'_>,
+        secret: &str,
+        payload_hash: &str,
+        plus: Plus,
+    ) -> Result<String, SigError> {
+        let canonical = canonical_request(self, request, payload_hash, plus)?;
         let scope = format!("{}/{}/{}/aws4_request", self.scope_date, self.region, self.service);
         let to_sign = format!("{ALGORITHM}\n{}\n{scope}\n{}", self.amz_date, hex(&sha256(canonical.as_bytes())));
         let key = signing_key(secret, &self.scope_date, &self.region, &self.service);
@@ -164,6 +183,24 @@ impl Signed {
     pub fn time(&self) -> Option<u64> {
         parse_amz_date(&self.amz_date)
     }
+
+    /// The `Authorization` header that carries this claim (with [`Signed::signature`]).
+    pub fn authorization(&self) -> String {
+        format!(
+            "{ALGORITHM} Credential={}/{}/{}/{}/aws4_request, SignedHeaders={}, Signature={}",
+            self.access_key,
+            self.scope_date,
+            self.region,
+            self.service,
+            self.signed_headers.join(";"),
+            self.signature
+        )
+    }
+}
+
+/// The hex SHA-256 of a payload: what a signer puts in the canonical request for a signed body.
+pub fn payload_hash(body: &[u8]) -> String {
+    hex(&sha256(body))
 }
 
 /// `YYYYMMDDTHHMMSSZ` → seconds since the Unix epoch.
@@ -220,14 +257,23 @@ fn signed_headers(list: &str) -> Vec<String> {
     list.split(';').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect()
 }
 
+/// What a `+` in a query stands for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Plus {
+    /// Itself.
+    Literal,
+    /// A space (form encoding).
+    Space,
+}
+
 /// The canonical request of SigV4.
-fn canonical_request(signed: &Signed, r: &Received<'_>, payload_hash: &str) -> Result<String, SigError> {
+fn canonical_request(signed: &Signed, r: &Received<'_>, payload_hash: &str, plus: Plus) -> Result<String, SigError> {
     let mut out = String::with_capacity(512);
     out.push_str(r.method);
     out.push('\n');
     out.push_str(&encode(&normalize_path(r.path), false));
     out.push('\n');
-    let mut pairs: Vec<(String, String)> = query_pairs(r.query)
+    let mut pairs: Vec<(String, String)> = query_pairs(r.query, plus)
         .into_iter()
         .filter(|(k, _)| !(signed.expires.is_some() && k == "X-Amz-Signature"))
         .map(|(k, v)| (encode(&k, true), encode(&v, true)))
@@ -291,14 +337,17 @@ fn encode(s: &str, slash: bool) -> String {
     out
 }
 
-/// `a=1&b=2`, percent-decoded (`+` stays `+`, as AWS signs it).
-fn query_pairs(query: &str) -> Vec<(String, String)> {
+/// `a=1&b=2`, percent-decoded, with `+` read as `plus` says.
+fn query_pairs(query: &str, plus: Plus) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
+            match plus {
+                Plus::Literal => (decode(k), decode(v)),
+                Plus::Space => (decode(&k.replace('+', " ")), decode(&v.replace('+', " "))),
+            }
         })
         .collect()
 }
@@ -358,7 +407,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Whether `a` and `b` are equal, in a time that depends on their lengths only (for secrets).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

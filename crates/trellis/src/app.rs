@@ -26,6 +26,10 @@ use crate::netmgr::NetManager;
 use crate::watch::Ingress;
 use trellis_net::{Netns, Network};
 
+/// The file in the data directory that holds the API token (readable only by the
+/// installation's user), where the CLI on this machine finds it.
+pub const TOKEN_FILE: &str = "api-token";
+
 /// A server with its sockets bound, ready to run.
 pub struct Bound {
     listener: tokio::net::TcpListener,
@@ -67,6 +71,10 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
     trellis_control::identity::ensure_root_key(store.as_ref(), &config.account)
         .await
         .context("making the account's root access key")?;
+    // The API token (`--require-signature`, the console) exists from the first start too, and
+    // the CLI on this machine reads it from the data directory.
+    let api_token = trellis_control::access::ensure_api_token(store.as_ref()).await.context("making the API token")?;
+    write_private(&config.data_dir.join(TOKEN_FILE), &api_token)?;
     let netmgr = match netns {
         None => None,
         Some(netns) => Some(NetManager::new(store.clone(), config.node.clone(), netns)),
@@ -84,6 +92,8 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
         quotas: config.quotas.clone(),
         relaxed_health_checks: config.relaxed_health_checks,
         loopback_targets: config.network.loopback_only(),
+        require_signature: config.require_signature,
+        api_token: api_token.clone(),
     };
     let (snapshots, _) = watch::channel(Arc::new(Snapshot::default()));
     let ours = axum::Router::new()
@@ -96,7 +106,12 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
         .merge(crate::instances::router(netmgr.clone()))
         .merge(crate::logs::router(config.data_dir.clone()))
         .merge(trellis_control::pki::router(store.clone()))
-        .merge(trellis_control::identity::router(store.clone(), config.account.clone()));
+        .merge(trellis_control::identity::router(
+            store.clone(),
+            config.account.clone(),
+            api_token,
+            config.region.clone(),
+        ));
     let router = trellis_control::router_with(ControlState::new(store.clone(), control), ours);
     Ok(Bound { listener, router, store, config, snapshots, netmgr })
 }
@@ -204,6 +219,23 @@ impl Bound {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Writes `text` to `path`, readable and writable by this user only.
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    // An older file made with a wider mode keeps it through open(): narrow it.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| file.write_all(format!("{text}\n").as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Every ten minutes, forgets `clientToken` answers past their lifetime and long expired STS

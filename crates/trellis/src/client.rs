@@ -1,5 +1,8 @@
 //! A small HTTP client for the CLI commands: JSON requests to a running server's Lattice API
-//! (unsigned, so in the server's default region) and to its `/_trellis/` endpoints.
+//! and to its `/_trellis/` endpoints. Given the API token (a server run with
+//! `--require-signature` needs it), it sends the token to `/_trellis/` endpoints and signs AWS
+//! calls (SigV4) with the root key the server gives for it, in the server's default region;
+//! without one, AWS calls go unsigned (so in the server's default region too).
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -11,6 +14,17 @@ use hyper_util::rt::TokioExecutor;
 pub struct Client {
     endpoint: String,
     http: HyperClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    /// The API token, if known.
+    token: Option<String>,
+    /// What AWS calls are signed with (fetched once, with the token).
+    signer: tokio::sync::OnceCell<Option<Signer>>,
+}
+
+/// The root key and the server's default region.
+struct Signer {
+    access_key: String,
+    secret: String,
+    region: String,
 }
 
 impl Client {
@@ -20,7 +34,13 @@ impl Client {
             bail!("endpoint {endpoint:?} must start with http://");
         }
         let http = HyperClient::builder(TokioExecutor::new()).build_http();
-        Ok(Self { endpoint: endpoint.trim_end_matches('/').to_owned(), http })
+        let endpoint = endpoint.trim_end_matches('/').to_owned();
+        Ok(Self { endpoint, http, token: None, signer: tokio::sync::OnceCell::new() })
+    }
+
+    /// The same client, sending `token` (the API token) when it has one.
+    pub fn with_token(self, token: Option<String>) -> Self {
+        Self { token, ..self }
     }
 
     /// Sends a request and parses the JSON answer; a non-2xx answer is an error that carries
@@ -39,7 +59,13 @@ impl Client {
         };
         if !status.is_success() {
             let message = json.get("message").and_then(|m| m.as_str()).unwrap_or("");
-            bail!("{method} {path}: {status} {message}");
+            let hint = match status {
+                http::StatusCode::UNAUTHORIZED | http::StatusCode::FORBIDDEN if self.token.is_none() => {
+                    " (a server run with --require-signature needs the API token: --token or TRELLIS_TOKEN)"
+                }
+                _ => "",
+            };
+            bail!("{method} {path}: {status} {message}{hint}");
         }
         Ok(json)
     }
@@ -103,10 +129,47 @@ impl Client {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> anyhow::Result<(http::StatusCode, Bytes)> {
+        let mut headers: Vec<(String, String)> =
+            headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        if path.starts_with("/_trellis/") {
+            if let Some(token) = &self.token {
+                headers.push(("authorization".to_owned(), format!("Bearer {token}")));
+            }
+        } else if self.token.is_some()
+            && let Some(signer) = self.signer().await
+        {
+            signer.sign(&self.endpoint, method, path, &mut headers, &body);
+        }
+        self.send_raw(method, path, &headers, body).await
+    }
+
+    /// The root key to sign with, asked for once (with the token).
+    async fn signer(&self) -> Option<&Signer> {
+        let signer = self.signer.get_or_init(|| async {
+            let headers = [("authorization".to_owned(), format!("Bearer {}", self.token.as_deref()?))];
+            let (status, bytes) = self.send_raw("GET", "/_trellis/credentials", &headers, Bytes::new()).await.ok()?;
+            let key: serde_json::Value = serde_json::from_slice(&bytes).ok().filter(|_| status.is_success())?;
+            let field = |name: &str| key[name].as_str().map(str::to_owned);
+            Some(Signer {
+                access_key: field("accessKeyId")?,
+                secret: field("secretAccessKey")?,
+                region: field("region")?,
+            })
+        });
+        signer.await.as_ref()
+    }
+
+    async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(String, String)],
+        body: Bytes,
+    ) -> anyhow::Result<(http::StatusCode, Bytes)> {
         let uri = format!("{}{path}", self.endpoint);
         let mut req = http::Request::builder().method(method).uri(&uri);
         for (k, v) in headers {
-            req = req.header(*k, *v);
+            req = req.header(k, v);
         }
         let body = Full::new(body);
         let resp = self
@@ -142,6 +205,56 @@ impl Client {
                 Some(t) => token = Some(t.to_owned()),
                 None => return Ok(items),
             }
+        }
+    }
+}
+
+// === impl Signer ===
+
+impl Signer {
+    /// Adds `host`, `x-amz-date` and a SigV4 `authorization` to `headers`, for the service the
+    /// request is addressed to (by its `x-amz-target`, its form's `Version`, else VPC Lattice).
+    fn sign(&self, endpoint: &str, method: &str, path: &str, headers: &mut Vec<(String, String)>, body: &[u8]) {
+        use trellis_model::sigv4::{self, Received, Signed};
+        let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+        let service = match (header("x-amz-target"), header("content-type")) {
+            (Some(t), _) if t.starts_with("AmazonEC2ContainerService") => "ecs",
+            (Some(t), _) if t.starts_with("CertificateManager") => "acm",
+            (Some(t), _) if t.starts_with("Logs_") => "logs",
+            (_, Some(c)) if c.starts_with("application/x-www-form-urlencoded") => {
+                match form_urlencoded::parse(body).find(|(k, _)| k == "Version").map(|(_, v)| v.into_owned()) {
+                    Some(v) if v == "2016-11-15" => "ec2",
+                    Some(v) if v == "2011-06-15" => "sts",
+                    _ => "iam",
+                }
+            }
+            _ => "vpc-lattice",
+        };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let amz_date = sigv4::format_amz_date(now);
+        let host = endpoint.strip_prefix("http://").unwrap_or(endpoint).to_owned();
+        headers.push(("host".to_owned(), host));
+        headers.push(("x-amz-date".to_owned(), amz_date.clone()));
+        let mut claim = Signed {
+            access_key: self.access_key.clone(),
+            scope_date: amz_date[..8].to_owned(),
+            region: self.region.clone(),
+            service: service.to_owned(),
+            amz_date,
+            signed_headers: vec!["host".to_owned(), "x-amz-date".to_owned()],
+            signature: String::new(),
+            expires: None,
+            query_token: None,
+        };
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let lookup = |name: &str| {
+            headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_bytes()).collect::<Vec<_>>()
+        };
+        let received = Received { method, path, query, header: &lookup };
+        // Both signed headers are present, so signing cannot fail.
+        if let Ok(signature) = claim.signature_of(&received, &self.secret, &sigv4::payload_hash(body)) {
+            claim.signature = signature;
+            headers.push(("authorization".to_owned(), claim.authorization()));
         }
     }
 }

@@ -83,6 +83,9 @@ pub struct RawConfig {
     /// Accept health-check intervals from 1 s and thresholds from 1 (AWS: 5 s and 2), so that
     /// tests and demos see health transitions quickly (default false).
     pub relaxed_health_checks: Option<bool>,
+    /// Every AWS API call must carry a valid SigV4 signature of an identity of the account, and
+    /// Trellis's own endpoints (health aside) the API token (default false).
+    pub require_signature: Option<bool>,
     /// Lifetime of the managed certificates of generated names, in seconds (default 90 days);
     /// each is renewed when a third of it is left.
     pub certificate_lifetime_seconds: Option<u64>,
@@ -169,6 +172,8 @@ pub struct Config {
     pub worker_threads: Option<usize>,
     /// The API accepts health checks below AWS's floor.
     pub relaxed_health_checks: bool,
+    /// API calls must be signed; `/_trellis/` endpoints need the token.
+    pub require_signature: bool,
     /// Lifetime of managed certificates.
     pub certificate_lifetime: Duration,
     /// Data-plane settings.
@@ -229,6 +234,9 @@ impl RawConfig {
         if let Some(v) = s("RELAXED_HEALTH_CHECKS") {
             self.relaxed_health_checks = Some(matches!(v.as_str(), "1" | "true" | "yes"));
         }
+        if let Some(v) = s("REQUIRE_SIGNATURE") {
+            self.require_signature = Some(matches!(v.as_str(), "1" | "true" | "yes"));
+        }
         if let Some(v) = num("WORKER_THREADS")? {
             self.worker_threads = Some(usize::try_from(v).context("TRELLIS_WORKER_THREADS is too large")?);
         }
@@ -248,11 +256,7 @@ impl RawConfig {
     pub fn validate(self, env: &dyn Env) -> anyhow::Result<Config> {
         let data_dir = match self.data_dir {
             Some(dir) => dir,
-            None => match (env.var("XDG_DATA_HOME").filter(|v| !v.is_empty()), env.var("HOME")) {
-                (Some(xdg), _) => Path::new(&xdg).join("trellis"),
-                (None, Some(home)) => Path::new(&home).join(".local/share/trellis"),
-                (None, None) => bail!("no data directory: set --data-dir, XDG_DATA_HOME or HOME"),
-            },
+            None => default_data_dir(env)?,
         };
         let listen = self.listen.as_deref().unwrap_or("127.0.0.1:7700");
         let listen: SocketAddr = listen.parse().with_context(|| format!("listen address {listen:?}"))?;
@@ -372,6 +376,7 @@ impl RawConfig {
             naming,
             worker_threads: self.worker_threads,
             relaxed_health_checks,
+            require_signature: self.require_signature.unwrap_or(false),
             node,
             ingress_range,
             task_range,
@@ -394,6 +399,15 @@ impl RawConfig {
 
 /// A /24 inside 127.64.0.0/10 picked by a hash of the data directory, so that installations
 /// with different data directories get different ingress ranges without any configuration.
+/// `$XDG_DATA_HOME/trellis`, else `~/.local/share/trellis`.
+pub fn default_data_dir(env: &dyn Env) -> anyhow::Result<PathBuf> {
+    match (env.var("XDG_DATA_HOME").filter(|v| !v.is_empty()), env.var("HOME")) {
+        (Some(xdg), _) => Ok(Path::new(&xdg).join("trellis")),
+        (None, Some(home)) => Ok(Path::new(&home).join(".local/share/trellis")),
+        (None, None) => bail!("no data directory: set --data-dir, XDG_DATA_HOME or HOME"),
+    }
+}
+
 fn default_ingress_range(data_dir: &Path) -> String {
     let n = fnv1a(data_dir) % (64 * 256);
     format!("127.{}.{}.0/24", 64 + n / 256, n % 256)

@@ -53,8 +53,7 @@ fn read_logs(dir: &std::path::Path) -> Option<String> {
 }
 
 /// `trellis logs task TASK_ID` (an ID or an ARN): prints the task's output.
-pub async fn print(endpoint: &str, task: &str) -> anyhow::Result<()> {
-    let client = Client::new(endpoint)?;
+pub async fn print(client: &Client, task: &str) -> anyhow::Result<()> {
     let id = task.rsplit('/').next().unwrap_or(task);
     let text = client.text("GET", &format!("/_trellis/tasks/{id}/logs")).await?;
     print!("{text}");

@@ -129,6 +129,10 @@ struct ServeArgs {
     /// addresses on loopback) [default: netns as root on Linux, else loopback].
     #[arg(long)]
     network: Option<String>,
+    /// Every AWS API call must be signed (SigV4) by an identity of the account, and Trellis's
+    /// own endpoints (health aside) need the API token that `trellis credentials` prints.
+    #[arg(long)]
+    require_signature: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -136,6 +140,14 @@ struct ClientArgs {
     /// The server [default: $TRELLIS_ENDPOINT, else http://127.0.0.1:7700].
     #[arg(long)]
     endpoint: Option<String>,
+    /// The API token, for a server run with --require-signature [default: $TRELLIS_TOKEN, else
+    /// the file api-token in the data directory, if readable].
+    #[arg(long)]
+    token: Option<String>,
+    /// The server's data directory, where its API token is [default: $TRELLIS_DATA_DIR, else
+    /// $XDG_DATA_HOME/trellis, else ~/.local/share/trellis].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -183,45 +195,46 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Status(args) => {
-            let endpoint = endpoint(args.endpoint, &ProcessEnv);
-            runtime(Some(1))?.block_on(status::run(&endpoint))?;
+            let client = client(args, &ProcessEnv)?;
+            runtime(Some(1))?.block_on(status::run(&client))?;
             Ok(0)
         }
         Command::Ca(args) => {
-            let endpoint = endpoint(args.endpoint, &ProcessEnv);
+            let client = client(args, &ProcessEnv)?;
             runtime(Some(1))?.block_on(async {
-                let pem = trellis::client::Client::new(&endpoint)?.text("GET", "/_trellis/ca").await?;
+                let pem = client.text("GET", "/_trellis/ca").await?;
                 print!("{pem}");
                 anyhow::Ok(())
             })?;
             Ok(0)
         }
         Command::Credentials(args) => {
-            let endpoint = endpoint(args.endpoint, &ProcessEnv);
+            let client = client(args, &ProcessEnv)?;
             runtime(Some(1))?.block_on(async {
-                let key = trellis::client::Client::new(&endpoint)?.call("GET", "/_trellis/credentials", None).await?;
+                let key = client.call("GET", "/_trellis/credentials", None).await?;
                 let field = |name: &str| {
                     key[name].as_str().map(str::to_owned).with_context(|| format!("the server's answer lacks {name}"))
                 };
                 println!("export AWS_ACCESS_KEY_ID={}", field("accessKeyId")?);
                 println!("export AWS_SECRET_ACCESS_KEY={}", field("secretAccessKey")?);
+                println!("export TRELLIS_TOKEN={}", field("token")?);
                 println!("# {} (account {})", field("arn")?, field("account")?);
                 anyhow::Ok(())
             })?;
             Ok(0)
         }
-        Command::Vpc(VpcCommand::Ingress { vpc_id, client }) => {
-            let endpoint = endpoint(client.endpoint, &ProcessEnv);
-            runtime(Some(1))?.block_on(trellis::vpc::ingress(&endpoint, &vpc_id))?;
+        Command::Vpc(VpcCommand::Ingress { vpc_id, client: args }) => {
+            let client = client(args, &ProcessEnv)?;
+            runtime(Some(1))?.block_on(trellis::vpc::ingress(&client, &vpc_id))?;
             Ok(0)
         }
-        Command::Vpc(VpcCommand::Exec { vpc_id, subnet, client, command }) => {
-            let endpoint = endpoint(client.endpoint, &ProcessEnv);
-            runtime(Some(1))?.block_on(trellis::vpc::exec(&endpoint, &vpc_id, subnet.as_deref(), &command))
+        Command::Vpc(VpcCommand::Exec { vpc_id, subnet, client: args, command }) => {
+            let client = client(args, &ProcessEnv)?;
+            runtime(Some(1))?.block_on(trellis::vpc::exec(&client, &vpc_id, subnet.as_deref(), &command))
         }
-        Command::Logs(LogsCommand::Task { task_id, client }) => {
-            let endpoint = endpoint(client.endpoint, &ProcessEnv);
-            runtime(Some(1))?.block_on(trellis::logs::print(&endpoint, &task_id))?;
+        Command::Logs(LogsCommand::Task { task_id, client: args }) => {
+            let client = client(args, &ProcessEnv)?;
+            runtime(Some(1))?.block_on(trellis::logs::print(&client, &task_id))?;
             Ok(0)
         }
         Command::Image { name } => {
@@ -250,7 +263,23 @@ fn serve_config(args: ServeArgs, env: &dyn Env) -> anyhow::Result<config::Config
     raw.account = args.account.or(raw.account);
     raw.log_format = args.log_format.or(raw.log_format);
     raw.network = args.network.or(raw.network);
+    if args.require_signature {
+        raw.require_signature = Some(true);
+    }
     raw.validate(env)
+}
+
+/// A client of the server the flags and the environment name, with the API token if one is
+/// given or can be read from the data directory.
+fn client(args: ClientArgs, env: &dyn Env) -> anyhow::Result<trellis::client::Client> {
+    let endpoint = endpoint(args.endpoint, env);
+    let token = args.token.or_else(|| env.var("TRELLIS_TOKEN")).filter(|t| !t.is_empty()).or_else(|| {
+        let dir = args.data_dir.or_else(|| env.var("TRELLIS_DATA_DIR").filter(|d| !d.is_empty()).map(PathBuf::from));
+        let dir = dir.or_else(|| config::default_data_dir(env).ok())?;
+        let text = std::fs::read_to_string(dir.join(trellis::app::TOKEN_FILE)).ok()?;
+        Some(text.trim().to_owned()).filter(|t| !t.is_empty())
+    });
+    Ok(trellis::client::Client::new(&endpoint)?.with_token(token))
 }
 
 fn endpoint(flag: Option<String>, env: &dyn Env) -> String {

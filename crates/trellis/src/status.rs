@@ -6,8 +6,7 @@ use serde_json::Value;
 use crate::client::Client;
 
 /// Prints the tables.
-pub async fn run(endpoint: &str) -> anyhow::Result<()> {
-    let client = Client::new(endpoint)?;
+pub async fn run(client: &Client) -> anyhow::Result<()> {
     let networks = client.list_all("GET", "/servicenetworks", None).await?;
     let services = client.list_all("GET", "/services", None).await?;
     let groups = client.list_all("GET", "/targetgroups", None).await?;

@@ -4,8 +4,7 @@ use crate::client::Client;
 
 /// `trellis vpc ingress VPC_ID`: prints the VPC's ingress address (and says on stderr when low
 /// ports are offset because the server does not run as root). Fails for a VPC with none.
-pub async fn ingress(endpoint: &str, vpc: &str) -> anyhow::Result<()> {
-    let client = Client::new(endpoint)?;
+pub async fn ingress(client: &Client, vpc: &str) -> anyhow::Result<()> {
     let answer = client.call("GET", &format!("/_trellis/vpcs/{vpc}/ingress"), None).await?;
     let address = answer["address"].as_str().unwrap_or_default();
     println!("{address}");
@@ -34,10 +33,9 @@ pub async fn ingress(endpoint: &str, vpc: &str) -> anyhow::Result<()> {
 /// system's (see [`TrustBundle`]). Returns the command's exit status (128 + the signal's number if a
 /// signal ended it). Ctrl-C goes to the command (the terminal sends it to both); SIGTERM is passed
 /// on to it; either way this process waits for the command to end, then removes the instance.
-pub async fn exec(endpoint: &str, vpc: &str, subnet: Option<&str>, command: &[String]) -> anyhow::Result<u8> {
+pub async fn exec(client: &Client, vpc: &str, subnet: Option<&str>, command: &[String]) -> anyhow::Result<u8> {
     use std::os::unix::process::ExitStatusExt;
 
-    let client = Client::new(endpoint)?;
     let body = serde_json::json!({ "subnetId": subnet, "ownerPid": std::process::id() });
     let instance = client.call("POST", &format!("/_trellis/vpcs/{vpc}/instances"), Some(body)).await?;
     let field = |name: &str| instance[name].as_str().unwrap_or_default().to_owned();
