@@ -57,10 +57,11 @@ pub enum Caller<'a> {
 }
 
 /// The condition keys of a request, by name as a policy writes them (compare without case
-/// where IAM does). `None` when the request has no such key.
+/// where IAM does). A key the request does not have has no values.
 pub trait Keys {
-    /// The key's values (one for single-valued keys).
-    fn values(&self, key: &str) -> Option<Vec<String>>;
+    /// Calls `each` with every value of the key (once for single-valued keys; never for a key
+    /// the request lacks). Called per condition per request: no allocation it can avoid.
+    fn visit(&self, key: &str, each: &mut dyn FnMut(&str));
 }
 
 /// One request, as a policy sees it.
@@ -112,8 +113,19 @@ enum PrincipalPattern {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Patterns {
     negated: bool,
-    patterns: Vec<String>,
+    patterns: Vec<Pattern>,
     ignore_case: bool,
+}
+
+/// A wildcard pattern with its shape found once, at compile time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Pattern {
+    /// No wildcard: the whole value.
+    Exact(String),
+    /// One `*`, at the end: a prefix of the value.
+    Prefix(String),
+    /// Anything else.
+    Glob(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -290,10 +302,21 @@ fn patterns(
 ) -> Result<Patterns, PolicyError> {
     match (obj.get(yes), obj.get(no)) {
         (Some(_), Some(_)) => Err(err(format!("must not have both {yes} and {no}"))),
-        (Some(v), None) => Ok(Patterns { negated: false, patterns: strings(v, yes)?, ignore_case }),
-        (None, Some(v)) => Ok(Patterns { negated: true, patterns: strings(v, no)?, ignore_case }),
+        (Some(v), None) => Ok(Patterns { negated: false, patterns: shapes(strings(v, yes)?), ignore_case }),
+        (None, Some(v)) => Ok(Patterns { negated: true, patterns: shapes(strings(v, no)?), ignore_case }),
         (None, None) => Err(err(format!("must have {yes} or {no}"))),
     }
+}
+
+fn shapes(texts: Vec<String>) -> Vec<Pattern> {
+    texts
+        .into_iter()
+        .map(|t| match t.find(['*', '?']) {
+            None => Pattern::Exact(t),
+            Some(at) if at == t.len() - 1 && t.ends_with('*') => Pattern::Prefix(t[..at].to_owned()),
+            Some(_) => Pattern::Glob(t),
+        })
+        .collect()
 }
 
 fn conditions(v: &Value) -> Result<Vec<Condition>, PolicyError> {
@@ -389,34 +412,39 @@ impl Principals {
 
 impl Patterns {
     fn matches(&self, value: &str) -> bool {
-        let any = self.patterns.iter().any(|p| glob(p, value, self.ignore_case));
+        let same = |a: &str, b: &str| if self.ignore_case { a.eq_ignore_ascii_case(b) } else { a == b };
+        let any = self.patterns.iter().any(|p| match p {
+            Pattern::Exact(p) => same(p, value),
+            Pattern::Prefix(p) => value.get(..p.len()).is_some_and(|head| same(p, head)),
+            Pattern::Glob(p) => glob(p, value, self.ignore_case),
+        });
         any != self.negated
     }
 }
 
 impl Condition {
     fn holds(&self, keys: &dyn Keys) -> bool {
-        let found = keys.values(&self.key);
+        let (mut found, mut matched) = (0usize, 0usize);
+        keys.visit(&self.key, &mut |v| {
+            found += 1;
+            if self.values.iter().any(|p| self.op.matches(p, v)) {
+                matched += 1;
+            }
+        });
         if self.op == Op::Null {
             let want_missing = self.values.iter().any(|v| v.eq_ignore_ascii_case("true"));
-            return found.is_none() == want_missing;
+            return (found == 0) == want_missing;
         }
-        let Some(found) = found else {
+        if found == 0 {
             // A missing key: false for a positive operator, true for a negated one; IfExists
             // always true; ForAllValues of nothing is true.
             return self.if_exists || self.negated || self.set == Some(Set::AllValues);
-        };
-        let matches_one = |v: &str| self.values.iter().any(|p| self.op.matches(p, v));
+        }
         match self.set {
-            Some(Set::AllValues) => {
-                let all = found.iter().all(|v| matches_one(v));
-                // ForAllValues with a negated operator: no value matches any pattern.
-                if self.negated { found.iter().all(|v| !matches_one(v)) } else { all }
-            }
-            Some(Set::AnyValue) | None => {
-                let any = found.iter().any(|v| matches_one(v));
-                any != self.negated
-            }
+            // ForAllValues with a negated operator: no value matches any pattern.
+            Some(Set::AllValues) if self.negated => matched == 0,
+            Some(Set::AllValues) => matched == found,
+            Some(Set::AnyValue) | None => (matched > 0) != self.negated,
         }
     }
 }
@@ -451,15 +479,32 @@ impl Op {
 
 /// IAM's wildcards: `*` any run of characters, `?` one character.
 pub fn glob(pattern: &str, value: &str, ignore_case: bool) -> bool {
-    let eq = |a: char, b: char| if ignore_case { a.eq_ignore_ascii_case(&b) } else { a == b };
+    let same = |a: &[u8], b: &[u8]| if ignore_case { a.eq_ignore_ascii_case(b) } else { a == b };
+    let (p, v) = (pattern.as_bytes(), value.as_bytes());
+    // The usual shapes first: no wildcard at all, or one `*` at the end (ARN prefixes).
+    match p.iter().position(|&b| b == b'*' || b == b'?') {
+        None => return same(p, v),
+        Some(at) if at == p.len() - 1 && p[at] == b'*' => return v.len() >= at && same(&p[..at], &v[..at]),
+        Some(_) => {}
+    }
+    if pattern.is_ascii() && value.is_ascii() {
+        // Bytes are characters: no copy needed.
+        let eq = |a: &u8, b: &u8| if ignore_case { a.eq_ignore_ascii_case(b) } else { a == b };
+        return glob_in(pattern.as_bytes(), value.as_bytes(), b'*', b'?', eq);
+    }
+    let eq = |a: &char, b: &char| if ignore_case { a.eq_ignore_ascii_case(b) } else { a == b };
     let (p, v): (Vec<char>, Vec<char>) = (pattern.chars().collect(), value.chars().collect());
-    // Iterative matching with one backtrack point (the last `*`).
+    glob_in(&p, &v, '*', '?', eq)
+}
+
+/// Iterative matching with one backtrack point (the last `*`).
+fn glob_in<T: PartialEq>(p: &[T], v: &[T], star_sym: T, one: T, eq: impl Fn(&T, &T) -> bool) -> bool {
     let (mut pi, mut vi, mut star, mut mark) = (0, 0, None, 0);
     while vi < v.len() {
-        if pi < p.len() && (p[pi] == '?' || (p[pi] != '*' && eq(p[pi], v[vi]))) {
+        if pi < p.len() && (p[pi] == one || (p[pi] != star_sym && eq(&p[pi], &v[vi]))) {
             pi += 1;
             vi += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == star_sym {
             star = Some(pi);
             mark = vi;
             pi += 1;
@@ -471,7 +516,7 @@ pub fn glob(pattern: &str, value: &str, ignore_case: bool) -> bool {
             return false;
         }
     }
-    while pi < p.len() && p[pi] == '*' {
+    while pi < p.len() && p[pi] == star_sym {
         pi += 1;
     }
     pi == p.len()

@@ -137,11 +137,29 @@ impl Signed {
     /// [`Signed::access_key`]; the payload hash signed is `payload_hash` (what
     /// `x-amz-content-sha256` says, `UNSIGNED-PAYLOAD` for Lattice).
     pub fn verify(&self, request: &Received<'_>, secret: &str, payload_hash: &str) -> Result<(), SigError> {
+        let key = signing_key(secret, &self.scope_date, &self.region, &self.service);
+        self.verify_with_key(request, &key, payload_hash)
+    }
+
+    /// [`Signed::verify`] with the signing key from `keys` (derived once per credential, day,
+    /// region and service, instead of four HMACs a request).
+    pub fn verify_cached(
+        &self,
+        request: &Received<'_>,
+        secret: &str,
+        payload_hash: &str,
+        keys: &SigningKeys,
+    ) -> Result<(), SigError> {
+        let key = keys.get(self, secret);
+        self.verify_with_key(request, &key, payload_hash)
+    }
+
+    fn verify_with_key(&self, request: &Received<'_>, key: &[u8; 32], payload_hash: &str) -> Result<(), SigError> {
         if !self.signed_headers.iter().any(|h| h == "host") {
             return Err(SigError::Malformed("SignedHeaders (host must be signed)"));
         }
         let given = self.signature.to_ascii_lowercase();
-        let want = self.signature_with(request, secret, payload_hash, Plus::Literal)?;
+        let want = self.signature_with(request, key, payload_hash, Plus::Literal)?;
         if constant_time_eq(want.as_bytes(), given.as_bytes()) {
             return Ok(());
         }
@@ -149,7 +167,7 @@ impl Signed {
         // signer (form decoding) as a space. Both are the signer's reading of the same bytes,
         // so either is accepted.
         if request.query.contains('+') {
-            let want = self.signature_with(request, secret, payload_hash, Plus::Space)?;
+            let want = self.signature_with(request, key, payload_hash, Plus::Space)?;
             if constant_time_eq(want.as_bytes(), given.as_bytes()) {
                 return Ok(());
             }
@@ -162,21 +180,21 @@ impl Signed {
     /// The signature of `request` with `secret` under this claim's scope, date and signed
     /// headers (what a signer would send; what [`Signed::verify`] compares with).
     pub fn signature_of(&self, request: &Received<'_>, secret: &str, payload_hash: &str) -> Result<String, SigError> {
-        self.signature_with(request, secret, payload_hash, Plus::Literal)
+        let key = signing_key(secret, &self.scope_date, &self.region, &self.service);
+        self.signature_with(request, &key, payload_hash, Plus::Literal)
     }
 
     fn signature_with(
         &self,
         request: &Received<'_>,
-        secret: &str,
+        key: &[u8; 32],
         payload_hash: &str,
         plus: Plus,
     ) -> Result<String, SigError> {
         let canonical = canonical_request(self, request, payload_hash, plus)?;
         let scope = format!("{}/{}/{}/aws4_request", self.scope_date, self.region, self.service);
         let to_sign = format!("{ALGORITHM}\n{}\n{scope}\n{}", self.amz_date, hex(&sha256(canonical.as_bytes())));
-        let key = signing_key(secret, &self.scope_date, &self.region, &self.service);
-        Ok(hex(&hmac(&key, to_sign.as_bytes())))
+        Ok(hex(&hmac(key, to_sign.as_bytes())))
     }
 
     /// Seconds since the Unix epoch of [`Signed::amz_date`].
@@ -195,6 +213,77 @@ impl Signed {
             self.signed_headers.join(";"),
             self.signature
         )
+    }
+}
+
+/// Signing keys already derived, by credential and scope (a bounded set: the oldest entry
+/// makes room). Shared by every connection; the lock is held for a lookup or an insert only.
+pub struct SigningKeys {
+    entries: std::sync::Mutex<KeyRing>,
+}
+
+struct KeyRing {
+    entries: Vec<KeyEntry>,
+    next: usize,
+}
+
+struct KeyEntry {
+    access_key: String,
+    secret: String,
+    /// `date/region/service`.
+    scope: String,
+    key: [u8; 32],
+}
+
+impl SigningKeys {
+    /// How many keys are kept.
+    const CAPACITY: usize = 256;
+
+    /// An empty set.
+    pub const fn new() -> Self {
+        Self { entries: std::sync::Mutex::new(KeyRing { entries: Vec::new(), next: 0 }) }
+    }
+
+    /// The signing key of `claim`'s credential and scope with `secret`, derived on first use.
+    fn get(&self, claim: &Signed, secret: &str) -> [u8; 32] {
+        let same_scope = |scope: &str| {
+            let mut parts = scope.splitn(3, '/');
+            parts.next() == Some(&claim.scope_date)
+                && parts.next() == Some(&claim.region)
+                && parts.next() == Some(&claim.service)
+        };
+        {
+            let ring = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(e) = ring
+                .entries
+                .iter()
+                .find(|e| e.access_key == claim.access_key && same_scope(&e.scope) && e.secret == secret)
+            {
+                return e.key;
+            }
+        }
+        let key = signing_key(secret, &claim.scope_date, &claim.region, &claim.service);
+        let entry = KeyEntry {
+            access_key: claim.access_key.clone(),
+            secret: secret.to_owned(),
+            scope: format!("{}/{}/{}", claim.scope_date, claim.region, claim.service),
+            key,
+        };
+        let mut ring = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if ring.entries.len() < Self::CAPACITY {
+            ring.entries.push(entry);
+        } else {
+            let at = ring.next;
+            ring.entries[at] = entry;
+            ring.next = (at + 1) % Self::CAPACITY;
+        }
+        key
+    }
+}
+
+impl Default for SigningKeys {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -271,33 +360,52 @@ fn canonical_request(signed: &Signed, r: &Received<'_>, payload_hash: &str, plus
     let mut out = String::with_capacity(512);
     out.push_str(r.method);
     out.push('\n');
-    out.push_str(&encode(&normalize_path(r.path), false));
+    encode_into(&mut out, &normalize_path(r.path), false);
     out.push('\n');
     let mut pairs: Vec<(String, String)> = query_pairs(r.query, plus)
         .into_iter()
         .filter(|(k, _)| !(signed.expires.is_some() && k == "X-Amz-Signature"))
         .map(|(k, v)| (encode(&k, true), encode(&v, true)))
         .collect();
-    pairs.sort();
-    let query: Vec<String> = pairs.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-    out.push_str(&query.join("&"));
+    pairs.sort_unstable();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
     out.push('\n');
     for name in &signed.signed_headers {
         let values = (r.header)(name);
         if values.is_empty() {
             return Err(SigError::Malformed("a signed header is missing"));
         }
-        let joined: Vec<String> = values
-            .iter()
-            .map(|v| String::from_utf8_lossy(v).split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect();
         out.push_str(name);
         out.push(':');
-        out.push_str(&joined.join(","));
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            // Trimmed, inner runs of whitespace collapsed to one space.
+            let text = String::from_utf8_lossy(value);
+            for (j, word) in text.split_whitespace().enumerate() {
+                if j > 0 {
+                    out.push(' ');
+                }
+                out.push_str(word);
+            }
+        }
         out.push('\n');
     }
     out.push('\n');
-    out.push_str(&signed.signed_headers.join(";"));
+    for (i, name) in signed.signed_headers.iter().enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        out.push_str(name);
+    }
     out.push('\n');
     out.push_str(payload_hash);
     Ok(out)
@@ -327,15 +435,24 @@ fn normalize_path(path: &str) -> String {
 /// Percent-encodes all but the unreserved set (and `/` unless `slash`).
 fn encode(s: &str, slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
+    encode_into(&mut out, s, slash);
+    out
+}
+
+fn encode_into(out: &mut String, s: &str, slash: bool) {
     for &b in s.as_bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (b == b'/' && !slash) {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(char::from(UPPER_HEX[usize::from(b >> 4)]));
+            out.push(char::from(UPPER_HEX[usize::from(b & 0xf)]));
         }
     }
-    out
 }
+
+const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
+const LOWER_HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// `a=1&b=2`, percent-decoded, with `+` read as `plus` says.
 fn query_pairs(query: &str, plus: Plus) -> Vec<(String, String)> {
@@ -404,7 +521,12 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(LOWER_HEX[usize::from(b >> 4)]));
+        out.push(char::from(LOWER_HEX[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// Whether `a` and `b` are equal, in a time that depends on their lengths only (for secrets).

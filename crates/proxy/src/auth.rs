@@ -18,13 +18,16 @@ use std::net::IpAddr;
 
 use trellis_model::iam::{Identities, Identity, Principal};
 use trellis_model::policy::{Caller, Decision, Keys, Request};
-use trellis_model::sigv4::{Received, SigError, Signed};
+use trellis_model::sigv4::{Received, SigError, Signed, SigningKeys};
 use trellis_model::snapshot::IamAuth;
 
 /// How far a signature's date may be from now (AWS: 5 minutes).
 const SKEW_SECONDS: u64 = 300;
 /// The payload hash Lattice requires.
 const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+
+/// Signing keys derived so far (a busy caller's is derived once a day, not per request).
+static SIGNING_KEYS: SigningKeys = SigningKeys::new();
 
 /// The action of HTTP requests.
 const INVOKE: &str = "vpc-lattice-svcs:Invoke";
@@ -158,7 +161,7 @@ impl AuthCheck {
             .map_err(|e| refuse(e.to_string()))?
             .clone();
         let received = Received { method: facts.method, path: facts.path, query: facts.query, header: facts.header };
-        match signed.verify(&received, &identity.secret_access_key, UNSIGNED_PAYLOAD) {
+        match signed.verify_cached(&received, &identity.secret_access_key, UNSIGNED_PAYLOAD, &SIGNING_KEYS) {
             Ok(()) => Ok(Some(identity)),
             Err(SigError::Mismatch) => Err(refuse("the signature does not match the request".into())),
             Err(e) => Err(refuse(e.to_string())),
@@ -203,75 +206,89 @@ struct Context<'c, 'f> {
 }
 
 impl Keys for Context<'_, '_> {
-    fn values(&self, key: &str) -> Option<Vec<String>> {
+    fn visit(&self, key: &str, each: &mut dyn FnMut(&str)) {
         let f = self.facts;
-        let one = |v: &str| Some(vec![v.to_owned()]);
-        let (service, name) = key.split_once(':')?;
+        let Some((service, name)) = key.split_once(':') else { return };
+        let is = |want: &str| name.eq_ignore_ascii_case(want);
         if service.eq_ignore_ascii_case("aws") {
-            let lower = name.to_ascii_lowercase();
-            if lower == "sourceip" {
-                return one(&f.client_ip.to_string());
+            if is("sourceip") {
+                return each(&f.client_ip.to_string());
             }
             let Some(id) = self.identity else {
-                return (lower == "principaltype").then(|| vec!["Anonymous".to_owned()]);
+                if is("principaltype") {
+                    each("Anonymous");
+                }
+                return;
             };
-            if let Some(tag) = lower.strip_prefix("principaltag/") {
-                let values: Vec<String> = id
-                    .principal_tags
-                    .iter()
-                    .filter(|t| t.key.eq_ignore_ascii_case(tag))
-                    .map(|t| t.value.clone())
-                    .collect();
-                return (!values.is_empty()).then_some(values);
+            if let Some(tag) = strip_prefix_ignore_case(name, "principaltag/") {
+                for t in id.principal_tags.iter().filter(|t| t.key.eq_ignore_ascii_case(tag)) {
+                    each(&t.value);
+                }
+                return;
             }
-            return match lower.as_str() {
-                "principaltype" => one(id.principal.kind()),
-                "principalarn" => one(id.principal.policy_arn()),
-                "principalaccount" => one(&id.account),
-                "principalorgid" => one(&id.organization_id),
-                "userid" => one(id.principal.user_id(&id.account)),
-                "username" => match &id.principal {
-                    Principal::User { user_name, .. } => one(user_name),
-                    _ => None,
-                },
-                _ => None,
+            let value = if is("principaltype") {
+                id.principal.kind()
+            } else if is("principalarn") {
+                id.principal.policy_arn()
+            } else if is("principalaccount") {
+                &id.account
+            } else if is("principalorgid") {
+                &id.organization_id
+            } else if is("userid") {
+                id.principal.user_id(&id.account)
+            } else if is("username") {
+                match &id.principal {
+                    Principal::User { user_name, .. } => user_name,
+                    _ => return,
+                }
+            } else {
+                return;
             };
+            return each(value);
         }
         if !service.eq_ignore_ascii_case("vpc-lattice-svcs") {
-            return None;
+            return;
         }
-        if let Some((kind, rest)) = name.split_once('/') {
-            return match kind.to_ascii_lowercase().as_str() {
-                "requestheader" => {
-                    let values = (f.header)(&rest.to_ascii_lowercase());
-                    (!values.is_empty())
-                        .then(|| values.iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect())
+        if let Some(header) = strip_prefix_ignore_case(name, "requestheader/") {
+            for v in (f.header)(&header.to_ascii_lowercase()) {
+                each(&String::from_utf8_lossy(v));
+            }
+            return;
+        }
+        if let Some(wanted) = strip_prefix_ignore_case(name, "requestquerystring/") {
+            for pair in f.query.split('&').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                if decode(k) == wanted {
+                    each(&decode(v));
                 }
-                "requestquerystring" => {
-                    let values: Vec<String> = f
-                        .query
-                        .split('&')
-                        .filter_map(|p| {
-                            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                            (decode(k) == rest).then(|| decode(v))
-                        })
-                        .collect();
-                    (!values.is_empty()).then_some(values)
-                }
-                _ => None,
-            };
+            }
+            return;
         }
-        match name.to_ascii_lowercase().as_str() {
-            "port" => one(&f.port.to_string()),
-            "requestmethod" => one(f.method),
-            "requestpath" => one(f.path),
-            "servicearn" => one(&self.check.service_arn),
-            "servicenetworkarn" => one(&self.check.network_arn),
-            "sourcevpc" => one(f.source_vpc),
-            "sourcevpcowneraccount" => one(f.source_vpc_account),
-            _ => None,
-        }
+        let value = if is("port") {
+            return each(&f.port.to_string());
+        } else if is("requestmethod") {
+            f.method
+        } else if is("requestpath") {
+            f.path
+        } else if is("servicearn") {
+            &self.check.service_arn
+        } else if is("servicenetworkarn") {
+            &self.check.network_arn
+        } else if is("sourcevpc") {
+            f.source_vpc
+        } else if is("sourcevpcowneraccount") {
+            f.source_vpc_account
+        } else {
+            return;
+        };
+        each(value);
     }
+}
+
+/// `s` without `prefix`, compared without case.
+fn strip_prefix_ignore_case<'s>(s: &'s str, prefix: &str) -> Option<&'s str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
 }
 
 /// `x-amzn-lattice-identity` for an authenticated caller (spec §3.8):

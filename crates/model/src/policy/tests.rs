@@ -8,8 +8,10 @@ const SVC: &str = "arn:aws:vpc-lattice:us-east-1:111122223333:service/svc-012345
 struct Ctx(HashMap<String, Vec<String>>);
 
 impl Keys for Ctx {
-    fn values(&self, key: &str) -> Option<Vec<String>> {
-        self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.clone())
+    fn visit(&self, key: &str, each: &mut dyn FnMut(&str)) {
+        for v in self.0.iter().filter(|(k, _)| k.eq_ignore_ascii_case(key)).flat_map(|(_, v)| v) {
+            each(v);
+        }
     }
 }
 
@@ -345,4 +347,11 @@ fn wildcards() {
     assert!(glob("*/rates", "arn:x/svc-1/rates", false));
     assert!(glob("A*", "abc", true));
     assert!(!glob("A*", "abc", false));
+    // The shortcuts: exact, and a trailing `*` (a prefix).
+    assert!(glob("abc", "abc", false) && !glob("abc", "abcd", false) && !glob("abc", "ab", false));
+    assert!(glob("ABC", "abc", true) && !glob("ABC", "abc", false));
+    assert!(glob("arn:x/svc-1/*", "arn:x/svc-1/", false) && glob("arn:x/svc-1/*", "arn:x/svc-1/a/b", false));
+    assert!(!glob("arn:x/svc-1/*", "arn:x/svc-1", false) && !glob("arn:x/svc-1/*", "arn:x/svc-2/", false));
+    assert!(glob("café/*", "café/x", false) && !glob("café/*", "cafe/x", false));
+    assert!(glob("é?", "éa", false) && glob("?é", "aé", false) && !glob("é?", "é", false));
 }
