@@ -137,7 +137,7 @@ impl Signed {
     /// [`Signed::access_key`]; the payload hash signed is `payload_hash` (what
     /// `x-amz-content-sha256` says, `UNSIGNED-PAYLOAD` for Lattice).
     pub fn verify(&self, request: &Received<'_>, secret: &str, payload_hash: &str) -> Result<(), SigError> {
-        let key = signing_key(secret, &self.scope_date, &self.region, &self.service);
+        let key = hmac_key(&signing_key(secret, &self.scope_date, &self.region, &self.service));
         self.verify_with_key(request, &key, payload_hash)
     }
 
@@ -154,7 +154,12 @@ impl Signed {
         self.verify_with_key(request, &key, payload_hash)
     }
 
-    fn verify_with_key(&self, request: &Received<'_>, key: &[u8; 32], payload_hash: &str) -> Result<(), SigError> {
+    fn verify_with_key(
+        &self,
+        request: &Received<'_>,
+        key: &ring::hmac::Key,
+        payload_hash: &str,
+    ) -> Result<(), SigError> {
         if !self.signed_headers.iter().any(|h| h == "host") {
             return Err(SigError::Malformed("SignedHeaders (host must be signed)"));
         }
@@ -180,21 +185,25 @@ impl Signed {
     /// The signature of `request` with `secret` under this claim's scope, date and signed
     /// headers (what a signer would send; what [`Signed::verify`] compares with).
     pub fn signature_of(&self, request: &Received<'_>, secret: &str, payload_hash: &str) -> Result<String, SigError> {
-        let key = signing_key(secret, &self.scope_date, &self.region, &self.service);
+        let key = hmac_key(&signing_key(secret, &self.scope_date, &self.region, &self.service));
         self.signature_with(request, &key, payload_hash, Plus::Literal)
     }
 
     fn signature_with(
         &self,
         request: &Received<'_>,
-        key: &[u8; 32],
+        key: &ring::hmac::Key,
         payload_hash: &str,
         plus: Plus,
     ) -> Result<String, SigError> {
         let canonical = canonical_request(self, request, payload_hash, plus)?;
-        let scope = format!("{}/{}/{}/aws4_request", self.scope_date, self.region, self.service);
-        let to_sign = format!("{ALGORITHM}\n{}\n{scope}\n{}", self.amz_date, hex(&sha256(canonical.as_bytes())));
-        Ok(hex(&hmac(key, to_sign.as_bytes())))
+        let mut to_sign = String::with_capacity(160);
+        for part in [ALGORITHM, "\n", &self.amz_date, "\n", &self.scope_date, "/", &self.region, "/", &self.service] {
+            to_sign.push_str(part);
+        }
+        to_sign.push_str("/aws4_request\n");
+        to_sign.push_str(&hex(&sha256(canonical.as_bytes())));
+        Ok(hex(ring::hmac::sign(key, to_sign.as_bytes()).as_ref()))
     }
 
     /// Seconds since the Unix epoch of [`Signed::amz_date`].
@@ -232,7 +241,7 @@ struct KeyEntry {
     secret: String,
     /// `date/region/service`.
     scope: String,
-    key: [u8; 32],
+    key: ring::hmac::Key,
 }
 
 impl SigningKeys {
@@ -245,7 +254,7 @@ impl SigningKeys {
     }
 
     /// The signing key of `claim`'s credential and scope with `secret`, derived on first use.
-    fn get(&self, claim: &Signed, secret: &str) -> [u8; 32] {
+    fn get(&self, claim: &Signed, secret: &str) -> ring::hmac::Key {
         let same_scope = |scope: &str| {
             let mut parts = scope.splitn(3, '/');
             parts.next() == Some(&claim.scope_date)
@@ -259,15 +268,15 @@ impl SigningKeys {
                 .iter()
                 .find(|e| e.access_key == claim.access_key && same_scope(&e.scope) && e.secret == secret)
             {
-                return e.key;
+                return e.key.clone();
             }
         }
-        let key = signing_key(secret, &claim.scope_date, &claim.region, &claim.service);
+        let key = hmac_key(&signing_key(secret, &claim.scope_date, &claim.region, &claim.service));
         let entry = KeyEntry {
             access_key: claim.access_key.clone(),
             secret: secret.to_owned(),
             scope: format!("{}/{}/{}", claim.scope_date, claim.region, claim.service),
-            key,
+            key: key.clone(),
         };
         let mut ring = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if ring.entries.len() < Self::CAPACITY {
@@ -413,7 +422,12 @@ fn canonical_request(signed: &Signed, r: &Received<'_>, payload_hash: &str, plus
 
 /// The path with `.`/`..` segments and repeated slashes removed, as AWS normalises it; still
 /// percent-encoded as sent.
-fn normalize_path(path: &str) -> String {
+fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
+    // Usually nothing to do: one leading slash, no empty, `.` or `..` segment.
+    let plain = path.starts_with('/') && !path.contains("//") && path[1..].split('/').all(|s| s != "." && s != "..");
+    if plain {
+        return std::borrow::Cow::Borrowed(path);
+    }
     let mut segments: Vec<&str> = Vec::new();
     for segment in path.split('/') {
         match segment {
@@ -429,7 +443,7 @@ fn normalize_path(path: &str) -> String {
     if path.ends_with('/') && !segments.is_empty() {
         out.push('/');
     }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 /// Percent-encodes all but the unreserved set (and `/` unless `slash`).
@@ -503,6 +517,11 @@ pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8
     let k = hmac(&k, region.as_bytes());
     let k = hmac(&k, service.as_bytes());
     hmac(&k, b"aws4_request")
+}
+
+/// A signing key ready to sign (its pads hashed once).
+fn hmac_key(key: &[u8; 32]) -> ring::hmac::Key {
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key)
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {

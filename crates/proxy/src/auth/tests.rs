@@ -236,3 +236,79 @@ async fn signed_requests_are_authenticated_then_evaluated_as_their_principal() {
     }
     proxy.stop().await;
 }
+
+/// What one check costs (a benchmark, not a test: it asserts nothing about time):
+/// `cargo test --release -p trellis-proxy -- --ignored auth_check_cost --nocapture`.
+/// A signed request against a 20-statement policy whose last statement allows it.
+#[test]
+#[ignore]
+fn auth_check_cost() {
+    use crate::auth::{AuthCheck, Facts};
+    let svc = "arn:aws:vpc-lattice:us-east-1:000000000000:service/svc-1";
+    let mut statements = vec![
+        r#"{"Effect":"Deny","Principal":"*","Action":"vpc-lattice-svcs:Invoke","Resource":"*",
+            "Condition":{"StringEquals":{"vpc-lattice-svcs:SourceVpc":"vpc-0"}}}"#
+            .to_owned(),
+    ];
+    for i in 0..18 {
+        statements.push(format!(
+            r#"{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::000000000000:root"}},
+                "Action":"vpc-lattice-svcs:Invoke","Resource":"{svc}/admin{i}/*",
+                "Condition":{{"StringEquals":{{"vpc-lattice-svcs:RequestHeader/x-team":"team-{i}"}}}}}}"#
+        ));
+    }
+    statements.push(format!(
+        r#"{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::000000000000:root"}},
+            "Action":"vpc-lattice-svcs:Invoke","Resource":"{svc}/*",
+            "Condition":{{"StringEquals":{{"vpc-lattice-svcs:SourceVpc":"vpc-1","vpc-lattice-svcs:RequestMethod":"GET"}}}}}}"#
+    ));
+    let policy = format!(r#"{{"Version":"2012-10-17","Statement":[{}]}}"#, statements.join(","));
+    let check = AuthCheck {
+        network: None,
+        service: Some(iam(Some(&policy))),
+        network_arn: "arn:aws:vpc-lattice:us-east-1:000000000000:servicenetwork/sn-1".into(),
+        service_arn: svc.into(),
+    };
+    let mut known = Identities::default();
+    known.by_key.insert("AKIAANA".into(), user("AKIAANA", "secret-ana", "ana"));
+    let now = crate::auth::now();
+    let head = signed("AKIAANA", "secret-ana", "GET", "/", "us-east-1", now);
+    let mut fields: Vec<(String, String)> = vec![("host".into(), "one.example".into())];
+    for line in head.split("\r\n").filter(|l| !l.is_empty()) {
+        let (k, v) = line.split_once(": ").expect("a header line");
+        fields.push((k.to_owned(), v.to_owned()));
+    }
+    let header = |name: &str| {
+        fields.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_bytes()).collect::<Vec<_>>()
+    };
+    let facts = Facts {
+        method: "GET",
+        path: "/",
+        query: "",
+        header: &header,
+        port: 80,
+        source_vpc: "vpc-1",
+        source_vpc_account: "000000000000",
+        client_ip: "10.0.0.1".parse().expect("an address"),
+    };
+    // Not the root: Ana is a user, so name her in the last statement's principal instead.
+    let check = AuthCheck {
+        service: Some(iam(Some(&policy.replace(
+            "arn:aws:iam::000000000000:root\"},\n            \"Action\":\"vpc-lattice-svcs:Invoke\",\"Resource\":\"arn:aws:vpc-lattice:us-east-1:000000000000:service/svc-1/*\"",
+            "arn:aws:iam::000000000000:user/ana\"},\n            \"Action\":\"vpc-lattice-svcs:Invoke\",\"Resource\":\"arn:aws:vpc-lattice:us-east-1:000000000000:service/svc-1/*\"",
+        )))),
+        ..check
+    };
+    assert!(check.check(&facts, &known, now).is_ok(), "the request is allowed");
+    const N: u32 = 200_000;
+    let t = std::time::Instant::now();
+    for _ in 0..N {
+        std::hint::black_box(check.check(std::hint::black_box(&facts), &known, now).is_ok());
+    }
+    println!("auth check: {:.2} us per signed request, 20 statements", t.elapsed().as_secs_f64() * 1e6 / f64::from(N));
+    let t = std::time::Instant::now();
+    for _ in 0..N {
+        std::hint::black_box(check.authenticate(std::hint::black_box(&facts), &known, now).is_ok());
+    }
+    println!("  of which authentication: {:.2} us", t.elapsed().as_secs_f64() * 1e6 / f64::from(N));
+}
