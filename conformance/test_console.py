@@ -1,0 +1,312 @@
+"""The web console at /_trellis/console (DESIGN.md's "Security baseline"): it signs in with the
+API token into an HTTP-only, same-site session cookie; a cross-site or DNS-rebinding request
+cannot sign anyone in or out; the page is served under a strict Content-Security-Policy and is
+never cached or framed. In headless Chromium after `trellis demo --keep` it shows the demo's
+service network, both VPCs, the service and its two healthy targets, and its forms create,
+associate and delete through the same API boto3 uses. The test saves a screenshot (printed)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.parse
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import support
+from support import make_client, raw_request, wait_for
+
+CONSOLE = "/_trellis/console"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+DEMO_READY_SECONDS = 120
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Without a browser: signing in, and the guards
+# --------------------------------------------------------------------------------------------
+
+
+def own(endpoint: str) -> dict:
+    """The headers of a same-origin form post (as a browser sends them)."""
+    return dict(FORM, Origin=endpoint)
+
+
+def sign_in(endpoint: str, token: str, headers: dict | None = None):
+    body = urllib.parse.urlencode({"token": token})
+    return raw_request(endpoint, "POST", f"{CONSOLE}/session", body, headers=headers or own(endpoint), sign=False)
+
+
+def session_cookie(resp) -> str:
+    """`trellis_session=…` from a sign-in's Set-Cookie."""
+    set_cookie = resp.headers.get("set-cookie", "")
+    assert set_cookie.startswith("trellis_session="), resp
+    return set_cookie.split(";")[0]
+
+
+def get(endpoint: str, path: str, cookie: str | None = None, **kwargs):
+    headers = {"Cookie": cookie} if cookie else {}
+    return raw_request(endpoint, "GET", path, headers=headers, sign=False, **kwargs)
+
+
+def assert_secured(resp):
+    csp = resp.headers.get("content-security-policy", "")
+    assert "default-src 'self'" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp, resp
+    assert "frame-ancestors 'none'" in csp, resp
+    assert resp.headers.get("x-frame-options") == "DENY", resp
+    assert resp.headers.get("x-content-type-options") == "nosniff", resp
+    assert resp.headers.get("cache-control") == "no-store", resp
+
+
+def test_console_requires_sign_in(server_factory):
+    srv = server_factory()
+    ep = srv.endpoint
+    token = (srv.data_dir / "api-token").read_text().strip()
+
+    page = get(ep, CONSOLE)
+    assert page.status == 200 and page.headers["content-type"].startswith("text/html"), page
+    assert b'id="signin"' in page.body and b"app.js" not in page.body, page
+    assert_secured(page)
+    for path in (f"{CONSOLE}/info", f"{CONSOLE}/app.js"):
+        refused = get(ep, path)
+        assert refused.status == 401, (path, refused)
+        assert_secured(refused)
+    css = get(ep, f"{CONSOLE}/console.css")
+    assert css.status == 200 and css.headers["content-type"].startswith("text/css") and css.body, css
+
+    wrong = sign_in(ep, "not-the-token")
+    assert wrong.status == 401 and "set-cookie" not in wrong.headers, wrong
+    assert b'id="signin"' in wrong.body and b'class="error"' in wrong.body, wrong
+    assert_secured(wrong)
+
+    # What a web page could forge is refused before the token is even looked at.
+    forged = {
+        "foreign Origin": dict(FORM, Origin="http://evil.example"),
+        "null Origin": dict(FORM, Origin="null"),
+        "cross-site fetch": dict(FORM, **{"Sec-Fetch-Site": "cross-site"}),
+    }
+    for why, headers in forged.items():
+        resp = sign_in(ep, token, headers)
+        assert resp.status == 403 and "set-cookie" not in resp.headers, (why, resp)
+    rebound = raw_request(ep, "POST", f"{CONSOLE}/session", f"token={token}", headers=FORM, sign=False,
+                          host=f"rebound.example:{srv.port}")
+    assert rebound.status == 403 and "set-cookie" not in rebound.headers, rebound
+
+    signed_in = sign_in(ep, token)
+    assert signed_in.status == 303 and signed_in.headers["location"] == CONSOLE, signed_in
+    attrs = [a.strip() for a in signed_in.headers["set-cookie"].split(";")]
+    assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= set(attrs), attrs
+    cookie = session_cookie(signed_in)
+
+    app = get(ep, CONSOLE, cookie)
+    assert app.status == 200 and b"/_trellis/console/app.js" in app.body and b'id="signin"' not in app.body, app
+    assert_secured(app)
+    # No inline script: the page's only script is the file.
+    assert re.findall(rb"<script[^>]*>", app.body) == [b'<script src="/_trellis/console/app.js" defer>'], app
+    script = get(ep, f"{CONSOLE}/app.js", cookie)
+    assert script.status == 200 and script.headers["content-type"].startswith("text/javascript"), script
+    info = get(ep, f"{CONSOLE}/info", cookie)
+    assert info.status == 200 and info.json()["account"] == support.ACCOUNT, info
+
+    # Signing out is a same-origin post too; then the cookie opens nothing.
+    cross = raw_request(ep, "POST", f"{CONSOLE}/signout", "", sign=False,
+                        headers=dict(FORM, Origin="http://evil.example", Cookie=cookie))
+    assert cross.status == 403 and get(ep, f"{CONSOLE}/info", cookie).status == 200, cross
+    out = raw_request(ep, "POST", f"{CONSOLE}/signout", "", sign=False, headers=dict(own(ep), Cookie=cookie))
+    assert out.status == 303 and "Max-Age=0" in out.headers.get("set-cookie", ""), out
+    assert get(ep, f"{CONSOLE}/info", cookie).status == 401
+    assert b'id="signin"' in get(ep, CONSOLE, cookie).body
+
+
+def test_console_session_stands_in_for_a_signature(server_factory):
+    """With --require-signature the page's unsigned API calls go through on the session cookie
+    (and only on it)."""
+    srv = server_factory(env={"TRELLIS_REQUIRE_SIGNATURE": "1"})
+    ep = srv.endpoint
+    token = (srv.data_dir / "api-token").read_text().strip()
+    assert b'id="signin"' in get(ep, CONSOLE).body
+    assert get(ep, "/servicenetworks").status == 403
+    assert get(ep, "/_trellis/ca").status == 401
+
+    cookie = session_cookie(sign_in(ep, token))
+    listed = get(ep, "/servicenetworks", cookie)
+    assert listed.status == 200 and listed.json()["items"] == [], listed
+    vpcs = raw_request(ep, "POST", "/", "Action=DescribeVpcs&Version=2016-11-15", sign=False,
+                       headers=dict(own(ep), Cookie=cookie))
+    assert vpcs.status == 200 and b"<vpcSet" in vpcs.body, vpcs
+    assert get(ep, "/_trellis/ca", cookie).status == 200
+    assert get(ep, "/servicenetworks", "trellis_session=forged").status == 403
+
+
+# --------------------------------------------------------------------------------------------
+# In Chromium, after `trellis demo --keep`
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Demo:
+    endpoint: str
+    token: str
+    ids: dict
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """`trellis demo --keep --network loopback`, its temporary directory under pytest's; stopped
+    with Ctrl-C (SIGINT, so it cleans up) by PID, killed if it does not stop."""
+    tmp = tmp_path_factory.mktemp("console-demo")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRELLIS_")}
+    env["TMPDIR"] = str(tmp)
+    log_path = tmp / "demo.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([support.require_binary(), "demo", "--keep", "--network", "loopback"],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + DEMO_READY_SECONDS
+        while True:
+            text = log_path.read_text(errors="replace")
+            ready = re.search(r"Left running at (http://\S+) \(data in (\S+)\)", text)
+            if ready:
+                break
+            assert proc.poll() is None, f"trellis demo exited with {proc.returncode}:\n{text}"
+            assert time.monotonic() < deadline, f"trellis demo not ready within {DEMO_READY_SECONDS}s:\n{text}"
+            time.sleep(0.2)
+        endpoint, data = ready.group(1), Path(ready.group(2)) / "data"
+        ids = {name: re.search(rf"created {name} (vpc-[0-9a-f]+)", text).group(1)
+               for name in ("VPC-A", "VPC-B", "VPC-C")}
+        ids["sn"] = re.search(r"created service network (sn-[0-9a-f]+)", text).group(1)
+        svc = re.search(r"created Lattice service (svc-[0-9a-f]+) \(\S+\), HTTP :80 → target group (tg-[0-9a-f]+)",
+                        text)
+        ids["svc"], ids["tg"] = svc.group(1), svc.group(2)
+        yield Demo(endpoint, (data / "api-token").read_text().strip(), ids)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(45)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        shutil.rmtree(tmp / f"trellis-demo-{proc.pid}", ignore_errors=True)
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium through Debian's chromedriver (never a downloaded one)."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    driver_path = shutil.which("chromedriver")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not driver_path or not chromium:
+        pytest.fail("the console test needs Debian's chromium and chromium-driver (scripts/test installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1400,1300", "--no-proxy-server"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_console_in_chromium(demo, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    ids = demo.ids
+    wait = WebDriverWait(browser, 20, poll_frequency=0.1)
+
+    def one(selector: str):
+        return wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, selector)))
+
+    def gone(selector: str):
+        wait.until_not(ec.presence_of_element_located((By.CSS_SELECTOR, selector)))
+
+    def click_twice(selector: str):
+        """Deleting takes two clicks (the first arms the button)."""
+        one(selector).click()
+        wait.until(lambda d: "armed" in d.find_element(By.CSS_SELECTOR, selector).get_attribute("class"))
+        browser.find_element(By.CSS_SELECTOR, selector).click()
+
+    # Signing in: a wrong token gets the form back, the right one the console.
+    browser.get(demo.endpoint + CONSOLE)
+    one("#token").send_keys("wrong")
+    one("#signin-submit").click()
+    assert "not this installation's API token" in one("p.error").text
+    one("#token").send_keys(demo.token)
+    one("#signin-submit").click()
+    one("body[data-loaded='true']")
+
+    # The demo's network: its service network with VPC-A and VPC-B (not VPC-C), the service,
+    # and the two healthy targets of the ECS service's tasks.
+    sn = f"section.sn[data-sn-id='{ids['sn']}']"
+    assert one(sn).get_attribute("data-sn-name") == "demo-network"
+    for name in ("VPC-A", "VPC-B"):
+        vpc = one(f"{sn} li.vpc[data-vpc-id='{ids[name]}']")
+        assert vpc.get_attribute("data-vpc-name") == name and name in vpc.text
+    assert not browser.find_elements(By.CSS_SELECTOR, f"{sn} li.vpc[data-vpc-id='{ids['VPC-C']}']")
+    service = f"{sn} .service[data-service-id='{ids['svc']}']"
+    assert "demo-web" in one(service).text
+    healthy = f"{service} .tg[data-tg-id='{ids['tg']}'] .target[data-target-status='HEALTHY']"
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, healthy)) == 2)
+    for target in browser.find_elements(By.CSS_SELECTOR, healthy):
+        assert "status-healthy" in target.get_attribute("class") and "healthy" in target.text
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR,
+                                             "[data-ecs-service='web'] .task[data-task-status='RUNNING']")) == 2)
+
+    # A create form round-trips: the new service network appears, boto3 sees it, a VPC is
+    # associated through the association form, and both are removed again from the page.
+    lattice = make_client("vpc-lattice", demo.endpoint)
+    name = f"console-{uuid.uuid4().hex[:8]}"
+    one("#create-sn-name").send_keys(name)
+    one("#create-sn-submit").click()
+    created = one(f"section.sn[data-sn-name='{name}']")
+    new_id = created.get_attribute("data-sn-id")
+    listed = {s["name"]: s["id"] for s in support.list_all(lattice, "list_service_networks")}
+    assert listed.get(name) == new_id, listed
+    new_sn = f"section.sn[data-sn-id='{new_id}']"
+
+    wait.until(lambda d: new_id in [o.get_attribute("value") for o in
+                                    d.find_elements(By.CSS_SELECTOR, "#assoc-vpc-sn option")])
+    Select(one("#assoc-vpc-sn")).select_by_value(new_id)
+    Select(one("#assoc-vpc-vpc")).select_by_value(ids["VPC-C"])
+    one("#assoc-vpc-submit").click()
+    vpc_c = one(f"{new_sn} li.vpc[data-vpc-id='{ids['VPC-C']}']")
+    assert vpc_c.get_attribute("data-vpc-name") == "VPC-C"
+    assocs = lattice.list_service_network_vpc_associations(serviceNetworkIdentifier=new_id)["items"]
+    assert [a["vpcId"] for a in assocs] == [ids["VPC-C"]], assocs
+
+    shot = tmp_path / "console.png"
+    assert browser.save_screenshot(str(shot))
+    data = shot.read_bytes()
+    assert len(data) > 10_000 and data.startswith(PNG_SIGNATURE), len(data)
+    print(f"\nconsole screenshot: {shot}")
+
+    click_twice(f"{new_sn} li.vpc[data-vpc-id='{ids['VPC-C']}'] button[data-delete='{assocs[0]['id']}']")
+    gone(f"{new_sn} li.vpc[data-vpc-id='{ids['VPC-C']}']")
+    wait_for(lambda: not lattice.list_service_network_vpc_associations(serviceNetworkIdentifier=new_id)["items"],
+             10, message="the association is gone")
+    click_twice(f"{new_sn} header button[data-delete='{new_id}']")
+    gone(new_sn)
+    wait_for(lambda: name not in {s["name"] for s in support.list_all(lattice, "list_service_networks")}, 10,
+             message="the service network is gone")
+    assert one(sn)  # the demo's is untouched
+
+    # Signing out ends the session: the console's data answers 401 to its cookie.
+    cookie = browser.get_cookie("trellis_session")
+    assert cookie and cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
+    one("#signout button").click()
+    one("#signin")
+    assert get(demo.endpoint, f"{CONSOLE}/info", f"trellis_session={cookie['value']}").status == 401
