@@ -220,6 +220,18 @@ def browser():
         driver.quit()
 
 
+def sign_in_browser(browser, demo: Demo, wait):
+    """Signs in through the form and waits for the page's first drawing."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    if not browser.current_url.startswith(demo.endpoint + CONSOLE):
+        browser.get(demo.endpoint + CONSOLE)
+    wait.until(ec.presence_of_element_located((By.ID, "token"))).send_keys(demo.token)
+    browser.find_element(By.ID, "signin-submit").click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "body[data-loaded='true']")))
+
+
 def test_console_in_chromium(demo, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -245,9 +257,7 @@ def test_console_in_chromium(demo, browser, tmp_path):
     one("#token").send_keys("wrong")
     one("#signin-submit").click()
     assert "not this installation's API token" in one("p.error").text
-    one("#token").send_keys(demo.token)
-    one("#signin-submit").click()
-    one("body[data-loaded='true']")
+    sign_in_browser(browser, demo, wait)
 
     # The demo's network: its service network with VPC-A and VPC-B (not VPC-C), the service,
     # and the two healthy targets of the ECS service's tasks.
@@ -310,3 +320,70 @@ def test_console_in_chromium(demo, browser, tmp_path):
     one("#signout button").click()
     one("#signin")
     assert get(demo.endpoint, f"{CONSOLE}/info", f"trellis_session={cookie['value']}").status == 401
+
+
+# What /_trellis/metrics and /_trellis/access-logs answer (Prometheus text; NDJSON, oldest
+# first), served to the page in place of the node's own: the test then knows the numbers. The
+# script runs before the page's own (through the DevTools protocol, which CSP does not govern).
+FAKE_TELEMETRY = """
+(() => {
+  const real = window.fetch.bind(window);
+  let polls = 0;
+  const ids = %(ids)s;
+  window.fetch = (input, init) => {
+    const url = String(input);
+    if (url.startsWith('/_trellis/metrics')) {
+      polls += 1;
+      const labels = `service_network="${ids.sn}",service="${ids.svc}",target_group="${ids.tg}"`;
+      const text = '# HELP trellis_requests_total Requests answered, by status class.\\n' +
+        '# TYPE trellis_requests_total counter\\n' +
+        `trellis_requests_total{${labels},code="2xx"} ${polls * 90}\\n` +
+        `trellis_requests_total{${labels},code="5xx"} ${polls * 30}\\n` +
+        'trellis_requests_total{service_network="sn-0",service="svc-0000",target_group="tg-0",code="2xx"} 7\\n';
+      return Promise.resolve(new Response(text, { status: 200, headers: { 'Content-Type': 'text/plain' } }));
+    }
+    if (url.startsWith('/_trellis/access-logs')) {
+      const entry = (n, code) => JSON.stringify({
+        startTime: `2026-12-04T23:5${n}:00.000Z`, requestMethod: 'GET', requestPath: `/console-probe-${n}`,
+        responseCode: code, duration: n, requestId: `r${n}`,
+        serviceArn: `arn:aws:vpc-lattice:us-east-1:000000000000:service/${ids.svc}`, sourceVpcId: ids.vpcB,
+      });
+      const text = [entry(1, 200), entry(2, 503)].join('\\n') + '\\n';
+      return Promise.resolve(new Response(text, { status: 200, headers: { 'Content-Type': 'application/x-ndjson' } }));
+    }
+    return real(input, init);
+  };
+})();
+"""
+
+
+def test_console_rates_and_access_log(demo, browser):
+    """Per-service rates are the difference between two polls of the counters, summed over the
+    other labels; the access log's tail is shown newest first, with names for IDs."""
+    import json
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ids = demo.ids
+    script = FAKE_TELEMETRY % {"ids": json.dumps({"sn": ids["sn"], "svc": ids["svc"], "tg": ids["tg"],
+                                                  "vpcB": ids["VPC-B"]})}
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": script})
+    wait = WebDriverWait(browser, 20, poll_frequency=0.1)
+    sign_in_browser(browser, demo, wait)
+
+    # 120 more requests a poll (2xx and 5xx together) every 3 s: about 40 req/s.
+    def rate(d):
+        text = d.find_element(By.CSS_SELECTOR, f".service [data-rate-service='{ids['svc']}']").text
+        m = re.fullmatch(r"([0-9.]+) req/s", text)
+        return m and float(m.group(1)) > 0 and float(m.group(1))
+
+    shown = wait.until(rate)
+    assert 20 < shown < 80, shown
+    row = browser.find_element(By.CSS_SELECTOR, f"#rates tr[data-rate-row='{ids['svc']}']")
+    assert "demo-web" in row.text and "req/s" in row.text
+
+    rows = browser.find_elements(By.CSS_SELECTOR, "#access-log tr")
+    cells = [[c.text for c in r.find_elements(By.TAG_NAME, "td")] for r in rows[1:]]
+    assert [c[2] for c in cells] == ["/console-probe-2", "/console-probe-1"], cells
+    assert cells[0][3] == "503" and cells[0][5] == "demo-web" and cells[0][6].startswith("VPC-B"), cells
