@@ -387,3 +387,59 @@ def test_console_rates_and_access_log(demo, browser):
     cells = [[c.text for c in r.find_elements(By.TAG_NAME, "td")] for r in rows[1:]]
     assert [c[2] for c in cells] == ["/console-probe-2", "/console-probe-1"], cells
     assert cells[0][3] == "503" and cells[0][5] == "demo-web" and cells[0][6].startswith("VPC-B"), cells
+
+
+def test_console_real_traffic(demo, browser):
+    """Requests from VPC-B through the proxy show in the service's rate and the access log's
+    tail, from the node's own /_trellis/metrics and /_trellis/access-logs."""
+    import http.client
+    import threading
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    if get(demo.endpoint, "/_trellis/metrics").status != 200:
+        pytest.skip("this build serves no /_trellis/metrics")
+    ids = demo.ids
+    lattice = make_client("vpc-lattice", demo.endpoint)
+    dns = lattice.get_service(serviceIdentifier=ids["svc"])["dnsEntry"]["domainName"]
+    ingress = get(demo.endpoint, f"/_trellis/vpcs/{ids['VPC-B']}/ingress").json()
+    port = 80 + ingress["lowPortOffset"]
+    subscription = lattice.create_access_log_subscription(
+        resourceIdentifier=ids["svc"], destinationArn="arn:aws:logs:us-east-1:000000000000:log-group:console-test")
+    stop = threading.Event()
+
+    def traffic():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            conn = http.client.HTTPConnection(ingress["address"], port, timeout=5)
+            try:
+                conn.request("GET", f"/console-traffic-{n}", headers={"Host": dns})
+                conn.getresponse().read()
+            except OSError:
+                pass
+            finally:
+                conn.close()
+            stop.wait(0.05)
+
+    sender = threading.Thread(target=traffic, daemon=True)
+    sender.start()
+    try:
+        wait = WebDriverWait(browser, 25, poll_frequency=0.2)
+        sign_in_browser(browser, demo, wait)
+
+        def rate(d):
+            text = d.find_element(By.CSS_SELECTOR, f".service [data-rate-service='{ids['svc']}']").text
+            m = re.fullmatch(r"([0-9.]+) req/s", text)
+            return m and float(m.group(1)) > 0
+
+        wait.until(rate)
+        wait.until(lambda d: "/console-traffic-" in d.find_element(By.ID, "access-log").text)
+        row = next(r for r in browser.find_elements(By.CSS_SELECTOR, "#access-log tr")
+                   if "/console-traffic-" in r.text)
+        assert "demo-web" in row.text and "VPC-B" in row.text, row.text
+    finally:
+        stop.set()
+        sender.join(10)
+        lattice.delete_access_log_subscription(accessLogSubscriptionIdentifier=subscription["id"])
