@@ -237,8 +237,12 @@ def test_console_in_chromium(demo, browser, tmp_path):
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
+    from selenium.common.exceptions import StaleElementReferenceException
+
     ids = demo.ids
-    wait = WebDriverWait(browser, 20, poll_frequency=0.1)
+    # The page redraws every few seconds: an element found just before may be gone by the time
+    # it is used, so every look and click is retried until it holds.
+    wait = WebDriverWait(browser, 20, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,))
 
     def one(selector: str):
         return wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, selector)))
@@ -246,57 +250,118 @@ def test_console_in_chromium(demo, browser, tmp_path):
     def gone(selector: str):
         wait.until_not(ec.presence_of_element_located((By.CSS_SELECTOR, selector)))
 
+    def attr(selector: str, name: str) -> str:
+        return wait.until(lambda d: d.find_element(By.CSS_SELECTOR, selector).get_attribute(name))
+
+    def text(selector: str) -> str:
+        return wait.until(lambda d: d.find_element(By.CSS_SELECTOR, selector).text)
+
+    def click(selector: str):
+        def attempt(d):
+            d.find_element(By.CSS_SELECTOR, selector).click()
+            return True
+        wait.until(attempt)
+
+    def done(what: str):
+        """Waits for the page to say how `what` went, and checks that it went through."""
+        said = wait.until(lambda d: (d.execute_script(
+            "const m = document.querySelector('#flash .msg'); return m ? m.textContent : ''") or "")
+            .startswith(f"{what}: ") and d.find_element(By.CSS_SELECTOR, "#flash .msg").text)
+        assert said == f"{what}: done", said
+
+    def choose(selector: str, value: str):
+        """Picks `value` in a select once the page has listed it there."""
+        def attempt(d):
+            select = Select(d.find_element(By.CSS_SELECTOR, selector))
+            if value not in [o.get_attribute("value") for o in select.options]:
+                return False
+            select.select_by_value(value)
+            return True
+        wait.until(attempt)
+
     def click_twice(selector: str):
         """Deleting takes two clicks (the first arms the button)."""
-        one(selector).click()
+        click(selector)
         wait.until(lambda d: "armed" in d.find_element(By.CSS_SELECTOR, selector).get_attribute("class"))
-        browser.find_element(By.CSS_SELECTOR, selector).click()
+        click(selector)
 
     # Signing in: a wrong token gets the form back, the right one the console.
     browser.get(demo.endpoint + CONSOLE)
     one("#token").send_keys("wrong")
-    one("#signin-submit").click()
-    assert "not this installation's API token" in one("p.error").text
+    click("#signin-submit")
+    assert "not this installation's API token" in text("p.error")
     sign_in_browser(browser, demo, wait)
 
     # The demo's network: its service network with VPC-A and VPC-B (not VPC-C), the service,
     # and the two healthy targets of the ECS service's tasks.
     sn = f"section.sn[data-sn-id='{ids['sn']}']"
-    assert one(sn).get_attribute("data-sn-name") == "demo-network"
+    assert attr(sn, "data-sn-name") == "demo-network"
     for name in ("VPC-A", "VPC-B"):
-        vpc = one(f"{sn} li.vpc[data-vpc-id='{ids[name]}']")
-        assert vpc.get_attribute("data-vpc-name") == name and name in vpc.text
+        vpc = f"{sn} li.vpc[data-vpc-id='{ids[name]}']"
+        assert attr(vpc, "data-vpc-name") == name and name in text(vpc)
     assert not browser.find_elements(By.CSS_SELECTOR, f"{sn} li.vpc[data-vpc-id='{ids['VPC-C']}']")
     service = f"{sn} .service[data-service-id='{ids['svc']}']"
-    assert "demo-web" in one(service).text
+    assert "demo-web" in text(service)
     healthy = f"{service} .tg[data-tg-id='{ids['tg']}'] .target[data-target-status='HEALTHY']"
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, healthy)) == 2)
-    for target in browser.find_elements(By.CSS_SELECTOR, healthy):
-        assert "status-healthy" in target.get_attribute("class") and "healthy" in target.text
+    assert wait.until(lambda d: [("status-healthy" in t.get_attribute("class"), t.text.endswith(" healthy"))
+                                 for t in d.find_elements(By.CSS_SELECTOR, healthy)]) == [(True, True)] * 2
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR,
                                              "[data-ecs-service='web'] .task[data-task-status='RUNNING']")) == 2)
 
-    # A create form round-trips: the new service network appears, boto3 sees it, a VPC is
-    # associated through the association form, and both are removed again from the page.
+    # The create forms round-trip: what each makes appears on the page and boto3 sees it; then
+    # the page's delete buttons take it all away again, the associations first.
     lattice = make_client("vpc-lattice", demo.endpoint)
-    name = f"console-{uuid.uuid4().hex[:8]}"
+    suffix = uuid.uuid4().hex[:8]
+    name = f"console-{suffix}"
     one("#create-sn-name").send_keys(name)
-    one("#create-sn-submit").click()
-    created = one(f"section.sn[data-sn-name='{name}']")
-    new_id = created.get_attribute("data-sn-id")
+    click("#create-sn-submit")
+    done(f"create service network {name}")
+    new_id = attr(f"section.sn[data-sn-name='{name}']", "data-sn-id")
     listed = {s["name"]: s["id"] for s in support.list_all(lattice, "list_service_networks")}
     assert listed.get(name) == new_id, listed
     new_sn = f"section.sn[data-sn-id='{new_id}']"
 
-    wait.until(lambda d: new_id in [o.get_attribute("value") for o in
-                                    d.find_elements(By.CSS_SELECTOR, "#assoc-vpc-sn option")])
-    Select(one("#assoc-vpc-sn")).select_by_value(new_id)
-    Select(one("#assoc-vpc-vpc")).select_by_value(ids["VPC-C"])
-    one("#assoc-vpc-submit").click()
-    vpc_c = one(f"{new_sn} li.vpc[data-vpc-id='{ids['VPC-C']}']")
-    assert vpc_c.get_attribute("data-vpc-name") == "VPC-C"
-    assocs = lattice.list_service_network_vpc_associations(serviceNetworkIdentifier=new_id)["items"]
-    assert [a["vpcId"] for a in assocs] == [ids["VPC-C"]], assocs
+    choose("#assoc-vpc-sn", new_id)
+    choose("#assoc-vpc-vpc", ids["VPC-C"])
+    click("#assoc-vpc-submit")
+    done("associate the VPC")
+    assert attr(f"{new_sn} li.vpc[data-vpc-id='{ids['VPC-C']}']", "data-vpc-name") == "VPC-C"
+    vpc_assocs = lattice.list_service_network_vpc_associations(serviceNetworkIdentifier=new_id)["items"]
+    assert [a["vpcId"] for a in vpc_assocs] == [ids["VPC-C"]], vpc_assocs
+
+    tg_name = f"console-tg-{suffix}"
+    one("#create-tg-name").send_keys(tg_name)
+    choose("#create-tg-vpc", ids["VPC-C"])
+    port = one("#create-tg input[name='port']")
+    port.clear()
+    port.send_keys("8080")
+    click("#create-tg-submit")
+    done(f"create target group {tg_name}")
+    tg_id = attr(f".tg[data-tg-name='{tg_name}']", "data-tg-id")
+    tg = lattice.get_target_group(targetGroupIdentifier=tg_id)
+    assert (tg["name"], tg["type"], tg["config"]["port"], tg["config"]["vpcIdentifier"]) == \
+        (tg_name, "IP", 8080, ids["VPC-C"]), tg
+
+    svc_name = f"console-svc-{suffix}"
+    one("#create-svc-name").send_keys(svc_name)
+    choose("#create-svc-tg", tg_id)
+    click("#create-svc-submit")
+    done(f"create service {svc_name}")
+    svc_id = attr(f".service[data-service-name='{svc_name}']", "data-service-id")
+    one(f".service[data-service-id='{svc_id}'] .listener .tg[data-tg-id='{tg_id}']")
+    listeners = lattice.list_listeners(serviceIdentifier=svc_id)["items"]
+    assert [(x["protocol"], x["port"]) for x in listeners] == [("HTTP", 80)], listeners
+    action = lattice.get_listener(serviceIdentifier=svc_id, listenerIdentifier=listeners[0]["id"])["defaultAction"]
+    assert [g["targetGroupIdentifier"] for g in action["forward"]["targetGroups"]] == [tg_id], action
+
+    choose("#assoc-svc-sn", new_id)
+    choose("#assoc-svc-svc", svc_id)
+    click("#assoc-svc-submit")
+    done("associate the service")
+    one(f"{new_sn} .service[data-service-id='{svc_id}'] .tg[data-tg-id='{tg_id}']")
+    svc_assocs = lattice.list_service_network_service_associations(serviceNetworkIdentifier=new_id)["items"]
+    assert [a["serviceId"] for a in svc_assocs] == [svc_id], svc_assocs
 
     shot = tmp_path / "console.png"
     assert browser.save_screenshot(str(shot))
@@ -304,20 +369,31 @@ def test_console_in_chromium(demo, browser, tmp_path):
     assert len(data) > 10_000 and data.startswith(PNG_SIGNATURE), len(data)
     print(f"\nconsole screenshot: {shot}")
 
-    click_twice(f"{new_sn} li.vpc[data-vpc-id='{ids['VPC-C']}'] button[data-delete='{assocs[0]['id']}']")
+    # A service network with associations cannot go: the API's refusal is shown.
+    click_twice(f"{new_sn} header button[data-delete='{new_id}']")
+    assert "ConflictException" in text("#flash .msg.error")
+    click_twice(f"{new_sn} .service[data-service-id='{svc_id}'] button[data-delete='{svc_assocs[0]['id']}']")
+    gone(f"{new_sn} .service[data-service-id='{svc_id}']")
+    click_twice(f".service[data-service-id='{svc_id}'] button[data-delete='{svc_id}']")
+    gone(f".service[data-service-id='{svc_id}']")
+    click_twice(f".tg[data-tg-id='{tg_id}'] button[data-delete='{tg_id}']")
+    gone(f".tg[data-tg-id='{tg_id}']")
+    click_twice(f"{new_sn} li.vpc[data-vpc-id='{ids['VPC-C']}'] button[data-delete='{vpc_assocs[0]['id']}']")
     gone(f"{new_sn} li.vpc[data-vpc-id='{ids['VPC-C']}']")
-    wait_for(lambda: not lattice.list_service_network_vpc_associations(serviceNetworkIdentifier=new_id)["items"],
-             10, message="the association is gone")
     click_twice(f"{new_sn} header button[data-delete='{new_id}']")
     gone(new_sn)
     wait_for(lambda: name not in {s["name"] for s in support.list_all(lattice, "list_service_networks")}, 10,
              message="the service network is gone")
-    assert one(sn)  # the demo's is untouched
+    wait_for(lambda: svc_name not in {s["name"] for s in support.list_all(lattice, "list_services")}, 10,
+             message="the service is gone")
+    wait_for(lambda: tg_name not in {t["name"] for t in support.list_all(lattice, "list_target_groups")}, 10,
+             message="the target group is gone")
+    assert one(sn) and one(service)  # the demo's are untouched
 
     # Signing out ends the session: the console's data answers 401 to its cookie.
     cookie = browser.get_cookie("trellis_session")
     assert cookie and cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
-    one("#signout button").click()
+    click("#signout button")
     one("#signin")
     assert get(demo.endpoint, f"{CONSOLE}/info", f"trellis_session={cookie['value']}").status == 401
 
@@ -357,11 +433,17 @@ FAKE_TELEMETRY = """
 """
 
 
+# The access log table's cells, row by row (read at once: the page redraws it every few seconds).
+ACCESS_LOG_CELLS = ("return [...document.querySelectorAll('#access-log tr')].slice(1)"
+                    ".map((r) => [...r.cells].map((c) => c.textContent));")
+
+
 def test_console_rates_and_access_log(demo, browser):
     """Per-service rates are the difference between two polls of the counters, summed over the
     other labels; the access log's tail is shown newest first, with names for IDs."""
     import json
 
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -369,7 +451,7 @@ def test_console_rates_and_access_log(demo, browser):
     script = FAKE_TELEMETRY % {"ids": json.dumps({"sn": ids["sn"], "svc": ids["svc"], "tg": ids["tg"],
                                                   "vpcB": ids["VPC-B"]})}
     browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": script})
-    wait = WebDriverWait(browser, 20, poll_frequency=0.1)
+    wait = WebDriverWait(browser, 20, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,))
     sign_in_browser(browser, demo, wait)
 
     # 120 more requests a poll (2xx and 5xx together) every 3 s: about 40 req/s.
@@ -380,11 +462,10 @@ def test_console_rates_and_access_log(demo, browser):
 
     shown = wait.until(rate)
     assert 20 < shown < 80, shown
-    row = browser.find_element(By.CSS_SELECTOR, f"#rates tr[data-rate-row='{ids['svc']}']")
-    assert "demo-web" in row.text and "req/s" in row.text
+    row = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, f"#rates tr[data-rate-row='{ids['svc']}']").text)
+    assert "demo-web" in row and "req/s" in row, row
 
-    rows = browser.find_elements(By.CSS_SELECTOR, "#access-log tr")
-    cells = [[c.text for c in r.find_elements(By.TAG_NAME, "td")] for r in rows[1:]]
+    cells = browser.execute_script(ACCESS_LOG_CELLS)
     assert [c[2] for c in cells] == ["/console-probe-2", "/console-probe-1"], cells
     assert cells[0][3] == "503" and cells[0][5] == "demo-web" and cells[0][6].startswith("VPC-B"), cells
 
@@ -395,6 +476,7 @@ def test_console_real_traffic(demo, browser):
     import http.client
     import threading
 
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -426,7 +508,7 @@ def test_console_real_traffic(demo, browser):
     sender = threading.Thread(target=traffic, daemon=True)
     sender.start()
     try:
-        wait = WebDriverWait(browser, 25, poll_frequency=0.2)
+        wait = WebDriverWait(browser, 25, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,))
         sign_in_browser(browser, demo, wait)
 
         def rate(d):
@@ -435,10 +517,9 @@ def test_console_real_traffic(demo, browser):
             return m and float(m.group(1)) > 0
 
         wait.until(rate)
-        wait.until(lambda d: "/console-traffic-" in d.find_element(By.ID, "access-log").text)
-        row = next(r for r in browser.find_elements(By.CSS_SELECTOR, "#access-log tr")
-                   if "/console-traffic-" in r.text)
-        assert "demo-web" in row.text and "VPC-B" in row.text, row.text
+        rows = wait.until(lambda d: [r for r in d.execute_script(ACCESS_LOG_CELLS)
+                                     if r[2].startswith("/console-traffic-")])
+        assert rows[0][5] == "demo-web" and rows[0][6].startswith("VPC-B"), rows[0]
     finally:
         stop.set()
         sender.join(10)

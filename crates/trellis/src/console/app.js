@@ -244,7 +244,7 @@ function drawTargetGroup(state, ref, weight) {
     class: `target ${statusClass(t.status)}`, 'data-target-id': t.id, 'data-target-port': t.port,
     'data-target-status': t.status, title: t.reasonCode || t.status,
   }, `${t.id}:${t.port} ${String(t.status || '').toLowerCase()}`));
-  return h('div', { class: 'tg', 'data-tg-id': tg.id },
+  return h('div', { class: 'tg', 'data-tg-id': tg.id, 'data-tg-name': tg.name },
     h('span', { class: 'name' }, tg.name), ' ', h('code', {}, `${tg.protocol || ''}:${tg.port || ''}`),
     weight !== undefined ? h('span', { class: 'weight' }, ` weight ${weight}`) : null,
     ' ', deleteButton(tg.id, `target group ${tg.name}`, () => lattice('DELETE', `/targetgroups/${tg.id}`)),
