@@ -390,9 +390,18 @@ def test_console_in_chromium(demo, browser, tmp_path):
              message="the target group is gone")
     assert one(sn) and one(service)  # the demo's are untouched
 
-    # Signing out ends the session: the console's data answers 401 to its cookie.
+    # A session ended elsewhere (another tab signed out) takes the page back to the sign-in form
+    # at its next refresh; signing out with the button ends the session: the console's data
+    # answers 401 to its cookie.
     cookie = browser.get_cookie("trellis_session")
     assert cookie and cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
+    elsewhere = raw_request(demo.endpoint, "POST", f"{CONSOLE}/signout", "", sign=False,
+                            headers=dict(own(demo.endpoint), Cookie=f"trellis_session={cookie['value']}"))
+    assert elsewhere.status == 303, elsewhere
+    one("#signin")
+    sign_in_browser(browser, demo, wait)
+    cookie = browser.get_cookie("trellis_session")
+    assert get(demo.endpoint, f"{CONSOLE}/info", f"trellis_session={cookie['value']}").status == 200
     click("#signout button")
     one("#signin")
     assert get(demo.endpoint, f"{CONSOLE}/info", f"trellis_session={cookie['value']}").status == 401

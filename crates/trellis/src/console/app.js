@@ -443,6 +443,8 @@ async function refresh() {
   if (refreshing) return;
   refreshing = true;
   try {
+    // Signed out elsewhere, or the server restarted: `send` takes the page to the sign-in form.
+    if ((await send('/_trellis/console/info', { method: 'GET' })).status === 401) return;
     const [vpcs, sns, services, tgs, clusters, counts, log] = await Promise.all([
       readVpcs(), readServiceNetworks(), readServices(), readTargetGroups(),
       readEcs().catch((e) => ({ error: e })), readRequestCounts().catch(() => null),
