@@ -355,6 +355,20 @@ def test_console_in_chromium(demo, browser, tmp_path):
     action = lattice.get_listener(serviceIdentifier=svc_id, listenerIdentifier=listeners[0]["id"])["defaultAction"]
     assert [g["targetGroupIdentifier"] for g in action["forward"]["targetGroups"]] == [tg_id], action
 
+    # Rules and weights as the API holds them: a rule made with boto3 shows its match and its
+    # two weighted target groups.
+    tg2_id = lattice.create_target_group(name=f"console-tg2-{suffix}", type="IP", config={
+        "port": 8081, "protocol": "HTTP", "vpcIdentifier": ids["VPC-C"]})["id"]
+    rule = lattice.create_rule(
+        serviceIdentifier=svc_id, listenerIdentifier=listeners[0]["id"], name="api", priority=10,
+        match={"httpMatch": {"pathMatch": {"match": {"prefix": "/api"}}}},
+        action={"forward": {"targetGroups": [{"targetGroupIdentifier": tg_id, "weight": 80},
+                                             {"targetGroupIdentifier": tg2_id, "weight": 20}]}})
+    drawn = f".service[data-service-id='{svc_id}'] .rule[data-rule-id='{rule['id']}']"
+    assert "rule 10" in text(drawn) and "path /api*" in text(drawn)
+    assert "weight 80" in text(f"{drawn} .tg[data-tg-id='{tg_id}']")
+    assert "weight 20" in text(f"{drawn} .tg[data-tg-id='{tg2_id}']")
+
     choose("#assoc-svc-sn", new_id)
     choose("#assoc-svc-svc", svc_id)
     click("#assoc-svc-submit")
@@ -378,6 +392,7 @@ def test_console_in_chromium(demo, browser, tmp_path):
     gone(f".service[data-service-id='{svc_id}']")
     click_twice(f".tg[data-tg-id='{tg_id}'] button[data-delete='{tg_id}']")
     gone(f".tg[data-tg-id='{tg_id}']")
+    lattice.delete_target_group(targetGroupIdentifier=tg2_id)
     click_twice(f"{new_sn} li.vpc[data-vpc-id='{ids['VPC-C']}'] button[data-delete='{vpc_assocs[0]['id']}']")
     gone(f"{new_sn} li.vpc[data-vpc-id='{ids['VPC-C']}']")
     click_twice(f"{new_sn} header button[data-delete='{new_id}']")
