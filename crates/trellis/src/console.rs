@@ -58,6 +58,7 @@ struct Console {
 pub fn router(control: ControlState, info: NodeInfo) -> axum::Router {
     axum::Router::new()
         .route(PATH, get(page))
+        .route("/_trellis/console/", get(|| async { see_other() }))
         .route("/_trellis/console/session", post(sign_in))
         .route("/_trellis/console/signout", post(sign_out))
         .route("/_trellis/console/info", get(node_info))
@@ -81,7 +82,7 @@ async fn sign_in(State(console): State<Console>, body: Bytes) -> Response {
     let expected = console.control.config.api_token.as_bytes();
     let right = form_urlencoded::parse(&body)
         .find(|(k, _)| k == "token")
-        .is_some_and(|(_, given)| constant_time_eq(given.trim().as_bytes(), expected));
+        .is_some_and(|(_, given)| !expected.is_empty() && constant_time_eq(given.trim().as_bytes(), expected));
     if !right {
         tracing::debug!("console sign-in refused: wrong token");
         return sign_in_page(

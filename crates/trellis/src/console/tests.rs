@@ -106,6 +106,13 @@ async fn signing_in_opens_a_session_the_api_accepts() {
 }
 
 #[tokio::test]
+async fn a_trailing_slash_leads_to_the_console() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, headers, _) = send(&app(&state(&dir)), get("/_trellis/console/", None)).await;
+    assert_eq!((status, &headers[header::LOCATION]), (StatusCode::SEE_OTHER, &HeaderValue::from_static(PATH)));
+}
+
+#[tokio::test]
 async fn the_stylesheet_is_public_and_typed() {
     let dir = tempfile::tempdir().unwrap();
     let app = app(&state(&dir));
