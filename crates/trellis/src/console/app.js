@@ -100,13 +100,20 @@ async function readVpcs() {
   });
 }
 
+// A resource listed a moment ago may be gone by the time its details are read (it was being
+// deleted): its details are then left out rather than failing the whole drawing.
+const orNone = (promise, none) => promise.catch((e) => {
+  if (e instanceof ApiError && e.status === 404) return none;
+  throw e;
+});
+
 async function readServiceNetworks() {
   const sns = await latticeList('/servicenetworks');
   return Promise.all(sns.map(async (sn) => {
     const q = `?serviceNetworkIdentifier=${encodeURIComponent(sn.id)}`;
     const [vpcs, services] = await Promise.all([
-      latticeList(`/servicenetworkvpcassociations${q}`),
-      latticeList(`/servicenetworkserviceassociations${q}`),
+      orNone(latticeList(`/servicenetworkvpcassociations${q}`), []),
+      orNone(latticeList(`/servicenetworkserviceassociations${q}`), []),
     ]);
     return Object.assign({}, sn, { vpcAssociations: vpcs, serviceAssociations: services });
   }));
@@ -116,22 +123,25 @@ async function readServices() {
   const services = await latticeList('/services');
   return Promise.all(services.map(async (svc) => {
     const base = `/services/${encodeURIComponent(svc.id)}/listeners`;
-    const listeners = await Promise.all((await latticeList(base)).map(async (l) => {
+    const listeners = await Promise.all((await orNone(latticeList(base), [])).map(async (l) => {
       const path = `${base}/${encodeURIComponent(l.id)}`;
-      const [full, rules] = await Promise.all([lattice('GET', path), latticeList(`${path}/rules`)]);
-      const detailed = await Promise.all(rules.filter((r) => !r.isDefault)
-        .map((r) => lattice('GET', `${path}/rules/${encodeURIComponent(r.id)}`)));
+      const [full, rules] = await Promise.all([
+        orNone(lattice('GET', path), null), orNone(latticeList(`${path}/rules`), []),
+      ]);
+      if (!full) return null;
+      const detailed = (await Promise.all(rules.filter((r) => !r.isDefault)
+        .map((r) => orNone(lattice('GET', `${path}/rules/${encodeURIComponent(r.id)}`), null)))).filter(Boolean);
       detailed.sort((a, b) => (a.priority || 0) - (b.priority || 0));
       return Object.assign({}, full, { rules: detailed });
     }));
-    return Object.assign({}, svc, { listeners });
+    return Object.assign({}, svc, { listeners: listeners.filter(Boolean) });
   }));
 }
 
 async function readTargetGroups() {
   const groups = await latticeList('/targetgroups');
   return Promise.all(groups.map(async (tg) => {
-    const doc = await lattice('POST', `/targetgroups/${encodeURIComponent(tg.id)}/listtargets`, {});
+    const doc = await orNone(lattice('POST', `/targetgroups/${encodeURIComponent(tg.id)}/listtargets`, {}), {});
     return Object.assign({}, tg, { targets: doc.items || [] });
   }));
 }
@@ -256,7 +266,9 @@ function drawAction(state, action) {
     return (action.forward.targetGroups || [])
       .map((g) => drawTargetGroup(state, g.targetGroupIdentifier, g.weight));
   }
-  if (action && action.fixedResponse) return h('div', { class: 'tg' }, `fixed response ${action.fixedResponse.statusCode}`);
+  if (action && action.fixedResponse) {
+    return h('div', { class: 'tg' }, `fixed response ${action.fixedResponse.statusCode}`);
+  }
   return h('div', { class: 'tg muted' }, 'no action');
 }
 
@@ -341,7 +353,8 @@ function drawMap(state) {
   const others = [...state.vpcs.values()].filter((v) => !state.usedVpcs.has(v.id));
   if (others.length) {
     out.push(h('div', { class: 'orphans' }, h('div', { class: 'label' }, 'VPCs in no service network'),
-      h('ul', { class: 'plain' }, others.map((v) => h('li', { class: 'vpc', 'data-vpc-id': v.id, 'data-vpc-name': v.name },
+      h('ul', { class: 'plain' }, others.map((v) => h('li',
+        { class: 'vpc', 'data-vpc-id': v.id, 'data-vpc-name': v.name },
         h('span', { class: 'name' }, v.name || v.id), ' ', h('code', { class: 'muted' }, v.id), ' ',
         h('span', { class: 'muted' }, v.cidr))))));
   }
