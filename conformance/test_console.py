@@ -422,6 +422,28 @@ def test_console_in_chromium(demo, browser, tmp_path):
     assert get(demo.endpoint, f"{CONSOLE}/info", f"trellis_session={cookie['value']}").status == 401
 
 
+def test_console_in_chromium_under_require_signature(server_factory, browser):
+    """With --require-signature the page's own calls (Lattice, EC2, ECS, unsigned) go through on
+    its session: it draws, and its form creates."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    srv = server_factory(env={"TRELLIS_REQUIRE_SIGNATURE": "1"})
+    token = (srv.data_dir / "api-token").read_text().strip()
+    wait = WebDriverWait(browser, 20, poll_frequency=0.1)
+    sign_in_browser(browser, Demo(srv.endpoint, token, {}), wait)
+    assert "cannot refresh" not in browser.find_element(By.ID, "refreshed").text
+    assert "No ECS clusters" in browser.find_element(By.ID, "ecs").text
+    name = f"strict-{uuid.uuid4().hex[:8]}"
+    browser.find_element(By.ID, "create-sn-name").send_keys(name)
+    browser.find_element(By.ID, "create-sn-submit").click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f"section.sn[data-sn-name='{name}']")))
+    cookie = browser.get_cookie("trellis_session")["value"]
+    listed = get(srv.endpoint, "/servicenetworks", f"trellis_session={cookie}").json()["items"]
+    assert [sn["name"] for sn in listed] == [name], listed
+
+
 # What /_trellis/metrics and /_trellis/access-logs answer (Prometheus text; NDJSON, oldest
 # first), served to the page in place of the node's own: the test then knows the numbers. The
 # script runs before the page's own (through the DevTools protocol, which CSP does not govern).

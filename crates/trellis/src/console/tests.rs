@@ -68,6 +68,8 @@ async fn signing_in_opens_a_session_the_api_accepts() {
     assert_eq!(headers[header::CACHE_CONTROL], "no-store");
     assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
     assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    // Not no-referrer: Chromium would then send `Origin: null` with the sign-in form.
+    assert_eq!(headers[header::REFERRER_POLICY], "same-origin");
     assert!(headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap().starts_with("default-src 'self'"));
     for path in ["/_trellis/console/info", "/_trellis/console/app.js"] {
         assert_eq!(send(&app, get(path, None)).await.0, StatusCode::UNAUTHORIZED, "{path}");
