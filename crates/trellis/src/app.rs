@@ -95,6 +95,9 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
         require_signature: config.require_signature,
         api_token: api_token.clone(),
     };
+    // One state for the API and the console, so that the sessions the console opens are the
+    // ones the API accepts in place of a signature.
+    let state = ControlState::new(store.clone(), control);
     let (snapshots, _) = watch::channel(Arc::new(Snapshot::default()));
     let ours = axum::Router::new()
         .route("/_trellis/vpcs/{vpc}/ingress", get(vpc_ingress))
@@ -111,8 +114,16 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
             config.account.clone(),
             api_token,
             config.region.clone(),
+        ))
+        .merge(crate::console::router(
+            state.clone(),
+            crate::console::NodeInfo {
+                account: config.account.clone(),
+                region: config.region.clone(),
+                node: config.node.clone(),
+            },
         ));
-    let router = trellis_control::router_with(ControlState::new(store.clone(), control), ours);
+    let router = trellis_control::router_with(state, ours);
     Ok(Bound { listener, router, store, config, snapshots, netmgr })
 }
 

@@ -92,6 +92,11 @@ async fn run_in(
     }
     if keep && outcome.is_ok() {
         println!("\nLeft running at {endpoint} (data in {}); Ctrl-C to stop and remove it.", dir.display());
+        println!(
+            "The console: {endpoint}{} (sign in with the token in {})",
+            crate::console::PATH,
+            dir.join("data").join(crate::app::TOKEN_FILE).display()
+        );
         let _ = tokio::signal::ctrl_c().await;
     }
     say("cleaning up");
@@ -118,7 +123,17 @@ async fn scenario(api: &Client, network: &Network, options: Options, say: &dyn F
     let mut made = Made::default();
     // 1. Networks.
     let vpc = |cidr: &'static str, subnet: &'static str, name: &'static str| async move {
-        let xml = api.form(&[("Action", "CreateVpc"), ("Version", "2016-11-15"), ("CidrBlock", cidr)]).await?;
+        let xml = api
+            .form(&[
+                ("Action", "CreateVpc"),
+                ("Version", "2016-11-15"),
+                ("CidrBlock", cidr),
+                // Named as the demo calls them, so that the console and describe-vpcs say so too.
+                ("TagSpecification.1.ResourceType", "vpc"),
+                ("TagSpecification.1.Tag.1.Key", "Name"),
+                ("TagSpecification.1.Tag.1.Value", name),
+            ])
+            .await?;
         let vpc = field(&xml, "vpcId")?;
         let xml = api
             .form(&[("Action", "CreateSubnet"), ("Version", "2016-11-15"), ("VpcId", &vpc), ("CidrBlock", subnet)])
@@ -396,7 +411,7 @@ fn print_aws_commands(made: &Made, endpoint: &str, options: Options) {
     let (protocol, port, scheme) = if https { ("HTTPS", 443, "https") } else { ("HTTP", 80, "http") };
     println!("\nThe same with the aws CLI (AWS_ENDPOINT_URL={endpoint}):");
     let lines = [
-        "aws ec2 create-vpc --cidr-block 10.0.0.0/16                       # VPC-A, and VPC-B, VPC-C alike".to_owned(),
+        "aws ec2 create-vpc --cidr-block 10.0.0.0/16 \\\n    --tag-specifications 'ResourceType=vpc,Tags=[{Key=Name,Value=VPC-A}]'   # and VPC-B, VPC-C alike".to_owned(),
         format!("aws ec2 create-subnet --vpc-id {} --cidr-block 10.0.1.0/24", id("vpc_a")),
         format!("aws ec2 create-subnet --vpc-id {} --cidr-block 10.0.1.0/24", id("vpc_b")),
         "aws iam create-role --role-name ecsInfrastructureRoleForVpcLattice \\\n    --assume-role-policy-document \

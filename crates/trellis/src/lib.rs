@@ -5,6 +5,7 @@ pub mod agent;
 pub mod app;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod fetch;
 pub mod instances;
