@@ -3,17 +3,19 @@
 //! keys, writes are compare-and-swap transactions, and changes can be watched from a revision.
 //!
 //! This crate knows nothing of Lattice or AWS: keys are strings, values are bytes. The embedded
-//! backend is SQLite ([`SqliteStore`]); an etcd backend will implement the same [`Store`] trait
-//! and run the same [`conformance`] suite.
+//! backend is SQLite ([`SqliteStore`]); the etcd backend ([`EtcdStore`]) implements the same
+//! [`Store`] trait and runs the same [`conformance`] suite against a real etcd.
 
 use std::future::Future;
 use std::pin::Pin;
 
+mod etcd;
 mod sqlite;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 
+pub use etcd::{EtcdConfig, EtcdStore, Scheme};
 pub use sqlite::{Durability, SCHEMA_VERSION, SqliteStore};
 
 /// A store revision. Revision 0 means "never written"; the first committed write is revision 1.
