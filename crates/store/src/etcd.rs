@@ -28,8 +28,8 @@ mod watch;
 
 use client::{CallError, Client};
 
-/// How to reach an etcd cluster.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// How to reach an etcd cluster. Its `Debug` leaves the password out.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct EtcdConfig {
     /// `HOST:PORT` of each member's client URL, tried in order.
     pub endpoints: Vec<String>,
@@ -135,6 +135,20 @@ impl EtcdConfig {
             endpoints.push(endpoint.to_owned());
         }
         Ok(Self { endpoints, scheme, ..Self::default() })
+    }
+}
+
+impl std::fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("scheme", &self.scheme)
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
     }
 }
 

@@ -1,0 +1,106 @@
+"""Trellis over etcd (`trellis serve --store etcd://…`): what is created through one server lives in
+etcd, so a server started afresh (a new data directory) against the same etcd finds it; an etcd
+that cannot be reached stops the server at start with a one-line error.
+
+The tests start their own etcd (Debian's etcd-server) on free loopback ports and kill it by PID
+afterwards; they are skipped, saying why, when no `etcd` binary is installed.
+"""
+
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from support import free_port, list_all, require_binary, uname
+
+ETCD_START_TIMEOUT = 20
+
+
+class Etcd:
+    """One etcd child process with a temporary data directory."""
+
+    def __init__(self, workdir: Path):
+        self.dir = Path(tempfile.mkdtemp(prefix="etcd-", dir=workdir))
+        self.port, self.peer_port = free_port(), free_port()
+        client, peer = f"http://127.0.0.1:{self.port}", f"http://127.0.0.1:{self.peer_port}"
+        self.log = open(self.dir / "etcd.log", "wb")
+        self.proc = subprocess.Popen(
+            ["etcd", "--name=conformance", f"--data-dir={self.dir / 'data'}",
+             f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
+             f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
+             f"--initial-cluster=conformance={peer}",
+             "--heartbeat-interval=10", "--election-timeout=50"],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+
+    @property
+    def url(self) -> str:
+        return f"etcd://127.0.0.1:{self.port}"
+
+    def wait_healthy(self):
+        deadline = time.monotonic() + ETCD_START_TIMEOUT
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"etcd exited with {self.proc.returncode}:\n{self.log_tail()}"
+            try:
+                with opener.open(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+                    if b'"true"' in r.read():
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"etcd was not healthy within {ETCD_START_TIMEOUT}s:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return "\n".join((self.dir / "etcd.log").read_text(errors="replace").splitlines()[-30:])
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+
+@pytest.fixture
+def etcd(workdir):
+    if shutil.which("etcd") is None:
+        pytest.skip("no etcd binary on PATH (apt-get install etcd-server)")
+    server = Etcd(workdir)
+    try:
+        server.wait_healthy()
+        yield server
+    finally:
+        server.kill()
+
+
+def test_state_lives_in_etcd_not_the_data_directory(server_factory, etcd):
+    first = server_factory(env={"TRELLIS_STORE": etcd.url})
+    la = first.client("vpc-lattice")
+    sn = la.create_service_network(name=uname("sn"), tags={"k": "v"})
+    assert first.stop() == 0, f"trellis serve should exit 0 on SIGTERM; log:\n{first.log_tail()}"
+
+    # A new server with a data directory of its own, on the same etcd: the same state.
+    second = server_factory(env={"TRELLIS_STORE": etcd.url})
+    assert second.data_dir != first.data_dir
+    la = second.client("vpc-lattice")
+    got = la.get_service_network(serviceNetworkIdentifier=sn["id"])
+    assert (got["id"], got["name"], got["arn"]) == (sn["id"], sn["name"], sn["arn"])
+    assert la.list_tags_for_resource(resourceArn=sn["arn"])["tags"] == {"k": "v"}
+    assert sn["id"] in [s["id"] for s in list_all(la, "list_service_networks")]
+    la.delete_service_network(serviceNetworkIdentifier=sn["id"])
+
+
+def test_unreachable_etcd_is_a_one_line_error(workdir):
+    binary = require_binary()
+    dead = f"etcd://127.0.0.1:{free_port()}"
+    data_dir = tempfile.mkdtemp(prefix="data-", dir=workdir)
+    proc = subprocess.run(
+        [binary, "serve", "--listen", f"127.0.0.1:{free_port()}", "--data-dir", data_dir,
+         "--network", "loopback", "--store", dead],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0, "a server without its store must not start"
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("trellis:")]
+    assert len(errors) == 1 and "cannot reach etcd at 127.0.0.1:" in errors[0], proc.stderr
