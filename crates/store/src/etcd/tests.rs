@@ -255,6 +255,31 @@ async fn auth_user_and_password() {
     assert_eq!(next_event(&mut late).await.kv.mod_revision, rev);
 }
 
+/// Over TLS with a client certificate: everything works; without the client certificate, or
+/// trusting another CA, connecting fails with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_client_certificate() {
+    let Some(server) = EtcdServer::start_tls().await else { return };
+    let store = EtcdStore::connect(&server.config()).await.expect("TLS with a client certificate");
+    let mut stream = store.watch("t/".into(), 0).await.unwrap();
+    let rev = put(&store, "t/1", b"v").await;
+    assert_eq!(store.get("t/1").await.unwrap().unwrap().mod_revision, rev);
+    assert_eq!(next_event(&mut stream).await.kv.mod_revision, rev);
+
+    let anonymous = EtcdConfig { cert_file: None, key_file: None, ..server.config() };
+    let err = EtcdStore::connect(&anonymous).await.expect_err("etcd asks for a client certificate");
+    assert!(matches!(err, Error::Backend(_)), "{err:?}");
+    let plain = EtcdConfig { scheme: Scheme::Http, ca_file: None, cert_file: None, key_file: None, ..server.config() };
+    assert!(EtcdStore::connect(&plain).await.is_err(), "plain HTTP to a TLS port fails");
+    let other_ca = tempfile::tempdir().unwrap();
+    let ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    let pem = ca.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem();
+    std::fs::write(other_ca.path().join("ca.pem"), pem).unwrap();
+    let untrusted = EtcdConfig { ca_file: Some(other_ca.path().join("ca.pem")), ..server.config() };
+    let err = EtcdStore::connect(&untrusted).await.expect_err("a server certificate of another CA is refused");
+    assert!(err.to_string().contains("TLS"), "{err}");
+}
+
 /// A TCP proxy in front of etcd whose connections can be cut and refused, to break watches
 /// while etcd stays up.
 struct Proxy {

@@ -1,6 +1,7 @@
 //! A real etcd for tests: Debian's `etcd` on free loopback ports with a temporary data
 //! directory, killed by PID when dropped (panics included). Restartable on the same data
-//! directory and ports, to test what survives a restart.
+//! directory and ports, to test what survives a restart. With [`EtcdServer::start_tls`] it
+//! serves HTTPS with certificates made for it and asks clients for theirs.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::etcd::{EtcdConfig, EtcdStore};
+use crate::etcd::{EtcdConfig, EtcdStore, Scheme};
 
 /// A running etcd owned by a test.
 pub(crate) struct EtcdServer {
@@ -18,12 +19,24 @@ pub(crate) struct EtcdServer {
     client_port: u16,
     peer_port: u16,
     extra: Vec<String>,
+    tls: bool,
 }
 
 impl EtcdServer {
     /// Starts an etcd, or says why not and returns `None` when no `etcd` binary is installed
     /// (`apt-get install etcd-server`; `scripts/test` installs it).
     pub(crate) async fn start(extra: &[&str]) -> Option<Self> {
+        Self::start_with(extra, false).await
+    }
+
+    /// Starts an etcd serving HTTPS only, with a CA, a server certificate (for 127.0.0.1) and a
+    /// client certificate in its directory (see [`EtcdServer::config`]); clients must present
+    /// a certificate of that CA.
+    pub(crate) async fn start_tls() -> Option<Self> {
+        Self::start_with(&[], true).await
+    }
+
+    async fn start_with(extra: &[&str], tls: bool) -> Option<Self> {
         if !binary_exists() {
             eprintln!("skipped: no etcd binary on PATH (apt-get install etcd-server)");
             return None;
@@ -35,7 +48,18 @@ impl EtcdServer {
             client_port,
             peer_port,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            tls,
         };
+        if tls {
+            make_certificates(server.dir.path());
+            let file = |name: &str| server.dir.path().join(name).display().to_string();
+            server.extra.extend([
+                format!("--cert-file={}", file("server.pem")),
+                format!("--key-file={}", file("server-key.pem")),
+                format!("--trusted-ca-file={}", file("ca.pem")),
+                "--client-cert-auth".to_owned(),
+            ]);
+        }
         server.spawn().await;
         Some(server)
     }
@@ -45,9 +69,21 @@ impl EtcdServer {
         format!("127.0.0.1:{}", self.client_port)
     }
 
-    /// A config reaching it without auth.
+    /// A config reaching it without auth (over TLS, with the client certificate, if it
+    /// serves TLS).
     pub(crate) fn config(&self) -> EtcdConfig {
-        EtcdConfig { endpoints: vec![self.endpoint()], ..EtcdConfig::default() }
+        let config = EtcdConfig { endpoints: vec![self.endpoint()], ..EtcdConfig::default() };
+        if !self.tls {
+            return config;
+        }
+        let file = |name: &str| Some(self.dir.path().join(name));
+        EtcdConfig {
+            scheme: Scheme::Https,
+            ca_file: file("ca.pem"),
+            cert_file: file("client.pem"),
+            key_file: file("client-key.pem"),
+            ..config
+        }
     }
 
     /// Kills it (SIGKILL, by PID) and waits for it to be gone.
@@ -70,7 +106,8 @@ impl EtcdServer {
             .append(true)
             .open(self.dir.path().join("etcd.log"))
             .expect("etcd log file");
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let scheme = if self.tls { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let child = Command::new("etcd")
             .arg("--name=test")
@@ -122,6 +159,25 @@ impl EtcdServer {
 impl Drop for EtcdServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Writes `ca.pem`, `server.pem` and `server-key.pem` (for 127.0.0.1; also a client
+/// certificate, since etcd's gateway presents it to etcd's own gRPC port), and `client.pem` and
+/// `client-key.pem` into `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    for (name, sans) in [("server", vec!["127.0.0.1".to_owned(), "localhost".to_owned()]), ("client", vec![])] {
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), params.signed_by(&key, &issuer).unwrap().pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
     }
 }
 
