@@ -255,6 +255,11 @@ impl Client {
             };
             let request = self.request(endpoint, path, body.clone(), token)?;
             let mut sender = sender;
+            if !fresh && sender.ready().await.is_err() {
+                // Closed while idle (etcd restarted, say): nothing was sent.
+                pooled = self.pooled(endpoint);
+                continue;
+            }
             match sender.send_request(request).await {
                 Ok(response) => break (response, sender),
                 // A pooled connection the server closed before the request went out: retry on
@@ -292,7 +297,7 @@ impl Client {
     fn pooled(&self, endpoint: usize) -> Option<Sender> {
         let mut idle = self.idle[endpoint].lock().unwrap_or_else(|p| p.into_inner());
         while let Some(sender) = idle.pop() {
-            if sender.is_ready() {
+            if !sender.is_closed() {
                 return Some(sender);
             }
         }

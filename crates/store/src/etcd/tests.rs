@@ -117,6 +117,15 @@ async fn a_dead_endpoint_is_skipped() {
     assert_eq!(next_event(&mut stream).await.kv.mod_revision, rev);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_ends_when_store_is_dropped() {
+    let Some((store, _server)) = fixture().await else { return };
+    let mut stream = store.watch("w/".into(), 0).await.unwrap();
+    drop(store);
+    let end = timeout(Duration::from_secs(5), stream.recv()).await;
+    assert!(matches!(end, Ok(None)), "the stream must end once the store is dropped, got {end:?}");
+}
+
 /// etcd killed (SIGKILL) and restarted on the same data directory: the watch reopens from the
 /// revision after the last event it handed on, and sees every write once, in order, including
 /// those made while it was reconnecting.
