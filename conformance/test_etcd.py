@@ -8,80 +8,17 @@ The tests start their own etcd (Debian's etcd-server) on free loopback ports and
 afterwards; they are skipped, saying why, when no `etcd` binary is installed.
 """
 
-import json
 import shutil
 import socket
 import subprocess
 import tempfile
 import threading
-import time
-import urllib.request
-from pathlib import Path
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from support import REGION, client_config, free_port, list_all, require_binary, uname, wait_for
-
-ETCD_START_TIMEOUT = 20
-
-
-class Etcd:
-    """One etcd child process with a temporary data directory."""
-
-    def __init__(self, workdir: Path):
-        self.dir = Path(tempfile.mkdtemp(prefix="etcd-", dir=workdir))
-        self.port, self.peer_port = free_port(), free_port()
-        client, peer = f"http://127.0.0.1:{self.port}", f"http://127.0.0.1:{self.peer_port}"
-        self.log = open(self.dir / "etcd.log", "wb")
-        self.proc = subprocess.Popen(
-            ["etcd", "--name=conformance", f"--data-dir={self.dir / 'data'}",
-             f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
-             f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
-             f"--initial-cluster=conformance={peer}",
-             "--heartbeat-interval=10", "--election-timeout=50"],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
-
-    @property
-    def url(self) -> str:
-        return f"etcd://127.0.0.1:{self.port}"
-
-    def wait_healthy(self):
-        deadline = time.monotonic() + ETCD_START_TIMEOUT
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"etcd exited with {self.proc.returncode}:\n{self.log_tail()}"
-            try:
-                with opener.open(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
-                    if b'"true"' in r.read():
-                        return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"etcd was not healthy within {ETCD_START_TIMEOUT}s:\n{self.log_tail()}")
-
-    def call(self, path: str, body: dict) -> dict:
-        """POST to etcd's JSON gateway."""
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=json.dumps(body).encode())
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(req, timeout=10) as r:
-            return json.loads(r.read())
-
-    def compact(self) -> int:
-        """Compacts away all history before the current revision; that revision."""
-        revision = int(self.call("/v3/kv/range", {"key": "AA=="})["header"]["revision"])
-        self.call("/v3/kv/compaction", {"revision": str(revision), "physical": True})
-        return revision
-
-    def log_tail(self) -> str:
-        return "\n".join((self.dir / "etcd.log").read_text(errors="replace").splitlines()[-30:])
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.log.close()
+from support import REGION, Etcd, client_config, free_port, list_all, require_binary, uname, wait_for
 
 
 @pytest.fixture
@@ -90,8 +27,7 @@ def etcd(workdir):
         pytest.skip("no etcd binary on PATH (apt-get install etcd-server)")
     server = Etcd(workdir)
     try:
-        server.wait_healthy()
-        yield server
+        yield server.wait_healthy()
     finally:
         server.kill()
 
