@@ -125,15 +125,23 @@ impl Client {
         serde_json::from_slice(&answer).map_err(|e| CallError::Broken(format!("unreadable answer from etcd: {e}")))
     }
 
-    /// Posts to `path` on `endpoint` only (the liveness probe of a watch).
-    pub(super) async fn call_at(&self, endpoint: usize, path: &str, body: &serde_json::Value) -> Result<(), CallError> {
-        let token = self.token(None).await?;
-        let body = Bytes::from(body.to_string());
-        let call = self.post_to(endpoint, path, body, token.as_deref());
-        tokio::time::timeout(CALL_TIMEOUT, call)
+    /// Posts to `path` on `endpoint` only, waiting at most `within` (the probe of a quiet
+    /// watch).
+    pub(super) async fn call_at<T: serde::de::DeserializeOwned>(
+        &self,
+        endpoint: usize,
+        path: &str,
+        body: &serde_json::Value,
+        within: Duration,
+    ) -> Result<T, CallError> {
+        let call = async {
+            let token = self.token(None).await?;
+            self.post_to(endpoint, path, Bytes::from(body.to_string()), token.as_deref()).await
+        };
+        let answer = tokio::time::timeout(within, call)
             .await
-            .map_err(|_| CallError::Unreachable(format!("etcd at {} did not answer", self.endpoints[endpoint])))?
-            .map(drop)
+            .map_err(|_| CallError::Unreachable(format!("etcd at {} did not answer", self.endpoints[endpoint])))??;
+        serde_json::from_slice(&answer).map_err(|e| CallError::Broken(format!("unreadable answer from etcd: {e}")))
     }
 
     /// Opens a streaming call (a watch) on a connection of its own, trying each endpoint.

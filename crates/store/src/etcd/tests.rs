@@ -228,6 +228,29 @@ async fn watch_reconnecting_after_compaction_reports_compacted() {
     assert_eq!(next_event(&mut stream).await.kv.mod_revision, after);
 }
 
+/// A watch whose connection stalls without breaking (bytes stop flowing) is found out once it
+/// has been quiet a while and a write it should have delivered is overdue, and reopened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_watch_is_reopened() {
+    let Some((direct, server)) = fixture().await else { return };
+    let proxy = Proxy::start(&server.endpoint()).await;
+    let config = EtcdConfig { endpoints: vec![proxy.endpoint.clone()], ..EtcdConfig::default() };
+    let store = EtcdStore::connect(&config).await.unwrap();
+    let mut stream = store.watch("q/".into(), 0).await.unwrap();
+    let first = put(&direct, "q/1", b"v").await;
+    assert_eq!(next_event(&mut stream).await.kv.mod_revision, first);
+    // Quiet for several checks: nothing is overdue, nothing happens.
+    tokio::time::sleep(super::watch::QUIET * 3).await;
+    assert!(stream.try_recv().is_err(), "a quiet watch delivers nothing");
+
+    proxy.stall();
+    let overdue = put(&direct, "q/2", b"v").await;
+    let ev = timeout(Duration::from_secs(10), stream.recv()).await.expect("the stalled watch is reopened");
+    assert_eq!(ev.unwrap().unwrap().kv.mod_revision, overdue);
+    let next = put(&direct, "q/3", b"v").await;
+    assert_eq!(next_event(&mut stream).await.kv.mod_revision, next, "once, in order, after reopening");
+}
+
 /// With auth on, a wrong password is a clear error at connect, the right one works for reads,
 /// writes and watches, and an expired token is replaced without the caller noticing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,6 +317,7 @@ async fn tls_with_client_certificate() {
 struct Proxy {
     endpoint: String,
     refusing: Arc<AtomicBool>,
+    stalling: Arc<AtomicBool>,
     generation: tokio::sync::watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -302,26 +326,40 @@ impl Proxy {
     async fn start(upstream: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = listener.local_addr().unwrap().to_string();
-        let refusing = Arc::new(AtomicBool::new(false));
+        let (refusing, stalling) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let (generation, _) = tokio::sync::watch::channel(0u64);
         let (upstream, refuse, gen_tx) = (upstream.to_owned(), refusing.clone(), generation.clone());
+        let stalling_for_task = stalling.clone();
         let task = tokio::spawn(async move {
+            let stalling = stalling_for_task;
             while let Ok((mut client, _)) = listener.accept().await {
                 if refuse.load(Ordering::SeqCst) {
                     continue;
                 }
                 let upstream = upstream.clone();
                 let mut cut = gen_tx.subscribe();
+                let stall = stalling.clone();
                 tokio::spawn(async move {
                     let Ok(mut server) = TcpStream::connect(&upstream).await else { return };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         _ = cut.changed() => {}
                     }
+                    if stall.load(Ordering::SeqCst) {
+                        // Open but silent, until the test ends.
+                        std::future::pending::<()>().await;
+                        drop((client, server));
+                    }
                 });
             }
         });
-        Self { endpoint, refusing, generation, task }
+        Self { endpoint, refusing, stalling, generation, task }
+    }
+
+    /// Freezes every open connection (open, but no byte goes through again); new ones work.
+    fn stall(&self) {
+        self.stalling.store(true, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
     }
 
     /// Cuts every open connection and refuses new ones (`true`), or accepts again (`false`).

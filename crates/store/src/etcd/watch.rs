@@ -6,10 +6,15 @@
 //! task opens the watch again from that revision, on whichever endpoint answers, backing off up
 //! to [`MAX_BACKOFF`] between attempts: nothing is lost and nothing repeated. If etcd compacted
 //! that revision meanwhile, the stream ends with [`Error::Compacted`], and the consumer reads
-//! everything afresh. A watch that has been quiet for [`QUIET`] is not presumed dead: a cheap
-//! read on the same endpoint says whether it still answers, and only if it does not is the watch
-//! moved elsewhere. etcd's progress notifications (sent to quiet watches) move the resume
-//! revision forward, so that a quiet watch does not fall behind compaction for nothing.
+//! everything afresh.
+//!
+//! A watch that has been quiet for [`QUIET`] is not presumed dead (most are quiet most of the
+//! time), but checked: a count of the keys under its prefix written since its resume revision,
+//! on the same endpoint. If the endpoint does not answer, or the count says a write the watch
+//! has not delivered is overdue (a connection that stalled without breaking), the watch is
+//! reopened; resuming from its revision makes a needless reopen harmless. etcd's progress
+//! notifications (sent to quiet watches) move the resume revision forward, so that a quiet watch
+//! does not fall behind compaction for nothing.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -21,11 +26,13 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::client::{CallError, Client, is_invalid_token};
-use super::{Header, Inner, WireKv, int, key64, prefix_end64, store_error};
+use super::{Header, Inner, WireKv, WireRange, int, key64, prefix_end64, store_error};
 use crate::{Error, EventKind, KeyValue, Revision, WatchEvent, WatchStream};
 
-/// How long a watch may be silent before its endpoint is asked whether it is still there.
-const QUIET: Duration = Duration::from_secs(10);
+/// How long a watch may be silent before it is checked (shorter in tests, to see it happen).
+pub(super) const QUIET: Duration = if cfg!(test) { Duration::from_millis(300) } else { Duration::from_secs(10) };
+/// How long that check may take.
+const PROBE_TIMEOUT: Duration = if cfg!(test) { Duration::from_secs(1) } else { Duration::from_secs(5) };
 /// How long opening a watch may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first pause before reopening a broken watch; it doubles up to [`MAX_BACKOFF`].
@@ -221,14 +228,23 @@ impl Watch {
         }
     }
 
-    /// Whether the watch's endpoint still answers.
+    /// Whether a quiet watch is still delivering: its endpoint answers, and holds no key under
+    /// the prefix written at or after the resume revision (which the watch would have sent).
     async fn probe(&self, endpoint: usize) -> Result<(), String> {
         let Some(inner) = self.inner.upgrade() else { return Ok(()) };
-        let body = json!({ "key": key64(""), "count_only": true, "limit": "1" });
-        match inner.client.call_at(endpoint, "/v3/kv/range", &body).await {
+        let body = json!({
+            "key": key64(&self.prefix),
+            "range_end": prefix_end64(&self.prefix),
+            "count_only": true,
+            "min_mod_revision": self.next.to_string(),
+        });
+        match inner.client.call_at::<WireRange>(endpoint, "/v3/kv/range", &body, PROBE_TIMEOUT).await {
+            Ok(range) if range.count > 0 => {
+                Err(format!("{} writes since revision {} are overdue", range.count, self.next))
+            }
             Err(CallError::Broken(why) | CallError::Unreachable(why)) => Err(why),
             // Answering at all (an expired token included) is alive.
-            Ok(()) | Err(CallError::Etcd { .. }) => Ok(()),
+            Ok(_) | Err(CallError::Etcd { .. }) => Ok(()),
         }
     }
 
