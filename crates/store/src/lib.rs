@@ -163,7 +163,10 @@ pub trait Store: Send + Sync + 'static {
     /// Runs a compare-and-swap transaction atomically, as one revision.
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnResponse, Error>>;
 
-    /// Streams every change to keys under `prefix` from `from_revision` (inclusive) onwards.
+    /// Streams every change to keys under `prefix` from `from_revision` (inclusive) onwards
+    /// (0: from the next revision). A `from_revision` that was compacted away is reported as
+    /// [`Error::Compacted`], by this call or as the stream's first item (etcd confirms a watch
+    /// before it finds the revision compacted); a stream that fails later ends with its error.
     fn watch(&self, prefix: String, from_revision: Revision) -> BoxFuture<'_, Result<WatchStream, Error>>;
 }
 
