@@ -8,6 +8,7 @@ The tests start their own etcd (Debian's etcd-server) on free loopback ports and
 afterwards; they are skipped, saying why, when no `etcd` binary is installed.
 """
 
+import base64
 import shutil
 import socket
 import subprocess
@@ -47,6 +48,19 @@ def test_state_lives_in_etcd_not_the_data_directory(server_factory, etcd):
     assert la.list_tags_for_resource(resourceArn=sn["arn"])["tags"] == {"k": "v"}
     assert sn["id"] in [s["id"] for s in list_all(la, "list_service_networks")]
     la.delete_service_network(serviceNetworkIdentifier=sn["id"])
+
+
+def test_installations_with_their_own_prefix_share_one_etcd(server_factory, etcd):
+    a = server_factory(env={"TRELLIS_STORE": etcd.url, "TRELLIS_STORE_PREFIX": "a/"})
+    b = server_factory(env={"TRELLIS_STORE": etcd.url, "TRELLIS_STORE_PREFIX": "b/"})
+    sn = a.client("vpc-lattice").create_service_network(name=uname("sn"))
+    assert sn["id"] in [s["id"] for s in list_all(a.client("vpc-lattice"), "list_service_networks")]
+    assert sn["id"] not in [s["id"] for s in list_all(b.client("vpc-lattice"), "list_service_networks")]
+    # Each has its own account root key and API token: the other's are not valid.
+    assert (a.data_dir / "api-token").read_text() != (b.data_dir / "api-token").read_text()
+    keys = etcd.call("/v3/kv/range", {"key": "AA==", "range_end": "AA==", "keys_only": True})["kvs"]
+    prefixes = {base64.b64decode(kv["key"]).split(b"/", 1)[0] for kv in keys}
+    assert prefixes == {b"a", b"b"}, f"every key under a/ or b/: {prefixes}"
 
 
 class CuttableProxy:

@@ -45,6 +45,10 @@ pub struct EtcdConfig {
     pub username: Option<String>,
     /// The user's password.
     pub password: Option<String>,
+    /// Prepended to every key in etcd (and taken off on the way back), so that several
+    /// installations, or other programs, can share one etcd: say `trellis/` (default: none,
+    /// the whole keyspace).
+    pub namespace: String,
 }
 
 /// Whether the endpoints speak TLS.
@@ -65,6 +69,8 @@ pub struct EtcdStore {
 
 struct Inner {
     client: Client,
+    /// Prepended to every key ([`EtcdConfig::namespace`]).
+    namespace: String,
     /// Dropped with the store, which ends every watch (a watch holds only a receiver).
     _closed: tokio::sync::watch::Sender<()>,
     closed: tokio::sync::watch::Receiver<()>,
@@ -148,6 +154,7 @@ impl std::fmt::Debug for EtcdConfig {
             .field("key_file", &self.key_file)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("namespace", &self.namespace)
             .finish()
     }
 }
@@ -162,16 +169,24 @@ impl EtcdStore {
             return Err(Error::Backend("no etcd endpoint given".into()));
         }
         let (closed_tx, closed) = tokio::sync::watch::channel(());
-        let store = Self { inner: Arc::new(Inner { client: Client::new(config)?, _closed: closed_tx, closed }) };
+        let store = Self {
+            inner: Arc::new(Inner {
+                client: Client::new(config)?,
+                namespace: config.namespace.clone(),
+                _closed: closed_tx,
+                closed,
+            }),
+        };
         let probe = RangeRequest { start: "\0".into(), limit: 1, count_only: true, ..RangeRequest::default() };
         store.range(probe).await?;
         Ok(store)
     }
 
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse, Error> {
-        let mut body = json!({ "key": key64(&req.start) });
+        let ns = &self.inner.namespace;
+        let mut body = json!({ "key": key64(&format!("{ns}{}", req.start)) });
         if let Some(end) = &req.end {
-            body["range_end"] = json!(BASE64.encode(end));
+            body["range_end"] = json!(BASE64.encode(format!("{ns}{end}")));
         }
         if req.limit > 0 {
             body["limit"] = json!(req.limit.to_string());
@@ -180,18 +195,19 @@ impl EtcdStore {
             body["count_only"] = json!(true);
         }
         let resp: WireRange = self.inner.client.call("/v3/kv/range", &body).await.map_err(store_error)?;
-        let kvs = resp.kvs.into_iter().map(KeyValue::try_from).collect::<Result<Vec<_>, _>>()?;
+        let kvs = resp.kvs.into_iter().map(|kv| from_wire(kv, ns)).collect::<Result<Vec<_>, _>>()?;
         let count = if req.count_only { usize::try_from(resp.count).unwrap_or(0) } else { kvs.len() };
         Ok(RangeResponse { kvs, count, more: resp.more, revision: resp.header.revision })
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse, Error> {
         txn.check_limits()?;
-        let compare: Vec<_> = txn.compare.iter().map(wire_compare).collect();
+        let ns = &self.inner.namespace;
+        let compare: Vec<_> = txn.compare.iter().map(|cmp| wire_compare(cmp, ns)).collect();
         let body = json!({
             "compare": compare,
-            "success": wire_ops(&txn.success),
-            "failure": wire_ops(&txn.failure),
+            "success": wire_ops(&txn.success, ns),
+            "failure": wire_ops(&txn.failure, ns),
         });
         let resp: WireTxn = self.inner.client.call("/v3/kv/txn", &body).await.map_err(store_error)?;
         Ok(TxnResponse { succeeded: resp.succeeded, revision: resp.header.revision })
@@ -218,22 +234,20 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
-// === impl KeyValue ===
-
-impl TryFrom<WireKv> for KeyValue {
-    type Error = Error;
-
-    fn try_from(kv: WireKv) -> Result<Self, Error> {
-        let key = String::from_utf8(decode64(&kv.key)?)
-            .map_err(|_| Error::Backend("etcd holds a key that is not UTF-8".into()))?;
-        Ok(Self {
-            key,
-            value: decode64(&kv.value)?,
-            create_revision: kv.create_revision,
-            mod_revision: kv.mod_revision,
-            version: kv.version,
-        })
-    }
+/// A key-value from etcd, its key taken out of the namespace.
+fn from_wire(kv: WireKv, namespace: &str) -> Result<KeyValue, Error> {
+    let key = String::from_utf8(decode64(&kv.key)?)
+        .map_err(|_| Error::Backend("etcd holds a key that is not UTF-8 under Trellis's namespace".into()))?;
+    let Some(key) = key.strip_prefix(namespace) else {
+        return Err(Error::Backend(format!("etcd answered with the key {key:?}, outside the namespace {namespace:?}")));
+    };
+    Ok(KeyValue {
+        key: key.to_owned(),
+        value: decode64(&kv.value)?,
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+    })
 }
 
 /// A key for etcd: etcd has no empty key, and reads `\0` as the smallest one.
@@ -258,13 +272,15 @@ fn decode64(s: &str) -> Result<Vec<u8>, Error> {
     BASE64.decode(s).map_err(|e| Error::Backend(format!("etcd sent bad base64: {e}")))
 }
 
-fn wire_compare(cmp: &Compare) -> serde_json::Value {
+fn wire_compare(cmp: &Compare, ns: &str) -> serde_json::Value {
     match cmp {
         Compare::ModRevision(key, rev) => {
-            json!({ "target": "MOD", "result": "EQUAL", "key": key64(key), "mod_revision": rev.to_string() })
+            let key = key64(&format!("{ns}{key}"));
+            json!({ "target": "MOD", "result": "EQUAL", "key": key, "mod_revision": rev.to_string() })
         }
         Compare::Value(key, value) => {
-            json!({ "target": "VALUE", "result": "EQUAL", "key": key64(key), "value": BASE64.encode(value) })
+            let key = key64(&format!("{ns}{key}"));
+            json!({ "target": "VALUE", "result": "EQUAL", "key": key, "value": BASE64.encode(value) })
         }
     }
 }
@@ -272,7 +288,7 @@ fn wire_compare(cmp: &Compare) -> serde_json::Value {
 /// The operations as etcd takes them. etcd refuses a transaction that names a key twice; a key
 /// written twice keeps its last write, as it would have ended up after both (a later prefix
 /// delete covering it is such a write too).
-fn wire_ops(ops: &[Op]) -> Vec<serde_json::Value> {
+fn wire_ops(ops: &[Op], ns: &str) -> Vec<serde_json::Value> {
     let last_write = |i: usize, key: &str| {
         !ops[i + 1..].iter().any(|later| match later {
             Op::Put(k, _) | Op::Delete(k) => k == key,
@@ -286,10 +302,13 @@ fn wire_ops(ops: &[Op]) -> Vec<serde_json::Value> {
             Op::DeletePrefix(_) => true,
         })
         .map(|(_, op)| match op {
-            Op::Put(key, value) => json!({ "request_put": { "key": key64(key), "value": BASE64.encode(value) } }),
-            Op::Delete(key) => json!({ "request_delete_range": { "key": key64(key) } }),
+            Op::Put(key, value) => {
+                json!({ "request_put": { "key": key64(&format!("{ns}{key}")), "value": BASE64.encode(value) } })
+            }
+            Op::Delete(key) => json!({ "request_delete_range": { "key": key64(&format!("{ns}{key}")) } }),
             Op::DeletePrefix(prefix) => {
-                json!({ "request_delete_range": { "key": key64(prefix), "range_end": prefix_end64(prefix) } })
+                let prefix = format!("{ns}{prefix}");
+                json!({ "request_delete_range": { "key": key64(&prefix), "range_end": prefix_end64(&prefix) } })
             }
         })
         .collect()

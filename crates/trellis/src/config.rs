@@ -69,6 +69,9 @@ pub struct RawConfig {
     pub store_username: Option<String>,
     /// The etcd user's password (better given as `TRELLIS_STORE_PASSWORD`).
     pub store_password: Option<String>,
+    /// Prepended to every key Trellis keeps in etcd, so that installations (or other programs)
+    /// can share one etcd, e.g. `trellis/` (default: none).
+    pub store_prefix: Option<String>,
     /// Middle label of generated service names (default `7d67968`).
     pub partition_label: Option<String>,
     /// `hostedZoneId` of generated names (default `Z0000000000000TRELLIS`).
@@ -239,6 +242,7 @@ impl RawConfig {
             ("STORE", &mut self.store),
             ("STORE_USERNAME", &mut self.store_username),
             ("STORE_PASSWORD", &mut self.store_password),
+            ("STORE_PREFIX", &mut self.store_prefix),
         ] {
             if let Some(v) = s(name) {
                 *field = Some(v);
@@ -451,6 +455,7 @@ impl RawConfig {
                 ("store_key_file", self.store_key_file.is_some()),
                 ("store_username", self.store_username.is_some()),
                 ("store_password", self.store_password.is_some()),
+                ("store_prefix", self.store_prefix.is_some()),
             ];
             if let Some((name, _)) = etcd_only.iter().find(|(_, set)| *set) {
                 bail!("{name} is set but the store is the embedded one; set store = \"etcd://HOST:PORT\"");
@@ -463,6 +468,7 @@ impl RawConfig {
         etcd.key_file = self.store_key_file.clone();
         etcd.username = self.store_username.clone();
         etcd.password = self.store_password.clone();
+        etcd.namespace = self.store_prefix.clone().unwrap_or_default();
         match (&etcd.scheme, &etcd.ca_file, &etcd.cert_file, &etcd.key_file) {
             (trellis_store::Scheme::Http, None, None, None) => {}
             (trellis_store::Scheme::Http, ..) => {
@@ -636,9 +642,16 @@ mod tests {
         let StoreConfig::Etcd(etcd) = raw.validate(&env(&[("HOME", "/h")])).unwrap().store else { panic!("etcd") };
         assert_eq!(etcd.endpoints, ["127.0.0.1:2379", "127.0.0.1:22379"]);
         assert_eq!((etcd.username.as_deref(), etcd.password.as_deref()), (Some("root"), Some("pw")));
+        assert_eq!(etcd.namespace, "", "the whole keyspace by default");
         let mut raw = RawConfig::default();
-        raw.apply_env(&env(&[("TRELLIS_STORE", "etcds://e:2379"), ("TRELLIS_STORE_CA_FILE", "/ca.pem")])).unwrap();
+        raw.apply_env(&env(&[
+            ("TRELLIS_STORE", "etcds://e:2379"),
+            ("TRELLIS_STORE_CA_FILE", "/ca.pem"),
+            ("TRELLIS_STORE_PREFIX", "trellis/"),
+        ]))
+        .unwrap();
         let StoreConfig::Etcd(etcd) = raw.validate(&env(&[("HOME", "/h")])).unwrap().store else { panic!("etcd") };
+        assert_eq!(etcd.namespace, "trellis/");
         assert_eq!((etcd.scheme, etcd.ca_file.as_deref()), (trellis_store::Scheme::Https, Some(Path::new("/ca.pem"))));
         for bad in [
             "store = \"redis://x:1\"",
@@ -648,6 +661,7 @@ mod tests {
             "store = \"etcds://e:1\"\nstore_ca_file = \"/ca.pem\"\nstore_cert_file = \"/c.pem\"",
             "store = \"etcd://e:1\"\nstore_username = \"root\"",
             "store_password = \"pw\"",
+            "store_prefix = \"trellis/\"",
         ] {
             let raw: RawConfig = toml::from_str(bad).unwrap();
             assert!(raw.validate(&env(&[("HOME", "/h")])).is_err(), "{bad}");

@@ -22,9 +22,28 @@ mod conformance {
     crate::store_conformance_tests!(optional super::fixture);
 }
 
+/// The suite again, in a namespace of an etcd that holds other programs' keys around it
+/// (before, after, and not UTF-8), which the store must never see nor touch.
+mod namespaced {
+    crate::store_conformance_tests!(optional super::namespaced_fixture);
+}
+
 async fn fixture() -> Option<(EtcdStore, EtcdServer)> {
     let server = EtcdServer::start(&[]).await?;
     let store = EtcdStore::connect(&server.config()).await.expect("connecting to etcd");
+    Some((store, server))
+}
+
+async fn namespaced_fixture() -> Option<(EtcdStore, EtcdServer)> {
+    let server = EtcdServer::start(&[]).await?;
+    let raw = EtcdStore::connect(&server.config()).await.expect("connecting to etcd");
+    for key in ["a", "trellis", "trellis.", "trellis0", "zzz"] {
+        put(&raw, key, b"someone else's").await;
+    }
+    let not_utf8 = json!({ "key": "/w==", "value": "eA==" });
+    let _: serde_json::Value = raw.inner.client.call("/v3/kv/put", &not_utf8).await.expect("a binary key");
+    let config = EtcdConfig { namespace: "trellis/".into(), ..server.config() };
+    let store = EtcdStore::connect(&config).await.expect("connecting to etcd");
     Some((store, server))
 }
 
@@ -89,7 +108,7 @@ fn a_key_written_twice_keeps_its_last_write() {
         Op::DeletePrefix("p/".into()),
         Op::Put("b".into(), b"2".to_vec()),
     ];
-    let wire = serde_json::to_string(&wire_ops(&ops)).unwrap();
+    let wire = serde_json::to_string(&wire_ops(&ops, "")).unwrap();
     assert_eq!(
         wire,
         r#"[{"request_delete_range":{"key":"YQ=="}},{"request_delete_range":{"key":"cC8=","range_end":"cDA="}},{"request_put":{"key":"Yg==","value":"Mg=="}}]"#
@@ -124,6 +143,26 @@ async fn watch_ends_when_store_is_dropped() {
     drop(store);
     let end = timeout(Duration::from_secs(5), stream.recv()).await;
     assert!(matches!(end, Ok(None)), "the stream must end once the store is dropped, got {end:?}");
+}
+
+/// A namespaced store sees, watches and deletes only keys in its namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_keeps_to_itself() {
+    let Some((raw, server)) = fixture().await else { return };
+    let config = EtcdConfig { namespace: "ns/".into(), ..server.config() };
+    let store = EtcdStore::connect(&config).await.unwrap();
+    let mut everything = store.watch(String::new(), 0).await.unwrap();
+    put(&raw, "outside", b"x").await;
+    put(&raw, "ns0", b"x").await;
+    let rev = put(&store, "k", b"v").await;
+    let ev = next_event(&mut everything).await;
+    assert_eq!((ev.kv.key.as_str(), ev.kv.mod_revision), ("k", rev), "only the namespace's own writes");
+    assert_eq!(raw.get("ns/k").await.unwrap().unwrap().value, b"v", "stored under the namespace");
+    assert_eq!(store.count_prefix("").await.unwrap(), 1);
+    let txn = Txn { success: vec![Op::DeletePrefix(String::new())], ..Txn::default() };
+    store.txn(txn).await.unwrap();
+    assert_eq!(store.count_prefix("").await.unwrap(), 0);
+    assert_eq!(raw.count_prefix("").await.unwrap(), 2, "keys outside the namespace stay");
 }
 
 /// etcd killed (SIGKILL) and restarted on the same data directory: the watch reopens from the

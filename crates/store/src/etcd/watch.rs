@@ -26,8 +26,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::client::{CallError, Client, is_invalid_token};
-use super::{Header, Inner, WireKv, WireRange, int, key64, prefix_end64, store_error};
-use crate::{Error, EventKind, KeyValue, Revision, WatchEvent, WatchStream};
+use super::{Header, Inner, WireKv, WireRange, from_wire, int, key64, prefix_end64, store_error};
+use crate::{Error, EventKind, Revision, WatchEvent, WatchStream};
 
 /// How long a watch may be silent before it is checked (shorter in tests, to see it happen).
 pub(super) const QUIET: Duration = if cfg!(test) { Duration::from_millis(300) } else { Duration::from_secs(10) };
@@ -80,7 +80,9 @@ struct Lines {
 struct Watch {
     inner: Weak<Inner>,
     closed: tokio::sync::watch::Receiver<()>,
+    /// The watched prefix, namespace included.
     prefix: String,
+    namespace: String,
     /// The first revision not yet handed on.
     next: Revision,
     tx: mpsc::Sender<Result<WatchEvent, Error>>,
@@ -95,9 +97,11 @@ enum End {
 
 /// Opens a watch of `prefix` from `from` (0: from the next revision) and starts its task.
 pub(super) async fn open(inner: Arc<Inner>, prefix: String, from: Revision) -> Result<WatchStream, Error> {
+    let prefix = format!("{}{prefix}", inner.namespace);
     let (lines, next) = connect(&inner.client, &prefix, from).await?;
     let (tx, rx) = mpsc::channel(256);
-    let watch = Watch { inner: Arc::downgrade(&inner), closed: inner.closed.clone(), prefix, next, tx };
+    let namespace = inner.namespace.clone();
+    let watch = Watch { inner: Arc::downgrade(&inner), closed: inner.closed.clone(), prefix, namespace, next, tx };
     tokio::spawn(watch.run(lines));
     Ok(rx)
 }
@@ -212,7 +216,7 @@ impl Watch {
             let mut last = self.next - 1;
             for event in result.events {
                 let kind = if event.kind == "DELETE" { EventKind::Delete } else { EventKind::Put };
-                let kv = match KeyValue::try_from(event.kv) {
+                let kv = match from_wire(event.kv, &self.namespace) {
                     Ok(kv) => kv,
                     Err(e) => return End::Lost(e.to_string()),
                 };
