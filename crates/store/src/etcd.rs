@@ -1,7 +1,8 @@
 //! The etcd backend: the [`Store`] trait over etcd v3, spoken through etcd's JSON gateway
 //! (`/v3/kv/range`, `/v3/kv/txn`, `/v3/watch`, `/v3/auth/authenticate`) over HTTP/1.1, with TLS
-//! and user/password auth as options. No gRPC stack: the gateway is part of every etcd since
-//! 3.3, and a JSON body over hyper costs a fraction of tonic and prost's build.
+//! and user/password auth as options. No gRPC stack: every etcd since 3.4 serves the gateway at
+//! `/v3/` on its client port, and a JSON body over hyper costs a fraction of tonic and prost's
+//! build (and needs no `protoc`).
 //!
 //! etcd already has the data model the trait describes (revisions, create/mod revisions and
 //! versions, compare-and-swap, watch from a revision), so this module mostly translates: keys and
