@@ -34,7 +34,7 @@ _LIVE_SERVERS: list[TrellisServer] = []
 
 def _kill_all():
     for s in list(_LIVE_SERVERS):
-        s.kill()
+        s.close()
 
 
 atexit.register(_kill_all)
@@ -67,7 +67,7 @@ def endpoint(workdir):
         try:
             server.stop(timeout=60)
         finally:
-            server.kill()
+            server.close()
         _LIVE_SERVERS.remove(server)
 
 
@@ -90,7 +90,7 @@ def server_factory(workdir):
 
     yield start
     for s in started:
-        s.kill()
+        s.close()
         if s in _LIVE_SERVERS:
             _LIVE_SERVERS.remove(s)
 

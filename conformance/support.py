@@ -54,6 +54,10 @@ HEALTH_TIMEOUT = 30.0
 # Raw-response checks on every vpc-lattice call (status codes, JSON, no nulls, request ids).
 # TRELLIS_WIRE_CHECKS=0 switches them off, e.g. to triage a failure with the checks out of the way.
 EXTERNAL = bool(os.environ.get("TRELLIS_ENDPOINT"))
+# TRELLIS_TEST_STORE=etcd runs every server the suite starts over an etcd of its own (started and
+# killed with it) instead of the embedded store; tests that set TRELLIS_STORE themselves keep it.
+TEST_STORE = os.environ.get("TRELLIS_TEST_STORE", "embedded")
+ETCD_START_TIMEOUT = 20.0
 WIRE_CHECKS = os.environ.get("TRELLIS_WIRE_CHECKS", "1") != "0"
 
 HEX17 = "[0-9a-f]{17}"
@@ -480,6 +484,71 @@ def quotas_toml(quotas: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+class Etcd:
+    """One etcd child process (Debian's etcd-server) on free loopback ports with a temporary data
+    directory under `workdir`; `kill()` ends it by PID."""
+
+    def __init__(self, workdir: Path):
+        if shutil.which("etcd") is None:
+            pytest.fail("no etcd binary on PATH (apt-get install etcd-server)", pytrace=False)
+        self.dir = Path(tempfile.mkdtemp(prefix="etcd-", dir=workdir))
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", 0))
+            b.bind(("127.0.0.1", 0))
+            self.port, self.peer_port = a.getsockname()[1], b.getsockname()[1]
+        client, peer = f"http://127.0.0.1:{self.port}", f"http://127.0.0.1:{self.peer_port}"
+        self.log = open(self.dir / "etcd.log", "wb")
+        self.proc = subprocess.Popen(
+            ["etcd", "--name=conformance", f"--data-dir={self.dir / 'data'}",
+             f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
+             f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
+             f"--initial-cluster=conformance={peer}",
+             # A one-member cluster elects itself in milliseconds instead of a second.
+             "--heartbeat-interval=10", "--election-timeout=50"],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+
+    @property
+    def url(self) -> str:
+        return f"etcd://127.0.0.1:{self.port}"
+
+    def wait_healthy(self):
+        deadline = time.monotonic() + ETCD_START_TIMEOUT
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"etcd exited with {self.proc.returncode}:\n{self.log_tail()}"
+            try:
+                with opener.open(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+                    if b'"true"' in r.read():
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"etcd was not healthy within {ETCD_START_TIMEOUT:.0f}s:\n{self.log_tail()}")
+
+    def call(self, path: str, body: dict) -> dict:
+        """POST to etcd's JSON gateway."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=json.dumps(body).encode())
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def compact(self) -> int:
+        """Compacts away all history before the current revision; that revision."""
+        revision = int(self.call("/v3/kv/range", {"key": "AA=="})["header"]["revision"])
+        self.call("/v3/kv/compaction", {"revision": str(revision), "physical": True})
+        return revision
+
+    def log_tail(self) -> str:
+        return "\n".join((self.dir / "etcd.log").read_text(errors="replace").splitlines()[-30:])
+
+    def kill(self):
+        """SIGKILL by PID (no-op if already gone)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+
 class TrellisServer:
     """One `trellis serve` child process on 127.0.0.1 with its own data directory."""
 
@@ -505,6 +574,8 @@ class TrellisServer:
         self.log_path = None
         self._log_file = None
         self.starts = 0
+        # Its own etcd under TRELLIS_TEST_STORE=etcd, started with it and kept across restarts.
+        self.etcd: Etcd | None = None
 
     @property
     def endpoint(self) -> str:
@@ -513,6 +584,10 @@ class TrellisServer:
     def _env(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRELLIS_")}
         env.update(self.extra_env)
+        if TEST_STORE == "etcd" and "TRELLIS_STORE" not in env:
+            if self.etcd is None:
+                self.etcd = Etcd(self.workdir).wait_healthy()
+            env["TRELLIS_STORE"] = self.etcd.url
         return env
 
     def spawn(self, port: int | None = None):
@@ -594,6 +669,13 @@ class TrellisServer:
             except subprocess.TimeoutExpired:
                 pass
         self._close_log()
+
+    def close(self):
+        """Kills it and the etcd it runs on, if any: the end of its life, not a restart."""
+        self.kill()
+        if self.etcd is not None:
+            self.etcd.kill()
+            self.etcd = None
 
     def _close_log(self):
         if self._log_file is not None:

@@ -92,6 +92,7 @@ class World:
                 except subprocess.TimeoutExpired:
                     p.kill()
         self.server.stop(timeout=60)
+        self.server.close()
         if not ROOT:
             return
         cleanup = subprocess.run([self.server.bin, "net", "cleanup", "--data-dir", str(self.server.data_dir)],

@@ -77,7 +77,7 @@ def installation(workdir: Path, network: str | None = "netns"):
         try:
             server.stop()
         finally:
-            server.kill()
+            server.close()
             # Instances go with their command: with every `vpc exec` ended, only VPCs' remain.
             instances_left = [n for n in namespaces(prefix) if "-i-" in n]
             r = subprocess.run([server.bin, "net", "cleanup", "--data-dir", str(server.data_dir)],

@@ -44,10 +44,19 @@ pub use watch::{
 ///     trellis_store::store_conformance_tests!(super::fixture);
 /// }
 /// ```
+///
+/// With `optional`, the fixture returns `Option<(S, G)>`, and `None` (a backend whose server is
+/// not installed, having said so) passes every behaviour without running it.
 #[macro_export]
 macro_rules! store_conformance_tests {
+    (optional $fixture:path) => {
+        $crate::store_conformance_tests!(@list @optional $fixture);
+    };
     ($fixture:path) => {
-        $crate::store_conformance_tests!(@behaviours $fixture;
+        $crate::store_conformance_tests!(@list @always $fixture);
+    };
+    (@list @$mode:ident $fixture:path) => {
+        $crate::store_conformance_tests!(@behaviours $mode $fixture;
             get_absent_key,
             put_then_get,
             overwrite_bumps_version_keeps_create_revision,
@@ -80,11 +89,20 @@ macro_rules! store_conformance_tests {
             watch_burst_arrives_in_order_without_gaps,
         );
     };
-    (@behaviours $fixture:path; $($behaviour:ident),* $(,)?) => {
+    (@behaviours always $fixture:path; $($behaviour:ident),* $(,)?) => {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $behaviour() {
                 let (store, _guard) = $fixture().await;
+                $crate::conformance::$behaviour(&store).await;
+            }
+        )*
+    };
+    (@behaviours optional $fixture:path; $($behaviour:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $behaviour() {
+                let Some((store, _guard)) = $fixture().await else { return };
                 $crate::conformance::$behaviour(&store).await;
             }
         )*

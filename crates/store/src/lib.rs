@@ -3,17 +3,19 @@
 //! keys, writes are compare-and-swap transactions, and changes can be watched from a revision.
 //!
 //! This crate knows nothing of Lattice or AWS: keys are strings, values are bytes. The embedded
-//! backend is SQLite ([`SqliteStore`]); an etcd backend will implement the same [`Store`] trait
-//! and run the same [`conformance`] suite.
+//! backend is SQLite ([`SqliteStore`]); the etcd backend ([`EtcdStore`]) implements the same
+//! [`Store`] trait and runs the same [`conformance`] suite against a real etcd.
 
 use std::future::Future;
 use std::pin::Pin;
 
+mod etcd;
 mod sqlite;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 
+pub use etcd::{EtcdConfig, EtcdStore, Scheme};
 pub use sqlite::{Durability, SCHEMA_VERSION, SqliteStore};
 
 /// A store revision. Revision 0 means "never written"; the first committed write is revision 1.
@@ -161,7 +163,10 @@ pub trait Store: Send + Sync + 'static {
     /// Runs a compare-and-swap transaction atomically, as one revision.
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnResponse, Error>>;
 
-    /// Streams every change to keys under `prefix` from `from_revision` (inclusive) onwards.
+    /// Streams every change to keys under `prefix` from `from_revision` (inclusive) onwards
+    /// (0: from the next revision). A `from_revision` that was compacted away is reported as
+    /// [`Error::Compacted`], by this call or as the stream's first item (etcd confirms a watch
+    /// before it finds the revision compacted); a stream that fails later ends with its error.
     fn watch(&self, prefix: String, from_revision: Revision) -> BoxFuture<'_, Result<WatchStream, Error>>;
 }
 

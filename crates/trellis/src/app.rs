@@ -18,10 +18,10 @@ use trellis_control::pki::PkiSettings;
 use trellis_control::{ControlConfig, ControlState};
 use trellis_model::snapshot::Snapshot;
 use trellis_model::tls::Certificates;
-use trellis_store::{SqliteStore, Store};
+use trellis_store::{EtcdStore, SqliteStore, Store};
 
 use crate::agent::{Agent, AgentConfig, Lattice};
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::netmgr::NetManager;
 use crate::watch::Ingress;
 use trellis_net::{Netns, Network};
@@ -64,9 +64,7 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
     // Only the installation may read its store (it will hold certificates and credentials).
     std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("restricting {}", config.data_dir.display()))?;
-    let path = config.data_dir.join("store.db");
-    let store = SqliteStore::open(&path, config.durability).with_context(|| format!("opening {}", path.display()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store = open_store(&config).await?;
     // The account's root access key exists from the first start (`trellis credentials`).
     trellis_control::identity::ensure_root_key(store.as_ref(), &config.account)
         .await
@@ -125,6 +123,23 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
         ));
     let router = trellis_control::router_with(state, ours);
     Ok(Bound { listener, router, store, config, snapshots, netmgr })
+}
+
+/// Opens the configured store: the embedded one in the data directory, or etcd (which must
+/// answer now: a store that cannot be reached at start is an error, not a retry loop).
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match &config.store {
+        StoreConfig::Embedded => {
+            let path = config.data_dir.join("store.db");
+            let store =
+                SqliteStore::open(&path, config.durability).with_context(|| format!("opening {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        StoreConfig::Etcd(etcd) => {
+            let store = EtcdStore::connect(etcd).await.context("opening the etcd store")?;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 impl Bound {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use trellis_control::Quotas;
 use trellis_net::{IngressRange, Naming, Network, Ports};
 use trellis_proxy::ProxyConfig;
-use trellis_store::Durability;
+use trellis_store::{Durability, EtcdConfig};
 
 /// Where environment variables come from.
 pub trait Env {
@@ -56,6 +56,22 @@ pub struct RawConfig {
     pub log_format: Option<String>,
     /// `process` (default: survives `kill -9`) or `power-loss` (fsync every commit).
     pub durability: Option<String>,
+    /// The store: `etcd://HOST:PORT[,HOST:PORT…]`, `etcds://…` (TLS), or unset for the embedded
+    /// SQLite store in the data directory (default).
+    pub store: Option<String>,
+    /// CA certificates (PEM) etcd's certificate must chain to (`etcds://`).
+    pub store_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's `--client-cert-auth` (`etcds://`).
+    pub store_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub store_key_file: Option<PathBuf>,
+    /// etcd user name, when etcd has auth enabled.
+    pub store_username: Option<String>,
+    /// The etcd user's password (better given as `TRELLIS_STORE_PASSWORD`).
+    pub store_password: Option<String>,
+    /// Prepended to every key Trellis keeps in etcd, so that installations (or other programs)
+    /// can share one etcd, e.g. `trellis/` (default: none).
+    pub store_prefix: Option<String>,
     /// Middle label of generated service names (default `7d67968`).
     pub partition_label: Option<String>,
     /// `hostedZoneId` of generated names (default `Z0000000000000TRELLIS`).
@@ -145,8 +161,10 @@ pub struct Config {
     pub organization_id: String,
     /// Logs as JSON lines.
     pub log_json: bool,
-    /// Commit durability.
+    /// Commit durability (embedded store).
     pub durability: Durability,
+    /// Where the store is.
+    pub store: StoreConfig,
     /// Middle label of generated names.
     pub partition_label: String,
     /// `hostedZoneId` of generated names.
@@ -180,6 +198,15 @@ pub struct Config {
     pub proxy: ProxyConfig,
 }
 
+/// Which store an installation runs on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// The embedded SQLite store, `store.db` in the data directory.
+    Embedded,
+    /// An etcd cluster.
+    Etcd(EtcdConfig),
+}
+
 // === impl RawConfig ===
 
 impl RawConfig {
@@ -209,6 +236,25 @@ impl RawConfig {
         ] {
             if let Some(v) = s(name) {
                 *field = Some(v);
+            }
+        }
+        for (name, field) in [
+            ("STORE", &mut self.store),
+            ("STORE_USERNAME", &mut self.store_username),
+            ("STORE_PASSWORD", &mut self.store_password),
+            ("STORE_PREFIX", &mut self.store_prefix),
+        ] {
+            if let Some(v) = s(name) {
+                *field = Some(v);
+            }
+        }
+        for (name, field) in [
+            ("STORE_CA_FILE", &mut self.store_ca_file),
+            ("STORE_CERT_FILE", &mut self.store_cert_file),
+            ("STORE_KEY_FILE", &mut self.store_key_file),
+        ] {
+            if let Some(v) = s(name) {
+                *field = Some(v.into());
             }
         }
         if let Some(v) = s("NODE") {
@@ -254,6 +300,7 @@ impl RawConfig {
 
     /// Validates, filling in defaults. `home` and `xdg_data_home` locate the default data dir.
     pub fn validate(self, env: &dyn Env) -> anyhow::Result<Config> {
+        let store = self.store_config()?;
         let data_dir = match self.data_dir {
             Some(dir) => dir,
             None => default_data_dir(env)?,
@@ -389,11 +436,54 @@ impl RawConfig {
             organization_id,
             log_json,
             durability,
+            store,
             partition_label,
             hosted_zone_id: self.hosted_zone_id.unwrap_or_else(|| "Z0000000000000TRELLIS".to_owned()),
             allowed_hosts: self.allowed_hosts.unwrap_or_default(),
             quotas,
         })
+    }
+}
+
+impl RawConfig {
+    /// The store settings, checked: TLS files and credentials only go with etcd.
+    fn store_config(&self) -> anyhow::Result<StoreConfig> {
+        let Some(url) = self.store.as_deref().filter(|s| !s.is_empty() && *s != "embedded") else {
+            let etcd_only = [
+                ("store_ca_file", self.store_ca_file.is_some()),
+                ("store_cert_file", self.store_cert_file.is_some()),
+                ("store_key_file", self.store_key_file.is_some()),
+                ("store_username", self.store_username.is_some()),
+                ("store_password", self.store_password.is_some()),
+                ("store_prefix", self.store_prefix.is_some()),
+            ];
+            if let Some((name, _)) = etcd_only.iter().find(|(_, set)| *set) {
+                bail!("{name} is set but the store is the embedded one; set store = \"etcd://HOST:PORT\"");
+            }
+            return Ok(StoreConfig::Embedded);
+        };
+        let mut etcd = EtcdConfig::from_url(url).map_err(|e| anyhow::anyhow!("{e}"))?;
+        etcd.ca_file = self.store_ca_file.clone();
+        etcd.cert_file = self.store_cert_file.clone();
+        etcd.key_file = self.store_key_file.clone();
+        etcd.username = self.store_username.clone();
+        etcd.password = self.store_password.clone();
+        etcd.namespace = self.store_prefix.clone().unwrap_or_default();
+        match (&etcd.scheme, &etcd.ca_file, &etcd.cert_file, &etcd.key_file) {
+            (trellis_store::Scheme::Http, None, None, None) => {}
+            (trellis_store::Scheme::Http, ..) => {
+                bail!("store_ca_file, store_cert_file and store_key_file need etcds://")
+            }
+            (trellis_store::Scheme::Https, None, ..) => bail!("etcds:// needs store_ca_file"),
+            (trellis_store::Scheme::Https, Some(_), cert, key) if cert.is_some() != key.is_some() => {
+                bail!("store_cert_file and store_key_file go together")
+            }
+            (trellis_store::Scheme::Https, ..) => {}
+        }
+        if etcd.username.is_some() != etcd.password.is_some() {
+            bail!("store_username and store_password go together");
+        }
+        Ok(StoreConfig::Etcd(etcd))
     }
 }
 
@@ -536,6 +626,42 @@ mod tests {
             "listen = \"nowhere\"",
             "log_format = \"xml\"",
             "durability = \"maybe\"",
+        ] {
+            let raw: RawConfig = toml::from_str(bad).unwrap();
+            assert!(raw.validate(&env(&[("HOME", "/h")])).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn store_settings() {
+        let c = RawConfig::default().validate(&env(&[("HOME", "/h")])).unwrap();
+        assert_eq!(c.store, StoreConfig::Embedded, "the embedded store by default");
+        let mut raw: RawConfig =
+            toml::from_str("store = \"etcd://127.0.0.1:2379,127.0.0.1:22379\"\nstore_username = \"root\"").unwrap();
+        raw.apply_env(&env(&[("TRELLIS_STORE_PASSWORD", "pw")])).unwrap();
+        let StoreConfig::Etcd(etcd) = raw.validate(&env(&[("HOME", "/h")])).unwrap().store else { panic!("etcd") };
+        assert_eq!(etcd.endpoints, ["127.0.0.1:2379", "127.0.0.1:22379"]);
+        assert_eq!((etcd.username.as_deref(), etcd.password.as_deref()), (Some("root"), Some("pw")));
+        assert_eq!(etcd.namespace, "", "the whole keyspace by default");
+        let mut raw = RawConfig::default();
+        raw.apply_env(&env(&[
+            ("TRELLIS_STORE", "etcds://e:2379"),
+            ("TRELLIS_STORE_CA_FILE", "/ca.pem"),
+            ("TRELLIS_STORE_PREFIX", "trellis/"),
+        ]))
+        .unwrap();
+        let StoreConfig::Etcd(etcd) = raw.validate(&env(&[("HOME", "/h")])).unwrap().store else { panic!("etcd") };
+        assert_eq!(etcd.namespace, "trellis/");
+        assert_eq!((etcd.scheme, etcd.ca_file.as_deref()), (trellis_store::Scheme::Https, Some(Path::new("/ca.pem"))));
+        for bad in [
+            "store = \"redis://x:1\"",
+            "store = \"etcd://nohost\"",
+            "store = \"etcds://e:1\"",
+            "store = \"etcd://e:1\"\nstore_ca_file = \"/ca.pem\"",
+            "store = \"etcds://e:1\"\nstore_ca_file = \"/ca.pem\"\nstore_cert_file = \"/c.pem\"",
+            "store = \"etcd://e:1\"\nstore_username = \"root\"",
+            "store_password = \"pw\"",
+            "store_prefix = \"trellis/\"",
         ] {
             let raw: RawConfig = toml::from_str(bad).unwrap();
             assert!(raw.validate(&env(&[("HOME", "/h")])).is_err(), "{bad}");

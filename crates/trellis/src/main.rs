@@ -19,7 +19,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the server: the AWS APIs on one endpoint, over the embedded store.
+    /// Run the server: the AWS APIs on one endpoint, over the embedded store or etcd.
     Serve(ServeArgs),
     /// The ECS + VPC Lattice scenario end to end, on a temporary installation of its own.
     Demo {
@@ -125,6 +125,10 @@ struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long)]
     log_format: Option<String>,
+    /// The store: etcd://HOST:PORT[,HOST:PORT…] (etcds:// for TLS) [default: the embedded
+    /// store in the data directory].
+    #[arg(long)]
+    store: Option<String>,
     /// How VPCs are made real: netns (each VPC a network namespace) or loopback (ingress
     /// addresses on loopback) [default: netns as root on Linux, else loopback].
     #[arg(long)]
@@ -262,6 +266,7 @@ fn serve_config(args: ServeArgs, env: &dyn Env) -> anyhow::Result<config::Config
     raw.region = args.region.or(raw.region);
     raw.account = args.account.or(raw.account);
     raw.log_format = args.log_format.or(raw.log_format);
+    raw.store = args.store.or(raw.store);
     raw.network = args.network.or(raw.network);
     if args.require_signature {
         raw.require_signature = Some(true);

@@ -1,0 +1,171 @@
+"""Trellis over etcd (`trellis serve --store etcd://…`): what is created through one server lives in
+etcd, so a server started afresh (a new data directory) against the same etcd finds it; a server
+whose connection to etcd broke while etcd compacted the history it was watching from reads
+everything afresh and serves the changes it missed; an etcd that cannot be reached stops the
+server at start with a one-line error.
+
+The tests start their own etcd (Debian's etcd-server) on free loopback ports and kill it by PID
+afterwards; they are skipped, saying why, when no `etcd` binary is installed.
+"""
+
+import base64
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from support import REGION, Etcd, client_config, free_port, list_all, require_binary, uname, wait_for
+
+
+@pytest.fixture
+def etcd(workdir):
+    if shutil.which("etcd") is None:
+        pytest.skip("no etcd binary on PATH (apt-get install etcd-server)")
+    server = Etcd(workdir)
+    try:
+        yield server.wait_healthy()
+    finally:
+        server.kill()
+
+
+def test_state_lives_in_etcd_not_the_data_directory(server_factory, etcd):
+    first = server_factory(env={"TRELLIS_STORE": etcd.url})
+    la = first.client("vpc-lattice")
+    sn = la.create_service_network(name=uname("sn"), tags={"k": "v"})
+    assert first.stop() == 0, f"trellis serve should exit 0 on SIGTERM; log:\n{first.log_tail()}"
+
+    # A new server with a data directory of its own, on the same etcd: the same state.
+    second = server_factory(env={"TRELLIS_STORE": etcd.url})
+    assert second.data_dir != first.data_dir
+    la = second.client("vpc-lattice")
+    got = la.get_service_network(serviceNetworkIdentifier=sn["id"])
+    assert (got["id"], got["name"], got["arn"]) == (sn["id"], sn["name"], sn["arn"])
+    assert la.list_tags_for_resource(resourceArn=sn["arn"])["tags"] == {"k": "v"}
+    assert sn["id"] in [s["id"] for s in list_all(la, "list_service_networks")]
+    la.delete_service_network(serviceNetworkIdentifier=sn["id"])
+
+
+def test_installations_with_their_own_prefix_share_one_etcd(server_factory, etcd):
+    a = server_factory(env={"TRELLIS_STORE": etcd.url, "TRELLIS_STORE_PREFIX": "a/"})
+    b = server_factory(env={"TRELLIS_STORE": etcd.url, "TRELLIS_STORE_PREFIX": "b/"})
+    sn = a.client("vpc-lattice").create_service_network(name=uname("sn"))
+    assert sn["id"] in [s["id"] for s in list_all(a.client("vpc-lattice"), "list_service_networks")]
+    assert sn["id"] not in [s["id"] for s in list_all(b.client("vpc-lattice"), "list_service_networks")]
+    # Each has its own account root key and API token: the other's are not valid.
+    assert (a.data_dir / "api-token").read_text() != (b.data_dir / "api-token").read_text()
+    keys = etcd.call("/v3/kv/range", {"key": "AA==", "range_end": "AA==", "keys_only": True})["kvs"]
+    prefixes = {base64.b64decode(kv["key"]).split(b"/", 1)[0] for kv in keys}
+    assert prefixes == {b"a", b"b"}, f"every key under a/ or b/: {prefixes}"
+
+
+class CuttableProxy:
+    """A TCP proxy to a local port whose connections can all be cut at once, refusing new ones
+    until resumed: a network that breaks while both ends stay up."""
+
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.refusing = False
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.refusing:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        self.refusing = True
+        with self.lock:
+            sockets, self.sockets = self.sockets, []
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def resume(self):
+        self.refusing = False
+
+    def close(self):
+        self.cut()
+        self.listener.close()
+
+
+def test_a_watch_that_missed_a_compaction_reads_everything_afresh(server_factory, etcd):
+    proxy = CuttableProxy(etcd.port)
+    try:
+        # A verifies signatures against the identities it watches in etcd, through the proxy.
+        a = server_factory(env={"TRELLIS_STORE": f"etcd://127.0.0.1:{proxy.port}", "TRELLIS_REQUIRE_SIGNATURE": "1", "TRELLIS_LOG": "info,trellis_store=debug"})
+        b = server_factory(env={"TRELLIS_STORE": etcd.url})
+        iam = b.client("iam")
+        user = uname("user")
+
+        # While A is cut off, B makes a user with an access key, and etcd compacts that history.
+        proxy.cut()
+        iam.create_user(UserName=user)
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        etcd.compact()
+        proxy.resume()
+
+        sts = boto3.session.Session().client(
+            "sts", endpoint_url=a.endpoint, region_name=REGION, aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"], config=client_config())
+
+        def known():
+            try:
+                return sts.get_caller_identity()["Arn"].endswith(f":user/{user}")
+            except ClientError:
+                return False
+
+        wait_for(known, 20, message="server A to know the access key made while it was cut off")
+    finally:
+        proxy.close()
+
+
+def test_unreachable_etcd_is_a_one_line_error(workdir):
+    binary = require_binary()
+    dead = f"etcd://127.0.0.1:{free_port()}"
+    data_dir = tempfile.mkdtemp(prefix="data-", dir=workdir)
+    proc = subprocess.run(
+        [binary, "serve", "--listen", f"127.0.0.1:{free_port()}", "--data-dir", data_dir,
+         "--network", "loopback", "--store", dead],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0, "a server without its store must not start"
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("trellis:")]
+    assert len(errors) == 1 and "cannot reach etcd at 127.0.0.1:" in errors[0], proc.stderr
