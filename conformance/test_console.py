@@ -143,6 +143,10 @@ def test_console_session_stands_in_for_a_signature(server_factory):
     assert vpcs.status == 200 and b"<vpcSet" in vpcs.body, vpcs
     assert get(ep, "/_trellis/ca", cookie).status == 200
     assert get(ep, "/servicenetworks", "trellis_session=forged").status == 403
+    # The root key and the token outlive any session: a session cookie does not read them.
+    assert get(ep, "/_trellis/credentials", cookie).status == 401
+    assert raw_request(ep, "GET", "/_trellis/credentials", sign=False,
+                       headers={"Authorization": f"Bearer {token}"}).status == 200
 
 
 # --------------------------------------------------------------------------------------------

@@ -69,9 +69,12 @@ async fn guard(State(state): State<ControlState>, req: Request, next: Next) -> R
         // The console answers its sign-in page to anyone and checks its session itself.
         && path != "/_trellis/console"
         && !path.starts_with("/_trellis/console/");
+    // The credentials (the root key and the token itself) outlive any session: only the token
+    // reads them, so a stolen session cookie cannot turn into permanent secrets.
+    let sessions = (path != "/_trellis/credentials").then_some(&state.sessions);
     if state.config.require_signature
         && ours
-        && !access::bearer_allowed(req.headers(), &state.config.api_token, &state.sessions)
+        && !access::bearer_allowed(req.headers(), &state.config.api_token, sessions)
     {
         return access::bearer_refused();
     }

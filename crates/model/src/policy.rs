@@ -436,15 +436,24 @@ impl Condition {
             return (found == 0) == want_missing;
         }
         if found == 0 {
-            // A missing key: false for a positive operator, true for a negated one; IfExists
-            // always true; ForAllValues of nothing is true.
-            return self.if_exists || self.negated || self.set == Some(Set::AllValues);
+            // A missing key: IfExists always true; ForAllValues of nothing is true and
+            // ForAnyValue of nothing false, whatever the operator; otherwise false for a
+            // positive operator, true for a negated one.
+            return match self.set {
+                _ if self.if_exists => true,
+                Some(Set::AllValues) => true,
+                Some(Set::AnyValue) => false,
+                None => self.negated,
+            };
         }
         match self.set {
-            // ForAllValues with a negated operator: no value matches any pattern.
+            // With a negated operator, "matches" means "matches none of the policy's values":
+            // ForAllValues wants every request value so, ForAnyValue at least one.
             Some(Set::AllValues) if self.negated => matched == 0,
             Some(Set::AllValues) => matched == found,
-            Some(Set::AnyValue) | None => (matched > 0) != self.negated,
+            Some(Set::AnyValue) if self.negated => matched < found,
+            Some(Set::AnyValue) => matched > 0,
+            None => (matched > 0) != self.negated,
         }
     }
 }

@@ -16,6 +16,9 @@ pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// SigV4A's algorithm name (refused: not supported).
 pub const ALGORITHM_V4A: &str = "AWS4-ECDSA-P256-SHA256";
 
+/// The longest a presigned request may stay valid (seven days, as AWS allows).
+pub const MAX_EXPIRES: u64 = 7 * 24 * 3600;
+
 /// What a signed request claims.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Signed {
@@ -79,10 +82,11 @@ impl Signed {
             Some(ALGORITHM) => {
                 let credential = get("X-Amz-Credential").ok_or(SigError::Malformed("X-Amz-Credential"))?;
                 let (access_key, scope_date, region, service) = credential_parts(credential)?;
+                // AWS's bounds: a second to seven days.
                 let expires = get("X-Amz-Expires")
-                    .ok_or(SigError::Malformed("X-Amz-Expires"))?
-                    .parse()
-                    .map_err(|_| SigError::Malformed("X-Amz-Expires"))?;
+                    .and_then(|e| e.parse::<u64>().ok())
+                    .filter(|e| (1..=MAX_EXPIRES).contains(e))
+                    .ok_or(SigError::Malformed("X-Amz-Expires (1 to 604800 seconds)"))?;
                 Ok(Some(Self {
                     access_key,
                     scope_date,
@@ -111,11 +115,15 @@ impl Signed {
         let (mut credential, mut headers, mut signature) = (None, None, None);
         for part in rest.split(',') {
             let Some((k, v)) = part.trim().split_once('=') else { continue };
-            match k {
-                "Credential" => credential = Some(v),
-                "SignedHeaders" => headers = Some(v),
-                "Signature" => signature = Some(v),
-                _ => {}
+            let slot = match k {
+                "Credential" => &mut credential,
+                "SignedHeaders" => &mut headers,
+                "Signature" => &mut signature,
+                _ => continue,
+            };
+            // Given twice, a reader could take one and a verifier the other.
+            if slot.replace(v).is_some() {
+                return Err(SigError::Malformed("Authorization (a part is repeated)"));
             }
         }
         let (access_key, scope_date, region, service) =

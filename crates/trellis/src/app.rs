@@ -247,21 +247,24 @@ impl Bound {
     }
 }
 
-/// Writes `text` to `path`, readable and writable by this user only.
+/// Writes `text` to `path`, readable and writable by this user only: into a new file beside it,
+/// then renamed over it, so that a reader sees the old text or the new, never a part, and a
+/// descriptor opened on an older file with a wider mode never sees the new one.
 fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
+    let fresh = path.with_extension(format!("new-{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    // An older file made with a wider mode keeps it through open(): narrow it.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .and_then(|()| file.write_all(format!("{text}\n").as_bytes()))
-        .with_context(|| format!("writing {}", path.display()))
+        .open(&fresh)
+        .and_then(|mut file| file.write_all(format!("{text}\n").as_bytes()))
+        .and_then(|()| std::fs::rename(&fresh, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&fresh);
+    }
+    written.with_context(|| format!("writing {}", path.display()))
 }
 
 /// Every ten minutes, forgets `clientToken` answers past their lifetime and long expired STS

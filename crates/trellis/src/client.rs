@@ -209,6 +209,19 @@ impl Client {
     }
 }
 
+/// Whether `endpoint` (`http://host:port`) names a server on this machine (a loopback address or
+/// `localhost`).
+pub fn is_local(endpoint: &str) -> bool {
+    let Some(authority) = endpoint.strip_prefix("http://").and_then(|rest| rest.split('/').next()) else {
+        return false;
+    };
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 // === impl Signer ===
 
 impl Signer {
@@ -255,6 +268,21 @@ impl Signer {
         if let Ok(signature) = claim.signature_of(&received, &self.secret, &sigv4::payload_hash(body)) {
             claim.signature = signature;
             headers.push(("authorization".to_owned(), claim.authorization()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn local_endpoints_are_loopback_ones() {
+        for local in ["http://127.0.0.1:7700", "http://127.1.2.3:80/", "http://localhost:7700", "http://[::1]:7700"] {
+            assert!(super::is_local(local), "{local}");
+        }
+        for remote in
+            ["http://10.0.0.1:7700", "http://example.com:7700", "http://[2001:db8::1]:7700", "https://127.0.0.1"]
+        {
+            assert!(!super::is_local(remote), "{remote}");
         }
     }
 }

@@ -144,8 +144,9 @@ struct ClientArgs {
     /// The server [default: $TRELLIS_ENDPOINT, else http://127.0.0.1:7700].
     #[arg(long)]
     endpoint: Option<String>,
-    /// The API token, for a server run with --require-signature [default: $TRELLIS_TOKEN, else
-    /// the file api-token in the data directory, if readable].
+    /// The API token, for a server run with --require-signature [default: $TRELLIS_TOKEN, else,
+    /// for a server on this machine, the file api-token in the data directory, if readable].
+    /// Prefer TRELLIS_TOKEN: a flag's value is visible to other users in the process list.
     #[arg(long)]
     token: Option<String>,
     /// The server's data directory, where its API token is [default: $TRELLIS_DATA_DIR, else
@@ -278,7 +279,13 @@ fn serve_config(args: ServeArgs, env: &dyn Env) -> anyhow::Result<config::Config
 /// given or can be read from the data directory.
 fn client(args: ClientArgs, env: &dyn Env) -> anyhow::Result<trellis::client::Client> {
     let endpoint = endpoint(args.endpoint, env);
+    // The token file is this machine's installation's: it goes to a server on this machine
+    // only, never in the clear to another host the endpoint names.
+    let local = trellis::client::is_local(&endpoint);
     let token = args.token.or_else(|| env.var("TRELLIS_TOKEN")).filter(|t| !t.is_empty()).or_else(|| {
+        if !local {
+            return None;
+        }
         let dir = args.data_dir.or_else(|| env.var("TRELLIS_DATA_DIR").filter(|d| !d.is_empty()).map(PathBuf::from));
         let dir = dir.or_else(|| config::default_data_dir(env).ok())?;
         let text = std::fs::read_to_string(dir.join(trellis::app::TOKEN_FILE)).ok()?;

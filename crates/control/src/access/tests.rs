@@ -102,13 +102,16 @@ fn sessions_open_check_and_close() {
     headers.insert("cookie", HeaderValue::from_str(&format!("a=b; {SESSION_COOKIE}={id}; c=d")).unwrap());
     assert_eq!(session_cookie(&headers), Some(id.as_str()));
     assert!(sessions.carried_by(&headers));
-    assert!(bearer_allowed(&headers, "token", &sessions));
+    assert!(bearer_allowed(&headers, "token", Some(&sessions)));
+    // Where only the token will do (the credentials), a session is not enough.
+    assert!(!bearer_allowed(&headers, "token", None));
     sessions.close(&id);
     assert!(!sessions.carried_by(&headers));
     let mut bearer = HeaderMap::new();
     bearer.insert("authorization", HeaderValue::from_static("Bearer token"));
-    assert!(bearer_allowed(&bearer, "token", &sessions));
-    assert!(!bearer_allowed(&bearer, "tokeN", &sessions));
+    assert!(bearer_allowed(&bearer, "token", Some(&sessions)));
+    assert!(bearer_allowed(&bearer, "token", None));
+    assert!(!bearer_allowed(&bearer, "tokeN", Some(&sessions)));
 }
 
 #[tokio::test]

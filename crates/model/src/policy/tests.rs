@@ -255,6 +255,17 @@ fn conditions() {
         (c(r#"{"ForAllValues:StringEquals":{"vpc-lattice-svcs:RequestQueryString/tag":["a"]}}"#), NoMatch),
         (c(r#"{"ForAllValues:StringEquals":{"vpc-lattice-svcs:RequestQueryString/none":["a"]}}"#), Allow),
         (c(r#"{"ForAnyValue:StringEquals":{"vpc-lattice-svcs:RequestQueryString/none":["a"]}}"#), NoMatch),
+        // Negated with a set: ForAnyValue wants one value that matches none of the policy's,
+        // ForAllValues every value so; of a missing key, ForAnyValue is false and ForAllValues true.
+        (c(r#"{"ForAnyValue:StringNotEquals":{"vpc-lattice-svcs:RequestQueryString/tag":["a"]}}"#), Allow),
+        (c(r#"{"ForAnyValue:StringNotEquals":{"vpc-lattice-svcs:RequestQueryString/tag":["a","b"]}}"#), NoMatch),
+        (c(r#"{"ForAnyValue:StringNotEquals":{"vpc-lattice-svcs:RequestQueryString/none":["a"]}}"#), NoMatch),
+        (c(r#"{"ForAllValues:StringNotEquals":{"vpc-lattice-svcs:RequestQueryString/tag":["z"]}}"#), Allow),
+        (c(r#"{"ForAllValues:StringNotEquals":{"vpc-lattice-svcs:RequestQueryString/tag":["a"]}}"#), NoMatch),
+        (c(r#"{"ForAllValues:StringNotEquals":{"vpc-lattice-svcs:RequestQueryString/none":["a"]}}"#), Allow),
+        (c(r#"{"StringNotEquals":{"vpc-lattice-svcs:RequestQueryString/none":"a"}}"#), Allow),
+        (c(r#"{"StringNotEqualsIfExists":{"vpc-lattice-svcs:RequestQueryString/none":"a"}}"#), Allow),
+        (c(r#"{"StringEqualsIfExists":{"vpc-lattice-svcs:RequestQueryString/none":"a"}}"#), Allow),
         (
             c(r#"{"StringEquals":{"vpc-lattice-svcs:RequestMethod":"GET","vpc-lattice-svcs:SourceVpc":"vpc-a"}}"#),
             NoMatch,

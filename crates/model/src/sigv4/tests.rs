@@ -90,11 +90,26 @@ fn claims_are_parsed_or_refused() {
         "AWS4-HMAC-SHA256 SignedHeaders=host, Signature=00",
         "AWS4-HMAC-SHA256 Credential=AKID/2026/us-east-1/svc/aws4_request, SignedHeaders=host, Signature=00",
         "AWS4-HMAC-SHA256 Credential=AKID/20261204/us-east-1/svc/aws4_request, Signature=00",
+        "AWS4-HMAC-SHA256 Credential=AKID/20261204/us-east-1/a/aws4_request, \
+         Credential=AKID/20261204/eu-west-1/b/aws4_request, SignedHeaders=host, Signature=00",
+        "AWS4-HMAC-SHA256 Credential=AKID/20261204/us-east-1/svc/aws4_request, SignedHeaders=host, Signature=00, \
+         Signature=11",
     ] {
         assert!(matches!(Signed::parse(Some(bad), Some("20261204T000000Z"), ""), Err(SigError::Malformed(_))), "{bad}");
     }
     let ok = "AWS4-HMAC-SHA256 Credential=AKID/20261204/us-east-1/svc/aws4_request, SignedHeaders=host, Signature=00";
     assert!(matches!(Signed::parse(Some(ok), None, ""), Err(SigError::Malformed("x-amz-date"))));
+    // Presigned: X-Amz-Expires within AWS's bounds (a second to seven days).
+    let presigned = |expires: &str| {
+        format!(
+            "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID%2F20261204%2Fus-east-1%2Fsvc%2Faws4_request\
+             &X-Amz-Date=20261204T000000Z&X-Amz-Expires={expires}&X-Amz-SignedHeaders=host&X-Amz-Signature=00"
+        )
+    };
+    assert_eq!(Signed::parse(None, None, &presigned("604800")).unwrap().unwrap().expires, Some(604_800));
+    for bad in ["0", "604801", "18446744073709551615", "-1", "x"] {
+        assert!(matches!(Signed::parse(None, None, &presigned(bad)), Err(SigError::Malformed(_))), "{bad}");
+    }
 }
 
 #[test]
