@@ -38,6 +38,7 @@ enum Service {
     Ecs,
     Iam,
     Lattice,
+    Logs,
     Sts,
 }
 
@@ -110,6 +111,7 @@ async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, header
         Some("ec2") => Some(Service::Ec2),
         Some("ecs") => Some(Service::Ecs),
         Some("iam") => Some(Service::Iam),
+        Some("logs") => Some(Service::Logs),
         Some("sts") => Some(Service::Sts),
         Some(other) => return unknown(&ctx, &format!("the service {other:?} is not served here")),
         None => detect_unsigned(&headers, form.as_deref()),
@@ -120,6 +122,8 @@ async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, header
         Some(Service::Ec2) => form.as_deref().is_some_and(crate::ec2::is_write),
         Some(Service::Ecs) => crate::ecs::is_write(target(&headers)),
         Some(Service::Iam) => form.as_deref().is_some_and(crate::iam::is_write),
+        // The subset served only reads.
+        Some(Service::Logs) => false,
         Some(Service::Sts) => form.as_deref().is_some_and(crate::sts::is_write),
         None => false,
     };
@@ -133,6 +137,7 @@ async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, header
         Some(Service::Ec2) => crate::ec2::handle(&state, &ctx, form.unwrap_or_default()).await,
         Some(Service::Ecs) => crate::ecs::handle(&state, &ctx, target(&headers), &body).await,
         Some(Service::Iam) => crate::iam::handle(&state, &ctx, form.unwrap_or_default()).await,
+        Some(Service::Logs) => crate::logs::handle(&state, &ctx, target(&headers), &body).await,
         Some(Service::Sts) => crate::sts::handle(&state, &ctx, form.unwrap_or_default()).await,
         None => unknown(&ctx, "no AWS service recognised: no SigV4 scope, X-Amz-Target or form Version"),
     }
@@ -145,6 +150,8 @@ fn detect_unsigned(headers: &HeaderMap, form: Option<&[(String, String)]>) -> Op
             Some(Service::Ecs)
         } else if target.starts_with(crate::acm::TARGET_PREFIX) {
             Some(Service::Acm)
+        } else if target.starts_with(crate::logs::TARGET_PREFIX) {
+            Some(Service::Logs)
         } else {
             None
         };

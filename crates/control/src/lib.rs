@@ -26,6 +26,7 @@ pub mod ipam;
 mod json11;
 mod keys;
 pub mod lattice;
+mod logs;
 pub mod pki;
 mod repo;
 mod sts;
@@ -79,6 +80,9 @@ pub struct ControlConfig {
     /// Loopback mode: IP targets may be loopback addresses (the only ones that mode contacts),
     /// outside any VPC block. Off in netns mode, where targets live inside their VPC, as in AWS.
     pub loopback_targets: bool,
+    /// The data directory, where this node's access logs are (the CloudWatch Logs read API
+    /// serves them); `None`: no log group has events.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// Everything a request handler can reach.

@@ -45,6 +45,7 @@ pub(crate) fn app_and_store_with(quotas: Quotas) -> (Router, Arc<dyn Store>, tem
         quotas,
         relaxed_health_checks: false,
         loopback_targets: true,
+        data_dir: Some(dir.path().to_owned()),
     };
     (crate::router(ControlState::new(store.clone(), config)), store, dir)
 }

@@ -29,6 +29,9 @@ use trellis_net::{Netns, Network};
 /// A server with its sockets bound, ready to run.
 pub struct Bound {
     listener: tokio::net::TcpListener,
+    /// `--metrics-listen`'s socket.
+    metrics_listener: Option<tokio::net::TcpListener>,
+    telemetry: Arc<trellis_proxy::Telemetry>,
     router: axum::Router,
     store: Arc<dyn Store>,
     config: Config,
@@ -84,7 +87,17 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
         quotas: config.quotas.clone(),
         relaxed_health_checks: config.relaxed_health_checks,
         loopback_targets: config.network.loopback_only(),
+        data_dir: Some(config.data_dir.clone()),
     };
+    let metrics_listener = match config.metrics_listen {
+        None => None,
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics listener to {addr}"))?,
+        ),
+    };
+    let telemetry = trellis_proxy::Telemetry::new(config.access_log.clone());
     let (snapshots, _) = watch::channel(Arc::new(Snapshot::default()));
     let ours = axum::Router::new()
         .route("/_trellis/vpcs/{vpc}/ingress", get(vpc_ingress))
@@ -95,10 +108,11 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
         })
         .merge(crate::instances::router(netmgr.clone()))
         .merge(crate::logs::router(config.data_dir.clone()))
+        .merge(crate::access_logs::router(telemetry.clone()))
         .merge(trellis_control::pki::router(store.clone()))
         .merge(trellis_control::identity::router(store.clone(), config.account.clone()));
     let router = trellis_control::router_with(ControlState::new(store.clone(), control), ours);
-    Ok(Bound { listener, router, store, config, snapshots, netmgr })
+    Ok(Bound { listener, metrics_listener, telemetry, router, store, config, snapshots, netmgr })
 }
 
 impl Bound {
@@ -110,7 +124,7 @@ impl Bound {
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
     pub async fn wait_termination(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
-        let Self { listener, router, store, config, snapshots, netmgr } = self;
+        let Self { listener, metrics_listener, telemetry, router, store, config, snapshots, netmgr } = self;
         let (stop_tx, stop) = watch::channel(false);
         // netns mode: the network manager stands between the compiler and the data plane, so
         // that a VPC's network exists before the proxy opens sockets in it.
@@ -163,7 +177,19 @@ impl Bound {
             identities_tx,
             stop.clone(),
         ));
-        let inputs = trellis_proxy::Inputs { snapshots: snapshots.subscribe(), certificates, identities };
+        let metrics = metrics_listener.map(|l| {
+            let router = crate::access_logs::metrics_router(telemetry.clone());
+            let mut stop = stop.clone();
+            tokio::spawn(trellis_control::serve(l, router, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }))
+        });
+        let inputs = trellis_proxy::Inputs {
+            snapshots: snapshots.subscribe(),
+            certificates,
+            identities,
+            telemetry: telemetry.clone(),
+        };
         let proxy = tokio::spawn(trellis_proxy::run(config.proxy.clone(), inputs, sink, async move {
             let _ = proxy_stop.wait_for(|s| *s).await;
         }));
@@ -194,6 +220,9 @@ impl Bound {
         let _ = trimmer.await;
         if let Some(network) = network {
             let _ = network.await;
+        }
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
         }
         match proxy.await {
             Ok(result) => result.context("running the data plane")?,

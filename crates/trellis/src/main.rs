@@ -51,7 +51,8 @@ enum Command {
     /// This installation's networks (netns mode): `trellis net cleanup`.
     #[command(subcommand)]
     Net(NetCommand),
-    /// Output of ECS tasks: `trellis logs task TASK_ID`.
+    /// Output of ECS tasks (`trellis logs task TASK_ID`) and this node's access logs
+    /// (`trellis logs access [--service ID] [--follow]`).
     #[command(subcommand)]
     Logs(LogsCommand),
     /// Run a built-in image (what a task whose image is `amazon/amazon-ecs-sample` or
@@ -65,6 +66,21 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum LogsCommand {
+    /// Print the newest access log entries this node wrote (one JSON object a line, oldest
+    /// first), all destinations merged.
+    Access {
+        /// Only this service's (`svc-…`).
+        #[arg(long)]
+        service: Option<String>,
+        /// How many [default: 100].
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Keep printing new entries as they are written (until interrupted).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print what a task's containers wrote (its ID or ARN).
     Task {
         /// The task.
@@ -129,6 +145,10 @@ struct ServeArgs {
     /// addresses on loopback) [default: netns as root on Linux, else loopback].
     #[arg(long)]
     network: Option<String>,
+    /// Also serve /_trellis/metrics on this address, on a listener of its own [default: the
+    /// API listener only].
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -219,6 +239,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let endpoint = endpoint(client.endpoint, &ProcessEnv);
             runtime(Some(1))?.block_on(trellis::vpc::exec(&endpoint, &vpc_id, subnet.as_deref(), &command))
         }
+        Command::Logs(LogsCommand::Access { service, limit, follow, client }) => {
+            let endpoint = endpoint(client.endpoint, &ProcessEnv);
+            let options = trellis::access_logs::Options { service, limit, follow };
+            runtime(Some(1))?.block_on(trellis::access_logs::print(&endpoint, options))?;
+            Ok(0)
+        }
         Command::Logs(LogsCommand::Task { task_id, client }) => {
             let endpoint = endpoint(client.endpoint, &ProcessEnv);
             runtime(Some(1))?.block_on(trellis::logs::print(&endpoint, &task_id))?;
@@ -250,6 +276,7 @@ fn serve_config(args: ServeArgs, env: &dyn Env) -> anyhow::Result<config::Config
     raw.account = args.account.or(raw.account);
     raw.log_format = args.log_format.or(raw.log_format);
     raw.network = args.network.or(raw.network);
+    raw.metrics_listen = args.metrics_listen.or(raw.metrics_listen);
     raw.validate(env)
 }
 

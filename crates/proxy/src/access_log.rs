@@ -1,0 +1,358 @@
+//! Access logs: the record of one request (spec §5.2, [`Entry`]), built only for requests an
+//! access log subscription applies to, and the writer that appends records to their
+//! destinations' files under the data directory (layout: `trellis_model::access_log`).
+//!
+//! The request path never waits on the writer: a record goes into a bounded channel with
+//! `try_send`, and when the writer has fallen behind (a slow disk, a destination that blocks)
+//! the record is dropped and counted (`trellis_access_log_records_dropped_total`), never queued
+//! without bound. The writer is a thread of its own (file I/O blocks), which serializes each
+//! record once, appends it to each of its destinations (one JSON object a line), rotates a file
+//! past its size limit (`<node>.log` → `<node>.log.1` …, keeping a fixed number), and keeps the
+//! newest records in memory for `GET /_trellis/access-logs`. Records are per node.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::metrics::ProcessStats;
+
+/// Settings of the access log writer.
+#[derive(Clone, Debug)]
+pub struct AccessLogConfig {
+    /// The data directory (files go under `access-logs/`).
+    pub data_dir: PathBuf,
+    /// This node's name: the file name (and CloudWatch Logs stream) of its records.
+    pub node: String,
+    /// A file rotates once it is this large.
+    pub max_file_bytes: u64,
+    /// Rotated files kept per destination (older ones are deleted).
+    pub keep_files: usize,
+    /// Records waiting for the writer at most; more are dropped.
+    pub queue: usize,
+    /// Newest records kept in memory for `GET /_trellis/access-logs`.
+    pub recent: usize,
+}
+
+/// Where the records of requests through one (service network, service) go.
+#[derive(Debug)]
+pub(crate) struct LogRoute {
+    /// Destination directories (relative to the data directory), deduplicated.
+    pub(crate) destinations: Arc<[PathBuf]>,
+    pub(crate) service_arn: Arc<str>,
+    pub(crate) network_arn: Arc<str>,
+}
+
+/// One request's access log entry (spec §5.2): `-` where a field does not apply.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Entry {
+    pub(crate) start_time: String,
+    pub(crate) service_network_arn: String,
+    pub(crate) service_arn: String,
+    pub(crate) source_vpc_arn: String,
+    pub(crate) source_vpc_id: String,
+    pub(crate) destination_vpc_id: String,
+    pub(crate) source_ip_port: String,
+    pub(crate) target_ip_port: String,
+    pub(crate) target_group_arn: String,
+    pub(crate) listener_id: String,
+    pub(crate) listener_type: String,
+    pub(crate) request_method: String,
+    pub(crate) request_path: String,
+    pub(crate) protocol: &'static str,
+    pub(crate) host_header: String,
+    pub(crate) server_name_indication: String,
+    pub(crate) user_agent: String,
+    pub(crate) response_code: u16,
+    pub(crate) bytes_received: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) duration: u64,
+    pub(crate) request_to_target_duration: u64,
+    pub(crate) response_from_target_duration: u64,
+    pub(crate) ssl_cipher: String,
+    pub(crate) tls_version: String,
+    pub(crate) auth_denied_reason: String,
+    pub(crate) failure_reason: String,
+    pub(crate) resolved_user: String,
+    pub(crate) caller_principal: String,
+    #[serde(rename = "callerPrincipalOrgID")]
+    pub(crate) caller_principal_org_id: String,
+    #[serde(rename = "callerX509IssuerOU")]
+    pub(crate) caller_x509_issuer_ou: &'static str,
+    #[serde(rename = "callerX509SubjectCN")]
+    pub(crate) caller_x509_subject_cn: &'static str,
+    #[serde(rename = "callerX509SANNameCN")]
+    pub(crate) caller_x509_san_name_cn: &'static str,
+    #[serde(rename = "callerX509SANDNS")]
+    pub(crate) caller_x509_san_dns: &'static str,
+    #[serde(rename = "callerX509SANURI")]
+    pub(crate) caller_x509_san_uri: &'static str,
+    pub(crate) request_id: String,
+    /// The W3C `traceparent` the request went to its target with (a Trellis field).
+    pub(crate) traceparent: String,
+}
+
+/// The newest records written, each with its service ID.
+type Recent = Arc<Mutex<VecDeque<(Arc<str>, String)>>>;
+
+/// A record on its way to the writer.
+struct Job {
+    destinations: Arc<[PathBuf]>,
+    service_id: Arc<str>,
+    entry: Entry,
+}
+
+/// The request path's end of the writer.
+pub(crate) struct AccessLog {
+    tx: SyncSender<Job>,
+    recent: Recent,
+}
+
+/// An open destination file.
+struct Open {
+    file: std::io::BufWriter<File>,
+    size: u64,
+}
+
+// === impl AccessLog ===
+
+impl AccessLog {
+    /// Starts the writer thread.
+    pub(crate) fn start(config: AccessLogConfig, stats: Arc<ProcessStats>) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel(config.queue.max(1));
+        let recent = Arc::new(Mutex::new(VecDeque::with_capacity(config.recent.min(1 << 16))));
+        let writer = Writer { config, stats, recent: recent.clone(), files: HashMap::new() };
+        let spawned = std::thread::Builder::new().name("access-log".into()).spawn(move || writer.run(rx));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the access log writer; records will be dropped");
+        }
+        Self { tx, recent }
+    }
+
+    /// Hands a record to the writer, or counts it dropped when the writer is behind.
+    pub(crate) fn send(&self, route: &LogRoute, entry: Entry, stats: &ProcessStats) {
+        let service_id = route.service_arn.rsplit('/').next().unwrap_or_default();
+        let job = Job { destinations: route.destinations.clone(), service_id: Arc::from(service_id), entry };
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                stats.log_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The newest `limit` records written (for `service` alone if given), oldest first, one
+    /// JSON object a line.
+    pub(crate) fn recent(&self, service: Option<&str>, limit: usize) -> String {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut picked: Vec<&str> = recent
+            .iter()
+            .rev()
+            .filter(|(svc, _)| service.is_none_or(|s| &**svc == s))
+            .take(limit)
+            .map(|(_, line)| line.as_str())
+            .collect();
+        picked.reverse();
+        let mut out = String::with_capacity(picked.iter().map(|l| l.len() + 1).sum());
+        for line in picked {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+struct Writer {
+    config: AccessLogConfig,
+    stats: Arc<ProcessStats>,
+    recent: Recent,
+    files: HashMap<PathBuf, Open>,
+}
+
+// === impl Writer ===
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Job>) {
+        while let Ok(job) = rx.recv() {
+            self.write(job);
+            // Everything queued goes out before the buffers are flushed.
+            while let Ok(job) = rx.try_recv() {
+                self.write(job);
+            }
+            self.flush();
+        }
+        self.flush();
+    }
+
+    fn write(&mut self, job: Job) {
+        let line = match serde_json::to_string(&job.entry) {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot serialize an access log record");
+                return;
+            }
+        };
+        for dir in job.destinations.iter() {
+            if let Err(e) = self.append(dir, &line) {
+                self.stats.log_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot write an access log record");
+                self.files.remove(dir);
+            }
+        }
+        self.stats.log_written.fetch_add(1, Ordering::Relaxed);
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() >= self.config.recent {
+            recent.pop_front();
+        }
+        if self.config.recent > 0 {
+            recent.push_back((job.service_id, line));
+        }
+    }
+
+    fn append(&mut self, dir: &Path, line: &str) -> std::io::Result<()> {
+        let path = self.config.data_dir.join(dir).join(format!("{}.log", self.config.node));
+        if !self.files.contains_key(dir) {
+            let open = open(&path)?;
+            self.files.insert(dir.to_owned(), open);
+        }
+        let Some(current) = self.files.get_mut(dir) else { return Ok(()) };
+        if current.size > 0 && current.size + line.len() as u64 + 1 > self.config.max_file_bytes {
+            current.file.flush()?;
+            self.files.remove(dir);
+            rotate(&path, self.config.keep_files)?;
+            self.files.insert(dir.to_owned(), open(&path)?);
+        }
+        let Some(current) = self.files.get_mut(dir) else { return Ok(()) };
+        current.file.write_all(line.as_bytes())?;
+        current.file.write_all(b"\n")?;
+        current.size += line.len() as u64 + 1;
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        let mut failed = Vec::new();
+        for (dir, open) in &mut self.files {
+            if let Err(e) = open.file.flush() {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot write access log records");
+                failed.push(dir.clone());
+            }
+        }
+        for dir in failed {
+            self.stats.log_errors.fetch_add(1, Ordering::Relaxed);
+            self.files.remove(&dir);
+        }
+    }
+}
+
+/// Opens (creating) a destination file for appending.
+fn open(path: &Path) -> std::io::Result<Open> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let size = file.metadata().map_or(0, |m| m.len());
+    Ok(Open { file: std::io::BufWriter::with_capacity(64 * 1024, file), size })
+}
+
+/// `x.log` → `x.log.1`, `x.log.1` → `x.log.2`, …, keeping `keep` rotated files.
+fn rotate(path: &Path, keep: usize) -> std::io::Result<()> {
+    let numbered = |n: usize| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(format!(".{n}"));
+        PathBuf::from(p)
+    };
+    if keep == 0 {
+        return std::fs::remove_file(path);
+    }
+    let _ = std::fs::remove_file(numbered(keep));
+    for n in (1..keep).rev() {
+        let from = numbered(n);
+        if from.exists() {
+            std::fs::rename(&from, numbered(n + 1))?;
+        }
+    }
+    std::fs::rename(path, numbered(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> AccessLogConfig {
+        AccessLogConfig {
+            data_dir: dir.to_owned(),
+            node: "n1".into(),
+            max_file_bytes: 2048,
+            keep_files: 2,
+            queue: 1024,
+            recent: 5,
+        }
+    }
+
+    fn route(dests: &[&str]) -> LogRoute {
+        LogRoute {
+            destinations: dests.iter().map(PathBuf::from).collect(),
+            service_arn: "arn:aws:vpc-lattice:us-east-1:0:service/svc-1".into(),
+            network_arn: "-".into(),
+        }
+    }
+
+    fn wait_written(stats: &ProcessStats, n: u64) {
+        for _ in 0..500 {
+            if stats.log_written.load(Ordering::Relaxed) >= n {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("records not written");
+    }
+
+    #[test]
+    fn writes_rotates_and_keeps_recent() {
+        let dir = tempfile_dir();
+        let stats = Arc::new(ProcessStats::default());
+        let log = AccessLog::start(config(&dir), stats.clone());
+        let r = route(&["a", "b/c"]);
+        for i in 0..100 {
+            let entry = Entry { request_id: format!("req-{i}"), ..Entry::default() };
+            log.send(&r, entry, &stats);
+            // The queue is large enough here; a pause keeps the writer's pace irrelevant.
+            if i % 10 == 0 {
+                wait_written(&stats, i + 1);
+            }
+        }
+        wait_written(&stats, 100);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        for d in ["a", "b/c"] {
+            let current = std::fs::read_to_string(dir.join(d).join("n1.log")).unwrap();
+            assert!(current.len() <= 2048, "{}", current.len());
+            assert!(dir.join(d).join("n1.log.1").exists());
+            assert!(dir.join(d).join("n1.log.2").exists());
+            assert!(!dir.join(d).join("n1.log.3").exists());
+            assert!(current.lines().last().unwrap().contains("\"requestId\":\"req-99\""));
+        }
+        let recent = log.recent(None, 3);
+        let ids: Vec<_> = recent
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["requestId"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids, ["req-97", "req-98", "req-99"]);
+        assert_eq!(log.recent(Some("svc-2"), 3), "");
+        assert_eq!(log.recent(Some("svc-1"), 100).lines().count(), 5);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A fresh directory under the system's temporary directory.
+    fn tempfile_dir() -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("trellis-al-{}-{}", std::process::id(), crate::balance::random_u64()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}
