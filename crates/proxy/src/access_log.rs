@@ -179,23 +179,40 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, rx: Receiver<Job>) {
+        let mut written = Vec::new();
         while let Ok(job) = rx.recv() {
-            self.write(job);
+            written.extend(self.write(job));
             // Everything queued goes out before the buffers are flushed.
             while let Ok(job) = rx.try_recv() {
-                self.write(job);
+                written.extend(self.write(job));
             }
             self.flush();
+            // Readers of the recent records find them in the files too.
+            self.remember(written.drain(..));
         }
         self.flush();
     }
 
-    fn write(&mut self, job: Job) {
+    fn remember(&self, written: impl Iterator<Item = (Arc<str>, String)>) {
+        if self.config.recent == 0 {
+            return;
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        for record in written {
+            if recent.len() >= self.config.recent {
+                recent.pop_front();
+            }
+            recent.push_back(record);
+        }
+    }
+
+    /// Appends a record to its destinations; the record, for the recent ones.
+    fn write(&mut self, job: Job) -> Option<(Arc<str>, String)> {
         let line = match serde_json::to_string(&job.entry) {
             Ok(line) => line,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot serialize an access log record");
-                return;
+                return None;
             }
         };
         for dir in job.destinations.iter() {
@@ -206,13 +223,7 @@ impl Writer {
             }
         }
         self.stats.log_written.fetch_add(1, Ordering::Relaxed);
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        if recent.len() >= self.config.recent {
-            recent.pop_front();
-        }
-        if self.config.recent > 0 {
-            recent.push_back((job.service_id, line));
-        }
+        Some((job.service_id, line))
     }
 
     fn append(&mut self, dir: &Path, line: &str) -> std::io::Result<()> {

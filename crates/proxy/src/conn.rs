@@ -401,15 +401,17 @@ impl Session {
                 if close { Next::Close } else { Next::KeepAlive }
             }
         };
-        let flushed = self.out.is_empty() || self.flush().await.is_ok();
+        // Counted before the answer's last bytes go out: whoever reads the metrics after the
+        // answer arrived sees it.
         self.finish(started, obs, done, entry);
-        if !flushed {
+        if !self.out.is_empty() && self.flush().await.is_err() {
             return Next::Close;
         }
         next
     }
 
-    /// Counts a request that ended, and sends its record to the access log.
+    /// Counts a request that ended (its answer written, or about to be), and sends its record
+    /// to the access log.
     fn finish(&mut self, started: Instant, obs: Option<&RouteObs>, done: Done<'_>, entry: Option<(&LogRoute, Entry)>) {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(started);
@@ -425,8 +427,11 @@ impl Session {
                 group.stats.target_time(answered.saturating_duration_since(sent));
             }
         }
-        let (received, sent) = (self.bytes_in - self.marks.0, self.bytes_out - self.marks.1);
-        self.marks = (self.bytes_in, self.bytes_out);
+        // What is still owed to the client is about to be written.
+        let owed = self.out.len() as u64;
+        let received = self.bytes_in.saturating_sub(self.marks.0);
+        let sent = (self.bytes_out + owed).saturating_sub(self.marks.1);
+        self.marks = (self.bytes_in, self.bytes_out + owed);
         let Some((route, mut e)) = entry else { return };
         let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         e.response_code = done.status;

@@ -167,6 +167,7 @@ impl Session {
         let mut target = fw.group.pick().map_err(|k| (ProxyError::new(k), left(&body)))?;
         let (mut connect_failures, mut stale, mut broken) = (0, 0, 0);
         loop {
+            self.meter.target = Some(target.pool.addr());
             let idle = if stale < STALE_RETRIES { target.pool.take() } else { None };
             let (mut stream, reused) = match idle {
                 Some(stream) => (stream, true),
@@ -184,7 +185,6 @@ impl Session {
                 },
             };
             let _in_flight = InFlightGuard::new(&target.in_flight);
-            self.meter.target = Some(target.pool.addr());
             let mut x = Exchange {
                 qpos: 0,
                 req_failed: false,
