@@ -45,6 +45,8 @@ pub(crate) struct LogRoute {
     /// Destination directories (relative to the data directory), deduplicated.
     pub(crate) destinations: Arc<[PathBuf]>,
     pub(crate) service_arn: Arc<str>,
+    /// `svc-…` (what `GET /_trellis/access-logs?service=` filters on).
+    pub(crate) service_id: Arc<str>,
     pub(crate) network_arn: Arc<str>,
 }
 
@@ -137,8 +139,7 @@ impl AccessLog {
 
     /// Hands a record to the writer, or counts it dropped when the writer is behind.
     pub(crate) fn send(&self, route: &LogRoute, entry: Entry, stats: &ProcessStats) {
-        let service_id = route.service_arn.rsplit('/').next().unwrap_or_default();
-        let job = Job { destinations: route.destinations.clone(), service_id: Arc::from(service_id), entry };
+        let job = Job { destinations: route.destinations.clone(), service_id: route.service_id.clone(), entry };
         match self.tx.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -310,6 +311,7 @@ mod tests {
         LogRoute {
             destinations: dests.iter().map(PathBuf::from).collect(),
             service_arn: "arn:aws:vpc-lattice:us-east-1:0:service/svc-1".into(),
+            service_id: "svc-1".into(),
             network_arn: "-".into(),
         }
     }

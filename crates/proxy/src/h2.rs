@@ -135,6 +135,8 @@ pub(crate) async fn serve(
         idle_ms: AtomicU64::new(millis(config.header_read_timeout)),
     });
     let vpc = conn.vpc.clone();
+    // Counted as active on the service its TLS server name routed to, until it closes.
+    let _active = conn.service_stats.as_ref().map(crate::metrics::RouteStats::connected);
     let ctx = Arc::new(Ctx { conn: Arc::new(conn), routes, config: config.clone(), activity: activity.clone() });
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let ctx = ctx.clone();

@@ -90,6 +90,8 @@ pub(crate) async fn run(
                 telemetry: &telemetry,
             };
             routes_tx.send_replace(Arc::new(Routes::build(snapshot.clone(), inputs)));
+            drop(previous);
+            telemetry.registry.prune();
             telemetry.process.revision.store(snapshot.revision, std::sync::atomic::Ordering::Relaxed);
             telemetry.process.apply.observe(started.elapsed());
         }

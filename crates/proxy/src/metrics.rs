@@ -172,6 +172,14 @@ impl Registry {
         routes.entry(key).or_default().clone()
     }
 
+    /// Forgets the series no route table holds any more (their services, networks or target
+    /// groups are gone, or no longer connected); a series that comes back starts from zero,
+    /// which Prometheus reads as a counter reset. Called after a new table replaced the old.
+    pub(crate) fn prune(&self) {
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        routes.retain(|_, stats| Arc::strong_count(stats) > 1);
+    }
+
     /// Every metric in the Prometheus text format (version 0.0.4).
     pub(crate) fn render(&self, process: &ProcessStats, health: Option<&HealthTable>) -> String {
         let routes: Vec<(RouteKey, Arc<RouteStats>)> =
@@ -343,5 +351,9 @@ mod tests {
         has("trellis_snapshot_apply_duration_seconds_count 0");
         // The same key is the same counters.
         assert!(Arc::ptr_eq(&s, &registry.route("sn-1", "svc-1", "tg-1")));
+        // Series no table holds are forgotten.
+        drop((s, none, _conn));
+        registry.prune();
+        assert!(!registry.render(&ProcessStats::default(), None).contains("svc-1"));
     }
 }

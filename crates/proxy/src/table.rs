@@ -342,6 +342,7 @@ fn route_obs(
     let log = (!destinations.is_empty()).then(|| LogRoute {
         destinations: destinations.into(),
         service_arn: service.arn.as_str().into(),
+        service_id: service.id.as_str().into(),
         network_arn: network_arn.into(),
     });
     RouteObs { stats, groups: groups.into(), log }

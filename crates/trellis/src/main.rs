@@ -191,8 +191,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             init_logs(config.log_json);
             trellis::memory::limit_arenas();
             runtime(config.worker_threads)?.block_on(async move {
+                let shutdown = shutdown_signal();
                 let bound = app::build(config).await?;
-                bound.wait_termination(shutdown_signal()).await
+                bound.wait_termination(shutdown).await
             })?;
             Ok(0)
         }
@@ -301,20 +302,25 @@ fn init_logs_with(json: bool, default: &str) {
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Completes on SIGINT or SIGTERM. The handlers are installed when this is called, not when it
+/// is first polled: called before the API binds, a signal sent as soon as its port accepts
+/// (before the server gets to waiting) still shuts it down cleanly.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let watched = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        match watched {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }
