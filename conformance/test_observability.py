@@ -502,3 +502,43 @@ def test_a_blocked_destination_slows_no_request(server_factory):
             os.close(fd)
     finally:
         dp.close()
+
+
+def test_https_and_http2_entries_carry_tls_details_and_traces(dp, tmp_path):
+    from test_https import curl, https_mesh, trellis_ca
+    ca = tmp_path / "ca.pem"
+    ca.write_text(trellis_ca(dp.endpoint))
+    m = https_mesh(dp)
+    dp.res.als(m["svc"]["id"], destination=f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{uname('tls')}")
+
+    def logged(*extra):
+        out = curl(m, str(ca), "-D", "-", *extra)
+        if out.returncode != 0:
+            return None
+        rid = re.search(r"(?im)^x-amzn-requestid: *(\S+)", out.stdout)
+        if not rid:
+            return None
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            got = {e["requestId"]: e for e in entries(dp, m["svc"]["id"], 1000)}
+            if rid.group(1) in got:
+                return got[rid.group(1)], out.stdout
+            time.sleep(0.02)
+        return None
+
+    h1, _ = wait_for(lambda: logged("--http1.1", "--tlsv1.2", "--tls-max", "1.2"), 10, interval=0.1,
+                     message="an HTTPS request logged")
+    assert h1["protocol"] == "HTTP/1.1" and h1["listenerType"] == "HTTPS"
+    assert h1["tlsVersion"] == "TLSv1.2"
+    assert re.match(r"^ECDHE-(RSA|ECDSA)-(AES128-GCM-SHA256|AES256-GCM-SHA384|CHACHA20-POLY1305)$", h1["sslCipher"]), h1
+    assert h1["serverNameIndication"] == m["host"]
+    assert h1["responseCode"] == 200 and h1["targetIpPort"] == f"127.0.0.1:{m['target'].port}"
+    h2, body = logged("--http2", "--tlsv1.3", "-H", f"traceparent: {TRACEPARENT}")
+    assert h2["protocol"] == "HTTP/2.0" and h2["tlsVersion"] == "TLSv1.3"
+    assert h2["sslCipher"] in ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256")
+    assert h2["serverNameIndication"] == m["host"] and h2["responseCode"] == 200
+    assert h2["traceparent"] == TRACEPARENT
+    assert f'"traceparent", "{TRACEPARENT}"' in body, "the target got the client's trace"
+    h2_started, body = logged("--http2")
+    assert TRACE_RE.match(h2_started["traceparent"]) and h2_started["traceparent"] != TRACEPARENT
+    assert h2_started["traceparent"] in body, "the target got the trace the proxy started"
