@@ -504,6 +504,60 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    async fn logs(app: &axum::Router, op: &str, body: Value) -> (StatusCode, Value) {
+        use axum::body::Body;
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let req = axum::http::Request::builder()
+            .method("POST")
+            .uri("/")
+            .header("host", "localhost")
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-target", format!("{TARGET_PREFIX}{op}"))
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        let resp = app.clone().oneshot(req).await.expect("infallible");
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn reads_a_group_through_the_api() {
+        let (app, _store, dir) = crate::test_util::app_and_store();
+        let group = dir.path().join(log_group_dir("us-east-1", "000000000000", "/aws/g"));
+        std::fs::create_dir_all(&group).unwrap();
+        let line = |ms: u32, code: u16| {
+            format!("{{\"startTime\":\"2026-01-01T00:00:00.{ms:03}Z\",\"responseCode\":{code}}}\n")
+        };
+        std::fs::write(group.join("n1.log"), [line(1, 200), line(2, 404), line(3, 200)].concat()).unwrap();
+
+        let (status, out) = logs(&app, "DescribeLogGroups", json!({"logGroupNamePrefix": "/aws/"})).await;
+        assert_eq!(status, StatusCode::OK, "{out}");
+        assert_eq!(out["logGroups"][0]["logGroupName"], "/aws/g");
+        let (_, out) = logs(&app, "DescribeLogStreams", json!({"logGroupName": "/aws/g"})).await;
+        assert_eq!(out["logStreams"][0]["logStreamName"], "n1");
+        assert_eq!(out["logStreams"][0]["lastEventTimestamp"], 1_767_225_600_003_u64);
+        let page = json!({"logGroupName": "/aws/g", "logStreamName": "n1", "limit": 2, "startFromHead": true});
+        let (_, out) = logs(&app, "GetLogEvents", page).await;
+        assert_eq!(out["events"].as_array().unwrap().len(), 2);
+        assert_eq!(out["nextForwardToken"], "f/2");
+        let next = json!({"logGroupName": "/aws/g", "logStreamName": "n1", "nextToken": "f/2"});
+        let (_, out) = logs(&app, "GetLogEvents", next).await;
+        assert_eq!(out["events"][0]["timestamp"], 1_767_225_600_003_u64);
+        let filter = json!({"logGroupName": "/aws/g", "filterPattern": "{ $.responseCode = 404 }"});
+        let (_, out) = logs(&app, "FilterLogEvents", filter).await;
+        assert_eq!(out["events"].as_array().unwrap().len(), 1);
+        assert!(out.get("nextToken").is_none());
+
+        let (status, out) = logs(&app, "FilterLogEvents", json!({"logGroupName": "nope"})).await;
+        assert_eq!((status, &out["__type"]), (StatusCode::BAD_REQUEST, &json!("ResourceNotFoundException")));
+        let (status, out) = logs(&app, "DescribeLogGroups", json!({"limit": 51})).await;
+        assert_eq!((status, &out["__type"]), (StatusCode::BAD_REQUEST, &json!("InvalidParameterException")));
+        let (_, out) = logs(&app, "PutLogEvents", json!({})).await;
+        assert_eq!(out["__type"], "UnknownOperationException");
+    }
+
     #[test]
     fn limits() {
         assert_eq!(limit(None, 50, 50).unwrap(), 50);

@@ -10,15 +10,16 @@
 //! past its size limit (`<node>.log` → `<node>.log.1` …, keeping a fixed number), and keeps the
 //! newest records in memory for `GET /_trellis/access-logs`. Records are per node.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use crate::metrics::ProcessStats;
 
@@ -50,41 +51,62 @@ pub(crate) struct LogRoute {
     pub(crate) network_arn: Arc<str>,
 }
 
-/// One request's access log entry (spec §5.2): `-` where a field does not apply.
+/// One request's access log entry (spec §5.2): `-` where a field does not apply (`None`).
+/// Built on the request path, so it holds what is cheap to take there (shared `Arc`s, static
+/// names, numbers, the few strings copied from the request) and is turned into text by the
+/// writer.
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Entry {
-    pub(crate) start_time: String,
-    pub(crate) service_network_arn: String,
-    pub(crate) service_arn: String,
-    pub(crate) source_vpc_arn: String,
-    pub(crate) source_vpc_id: String,
-    pub(crate) destination_vpc_id: String,
-    pub(crate) source_ip_port: String,
-    pub(crate) target_ip_port: String,
-    pub(crate) target_group_arn: String,
-    pub(crate) listener_id: String,
-    pub(crate) listener_type: String,
-    pub(crate) request_method: String,
-    pub(crate) request_path: String,
+    /// Milliseconds since the Unix epoch.
+    #[serde(serialize_with = "iso8601")]
+    pub(crate) start_time: u64,
+    #[serde(serialize_with = "dash")]
+    pub(crate) service_network_arn: Option<Arc<str>>,
+    #[serde(serialize_with = "dash")]
+    pub(crate) service_arn: Option<Arc<str>>,
+    #[serde(serialize_with = "dash")]
+    pub(crate) source_vpc_arn: Option<Arc<str>>,
+    #[serde(serialize_with = "dash")]
+    pub(crate) source_vpc_id: Option<Arc<str>>,
+    #[serde(serialize_with = "dash")]
+    pub(crate) destination_vpc_id: Option<Arc<str>>,
+    #[serde(serialize_with = "addr")]
+    pub(crate) source_ip_port: Option<SocketAddr>,
+    #[serde(serialize_with = "addr")]
+    pub(crate) target_ip_port: Option<SocketAddr>,
+    #[serde(serialize_with = "dash")]
+    pub(crate) target_group_arn: Option<Arc<str>>,
+    #[serde(serialize_with = "dash")]
+    pub(crate) listener_id: Option<String>,
+    pub(crate) listener_type: &'static str,
+    #[serde(serialize_with = "dash")]
+    pub(crate) request_method: Option<String>,
+    #[serde(serialize_with = "dash")]
+    pub(crate) request_path: Option<String>,
     pub(crate) protocol: &'static str,
-    pub(crate) host_header: String,
-    pub(crate) server_name_indication: String,
-    pub(crate) user_agent: String,
+    #[serde(serialize_with = "dash")]
+    pub(crate) host_header: Option<String>,
+    #[serde(serialize_with = "dash")]
+    pub(crate) server_name_indication: Option<Box<str>>,
+    #[serde(serialize_with = "dash")]
+    pub(crate) user_agent: Option<String>,
     pub(crate) response_code: u16,
     pub(crate) bytes_received: u64,
     pub(crate) bytes_sent: u64,
     pub(crate) duration: u64,
     pub(crate) request_to_target_duration: u64,
     pub(crate) response_from_target_duration: u64,
-    pub(crate) ssl_cipher: String,
-    pub(crate) tls_version: String,
-    pub(crate) auth_denied_reason: String,
-    pub(crate) failure_reason: String,
-    pub(crate) resolved_user: String,
-    pub(crate) caller_principal: String,
-    #[serde(rename = "callerPrincipalOrgID")]
-    pub(crate) caller_principal_org_id: String,
+    pub(crate) ssl_cipher: &'static str,
+    pub(crate) tls_version: &'static str,
+    pub(crate) auth_denied_reason: &'static str,
+    pub(crate) failure_reason: &'static str,
+    #[serde(serialize_with = "dash")]
+    pub(crate) resolved_user: Option<String>,
+    #[serde(serialize_with = "dash")]
+    pub(crate) caller_principal: Option<String>,
+    #[serde(rename = "callerPrincipalOrgID", serialize_with = "dash")]
+    pub(crate) caller_principal_org_id: Option<String>,
     #[serde(rename = "callerX509IssuerOU")]
     pub(crate) caller_x509_issuer_ou: &'static str,
     #[serde(rename = "callerX509SubjectCN")]
@@ -95,10 +117,14 @@ pub(crate) struct Entry {
     pub(crate) caller_x509_san_dns: &'static str,
     #[serde(rename = "callerX509SANURI")]
     pub(crate) caller_x509_san_uri: &'static str,
-    pub(crate) request_id: String,
+    pub(crate) request_id: RequestId,
     /// The W3C `traceparent` the request went to its target with (a Trellis field).
-    pub(crate) traceparent: String,
+    #[serde(serialize_with = "dash")]
+    pub(crate) traceparent: Option<String>,
 }
+
+/// How long the writer lets records gather before it takes them.
+const BATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The newest records written, each with its service ID.
 type Recent = Arc<Mutex<VecDeque<(Arc<str>, String)>>>;
@@ -129,7 +155,7 @@ impl AccessLog {
     pub(crate) fn start(config: AccessLogConfig, stats: Arc<ProcessStats>) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel(config.queue.max(1));
         let recent = Arc::new(Mutex::new(VecDeque::with_capacity(config.recent.min(1 << 16))));
-        let writer = Writer { config, stats, recent: recent.clone(), files: HashMap::new() };
+        let writer = Writer { config, stats, recent: recent.clone(), files: HashMap::new(), failing: HashSet::new() };
         let spawned = std::thread::Builder::new().name("access-log".into()).spawn(move || writer.run(rx));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the access log writer; records will be dropped");
@@ -174,6 +200,8 @@ struct Writer {
     stats: Arc<ProcessStats>,
     recent: Recent,
     files: HashMap<PathBuf, Open>,
+    /// Destinations whose last write failed.
+    failing: HashSet<PathBuf>,
 }
 
 // === impl Writer ===
@@ -181,9 +209,13 @@ struct Writer {
 impl Writer {
     fn run(mut self, rx: Receiver<Job>) {
         let mut written = Vec::new();
+        // Waits for a record only when idle; while busy it takes what queued up every
+        // `BATCH_EVERY`, so that a request's `try_send` almost never has a sleeping writer to
+        // wake (a futex call and a context switch per request), and files are written in
+        // batches.
         while let Ok(job) = rx.recv() {
             written.extend(self.write(job));
-            // Everything queued goes out before the buffers are flushed.
+            std::thread::sleep(BATCH_EVERY);
             while let Ok(job) = rx.try_recv() {
                 written.extend(self.write(job));
             }
@@ -217,10 +249,20 @@ impl Writer {
             }
         };
         for dir in job.destinations.iter() {
-            if let Err(e) = self.append(dir, &line) {
-                self.stats.log_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot write an access log record");
-                self.files.remove(dir);
+            match self.append(dir, &line) {
+                Ok(()) => {
+                    if self.failing.remove(dir) {
+                        tracing::info!(dir = %dir.display(), "access log records are written again");
+                    }
+                }
+                Err(e) => {
+                    self.stats.log_errors.fetch_add(1, Ordering::Relaxed);
+                    self.files.remove(dir);
+                    // Said once per destination until it works again, not once per record.
+                    if self.failing.insert(dir.clone()) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot write access log records");
+                    }
+                }
             }
         }
         self.stats.log_written.fetch_add(1, Ordering::Relaxed);
@@ -251,14 +293,50 @@ impl Writer {
         let mut failed = Vec::new();
         for (dir, open) in &mut self.files {
             if let Err(e) = open.file.flush() {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot write access log records");
-                failed.push(dir.clone());
+                failed.push((dir.clone(), e));
             }
         }
-        for dir in failed {
+        for (dir, e) in failed {
             self.stats.log_errors.fetch_add(1, Ordering::Relaxed);
             self.files.remove(&dir);
+            if self.failing.insert(dir.clone()) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot write access log records");
+            }
         }
+    }
+}
+
+/// A value, or `-`.
+fn dash<S: Serializer, T: AsRef<str>>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.as_ref().map_or("-", AsRef::as_ref))
+}
+
+/// An address as `ip:port`, or `-`.
+fn addr<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(a) => s.collect_str(a),
+        None => s.serialize_str("-"),
+    }
+}
+
+/// Epoch milliseconds as ISO-8601 UTC.
+fn iso8601<S: Serializer>(ms: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&trellis_model::Timestamp(*ms).iso8601())
+}
+
+/// A request id as the proxy makes them (a UUID's 36 characters).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RequestId(pub(crate) [u8; 36]);
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self([b'0'; 36])
+    }
+}
+
+impl Serialize for RequestId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(std::str::from_utf8(&self.0).unwrap_or("-"))
     }
 }
 
@@ -333,7 +411,8 @@ mod tests {
         let log = AccessLog::start(config(&dir), stats.clone());
         let r = route(&["a", "b/c"]);
         for i in 0..100 {
-            let entry = Entry { request_id: format!("req-{i}"), ..Entry::default() };
+            let mut entry = Entry::default();
+            entry.request_id.0.copy_from_slice(padded(i).as_bytes());
             log.send(&r, entry, &stats);
             // The queue is large enough here; a pause keeps the writer's pace irrelevant.
             if i % 10 == 0 {
@@ -348,17 +427,25 @@ mod tests {
             assert!(dir.join(d).join("n1.log.1").exists());
             assert!(dir.join(d).join("n1.log.2").exists());
             assert!(!dir.join(d).join("n1.log.3").exists());
-            assert!(current.lines().last().unwrap().contains("\"requestId\":\"req-99\""));
+            let last: serde_json::Value = serde_json::from_str(current.lines().last().unwrap()).unwrap();
+            assert_eq!(last["requestId"], padded(99));
+            assert_eq!(last["traceparent"], "-");
+            assert_eq!(last["startTime"], "1970-01-01T00:00:00.000Z");
         }
         let recent = log.recent(None, 3);
         let ids: Vec<_> = recent
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["requestId"].as_str().unwrap().to_owned())
             .collect();
-        assert_eq!(ids, ["req-97", "req-98", "req-99"]);
+        assert_eq!(ids, [padded(97), padded(98), padded(99)]);
         assert_eq!(log.recent(Some("svc-2"), 3), "");
         assert_eq!(log.recent(Some("svc-1"), 100).lines().count(), 5);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Request id `i`, 36 characters long.
+    fn padded(i: u64) -> String {
+        format!("{:0>36}", format!("req-{i}"))
     }
 
     /// A fresh directory under the system's temporary directory.

@@ -433,24 +433,20 @@ impl Session {
         let sent = (self.bytes_out + owed).saturating_sub(self.marks.1);
         self.marks = (self.bytes_in, self.bytes_out + owed);
         let Some((route, mut e)) = entry else { return };
-        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        e.response_code = done.status;
-        e.failure_reason = done.failure.to_owned();
-        e.auth_denied_reason = done.denied.to_owned();
-        (e.bytes_received, e.bytes_sent, e.duration) = (received, sent, ms(elapsed));
-        if let Some(group) = done.group {
-            e.target_group_arn = group.arn.to_string();
-            e.destination_vpc_id = group.vpc_id.to_string();
-        }
-        if let Some(target) = self.meter.target {
-            e.target_ip_port = target.to_string();
-        }
-        if let Some(at) = self.meter.sent {
-            e.request_to_target_duration = ms(at.saturating_duration_since(started));
-            e.response_from_target_duration = ms(now.saturating_duration_since(at));
-        }
+        let outcome = record::Outcome {
+            status: done.status,
+            failure: done.failure,
+            denied: done.denied,
+            group: done.group,
+            target: self.meter.target,
+            bytes: (received, sent),
+            started,
+            sent: self.meter.sent,
+            ended: now,
+        };
+        record::finish(&mut e, outcome);
         if let Some(trace) = &self.meter.trace {
-            e.traceparent = String::from_utf8_lossy(trace).into_owned();
+            e.traceparent = Some(String::from_utf8_lossy(trace).into_owned());
         }
         self.conn.telemetry.log.send(route, e, &self.conn.telemetry.process);
     }

@@ -390,31 +390,25 @@ impl Note {
             g.stats.target_time(answered.saturating_duration_since(sent));
         }
         let (Some(route), Some(mut e)) = (&obs.log, self.entry) else { return };
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        e.response_code = status;
-        e.failure_reason = match (failure, self.denied) {
+        let failure = match (failure, self.denied) {
             (Some(f), _) => f,
             (None, Some(_)) => "ClientAccessDenied",
             (None, None) => "-",
-        }
-        .to_owned();
-        e.auth_denied_reason = self.denied.unwrap_or("-").to_owned();
-        e.bytes_received = received;
-        e.bytes_sent = response.body().size_hint().exact().unwrap_or(0);
-        e.duration = ms(elapsed);
-        if let Some(g) = group {
-            e.target_group_arn = g.arn.to_string();
-            e.destination_vpc_id = g.vpc_id.to_string();
-        }
-        if let Some(target) = self.target {
-            e.target_ip_port = target.to_string();
-        }
-        if let Some(at) = self.sent {
-            e.request_to_target_duration = ms(at.saturating_duration_since(started));
-            e.response_from_target_duration = ms(now.saturating_duration_since(at));
-        }
+        };
+        let outcome = crate::conn::record::Outcome {
+            status,
+            failure,
+            denied: self.denied.unwrap_or("-"),
+            group,
+            target: self.target,
+            bytes: (received, response.body().size_hint().exact().unwrap_or(0)),
+            started,
+            sent: self.sent,
+            ended: now,
+        };
+        crate::conn::record::finish(&mut e, outcome);
         if let Some(trace) = self.trace {
-            e.traceparent = trace;
+            e.traceparent = Some(trace);
         }
         ctx.conn.telemetry.log.send(route, e, &ctx.conn.telemetry.process);
     }

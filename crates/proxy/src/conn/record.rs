@@ -2,14 +2,14 @@
 //! ([`begin`], read from the head before it is consumed), and the caller once authenticated.
 //! `Session::finish` fills in the rest when the exchange ends.
 
-use trellis_model::Timestamp;
+use tokio::time::Instant;
 use trellis_model::lattice::ListenerProtocol;
 use trellis_model::snapshot::ListenerView;
 
 use super::Conn;
 use crate::access_log::{Entry, LogRoute};
 use crate::h1::RequestHead;
-use crate::table::VpcRoute;
+use crate::table::{GroupObs, VpcRoute};
 
 /// What a record takes from the request itself.
 pub(crate) struct RequestFacts {
@@ -49,55 +49,79 @@ pub(crate) fn begin(
     facts: RequestFacts,
     request_id: &[u8; 36],
 ) -> Entry {
-    let dash = || "-".to_owned();
     let (cipher, version) = conn.tls_details.map_or(("-", "-"), |d| (d.cipher, d.version));
     Entry {
-        start_time: Timestamp(now_ms()).iso8601(),
-        service_network_arn: route.network_arn.to_string(),
-        service_arn: route.service_arn.to_string(),
-        source_vpc_arn: vpc.vpc_arn.to_string(),
-        source_vpc_id: conn.vpc.to_string(),
-        destination_vpc_id: dash(),
-        source_ip_port: std::net::SocketAddr::new(conn.peer, conn.peer_port).to_string(),
-        target_ip_port: dash(),
-        target_group_arn: dash(),
-        listener_id: listener.map_or_else(dash, |l| l.id.clone()),
-        listener_type: listener.map_or_else(dash, |l| protocol_name(l.protocol).to_owned()),
-        request_method: facts.method,
-        request_path: facts.path,
+        start_time: now_ms(),
+        service_network_arn: Some(route.network_arn.clone()),
+        service_arn: Some(route.service_arn.clone()),
+        source_vpc_arn: Some(vpc.vpc_arn.clone()),
+        source_vpc_id: Some(conn.vpc.clone()),
+        source_ip_port: Some(std::net::SocketAddr::new(conn.peer, conn.peer_port)),
+        listener_id: listener.map(|l| l.id.clone()),
+        listener_type: listener.map_or("-", |l| protocol_name(l.protocol)),
+        request_method: Some(facts.method),
+        request_path: Some(facts.path),
         protocol: facts.protocol,
-        host_header: facts.host.unwrap_or_else(dash),
-        server_name_indication: conn.sni.as_deref().map_or_else(dash, str::to_owned),
-        user_agent: facts.user_agent.unwrap_or_else(dash),
-        ssl_cipher: cipher.to_owned(),
-        tls_version: version.to_owned(),
-        auth_denied_reason: dash(),
-        failure_reason: dash(),
-        resolved_user: dash(),
-        caller_principal: dash(),
-        caller_principal_org_id: dash(),
+        host_header: facts.host,
+        server_name_indication: conn.sni.clone(),
+        user_agent: facts.user_agent,
+        ssl_cipher: cipher,
+        tls_version: version,
+        auth_denied_reason: "-",
+        failure_reason: "-",
         caller_x509_issuer_ou: "-",
         caller_x509_subject_cn: "-",
         caller_x509_san_name_cn: "-",
         caller_x509_san_dns: "-",
         caller_x509_san_uri: "-",
-        request_id: String::from_utf8_lossy(request_id).into_owned(),
-        traceparent: facts.traceparent.unwrap_or_else(dash),
+        request_id: crate::access_log::RequestId(*request_id),
+        traceparent: facts.traceparent,
         ..Entry::default()
     }
 }
 
-/// Fills in the caller from `x-amzn-lattice-identity` (`Principal=…;PrincipalOrgID=…`), or
-/// `Anonymous` for a request on a guarded service that was not signed.
+/// Fills in the caller from `x-amzn-lattice-identity` (`Principal=…;PrincipalOrgID=…`).
 pub(crate) fn caller(entry: &mut Entry, identity: Option<&str>) {
     let Some(identity) = identity else { return };
     for part in identity.split(';') {
         if let Some(arn) = part.strip_prefix("Principal=") {
-            entry.caller_principal = arn.to_owned();
-            entry.resolved_user = arn.to_owned();
+            entry.caller_principal = Some(arn.to_owned());
+            entry.resolved_user = Some(arn.to_owned());
         } else if let Some(org) = part.strip_prefix("PrincipalOrgID=") {
-            entry.caller_principal_org_id = org.to_owned();
+            entry.caller_principal_org_id = Some(org.to_owned());
         }
+    }
+}
+
+/// What the exchange adds to a record when it ends.
+pub(crate) struct Outcome<'a> {
+    pub(crate) status: u16,
+    pub(crate) failure: &'static str,
+    pub(crate) denied: &'static str,
+    pub(crate) group: Option<&'a GroupObs>,
+    pub(crate) target: Option<std::net::SocketAddr>,
+    pub(crate) bytes: (u64, u64),
+    /// When the request started, went to the target (if it did), and ended.
+    pub(crate) started: Instant,
+    pub(crate) sent: Option<Instant>,
+    pub(crate) ended: Instant,
+}
+
+/// Completes a record.
+pub(crate) fn finish(e: &mut Entry, o: Outcome<'_>) {
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    e.response_code = o.status;
+    (e.failure_reason, e.auth_denied_reason) = (o.failure, o.denied);
+    (e.bytes_received, e.bytes_sent) = o.bytes;
+    e.duration = ms(o.ended.saturating_duration_since(o.started));
+    if let Some(group) = o.group {
+        e.target_group_arn = Some(group.arn.clone());
+        e.destination_vpc_id = Some(group.vpc_id.clone());
+    }
+    e.target_ip_port = o.target;
+    if let Some(at) = o.sent {
+        e.request_to_target_duration = ms(at.saturating_duration_since(o.started));
+        e.response_from_target_duration = ms(o.ended.saturating_duration_since(at));
     }
 }
 
