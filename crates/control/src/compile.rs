@@ -23,12 +23,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use trellis_model::access_log::Destination;
 use trellis_model::cidr::Cidr;
 use trellis_model::lattice::{AuthType, HealthCheckConfig, Matcher, RuleAction, RuleMatch, Status};
 use trellis_model::policy::Policy;
 use trellis_model::snapshot::{
-    Action, IamAuth, ListenerView, Reach, RuleView, ServiceView, Snapshot, TargetGroupView, TargetView, VpcNetwork,
-    VpcView, WeightedTarget,
+    AccessLogView, Action, IamAuth, ListenerView, Reach, RuleView, ServiceView, Snapshot, TargetGroupView, TargetView,
+    VpcNetwork, VpcView, WeightedTarget,
 };
 use trellis_model::{Arn, Kind};
 use trellis_store::{EventKind, KeyValue, Revision, Store, StoreExt, WatchEvent};
@@ -195,7 +196,8 @@ fn build(records: Records<'_>, revision: Revision) -> Snapshot {
     let hosts = hosts(&services);
     let networks = records.networks();
     let iam = records.iam(&HashMap::new());
-    Snapshot { revision, vpcs, services, target_groups, hosts, networks, iam }
+    let access_logs = records.access_logs();
+    Snapshot { revision, vpcs, services, target_groups, hosts, networks, iam, access_logs }
 }
 
 // === impl Records ===
@@ -231,6 +233,31 @@ impl<'m> Records<'m> {
             out.insert(id.to_owned(), auth);
         }
         out
+    }
+
+    /// Every access log subscription whose destination parses, by owner (a stored one that
+    /// does not is left out with a warning: the API validates them).
+    fn access_logs(&self) -> HashMap<String, Arc<[AccessLogView]>> {
+        let mut by_owner: BTreeMap<&str, Vec<AccessLogView>> = BTreeMap::new();
+        for rec in &self.access_logs {
+            let Some(destination) = Destination::parse(&rec.destination_arn) else {
+                tracing::warn!(subscription = %rec.id, arn = %rec.destination_arn, "access log destination is unreadable; nothing is logged for it");
+                continue;
+            };
+            let resource_only = rec.service_network_log_type.as_deref() == Some("RESOURCE");
+            by_owner.entry(&rec.resource_id).or_default().push(AccessLogView {
+                id: rec.id.clone(),
+                destination,
+                resource_only,
+            });
+        }
+        by_owner
+            .into_iter()
+            .map(|(owner, mut views)| {
+                views.sort_by(|a, b| a.id.cmp(&b.id));
+                (owner.to_owned(), Arc::from(views))
+            })
+            .collect()
     }
 
     fn networks(&self) -> BTreeMap<String, VpcNetwork> {

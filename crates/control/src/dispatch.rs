@@ -40,6 +40,7 @@ enum Service {
     Ecs,
     Iam,
     Lattice,
+    Logs,
     Sts,
 }
 
@@ -132,6 +133,7 @@ async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, header
         Some("ec2") => Some(Service::Ec2),
         Some("ecs") => Some(Service::Ecs),
         Some("iam") => Some(Service::Iam),
+        Some("logs") => Some(Service::Logs),
         Some("sts") => Some(Service::Sts),
         Some(other) => return unknown(&ctx, &format!("the service {other:?} is not served here")),
         None => detect_unsigned(&headers, form.as_deref()),
@@ -153,6 +155,8 @@ async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, header
         Some(Service::Ec2) => form.as_deref().is_some_and(crate::ec2::is_write),
         Some(Service::Ecs) => crate::ecs::is_write(target(&headers)),
         Some(Service::Iam) => form.as_deref().is_some_and(crate::iam::is_write),
+        // The subset served only reads.
+        Some(Service::Logs) => false,
         Some(Service::Sts) => form.as_deref().is_some_and(crate::sts::is_write),
         None => false,
     };
@@ -166,6 +170,7 @@ async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, header
         Some(Service::Ec2) => crate::ec2::handle(&state, &ctx, form.unwrap_or_default()).await,
         Some(Service::Ecs) => crate::ecs::handle(&state, &ctx, target(&headers), &body).await,
         Some(Service::Iam) => crate::iam::handle(&state, &ctx, form.unwrap_or_default()).await,
+        Some(Service::Logs) => crate::logs::handle(&state, &ctx, target(&headers), &body).await,
         Some(Service::Sts) => crate::sts::handle(&state, &ctx, form.unwrap_or_default()).await,
         None => unknown(&ctx, "no AWS service recognised: no SigV4 scope, X-Amz-Target or form Version"),
     }
@@ -178,7 +183,7 @@ impl Service {
     fn protocol(self) -> Protocol {
         match self {
             Self::Lattice => Protocol::RestJson,
-            Self::Acm | Self::Ecs => Protocol::Json11,
+            Self::Acm | Self::Ecs | Self::Logs => Protocol::Json11,
             Self::Ec2 => Protocol::Ec2,
             Self::Iam => Protocol::Query(crate::iam::xml::IAM),
             Self::Sts => Protocol::Query(crate::iam::xml::STS),
@@ -193,6 +198,8 @@ fn detect_unsigned(headers: &HeaderMap, form: Option<&[(String, String)]>) -> Op
             Some(Service::Ecs)
         } else if target.starts_with(crate::acm::TARGET_PREFIX) {
             Some(Service::Acm)
+        } else if target.starts_with(crate::logs::TARGET_PREFIX) {
+            Some(Service::Logs)
         } else {
             None
         };

@@ -27,6 +27,7 @@ pub mod ipam;
 mod json11;
 mod keys;
 pub mod lattice;
+mod logs;
 pub mod pki;
 mod repo;
 mod sts;
@@ -85,6 +86,9 @@ pub struct ControlConfig {
     pub require_signature: bool,
     /// The installation's API token ([`access::ensure_api_token`]).
     pub api_token: String,
+    /// The data directory, where this node's access logs are (the CloudWatch Logs read API
+    /// serves them); `None`: no log group has events.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// Everything a request handler can reach.

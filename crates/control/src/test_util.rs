@@ -47,6 +47,7 @@ pub(crate) fn app_and_store_with(quotas: Quotas) -> (Router, Arc<dyn Store>, tem
         loopback_targets: true,
         require_signature: false,
         api_token: "trellis-test-token".into(),
+        data_dir: Some(dir.path().to_owned()),
     };
     (crate::router(ControlState::new(store.clone(), config)), store, dir)
 }

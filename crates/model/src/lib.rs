@@ -2,10 +2,11 @@
 //! names them, their identifiers, ARNs, names and generated DNS names. Pure data and functions:
 //! no I/O, no clock, no tokio.
 //!
-//! Modules: [`id`] (resource kinds, IDs, ARNs), [`name`] (name rules), [`time`] (timestamps),
+//! Modules: [`access_log`] (where access logs land), [`id`] (resource kinds, IDs, ARNs), [`name`] (name rules), [`time`] (timestamps),
 //! [`dns_name`] (generated service names), [`lattice`], [`ec2`], [`ecs`], [`acm`] and [`iam`]
 //! (stored records), [`cidr`] (IPv4 CIDR blocks), [`snapshot`] and [`tls`] (what the data plane runs on).
 
+pub mod access_log;
 pub mod acm;
 pub mod cidr;
 pub mod dns_name;

@@ -35,6 +35,20 @@ pub struct Snapshot {
     /// Service networks and services with `authType: AWS_IAM`, by ID (`sn-…`, `svc-…`); any
     /// other has `NONE`.
     pub iam: HashMap<String, IamAuth>,
+    /// Access log subscriptions by owner ID (`sn-…`, `svc-…`), each owner's in ID order.
+    pub access_logs: HashMap<String, Arc<[AccessLogView]>>,
+}
+
+/// An access log subscription, as the data plane writes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessLogView {
+    /// `als-…`.
+    pub id: String,
+    /// Where its records go.
+    pub destination: crate::access_log::Destination,
+    /// A service network's `RESOURCE` subscription: stored, and logs nothing until resource
+    /// configurations exist (only `SERVICE` subscriptions and services' log requests).
+    pub resource_only: bool,
 }
 
 /// A service network or service that lets through only what its auth policy allows.

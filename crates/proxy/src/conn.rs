@@ -19,7 +19,7 @@
 //! the connection closes.
 
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -30,13 +30,17 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use trellis_net::Ports;
 
-use crate::ProxyConfig;
+use crate::access_log::{Entry, LogRoute};
 use crate::error::{ErrorKind, ProxyError};
 use crate::guard::{FramingGuard, Limits};
 use crate::h1::{Buf, Framing, RequestHead};
-use crate::request::{self, Decision};
-use crate::table::Routes;
-use crate::tls::ClientStream;
+use crate::metrics::{ActiveConn, RouteStats};
+use crate::request::{self, Decision, Seen};
+use crate::table::{GroupObs, RouteObs, Routes};
+use crate::tls::{ClientStream, TlsDetails};
+use crate::{ProxyConfig, Telemetry};
+
+pub(crate) mod record;
 
 #[cfg(test)]
 mod tests;
@@ -63,6 +67,31 @@ pub(crate) struct Conn {
     pub(crate) tls: bool,
     /// The client's address.
     pub(crate) peer: IpAddr,
+    /// The client's port.
+    pub(crate) peer_port: u16,
+    /// The server name of its ClientHello, for a TLS client.
+    pub(crate) sni: Option<Box<str>>,
+    /// What its TLS session negotiated, for a TLS client.
+    pub(crate) tls_details: Option<TlsDetails>,
+    /// The service its TLS server name routed to: the connection counts there.
+    pub(crate) service_stats: Option<Arc<RouteStats>>,
+    /// Where metrics and access log records go.
+    pub(crate) telemetry: Arc<Telemetry>,
+}
+
+/// What one request's exchange with a target was like, for metrics and access logs.
+#[derive(Default)]
+pub(crate) struct Meter {
+    /// The status of the target's response (0 before its head arrived).
+    pub(crate) status: u16,
+    /// The target the request went to last.
+    pub(crate) target: Option<SocketAddr>,
+    /// When the whole request had gone to the target.
+    pub(crate) sent: Option<Instant>,
+    /// When the target's response head arrived.
+    pub(crate) answered: Option<Instant>,
+    /// The `traceparent` the proxy started, for a request that came without a valid one.
+    pub(crate) trace: Option<[u8; crate::headers::TRACEPARENT_LEN]>,
 }
 
 /// A connection's deadlines. See the module docs.
@@ -131,6 +160,15 @@ pub(crate) struct Session {
     pub(crate) client_eof: bool,
     /// Waiting for a request head (the header read timeout applies only then).
     reading_head: bool,
+    /// The exchange of the request in progress.
+    pub(crate) meter: Meter,
+    /// Bytes read from and written to the client, in all.
+    bytes_in: u64,
+    bytes_out: u64,
+    /// `bytes_in` and `bytes_out` when the last request ended.
+    marks: (u64, u64),
+    /// Counts the connection as active on the service of its first request.
+    active: Option<ActiveConn>,
 }
 
 /// How an exchange left the connection.
@@ -187,7 +225,13 @@ pub(crate) async fn serve(
         qbuf: Vec::new(),
         client_eof: false,
         reading_head: false,
+        meter: Meter::default(),
+        bytes_in: 0,
+        bytes_out: 0,
+        marks: (0, 0),
+        active: None,
     };
+    s.active = s.conn.service_stats.as_ref().map(RouteStats::connected);
     let current = routes.borrow().clone();
     let mut cache = RoutesCache { rx: routes, current };
     loop {
@@ -272,11 +316,30 @@ impl Session {
         }
     }
 
-    /// Answers one request whose head is at the start of `rbuf`.
+    /// Answers one request whose head is at the start of `rbuf`, then counts it (and logs it,
+    /// if a subscription applies).
     async fn handle(&mut self, routes: &Routes, head: RequestHead) -> Next {
+        let started = Instant::now();
         let request_id = crate::headers::request_id();
         let conn = self.conn.clone();
-        let decision = request::route(&conn, routes, self.rbuf.bytes(), &head);
+        self.meter = Meter::default();
+        let mut seen = Seen::default();
+        let decision = request::route(&conn, routes, self.rbuf.bytes(), &head, &mut seen);
+        let obs = seen.reach.map(|(_, r)| &*r.obs);
+        if self.active.is_none()
+            && let Some(obs) = obs
+        {
+            self.active = Some(obs.stats.connected());
+        }
+        // The record is only made when a subscription applies.
+        let mut entry = match (seen.reach, obs.and_then(|o| o.log.as_ref())) {
+            (Some((vpc, _)), Some(log)) => {
+                let facts = record::h1_facts(self.rbuf.bytes(), &head);
+                Some((log, record::begin(&conn, vpc, log, seen.listener, facts, &request_id)))
+            }
+            _ => None,
+        };
+        let mut done = Done { status: 0, failure: "-", denied: "-", group: None };
         // A local answer leaves any request body unread: the connection closes after it (and
         // after any answer once the connection is draining).
         let has_body = !matches!(head.framing, Framing::Empty | Framing::Length(0));
@@ -284,14 +347,16 @@ impl Session {
         let next = match decision {
             Ok(Decision::Fixed(status)) => {
                 let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+                done.status = status.as_u16();
                 let body = status.canonical_reason().unwrap_or("").as_bytes();
                 crate::error::local_response(&mut self.out, status, body, &request_id, local_close, head.is_head);
                 self.rbuf.consume(head.len);
                 if local_close { Next::Close } else { Next::KeepAlive }
             }
-            Ok(Decision::Denied(message)) => {
+            Ok(Decision::Denied { message, layer }) => {
                 tracing::debug!(%message, "request denied by an auth policy");
                 let status = http::StatusCode::FORBIDDEN;
+                (done.status, done.denied, done.failure) = (403, layer, "ClientAccessDenied");
                 crate::error::local_response(
                     &mut self.out,
                     status,
@@ -305,12 +370,23 @@ impl Session {
             }
             Ok(Decision::Forward(forward)) => {
                 self.timers.clock.idle = Some(forward.idle_timeout);
+                done.group = Some(forward.obs);
+                if let Some((_, e)) = &mut entry {
+                    record::caller(e, forward.identity.as_deref());
+                }
                 match self.forward(&head, forward, &request_id).await {
-                    Ok(next) => next,
+                    Ok(next) => {
+                        done.status = self.meter.status;
+                        if done.status == 0 {
+                            done.failure = "ClientClosed";
+                        }
+                        next
+                    }
                     Err((e, body_left)) => {
                         let close =
                             body_left || e.closes_connection() || !head.keep_alive || self.timers.clock.draining();
                         log(&e);
+                        (done.status, done.failure) = (e.status().as_u16(), e.kind.failure_reason());
                         e.write_http1(&mut self.out, &request_id, close, head.is_head);
                         if close { Next::Close } else { Next::KeepAlive }
                     }
@@ -319,15 +395,60 @@ impl Session {
             Err(e) => {
                 log(&e);
                 let close = local_close || e.closes_connection();
+                (done.status, done.failure) = (e.status().as_u16(), e.kind.failure_reason());
                 e.write_http1(&mut self.out, &request_id, close, head.is_head);
                 self.rbuf.consume(head.len);
                 if close { Next::Close } else { Next::KeepAlive }
             }
         };
+        // Counted before the answer's last bytes go out: whoever reads the metrics after the
+        // answer arrived sees it.
+        self.finish(started, obs, done, entry);
         if !self.out.is_empty() && self.flush().await.is_err() {
             return Next::Close;
         }
         next
+    }
+
+    /// Counts a request that ended (its answer written, or about to be), and sends its record
+    /// to the access log.
+    fn finish(&mut self, started: Instant, obs: Option<&RouteObs>, done: Done<'_>, entry: Option<(&LogRoute, Entry)>) {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(started);
+        if let Some(obs) = obs {
+            let stats = done.group.map_or(&obs.stats, |g| &g.stats);
+            if done.status != 0 {
+                stats.request(done.status, elapsed);
+            }
+            if done.denied != "-" {
+                obs.stats.auth_denied();
+            }
+            if let (Some(group), Some(sent), Some(answered)) = (done.group, self.meter.sent, self.meter.answered) {
+                group.stats.target_time(answered.saturating_duration_since(sent));
+            }
+        }
+        // What is still owed to the client is about to be written.
+        let owed = self.out.len() as u64;
+        let received = self.bytes_in.saturating_sub(self.marks.0);
+        let sent = (self.bytes_out + owed).saturating_sub(self.marks.1);
+        self.marks = (self.bytes_in, self.bytes_out + owed);
+        let Some((route, mut e)) = entry else { return };
+        let outcome = record::Outcome {
+            status: done.status,
+            failure: done.failure,
+            denied: done.denied,
+            group: done.group,
+            target: self.meter.target,
+            bytes: (received, sent),
+            started,
+            sent: self.meter.sent,
+            ended: now,
+        };
+        record::finish(&mut e, outcome);
+        if let Some(trace) = &self.meter.trace {
+            e.traceparent = Some(String::from_utf8_lossy(trace).into_owned());
+        }
+        self.conn.telemetry.log.send(route, e, &self.conn.telemetry.process);
     }
 
     /// Writes everything owed to the client.
@@ -375,6 +496,7 @@ impl Session {
         if n == 0 {
             return Poll::Ready(Ok(0));
         }
+        self.bytes_in += n as u64;
         let now = Instant::now();
         self.timers.clock.last_io = now;
         let pass = self.guard.scan(&self.rbuf.spare_bytes()[..n]);
@@ -397,12 +519,23 @@ impl Session {
                 return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
             }
             *written += n;
+            self.bytes_out += n as u64;
             self.timers.clock.last_io = Instant::now();
         }
         // TLS records still in the session's buffer go out too (a no-op for cleartext).
         ready!(Pin::new(&mut self.client).poll_flush(cx))?;
         Poll::Ready(Ok(()))
     }
+}
+
+/// How a request ended, for [`Session::finish`].
+struct Done<'r> {
+    /// The status the client got (0: none, the connection broke).
+    status: u16,
+    failure: &'static str,
+    denied: &'static str,
+    /// The target group it was forwarded to.
+    group: Option<&'r GroupObs>,
 }
 
 fn log(e: &ProxyError) {
@@ -415,8 +548,15 @@ fn log(e: &ProxyError) {
 // === impl Conn ===
 
 impl Conn {
-    /// A connection from VPC `vpc`, accepted on `real_port` from `client`.
-    pub(crate) fn new(vpc: Arc<str>, real_port: u16, client: IpAddr, ports: Ports) -> Self {
+    /// A connection from VPC `vpc`, accepted on `real_port` from `peer`.
+    pub(crate) fn new(
+        vpc: Arc<str>,
+        real_port: u16,
+        peer: SocketAddr,
+        ports: Ports,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
+        let client = peer.ip();
         let offset = ports.low_port_offset;
         let lattice_ports = [real_port.checked_sub(offset).filter(|_| offset > 0), Some(real_port)]
             .into_iter()
@@ -430,6 +570,11 @@ impl Conn {
             lattice_ports,
             tls: false,
             peer: client,
+            peer_port: peer.port(),
+            sni: None,
+            tls_details: None,
+            service_stats: None,
+            telemetry,
         }
     }
 }

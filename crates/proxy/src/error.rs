@@ -77,6 +77,22 @@ pub(crate) struct ProxyError {
 
 impl ErrorKind {
     /// The status the client gets.
+    /// Access logs' `failureReason` for a request that ended with this error.
+    pub(crate) fn failure_reason(self) -> &'static str {
+        match self {
+            Self::BadFraming | Self::ClientBody | Self::HeadTooLarge | Self::TooManyHeaders => "ClientRequestInvalid",
+            Self::BadHost | Self::UnknownHost => "UnknownHost",
+            Self::ConnectFailed => "TargetConnectionError",
+            Self::Internal => "InternalError",
+            Self::NoAvailableTarget | Self::NoTargets => "NoHealthyTargets",
+            Self::NoListener | Self::PlainOnTlsPort => "NoListener",
+            Self::NeedsHttp2 | Self::ProtocolMismatch => "ProtocolMismatch",
+            Self::Timeout => "TargetTimeout",
+            Self::UnsupportedMethod => "UnsupportedMethod",
+            Self::UpstreamBroken => "TargetResponseError",
+        }
+    }
+
     pub(crate) fn status(self) -> StatusCode {
         match self {
             Self::BadFraming

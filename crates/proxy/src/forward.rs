@@ -132,6 +132,11 @@ impl Pools {
 // === impl Pool ===
 
 impl Pool {
+    /// The target's address.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// The most recently used idle connection that is still open and fresh.
     pub(crate) fn take(&self) -> Option<Upstream> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());

@@ -35,15 +35,17 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use trellis_model::route::HeaderLookup;
-use trellis_model::snapshot::Action;
+use trellis_model::snapshot::{Action, ListenerView};
 
 use crate::ProxyConfig;
+use crate::access_log::Entry;
 use crate::balance::Version;
+use crate::conn::record::RequestFacts;
 use crate::conn::{Conn, DRAIN_GRACE};
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::{InFlightGuard, Pool};
 use crate::request::{self, Located, MAX_HOST};
-use crate::table::Routes;
+use crate::table::{ReachRoute, RouteObs, Routes, VpcRoute};
 use crate::tls::ClientStream;
 
 /// How many tries a request gets when targets refuse connections.
@@ -93,6 +95,29 @@ enum RespBody {
 /// A header map as rules read it.
 struct Fields<'a>(&'a HeaderMap);
 
+/// `traceparent` (W3C Trace Context).
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// What a stream learned on its way, for metrics and access logs.
+#[derive(Default)]
+struct Note {
+    /// The counters and log destinations of the service as the VPC reaches it.
+    obs: Option<Arc<RouteObs>>,
+    /// The target group it went to (an index into `obs.groups`).
+    group: Option<usize>,
+    /// Its access log record, if a subscription applies.
+    entry: Option<Entry>,
+    /// Which auth layer denied it.
+    denied: Option<&'static str>,
+    target: Option<std::net::SocketAddr>,
+    /// When the request went to the target.
+    sent: Option<Instant>,
+    /// When the target's response head arrived.
+    answered: Option<Instant>,
+    /// The `traceparent` the proxy started.
+    trace: Option<String>,
+}
+
 /// Serves one HTTP/2 client connection until it closes, idles out, ages out, or `closing` asks
 /// it to finish.
 pub(crate) async fn serve(
@@ -110,6 +135,8 @@ pub(crate) async fn serve(
         idle_ms: AtomicU64::new(millis(config.header_read_timeout)),
     });
     let vpc = conn.vpc.clone();
+    // Counted as active on the service its TLS server name routed to, until it closes.
+    let _active = conn.service_stats.as_ref().map(crate::metrics::RouteStats::connected);
     let ctx = Arc::new(Ctx { conn: Arc::new(conn), routes, config: config.clone(), activity: activity.clone() });
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let ctx = ctx.clone();
@@ -154,20 +181,27 @@ pub(crate) async fn serve(
     }
 }
 
-/// One request: the target's response, or the proxy's own.
+/// One request: the target's response, or the proxy's own; counted, and logged if a
+/// subscription applies.
 async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<RespBody> {
+    let started = Instant::now();
     let request_id = crate::headers::request_id();
     let busy = Busy::start(ctx.activity.clone());
-    match forward(req, ctx, &request_id, busy).await {
-        Ok(response) => response,
+    let received = req.body().size_hint().exact().unwrap_or(0);
+    let mut note = Note::default();
+    let (response, failure) = match forward(req, ctx, &request_id, busy, &mut note).await {
+        Ok(response) => (response, None),
         Err(e) => {
             match e.origin {
                 crate::error::Origin::Internal => tracing::warn!(error = %e, "HTTP/2 request failed"),
                 _ => tracing::debug!(error = %e, "HTTP/2 request refused"),
             }
-            local(e.status(), Bytes::from(e.text(std::str::from_utf8(&request_id).unwrap_or_default())), &request_id)
+            let text = Bytes::from(e.text(std::str::from_utf8(&request_id).unwrap_or_default()));
+            (local(e.status(), text, &request_id), Some(e.kind.failure_reason()))
         }
-    }
+    };
+    note.finish(ctx, started, &response, failure, received);
+    response
 }
 
 /// The phases, then the exchange with a target.
@@ -176,6 +210,7 @@ async fn forward(
     ctx: &Ctx,
     request_id: &[u8; 36],
     busy: Busy,
+    note: &mut Note,
 ) -> Result<Response<RespBody>, ProxyError> {
     let routes = ctx.routes.borrow().clone();
     let grpc = is_grpc(req.headers());
@@ -188,6 +223,7 @@ async fn forward(
     let host = request::host_name(raw, &mut host_buf).ok_or(ProxyError::new(ErrorKind::BadHost))?;
     // Route.
     let Located { vpc, reach, listener, port } = request::locate(&ctx.conn, &routes, host)?;
+    note.begin(ctx, vpc, reach, listener, &req, request_id);
     // Auth policies, before the rules (spec §3.1).
     let path = req.uri().path();
     let mut identity = None;
@@ -215,6 +251,7 @@ async fn forward(
         match auth.check(&facts, &routes.identities, crate::auth::now()) {
             Ok(caller) => identity = caller.map(|id| crate::auth::identity_header(&id)),
             Err(denied) => {
+                note.denied = Some(request::denied_layer(&denied));
                 let message = auth.message(&denied, path);
                 tracing::debug!(%message, "request denied by an auth policy");
                 return Ok(local(StatusCode::FORBIDDEN, Bytes::from(message), request_id));
@@ -232,7 +269,11 @@ async fn forward(
         Action::Forward(groups) => groups,
     };
     // Select, and the protocol matrix.
-    let (group, target_header) = request::select(&routes, reach, groups)?;
+    if let Some(entry) = &mut note.entry {
+        crate::conn::record::caller(entry, identity.as_deref());
+    }
+    let (group, target_header, obs) = request::select(&routes, reach, groups)?;
+    note.group = reach.obs.groups.iter().position(|g| std::ptr::eq(g, obs));
     match group.version {
         Version::Http1 if grpc => return Err(ProxyError::new(ErrorKind::ProtocolMismatch)),
         Version::Grpc if req.method() != Method::POST => return Err(ProxyError::new(ErrorKind::ProtocolMismatch)),
@@ -250,7 +291,19 @@ async fn forward(
     };
     let (parts, body) = req.into_parts();
     let h2 = group.version != Version::Http1;
-    let head = upstream_head(&parts, &authority, h2.then_some(group.tls), &added)?;
+    let mut head = upstream_head(&parts, &authority, h2.then_some(group.tls), &added)?;
+    // A request without a valid `traceparent` starts a trace here.
+    let mut client_traces = head.headers.get_all(TRACEPARENT).iter();
+    let traced = match (client_traces.next(), client_traces.next()) {
+        (Some(v), None) => crate::headers::valid_traceparent(v.as_bytes()),
+        _ => false,
+    };
+    if !traced {
+        let trace = crate::headers::new_traceparent();
+        let value = HeaderValue::from_bytes(&trace).map_err(|_| ProxyError::new(ErrorKind::Internal))?;
+        head.headers.insert(TRACEPARENT, value);
+        note.trace = Some(String::from_utf8_lossy(&trace).into_owned());
+    }
     let mut body = if body.is_end_stream() { Either::Right(Empty::new()) } else { Either::Left(body) };
     let resend = matches!(body, Either::Right(_));
     // A target that refuses the connection is replaced by the next (the request was not sent).
@@ -260,6 +313,8 @@ async fn forward(
         let target = group.pick().map_err(ProxyError::new)?;
         let pool = target.pool.clone();
         let guard = InFlightGuard::new(&target.in_flight);
+        note.target = Some(pool.addr());
+        note.sent = Some(Instant::now());
         let request = Request::from_parts(head.clone(), std::mem::replace(&mut body, Either::Right(Empty::new())));
         let sent = if h2 {
             send_h2(&pool, request, ctx.config.response_timeout).await.map(|r| (r, GiveBack(None)))
@@ -267,7 +322,10 @@ async fn forward(
             send_h1(&pool, request, ctx.config.response_timeout).await
         };
         match sent {
-            Ok((response, give_back)) => break (response, guard, give_back),
+            Ok((response, give_back)) => {
+                note.answered = Some(Instant::now());
+                break (response, guard, give_back);
+            }
             Err(Sent::NotConnected(_)) if tries < CONNECT_TRIES && resend => {}
             Err(Sent::NotConnected(kind) | Sent::Failed(kind)) => return Err(ProxyError::new(kind)),
         }
@@ -278,6 +336,82 @@ async fn forward(
     parts.version = HttpVersion::HTTP_2;
     parts.headers.insert(X_AMZN_REQUESTID, request_id_value(request_id));
     Ok(Response::from_parts(parts, RespBody::Upstream { body, _held: (guard, busy, give_back) }))
+}
+
+// === impl Note ===
+
+impl Note {
+    /// The request was routed to a service: counters, and the record if one is kept.
+    fn begin(
+        &mut self,
+        ctx: &Ctx,
+        vpc: &VpcRoute,
+        reach: &ReachRoute,
+        listener: &ListenerView,
+        req: &Request<Incoming>,
+        request_id: &[u8; 36],
+    ) {
+        self.obs = Some(reach.obs.clone());
+        let Some(route) = &reach.obs.log else { return };
+        let text = |v: Option<&HeaderValue>| v.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let headers = req.headers();
+        let facts = RequestFacts {
+            method: req.method().as_str().to_owned(),
+            path: req.uri().path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            protocol: "HTTP/2.0",
+            host: req.uri().authority().map(|a| a.as_str().to_owned()).or_else(|| text(headers.get(HOST))),
+            user_agent: text(headers.get(http::header::USER_AGENT)),
+            traceparent: text(headers.get(TRACEPARENT)).filter(|t| {
+                crate::headers::valid_traceparent(t.as_bytes()) && headers.get_all(TRACEPARENT).iter().count() == 1
+            }),
+        };
+        self.entry = Some(crate::conn::record::begin(&ctx.conn, vpc, route, Some(listener), facts, request_id));
+    }
+
+    /// Counts the stream's answer and sends its record.
+    fn finish(
+        self,
+        ctx: &Ctx,
+        started: Instant,
+        response: &Response<RespBody>,
+        failure: Option<&'static str>,
+        received: u64,
+    ) {
+        let Some(obs) = self.obs else { return };
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(started);
+        let status = response.status().as_u16();
+        let group = self.group.and_then(|i| obs.groups.get(i));
+        group.map_or(&obs.stats, |g| &g.stats).request(status, elapsed);
+        if self.denied.is_some() {
+            obs.stats.auth_denied();
+        }
+        if let (Some(g), Some(sent), Some(answered)) = (group, self.sent, self.answered) {
+            g.stats.target_time(answered.saturating_duration_since(sent));
+        }
+        let (Some(route), Some(mut e)) = (&obs.log, self.entry) else { return };
+        let failure = match (failure, self.denied) {
+            (Some(f), _) => f,
+            (None, Some(_)) => "ClientAccessDenied",
+            (None, None) => "-",
+        };
+        let outcome = crate::conn::record::Outcome {
+            status,
+            failure,
+            denied: self.denied.unwrap_or("-"),
+            group,
+            target: self.target,
+            bytes: (received, response.body().size_hint().exact().unwrap_or(0)),
+            started,
+            sent: self.sent,
+            ended: now,
+        };
+        crate::conn::record::finish(&mut e, outcome);
+        if let Some(trace) = self.trace {
+            e.traceparent = Some(trace);
+        }
+        ctx.conn.telemetry.log.send(route, e, &ctx.conn.telemetry.process);
+    }
 }
 
 /// Why an exchange gave no response.

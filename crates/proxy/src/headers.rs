@@ -34,6 +34,54 @@ pub(crate) struct Forwarded<'a> {
     pub(crate) request_id: &'a [u8],
     /// `x-amzn-lattice-identity`, for an authenticated caller.
     pub(crate) identity: Option<&'a [u8]>,
+    /// A `traceparent` the proxy started (the client sent no valid one): sent instead of any
+    /// the client sent.
+    pub(crate) traceparent: Option<&'a [u8]>,
+}
+
+/// Length of a version-00 `traceparent` value.
+pub(crate) const TRACEPARENT_LEN: usize = 55;
+
+/// The request's `traceparent` value (W3C Trace Context), if it has exactly one valid one.
+pub(crate) fn find_traceparent<'b>(buf: &'b [u8], fields: &[Field]) -> Option<&'b [u8]> {
+    let mut values = fields.iter().filter(|f| buf[f.name.clone()].eq_ignore_ascii_case(b"traceparent"));
+    let value = &buf[values.next()?.value.clone()];
+    (values.next().is_none() && valid_traceparent(value)).then_some(value)
+}
+
+/// Whether `v` is a `traceparent` a participant may pass on: `vv-<32 hex>-<16 hex>-<2 hex>`
+/// in lowercase, version not `ff`, IDs not all zero (a later version may append fields).
+pub(crate) fn valid_traceparent(v: &[u8]) -> bool {
+    let hex = |s: &[u8]| s.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+    let zero = |s: &[u8]| s.iter().all(|&b| b == b'0');
+    if v.len() < TRACEPARENT_LEN || (v.len() > TRACEPARENT_LEN && (v[..2] == *b"00" || v[TRACEPARENT_LEN] != b'-')) {
+        return false;
+    }
+    let (version, trace, parent, flags) = (&v[..2], &v[3..35], &v[36..52], &v[53..55]);
+    v[2] == b'-'
+        && v[35] == b'-'
+        && v[52] == b'-'
+        && hex(version)
+        && version != b"ff"
+        && hex(trace)
+        && !zero(trace)
+        && hex(parent)
+        && !zero(parent)
+        && hex(flags)
+}
+
+/// A new trace: `00-<random trace id>-<random parent id>-01`.
+pub(crate) fn new_traceparent() -> [u8; TRACEPARENT_LEN] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    let words = [crate::balance::random_u64() | 1, crate::balance::random_u64(), crate::balance::random_u64() | 1];
+    let spans: [(usize, u64); 3] = [(3, words[0]), (19, words[1]), (36, words[2])];
+    for (at, word) in spans {
+        for i in 0..16 {
+            out[at + i] = HEX[((word >> (60 - 4 * i)) & 0xf) as usize];
+        }
+    }
+    out
 }
 
 /// A request id: a random UUID (version 4).
@@ -168,6 +216,7 @@ pub(crate) fn write_request(
             || name.eq_ignore_ascii_case(b"x-forwarded-proto")
             || starts_with_ignore_case(name, b"x-amzn-lattice-")
             || named.contains(name)
+            || (f.traceparent.is_some() && name.eq_ignore_ascii_case(b"traceparent"))
         {
             continue;
         }
@@ -212,6 +261,9 @@ pub(crate) fn write_request(
         field(out, b"x-amzn-lattice-identity", identity);
     }
     field(out, b"x-amzn-requestid", f.request_id);
+    if let Some(trace) = f.traceparent {
+        field(out, b"traceparent", trace);
+    }
     write_framing(out, framing);
     out.extend_from_slice(b"\r\n");
 }
@@ -332,6 +384,7 @@ mod tests {
             target: &target,
             request_id: &id,
             identity: None,
+            traceparent: None,
         };
         let mut out = Vec::new();
         write_request(&mut out, raw, &head, b"/p", None, Framing::Length(3), &f);
@@ -399,5 +452,34 @@ mod tests {
         let mut out = Vec::new();
         write_response(&mut out, raw, &head, ClientFraming::None, b"id-2", None);
         assert!(lines(&out).contains(&"content-length: 12".to_string()));
+    }
+
+    #[test]
+    fn traceparents() {
+        let table: &[(&str, bool)] = &[
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", true),
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", true),
+            ("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", true),
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", false),
+            ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false),
+            ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", false),
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", false),
+            ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", false),
+            ("00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01", false),
+            ("", false),
+        ];
+        for (v, want) in table {
+            assert_eq!(valid_traceparent(v.as_bytes()), *want, "{v}");
+        }
+        let made = new_traceparent();
+        assert!(valid_traceparent(&made), "{}", String::from_utf8_lossy(&made));
+        assert_ne!(made, new_traceparent());
+        // A request's one valid value is found; two are none.
+        let raw = b"GET / HTTP/1.1\r\nHost: h\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n";
+        let head = parse_request(raw, 100).unwrap().unwrap();
+        assert!(find_traceparent(raw, &head.fields).is_some());
+        let raw = b"GET / HTTP/1.1\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nTraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n";
+        let head = parse_request(raw, 100).unwrap().unwrap();
+        assert!(find_traceparent(raw, &head.fields).is_none());
     }
 }

@@ -64,9 +64,12 @@ pub(crate) async fn run(
     sink: Arc<dyn HealthSink>,
     health: watch::Sender<Arc<HealthTable>>,
     in_flight: Arc<InFlight>,
+    stats: Arc<crate::metrics::ProcessStats>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    Checker::new(config, Duration::from_secs(1), sink, health, in_flight).run(snapshots, stop).await;
+    let mut checker = Checker::new(config, Duration::from_secs(1), sink, health, in_flight);
+    checker.stats = stats;
+    checker.run(snapshots, stop).await;
     Ok(())
 }
 
@@ -83,6 +86,8 @@ struct Checker {
     next_id: u64,
     due: BinaryHeap<Reverse<Due>>,
     out: Outbox,
+    /// Where probes sent are counted.
+    stats: Arc<crate::metrics::ProcessStats>,
 }
 
 /// A target group as last reconciled.
@@ -165,6 +170,7 @@ impl Checker {
             next_id: 0,
             due: BinaryHeap::new(),
             out: Outbox::default(),
+            stats: Arc::default(),
         }
     }
 
@@ -357,6 +363,7 @@ impl Checker {
                 State::Probe { place, addr, epoch, .. } => {
                     let (place, addr, epoch, check, id) = (place.clone(), *addr, *epoch, slot.check.clone(), due.id);
                     slot.probing = true;
+                    self.stats.health_checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     probes.spawn(async move {
                         let result = match &*check {
                             Ok(c) => probe::probe(&c.probe, &place, addr, c.timeout).await,

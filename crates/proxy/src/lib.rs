@@ -24,6 +24,7 @@ use trellis_model::snapshot::Snapshot;
 use trellis_model::tls::Certificates;
 use trellis_net::{Network, Ports};
 
+mod access_log;
 mod auth;
 mod balance;
 mod conn;
@@ -36,9 +37,14 @@ mod h2;
 mod headers;
 mod health;
 mod listener;
+mod metrics;
 mod request;
 mod table;
+mod telemetry;
 mod tls;
+
+pub use access_log::AccessLogConfig;
+pub use telemetry::Telemetry;
 
 /// Settings of the data plane.
 #[derive(Clone, Debug)]
@@ -162,6 +168,8 @@ pub struct Inputs {
     pub certificates: watch::Receiver<Arc<Certificates>>,
     /// The credentials signed requests are verified with.
     pub identities: watch::Receiver<Arc<Identities>>,
+    /// Where metrics and access log records go.
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// Runs the data plane until `shutdown` completes: listeners and DNS follow the snapshots, the
@@ -172,15 +180,24 @@ pub async fn run(
     sink: Arc<dyn HealthSink>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let Inputs { snapshots, certificates, identities } = inputs;
+    let Inputs { snapshots, certificates, identities, telemetry } = inputs;
     let (stop_tx, stop) = watch::channel(false);
     let (health_tx, health) = watch::channel(Arc::new(HealthTable::default()));
+    telemetry.watch_health(health.clone());
     let in_flight = Arc::new(InFlight::default());
     let config = Arc::new(config);
-    let checker =
-        tokio::spawn(health::run(config.clone(), snapshots.clone(), sink, health_tx, in_flight.clone(), stop.clone()));
+    let checker = tokio::spawn(health::run(
+        config.clone(),
+        snapshots.clone(),
+        sink,
+        health_tx,
+        in_flight.clone(),
+        telemetry.process.clone(),
+        stop.clone(),
+    ));
     let dns = tokio::spawn(dns::run(config.clone(), snapshots.clone(), stop.clone()));
-    let listeners = tokio::spawn(listener::run(config, snapshots, certificates, identities, health, in_flight, stop));
+    let inputs = Inputs { snapshots, certificates, identities, telemetry };
+    let listeners = tokio::spawn(listener::run(config, inputs, health, in_flight, stop));
     shutdown.await;
     let _ = stop_tx.send(true);
     for task in [checker, dns, listeners] {

@@ -20,9 +20,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use trellis_model::iam::Identities;
 use trellis_model::snapshot::{Action, ListenerView, Snapshot};
-use trellis_model::tls::Certificates;
 use trellis_net::Place;
 
 use crate::conn::{self, Conn, DRAIN_GRACE};
@@ -30,7 +28,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::forward::{InFlightGuard, Pools, Upstream};
 use crate::table::{Routes, TableInputs, TlsRoute};
 use crate::tls::{self, ClientStream, Refused, TlsStore};
-use crate::{Error, HealthTable, InFlight, ProxyConfig};
+use crate::{Error, HealthTable, InFlight, Inputs, ProxyConfig, Telemetry};
 
 #[cfg(test)]
 pub(crate) mod testing;
@@ -50,20 +48,20 @@ const BIND_RETRY: Duration = Duration::from_millis(500);
 struct Shared {
     config: Arc<ProxyConfig>,
     routes: watch::Receiver<Arc<Routes>>,
+    telemetry: Arc<Telemetry>,
 }
 
 /// Serves HTTP listeners as the snapshots say, until `stop`.
 pub(crate) async fn run(
     config: Arc<ProxyConfig>,
-    mut snapshots: watch::Receiver<Arc<Snapshot>>,
-    mut certificates: watch::Receiver<Arc<Certificates>>,
-    mut identities: watch::Receiver<Arc<Identities>>,
+    inputs: Inputs,
     mut health: watch::Receiver<Arc<HealthTable>>,
     in_flight: Arc<InFlight>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Error> {
+    let Inputs { mut snapshots, mut certificates, mut identities, telemetry } = inputs;
     let (routes_tx, routes) = watch::channel(Arc::new(Routes::empty()));
-    let shared = Arc::new(Shared { routes, config: config.clone() });
+    let shared = Arc::new(Shared { routes, config: config.clone(), telemetry: telemetry.clone() });
     let mut pools = Pools::new(config.response_timeout);
     let mut tls = TlsStore::new();
     let (conns_tx, mut conns_rx) = mpsc::channel::<()>(1);
@@ -74,6 +72,7 @@ pub(crate) async fn run(
     let mut snapshot = snapshots.borrow().clone();
     loop {
         if rebuild {
+            let started = Instant::now();
             snapshot = snapshots.borrow_and_update().clone();
             let table = health.borrow_and_update().clone();
             let certs = certificates.borrow_and_update().clone();
@@ -88,8 +87,13 @@ pub(crate) async fn run(
                 certificates: &certs,
                 tls: &mut tls,
                 identities: known,
+                telemetry: &telemetry,
             };
             routes_tx.send_replace(Arc::new(Routes::build(snapshot.clone(), inputs)));
+            drop(previous);
+            telemetry.registry.prune();
+            telemetry.process.revision.store(snapshot.revision, std::sync::atomic::Ordering::Relaxed);
+            telemetry.process.apply.observe(started.elapsed());
         }
         // A port whose old socket is still closing (or held by someone else) is tried again soon.
         let retry = !reconcile(&mut open, &mut failing, wanted(&config, &snapshot), &shared, &conns_tx).await;
@@ -200,7 +204,7 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = Conn::new(vpc.clone(), addr.port(), peer.ip(), shared.config.ports);
+        let conn = Conn::new(vpc.clone(), addr.port(), peer, shared.config.ports, shared.telemetry.clone());
         let (shared, closing, tracker) = (shared.clone(), closing.clone(), conns.clone());
         tokio::spawn(async move {
             serve(stream, conn, &shared, closing).await;
@@ -237,22 +241,28 @@ async fn serve(stream: TcpStream, mut conn: Conn, shared: &Shared, closing: watc
     let Some(name) = accepted.client_hello().server_name().map(str::to_ascii_lowercase) else {
         return refuse(&conn, &Refused::NoName);
     };
+    conn.sni = Some(name.as_str().into());
     // The table as it stands now (the hello may have taken a while).
     let routes = shared.routes.borrow().clone();
     match routes.tls_route(&conn.vpc, &name, &conn.lattice_ports) {
         Err(why) => refuse(&conn, &why),
-        Ok(TlsRoute::Terminate(server_config)) => {
+        Ok(TlsRoute::Terminate(server_config, stats)) => {
             drop(routes);
             match tls::handshake(stream, accepted, server_config, deadline).await {
                 Ok(client) => {
                     conn.tls = true;
+                    conn.tls_details = client.tls_details();
+                    conn.service_stats = Some(stats);
                     if client.is_h2() {
                         crate::h2::serve(client, conn, shared.routes.clone(), config, closing).await;
                     } else {
                         conn::serve(client, conn, shared.routes.clone(), config, closing).await;
                     }
                 }
-                Err(e) => tracing::debug!(vpc = %conn.vpc, %name, error = %e, "TLS handshake failed"),
+                Err(e) => {
+                    stats.tls_failed();
+                    tracing::debug!(vpc = %conn.vpc, %name, error = %e, "TLS handshake failed");
+                }
             }
         }
         Ok(TlsRoute::Passthrough { reach, listener }) => {
@@ -289,6 +299,7 @@ async fn passthrough_target(routes: &Routes, listener: &ListenerView) -> Option<
 }
 
 fn refuse(conn: &Conn, why: &Refused) {
+    conn.telemetry.process.tls_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::debug!(vpc = %conn.vpc, reason = %why, "TLS connection refused");
 }
 

@@ -21,7 +21,7 @@ use crate::balance::{self, Group, Version};
 use crate::conn::Conn;
 use crate::error::{ErrorKind, ProxyError};
 use crate::h1::{Field, RequestHead};
-use crate::table::{ReachRoute, Routes, VpcRoute};
+use crate::table::{GroupObs, ReachRoute, Routes, VpcRoute};
 
 /// Longest host name accepted (a DNS name is at most 253 characters; room for a trailing dot).
 pub(crate) const MAX_HOST: usize = 254;
@@ -33,7 +33,23 @@ pub(crate) enum Decision<'r> {
     /// Forward to a target of a group.
     Forward(Forward<'r>),
     /// An auth policy refused it: a 403 with this body (spec §3.11).
-    Denied(String),
+    Denied {
+        /// The body.
+        message: String,
+        /// Which layer refused (access logs' `authDeniedReason`): `Network`, `Service`, or
+        /// `Unauthenticated` for a signature that could not be verified.
+        layer: &'static str,
+    },
+}
+
+/// What the route phase learned on the way, for metrics and access logs (also when it ends
+/// the request with an error).
+#[derive(Default)]
+pub(crate) struct Seen<'r> {
+    /// The VPC's entry and the service as it reaches it, once found.
+    pub(crate) reach: Option<(&'r VpcRoute, &'r ReachRoute)>,
+    /// The listener.
+    pub(crate) listener: Option<&'r ListenerView>,
 }
 
 /// A request on its way to a target group.
@@ -54,6 +70,8 @@ pub(crate) struct Forward<'r> {
     pub(crate) authority: Option<Range<usize>>,
     /// `x-amzn-lattice-identity`, for a request a signature authenticated.
     pub(crate) identity: Option<String>,
+    /// The group's counters and access log facts.
+    pub(crate) obs: &'r GroupObs,
 }
 
 /// A request's headers, as rules read them.
@@ -77,6 +95,7 @@ pub(crate) fn route<'r>(
     routes: &'r Routes,
     buf: &[u8],
     head: &RequestHead,
+    seen: &mut Seen<'r>,
 ) -> Result<Decision<'r>, ProxyError> {
     let method = &buf[head.method.clone()];
     if method == b"CONNECT" {
@@ -88,6 +107,7 @@ pub(crate) fn route<'r>(
     let host = parse_host(buf, head, target.authority.clone(), &mut host_buf)?;
     // Route: which service, through which VPC and network, on which listener.
     let Located { vpc, reach, listener, port } = locate(conn, routes, host)?;
+    *seen = Seen { reach: Some((vpc, reach)), listener: Some(listener) };
     // Rule.
     let method = std::str::from_utf8(method).map_err(|_| ProxyError::new(ErrorKind::BadFraming))?;
     let path = match std::str::from_utf8(&buf[target.path.clone()]) {
@@ -118,7 +138,10 @@ pub(crate) fn route<'r>(
         };
         match auth.check(&facts, &routes.identities, crate::auth::now()) {
             Ok(caller) => identity = caller.map(|id| crate::auth::identity_header(&id)),
-            Err(denied) => return Ok(Decision::Denied(auth.message(&denied, path))),
+            Err(denied) => {
+                let layer = denied_layer(&denied);
+                return Ok(Decision::Denied { message: auth.message(&denied, path), layer });
+            }
         }
     }
     let action = trellis_model::route::find(listener, method, path, &Headers { buf, fields: &head.fields });
@@ -127,7 +150,7 @@ pub(crate) fn route<'r>(
         Action::Forward(groups) => groups,
     };
     // Select: a target group by weight.
-    let (group, target_header) = select(routes, reach, groups)?;
+    let (group, target_header, obs) = select(routes, reach, groups)?;
     // HTTP2 and GRPC target groups take HTTP/2 requests only (spec §3.5).
     if group.version != Version::Http1 {
         return Err(ProxyError::new(ErrorKind::NeedsHttp2));
@@ -141,7 +164,18 @@ pub(crate) fn route<'r>(
         path: target.origin,
         authority: target.authority,
         identity,
+        obs,
     }))
+}
+
+/// Access logs' `authDeniedReason` for a denial: the layer whose policy refused, or
+/// `Unauthenticated` for a signature that could not be verified.
+pub(crate) fn denied_layer(denied: &crate::auth::Denied) -> &'static str {
+    match denied {
+        crate::auth::Denied::Policy { layer: crate::auth::Layer::Network, .. } => "Network",
+        crate::auth::Denied::Policy { layer: crate::auth::Layer::Service, .. } => "Service",
+        crate::auth::Denied::Unauthenticated(_) => "Unauthenticated",
+    }
 }
 
 /// Where a request for a host goes: the VPC's entry, the service as the VPC reaches it, the
@@ -162,16 +196,17 @@ pub(crate) fn locate<'r>(conn: &'r Conn, routes: &'r Routes, host: &str) -> Resu
 }
 
 /// The select phase: a target group of a forward action by weight, with its
-/// `x-amzn-lattice-target` value.
+/// `x-amzn-lattice-target` value and its counters.
 pub(crate) fn select<'r>(
     routes: &'r Routes,
     reach: &'r ReachRoute,
     groups: &[WeightedTarget],
-) -> Result<(&'r Group, &'r [u8]), ProxyError> {
+) -> Result<(&'r Group, &'r [u8], &'r GroupObs), ProxyError> {
     let chosen = balance::pick_group(groups).ok_or(ProxyError::new(ErrorKind::NoAvailableTarget))?;
     let group = routes.group(&chosen.target_group_id).ok_or(ProxyError::new(ErrorKind::NoTargets))?;
     let target_header = reach.target_header(&chosen.target_group_id).ok_or(ProxyError::new(ErrorKind::Internal))?;
-    Ok((group, target_header))
+    let obs = reach.group_obs(&chosen.target_group_id).ok_or(ProxyError::new(ErrorKind::Internal))?;
+    Ok((group, target_header, obs))
 }
 
 /// The request target: origin form (`/path?query`), absolute form (`http://host/path`, whose

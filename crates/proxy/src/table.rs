@@ -18,12 +18,14 @@ use trellis_model::snapshot::{Action, ListenerView, ServiceView, Snapshot, VpcVi
 use trellis_model::tls::Certificates;
 use trellis_net::Network;
 
+use crate::access_log::LogRoute;
 use crate::auth::AuthCheck;
 use crate::balance::{BuildCtx, Group};
 use crate::error::ErrorKind;
 use crate::forward::Pools;
+use crate::metrics::RouteStats;
 use crate::tls::{Refused, TlsConfigs, TlsStore};
-use crate::{HealthTable, InFlight, headers};
+use crate::{HealthTable, InFlight, Telemetry, headers};
 
 /// Idle timeout of target connections for a target group no listener uses (Lattice's default).
 const DEFAULT_IDLE: Duration = Duration::from_secs(60);
@@ -74,8 +76,8 @@ pub(crate) struct Routes {
 
 /// Where a TLS connection goes, by the server name of its ClientHello.
 pub(crate) enum TlsRoute<'r> {
-    /// Terminate it with this configuration.
-    Terminate(Arc<ServerConfig>),
+    /// Terminate it with this configuration; the service's stats count the connection.
+    Terminate(Arc<ServerConfig>, Arc<RouteStats>),
     /// Pass it through to a target of this listener's default action.
     Passthrough {
         /// The service as the VPC reaches it.
@@ -89,6 +91,8 @@ pub(crate) enum TlsRoute<'r> {
 pub(crate) struct VpcRoute {
     /// `x-amzn-lattice-network` for its requests.
     pub(crate) network: Box<[u8]>,
+    /// Its ARN (access logs' `sourceVpcArn`).
+    pub(crate) vpc_arn: Arc<str>,
     /// The account that owns the VPC (`vpc-lattice-svcs:SourceVpcOwnerAccount`).
     pub(crate) account: Box<str>,
     reach: FastMap<ReachRoute>,
@@ -107,6 +111,31 @@ pub(crate) struct ReachRoute {
     target_headers: TargetHeaders,
     /// The auth policies guarding the service through that network, if any guards it.
     pub(crate) auth: Option<Arc<AuthCheck>>,
+    /// Its metrics and access log destinations (shared by the VPCs that reach the service
+    /// through the same network).
+    pub(crate) obs: Arc<RouteObs>,
+}
+
+/// What counts and logs the requests to a service through a service network.
+pub(crate) struct RouteObs {
+    /// The (network, service) series: requests no target group took, connections, denials.
+    pub(crate) stats: Arc<RouteStats>,
+    /// Per target group the service forwards to.
+    pub(crate) groups: Box<[GroupObs]>,
+    /// Where access log records go, if a subscription applies.
+    pub(crate) log: Option<LogRoute>,
+}
+
+/// A target group, as metrics and access logs see it.
+pub(crate) struct GroupObs {
+    /// `tg-…`.
+    pub(crate) id: String,
+    /// The (network, service, target group) series.
+    pub(crate) stats: Arc<RouteStats>,
+    /// Its ARN.
+    pub(crate) arn: Arc<str>,
+    /// Its VPC (access logs' `destinationVpcId`).
+    pub(crate) vpc_id: Arc<str>,
 }
 
 /// What building a table needs besides the snapshot.
@@ -127,6 +156,8 @@ pub(crate) struct TableInputs<'a> {
     pub(crate) tls: &'a mut TlsStore,
     /// The credentials signed requests are verified with.
     pub(crate) identities: Arc<Identities>,
+    /// Where the series' counters are kept across tables.
+    pub(crate) telemetry: &'a Telemetry,
 }
 
 // === impl Routes ===
@@ -150,7 +181,7 @@ impl Routes {
             .vpcs
             .values()
             .filter(|v| v.ingress.is_some())
-            .filter_map(|v| Some((v.vpc_id.clone(), vpc_route(&snapshot, v, &mut labels)?)))
+            .filter_map(|v| Some((v.vpc_id.clone(), vpc_route(&snapshot, v, &mut labels, inputs.telemetry)?)))
             .collect();
         drop(labels);
         let tls = inputs.tls.configs(inputs.certificates);
@@ -186,7 +217,7 @@ impl Routes {
             ListenerProtocol::Https => self
                 .tls
                 .for_name(name, custom, service.certificate_arn.as_deref())
-                .map(TlsRoute::Terminate)
+                .map(|config| TlsRoute::Terminate(config, reach.obs.stats.clone()))
                 .ok_or_else(|| Refused::NoCertificate(name.to_owned())),
             // Passthrough routes on the custom domain name alone (spec §3.2).
             ListenerProtocol::TlsPassthrough if custom => Ok(TlsRoute::Passthrough { reach, listener }),
@@ -211,6 +242,11 @@ impl Routes {
 // === impl ReachRoute ===
 
 impl ReachRoute {
+    /// Metrics and access log facts of target group `tg_id`.
+    pub(crate) fn group_obs(&self, tg_id: &str) -> Option<&GroupObs> {
+        self.obs.groups.iter().find(|g| g.id == tg_id)
+    }
+
     /// `x-amzn-lattice-target` for a request forwarded to target group `tg_id`.
     pub(crate) fn target_header(&self, tg_id: &str) -> Option<&[u8]> {
         self.target_headers.iter().find_map(|(id, v)| (id == tg_id).then_some(&**v))
@@ -222,7 +258,8 @@ impl ReachRoute {
 fn vpc_route<'s>(
     snapshot: &'s Snapshot,
     vpc: &'s VpcView,
-    labels: &mut HashMap<(&'s str, &'s str), TargetHeaders>,
+    labels: &mut HashMap<(&'s str, &'s str), (TargetHeaders, Arc<RouteObs>)>,
+    telemetry: &Telemetry,
 ) -> Option<VpcRoute> {
     let network = headers::lattice_network(&vpc.vpc_arn);
     let reach = vpc
@@ -231,9 +268,12 @@ fn vpc_route<'s>(
         .filter_map(|(id, r)| {
             let service = snapshot.services.get(id)?;
             let network_arn = r.service_network_arn.as_str();
-            let target_headers = labels
+            let (target_headers, obs) = labels
                 .entry((id.as_str(), network_arn))
-                .or_insert_with(|| target_headers(snapshot, service, network_arn))
+                .or_insert_with(|| {
+                    let obs = route_obs(snapshot, service, &r.service_network_id, network_arn, telemetry);
+                    (target_headers(snapshot, service, network_arn), Arc::new(obs))
+                })
                 .clone();
             let (network, guarded) = (snapshot.iam.get(&r.service_network_id), snapshot.iam.get(id));
             let auth = (network.is_some() || guarded.is_some()).then(|| {
@@ -244,7 +284,7 @@ fn vpc_route<'s>(
                     service_arn: service.arn.clone(),
                 })
             });
-            Some((id.clone(), ReachRoute { service: service.clone(), target_headers, auth }))
+            Some((id.clone(), ReachRoute { service: service.clone(), target_headers, auth, obs }))
         })
         .collect::<FastMap<_>>();
     let ports = |tls: bool| {
@@ -259,7 +299,53 @@ fn vpc_route<'s>(
         ports
     };
     let (tls_ports, http_ports) = (ports(true), ports(false));
-    Some(VpcRoute { network, account: vpc.account.as_str().into(), reach, tls_ports, http_ports })
+    let vpc_arn = vpc.vpc_arn.as_str().into();
+    Some(VpcRoute { network, vpc_arn, account: vpc.account.as_str().into(), reach, tls_ports, http_ports })
+}
+
+/// The counters and log destinations of requests to `service` through network `network_id`:
+/// the network's `SERVICE` subscriptions and the service's own, each destination once.
+fn route_obs(
+    snapshot: &Snapshot,
+    service: &ServiceView,
+    network_id: &str,
+    network_arn: &str,
+    telemetry: &Telemetry,
+) -> RouteObs {
+    let registry = &telemetry.registry;
+    let stats = registry.route(network_id, &service.id, "");
+    let mut groups: Vec<GroupObs> = Vec::new();
+    for tg_id in forwarded_groups(service) {
+        if groups.iter().any(|g| g.id == tg_id) {
+            continue;
+        }
+        let Some(tg) = snapshot.target_groups.get(tg_id) else { continue };
+        groups.push(GroupObs {
+            id: tg_id.to_owned(),
+            stats: registry.route(network_id, &service.id, tg_id),
+            arn: tg.arn.as_str().into(),
+            vpc_id: tg.vpc_id.as_deref().unwrap_or("-").into(),
+        });
+    }
+    let subscriptions = [network_id, service.id.as_str()]
+        .into_iter()
+        .filter_map(|owner| snapshot.access_logs.get(owner))
+        .flat_map(|subs| subs.iter())
+        .filter(|s| !s.resource_only);
+    let mut destinations: Vec<std::path::PathBuf> = Vec::new();
+    for sub in subscriptions {
+        let dir = sub.destination.dir();
+        if !destinations.contains(&dir) {
+            destinations.push(dir);
+        }
+    }
+    let log = (!destinations.is_empty()).then(|| LogRoute {
+        destinations: destinations.into(),
+        service_arn: service.arn.as_str().into(),
+        service_id: service.id.as_str().into(),
+        network_arn: network_arn.into(),
+    });
+    RouteObs { stats, groups: groups.into(), log }
 }
 
 /// `x-amzn-lattice-target` for each target group `service` forwards to, reached through
@@ -350,6 +436,7 @@ mod tests {
                 certificates: &Certificates::default(),
                 tls: &mut TlsStore::new(),
                 identities: Arc::default(),
+                telemetry: &Telemetry::for_tests(),
             },
         );
         for vpc in ["vpc-1", "vpc-2"] {

@@ -55,6 +55,15 @@ pub(crate) enum ClientStream {
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
+/// What a terminated TLS session negotiated.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TlsDetails {
+    /// `TLSv1.2`, `TLSv1.3`.
+    pub(crate) version: &'static str,
+    /// The cipher suite (OpenSSL's name for TLS 1.2 suites, as AWS logs them).
+    pub(crate) cipher: &'static str,
+}
+
 /// Server configurations per certificate, kept across route tables.
 pub(crate) struct TlsStore {
     provider: Arc<CryptoProvider>,
@@ -126,6 +135,32 @@ impl AsyncWrite for ClientStream {
 }
 
 impl ClientStream {
+    /// The negotiated protocol version and cipher suite (access logs' `tlsVersion` and
+    /// `sslCipher`), for a TLS client.
+    pub(crate) fn tls_details(&self) -> Option<TlsDetails> {
+        let Self::Tls(s) = self else { return None };
+        let session = s.get_ref().1;
+        let version = match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "-",
+        };
+        let suite = session.negotiated_cipher_suite().map(|s| s.suite());
+        let cipher = match suite {
+            Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256) => "TLS_AES_128_GCM_SHA256",
+            Some(rustls::CipherSuite::TLS13_AES_256_GCM_SHA384) => "TLS_AES_256_GCM_SHA384",
+            Some(rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256) => "TLS_CHACHA20_POLY1305_SHA256",
+            Some(rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256) => "ECDHE-RSA-AES128-GCM-SHA256",
+            Some(rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384) => "ECDHE-RSA-AES256-GCM-SHA384",
+            Some(rustls::CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256) => "ECDHE-RSA-CHACHA20-POLY1305",
+            Some(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256) => "ECDHE-ECDSA-AES128-GCM-SHA256",
+            Some(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384) => "ECDHE-ECDSA-AES256-GCM-SHA384",
+            Some(other) => other.as_str().unwrap_or("-"),
+            None => "-",
+        };
+        Some(TlsDetails { version, cipher })
+    }
+
     /// Whether the client speaks TLS.
     pub(crate) fn is_tls(&self) -> bool {
         matches!(self, Self::Tls(_))

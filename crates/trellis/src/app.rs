@@ -33,6 +33,9 @@ pub const TOKEN_FILE: &str = "api-token";
 /// A server with its sockets bound, ready to run.
 pub struct Bound {
     listener: tokio::net::TcpListener,
+    /// `--metrics-listen`'s socket.
+    metrics_listener: Option<tokio::net::TcpListener>,
+    telemetry: Arc<trellis_proxy::Telemetry>,
     router: axum::Router,
     store: Arc<dyn Store>,
     config: Config,
@@ -92,7 +95,17 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
         loopback_targets: config.network.loopback_only(),
         require_signature: config.require_signature,
         api_token: api_token.clone(),
+        data_dir: Some(config.data_dir.clone()),
     };
+    let metrics_listener = match config.metrics_listen {
+        None => None,
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics listener to {addr}"))?,
+        ),
+    };
+    let telemetry = trellis_proxy::Telemetry::new(config.access_log.clone());
     // One state for the API and the console, so that the sessions the console opens are the
     // ones the API accepts in place of a signature.
     let state = ControlState::new(store.clone(), control);
@@ -106,6 +119,7 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
         })
         .merge(crate::instances::router(netmgr.clone()))
         .merge(crate::logs::router(config.data_dir.clone()))
+        .merge(crate::access_logs::router(telemetry.clone()))
         .merge(trellis_control::pki::router(store.clone()))
         .merge(trellis_control::identity::router(
             store.clone(),
@@ -122,7 +136,7 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
             },
         ));
     let router = trellis_control::router_with(state, ours);
-    Ok(Bound { listener, router, store, config, snapshots, netmgr })
+    Ok(Bound { listener, metrics_listener, telemetry, router, store, config, snapshots, netmgr })
 }
 
 /// Opens the configured store: the embedded one in the data directory, or etcd (which must
@@ -151,7 +165,7 @@ impl Bound {
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
     pub async fn wait_termination(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
-        let Self { listener, router, store, config, snapshots, netmgr } = self;
+        let Self { listener, metrics_listener, telemetry, router, store, config, snapshots, netmgr } = self;
         let (stop_tx, stop) = watch::channel(false);
         // netns mode: the network manager stands between the compiler and the data plane, so
         // that a VPC's network exists before the proxy opens sockets in it.
@@ -204,7 +218,19 @@ impl Bound {
             identities_tx,
             stop.clone(),
         ));
-        let inputs = trellis_proxy::Inputs { snapshots: snapshots.subscribe(), certificates, identities };
+        let metrics = metrics_listener.map(|l| {
+            let router = crate::access_logs::metrics_router(telemetry.clone());
+            let mut stop = stop.clone();
+            tokio::spawn(trellis_control::serve(l, router, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }))
+        });
+        let inputs = trellis_proxy::Inputs {
+            snapshots: snapshots.subscribe(),
+            certificates,
+            identities,
+            telemetry: telemetry.clone(),
+        };
         let proxy = tokio::spawn(trellis_proxy::run(config.proxy.clone(), inputs, sink, async move {
             let _ = proxy_stop.wait_for(|s| *s).await;
         }));
@@ -235,6 +261,9 @@ impl Bound {
         let _ = trimmer.await;
         if let Some(network) = network {
             let _ = network.await;
+        }
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
         }
         match proxy.await {
             Ok(result) => result.context("running the data plane")?,

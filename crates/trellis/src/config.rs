@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use trellis_control::Quotas;
 use trellis_net::{IngressRange, Naming, Network, Ports};
-use trellis_proxy::ProxyConfig;
+use trellis_proxy::{AccessLogConfig, ProxyConfig};
 use trellis_store::{Durability, EtcdConfig};
 
 /// Where environment variables come from.
@@ -105,6 +105,9 @@ pub struct RawConfig {
     /// Lifetime of the managed certificates of generated names, in seconds (default 90 days);
     /// each is renewed when a third of it is left.
     pub certificate_lifetime_seconds: Option<u64>,
+    /// Where `/_trellis/metrics` is also served, on a listener of its own (default: only on
+    /// the API listener).
+    pub metrics_listen: Option<String>,
     /// Data-plane settings.
     pub proxy: RawProxy,
 }
@@ -128,6 +131,13 @@ pub struct RawProxy {
     /// Lowest health-check interval in milliseconds (default 5000, AWS's floor). A Trellis
     /// extension for tests and demos: lower it to see health transitions quickly.
     pub min_health_check_interval_ms: Option<u64>,
+    /// An access log file rotates once it is this many bytes (default 16 MiB).
+    pub access_log_max_file_bytes: Option<u64>,
+    /// Rotated access log files kept per destination (default 4).
+    pub access_log_keep_files: Option<usize>,
+    /// Access log records waiting for the writer at most; more are dropped and counted
+    /// (default 8192).
+    pub access_log_queue: Option<usize>,
 }
 
 /// Quotas as written in the TOML file.
@@ -196,6 +206,10 @@ pub struct Config {
     pub certificate_lifetime: Duration,
     /// Data-plane settings.
     pub proxy: ProxyConfig,
+    /// A listener of its own for `/_trellis/metrics`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Access log files.
+    pub access_log: AccessLogConfig,
 }
 
 /// Which store an installation runs on.
@@ -276,6 +290,17 @@ impl RawConfig {
         p.response_timeout_seconds = num("RESPONSE_TIMEOUT_SECONDS")?.or(p.response_timeout_seconds);
         p.deregistration_delay_seconds = num("DEREGISTRATION_DELAY_SECONDS")?.or(p.deregistration_delay_seconds);
         p.min_health_check_interval_ms = num("MIN_HEALTH_CHECK_INTERVAL_MS")?.or(p.min_health_check_interval_ms);
+        p.access_log_max_file_bytes = num("ACCESS_LOG_MAX_FILE_BYTES")?.or(p.access_log_max_file_bytes);
+        let size = |v: u64, name: &str| usize::try_from(v).with_context(|| format!("TRELLIS_{name} is too large"));
+        if let Some(v) = num("ACCESS_LOG_KEEP_FILES")? {
+            p.access_log_keep_files = Some(size(v, "ACCESS_LOG_KEEP_FILES")?);
+        }
+        if let Some(v) = num("ACCESS_LOG_QUEUE")? {
+            p.access_log_queue = Some(size(v, "ACCESS_LOG_QUEUE")?);
+        }
+        if let Some(v) = s("METRICS_LISTEN") {
+            self.metrics_listen = Some(v);
+        }
         self.certificate_lifetime_seconds = num("CERTIFICATE_LIFETIME_SECONDS")?.or(self.certificate_lifetime_seconds);
         if let Some(v) = s("RELAXED_HEALTH_CHECKS") {
             self.relaxed_health_checks = Some(matches!(v.as_str(), "1" | "true" | "yes"));
@@ -412,6 +437,18 @@ impl RawConfig {
         if self.worker_threads == Some(0) {
             bail!("worker_threads must be at least 1");
         }
+        let metrics_listen = match self.metrics_listen.as_deref() {
+            None | Some("") => None,
+            Some(a) => Some(a.parse::<SocketAddr>().with_context(|| format!("metrics listen address {a:?}"))?),
+        };
+        let access_log = AccessLogConfig {
+            data_dir: data_dir.clone(),
+            node: node.clone(),
+            max_file_bytes: p.access_log_max_file_bytes.unwrap_or(16 << 20).max(1024),
+            keep_files: p.access_log_keep_files.unwrap_or(4),
+            queue: p.access_log_queue.unwrap_or(8192).max(1),
+            recent: 10_000,
+        };
         let certificate_lifetime = match self.certificate_lifetime_seconds {
             None => trellis_control::pki::DEFAULT_LIFETIME,
             Some(s) if s >= 3 => Duration::from_secs(s),
@@ -429,6 +466,8 @@ impl RawConfig {
             task_range,
             task_port_offset: p.low_port_offset.unwrap_or(10_000),
             proxy,
+            metrics_listen,
+            access_log,
             data_dir,
             listen,
             region,

@@ -1,6 +1,7 @@
 //! The `trellis` binary's library half: configuration, wiring and the CLI commands, so that the
 //! end-to-end tests can run a whole server in-process.
 
+pub mod access_logs;
 pub mod agent;
 pub mod app;
 pub mod client;

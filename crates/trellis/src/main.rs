@@ -51,7 +51,8 @@ enum Command {
     /// This installation's networks (netns mode): `trellis net cleanup`.
     #[command(subcommand)]
     Net(NetCommand),
-    /// Output of ECS tasks: `trellis logs task TASK_ID`.
+    /// Output of ECS tasks (`trellis logs task TASK_ID`) and this node's access logs
+    /// (`trellis logs access [--service ID] [--follow]`).
     #[command(subcommand)]
     Logs(LogsCommand),
     /// Run a built-in image (what a task whose image is `amazon/amazon-ecs-sample` or
@@ -65,6 +66,21 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum LogsCommand {
+    /// Print the newest access log entries this node wrote (one JSON object a line, oldest
+    /// first), all destinations merged.
+    Access {
+        /// Only this service's (`svc-…`).
+        #[arg(long)]
+        service: Option<String>,
+        /// How many [default: 100].
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Keep printing new entries as they are written (until interrupted).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print what a task's containers wrote (its ID or ARN).
     Task {
         /// The task.
@@ -137,6 +153,10 @@ struct ServeArgs {
     /// own endpoints (health aside) need the API token that `trellis credentials` prints.
     #[arg(long)]
     require_signature: bool,
+    /// Also serve /_trellis/metrics on this address, on a listener of its own [default: the
+    /// API listener only].
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -188,8 +208,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             init_logs(config.log_json);
             trellis::memory::limit_arenas();
             runtime(config.worker_threads)?.block_on(async move {
+                let shutdown = shutdown_signal();
                 let bound = app::build(config).await?;
-                bound.wait_termination(shutdown_signal()).await
+                bound.wait_termination(shutdown).await
             })?;
             Ok(0)
         }
@@ -237,6 +258,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let client = client(args, &ProcessEnv)?;
             runtime(Some(1))?.block_on(trellis::vpc::exec(&client, &vpc_id, subnet.as_deref(), &command))
         }
+        Command::Logs(LogsCommand::Access { service, limit, follow, client: args }) => {
+            let client = client(args, &ProcessEnv)?;
+            let options = trellis::access_logs::Options { service, limit, follow };
+            runtime(Some(1))?.block_on(trellis::access_logs::print(&client, options))?;
+            Ok(0)
+        }
         Command::Logs(LogsCommand::Task { task_id, client: args }) => {
             let client = client(args, &ProcessEnv)?;
             runtime(Some(1))?.block_on(trellis::logs::print(&client, &task_id))?;
@@ -272,6 +299,7 @@ fn serve_config(args: ServeArgs, env: &dyn Env) -> anyhow::Result<config::Config
     if args.require_signature {
         raw.require_signature = Some(true);
     }
+    raw.metrics_listen = args.metrics_listen.or(raw.metrics_listen);
     raw.validate(env)
 }
 
@@ -315,20 +343,25 @@ fn init_logs_with(json: bool, default: &str) {
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Completes on SIGINT or SIGTERM. The handlers are installed when this is called, not when it
+/// is first polled: called before the API binds, a signal sent as soon as its port accepts
+/// (before the server gets to waiting) still shuts it down cleanly.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let watched = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        match watched {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }

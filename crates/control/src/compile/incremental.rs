@@ -54,6 +54,8 @@ pub(super) struct Dirty {
     networks: bool,
     /// Service networks', services' or auth policies' records changed.
     auth: bool,
+    /// Access log subscriptions changed.
+    access_logs: bool,
 }
 
 // === impl Index ===
@@ -96,6 +98,7 @@ impl Index {
             }
         };
         match rec {
+            Rec::AccessLog(_) => dirty.access_logs = true,
             Rec::AuthPolicy(_) => dirty.auth = true,
             Rec::Network(_) => {
                 dirty.vpcs = true;
@@ -223,6 +226,9 @@ pub(super) fn update(last: &mut Snapshot, model: &Model, index: &Index, mut dirt
     if dirty.auth {
         let wanted = |r: &Rec| matches!(r, Rec::AuthPolicy(_) | Rec::Network(_) | Rec::Service(_));
         last.iam = model.records_of(wanted).iam(&last.iam);
+    }
+    if dirty.access_logs {
+        last.access_logs = model.records_of(|r| matches!(r, Rec::AccessLog(_))).access_logs();
     }
     if services_changed {
         last.hosts = hosts(&last.services);

@@ -34,6 +34,17 @@ pub(super) struct NetworkRec {
     pub(super) auth_type: AuthType,
 }
 
+/// An access log subscription (`res/als/…`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct AccessLogRec {
+    pub(super) id: String,
+    pub(super) resource_id: String,
+    pub(super) destination_arn: String,
+    #[serde(default)]
+    pub(super) service_network_log_type: Option<String>,
+}
+
 /// An auth policy (`authpolicy/<sn-… or svc-…>`): its owner (from the key) and its document.
 pub(super) struct AuthPolicyRec {
     pub(super) owner: String,
@@ -143,6 +154,7 @@ pub(super) struct SubnetRec {
 /// One decoded record, as a [`Model`](super::model::Model) keeps it under its store key. Large
 /// records are boxed so that the small, numerous ones (associations, targets) stay small.
 pub(super) enum Rec {
+    AccessLog(Box<AccessLogRec>),
     AuthPolicy(Box<AuthPolicyRec>),
     Ingress(IpAddr),
     Listener(Box<ListenerRec>),
@@ -160,6 +172,7 @@ pub(super) enum Rec {
 /// The kinds of [`Rec`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum RecKind {
+    AccessLog,
     AuthPolicy,
     Ingress,
     Listener,
@@ -207,6 +220,8 @@ pub(super) struct Records<'m> {
     pub(super) ingress: HashMap<(&'m str, &'m str), IpAddr>,
     /// Auth policy documents by owner ID.
     pub(super) auth_policies: HashMap<&'m str, &'m str>,
+    /// Access log subscriptions, in key order.
+    pub(super) access_logs: Vec<&'m AccessLogRec>,
 }
 
 // === impl Records ===
@@ -232,6 +247,7 @@ impl<'m> Records<'m> {
         }
         let Some((scope, what, tail)) = split_resource(key) else { return };
         match rec {
+            Rec::AccessLog(a) => self.access_logs.push(a),
             Rec::AuthPolicy(p) => {
                 self.auth_policies.insert(&p.owner, &p.policy);
             }
@@ -263,6 +279,7 @@ impl<'m> Records<'m> {
 pub(super) fn decode(key: &str, value: &[u8], ingress_prefix: &str) -> Decoded {
     let Some(kind) = kind(key, ingress_prefix) else { return Decoded::Ignored };
     match kind {
+        RecKind::AccessLog => read(key, value, |a| Rec::AccessLog(Box::new(a))),
         RecKind::AuthPolicy => auth_policy(key, value),
         RecKind::Ingress => ingress(key, value),
         RecKind::Listener => read(key, value, |l| Rec::Listener(Box::new(l))),
@@ -290,6 +307,7 @@ pub(super) fn kind(key: &str, ingress_prefix: &str) -> Option<RecKind> {
         "res" => {
             let (kind, _) = tail.split_once('/')?;
             match Kind::from_prefix(kind)? {
+                Kind::AccessLogSubscription => Some(RecKind::AccessLog),
                 Kind::ServiceNetwork => Some(RecKind::Network),
                 Kind::Service => Some(RecKind::Service),
                 Kind::TargetGroup => Some(RecKind::TargetGroup),

@@ -645,3 +645,70 @@ async fn auth_policies_are_compiled_for_aws_iam_resources() {
     assert!(full.iam[&id(&sn)].policy.is_some());
     assert!(!full.iam.contains_key(&id(&guarded)), "authType NONE again");
 }
+
+#[tokio::test]
+async fn access_log_subscriptions_are_compiled_by_owner() {
+    use trellis_model::access_log::Destination;
+    let w = World::new();
+    let sn = w.network("logged").await;
+    let svc = w.service(json!({"name": "logged"})).await;
+    let subscribe = |owner: String, arn: &'static str, log_type: Option<&'static str>| {
+        let mut body = json!({"resourceIdentifier": owner, "destinationArn": arn});
+        if let Some(t) = log_type {
+            body["serviceNetworkLogType"] = json!(t);
+        }
+        body
+    };
+    let cw = w
+        .post("/accesslogsubscriptions", subscribe(id(&sn), "arn:aws:logs:us-east-1:000000000000:log-group:g", None))
+        .await;
+    w.post(
+        "/accesslogsubscriptions",
+        subscribe(id(&sn), "arn:aws:firehose:us-east-1:000000000000:deliverystream/f", Some("RESOURCE")),
+    )
+    .await;
+    let s3 = w.post("/accesslogsubscriptions", subscribe(id(&svc), "arn:aws:s3:::bucket/p", None)).await;
+    let snap = w.compile().await;
+    let on_sn = &snap.access_logs[&id(&sn)];
+    assert_eq!(on_sn.len(), 2);
+    let resource_only: Vec<bool> = on_sn.iter().map(|a| a.resource_only).collect();
+    assert_eq!(resource_only.iter().filter(|r| **r).count(), 1, "the RESOURCE one is marked");
+    let on_svc = &snap.access_logs[&id(&svc)];
+    assert_eq!(on_svc[0].id, id(&s3));
+    assert_eq!(on_svc[0].destination, Destination::S3 { bucket: "bucket".into(), prefix: "p".into() });
+
+    // The same, change by change: one updated, one deleted.
+    let all = w.store.list_prefix("", None, 0).await.unwrap();
+    let mut compiler = Compiler::from_kvs(&all.kvs, all.revision, "n1");
+    let (status, _, body) = call(
+        &w.app,
+        "PATCH",
+        &format!("/accesslogsubscriptions/{}", id(&cw)),
+        Some(json!({"destinationArn": "arn:aws:logs:us-east-1:000000000000:log-group:other"})),
+    )
+    .await;
+    assert!(status.is_success(), "{body}");
+    let (status, _, body) = call(&w.app, "DELETE", &format!("/accesslogsubscriptions/{}", id(&s3)), None).await;
+    assert!(status.is_success(), "{body}");
+    let after = w.store.list_prefix("", None, 0).await.unwrap();
+    for kv in after.kvs.iter().filter(|kv| kv.mod_revision > all.revision) {
+        compiler.apply(&WatchEvent { kind: EventKind::Put, kv: kv.clone() });
+    }
+    for kv in all.kvs.iter().filter(|kv| !after.kvs.iter().any(|a| a.key == kv.key)) {
+        compiler.apply(&WatchEvent { kind: EventKind::Delete, kv: kv.clone() });
+    }
+    compiler.advance(after.revision);
+    let stepped = compiler.snapshot();
+    let full = w.compile().await;
+    assert_eq!(stepped.access_logs, full.access_logs);
+    assert!(!full.access_logs.contains_key(&id(&svc)), "the service's only subscription is gone");
+    let group = full.access_logs[&id(&sn)].iter().find(|a| a.id == id(&cw)).map(|a| a.destination.clone());
+    assert_eq!(
+        group,
+        Some(Destination::CloudWatchLogs {
+            region: "us-east-1".into(),
+            account: "000000000000".into(),
+            group: "other".into()
+        })
+    );
+}

@@ -119,6 +119,10 @@ impl Session {
         self.qbuf.clear();
         {
             let buf = self.rbuf.bytes();
+            // A request without a valid `traceparent` starts a trace here.
+            if headers::find_traceparent(buf, &head.fields).is_none() {
+                self.meter.trace = Some(headers::new_traceparent());
+            }
             let f = Forwarded {
                 client_ip: &self.conn.client_ip,
                 port: fw.port,
@@ -127,6 +131,7 @@ impl Session {
                 target: fw.target_header,
                 request_id,
                 identity: fw.identity.as_deref().map(str::as_bytes),
+                traceparent: self.meter.trace.as_ref().map(|t| &t[..]),
             };
             let authority = fw.authority.clone().map(|a| &buf[a]);
             // An absolute-form target without a path asks for `/` (RFC 9112 §3.2.1).
@@ -162,6 +167,7 @@ impl Session {
         let mut target = fw.group.pick().map_err(|k| (ProxyError::new(k), left(&body)))?;
         let (mut connect_failures, mut stale, mut broken) = (0, 0, 0);
         loop {
+            self.meter.target = Some(target.pool.addr());
             let idle = if stale < STALE_RETRIES { target.pool.take() } else { None };
             let (mut stream, reused) = match idle {
                 Some(stream) => (stream, true),
@@ -195,6 +201,7 @@ impl Session {
             if matches!(body, ReqBody::Done) {
                 // All of the request goes out at once: the target's time starts now.
                 self.timers.clock.await_response(self.timers.clock.last_io());
+                self.meter.sent = Some(self.timers.clock.last_io());
                 x.clock_started = true;
             }
             let req = Req { head, request_id };
@@ -401,7 +408,9 @@ impl Session {
         }
         // The whole request is out (or the target stopped taking it): its response is due.
         if !x.clock_started && (x.req_failed || (matches!(body, ReqBody::Done) && x.qpos == self.qbuf.len())) {
-            self.timers.clock.await_response(tokio::time::Instant::now());
+            let now = tokio::time::Instant::now();
+            self.timers.clock.await_response(now);
+            self.meter.sent = Some(now);
             x.clock_started = true;
         }
         // A client gone while its response is awaited gets none: the target's socket and its
@@ -436,6 +445,8 @@ impl Session {
                             }
                             Ok(Some(h)) => {
                                 self.timers.clock.response_arrived();
+                                self.meter.status = h.status;
+                                self.meter.answered = Some(tokio::time::Instant::now());
                                 let framing = response_framing(&h, head.is_head);
                                 let client = match framing {
                                     Framing::Empty => ClientFraming::None,

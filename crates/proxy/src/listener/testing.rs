@@ -262,15 +262,13 @@ impl Proxy {
         let (identities, identities_rx) = watch::channel(Arc::new(Identities::default()));
         let (stop, stop_rx) = watch::channel(false);
         let in_flight = Arc::new(InFlight::default());
-        let task = tokio::spawn(super::run(
-            Arc::new(config),
-            snapshots_rx,
-            certificates_rx,
-            identities_rx,
-            health_rx,
-            in_flight.clone(),
-            stop_rx,
-        ));
+        let inputs = crate::Inputs {
+            snapshots: snapshots_rx,
+            certificates: certificates_rx,
+            identities: identities_rx,
+            telemetry: crate::Telemetry::for_tests(),
+        };
+        let task = tokio::spawn(super::run(Arc::new(config), inputs, health_rx, in_flight.clone(), stop_rx));
         wait_listening(ready).await;
         Self { snapshots, health, certificates, identities, in_flight, stop, task }
     }

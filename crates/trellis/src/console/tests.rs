@@ -25,6 +25,7 @@ fn state(dir: &tempfile::TempDir) -> ControlState {
         loopback_targets: true,
         require_signature: false,
         api_token: TOKEN.into(),
+        data_dir: None,
     };
     ControlState::new(Arc::new(store), config)
 }
