@@ -270,15 +270,17 @@ impl Writer {
     }
 
     fn append(&mut self, dir: &Path, line: &str) -> std::io::Result<()> {
-        let path = self.config.data_dir.join(dir).join(format!("{}.log", self.config.node));
+        // The file's path is made only to open or rotate it, not per record.
+        let path = || self.config.data_dir.join(dir).join(format!("{}.log", self.config.node));
         if !self.files.contains_key(dir) {
-            let open = open(&path)?;
+            let open = open(&path())?;
             self.files.insert(dir.to_owned(), open);
         }
         let Some(current) = self.files.get_mut(dir) else { return Ok(()) };
         if current.size > 0 && current.size + line.len() as u64 + 1 > self.config.max_file_bytes {
             current.file.flush()?;
             self.files.remove(dir);
+            let path = path();
             rotate(&path, self.config.keep_files)?;
             self.files.insert(dir.to_owned(), open(&path)?);
         }

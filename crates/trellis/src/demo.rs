@@ -43,6 +43,9 @@ pub struct Options {
     pub auth: bool,
 }
 
+/// The CloudWatch Logs group the demo's access logs go to.
+const DEMO_LOG_GROUP: &str = "demo-network-access";
+
 /// What the demo made, for the checks and the `aws` commands it prints.
 #[derive(Default)]
 struct Made {
@@ -188,6 +191,19 @@ async fn scenario(api: &Client, network: &Network, options: Options, say: &dyn F
         .await?;
     }
     say(&format!("created service network {sn_id}, associated with VPC-A and VPC-B (not VPC-C)"));
+    // Its access logs go to a CloudWatch Logs group (files under the data directory, served by
+    // `aws logs` and the console's tail).
+    let sn_arn = text(&sn, "arn")?;
+    let mut arn = sn_arn.split(':');
+    let (region, account) = (arn.nth(3).unwrap_or("us-east-1"), arn.next().unwrap_or("000000000000"));
+    let log_group = format!("arn:aws:logs:{region}:{account}:log-group:{DEMO_LOG_GROUP}");
+    api.call(
+        "POST",
+        "/accesslogsubscriptions",
+        Some(json!({"resourceIdentifier": sn_id, "destinationArn": log_group})),
+    )
+    .await?;
+    say(&format!("subscribed its access logs to the CloudWatch Logs group {DEMO_LOG_GROUP}"));
     let tg = api
         .call(
             "POST",
@@ -295,6 +311,20 @@ async fn scenario(api: &Client, network: &Network, options: Options, say: &dyn F
     for line in page.lines().filter(|l| !l.trim().is_empty()) {
         println!("          {line}");
     }
+    // The request is in the access log once the writer's batch is flushed (within moments).
+    let mut logged = 0;
+    for _ in 0..50 {
+        let tail = api.text("GET", &format!("/_trellis/access-logs?service={svc_id}&limit=10")).await?;
+        logged = tail.lines().filter(|l| !l.trim().is_empty()).count();
+        if logged > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if logged == 0 {
+        bail!("the request from VPC-B is not in the access log");
+    }
+    say(&format!("the access log has it (aws logs filter-log-events --log-group-name {DEMO_LOG_GROUP})"));
     let from_c = Vantage::new(api, network, &vpc_c, &subnet_c).await?;
     match &from_c.resolver {
         Some((resolver, place)) => match fetch::resolve(place, *resolver, &dns, Duration::from_secs(1)).await? {
@@ -432,6 +462,11 @@ fn print_aws_commands(made: &Made, endpoint: &str, options: Options) {
             id("vpc_b")
         ),
         format!(
+            "aws vpc-lattice create-access-log-subscription --resource-identifier {} \\\n    \
+             --destination-arn arn:aws:logs:us-east-1:000000000000:log-group:{DEMO_LOG_GROUP}",
+            id("sn")
+        ),
+        format!(
             "aws vpc-lattice create-target-group --name demo-web --type IP \\\n    --config \
              '{{\"port\":80,\"protocol\":\"HTTP\",\"vpcIdentifier\":\"{}\"}}'",
             id("vpc_a")
@@ -474,6 +509,7 @@ fn print_aws_commands(made: &Made, endpoint: &str, options: Options) {
             id("tg_arn")
         ),
         format!("trellis vpc exec {} -- curl {scheme}://{}/", id("vpc_b"), id("dns")),
+        format!("aws logs filter-log-events --log-group-name {DEMO_LOG_GROUP}"),
     ];
     for line in lines {
         println!("  {line}");
