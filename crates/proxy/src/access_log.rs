@@ -241,8 +241,14 @@ impl Writer {
 
     /// Appends a record to its destinations; the record, for the recent ones.
     fn write(&mut self, job: Job) -> Option<(Arc<str>, String)> {
-        let line = match serde_json::to_string(&job.entry) {
-            Ok(line) => line,
+        // A record's line is about 1 KiB: one allocation, not a string grown by doubling.
+        let mut buf = Vec::with_capacity(1536);
+        let line = match serde_json::to_writer(&mut buf, &job.entry).map(|()| String::from_utf8(buf)) {
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "an access log record serialized to invalid UTF-8");
+                return None;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot serialize an access log record");
                 return None;
