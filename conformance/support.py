@@ -497,15 +497,23 @@ class Etcd:
             b.bind(("127.0.0.1", 0))
             self.port, self.peer_port = a.getsockname()[1], b.getsockname()[1]
         client, peer = f"http://127.0.0.1:{self.port}", f"http://127.0.0.1:{self.peer_port}"
-        self.log = open(self.dir / "etcd.log", "wb")
-        self.proc = subprocess.Popen(
-            ["etcd", "--name=conformance", f"--data-dir={self.dir / 'data'}",
-             f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
-             f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
-             f"--initial-cluster=conformance={peer}",
-             # A one-member cluster elects itself in milliseconds instead of a second.
-             "--heartbeat-interval=10", "--election-timeout=50"],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        self.cmd = ["etcd", "--name=conformance", f"--data-dir={self.dir / 'data'}",
+                    f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
+                    f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
+                    f"--initial-cluster=conformance={peer}",
+                    # A one-member cluster elects itself in milliseconds instead of a second.
+                    "--heartbeat-interval=10", "--election-timeout=50"]
+        self._spawn()
+
+    def _spawn(self):
+        self.log = open(self.dir / "etcd.log", "ab")
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def restart(self):
+        """Starts it again on the same data and ports (after `kill()`), and waits until healthy."""
+        self.kill()
+        self._spawn()
+        return self.wait_healthy()
 
     @property
     def url(self) -> str:

@@ -169,3 +169,38 @@ def test_unreachable_etcd_is_a_one_line_error(workdir):
     assert proc.returncode != 0, "a server without its store must not start"
     errors = [line for line in proc.stderr.splitlines() if line.startswith("trellis:")]
     assert len(errors) == 1 and "cannot reach etcd at 127.0.0.1:" in errors[0], proc.stderr
+
+
+def test_an_api_without_etcd_answers_each_apis_retryable_error_and_writes_nothing(server_factory, etcd):
+    """Each API's own server error (500) while etcd is down, no partial write, and service again
+    once etcd is back."""
+    srv = server_factory(env={"TRELLIS_STORE": etcd.url})
+    la = srv.client("vpc-lattice")
+    kept = la.create_service_network(name=uname("sn"))["id"]
+    etcd.kill()
+    lost = uname("sn")
+    calls = [
+        ("vpc-lattice", lambda c: c.create_service_network(name=lost), "InternalServerException"),
+        ("vpc-lattice", lambda c: c.list_service_networks(), "InternalServerException"),
+        ("ecs", lambda c: c.create_cluster(clusterName=uname("c")), "ServerException"),
+        ("ec2", lambda c: c.create_vpc(CidrBlock="10.0.0.0/16"), "InternalError"),
+        ("iam", lambda c: c.create_user(UserName=uname("u")), "ServiceFailure"),
+        ("acm", lambda c: c.list_certificates(), "InternalFailure"),
+    ]
+    for service, call, code in calls:
+        with pytest.raises(ClientError) as e:
+            call(srv.client(service))
+        got = (e.value.response["Error"]["Code"], e.value.response["ResponseMetadata"]["HTTPStatusCode"])
+        assert got == (code, 500), (service, got)
+    etcd.restart()
+
+    def names():
+        try:
+            return [n["name"] for n in list_all(la, "list_service_networks")]
+        except ClientError:
+            return None
+
+    names = wait_for(names, 20, interval=0.2, message="the API over etcd again")
+    ids = [n["id"] for n in list_all(la, "list_service_networks")]
+    assert kept in ids and lost not in names, (ids, names)
+    assert la.create_service_network(name=uname("sn"))["id"].startswith("sn-")
