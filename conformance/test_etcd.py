@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 
 import boto3
 import pytest
@@ -204,3 +205,43 @@ def test_an_api_without_etcd_answers_each_apis_retryable_error_and_writes_nothin
     ids = [n["id"] for n in list_all(la, "list_service_networks")]
     assert kept in ids and lost not in names, (ids, names)
     assert la.create_service_network(name=uname("sn"))["id"].startswith("sn-")
+
+
+def test_a_proxy_without_etcd_keeps_serving_its_last_snapshot(server_factory, etcd):
+    """With etcd down the data plane goes on with what it had (targets, routes); with etcd back
+    it catches up with what changed meanwhile."""
+    from test_dataplane import CONFIG, DataPlane, forward
+    server = server_factory(config_text=CONFIG, env={"TRELLIS_STORE": etcd.url})
+    dp = DataPlane(server)
+    try:
+        vpc = dp.res.vpc()
+        a = dp.target("a")
+        tg = dp.tg(vpc)["id"]
+        dp.register(tg, a)
+        m = dp.mesh(forward(tg), vpc=vpc)
+        c = dp.client(vpc)
+        dp.wait_serving(c, m["host"], "a")
+        etcd.kill()
+        # Bounded: 40 requests over a few seconds, every one served by the target.
+        for _ in range(40):
+            assert c.request("GET", "/", m["host"]).target == "a"
+            time.sleep(0.05)
+        etcd.restart()
+        # A change made once etcd is back reaches the proxy.
+        b = dp.target("b")
+        wait_for(lambda: _try_register(dp, tg, b), 20, interval=0.2, message="the API over etcd again")
+        served = set()
+        deadline = time.monotonic() + 10
+        while served != {"a", "b"} and time.monotonic() < deadline:
+            served.add(c.request("GET", "/", m["host"]).target)
+        assert served == {"a", "b"}, served
+    finally:
+        dp.close()
+
+
+def _try_register(dp, tg, target) -> bool:
+    try:
+        dp.register(tg, target)
+        return True
+    except ClientError:
+        return False
