@@ -270,36 +270,11 @@ impl Refusal {
         let (code, status, message) = self.error(protocol);
         tracing::debug!(code, %message, "API call refused: signature");
         let mut resp = match protocol {
-            Protocol::RestJson => {
-                let mut resp = (status, serde_json::json!({ "message": message }).to_string()).into_response();
-                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                resp.headers_mut().insert("x-amzn-errortype", HeaderValue::from_static(code));
-                resp
-            }
+            Protocol::RestJson => crate::dispatch::rest_json_error(status, code, &message),
             Protocol::Json11 => crate::json11::error(status, code, &message),
-            Protocol::Ec2 => {
-                use crate::ec2::xml::escape;
-                crate::ec2::xml::respond(
-                    status,
-                    format!(
-                        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error><Code>{code}</Code>\
-                         <Message>{}</Message></Error></Errors><RequestID>{}</RequestID></Response>",
-                        escape(&message),
-                        escape(request_id)
-                    ),
-                )
-            }
+            Protocol::Ec2 => crate::ec2::xml::error_envelope(status, code, &message, request_id),
             Protocol::Query(namespace) => {
-                use crate::ec2::xml::escape;
-                crate::ec2::xml::respond(
-                    status,
-                    format!(
-                        "<ErrorResponse xmlns=\"{namespace}\"><Error><Type>Sender</Type><Code>{code}</Code>\
-                         <Message>{}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
-                        escape(&message),
-                        escape(request_id)
-                    ),
-                )
+                crate::iam::xml::error_envelope(namespace, status, "Sender", code, &message, request_id)
             }
         };
         if let Ok(id) = HeaderValue::from_str(request_id) {

@@ -109,12 +109,7 @@ fn forged(state: &ControlState, headers: &HeaderMap) -> Option<Response> {
     }
     let message = why?;
     tracing::debug!(%message, "refused a request a web page could have forged");
-    let body = serde_json::json!({ "message": message }).to_string();
-    let mut resp = (StatusCode::FORBIDDEN, body).into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
-    h.insert("x-amzn-errortype", header::HeaderValue::from_static("AccessDeniedException"));
-    Some(resp)
+    Some(rest_json_error(StatusCode::FORBIDDEN, "AccessDeniedException", &message))
 }
 
 async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
@@ -246,14 +241,21 @@ fn credential_scope(headers: &HeaderMap) -> Option<Scope> {
 }
 
 fn unknown(ctx: &Ctx, message: &str) -> Response {
+    let mut resp = rest_json_error(StatusCode::BAD_REQUEST, "UnknownOperationException", message);
+    if let Ok(id) = header::HeaderValue::from_str(&ctx.request_id) {
+        resp.headers_mut().insert("x-amzn-requestid", id);
+    }
+    resp
+}
+
+/// An error with no members but its message, as a REST-JSON service (and the endpoint before it
+/// knows the service) answers it: `{"message"}` with the code in `x-amzn-errortype`.
+pub(crate) fn rest_json_error(status: StatusCode, code: &'static str, message: &str) -> Response {
     let body = serde_json::json!({ "message": message }).to_string();
-    let mut resp = (StatusCode::BAD_REQUEST, body).into_response();
+    let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
-    h.insert("x-amzn-errortype", header::HeaderValue::from_static("UnknownOperationException"));
-    if let Ok(id) = header::HeaderValue::from_str(&ctx.request_id) {
-        h.insert("x-amzn-requestid", id);
-    }
+    h.insert("x-amzn-errortype", header::HeaderValue::from_static(code));
     resp
 }
 

@@ -505,21 +505,7 @@ mod tests {
     }
 
     async fn logs(app: &axum::Router, op: &str, body: Value) -> (StatusCode, Value) {
-        use axum::body::Body;
-        use http_body_util::BodyExt;
-        use tower::ServiceExt;
-        let req = axum::http::Request::builder()
-            .method("POST")
-            .uri("/")
-            .header("host", "localhost")
-            .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amz-target", format!("{TARGET_PREFIX}{op}"))
-            .body(Body::from(body.to_string()))
-            .expect("request");
-        let resp = app.clone().oneshot(req).await.expect("infallible");
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        crate::test_util::json11(app, &format!("{TARGET_PREFIX}{op}"), body).await
     }
 
     #[tokio::test]

@@ -113,29 +113,24 @@ async fn query(app: &Router, version: &str, params: &[(&str, &str)]) -> (StatusC
 /// Sends an ECS request (JSON 1.1, unsigned); returns the status and the JSON body (errors
 /// carry `__type`).
 pub(crate) async fn ecs(app: &Router, operation: &str, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
-    let req = Request::builder()
-        .method("POST")
-        .uri("/")
-        .header("host", "localhost")
-        .header("content-type", "application/x-amz-json-1.1")
-        .header("x-amz-target", format!("AmazonEC2ContainerServiceV20141113.{operation}"))
-        .body(Body::from(body.to_string()))
-        .expect("request");
-    let resp = app.clone().oneshot(req).await.expect("infallible");
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    json11(app, &format!("AmazonEC2ContainerServiceV20141113.{operation}"), body).await
 }
 
 /// Sends an ACM request (JSON 1.1, unsigned); returns the status and the JSON body (errors
 /// carry `__type`).
 pub(crate) async fn acm(app: &Router, operation: &str, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
+    json11(app, &format!("CertificateManager.{operation}"), body).await
+}
+
+/// Sends a JSON 1.1 request (unsigned) with `X-Amz-Target: target`; returns the status and the
+/// JSON body (errors carry `__type`).
+pub(crate) async fn json11(app: &Router, target: &str, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
     let req = Request::builder()
         .method("POST")
         .uri("/")
         .header("host", "localhost")
         .header("content-type", "application/x-amz-json-1.1")
-        .header("x-amz-target", format!("CertificateManager.{operation}"))
+        .header("x-amz-target", target)
         .body(Body::from(body.to_string()))
         .expect("request");
     let resp = app.clone().oneshot(req).await.expect("infallible");

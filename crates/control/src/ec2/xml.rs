@@ -53,13 +53,18 @@ pub(crate) fn success(action: &str, request_id: &str, body: &Xml) -> Response {
 
 /// An error answer: `<Response><Errors><Error>…` with the error's status.
 pub(crate) fn failure(err: &Ec2Error, request_id: &str) -> Response {
+    error_envelope(err.status(), err.code.as_str(), &err.message, request_id)
+}
+
+/// The `<Response><Errors>` answer of any error code (the signature checks' too).
+pub(crate) fn error_envelope(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response {
     let text = format!(
         "{DECLARATION}<Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>{}</RequestID></Response>",
-        err.code.as_str(),
-        escape(&err.message),
+        escape(code),
+        escape(message),
         escape(request_id)
     );
-    respond(err.status(), text)
+    respond(status, text)
 }
 
 /// A response with an XML body.

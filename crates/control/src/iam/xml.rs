@@ -27,13 +27,25 @@ pub(crate) fn success(namespace: &str, action: &str, request_id: &str, result: O
 
 /// An error answer in `namespace` with the error's status.
 pub(crate) fn failure(namespace: &str, err: &IamError, request_id: &str) -> Response {
+    error_envelope(namespace, err.code.status(), err.code.fault(), err.code.as_str(), &err.message, request_id)
+}
+
+/// The `<ErrorResponse>` answer in `namespace` of any error code (the signature checks' too);
+/// `fault` is `Sender` or `Receiver`.
+pub(crate) fn error_envelope(
+    namespace: &str,
+    status: StatusCode,
+    fault: &str,
+    code: &str,
+    message: &str,
+    request_id: &str,
+) -> Response {
     let text = format!(
-        "<ErrorResponse xmlns=\"{namespace}\"><Error><Type>{}</Type><Code>{}</Code><Message>{}</Message>\
+        "<ErrorResponse xmlns=\"{namespace}\"><Error><Type>{fault}</Type><Code>{}</Code><Message>{}</Message>\
          </Error><RequestId>{}</RequestId></ErrorResponse>",
-        err.code.fault(),
-        err.code.as_str(),
-        escape(&err.message),
+        escape(code),
+        escape(message),
         escape(request_id)
     );
-    respond(err.code.status(), text)
+    respond(status, text)
 }
