@@ -245,3 +245,30 @@ def _try_register(dp, tg, target) -> bool:
         return True
     except ClientError:
         return False
+
+
+def test_signatures_that_cannot_be_checked_without_etcd_get_a_retryable_server_error(server_factory, etcd):
+    """Under --require-signature, a signed call whose key cannot be read (etcd down) gets the
+    service's own 500, which clients retry, not a refusal of the signature."""
+    import json
+    import urllib.request
+    srv = server_factory(env={"TRELLIS_STORE": etcd.url, "TRELLIS_REQUIRE_SIGNATURE": "1"})
+    token = (srv.data_dir / "api-token").read_text().strip()
+    req = urllib.request.Request(f"{srv.endpoint}/_trellis/credentials", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10) as r:
+        creds = json.loads(r.read())
+    session = boto3.session.Session(aws_access_key_id=creds["accessKeyId"],
+                                    aws_secret_access_key=creds["secretAccessKey"], region_name=REGION)
+    client = lambda service: session.client(service, endpoint_url=srv.endpoint, config=client_config())
+    client("vpc-lattice").list_service_networks()
+    etcd.kill()
+    for service, call, code in [
+        ("vpc-lattice", lambda c: c.list_service_networks(), "InternalServerException"),
+        ("ecs", lambda c: c.list_clusters(), "ServerException"),
+        ("ec2", lambda c: c.describe_vpcs(), "InternalError"),
+        ("iam", lambda c: c.list_users(), "ServiceFailure"),
+    ]:
+        with pytest.raises(ClientError) as e:
+            call(client(service))
+        got = (e.value.response["Error"]["Code"], e.value.response["ResponseMetadata"]["HTTPStatusCode"])
+        assert got == (code, 500), (service, got)

@@ -160,6 +160,9 @@ pub(crate) enum Refusal {
     Mismatch,
     /// The signature's date is too far from the server's clock: the message.
     Skewed(String),
+    /// The credentials could not be read (the store failed): the service's own retryable
+    /// server error, never a refusal the client would not retry.
+    Unavailable,
 }
 
 /// Verifies a call's SigV4 signature; the access key ID that signed it.
@@ -212,7 +215,7 @@ pub(crate) async fn verify(
         ResolveError::Store(e) => {
             // Handled here, so logged here.
             tracing::error!(error = %e, "cannot read credentials to verify a signature");
-            Refusal::Incomplete("the credentials could not be read; try again".into())
+            Refusal::Unavailable
         }
     })?;
     let header = |name: &str| headers.get_all(name).iter().map(HeaderValue::as_bytes).collect::<Vec<_>>();
@@ -227,8 +230,9 @@ pub(crate) async fn verify(
 // === impl Refusal ===
 
 impl Refusal {
-    /// The error code, status and message AWS answers with in `protocol`.
-    fn error(&self, protocol: Protocol) -> (&'static str, StatusCode, String) {
+    /// The error code, status and message AWS answers with in `protocol` (`server_error`: the
+    /// service's code for its own failures).
+    fn error(&self, protocol: Protocol, server_error: &'static str) -> (&'static str, StatusCode, String) {
         const MISMATCH: &str = "The request signature we calculated does not match the signature you provided. \
                                 Check your AWS Secret Access Key and signing method.";
         const INVALID: &str = "The security token included in the request is invalid.";
@@ -262,19 +266,25 @@ impl Refusal {
             Self::Skewed(why) if json => ("InvalidSignatureException", forbidden, why.clone()),
             Self::Skewed(why) if ec2 => ("RequestExpired", StatusCode::BAD_REQUEST, why.clone()),
             Self::Skewed(why) => ("SignatureDoesNotMatch", forbidden, why.clone()),
+            Self::Unavailable => (
+                server_error,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the credentials could not be read to verify the signature; try again".into(),
+            ),
         }
     }
 
     /// The answer, in the service's protocol.
-    pub(crate) fn response(&self, protocol: Protocol, request_id: &str) -> Response {
-        let (code, status, message) = self.error(protocol);
+    pub(crate) fn response(&self, protocol: Protocol, server_error: &'static str, request_id: &str) -> Response {
+        let (code, status, message) = self.error(protocol, server_error);
         tracing::debug!(code, %message, "API call refused: signature");
         let mut resp = match protocol {
             Protocol::RestJson => crate::dispatch::rest_json_error(status, code, &message),
             Protocol::Json11 => crate::json11::error(status, code, &message),
             Protocol::Ec2 => crate::ec2::xml::error_envelope(status, code, &message, request_id),
             Protocol::Query(namespace) => {
-                crate::iam::xml::error_envelope(namespace, status, "Sender", code, &message, request_id)
+                let fault = if status.is_server_error() { "Receiver" } else { "Sender" };
+                crate::iam::xml::error_envelope(namespace, status, fault, code, &message, request_id)
             }
         };
         if let Ok(id) = HeaderValue::from_str(request_id) {

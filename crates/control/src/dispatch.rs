@@ -141,7 +141,7 @@ async fn aws(State(state): State<ControlState>, method: Method, uri: Uri, header
         let now = crate::now().0 / 1000;
         match access::verify(&resolver, &method, &uri, &headers, &body, now).await {
             Ok(access_key_id) => ctx.access_key_id = Some(access_key_id),
-            Err(refusal) => return refusal.response(service.protocol(), &ctx.request_id),
+            Err(refusal) => return refusal.response(service.protocol(), service.server_error(), &ctx.request_id),
         }
     }
     let writes = match service {
@@ -182,6 +182,18 @@ impl Service {
             Self::Ec2 => Protocol::Ec2,
             Self::Iam => Protocol::Query(crate::iam::xml::IAM),
             Self::Sts => Protocol::Query(crate::iam::xml::STS),
+        }
+    }
+
+    /// Its error code for a failure of its own (retryable), as its handlers answer a store failure.
+    fn server_error(self) -> &'static str {
+        match self {
+            Self::Lattice => "InternalServerException",
+            Self::Acm => "InternalFailure",
+            Self::Ec2 => "InternalError",
+            Self::Ecs => "ServerException",
+            Self::Iam | Self::Sts => "ServiceFailure",
+            Self::Logs => "ServiceUnavailableException",
         }
     }
 }

@@ -86,9 +86,10 @@ fn refusals_speak_each_protocol() {
         (Refusal::Mismatch, Protocol::Ec2, "SignatureDoesNotMatch", 403),
         (Refusal::Skewed("late".into()), Protocol::Ec2, "RequestExpired", 400),
         (Refusal::Incomplete("x".into()), Protocol::Query(crate::iam::xml::IAM), "IncompleteSignature", 400),
+        (Refusal::Unavailable, Protocol::Json11, "ServerException", 500),
     ];
     for (refusal, protocol, code, status) in cases {
-        let (got, got_status, _) = refusal.error(protocol);
+        let (got, got_status, _) = refusal.error(protocol, "ServerException");
         assert_eq!((got, got_status.as_u16()), (code, status), "{refusal:?} in {protocol:?}");
     }
 }
