@@ -249,7 +249,7 @@ async fn forward(
             client_ip: ctx.conn.peer,
         };
         match auth.check(&facts, &routes.identities, crate::auth::now()) {
-            Ok(caller) => identity = caller.map(|id| crate::auth::identity_header(&id)),
+            Ok(caller) => identity = caller,
             Err(denied) => {
                 note.denied = Some(request::denied_layer(&denied));
                 let message = auth.message(&denied, path);
@@ -281,6 +281,7 @@ async fn forward(
     }
     ctx.activity.idle_ms.store(millis(reach.service.idle_timeout), Ordering::Relaxed);
     let authority = HeaderValue::from_str(raw_authority(&req)).map_err(|_| ProxyError::new(ErrorKind::BadHost))?;
+    let identity = identity.as_deref().map(crate::auth::identity_header);
     let added = Added {
         identity: identity.as_deref(),
         client_ip: &ctx.conn.client_ip,

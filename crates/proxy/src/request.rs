@@ -68,8 +68,8 @@ pub(crate) struct Forward<'r> {
     pub(crate) path: Range<usize>,
     /// The authority of an absolute-form request target, which replaces `Host`.
     pub(crate) authority: Option<Range<usize>>,
-    /// `x-amzn-lattice-identity`, for a request a signature authenticated.
-    pub(crate) identity: Option<String>,
+    /// Who signed the request, when a signature authenticated it (`x-amzn-lattice-identity`).
+    pub(crate) identity: Option<std::sync::Arc<trellis_model::iam::Identity>>,
     /// The group's counters and access log facts.
     pub(crate) obs: &'r GroupObs,
 }
@@ -137,7 +137,7 @@ pub(crate) fn route<'r>(
             client_ip: conn.peer,
         };
         match auth.check(&facts, &routes.identities, crate::auth::now()) {
-            Ok(caller) => identity = caller.map(|id| crate::auth::identity_header(&id)),
+            Ok(caller) => identity = caller,
             Err(denied) => {
                 let layer = denied_layer(&denied);
                 return Ok(Decision::Denied { message: auth.message(&denied, path), layer });

@@ -3,6 +3,7 @@
 //! `Session::finish` fills in the rest when the exchange ends.
 
 use tokio::time::Instant;
+use trellis_model::iam::Identity;
 use trellis_model::lattice::ListenerProtocol;
 use trellis_model::snapshot::ListenerView;
 
@@ -80,17 +81,13 @@ pub(crate) fn begin(
     }
 }
 
-/// Fills in the caller from `x-amzn-lattice-identity` (`Principal=…;PrincipalOrgID=…`).
-pub(crate) fn caller(entry: &mut Entry, identity: Option<&str>) {
+/// Fills in the caller a signature authenticated.
+pub(crate) fn caller(entry: &mut Entry, identity: Option<&Identity>) {
     let Some(identity) = identity else { return };
-    for part in identity.split(';') {
-        if let Some(arn) = part.strip_prefix("Principal=") {
-            entry.caller_principal = Some(arn.to_owned());
-            entry.resolved_user = Some(arn.to_owned());
-        } else if let Some(org) = part.strip_prefix("PrincipalOrgID=") {
-            entry.caller_principal_org_id = Some(org.to_owned());
-        }
-    }
+    let arn = identity.principal.arn();
+    entry.caller_principal = Some(arn.to_owned());
+    entry.resolved_user = Some(arn.to_owned());
+    entry.caller_principal_org_id = Some(identity.organization_id.clone());
 }
 
 /// What the exchange adds to a record when it ends.
