@@ -10,7 +10,9 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -38,6 +40,56 @@ def _kill_all():
 
 
 atexit.register(_kill_all)
+
+
+# --------------------------------------------------------------------------------------------
+# Nothing left behind: after the whole session, no process of the trellis binary or of etcd, no
+# network namespace and no link that was not there before it started. A leak fails the run.
+# --------------------------------------------------------------------------------------------
+
+
+def _footprint() -> dict[str, set]:
+    binaries = {os.path.realpath(support.TRELLIS_BIN)}
+    etcd = shutil.which("etcd")
+    if etcd:
+        binaries.add(os.path.realpath(etcd))
+    processes = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            exe = os.path.realpath(f"/proc/{entry}/exe")
+            with open(f"/proc/{entry}/stat") as f:
+                started = f.read().rsplit(")", 1)[1].split()[19]
+        except OSError:
+            continue
+        if exe in binaries:
+            processes.add((int(entry), started, os.path.basename(exe)))
+    run = lambda *cmd: subprocess.run(cmd, capture_output=True, text=True).stdout  # noqa: E731
+    namespaces = {line.split()[0] for line in run("ip", "netns", "list").splitlines() if line.strip()}
+    links = {line.split(":")[1].strip().split("@")[0] for line in run("ip", "-o", "link").splitlines() if ":" in line}
+    return {"processes": processes, "namespaces": namespaces, "links": links}
+
+
+def pytest_sessionstart(session):
+    session.config._trellis_footprint = _footprint()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "_trellis_footprint", None)
+    if before is None or support.EXTERNAL:
+        return
+    _kill_all()
+    deadline = time.monotonic() + 15
+    while True:
+        now = _footprint()
+        left = {kind: sorted(now[kind] - before[kind]) for kind in now}
+        if not any(left.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if any(left.values()):
+        print(f"\nleft behind by the suite: {left}")
+        session.exitstatus = 1
 
 
 @pytest.fixture(scope="session")

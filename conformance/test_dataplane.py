@@ -357,6 +357,18 @@ class DataPlane:
         return {"vpc": vpc_ids[0], "vpcs": vpc_ids, "sn": sn, "svc": svc, "listener": listener,
                 "host": host, "port": port}
 
+    def serving_app(self) -> tuple[dict, VpcClient]:
+        """A VPC, a service on HTTP:80 forwarding to one fake target named `app`, and a client in
+        the VPC it already answered."""
+        target = self.target("app")
+        vpc = self.res.vpc()
+        tg = self.tg(vpc)["id"]
+        self.register(tg, target)
+        m = self.mesh(forward(tg), vpc=vpc)
+        client = self.client(vpc)
+        self.wait_serving(client, m["host"], "app")
+        return m, client
+
     def wait_serving(self, client: VpcClient, host: str, want, path: str = "/", timeout: float = 5,
                      **kw) -> Resp:
         """Polls until a request gets `want` (a target name, or a status for proxy answers)."""

@@ -132,8 +132,10 @@ def test_a_watch_that_missed_a_compaction_reads_everything_afresh(server_factory
     proxy = CuttableProxy(etcd.port)
     try:
         # A verifies signatures against the identities it watches in etcd, through the proxy.
-        a = server_factory(env={"TRELLIS_STORE": f"etcd://127.0.0.1:{proxy.port}", "TRELLIS_REQUIRE_SIGNATURE": "1", "TRELLIS_LOG": "info,trellis_store=debug"})
-        b = server_factory(env={"TRELLIS_STORE": etcd.url})
+        # Two nodes of one installation: each its own name.
+        a = server_factory(env={"TRELLIS_STORE": f"etcd://127.0.0.1:{proxy.port}", "TRELLIS_REQUIRE_SIGNATURE": "1",
+                                "TRELLIS_LOG": "info,trellis_store=debug", "TRELLIS_NODE": "a"})
+        b = server_factory(env={"TRELLIS_STORE": etcd.url, "TRELLIS_NODE": "b"})
         iam = b.client("iam")
         user = uname("user")
 

@@ -181,11 +181,11 @@ pub(crate) async fn verify(
         Ok(None) => return Err(Refusal::Missing),
         Err(e) => return Err(Refusal::Incomplete(e.to_string())),
     };
-    if !SIGNING_NAMES.contains(&signed.service.as_str()) {
+    if !SIGNING_NAMES.contains(&&*signed.service) {
         return Err(Refusal::Incomplete(format!("the credential scope names service {:?}", signed.service)));
     }
     let at = signed.time().ok_or_else(|| Refusal::Incomplete("the signature's date is malformed".into()))?;
-    if !signed.amz_date.starts_with(&signed.scope_date) {
+    if !signed.amz_date.starts_with(&*signed.scope_date) {
         return Err(Refusal::Incomplete("the signature's date and its credential scope's date differ".into()));
     }
     let stale = match signed.expires {
@@ -218,10 +218,11 @@ pub(crate) async fn verify(
             Refusal::Unavailable
         }
     })?;
-    let header = |name: &str| headers.get_all(name).iter().map(HeaderValue::as_bytes).collect::<Vec<_>>();
+    let header =
+        |name: &str, each: &mut dyn FnMut(&[u8])| headers.get_all(name).iter().for_each(|v| each(v.as_bytes()));
     let received = Received { method: method.as_str(), path: uri.path(), query, header: &header };
     match signed.verify(&received, &identity.secret_access_key, &payload) {
-        Ok(()) => Ok(signed.access_key),
+        Ok(()) => Ok(signed.access_key.into_owned()),
         Err(SigError::Mismatch) => Err(Refusal::Mismatch),
         Err(e) => Err(Refusal::Incomplete(e.to_string())),
     }

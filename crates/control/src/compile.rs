@@ -341,6 +341,7 @@ impl<'m> Records<'m> {
         let mut out = BTreeMap::new();
         for (scope, a) in associations {
             let view = out.entry(a.vpc_id.clone()).or_insert_with(|| VpcView {
+                peers: Vec::new(),
                 vpc_id: a.vpc_id.clone(),
                 vpc_arn: format!("arn:aws:ec2:{}:{}:vpc/{}", scope.region, scope.account, a.vpc_id),
                 region: scope.region.to_owned(),

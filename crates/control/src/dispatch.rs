@@ -53,6 +53,24 @@ pub(crate) fn router(state: ControlState, extra: Router) -> Router {
         .layer(middleware::from_fn_with_state(state, guard))
 }
 
+/// The router of a node that does not serve the AWS APIs (`--role` without `api`): Trellis's
+/// own endpoints, with the same guard; every other request is turned away with a message
+/// that says where the APIs are.
+pub(crate) fn node_router(state: ControlState, extra: Router, roles: String) -> Router {
+    let not_here = move || {
+        let message = format!(
+            "this Trellis node does not serve the AWS APIs (its roles: {roles}); send API calls to a node with the api role"
+        );
+        async move { rest_json_error(StatusCode::NOT_FOUND, "UnknownOperationException", &message) }
+    };
+    Router::new()
+        .route("/_trellis/health", get(health))
+        .fallback(not_here)
+        .with_state(state.clone())
+        .merge(extra)
+        .layer(middleware::from_fn_with_state(state, guard))
+}
+
 async fn health() -> &'static str {
     "ok\n"
 }

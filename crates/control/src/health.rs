@@ -78,6 +78,30 @@ pub(crate) struct Recorded {
     pub(crate) status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) reason_code: Option<String>,
+    /// The node has no request in flight to this draining target any more (or gave up
+    /// waiting): the target goes once every live proxy node says so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) drained: bool,
+}
+
+/// Where live nodes keep their records (`cluster/node/<name>`, written with each node's lease),
+/// as the composition root writes them: a JSON object with the node's `roles`.
+pub const NODE_PREFIX: &str = "cluster/node/";
+
+/// The live nodes that run the data plane (the `proxy` role), by name.
+pub async fn live_proxy_nodes(store: &dyn Store) -> Result<std::collections::BTreeSet<String>, trellis_store::Error> {
+    #[derive(Deserialize)]
+    struct Node {
+        #[serde(default)]
+        roles: Vec<String>,
+    }
+    let listed = store.list_prefix(NODE_PREFIX, None, 0).await?;
+    Ok(listed
+        .kvs
+        .iter()
+        .filter(|kv| serde_json::from_slice::<Node>(&kv.value).is_ok_and(|n| n.roles.iter().any(|r| r == "proxy")))
+        .filter_map(|kv| kv.key.strip_prefix(NODE_PREFIX).map(str::to_owned))
+        .collect())
 }
 
 /// Records one target's status as `node` sees it. Returns whether it was written (`false`: the
@@ -120,7 +144,7 @@ pub async fn record_statuses(
     for u in updates {
         let t = &u.target;
         let target_key = Keys::new(t.region, t.account).target(t.target_group_id, t.target_id, t.port);
-        let value = Recorded { status: u.status.to_owned(), reason_code: u.reason.map(str::to_owned) };
+        let value = Recorded { status: u.status.to_owned(), reason_code: u.reason.map(str::to_owned), drained: false };
         let write = (target_key, key(t, node), value);
         match index.get(&write.1) {
             Some(&i) => writes[i] = write,
@@ -154,11 +178,16 @@ async fn record_chunk(store: &dyn Store, chunk: &[(String, String, Recorded)]) -
     }
 }
 
-/// Removes a target that has finished draining: its record, its health records, and one from
-/// its group's target counter, in one transaction. Does nothing (`Ok(false)`) when the target is
-/// gone already or is no longer draining (registered again meanwhile).
+/// Takes `node`'s word that a draining target has no request in flight from it any more. The
+/// target is removed (its record, its health records, and one from its group's target counter,
+/// in one transaction) once every live proxy node has said so; until then `node`'s word is kept
+/// in its health record. Returns whether the target was removed; `Ok(false)` also when it is gone
+/// already or no longer draining (registered again meanwhile). The data plane repeats its word
+/// while the target stays, so a node that dies before it spoke holds nothing up for long: it is
+/// no longer live.
 pub async fn remove_drained(
     store: &dyn Store,
+    node: &str,
     region: &str,
     account: &str,
     target_group_id: &str,
@@ -175,13 +204,34 @@ pub async fn remove_drained(
             if read.value.draining_since.is_none() {
                 return Ok(false);
             }
-            let counter = repo::counter(store, keys.counter(TARGET_COUNTER, t.target_group_id)).await?;
+            let live = live_proxy_nodes(store).await?;
+            let mut drained: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+            let prefix = target_prefix(t);
+            for kv in store.list_prefix(&prefix, None, 0).await?.kvs {
+                let said = serde_json::from_slice::<Recorded>(&kv.value).is_ok_and(|r| r.drained);
+                if said && let Some(name) = kv.key.strip_prefix(&prefix) {
+                    drained.insert(name.to_owned());
+                }
+            }
+            drained.insert(node.to_owned());
             let mut tx = Tx::default();
-            tx.delete_read(&read);
-            tx.delete_prefix(target_prefix(t));
-            tx.count(&counter, -1);
+            let everyone = live.iter().all(|n| drained.contains(n));
+            if everyone {
+                let counter = repo::counter(store, keys.counter(TARGET_COUNTER, t.target_group_id)).await?;
+                tx.delete_read(&read);
+                tx.delete_prefix(prefix);
+                tx.count(&counter, -1);
+            } else {
+                let word = Recorded {
+                    status: "DRAINING".into(),
+                    reason_code: Some("Target.DeregistrationInProgress".into()),
+                    drained: true,
+                };
+                tx.require_unchanged(target_key.clone(), read.revision);
+                tx.put(key(t, node), &word);
+            }
             if attempts.commit(store, tx).await? {
-                return Ok(true);
+                return Ok(everyone);
             }
         }
     }
@@ -204,8 +254,9 @@ fn key(t: &TargetRef<'_>, node: &str) -> String {
     format!("{}{node}", target_prefix(t))
 }
 
-/// The recorded status of each of `targets` (ID, port) of one target group, from any node
-/// (the first in name order), in the order given. `targets` must be in key order, as a listing
+/// The recorded status of each of `targets` (ID, port) of one target group, from any live
+/// proxy node (the first in name order; a dead node's records are stale) or, when no node says
+/// it is live (a store no node has joined), from any node, in the order given. `targets` must be in key order, as a listing
 /// returns them: one range read covers them all.
 pub(crate) async fn recorded(
     store: &dyn Store,
@@ -218,12 +269,16 @@ pub(crate) async fn recorded(
     let prefix = group_prefix(region, account, target_group_id);
     let at = |&(id, port): &(&str, u16)| format!("{prefix}{id}/{port:05}/");
     let range = RangeRequest { start: at(first), end: Some(prefix_end(&at(last))), ..Default::default() };
+    let live = live_proxy_nodes(store).await?;
     let mut found: HashMap<(String, u16), Recorded> = HashMap::new();
     for kv in store.range(range).await?.kvs {
         // `<id>/<port>/<node>`: IDs may hold '/' (ALB ARNs), ports and nodes do not.
         let Some(rest) = kv.key.strip_prefix(&prefix) else { continue };
         let mut parts = rest.rsplitn(3, '/');
-        let (Some(_node), Some(port), Some(id)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let (Some(node), Some(port), Some(id)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        if !live.is_empty() && !live.contains(node) {
+            continue;
+        }
         let (Ok(port), Ok(value)) = (port.parse::<u16>(), serde_json::from_slice::<Recorded>(&kv.value)) else {
             continue;
         };

@@ -132,6 +132,12 @@ pub fn router_with(state: ControlState, extra: Router) -> Router {
     dispatch::router(state, extra)
 }
 
+/// Builds the router of a node without the `api` role: Trellis's own endpoints (`extra`, and
+/// health), guarded as the API's are, and a 404 naming the node's `roles` for anything else.
+pub fn node_router(state: ControlState, extra: Router, roles: String) -> Router {
+    dispatch::node_router(state, extra, roles)
+}
+
 /// Serves `router` (from [`router`] or [`router_with`]) on `listener` until `shutdown`
 /// completes, then finishes in-flight requests.
 pub async fn serve(

@@ -9,6 +9,7 @@
 //! values percent-decoded, re-encoded with the unreserved set, sorted; the signed headers
 //! lowercased, their values trimmed with inner runs of spaces collapsed, repeats joined by `,`.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// `AWS4-HMAC-SHA256`.
@@ -19,27 +20,29 @@ pub const ALGORITHM_V4A: &str = "AWS4-ECDSA-P256-SHA256";
 /// The longest a presigned request may stay valid (seven days, as AWS allows).
 pub const MAX_EXPIRES: u64 = 7 * 24 * 3600;
 
-/// What a signed request claims.
+/// What a signed request claims. Parsed from an `Authorization` header it borrows the
+/// header's text (no allocation unless a part needs rewriting); from a presigned query, whose
+/// values are percent-decoded, it owns them.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Signed {
+pub struct Signed<'a> {
     /// The access key ID.
-    pub access_key: String,
+    pub access_key: Cow<'a, str>,
     /// `YYYYMMDD` of the credential scope.
-    pub scope_date: String,
+    pub scope_date: Cow<'a, str>,
     /// The scope's region.
-    pub region: String,
+    pub region: Cow<'a, str>,
     /// The scope's service.
-    pub service: String,
+    pub service: Cow<'a, str>,
     /// `x-amz-date` (`YYYYMMDDTHHMMSSZ`).
-    pub amz_date: String,
-    /// Lowercase header names, in the order given.
-    pub signed_headers: Vec<String>,
+    pub amz_date: Cow<'a, str>,
+    /// Lowercase header names joined by `;`, in the order given (no empty name).
+    pub signed_headers: Cow<'a, str>,
     /// The signature, hex.
-    pub signature: String,
+    pub signature: Cow<'a, str>,
     /// Presigned: how many seconds the signature is valid from `amz_date`.
     pub expires: Option<u64>,
     /// Presigned: the session token from the query (else the caller reads the header).
-    pub query_token: Option<String>,
+    pub query_token: Option<Cow<'a, str>>,
 }
 
 /// Why a request's signature cannot be accepted.
@@ -61,27 +64,42 @@ pub struct Received<'a> {
     pub path: &'a str,
     /// The query as sent, without `?` (may be empty).
     pub query: &'a str,
-    /// Every value of a header (name in lowercase), in order.
-    pub header: &'a dyn Fn(&str) -> Vec<&'a [u8]>,
+    /// Calls its second argument with every value of a header (name in lowercase), in order.
+    pub header: &'a HeaderValues<'a>,
 }
+
+/// Calls its second argument with every value of the header named by its first, in order
+/// (a visit, so that looking a header up allocates nothing).
+pub type HeaderValues<'h> = dyn Fn(&str, &mut dyn FnMut(&[u8])) + 'h;
 
 // === impl Signed ===
 
-impl Signed {
+impl<'a> Signed<'a> {
     /// What the request claims: from its `Authorization` header (with `x-amz-date`), or its
     /// query (`X-Amz-Algorithm=…`). `Ok(None)` for an unsigned request.
-    pub fn parse(authorization: Option<&str>, amz_date: Option<&str>, query: &str) -> Result<Option<Self>, SigError> {
+    pub fn parse(
+        authorization: Option<&'a str>,
+        amz_date: Option<&'a str>,
+        query: &str,
+    ) -> Result<Option<Self>, SigError> {
         if let Some(auth) = authorization {
             return Self::from_header(auth, amz_date).map(Some);
         }
+        if !query.contains("X-Amz-Algorithm") && !query.contains('%') {
+            // Not presigned: no name in the query is, or decodes to, `X-Amz-Algorithm`.
+            return Ok(None);
+        }
         let params = query_pairs(query, Plus::Literal);
         let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let owned = |s: &str| Cow::Owned(s.to_owned());
         match get("X-Amz-Algorithm") {
             None => Ok(None),
             Some(ALGORITHM_V4A) => Err(SigError::V4a),
             Some(ALGORITHM) => {
                 let credential = get("X-Amz-Credential").ok_or(SigError::Malformed("X-Amz-Credential"))?;
                 let (access_key, scope_date, region, service) = credential_parts(credential)?;
+                let (access_key, scope_date, region, service) =
+                    (owned(access_key), owned(scope_date), owned(region), owned(service));
                 // AWS's bounds: a second to seven days.
                 let expires = get("X-Amz-Expires")
                     .and_then(|e| e.parse::<u64>().ok())
@@ -92,29 +110,30 @@ impl Signed {
                     scope_date,
                     region,
                     service,
-                    amz_date: get("X-Amz-Date").ok_or(SigError::Malformed("X-Amz-Date"))?.to_owned(),
-                    signed_headers: signed_headers(
-                        get("X-Amz-SignedHeaders").ok_or(SigError::Malformed("X-Amz-SignedHeaders"))?,
+                    amz_date: owned(get("X-Amz-Date").ok_or(SigError::Malformed("X-Amz-Date"))?),
+                    signed_headers: Cow::Owned(
+                        signed_headers(get("X-Amz-SignedHeaders").ok_or(SigError::Malformed("X-Amz-SignedHeaders"))?)
+                            .into_owned(),
                     ),
-                    signature: get("X-Amz-Signature").ok_or(SigError::Malformed("X-Amz-Signature"))?.to_owned(),
+                    signature: owned(get("X-Amz-Signature").ok_or(SigError::Malformed("X-Amz-Signature"))?),
                     expires: Some(expires),
-                    query_token: get("X-Amz-Security-Token").map(str::to_owned),
+                    query_token: get("X-Amz-Security-Token").map(owned),
                 }))
             }
             Some(_) => Err(SigError::Malformed("X-Amz-Algorithm")),
         }
     }
 
-    fn from_header(auth: &str, amz_date: Option<&str>) -> Result<Self, SigError> {
-        let (algorithm, rest) = auth.trim().split_once(' ').ok_or(SigError::Malformed("Authorization"))?;
+    fn from_header(auth: &'a str, amz_date: Option<&'a str>) -> Result<Self, SigError> {
+        let (algorithm, rest) = auth.trim().split_once(is(' ')).ok_or(SigError::Malformed("Authorization"))?;
         match algorithm {
             ALGORITHM => {}
             ALGORITHM_V4A => return Err(SigError::V4a),
             _ => return Err(SigError::Malformed("Authorization")),
         }
         let (mut credential, mut headers, mut signature) = (None, None, None);
-        for part in rest.split(',') {
-            let Some((k, v)) = part.trim().split_once('=') else { continue };
+        for part in rest.split(is(',')) {
+            let Some((k, v)) = part.trim().split_once(is('=')) else { continue };
             let slot = match k {
                 "Credential" => &mut credential,
                 "SignedHeaders" => &mut headers,
@@ -129,13 +148,13 @@ impl Signed {
         let (access_key, scope_date, region, service) =
             credential_parts(credential.ok_or(SigError::Malformed("Credential"))?)?;
         Ok(Self {
-            access_key,
-            scope_date,
-            region,
-            service,
-            amz_date: amz_date.ok_or(SigError::Malformed("x-amz-date"))?.to_owned(),
+            access_key: Cow::Borrowed(access_key),
+            scope_date: Cow::Borrowed(scope_date),
+            region: Cow::Borrowed(region),
+            service: Cow::Borrowed(service),
+            amz_date: Cow::Borrowed(amz_date.ok_or(SigError::Malformed("x-amz-date"))?),
             signed_headers: signed_headers(headers.ok_or(SigError::Malformed("SignedHeaders"))?),
-            signature: signature.ok_or(SigError::Malformed("Signature"))?.to_owned(),
+            signature: Cow::Borrowed(signature.ok_or(SigError::Malformed("Signature"))?),
             expires: None,
             query_token: None,
         })
@@ -168,12 +187,12 @@ impl Signed {
         key: &ring::hmac::Key,
         payload_hash: &str,
     ) -> Result<(), SigError> {
-        if !self.signed_headers.iter().any(|h| h == "host") {
+        if !self.signed_header_names().any(|h| h == "host") {
             return Err(SigError::Malformed("SignedHeaders (host must be signed)"));
         }
-        let given = self.signature.to_ascii_lowercase();
+        let given = self.signature.as_bytes();
         let want = self.signature_with(request, key, payload_hash, Plus::Literal)?;
-        if constant_time_eq(want.as_bytes(), given.as_bytes()) {
+        if constant_time_eq_lowercase(&want, given) {
             return Ok(());
         }
         // Signers disagree on a `+` in the query: botocore signs it as a `+`, the Rust SDK's
@@ -181,7 +200,7 @@ impl Signed {
         // so either is accepted.
         if request.query.contains('+') {
             let want = self.signature_with(request, key, payload_hash, Plus::Space)?;
-            if constant_time_eq(want.as_bytes(), given.as_bytes()) {
+            if constant_time_eq_lowercase(&want, given) {
                 return Ok(());
             }
         }
@@ -189,29 +208,39 @@ impl Signed {
     }
 }
 
-impl Signed {
+impl Signed<'_> {
     /// The signature of `request` with `secret` under this claim's scope, date and signed
     /// headers (what a signer would send; what [`Signed::verify`] compares with).
     pub fn signature_of(&self, request: &Received<'_>, secret: &str, payload_hash: &str) -> Result<String, SigError> {
         let key = hmac_key(&signing_key(secret, &self.scope_date, &self.region, &self.service));
-        self.signature_with(request, &key, payload_hash, Plus::Literal)
+        let hex = self.signature_with(request, &key, payload_hash, Plus::Literal)?;
+        Ok(hex.iter().copied().map(char::from).collect())
     }
 
+    /// The signed header names, in order.
+    pub fn signed_header_names(&self) -> impl Iterator<Item = &str> {
+        self.signed_headers.split(is(';')).filter(|h| !h.is_empty())
+    }
+
+    /// The signature in lowercase hex. The canonical request and the string to sign go
+    /// straight into their hashes; neither is kept as text.
     fn signature_with(
         &self,
         request: &Received<'_>,
         key: &ring::hmac::Key,
         payload_hash: &str,
         plus: Plus,
-    ) -> Result<String, SigError> {
-        let canonical = canonical_request(self, request, payload_hash, plus)?;
-        let mut to_sign = String::with_capacity(160);
+    ) -> Result<[u8; 64], SigError> {
+        let mut canonical = Digest::new();
+        canonical_request(&mut canonical, self, request, payload_hash, plus)?;
+        let canonical = hex(canonical.finish().as_ref());
+        let mut to_sign = ring::hmac::Context::with_key(key);
         for part in [ALGORITHM, "\n", &self.amz_date, "\n", &self.scope_date, "/", &self.region, "/", &self.service] {
-            to_sign.push_str(part);
+            to_sign.update(part.as_bytes());
         }
-        to_sign.push_str("/aws4_request\n");
-        to_sign.push_str(&hex(&sha256(canonical.as_bytes())));
-        Ok(hex(ring::hmac::sign(key, to_sign.as_bytes()).as_ref()))
+        to_sign.update(b"/aws4_request\n");
+        to_sign.update(&canonical);
+        Ok(hex(to_sign.sign().as_ref()))
     }
 
     /// Seconds since the Unix epoch of [`Signed::amz_date`].
@@ -223,12 +252,7 @@ impl Signed {
     pub fn authorization(&self) -> String {
         format!(
             "{ALGORITHM} Credential={}/{}/{}/{}/aws4_request, SignedHeaders={}, Signature={}",
-            self.access_key,
-            self.scope_date,
-            self.region,
-            self.service,
-            self.signed_headers.join(";"),
-            self.signature
+            self.access_key, self.scope_date, self.region, self.service, self.signed_headers, self.signature
         )
     }
 }
@@ -247,8 +271,9 @@ struct KeyRing {
 struct KeyEntry {
     access_key: String,
     secret: String,
-    /// `date/region/service`.
-    scope: String,
+    date: String,
+    region: String,
+    service: String,
     key: ring::hmac::Key,
 }
 
@@ -262,28 +287,26 @@ impl SigningKeys {
     }
 
     /// The signing key of `claim`'s credential and scope with `secret`, derived on first use.
-    fn get(&self, claim: &Signed, secret: &str) -> ring::hmac::Key {
-        let same_scope = |scope: &str| {
-            let mut parts = scope.splitn(3, '/');
-            parts.next() == Some(&claim.scope_date)
-                && parts.next() == Some(&claim.region)
-                && parts.next() == Some(&claim.service)
-        };
+    fn get(&self, claim: &Signed<'_>, secret: &str) -> ring::hmac::Key {
         {
             let ring = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(e) = ring
-                .entries
-                .iter()
-                .find(|e| e.access_key == claim.access_key && same_scope(&e.scope) && e.secret == secret)
-            {
+            if let Some(e) = ring.entries.iter().find(|e| {
+                e.access_key == claim.access_key
+                    && e.date == claim.scope_date
+                    && e.region == claim.region
+                    && e.service == claim.service
+                    && e.secret == secret
+            }) {
                 return e.key.clone();
             }
         }
         let key = hmac_key(&signing_key(secret, &claim.scope_date, &claim.region, &claim.service));
         let entry = KeyEntry {
-            access_key: claim.access_key.clone(),
+            access_key: claim.access_key.clone().into_owned(),
             secret: secret.to_owned(),
-            scope: format!("{}/{}/{}", claim.scope_date, claim.region, claim.service),
+            date: claim.scope_date.clone().into_owned(),
+            region: claim.region.clone().into_owned(),
+            service: claim.service.clone().into_owned(),
             key: key.clone(),
         };
         let mut ring = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -306,7 +329,7 @@ impl Default for SigningKeys {
 
 /// The hex SHA-256 of a payload: what a signer puts in the canonical request for a signed body.
 pub fn payload_hash(body: &[u8]) -> String {
-    hex(&sha256(body))
+    hex(&sha256(body)).iter().copied().map(char::from).collect()
 }
 
 /// `YYYYMMDDTHHMMSSZ` → seconds since the Unix epoch.
@@ -349,18 +372,43 @@ pub fn format_amz_date(secs: u64) -> String {
     format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
-fn credential_parts(credential: &str) -> Result<(String, String, String, String), SigError> {
-    let parts: Vec<&str> = credential.split('/').collect();
-    match parts[..] {
-        [key, date, region, service, "aws4_request"] if !key.is_empty() && date.len() == 8 => {
-            Ok((key.to_owned(), date.to_owned(), region.to_owned(), service.to_owned()))
+/// A pattern matching `sep` alone. On text as short as a signature's parts a closure, run
+/// character by character, is quicker than the memchr a `char` pattern runs.
+fn is(sep: char) -> impl Fn(char) -> bool {
+    move |c| c == sep
+}
+
+/// `key/date/region/service/aws4_request` → its first four parts.
+fn credential_parts(credential: &str) -> Result<(&str, &str, &str, &str), SigError> {
+    let mut parts = credential.split(is('/'));
+    match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(key), Some(date), Some(region), Some(service), Some("aws4_request"), None)
+            if !key.is_empty() && date.len() == 8 =>
+        {
+            Ok((key, date, region, service))
         }
         _ => Err(SigError::Malformed("Credential")),
     }
 }
 
-fn signed_headers(list: &str) -> Vec<String> {
-    list.split(';').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect()
+/// The signed header names trimmed, lowercased and without empty ones, joined by `;`:
+/// borrowed when `list` is already so.
+fn signed_headers(list: &str) -> Cow<'_, str> {
+    // No empty name, nothing to trim or lowercase.
+    let mut prev = b';';
+    let mut plain = true;
+    for &b in list.as_bytes() {
+        if (b == b';' && prev == b';') || !b.is_ascii_graphic() || b.is_ascii_uppercase() {
+            plain = false;
+            break;
+        }
+        prev = b;
+    }
+    if plain && prev != b';' {
+        return Cow::Borrowed(list);
+    }
+    let names: Vec<String> = list.split(';').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
+    Cow::Owned(names.join(";"))
 }
 
 /// What a `+` in a query stands for.
@@ -372,60 +420,125 @@ enum Plus {
     Space,
 }
 
-/// The canonical request of SigV4.
-fn canonical_request(signed: &Signed, r: &Received<'_>, payload_hash: &str, plus: Plus) -> Result<String, SigError> {
-    let mut out = String::with_capacity(512);
-    out.push_str(r.method);
-    out.push('\n');
-    encode_into(&mut out, &normalize_path(r.path), false);
-    out.push('\n');
-    let mut pairs: Vec<(String, String)> = query_pairs(r.query, plus)
-        .into_iter()
-        .filter(|(k, _)| !(signed.expires.is_some() && k == "X-Amz-Signature"))
-        .map(|(k, v)| (encode(&k, true), encode(&v, true)))
-        .collect();
-    pairs.sort_unstable();
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push('&');
+/// The canonical request of SigV4, written into `out`.
+fn canonical_request(
+    out: &mut impl Sink,
+    signed: &Signed<'_>,
+    r: &Received<'_>,
+    payload_hash: &str,
+    plus: Plus,
+) -> Result<(), SigError> {
+    out.put(r.method.as_bytes());
+    out.put(b"\n");
+    encode_into(out, &normalize_path(r.path), false);
+    out.put(b"\n");
+    if !r.query.is_empty() {
+        let mut pairs: Vec<(String, String)> = query_pairs(r.query, plus)
+            .into_iter()
+            .filter(|(k, _)| !(signed.expires.is_some() && k == "X-Amz-Signature"))
+            .map(|(k, v)| (encode(&k, true), encode(&v, true)))
+            .collect();
+        pairs.sort_unstable();
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            if i > 0 {
+                out.put(b"&");
+            }
+            out.put(k.as_bytes());
+            out.put(b"=");
+            out.put(v.as_bytes());
         }
-        out.push_str(k);
-        out.push('=');
-        out.push_str(v);
     }
-    out.push('\n');
-    for name in &signed.signed_headers {
-        let values = (r.header)(name);
-        if values.is_empty() {
+    out.put(b"\n");
+    for name in signed.signed_header_names() {
+        out.put(name.as_bytes());
+        out.put(b":");
+        let mut values = 0;
+        (r.header)(name, &mut |value| {
+            if values > 0 {
+                out.put(b",");
+            }
+            values += 1;
+            canonical_value(out, value);
+        });
+        if values == 0 {
             return Err(SigError::Malformed("a signed header is missing"));
         }
-        out.push_str(name);
-        out.push(':');
-        for (i, value) in values.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
+        out.put(b"\n");
+    }
+    out.put(b"\n");
+    out.put(signed.signed_headers.as_bytes());
+    out.put(b"\n");
+    out.put(payload_hash.as_bytes());
+    Ok(())
+}
+
+/// A header value as the canonical request has it: trimmed, inner runs of whitespace
+/// collapsed to one space (whitespace as `str::split_whitespace` reads it; bytes that are not
+/// UTF-8 read as U+FFFD).
+fn canonical_value(out: &mut impl Sink, value: &[u8]) {
+    if value.is_ascii() {
+        // The ASCII characters `split_whitespace` splits on.
+        let space = |b: &u8| matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ');
+        for (j, word) in value.split(space).filter(|w| !w.is_empty()).enumerate() {
+            if j > 0 {
+                out.put(b" ");
             }
-            // Trimmed, inner runs of whitespace collapsed to one space.
-            let text = String::from_utf8_lossy(value);
-            for (j, word) in text.split_whitespace().enumerate() {
-                if j > 0 {
-                    out.push(' ');
-                }
-                out.push_str(word);
+            out.put(word);
+        }
+        return;
+    }
+    let text = String::from_utf8_lossy(value);
+    for (j, word) in text.split_whitespace().enumerate() {
+        if j > 0 {
+            out.put(b" ");
+        }
+        out.put(word.as_bytes());
+    }
+}
+
+/// Where a canonical request is written.
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// SHA-256 fed through a small buffer, so that the many short pieces of a canonical request
+/// reach the hash in blocks.
+struct Digest {
+    context: ring::digest::Context,
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Digest {
+    fn new() -> Self {
+        Self { context: ring::digest::Context::new(&ring::digest::SHA256), buf: [0; 256], len: 0 }
+    }
+
+    fn finish(mut self) -> ring::digest::Digest {
+        self.context.update(&self.buf[..self.len]);
+        self.context.finish()
+    }
+}
+
+impl Sink for Digest {
+    fn put(&mut self, bytes: &[u8]) {
+        if self.len + bytes.len() > self.buf.len() {
+            self.context.update(&self.buf[..self.len]);
+            self.len = 0;
+            if bytes.len() > self.buf.len() {
+                self.context.update(bytes);
+                return;
             }
         }
-        out.push('\n');
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
     }
-    out.push('\n');
-    for (i, name) in signed.signed_headers.iter().enumerate() {
-        if i > 0 {
-            out.push(';');
-        }
-        out.push_str(name);
-    }
-    out.push('\n');
-    out.push_str(payload_hash);
-    Ok(out)
 }
 
 /// The path with `.`/`..` segments and repeated slashes removed, as AWS normalises it; still
@@ -456,21 +569,25 @@ fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
 
 /// Percent-encodes all but the unreserved set (and `/` unless `slash`).
 fn encode(s: &str, slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
+    let mut out = Vec::with_capacity(s.len());
     encode_into(&mut out, s, slash);
-    out
+    // Only ASCII is written.
+    String::from_utf8_lossy(&out).into_owned()
 }
 
-fn encode_into(out: &mut String, s: &str, slash: bool) {
-    for &b in s.as_bytes() {
+/// [`encode`] into `out`, runs of bytes that stay as they are copied whole.
+fn encode_into(out: &mut impl Sink, s: &str, slash: bool) {
+    let bytes = s.as_bytes();
+    let mut copied = 0;
+    for (i, &b) in bytes.iter().enumerate() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (b == b'/' && !slash) {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(UPPER_HEX[usize::from(b >> 4)]));
-            out.push(char::from(UPPER_HEX[usize::from(b & 0xf)]));
+            continue;
         }
+        out.put(&bytes[copied..i]);
+        out.put(&[b'%', UPPER_HEX[usize::from(b >> 4)], UPPER_HEX[usize::from(b & 0xf)]]);
+        copied = i + 1;
     }
+    out.put(&bytes[copied..]);
 }
 
 const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -547,11 +664,12 @@ fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(char::from(LOWER_HEX[usize::from(b >> 4)]));
-        out.push(char::from(LOWER_HEX[usize::from(b & 0xf)]));
+/// A 32-byte hash or MAC in lowercase hex.
+fn hex(bytes: &[u8]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    for (i, &b) in bytes.iter().take(32).enumerate() {
+        out[2 * i] = LOWER_HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = LOWER_HEX[usize::from(b & 0xf)];
     }
     out
 }
@@ -559,6 +677,11 @@ fn hex(bytes: &[u8]) -> String {
 /// Whether `a` and `b` are equal, in a time that depends on their lengths only (for secrets).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// [`constant_time_eq`] of `want` and `given` in lowercase.
+fn constant_time_eq_lowercase(want: &[u8], given: &[u8]) -> bool {
+    want.len() == given.len() && want.iter().zip(given).fold(0u8, |acc, (x, y)| acc | (x ^ y.to_ascii_lowercase())) == 0
 }
 
 impl fmt::Display for SigError {

@@ -91,6 +91,10 @@ pub struct VpcView {
     /// The address its clients reach Lattice at (loopback mode: an ingress address on this
     /// node), once allocated.
     pub ingress: Option<IpAddr>,
+    /// The ingress addresses other live proxy nodes serve this VPC on (loopback mode over a
+    /// shared store): DNS answers list them after this node's own, so that a client can go to
+    /// another node when one dies.
+    pub peers: Vec<IpAddr>,
     /// The services reachable from this VPC, by service ID. A service reachable through several
     /// service networks appears once (the first network in ID order).
     pub reach: BTreeMap<String, Reach>,

@@ -32,8 +32,9 @@ impl Timestamp {
         if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
             return None;
         }
-        let days = days_from_civil(y as i64, mo as u32, d as u32);
-        Some(Self(((days as u64 * 86_400) + h * 3600 + mi * 60 + se) * 1000 + millis))
+        // Before 1970 there is no timestamp (it is unsigned): refused, not wrapped around.
+        let days = u64::try_from(days_from_civil(y as i64, mo as u32, d as u32)).ok()?;
+        Some(Self((days * 86_400 + h * 3600 + mi * 60 + se) * 1000 + millis))
     }
 }
 
@@ -136,6 +137,15 @@ mod tests {
         }
         assert_eq!(Timestamp::parse("2023-05-05T21:35:29Z"), Some(Timestamp(1_683_322_529_000)));
         assert_eq!(Timestamp::parse("2023-13-05T21:35:29Z"), None);
+    }
+
+    /// Issue 10 (found by the `ids` fuzz target): a year before 1970 overflowed the
+    /// multiplication (a panic with overflow checks, a wrapped-around timestamp without).
+    #[test]
+    fn issue_10_years_before_the_epoch_are_refused() {
+        assert_eq!(Timestamp::parse("0223-05-05T21:35:29.339Z"), None);
+        assert_eq!(Timestamp::parse("1969-12-31T23:59:59Z"), None);
+        assert_eq!(Timestamp::parse("1970-01-01T00:00:00Z"), Some(Timestamp(0)));
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! The request path never waits on the writer: a record goes into a bounded channel with
 //! `try_send`, and when the writer has fallen behind (a slow disk, a destination that blocks)
 //! the record is dropped and counted (`trellis_access_log_records_dropped_total`), never queued
-//! without bound. The writer is a thread of its own (file I/O blocks), which serializes each
-//! record once, appends it to each of its destinations (one JSON object a line), rotates a file
-//! past its size limit (`<node>.log` → `<node>.log.1` …, keeping a fixed number), and keeps the
-//! newest records in memory for `GET /_trellis/access-logs`. Records are per node.
+//! without bound. The writer is a thread of its own (file I/O blocks). Every 20 ms it takes what
+//! queued up, writes each record once as a line of JSON into one buffer (`line.rs`), appends
+//! the lines to their destinations (one write per destination and batch), rotates a file past
+//! its size limit (`<node>.log` → `<node>.log.1` …, keeping a fixed number), and keeps the
+//! newest records in memory for `GET /_trellis/access-logs` (the batches themselves, not a copy
+//! per record). Records are per node.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -19,9 +21,11 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
-use serde::{Serialize, Serializer};
+use trellis_model::iam::Identity;
 
 use crate::metrics::ProcessStats;
+
+mod line;
 
 /// Settings of the access log writer.
 #[derive(Clone, Debug)]
@@ -49,48 +53,32 @@ pub(crate) struct LogRoute {
     /// `svc-…` (what `GET /_trellis/access-logs?service=` filters on).
     pub(crate) service_id: Arc<str>,
     pub(crate) network_arn: Arc<str>,
+    /// The IDs of the service's listeners, shared by its records.
+    pub(crate) listener_ids: Box<[Arc<str>]>,
 }
 
 /// One request's access log entry (spec §5.2): `-` where a field does not apply (`None`).
 /// Built on the request path, so it holds what is cheap to take there (shared `Arc`s, static
-/// names, numbers, the few strings copied from the request) and is turned into text by the
-/// writer.
-#[derive(Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// names, numbers, and the request's own text copied once into one buffer) and is turned into
+/// text by the writer (`line.rs` writes the JSON, field by field in this order).
+#[derive(Debug, Default)]
 pub(crate) struct Entry {
     /// Milliseconds since the Unix epoch.
-    #[serde(serialize_with = "iso8601")]
     pub(crate) start_time: u64,
-    #[serde(serialize_with = "dash")]
     pub(crate) service_network_arn: Option<Arc<str>>,
-    #[serde(serialize_with = "dash")]
     pub(crate) service_arn: Option<Arc<str>>,
-    #[serde(serialize_with = "dash")]
     pub(crate) source_vpc_arn: Option<Arc<str>>,
-    #[serde(serialize_with = "dash")]
     pub(crate) source_vpc_id: Option<Arc<str>>,
-    #[serde(serialize_with = "dash")]
     pub(crate) destination_vpc_id: Option<Arc<str>>,
-    #[serde(serialize_with = "addr")]
     pub(crate) source_ip_port: Option<SocketAddr>,
-    #[serde(serialize_with = "addr")]
     pub(crate) target_ip_port: Option<SocketAddr>,
-    #[serde(serialize_with = "dash")]
     pub(crate) target_group_arn: Option<Arc<str>>,
-    #[serde(serialize_with = "dash")]
-    pub(crate) listener_id: Option<String>,
+    pub(crate) listener_id: Option<Arc<str>>,
     pub(crate) listener_type: &'static str,
-    #[serde(serialize_with = "dash")]
-    pub(crate) request_method: Option<String>,
-    #[serde(serialize_with = "dash")]
-    pub(crate) request_path: Option<String>,
+    /// `requestMethod`, `requestPath`, `hostHeader`, `userAgent` and `traceparent`.
+    pub(crate) request: RequestText,
     pub(crate) protocol: &'static str,
-    #[serde(serialize_with = "dash")]
-    pub(crate) host_header: Option<String>,
-    #[serde(serialize_with = "dash")]
     pub(crate) server_name_indication: Option<Box<str>>,
-    #[serde(serialize_with = "dash")]
-    pub(crate) user_agent: Option<String>,
     pub(crate) response_code: u16,
     pub(crate) bytes_received: u64,
     pub(crate) bytes_sent: u64,
@@ -101,33 +89,34 @@ pub(crate) struct Entry {
     pub(crate) tls_version: &'static str,
     pub(crate) auth_denied_reason: &'static str,
     pub(crate) failure_reason: &'static str,
-    #[serde(serialize_with = "dash")]
-    pub(crate) resolved_user: Option<String>,
-    #[serde(serialize_with = "dash")]
-    pub(crate) caller_principal: Option<String>,
-    #[serde(rename = "callerPrincipalOrgID", serialize_with = "dash")]
-    pub(crate) caller_principal_org_id: Option<String>,
-    #[serde(rename = "callerX509IssuerOU")]
-    pub(crate) caller_x509_issuer_ou: &'static str,
-    #[serde(rename = "callerX509SubjectCN")]
-    pub(crate) caller_x509_subject_cn: &'static str,
-    #[serde(rename = "callerX509SANNameCN")]
-    pub(crate) caller_x509_san_name_cn: &'static str,
-    #[serde(rename = "callerX509SANDNS")]
-    pub(crate) caller_x509_san_dns: &'static str,
-    #[serde(rename = "callerX509SANURI")]
-    pub(crate) caller_x509_san_uri: &'static str,
+    /// The caller a signature authenticated: `resolvedUser` and `callerPrincipal` are its
+    /// principal's ARN, `callerPrincipalOrgID` its organization.
+    pub(crate) caller: Option<Arc<Identity>>,
     pub(crate) request_id: RequestId,
+}
+
+/// The text a record copies from the request, in one buffer (one allocation per record):
+/// each [`Part`] is a span of it, or absent. The bytes are kept as the request sent them; the
+/// writer reads invalid UTF-8 as U+FFFD, off the request path.
+#[derive(Debug, Default)]
+pub(crate) struct RequestText {
+    bytes: Vec<u8>,
+    spans: [Option<(usize, usize)>; Part::COUNT],
+}
+
+/// A piece of [`RequestText`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Part {
+    Host,
+    Method,
+    Path,
     /// The W3C `traceparent` the request went to its target with (a Trellis field).
-    #[serde(serialize_with = "dash")]
-    pub(crate) traceparent: Option<String>,
+    Traceparent,
+    UserAgent,
 }
 
 /// How long the writer lets records gather before it takes them.
 const BATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// The newest records written, each with its service ID.
-type Recent = Arc<Mutex<VecDeque<(Arc<str>, String)>>>;
 
 /// A record on its way to the writer.
 struct Job {
@@ -139,7 +128,31 @@ struct Job {
 /// The request path's end of the writer.
 pub(crate) struct AccessLog {
     tx: SyncSender<Job>,
-    recent: Recent,
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// The records the writer took in one round, as text: one JSON object a line, each line
+/// ending in `\n`.
+#[derive(Default)]
+struct Batch {
+    text: Vec<u8>,
+    lines: Vec<Line>,
+}
+
+/// One line of a [`Batch`]: it ends at `end` and starts where the one before ends.
+struct Line {
+    destinations: Arc<[PathBuf]>,
+    service_id: Arc<str>,
+    end: usize,
+}
+
+/// The newest records written, kept as the batches they were written in (no copy per record).
+#[derive(Default)]
+struct Recent {
+    /// Each batch with the index of its first line still kept.
+    batches: VecDeque<(Batch, usize)>,
+    /// Lines kept.
+    len: usize,
 }
 
 /// An open destination file.
@@ -148,14 +161,33 @@ struct Open {
     size: u64,
 }
 
+/// A write that failed, with the number of lines it left unwritten.
+struct Failed(std::io::Error, u64);
+
+// === impl LogRoute ===
+
+impl LogRoute {
+    /// The shared copy of listener ID `id` (a new one if the service has no such listener).
+    pub(crate) fn listener_id(&self, id: &str) -> Arc<str> {
+        self.listener_ids.iter().find(|l| ***l == *id).cloned().unwrap_or_else(|| id.into())
+    }
+}
+
 // === impl AccessLog ===
 
 impl AccessLog {
     /// Starts the writer thread.
     pub(crate) fn start(config: AccessLogConfig, stats: Arc<ProcessStats>) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel(config.queue.max(1));
-        let recent = Arc::new(Mutex::new(VecDeque::with_capacity(config.recent.min(1 << 16))));
-        let writer = Writer { config, stats, recent: recent.clone(), files: HashMap::new(), failing: HashSet::new() };
+        let recent = Arc::new(Mutex::new(Recent::default()));
+        let writer = Writer {
+            config,
+            stats,
+            recent: recent.clone(),
+            files: HashMap::new(),
+            failing: HashSet::new(),
+            clock: line::Clock::default(),
+        };
         let spawned = std::thread::Builder::new().name("access-log".into()).spawn(move || writer.run(rx));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the access log writer; records will be dropped");
@@ -178,122 +210,188 @@ impl AccessLog {
     /// JSON object a line.
     pub(crate) fn recent(&self, service: Option<&str>, limit: usize) -> String {
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let mut picked: Vec<&str> = recent
-            .iter()
-            .rev()
-            .filter(|(svc, _)| service.is_none_or(|s| &**svc == s))
+        let mut picked: Vec<&[u8]> = recent
+            .lines()
+            .filter(|(svc, _)| service.is_none_or(|s| *svc == s))
             .take(limit)
-            .map(|(_, line)| line.as_str())
+            .map(|(_, line)| line)
             .collect();
         picked.reverse();
-        let mut out = String::with_capacity(picked.iter().map(|l| l.len() + 1).sum());
+        let mut out = String::with_capacity(picked.iter().map(|l| l.len()).sum());
         for line in picked {
-            out.push_str(line);
-            out.push('\n');
+            out.push_str(&String::from_utf8_lossy(line));
         }
         out
+    }
+}
+
+// === impl Batch ===
+
+impl Batch {
+    /// Where line `i` starts.
+    fn start(&self, i: usize) -> usize {
+        i.checked_sub(1).map_or(0, |prev| self.lines[prev].end)
+    }
+}
+
+// === impl Recent ===
+
+impl Recent {
+    /// Keeps `batch`, and of all lines kept the newest `keep` only; a batch no longer kept,
+    /// for its buffers to be used again.
+    fn push(&mut self, batch: Batch, keep: usize) -> Option<Batch> {
+        self.len += batch.lines.len();
+        self.batches.push_back((batch, 0));
+        let mut unused = None;
+        while self.len > keep {
+            let Some((oldest, first)) = self.batches.front_mut() else { break };
+            let dropped = (self.len - keep).min(oldest.lines.len() - *first);
+            *first += dropped;
+            self.len -= dropped;
+            if *first == oldest.lines.len() {
+                unused = self.batches.pop_front().map(|(batch, _)| batch);
+            }
+        }
+        unused
+    }
+
+    /// The lines kept, newest first, each with its service ID (each line ends in `\n`).
+    fn lines(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.batches.iter().rev().flat_map(|(batch, first)| {
+            (*first..batch.lines.len())
+                .rev()
+                .map(move |i| (&*batch.lines[i].service_id, &batch.text[batch.start(i)..batch.lines[i].end]))
+        })
     }
 }
 
 struct Writer {
     config: AccessLogConfig,
     stats: Arc<ProcessStats>,
-    recent: Recent,
+    recent: Arc<Mutex<Recent>>,
     files: HashMap<PathBuf, Open>,
     /// Destinations whose last write failed.
     failing: HashSet<PathBuf>,
+    clock: line::Clock,
 }
 
 // === impl Writer ===
 
 impl Writer {
     fn run(mut self, rx: Receiver<Job>) {
-        let mut written = Vec::new();
+        // A batch's text is about 1 KiB a record: sized from the last one, it is not grown by
+        // doubling. The buffers of a batch the recent records no longer keep are used again
+        // (fresh ones would cost a page fault every 4 KiB).
+        let mut hint = (0, 0);
+        let mut spare: Option<Batch> = None;
         // Waits for a record only when idle; while busy it takes what queued up every
         // `BATCH_EVERY`, so that a request's `try_send` almost never has a sleeping writer to
         // wake (a futex call and a context switch per request), and files are written in
-        // batches.
+        // batches: one write per destination and batch.
         while let Ok(job) = rx.recv() {
-            written.extend(self.write(job));
+            let mut batch = match spare.take() {
+                Some(mut batch) => {
+                    batch.text.clear();
+                    batch.lines.clear();
+                    batch
+                }
+                None => Batch { text: Vec::with_capacity(hint.0), lines: Vec::with_capacity(hint.1) },
+            };
+            self.take(&mut batch, job);
             std::thread::sleep(BATCH_EVERY);
-            while let Ok(job) = rx.try_recv() {
-                written.extend(self.write(job));
+            // At most a queue's worth a round, so that a batch stays bounded.
+            while batch.lines.len() < self.config.queue
+                && let Ok(job) = rx.try_recv()
+            {
+                self.take(&mut batch, job);
             }
+            hint = (batch.text.len() + batch.text.len() / 8, batch.lines.len());
+            self.write(&batch);
             self.flush();
+            let written = batch.lines.len() as u64;
             // Readers of the recent records find them in the files too.
-            self.remember(written.drain(..));
+            if self.config.recent > 0 {
+                let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+                spare = recent.push(batch, self.config.recent);
+            } else {
+                spare = Some(batch);
+            }
+            self.stats.log_written.fetch_add(written, Ordering::Relaxed);
         }
         self.flush();
     }
 
-    fn remember(&self, written: impl Iterator<Item = (Arc<str>, String)>) {
-        if self.config.recent == 0 {
-            return;
-        }
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        for record in written {
-            if recent.len() >= self.config.recent {
-                recent.pop_front();
-            }
-            recent.push_back(record);
-        }
+    /// Adds a record's line to the batch.
+    fn take(&mut self, batch: &mut Batch, job: Job) {
+        job.entry.write_line(&mut batch.text, &mut self.clock);
+        batch.text.push(b'\n');
+        batch.lines.push(Line { destinations: job.destinations, service_id: job.service_id, end: batch.text.len() });
     }
 
-    /// Appends a record to its destinations; the record, for the recent ones.
-    fn write(&mut self, job: Job) -> Option<(Arc<str>, String)> {
-        // A record's line is about 1 KiB: one allocation, not a string grown by doubling.
-        let mut buf = Vec::with_capacity(1536);
-        let line = match serde_json::to_writer(&mut buf, &job.entry).map(|()| String::from_utf8(buf)) {
-            Ok(Ok(line)) => line,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "an access log record serialized to invalid UTF-8");
-                return None;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot serialize an access log record");
-                return None;
-            }
-        };
-        for dir in job.destinations.iter() {
-            match self.append(dir, &line) {
-                Ok(()) => {
-                    if self.failing.remove(dir) {
-                        tracing::info!(dir = %dir.display(), "access log records are written again");
+    /// Appends a batch's lines to their destinations: each run of lines bound to the same
+    /// destinations in one write per destination.
+    fn write(&mut self, batch: &Batch) {
+        let mut first = 0;
+        while first < batch.lines.len() {
+            let destinations = &batch.lines[first].destinations;
+            let run = batch.lines[first..].iter().take_while(|l| Arc::ptr_eq(&l.destinations, destinations)).count();
+            let lines = &batch.lines[first..first + run];
+            for dir in destinations.iter() {
+                match self.append(dir, &batch.text, batch.start(first), lines) {
+                    Ok(()) => {
+                        if self.failing.remove(dir) {
+                            tracing::info!(dir = %dir.display(), "access log records are written again");
+                        }
                     }
-                }
-                Err(e) => {
-                    self.stats.log_errors.fetch_add(1, Ordering::Relaxed);
-                    self.files.remove(dir);
-                    // Said once per destination until it works again, not once per record.
-                    if self.failing.insert(dir.clone()) {
-                        tracing::warn!(dir = %dir.display(), error = %e, "cannot write access log records");
+                    Err(Failed(e, unwritten)) => {
+                        self.stats.log_errors.fetch_add(unwritten, Ordering::Relaxed);
+                        self.files.remove(dir);
+                        // Said once per destination until it works again, not once per record.
+                        if self.failing.insert(dir.clone()) {
+                            tracing::warn!(dir = %dir.display(), error = %e, "cannot write access log records");
+                        }
                     }
                 }
             }
+            first += run;
         }
-        self.stats.log_written.fetch_add(1, Ordering::Relaxed);
-        Some((job.service_id, line))
     }
 
-    fn append(&mut self, dir: &Path, line: &str) -> std::io::Result<()> {
+    /// Appends `lines` (their text in `text` from `start` on) to `dir`'s file, rotating it
+    /// before a line that would take it past its size limit.
+    fn append(&mut self, dir: &Path, text: &[u8], mut start: usize, lines: &[Line]) -> Result<(), Failed> {
         // The file's path is made only to open or rotate it, not per record.
-        let path = || self.config.data_dir.join(dir).join(format!("{}.log", self.config.node));
-        if !self.files.contains_key(dir) {
-            let open = open(&path())?;
-            self.files.insert(dir.to_owned(), open);
-        }
-        let Some(current) = self.files.get_mut(dir) else { return Ok(()) };
-        if current.size > 0 && current.size + line.len() as u64 + 1 > self.config.max_file_bytes {
-            current.file.flush()?;
+        let path = |config: &AccessLogConfig| config.data_dir.join(dir).join(format!("{}.log", config.node));
+        let mut done = 0;
+        let mut rotated = false;
+        while done < lines.len() {
+            let unwritten = (lines.len() - done) as u64;
+            if !self.files.contains_key(dir) {
+                let open = open(&path(&self.config)).map_err(|e| Failed(e, unwritten))?;
+                self.files.insert(dir.to_owned(), open);
+            }
+            let Some(current) = self.files.get_mut(dir) else { return Ok(()) };
+            // The lines that fit (at least one into a file just rotated).
+            let (mut end, mut size, mut fit) = (start, current.size, 0);
+            for line in &lines[done..] {
+                let len = (line.end - end) as u64;
+                if size > 0 && size + len > self.config.max_file_bytes && !(rotated && fit == 0) {
+                    break;
+                }
+                (end, size, fit) = (line.end, size + len, fit + 1);
+            }
+            if fit > 0 {
+                current.file.write_all(&text[start..end]).map_err(|e| Failed(e, unwritten))?;
+                current.size = size;
+                (start, done, rotated) = (end, done + fit, false);
+                continue;
+            }
+            current.file.flush().map_err(|e| Failed(e, unwritten))?;
             self.files.remove(dir);
-            let path = path();
-            rotate(&path, self.config.keep_files)?;
-            self.files.insert(dir.to_owned(), open(&path)?);
+            let path = path(&self.config);
+            rotate(&path, self.config.keep_files).map_err(|e| Failed(e, unwritten))?;
+            rotated = true;
         }
-        let Some(current) = self.files.get_mut(dir) else { return Ok(()) };
-        current.file.write_all(line.as_bytes())?;
-        current.file.write_all(b"\n")?;
-        current.size += line.len() as u64 + 1;
         Ok(())
     }
 
@@ -314,22 +412,31 @@ impl Writer {
     }
 }
 
-/// A value, or `-`.
-fn dash<S: Serializer, T: AsRef<str>>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(v.as_ref().map_or("-", AsRef::as_ref))
-}
+// === impl RequestText ===
 
-/// An address as `ip:port`, or `-`.
-fn addr<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(a) => s.collect_str(a),
-        None => s.serialize_str("-"),
+impl RequestText {
+    /// An empty text with room for `capacity` bytes.
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        Self { bytes: Vec::with_capacity(capacity), spans: [None; Part::COUNT] }
+    }
+
+    /// Sets `part` to `value` (a part set again takes the new value).
+    pub(crate) fn set(&mut self, part: Part, value: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.spans[part as usize] = Some((start, self.bytes.len()));
+    }
+
+    /// The bytes of `part`, if it is set.
+    pub(crate) fn find(&self, part: Part) -> Option<&[u8]> {
+        self.spans[part as usize].map(|(start, end)| &self.bytes[start..end])
     }
 }
 
-/// Epoch milliseconds as ISO-8601 UTC.
-fn iso8601<S: Serializer>(ms: &u64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&trellis_model::Timestamp(*ms).iso8601())
+// === impl Part ===
+
+impl Part {
+    const COUNT: usize = 5;
 }
 
 /// A request id as the proxy makes them (a UUID's 36 characters).
@@ -339,12 +446,6 @@ pub(crate) struct RequestId(pub(crate) [u8; 36]);
 impl Default for RequestId {
     fn default() -> Self {
         Self([b'0'; 36])
-    }
-}
-
-impl Serialize for RequestId {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(std::str::from_utf8(&self.0).unwrap_or("-"))
     }
 }
 
@@ -399,6 +500,7 @@ mod tests {
             service_arn: "arn:aws:vpc-lattice:us-east-1:0:service/svc-1".into(),
             service_id: "svc-1".into(),
             network_arn: "-".into(),
+            listener_ids: Box::default(),
         }
     }
 

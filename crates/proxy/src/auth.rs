@@ -14,11 +14,12 @@
 //! authenticate: its requests, signed or not, go on as they came (what AWS does with a signature
 //! there is unconfirmed; checking it would refuse requests that nothing asked to authenticate).
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use trellis_model::iam::{Identities, Identity, Principal};
 use trellis_model::policy::{Caller, Decision, Keys, Request};
-use trellis_model::sigv4::{Received, SigError, Signed, SigningKeys};
+use trellis_model::sigv4::{HeaderValues, Received, SigError, Signed, SigningKeys};
 use trellis_model::snapshot::IamAuth;
 
 /// How far a signature's date may be from now (AWS: 5 minutes).
@@ -49,13 +50,24 @@ pub(crate) struct Facts<'a> {
     pub(crate) path: &'a str,
     /// The query, without `?`.
     pub(crate) query: &'a str,
-    /// Every value of a header (lowercase name).
-    pub(crate) header: &'a dyn Fn(&str) -> Vec<&'a [u8]>,
+    /// Calls its second argument with every value of a header (lowercase name), in order.
+    pub(crate) header: &'a HeaderValues<'a>,
+    /// The headers a signature is read from.
+    pub(crate) signature: SignatureHeaders<'a>,
     /// The Lattice port.
     pub(crate) port: u16,
     pub(crate) source_vpc: &'a str,
     pub(crate) source_vpc_account: &'a str,
     pub(crate) client_ip: IpAddr,
+}
+
+/// The first value of each header a signature is read from.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SignatureHeaders<'a> {
+    pub(crate) authorization: Option<&'a [u8]>,
+    pub(crate) amz_date: Option<&'a [u8]>,
+    pub(crate) content_sha256: Option<&'a [u8]>,
+    pub(crate) security_token: Option<&'a [u8]>,
 }
 
 /// Why a request was refused.
@@ -109,15 +121,19 @@ impl AuthCheck {
     }
 
     /// The identity of a signed request (`None` when unsigned), or why it is refused.
-    fn authenticate(
+    fn authenticate<'f>(
         &self,
-        facts: &Facts<'_>,
+        facts: &Facts<'f>,
         identities: &Identities,
         now: u64,
     ) -> Result<Option<std::sync::Arc<Identity>>, Denied> {
         let refuse = |why: String| Denied::Unauthenticated(why);
-        let first = |name: &str| (facts.header)(name).first().map(|v| String::from_utf8_lossy(v).into_owned());
-        let (authorization, amz_date) = (first("authorization"), first("x-amz-date"));
+        // `from_utf8` first: it is much quicker than the lossy reading of text that is valid.
+        let text = |v: Option<&'f [u8]>| {
+            v.map(|v| std::str::from_utf8(v).map_or_else(|_| String::from_utf8_lossy(v), Cow::Borrowed))
+        };
+        let headers = &facts.signature;
+        let (authorization, amz_date) = (text(headers.authorization), text(headers.amz_date));
         let signed = match Signed::parse(authorization.as_deref(), amz_date.as_deref(), facts.query) {
             Ok(None) => return Ok(None),
             Ok(Some(signed)) => signed,
@@ -137,7 +153,7 @@ impl AuthCheck {
             )));
         }
         let at = signed.time().ok_or_else(|| refuse("the signature's date is malformed".into()))?;
-        if !signed.amz_date.starts_with(&signed.scope_date) {
+        if !signed.amz_date.starts_with(&*signed.scope_date) {
             return Err(refuse("the signature's date and its credential scope's date differ".into()));
         }
         match signed.expires {
@@ -149,13 +165,13 @@ impl AuthCheck {
             }
             _ => {}
         }
-        let payload = first("x-amz-content-sha256");
+        let payload = text(headers.content_sha256);
         if signed.expires.is_none() && payload.as_deref() != Some(UNSIGNED_PAYLOAD) {
             return Err(refuse(
                 "Lattice requires x-amz-content-sha256: UNSIGNED-PAYLOAD (payload signing is not supported)".into(),
             ));
         }
-        let token = signed.query_token.clone().or_else(|| first("x-amz-security-token"));
+        let token = signed.query_token.clone().or_else(|| text(headers.security_token));
         let identity = identities
             .find(&signed.access_key, token.as_deref(), now.saturating_mul(1000))
             .map_err(|e| refuse(e.to_string()))?
@@ -250,9 +266,7 @@ impl Keys for Context<'_, '_> {
             return;
         }
         if let Some(header) = strip_prefix_ignore_case(name, "requestheader/") {
-            for v in (f.header)(&header.to_ascii_lowercase()) {
-                each(&String::from_utf8_lossy(v));
-            }
+            (f.header)(&header.to_ascii_lowercase(), &mut |v| each(&String::from_utf8_lossy(v)));
             return;
         }
         if let Some(wanted) = strip_prefix_ignore_case(name, "requestquerystring/") {
@@ -285,6 +299,28 @@ impl Keys for Context<'_, '_> {
     }
 }
 
+// === impl SignatureHeaders ===
+
+impl<'a> SignatureHeaders<'a> {
+    /// Found in one pass over a request's `(name, value)` fields (names in any case).
+    pub(crate) fn find(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Self {
+        let mut found = Self::default();
+        for (name, value) in fields {
+            let slot = match name.len() {
+                13 if name.eq_ignore_ascii_case(b"authorization") => &mut found.authorization,
+                10 if name.eq_ignore_ascii_case(b"x-amz-date") => &mut found.amz_date,
+                20 if name.eq_ignore_ascii_case(b"x-amz-content-sha256") => &mut found.content_sha256,
+                20 if name.eq_ignore_ascii_case(b"x-amz-security-token") => &mut found.security_token,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(value);
+            }
+        }
+        found
+    }
+}
+
 /// `s` without `prefix`, compared without case.
 fn strip_prefix_ignore_case<'s>(s: &'s str, prefix: &str) -> Option<&'s str> {
     let head = s.get(..prefix.len())?;
@@ -294,12 +330,22 @@ fn strip_prefix_ignore_case<'s>(s: &'s str, prefix: &str) -> Option<&'s str> {
 /// `x-amzn-lattice-identity` for an authenticated caller (spec §3.8):
 /// `Principal=<arn>;PrincipalOrgID=<org>`, and `;SessionName=<name>` for a role's session.
 pub(crate) fn identity_header(id: &Identity) -> String {
-    let mut out = format!("Principal={};PrincipalOrgID={}", id.principal.arn(), id.organization_id);
+    let mut out = Vec::new();
+    write_identity(&mut out, id);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Appends [`identity_header`]'s text to `out` (HTTP/1.1 writes it straight into the head it
+/// forwards).
+pub(crate) fn write_identity(out: &mut Vec<u8>, id: &Identity) {
+    out.extend_from_slice(b"Principal=");
+    out.extend_from_slice(id.principal.arn().as_bytes());
+    out.extend_from_slice(b";PrincipalOrgID=");
+    out.extend_from_slice(id.organization_id.as_bytes());
     if let Principal::AssumedRole { session_name, .. } = &id.principal {
-        out.push_str(";SessionName=");
-        out.push_str(session_name);
+        out.extend_from_slice(b";SessionName=");
+        out.extend_from_slice(session_name.as_bytes());
     }
-    out
 }
 
 /// Now, in seconds since the Unix epoch.

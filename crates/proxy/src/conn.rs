@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use trellis_net::Ports;
 
-use crate::access_log::{Entry, LogRoute};
+use crate::access_log::{Entry, LogRoute, Part};
 use crate::error::{ErrorKind, ProxyError};
 use crate::guard::{FramingGuard, Limits};
 use crate::h1::{Buf, Framing, RequestHead};
@@ -372,7 +372,7 @@ impl Session {
                 self.timers.clock.idle = Some(forward.idle_timeout);
                 done.group = Some(forward.obs);
                 if let Some((_, e)) = &mut entry {
-                    record::caller(e, forward.identity.as_deref());
+                    record::caller(e, forward.identity.as_ref());
                 }
                 match self.forward(&head, forward, &request_id).await {
                     Ok(next) => {
@@ -446,7 +446,7 @@ impl Session {
         };
         record::finish(&mut e, outcome);
         if let Some(trace) = &self.meter.trace {
-            e.traceparent = Some(String::from_utf8_lossy(trace).into_owned());
+            e.request.set(Part::Traceparent, trace);
         }
         self.conn.telemetry.log.send(route, e, &self.conn.telemetry.process);
     }

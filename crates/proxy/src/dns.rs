@@ -23,6 +23,10 @@ use crate::{Error, ProxyConfig};
 mod server;
 mod zone;
 
+/// For the fuzz targets (`crate::fuzzing`): the pure message path.
+pub(crate) use server::respond;
+pub(crate) use zone::Zones;
+
 /// How long after a failed bind the responder tries again (the snapshot may not change).
 /// Shorter in tests, which wait for it.
 const REBIND_INTERVAL: Duration = if cfg!(test) { Duration::from_millis(200) } else { Duration::from_secs(5) };

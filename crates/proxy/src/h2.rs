@@ -38,9 +38,8 @@ use trellis_model::route::HeaderLookup;
 use trellis_model::snapshot::{Action, ListenerView};
 
 use crate::ProxyConfig;
-use crate::access_log::Entry;
+use crate::access_log::{Entry, Part, RequestText};
 use crate::balance::Version;
-use crate::conn::record::RequestFacts;
 use crate::conn::{Conn, DRAIN_GRACE};
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::{InFlightGuard, Pool};
@@ -231,18 +230,23 @@ async fn forward(
         let headers = req.headers();
         // HTTP/2 carries the host in `:authority`; signatures name it `host`.
         let authority = req.uri().authority().map(|a| a.as_str().as_bytes());
-        let header = |name: &str| {
-            let mut values = headers.get_all(name).iter().map(HeaderValue::as_bytes).collect::<Vec<_>>();
-            if values.is_empty() && name == "host" {
-                values.extend(authority);
+        let header = |name: &str, each: &mut dyn FnMut(&[u8])| {
+            let mut values = 0;
+            for value in headers.get_all(name) {
+                values += 1;
+                each(value.as_bytes());
             }
-            values
+            if let (0, "host", Some(authority)) = (values, name, authority) {
+                each(authority);
+            }
         };
+        let fields = headers.iter().map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
         let facts = crate::auth::Facts {
             method: req.method().as_str(),
             path,
             query: req.uri().query().unwrap_or(""),
             header: &header,
+            signature: crate::auth::SignatureHeaders::find(fields),
             port: listener.port,
             source_vpc: &ctx.conn.vpc,
             source_vpc_account: &vpc.account,
@@ -270,7 +274,7 @@ async fn forward(
     };
     // Select, and the protocol matrix.
     if let Some(entry) = &mut note.entry {
-        crate::conn::record::caller(entry, identity.as_deref());
+        crate::conn::record::caller(entry, identity.as_ref());
     }
     let (group, target_header, obs) = request::select(&routes, reach, groups)?;
     note.group = reach.obs.groups.iter().position(|g| std::ptr::eq(g, obs));
@@ -354,18 +358,28 @@ impl Note {
     ) {
         self.obs = Some(reach.obs.clone());
         let Some(route) = &reach.obs.log else { return };
-        let text = |v: Option<&HeaderValue>| v.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let headers = req.headers();
-        let facts = RequestFacts {
-            method: req.method().as_str().to_owned(),
-            path: req.uri().path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
-            protocol: "HTTP/2.0",
-            host: req.uri().authority().map(|a| a.as_str().to_owned()).or_else(|| text(headers.get(HOST))),
-            user_agent: text(headers.get(http::header::USER_AGENT)),
-            traceparent: text(headers.get(TRACEPARENT)).filter(|t| {
-                crate::headers::valid_traceparent(t.as_bytes()) && headers.get_all(TRACEPARENT).iter().count() == 1
-            }),
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let host =
+            req.uri().authority().map(|a| a.as_str().as_bytes()).or_else(|| headers.get(HOST).map(|h| h.as_bytes()));
+        let user_agent = headers.get(http::header::USER_AGENT).map(HeaderValue::as_bytes);
+        let mut traces = headers.get_all(TRACEPARENT).iter();
+        let traceparent = match (traces.next(), traces.next()) {
+            (Some(t), None) if crate::headers::valid_traceparent(t.as_bytes()) => Some(t.as_bytes()),
+            _ => None,
         };
+        let method = req.method().as_str().as_bytes();
+        let len = [host, user_agent, traceparent].iter().flatten().map(|v| v.len()).sum::<usize>();
+        // Room for the `traceparent` the proxy may start for the request, too.
+        let mut text = RequestText::with_capacity(method.len() + path.len() + len + crate::headers::TRACEPARENT_LEN);
+        text.set(Part::Method, method);
+        text.set(Part::Path, path.as_bytes());
+        for (part, value) in [(Part::Host, host), (Part::UserAgent, user_agent), (Part::Traceparent, traceparent)] {
+            if let Some(value) = value {
+                text.set(part, value);
+            }
+        }
+        let facts = ("HTTP/2.0", text);
         self.entry = Some(crate::conn::record::begin(&ctx.conn, vpc, route, Some(listener), facts, request_id));
     }
 
@@ -409,7 +423,7 @@ impl Note {
         };
         crate::conn::record::finish(&mut e, outcome);
         if let Some(trace) = self.trace {
-            e.traceparent = Some(trace);
+            e.request.set(Part::Traceparent, trace.as_bytes());
         }
         ctx.conn.telemetry.log.send(route, e, &ctx.conn.telemetry.process);
     }

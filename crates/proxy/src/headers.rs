@@ -32,8 +32,8 @@ pub(crate) struct Forwarded<'a> {
     pub(crate) target: &'a [u8],
     /// The request id.
     pub(crate) request_id: &'a [u8],
-    /// `x-amzn-lattice-identity`, for an authenticated caller.
-    pub(crate) identity: Option<&'a [u8]>,
+    /// The authenticated caller, named in `x-amzn-lattice-identity`.
+    pub(crate) identity: Option<&'a trellis_model::iam::Identity>,
     /// A `traceparent` the proxy started (the client sent no valid one): sent instead of any
     /// the client sent.
     pub(crate) traceparent: Option<&'a [u8]>,
@@ -258,7 +258,9 @@ pub(crate) fn write_request(
     field(out, b"x-amzn-lattice-network", f.network);
     field(out, b"x-amzn-lattice-target", f.target);
     if let Some(identity) = f.identity {
-        field(out, b"x-amzn-lattice-identity", identity);
+        out.extend_from_slice(b"x-amzn-lattice-identity: ");
+        crate::auth::write_identity(out, identity);
+        out.extend_from_slice(b"\r\n");
     }
     field(out, b"x-amzn-requestid", f.request_id);
     if let Some(trace) = f.traceparent {

@@ -35,13 +35,14 @@ use trellis_model::snapshot::{Snapshot, TargetGroupView, TargetView};
 use trellis_net::Place;
 
 use crate::{
-    Error, HealthReport, HealthSink, HealthStatus, HealthTable, InFlight, ProxyConfig, TargetHealth, TargetKey,
+    Error, HealthReport, HealthSink, HealthStatus, HealthTable, InFlight, ProxyConfig, SharedHealth, TargetHealth,
+    TargetKey,
 };
 use check::{Check, Plan};
 use machine::Machine;
 use probe::Failure;
 
-mod check;
+pub(crate) mod check;
 mod machine;
 mod probe;
 #[cfg(test)]
@@ -58,9 +59,11 @@ const DRAIN_POLL: Duration = Duration::from_millis(50);
 const DRAINED_AGAIN: Duration = Duration::from_secs(10);
 
 /// Runs the health checker until `stop`.
+#[expect(clippy::too_many_arguments, reason = "the channels and shared counters the data plane wires it to")]
 pub(crate) async fn run(
     config: Arc<ProxyConfig>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
+    shared: watch::Receiver<Arc<SharedHealth>>,
     sink: Arc<dyn HealthSink>,
     health: watch::Sender<Arc<HealthTable>>,
     in_flight: Arc<InFlight>,
@@ -69,7 +72,7 @@ pub(crate) async fn run(
 ) -> Result<(), Error> {
     let mut checker = Checker::new(config, Duration::from_secs(1), sink, health, in_flight);
     checker.stats = stats;
-    checker.run(snapshots, stop).await;
+    checker.run(snapshots, shared, stop).await;
     Ok(())
 }
 
@@ -88,6 +91,10 @@ struct Checker {
     out: Outbox,
     /// Where probes sent are counted.
     stats: Arc<crate::metrics::ProcessStats>,
+    /// Which groups other nodes check, and what they found.
+    shared: Arc<SharedHealth>,
+    /// The snapshot last applied (applied again when `shared` changes).
+    last: Arc<Snapshot>,
 }
 
 /// A target group as last reconciled.
@@ -113,6 +120,8 @@ struct Slot {
     probing: bool,
     /// Which heap entry is live (older ones are skipped).
     seq: u64,
+    /// Its status is another node's finding: shown, never reported as this node's.
+    remote: bool,
     /// When it is next due, if scheduled.
     next: Option<Instant>,
 }
@@ -171,14 +180,22 @@ impl Checker {
             due: BinaryHeap::new(),
             out: Outbox::default(),
             stats: Arc::default(),
+            shared: Arc::default(),
+            last: Arc::default(),
         }
     }
 
     /// Follows `snapshots` and probes until `stop`.
-    async fn run(mut self, mut snapshots: watch::Receiver<Arc<Snapshot>>, mut stop: watch::Receiver<bool>) {
+    async fn run(
+        mut self,
+        mut snapshots: watch::Receiver<Arc<Snapshot>>,
+        mut shared: watch::Receiver<Arc<SharedHealth>>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut probes: JoinSet<Done> = JoinSet::new();
         let mut flush_at: Option<Instant> = None;
-        let mut watching = true;
+        let (mut watching, mut sharing) = (true, true);
+        self.shared = shared.borrow_and_update().clone();
         let first = snapshots.borrow_and_update().clone();
         self.apply(&first);
         loop {
@@ -198,6 +215,15 @@ impl Checker {
                     // Nobody compiles snapshots any more: keep checking the last one.
                     Err(_) => watching = false,
                 },
+                changed = shared.changed(), if sharing => match changed {
+                    Ok(()) => {
+                        self.shared = shared.borrow_and_update().clone();
+                        // Every group again: which are ours, or what was found, changed.
+                        let last = self.last.clone();
+                        self.reconcile(&last, true);
+                    }
+                    Err(_) => sharing = false,
+                },
                 Some(joined) = probes.join_next(), if !probes.is_empty() => {
                     self.joined(joined);
                     while let Some(joined) = probes.try_join_next() {
@@ -216,9 +242,15 @@ impl Checker {
     // --- reconciling snapshots ---
 
     /// Brings the targets in line with `snapshot`; groups whose view is unchanged are skipped.
-    fn apply(&mut self, snapshot: &Snapshot) {
+    fn apply(&mut self, snapshot: &Arc<Snapshot>) {
+        self.reconcile(snapshot, false);
+    }
+
+    /// [`Self::apply`]; with `every`, groups whose view did not change are reconciled too.
+    fn reconcile(&mut self, snapshot: &Arc<Snapshot>, every: bool) {
+        self.last = snapshot.clone();
         for (tg_id, view) in &snapshot.target_groups {
-            if self.groups.get(tg_id).is_some_and(|g| Arc::ptr_eq(&g.view, view) || g.view == *view) {
+            if !every && self.groups.get(tg_id).is_some_and(|g| Arc::ptr_eq(&g.view, view) || g.view == *view) {
                 continue;
             }
             self.apply_group(tg_id, view);
@@ -249,11 +281,21 @@ impl Checker {
             if targets.contains_key(&at) {
                 continue;
             }
-            let plan = check::plan(&self.config, view, &check, target);
+            let mut plan = check::plan(&self.config, view, &check, target);
+            let remote = matches!(plan, Plan::Probe(..)) && self.shared.elsewhere.contains(tg_id);
+            if remote {
+                let key =
+                    TargetKey { target_group_id: tg_id.to_owned(), target_id: target.id.clone(), port: target.port };
+                let found = self.shared.statuses.get(&key).copied();
+                plan = Plan::Fixed(found.unwrap_or(TargetHealth { status: HealthStatus::Initial, reason: None }));
+            }
             let id = match old.remove(&at) {
                 Some(id) => id,
                 None => self.create(view, target),
             };
+            if let Some(slot) = self.slots.get_mut(&id) {
+                slot.remote = remote;
+            }
             self.enter(id, view, &check, plan, now);
             targets.insert(at, id);
         }
@@ -279,6 +321,7 @@ impl Checker {
             probing: false,
             seq: 0,
             next: None,
+            remote: false,
         };
         self.slots.insert(id, slot);
         id
@@ -440,6 +483,11 @@ impl Checker {
         for id in std::mem::take(&mut out.changed) {
             let Some(slot) = self.slots.get_mut(&id) else { continue };
             slot.changed = false;
+            if slot.remote {
+                // Another node's finding, in its own record: nothing of this node's to say.
+                slot.reported = None;
+                continue;
+            }
             if slot.reported != Some(slot.health) {
                 slot.reported = Some(slot.health);
                 reports.push(HealthReport::Status {

@@ -31,6 +31,8 @@ mod conn;
 mod dns;
 mod error;
 mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 mod guard;
 mod h1;
 mod h2;
@@ -57,6 +59,9 @@ pub struct ProxyConfig {
     pub header_read_timeout: Duration,
     /// No connection lives longer than this (Lattice: 10 minutes).
     pub max_connection_age: Duration,
+    /// Most client connections open at once, over every listener of this node; more are
+    /// closed as soon as they are accepted (and counted).
+    pub max_connections: usize,
     /// Largest request head accepted, in bytes.
     pub max_header_bytes: usize,
     /// Most header fields accepted in a request head.
@@ -105,6 +110,39 @@ pub struct TargetHealth {
     pub status: HealthStatus,
     /// `ListTargets`'s `reasonCode`, if any.
     pub reason: Option<&'static str>,
+}
+
+impl HealthStatus {
+    /// The status named as `ListTargets` names it (`HEALTHY`, …).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "DRAINING" => Self::Draining,
+            "HEALTHY" => Self::Healthy,
+            "INITIAL" => Self::Initial,
+            "UNAVAILABLE" => Self::Unavailable,
+            "UNHEALTHY" => Self::Unhealthy,
+            "UNUSED" => Self::Unused,
+            _ => return None,
+        })
+    }
+}
+
+/// The `reasonCode` the health checker gives that reads `text` (another node's finding).
+pub fn reason_code(text: &str) -> Option<&'static str> {
+    use health::check::*;
+    [
+        DRAINING,
+        NOT_IN_USE,
+        DISABLED,
+        NOT_SUPPORTED,
+        PROTOCOL_UNSUPPORTED,
+        CONFIG_INVALID,
+        NOT_LOOPBACK,
+        NO_ADDRESS,
+        FAILED,
+    ]
+    .into_iter()
+    .find(|known| *known == text)
 }
 
 /// The health of every target, as the health checker last published it.
@@ -170,6 +208,20 @@ pub struct Inputs {
     pub identities: watch::Receiver<Arc<Identities>>,
     /// Where metrics and access log records go.
     pub telemetry: Arc<Telemetry>,
+    /// Health checks divided among proxy nodes (the default: this node checks everything).
+    pub shared_health: watch::Receiver<Arc<SharedHealth>>,
+}
+
+/// Health checks divided among the proxy nodes that share a store: the target groups another
+/// node checks, and what the nodes that check them found. This node does not probe those
+/// groups' targets; it routes on the statuses found (a target no status was found for yet shows
+/// `INITIAL`). Draining stays this node's own: it knows its requests in flight.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SharedHealth {
+    /// Target groups (by ID) another node checks.
+    pub elsewhere: std::collections::HashSet<String>,
+    /// What was found, by target.
+    pub statuses: HashMap<TargetKey, TargetHealth>,
 }
 
 /// Runs the data plane until `shutdown` completes: listeners and DNS follow the snapshots, the
@@ -180,7 +232,7 @@ pub async fn run(
     sink: Arc<dyn HealthSink>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let Inputs { snapshots, certificates, identities, telemetry } = inputs;
+    let Inputs { snapshots, certificates, identities, telemetry, shared_health } = inputs;
     let (stop_tx, stop) = watch::channel(false);
     let (health_tx, health) = watch::channel(Arc::new(HealthTable::default()));
     telemetry.watch_health(health.clone());
@@ -189,6 +241,7 @@ pub async fn run(
     let checker = tokio::spawn(health::run(
         config.clone(),
         snapshots.clone(),
+        shared_health.clone(),
         sink,
         health_tx,
         in_flight.clone(),
@@ -196,7 +249,7 @@ pub async fn run(
         stop.clone(),
     ));
     let dns = tokio::spawn(dns::run(config.clone(), snapshots.clone(), stop.clone()));
-    let inputs = Inputs { snapshots, certificates, identities, telemetry };
+    let inputs = Inputs { snapshots, certificates, identities, telemetry, shared_health };
     let listeners = tokio::spawn(listener::run(config, inputs, health, in_flight, stop));
     shutdown.await;
     let _ = stop_tx.send(true);

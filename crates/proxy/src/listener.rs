@@ -49,6 +49,8 @@ struct Shared {
     config: Arc<ProxyConfig>,
     routes: watch::Receiver<Arc<Routes>>,
     telemetry: Arc<Telemetry>,
+    /// One permit per client connection open (`max_connections`).
+    connections: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serves HTTP listeners as the snapshots say, until `stop`.
@@ -59,9 +61,10 @@ pub(crate) async fn run(
     in_flight: Arc<InFlight>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    let Inputs { mut snapshots, mut certificates, mut identities, telemetry } = inputs;
+    let Inputs { mut snapshots, mut certificates, mut identities, telemetry, .. } = inputs;
     let (routes_tx, routes) = watch::channel(Arc::new(Routes::empty()));
-    let shared = Arc::new(Shared { routes, config: config.clone(), telemetry: telemetry.clone() });
+    let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let shared = Arc::new(Shared { routes, config: config.clone(), telemetry: telemetry.clone(), connections });
     let mut pools = Pools::new(config.response_timeout);
     let mut tls = TlsStore::new();
     let (conns_tx, mut conns_rx) = mpsc::channel::<()>(1);
@@ -203,12 +206,20 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Past the limit, a connection is closed at once: a flood of them costs an accept each,
+        // never a task, a buffer or a descriptor kept.
+        let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+            shared.telemetry.process.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(%addr, %peer, "connection refused: max_connections are open");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let conn = Conn::new(vpc.clone(), addr.port(), peer, shared.config.ports, shared.telemetry.clone());
         let (shared, closing, tracker) = (shared.clone(), closing.clone(), conns.clone());
         tokio::spawn(async move {
             serve(stream, conn, &shared, closing).await;
-            drop(tracker);
+            drop((tracker, permit));
         });
     }
 }

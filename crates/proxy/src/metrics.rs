@@ -71,6 +71,8 @@ pub(crate) struct ProcessStats {
     pub(crate) apply: Histogram,
     /// Health-check probes sent.
     pub(crate) health_checks: AtomicU64,
+    /// Client connections closed when accepted: `max_connections` were open.
+    pub(crate) connections_refused: AtomicU64,
     /// TLS handshakes that failed before a service was known (no or unknown server name).
     pub(crate) tls_failures: AtomicU64,
     /// Access log records written (once per request, whatever the number of destinations).
@@ -263,7 +265,7 @@ fn render_health(out: &mut String, health: Option<&HealthTable>) {
 }
 
 fn render_process(out: &mut String, p: &ProcessStats) {
-    let gauges: [(&str, &str, &str, i64); 6] = [
+    let gauges: [(&str, &str, &str, i64); 7] = [
         (
             "trellis_config_revision",
             "gauge",
@@ -275,6 +277,12 @@ fn render_process(out: &mut String, p: &ProcessStats) {
             "counter",
             "Health-check probes sent.",
             p.health_checks.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "trellis_connections_refused_total",
+            "counter",
+            "Client connections closed when accepted because max_connections were open.",
+            p.connections_refused.load(Ordering::Relaxed) as i64,
         ),
         (
             "trellis_tls_handshake_failures_unrouted_total",

@@ -119,18 +119,18 @@ pub(crate) fn route<'r>(
     let mut identity = None;
     if let Some(auth) = &reach.auth {
         let query = std::str::from_utf8(&buf[target.path.end..target.origin.end]).unwrap_or("");
-        let header = |name: &str| {
-            head.fields
-                .iter()
-                .filter(|f| buf[f.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
-                .map(|f| &buf[f.value.clone()])
-                .collect::<Vec<_>>()
+        let header = |name: &str, each: &mut dyn FnMut(&[u8])| {
+            for f in head.fields.iter().filter(|f| buf[f.name.clone()].eq_ignore_ascii_case(name.as_bytes())) {
+                each(&buf[f.value.clone()]);
+            }
         };
+        let fields = head.fields.iter().map(|f| (&buf[f.name.clone()], &buf[f.value.clone()]));
         let facts = Facts {
             method,
             path,
             query: query.strip_prefix('?').unwrap_or(query),
             header: &header,
+            signature: crate::auth::SignatureHeaders::find(fields),
             port: listener.port,
             source_vpc: &conn.vpc,
             source_vpc_account: &vpc.account,

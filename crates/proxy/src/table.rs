@@ -344,6 +344,7 @@ fn route_obs(
         service_arn: service.arn.as_str().into(),
         service_id: service.id.as_str().into(),
         network_arn: network_arn.into(),
+        listener_ids: service.listeners.values().map(|l| l.id.as_str().into()).collect(),
     });
     RouteObs { stats, groups: groups.into(), log }
 }

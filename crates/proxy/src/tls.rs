@@ -285,28 +285,45 @@ pub(crate) async fn read_hello(stream: &mut TcpStream, deadline: Instant) -> Res
             Ok(Ok(n)) => n,
         };
         raw.extend_from_slice(&chunk[..n]);
-        if raw.len() > MAX_HELLO {
-            return Err(Refused::BadHello("ClientHello over 64 KiB".into()));
-        }
-        let mut fresh = &chunk[..n];
-        while !fresh.is_empty() {
-            match acceptor.read_tls(&mut fresh) {
-                Ok(0) => return Err(Refused::BadHello("ClientHello does not fit".into())),
-                Ok(_) => {}
-                Err(e) => return Err(Refused::BadHello(e.to_string())),
-            }
-        }
-        match acceptor.accept() {
+        match feed_hello(&mut acceptor, &chunk[..n], raw.len()) {
             Ok(Some(accepted)) => return Ok((raw, accepted)),
+            // A hello split over several reads: read on.
             Ok(None) => {}
-            Err((e, mut alert)) => {
-                let mut bytes = Vec::new();
-                let _ = alert.write_all(&mut bytes);
-                let _ = tokio::time::timeout_at(deadline, stream.write_all(&bytes)).await;
-                return Err(Refused::BadHello(e.to_string()));
+            Err((why, alert)) => {
+                if !alert.is_empty() {
+                    let _ = tokio::time::timeout_at(deadline, stream.write_all(&alert)).await;
+                }
+                return Err(why);
             }
         }
-        // A hello split over several reads: read on.
+    }
+}
+
+/// Hands `fresh`, the bytes of the latest read, to `acceptor`, `total` bytes having been read
+/// in all: the hello once it is whole, or why it is refused with the alert to send (maybe
+/// none). The I/O-free part of [`read_hello`], kept apart so it can be fuzzed.
+pub(crate) fn feed_hello(
+    acceptor: &mut Acceptor,
+    mut fresh: &[u8],
+    total: usize,
+) -> Result<Option<Accepted>, (Refused, Vec<u8>)> {
+    if total > MAX_HELLO {
+        return Err((Refused::BadHello("ClientHello over 64 KiB".into()), Vec::new()));
+    }
+    while !fresh.is_empty() {
+        match acceptor.read_tls(&mut fresh) {
+            Ok(0) => return Err((Refused::BadHello("ClientHello does not fit".into()), Vec::new())),
+            Ok(_) => {}
+            Err(e) => return Err((Refused::BadHello(e.to_string()), Vec::new())),
+        }
+    }
+    match acceptor.accept() {
+        Ok(accepted) => Ok(accepted),
+        Err((e, mut alert)) => {
+            let mut bytes = Vec::new();
+            let _ = alert.write_all(&mut bytes);
+            Err((Refused::BadHello(e.to_string()), bytes))
+        }
     }
 }
 

@@ -20,9 +20,14 @@ use crate::{
     BoxFuture, Compare, KeyValue, Op, RangeRequest, RangeResponse, Revision, Store, StoreExt, Txn, TxnResponse,
 };
 
+mod lease;
 mod range;
 mod watch;
 
+pub use lease::{
+    a_lease_lives_while_renewed_and_expires_without, a_plain_put_detaches_the_lease,
+    a_write_with_a_dead_lease_fails_whole, revoking_a_lease_deletes_its_keys,
+};
 pub use range::{
     large_value_round_trips, list_prefix_after_stays_under_prefix, list_prefix_pages_walk_every_key_once,
     oversized_txn_is_refused, range_count_only, range_end_is_exclusive, range_is_ordered, range_limit_and_more,
@@ -87,6 +92,10 @@ macro_rules! store_conformance_tests {
             watch_reports_deletes,
             watch_multi_key_txn_shares_revision,
             watch_burst_arrives_in_order_without_gaps,
+            revoking_a_lease_deletes_its_keys,
+            a_write_with_a_dead_lease_fails_whole,
+            a_plain_put_detaches_the_lease,
+            a_lease_lives_while_renewed_and_expires_without,
         );
     };
     (@behaviours always $fixture:path; $($behaviour:ident),* $(,)?) => {

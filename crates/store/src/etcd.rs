@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
-    BoxFuture, Compare, Error, KeyValue, Op, RangeRequest, RangeResponse, Revision, Store, Txn, TxnResponse,
+    BoxFuture, Compare, Error, KeyValue, LeaseId, Op, RangeRequest, RangeResponse, Revision, Store, Txn, TxnResponse,
     WatchStream,
 };
 
@@ -107,6 +107,22 @@ struct WireRange {
     more: bool,
     #[serde(deserialize_with = "int")]
     count: i64,
+}
+
+/// A lease as grant and keep-alive answer it (keep-alive inside a `result`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct WireLease {
+    #[serde(rename = "ID", deserialize_with = "int")]
+    id: i64,
+    #[serde(rename = "TTL", deserialize_with = "int")]
+    ttl: i64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct WireKeepAlive {
+    result: WireLease,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -210,8 +226,45 @@ impl EtcdStore {
             "success": wire_ops(&txn.success, ns),
             "failure": wire_ops(&txn.failure, ns),
         });
-        let resp: WireTxn = self.inner.client.call("/v3/kv/txn", &body).await.map_err(store_error)?;
+        let resp: WireTxn = self.inner.client.call("/v3/kv/txn", &body).await.map_err(|e| {
+            match e {
+                CallError::Etcd { code: 5, message } if message.contains("lease not found") => {
+                    // etcd does not say which; the first one the transaction names is reported.
+                    let mut ops = txn.success.iter().chain(&txn.failure);
+                    Error::LeaseNotFound(
+                        ops.find_map(|op| match op {
+                            Op::PutLeased(_, _, lease) => Some(*lease),
+                            _ => None,
+                        })
+                        .unwrap_or(0),
+                    )
+                }
+                e => store_error(e),
+            }
+        })?;
         Ok(TxnResponse { succeeded: resp.succeeded, revision: resp.header.revision })
+    }
+
+    async fn grant_lease(&self, ttl_seconds: i64) -> Result<LeaseId, Error> {
+        let body = json!({ "TTL": ttl_seconds.max(1).to_string() });
+        let resp: WireLease = self.inner.client.call("/v3/lease/grant", &body).await.map_err(store_error)?;
+        Ok(resp.id)
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<bool, Error> {
+        let body = json!({ "ID": lease.to_string() });
+        let resp: WireKeepAlive = self.inner.client.call("/v3/lease/keepalive", &body).await.map_err(store_error)?;
+        // A lease that is gone is answered with no TTL.
+        Ok(resp.result.ttl > 0)
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), Error> {
+        let body = json!({ "ID": lease.to_string() });
+        match self.inner.client.call::<serde_json::Value>("/v3/lease/revoke", &body).await {
+            Ok(_) => Ok(()),
+            Err(CallError::Etcd { code: 5, .. }) => Ok(()),
+            Err(e) => Err(store_error(e)),
+        }
     }
 }
 
@@ -226,6 +279,18 @@ impl Store for EtcdStore {
 
     fn watch(&self, prefix: String, from_revision: Revision) -> BoxFuture<'_, Result<WatchStream, Error>> {
         Box::pin(watch::open(self.inner.clone(), prefix, from_revision))
+    }
+
+    fn grant_lease(&self, ttl_seconds: i64) -> BoxFuture<'_, Result<LeaseId, Error>> {
+        Box::pin(Self::grant_lease(self, ttl_seconds))
+    }
+
+    fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<bool, Error>> {
+        Box::pin(Self::keep_alive(self, lease))
+    }
+
+    fn revoke_lease(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(Self::revoke_lease(self, lease))
     }
 }
 
@@ -292,20 +357,23 @@ fn wire_compare(cmp: &Compare, ns: &str) -> serde_json::Value {
 fn wire_ops(ops: &[Op], ns: &str) -> Vec<serde_json::Value> {
     let last_write = |i: usize, key: &str| {
         !ops[i + 1..].iter().any(|later| match later {
-            Op::Put(k, _) | Op::Delete(k) => k == key,
+            Op::Put(k, _) | Op::PutLeased(k, _, _) | Op::Delete(k) => k == key,
             Op::DeletePrefix(prefix) => key.starts_with(prefix.as_str()),
         })
     };
     ops.iter()
         .enumerate()
         .filter(|(i, op)| match op {
-            Op::Put(key, _) | Op::Delete(key) => last_write(*i, key),
+            Op::Put(key, _) | Op::PutLeased(key, _, _) | Op::Delete(key) => last_write(*i, key),
             Op::DeletePrefix(_) => true,
         })
         .map(|(_, op)| match op {
             Op::Put(key, value) => {
                 json!({ "request_put": { "key": key64(&format!("{ns}{key}")), "value": BASE64.encode(value) } })
             }
+            Op::PutLeased(key, value, lease) => json!({ "request_put": {
+                "key": key64(&format!("{ns}{key}")), "value": BASE64.encode(value), "lease": lease.to_string(),
+            } }),
             Op::Delete(key) => json!({ "request_delete_range": { "key": key64(&format!("{ns}{key}")) } }),
             Op::DeletePrefix(prefix) => {
                 let prefix = format!("{ns}{prefix}");

@@ -21,6 +21,11 @@ pub use sqlite::{Durability, SCHEMA_VERSION, SqliteStore};
 /// A store revision. Revision 0 means "never written"; the first committed write is revision 1.
 pub type Revision = i64;
 
+/// A lease's ID, as etcd gives it. Keys written with a lease ([`Op::PutLeased`]) are deleted when
+/// it expires (nobody renewed it within its TTL) or is revoked: how a node says it is alive, and
+/// how work that must happen once is held by one node at a time.
+pub type LeaseId = i64;
+
 /// A boxed future, so that [`Store`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -83,8 +88,11 @@ pub enum Op {
     Delete(String),
     /// Delete every key that starts with the prefix.
     DeletePrefix(String),
-    /// Set the key's value.
+    /// Set the key's value (detaching it from any lease it had, as etcd does).
     Put(String, Vec<u8>),
+    /// Set the key's value and attach it to a live lease: the key is deleted when the lease
+    /// ends. A lease that is gone fails the whole transaction with [`Error::LeaseNotFound`].
+    PutLeased(String, Vec<u8>, LeaseId),
 }
 
 /// A compare-and-swap transaction: if every compare holds, apply `success`, else `failure`.
@@ -153,6 +161,9 @@ pub enum Error {
     /// A transaction was larger than the store allows (etcd: 128 operations, 1.5 MiB).
     #[error("transaction too large: {0}")]
     TooLarge(String),
+    /// A write named a lease that expired or was revoked (or never existed).
+    #[error("lease {0:x} not found")]
+    LeaseNotFound(LeaseId),
 }
 
 /// The store every part of Trellis shares.
@@ -168,6 +179,16 @@ pub trait Store: Send + Sync + 'static {
     /// [`Error::Compacted`], by this call or as the stream's first item (etcd confirms a watch
     /// before it finds the revision compacted); a stream that fails later ends with its error.
     fn watch(&self, prefix: String, from_revision: Revision) -> BoxFuture<'_, Result<WatchStream, Error>>;
+
+    /// Grants a lease that lives `ttl_seconds` (at least 1) unless renewed.
+    fn grant_lease(&self, ttl_seconds: i64) -> BoxFuture<'_, Result<LeaseId, Error>>;
+
+    /// Renews a lease for its whole TTL again. `Ok(false)`: it is gone (expired or revoked),
+    /// and so are its keys.
+    fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<bool, Error>>;
+
+    /// Ends a lease now, deleting its keys (in one revision). An unknown lease is no error.
+    fn revoke_lease(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), Error>>;
 }
 
 /// Most transactions may hold this many operations (etcd's default `--max-txn-ops`).
@@ -240,6 +261,7 @@ impl Op {
         match self {
             Self::Delete(k) | Self::DeletePrefix(k) => k.len(),
             Self::Put(k, v) => k.len() + v.len(),
+            Self::PutLeased(k, v, _) => k.len() + v.len() + 8,
         }
     }
 }

@@ -7,23 +7,30 @@
 //! page caches, bounded per connection: 10,000 services are about 100,000 keys and 20 MB of
 //! values, which a mirror kept twice over in RSS. A `log` table keeps recent changes so that
 //! watches can start from a past revision; it is trimmed to the newest `retain` revisions.
+//!
+//! Leases live in this process's memory (the embedded store has one process); which keys hold
+//! one is recorded in the file (`lease_key`), so that the keys of a process that died are
+//! deleted when the store is next opened, as etcd deletes them when their lease runs out. A
+//! thread started with the first lease deletes the keys of leases nobody renewed.
 
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::{
-    BoxFuture, Compare, Error, EventKind, KeyValue, Op, RangeRequest, RangeResponse, Revision, Store, Txn, TxnResponse,
-    WatchEvent, WatchStream,
+    BoxFuture, Compare, Error, EventKind, KeyValue, LeaseId, Op, RangeRequest, RangeResponse, Revision, Store, Txn,
+    TxnResponse, WatchEvent, WatchStream,
 };
 
 /// The schema version this build writes. Older files are migrated forward on open; newer ones
 /// are refused with [`Error::SchemaTooNew`].
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The page cache of each reading connection, in KiB. A point read touches a handful of pages
 /// and the file stays in the OS's cache: a small cache costs a `pread` now and then, a large one
@@ -56,7 +63,18 @@ struct Inner {
     revision: AtomicI64,
     events: broadcast::Sender<Arc<Vec<WatchEvent>>>,
     retain: i64,
+    /// Live leases: when each runs out, and its TTL.
+    leases: Mutex<HashMap<LeaseId, (Instant, Duration)>>,
+    /// The next lease ID (seeded from the clock, so IDs of earlier runs are not given again).
+    next_lease: AtomicI64,
+    /// Whether any key may hold a lease (a plain put then detaches it).
+    leased_keys: AtomicBool,
+    /// Whether the thread that ends expired leases runs.
+    reaper: AtomicBool,
 }
+
+/// How often expired leases are looked for.
+const REAP_EVERY: Duration = Duration::from_millis(100);
 
 // === impl SqliteStore ===
 
@@ -80,8 +98,13 @@ impl SqliteStore {
             .map_err(backend)?;
         migrate(&writer)?;
         let revision = read_meta(&writer, "revision")?;
+        let leftover: Vec<String> = writer
+            .prepare("SELECT key FROM lease_key")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(backend)?;
         let (events, _) = broadcast::channel(1024);
-        Ok(Self {
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_micros());
+        let store = Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 writer: Mutex::new(writer),
@@ -89,8 +112,18 @@ impl SqliteStore {
                 revision: AtomicI64::new(revision),
                 events,
                 retain: retain.max(1),
+                leases: Mutex::new(HashMap::new()),
+                next_lease: AtomicI64::new(i64::try_from(seed).unwrap_or(1) & 0x7fff_ffff_ffff),
+                leased_keys: AtomicBool::new(!leftover.is_empty()),
+                reaper: AtomicBool::new(false),
             }),
-        })
+        };
+        // The process that held these leases is gone, so are its leases: delete their keys.
+        if !leftover.is_empty() {
+            let txn = Txn { success: leftover.into_iter().map(Op::Delete).collect(), ..Txn::default() };
+            store.inner.commit(&txn)?;
+        }
+        Ok(store)
     }
 
     /// The latest committed revision.
@@ -131,6 +164,66 @@ impl Store for SqliteStore {
             Ok(rx)
         })
     }
+
+    fn grant_lease(&self, ttl_seconds: i64) -> BoxFuture<'_, Result<LeaseId, Error>> {
+        let ttl = Duration::from_secs(ttl_seconds.max(1) as u64);
+        let id = self.inner.next_lease.fetch_add(1, Ordering::Relaxed);
+        self.inner.leases.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (Instant::now() + ttl, ttl));
+        if !self.inner.reaper.swap(true, Ordering::AcqRel) {
+            let inner = Arc::downgrade(&self.inner);
+            std::thread::Builder::new()
+                .name("store-leases".into())
+                .spawn(move || reap(&inner))
+                .map_err(|e| Error::Backend(format!("starting the lease thread: {e}")))
+                .map(drop)
+                .unwrap_or_else(|e| tracing::warn!(error = %e, "leases will not expire"));
+        }
+        Box::pin(std::future::ready(Ok(id)))
+    }
+
+    fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<bool, Error>> {
+        let mut leases = self.inner.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let alive = match leases.get_mut(&lease) {
+            Some((deadline, ttl)) if *deadline > now => {
+                *deadline = now + *ttl;
+                true
+            }
+            _ => false,
+        };
+        Box::pin(std::future::ready(Ok(alive)))
+    }
+
+    fn revoke_lease(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), Error>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            inner.forget_leases(|leases| leases.remove(&lease).map(|_| lease).into_iter().collect());
+            tokio::task::spawn_blocking(move || inner.end_leases(&[lease]))
+                .await
+                .map_err(|e| Error::Backend(format!("writer task: {e}")))?
+        })
+    }
+}
+
+/// Ends the leases nobody renewed in time, until the store is dropped.
+fn reap(inner: &Weak<Inner>) {
+    loop {
+        std::thread::sleep(REAP_EVERY);
+        let Some(inner) = inner.upgrade() else { return };
+        let now = Instant::now();
+        let expired = inner.forget_leases(|leases| {
+            let expired: Vec<LeaseId> = leases.iter().filter(|(_, (at, _))| *at <= now).map(|(id, _)| *id).collect();
+            for id in &expired {
+                leases.remove(id);
+            }
+            expired
+        });
+        if !expired.is_empty()
+            && let Err(e) = inner.end_leases(&expired)
+        {
+            tracing::warn!(error = %e, "cannot delete the keys of expired leases");
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -142,6 +235,11 @@ impl std::fmt::Debug for SqliteStore {
 // === impl Inner ===
 
 impl Inner {
+    fn lease_alive(&self, lease: LeaseId) -> bool {
+        let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        leases.get(&lease).is_some_and(|(deadline, _)| *deadline > Instant::now())
+    }
+
     fn with_reader<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, Error>) -> Result<T, Error> {
         let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut conn = match pooled {
@@ -158,7 +256,47 @@ impl Inner {
         out
     }
 
+    /// Takes leases out of the live ones, under the writer's lock: a commit checks its leases
+    /// under that lock too, so every key written with a lease taken out here is in `lease_key`
+    /// by the time [`Inner::end_leases`] reads it.
+    fn forget_leases(
+        &self,
+        f: impl FnOnce(&mut HashMap<LeaseId, (Instant, Duration)>) -> Vec<LeaseId>,
+    ) -> Vec<LeaseId> {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut self.leases.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Deletes the keys of `leases` (which are no longer live), in one revision.
+    fn end_leases(&self, leases: &[LeaseId]) -> Result<(), Error> {
+        let keys: Vec<String> = {
+            let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut keys = Vec::new();
+            for lease in leases {
+                let found: Vec<String> = conn
+                    .prepare_cached("SELECT key FROM lease_key WHERE lease = ?1")
+                    .and_then(|mut s| s.query_map(params![lease], |r| r.get(0))?.collect())
+                    .map_err(backend)?;
+                keys.extend(found);
+            }
+            keys
+        };
+        if keys.is_empty() {
+            return Ok(());
+        }
+        // Deleted only if still held by one of these leases: a key put again since keeps its
+        // new write (the delete of a key the row no longer names is left out below).
+        self.commit_with(&Txn { success: keys.into_iter().map(Op::Delete).collect(), ..Txn::default() }, Some(leases))
+            .map(drop)
+    }
+
     fn commit(&self, txn: &Txn) -> Result<TxnResponse, Error> {
+        self.commit_with(txn, None)
+    }
+
+    /// Commits `txn`; with `only_leases`, its deletes apply only to keys still held by one of
+    /// those leases (checked under the writer's lock).
+    fn commit_with(&self, txn: &Txn, only_leases: Option<&[LeaseId]>) -> Result<TxnResponse, Error> {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
         let current = read_meta(&tx, "revision")?;
@@ -176,7 +314,21 @@ impl Inner {
         let revision = current + 1;
         let mut events = Vec::new();
         for op in ops {
-            apply(&tx, op, revision, &mut events)?;
+            match op {
+                Op::PutLeased(_, _, lease) if !self.lease_alive(*lease) => return Err(Error::LeaseNotFound(*lease)),
+                Op::PutLeased(..) => self.leased_keys.store(true, Ordering::Release),
+                Op::Delete(key) if only_leases.is_some() => {
+                    let held: Option<LeaseId> = tx
+                        .prepare_cached("SELECT lease FROM lease_key WHERE key = ?1")
+                        .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
+                        .map_err(backend)?;
+                    if !held.is_some_and(|l| only_leases.is_some_and(|ls| ls.contains(&l))) {
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            apply(&tx, op, revision, &mut events, self.leased_keys.load(Ordering::Acquire))?;
         }
         if events.is_empty() {
             // Only deletes of absent keys: etcd does not bump the revision for those either.
@@ -290,14 +442,21 @@ fn migrate(conn: &Connection) -> Result<(), Error> {
         return Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION });
     }
     // Each step takes the schema from version N to N + 1; step 0 creates it.
-    const STEPS: [&str; 1] = ["
+    const STEPS: [&str; 2] = [
+        "
         CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, create_rev INTEGER NOT NULL,
                          mod_rev INTEGER NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID;
         CREATE TABLE log (rev INTEGER NOT NULL, seq INTEGER NOT NULL, key TEXT NOT NULL, kind INTEGER NOT NULL,
                           value BLOB NOT NULL, create_rev INTEGER NOT NULL, version INTEGER NOT NULL,
                           PRIMARY KEY (rev, seq)) WITHOUT ROWID;
         INSERT INTO meta (name, value) VALUES ('revision', 0), ('compacted', 0);
-    "];
+    ",
+        // Which keys hold a lease (leases themselves live in memory).
+        "
+        CREATE TABLE lease_key (key TEXT PRIMARY KEY, lease INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE INDEX lease_key_by_lease ON lease_key (lease);
+    ",
+    ];
     for (version, step) in STEPS.iter().enumerate().skip(found as usize) {
         let sql = format!(
             "BEGIN IMMEDIATE; {step}
@@ -413,9 +572,28 @@ fn compare_holds(conn: &Connection, cmp: &Compare) -> Result<bool, Error> {
     })
 }
 
-fn apply(conn: &Connection, op: &Op, revision: Revision, events: &mut Vec<WatchEvent>) -> Result<(), Error> {
+fn apply(
+    conn: &Connection,
+    op: &Op,
+    revision: Revision,
+    events: &mut Vec<WatchEvent>,
+    leased_keys: bool,
+) -> Result<(), Error> {
     match op {
-        Op::Put(key, value) => {
+        Op::Put(key, value) | Op::PutLeased(key, value, _) => {
+            match op {
+                Op::PutLeased(_, _, lease) => conn
+                    .prepare_cached("INSERT INTO lease_key (key, lease) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET lease = excluded.lease")
+                    .and_then(|mut s| s.execute(params![key, lease]))
+                    .map(drop)
+                    .map_err(backend)?,
+                _ if leased_keys => conn
+                    .prepare_cached("DELETE FROM lease_key WHERE key = ?1")
+                    .and_then(|mut s| s.execute(params![key]))
+                    .map(drop)
+                    .map_err(backend)?,
+                _ => {}
+            }
             let prev: Option<(i64, i64)> = conn
                 .prepare_cached("SELECT create_rev, version FROM kv WHERE key = ?1")
                 .and_then(|mut s| s.query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
@@ -443,8 +621,10 @@ fn apply(conn: &Connection, op: &Op, revision: Revision, events: &mut Vec<WatchE
                 },
             });
         }
-        Op::Delete(key) => delete_range(conn, key, &format!("{key}\0"), revision, events)?,
-        Op::DeletePrefix(prefix) => delete_range(conn, prefix, &crate::prefix_end(prefix), revision, events)?,
+        Op::Delete(key) => delete_range(conn, key, &format!("{key}\0"), revision, events, leased_keys)?,
+        Op::DeletePrefix(prefix) => {
+            delete_range(conn, prefix, &crate::prefix_end(prefix), revision, events, leased_keys)?;
+        }
     }
     Ok(())
 }
@@ -455,7 +635,13 @@ fn delete_range(
     end: &str,
     revision: Revision,
     events: &mut Vec<WatchEvent>,
+    leased_keys: bool,
 ) -> Result<(), Error> {
+    if leased_keys {
+        conn.prepare_cached("DELETE FROM lease_key WHERE key >= ?1 AND key < ?2")
+            .and_then(|mut s| s.execute(params![start, end]))
+            .map_err(backend)?;
+    }
     let keys: Vec<String> = conn
         .prepare_cached("DELETE FROM kv WHERE key >= ?1 AND key < ?2 RETURNING key")
         .and_then(|mut s| s.query_map(params![start, end], |r| r.get(0))?.collect())

@@ -27,9 +27,10 @@ use tokio::sync::watch;
 use trellis_control::ecs::runtime::{self, EcsState, Scope};
 use trellis_model::Timestamp;
 use trellis_model::ecs::{Service, Task, status};
-use trellis_store::Store;
+use trellis_store::{Store, StoreExt};
 use trellis_tasks::plan::{self, Action, Health};
 
+use crate::cluster::{self, Membership};
 use crate::netmgr::NetManager;
 
 mod lattice;
@@ -63,6 +64,9 @@ pub struct AgentConfig {
 /// The agent.
 pub struct Agent {
     ctx: Arc<task::Ctx>,
+    /// This node among the others (tasks run on the node they are placed on; a cluster's
+    /// scheduler on the node that holds its lock). `None`: the only node.
+    membership: Option<Arc<Membership>>,
     actors: HashMap<String, task::Handle>,
     /// When each service last had a task fail, and how many recently.
     failures: HashMap<String, (u32, Timestamp)>,
@@ -74,9 +78,15 @@ pub struct Agent {
 impl Agent {
     /// An agent over `store`, calling Lattice through `lattice`, making task networks with
     /// `netmgr` (netns mode).
-    pub fn new(store: Arc<dyn Store>, lattice: Lattice, netmgr: Option<Arc<NetManager>>, config: AgentConfig) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        lattice: Lattice,
+        netmgr: Option<Arc<NetManager>>,
+        membership: Option<Arc<Membership>>,
+        config: AgentConfig,
+    ) -> Self {
         let ctx = Arc::new(task::Ctx { store, lattice, netmgr, config });
-        Self { ctx, actors: HashMap::new(), failures: HashMap::new(), first_pass: true }
+        Self { ctx, membership, actors: HashMap::new(), failures: HashMap::new(), first_pass: true }
     }
 
     /// Runs until `stop`; then stops every task this process runs.
@@ -108,23 +118,102 @@ impl Agent {
     /// One pass.
     async fn step(&mut self) -> Result<(), trellis_store::Error> {
         let state = runtime::load(self.ctx.store.as_ref()).await?;
+        let mut world = self.world(&state).await?;
         self.actors.retain(|_, a| !a.join.is_finished());
         if std::mem::take(&mut self.first_pass) {
-            self.orphans(&state).await?;
+            self.orphans(&state, &world).await?;
         }
-        self.tasks(&state);
+        self.place(&state, &mut world).await?;
+        self.tasks(&state, &world);
+        self.abandoned(&state, &world).await?;
         let health = self.target_health(&state).await;
         for (scope, service) in &state.services {
-            self.service(&state, scope, service, &health).await?;
+            if world.schedules(&service.cluster_arn) {
+                self.service(&state, scope, service, &health).await?;
+            }
         }
-        self.prune(&state).await?;
+        self.prune(&state, &world).await?;
         Ok(())
     }
 
-    /// Marks STOPPED the tasks a previous server ran (their processes are gone).
-    async fn orphans(&self, state: &EcsState) -> Result<(), trellis_store::Error> {
+    /// Where tasks are placed, which nodes can run them, and which clusters this node
+    /// schedules (their locks taken when free).
+    async fn world(&self, state: &EcsState) -> Result<World, trellis_store::Error> {
+        let node = self.ctx.config.node.clone();
+        let Some(membership) = &self.membership else {
+            return Ok(World { node: node.clone(), placed: HashMap::new(), runners: vec![node], clusters: None });
+        };
+        let listed = self.ctx.store.list_prefix(PLACEMENT_PREFIX, None, 0).await?;
+        let placed = listed
+            .kvs
+            .into_iter()
+            .filter_map(|kv| {
+                let arn = kv.key.strip_prefix(PLACEMENT_PREFIX)?.to_owned();
+                Some((arn, String::from_utf8(kv.value).ok()?))
+            })
+            .collect();
+        let runners = cluster::live_nodes(self.ctx.store.as_ref())
+            .await?
+            .into_iter()
+            .filter(|n| n.has("tasks"))
+            .map(|n| n.node)
+            .collect();
+        let mut clusters = BTreeMap::new();
+        let names =
+            state.services.iter().map(|(_, s)| &s.cluster_arn).chain(state.tasks.iter().map(|(_, t)| &t.cluster_arn));
+        for cluster in names {
+            if !clusters.contains_key(cluster) {
+                let held = membership.hold(&format!("ecs/{cluster}")).await?;
+                clusters.insert(cluster.clone(), held);
+            }
+        }
+        Ok(World { node, placed, runners, clusters: Some(clusters) })
+    }
+
+    /// Places the new tasks of the clusters this node schedules on the live node with the
+    /// fewest tasks (a task is placed once, for its whole life).
+    async fn place(&self, state: &EcsState, world: &mut World) -> Result<(), trellis_store::Error> {
+        if world.clusters.is_none() || world.runners.is_empty() {
+            return Ok(());
+        }
+        for (_, t) in &state.tasks {
+            if t.last_status != status::PROVISIONING
+                || world.placed.contains_key(&t.task_arn)
+                || !world.schedules(&t.cluster_arn)
+            {
+                continue;
+            }
+            let mut load: BTreeMap<&str, usize> = world.runners.iter().map(|n| (n.as_str(), 0)).collect();
+            for node in world.placed.values() {
+                if let Some(count) = load.get_mut(node.as_str()) {
+                    *count += 1;
+                }
+            }
+            let Some(node) = load.iter().min_by_key(|(name, count)| (**count, **name)).map(|(n, _)| (*n).to_owned())
+            else {
+                continue;
+            };
+            let key = format!("{PLACEMENT_PREFIX}{}", t.task_arn);
+            let txn = trellis_store::Txn {
+                compare: vec![trellis_store::Compare::ModRevision(key.clone(), 0)],
+                success: vec![trellis_store::Op::Put(key, node.clone().into_bytes())],
+                failure: Vec::new(),
+            };
+            if self.ctx.store.txn(txn).await?.succeeded {
+                tracing::info!(task = %t.task_arn, %node, "task placed");
+                world.placed.insert(t.task_arn.clone(), node);
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks STOPPED the tasks this node's previous run ran (their processes are gone).
+    async fn orphans(&self, state: &EcsState, world: &World) -> Result<(), trellis_store::Error> {
         for (_, t) in &state.tasks {
             if t.last_status == status::STOPPED || t.last_status == status::PROVISIONING {
+                continue;
+            }
+            if !world.runs_here(&t.task_arn) {
                 continue;
             }
             task::release_orphan(&self.ctx, t).await;
@@ -143,15 +232,57 @@ impl Agent {
         Ok(())
     }
 
-    /// Starts actors for new tasks; tells actors of tasks asked to stop.
-    fn tasks(&mut self, state: &EcsState) {
+    /// Marks STOPPED the tasks of the clusters this node schedules that were placed on a node
+    /// that is no longer alive (killed, or cut off for longer than its lease), and takes their
+    /// targets out of their target groups: the scheduler then replaces them.
+    async fn abandoned(&self, state: &EcsState, world: &World) -> Result<(), trellis_store::Error> {
+        if world.clusters.is_none() {
+            return Ok(());
+        }
+        for (scope, t) in &state.tasks {
+            if t.last_status == status::STOPPED || !world.schedules(&t.cluster_arn) {
+                continue;
+            }
+            let Some(node) = world.placed.get(&t.task_arn) else { continue };
+            if world.runners.contains(node) {
+                continue;
+            }
+            tracing::warn!(task = %t.task_arn, %node, "the node that ran this task is gone; stopping it");
+            self.deregister_all(state, scope, t).await;
+            let now = now();
+            let reason = format!("Task stopped because the Trellis node that ran it ({node}) is gone");
+            runtime::update_task(self.ctx.store.as_ref(), &t.task_arn, |t| {
+                task::mark_stopped(t, now, &reason, "TaskFailedToStart");
+                true
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Deregisters every target a task of a service registered (its node is gone and cannot).
+    async fn deregister_all(&self, state: &EcsState, scope: &Scope, t: &Task) {
+        let Some(ip) = t.private_ipv4_address() else { return };
+        let def = state.task_definitions.get(&t.task_definition_arn);
+        let configs = deployment_of(state, t).map(|d| d.vpc_lattice_configurations.as_slice()).unwrap_or_default();
+        for c in configs {
+            let Some(port) = def.and_then(|d| task::named_port(d, &c.port_name)) else { continue };
+            let port = task::target_port(self.ctx.port_offset(), port);
+            if let Err(e) = self.ctx.lattice.deregister(&scope.region, &c.target_group_arn, ip, port).await {
+                tracing::warn!(task = %t.task_arn, error = %e, "deregistration failed");
+            }
+        }
+    }
+
+    /// Starts actors for new tasks placed here; tells actors of tasks asked to stop.
+    fn tasks(&mut self, state: &EcsState, world: &World) {
         for (scope, t) in &state.tasks {
             match self.actors.get(&t.task_arn) {
                 Some(actor) if t.desired_status == status::STOPPED => {
                     actor.stop(t.stopped_reason.as_deref().unwrap_or("Task stopped"));
                 }
                 Some(_) => {}
-                None if t.last_status == status::PROVISIONING => {
+                None if t.last_status == status::PROVISIONING && world.runs_here(&t.task_arn) => {
                     let Some(def) = state.task_definitions.get(&t.task_definition_arn) else {
                         tracing::warn!(task = %t.task_arn, "task definition missing; task not started");
                         continue;
@@ -326,11 +457,19 @@ impl Agent {
         now.0 >= last.0 + wait.as_millis() as u64
     }
 
-    /// Forgets STOPPED tasks older than an hour.
-    async fn prune(&self, state: &EcsState) -> Result<(), trellis_store::Error> {
+    /// Forgets STOPPED tasks older than an hour, and the placement of every STOPPED task.
+    async fn prune(&self, state: &EcsState, world: &World) -> Result<(), trellis_store::Error> {
         let cutoff = now().0.saturating_sub(KEEP_STOPPED.as_millis() as u64);
         for (_, t) in &state.tasks {
-            if t.last_status == status::STOPPED && t.stopped_at.is_some_and(|at| at.0 < cutoff) {
+            if t.last_status != status::STOPPED || !world.schedules(&t.cluster_arn) {
+                continue;
+            }
+            if world.placed.contains_key(&t.task_arn) {
+                let key = format!("{PLACEMENT_PREFIX}{}", t.task_arn);
+                let txn = trellis_store::Txn { success: vec![trellis_store::Op::Delete(key)], ..Default::default() };
+                self.ctx.store.txn(txn).await?;
+            }
+            if t.stopped_at.is_some_and(|at| at.0 < cutoff) {
                 runtime::delete_task(self.ctx.store.as_ref(), &t.task_arn).await?;
             }
         }
@@ -340,6 +479,36 @@ impl Agent {
     /// The PIDs of the containers of the tasks this process runs, by task ARN (tests: `kill -9`).
     pub fn pids(&self) -> BTreeMap<String, Vec<i32>> {
         self.actors.iter().map(|(arn, a)| (arn.clone(), a.pids())).collect()
+    }
+}
+
+/// Where each task runs: `cluster/task/<task-arn>` → the node's name.
+const PLACEMENT_PREFIX: &str = "cluster/task/";
+
+/// One pass's view of the nodes.
+struct World {
+    /// This node.
+    node: String,
+    /// Where each task was placed.
+    placed: HashMap<String, String>,
+    /// Live nodes that run tasks.
+    runners: Vec<String>,
+    /// Whether this node holds each cluster's scheduler; `None`: the only node, which does
+    /// everything.
+    clusters: Option<BTreeMap<String, bool>>,
+}
+
+impl World {
+    fn schedules(&self, cluster_arn: &str) -> bool {
+        self.clusters.as_ref().is_none_or(|c| c.get(cluster_arn).copied().unwrap_or(false))
+    }
+
+    /// Whether a task is this node's to run.
+    fn runs_here(&self, task_arn: &str) -> bool {
+        match &self.clusters {
+            None => true,
+            Some(_) => self.placed.get(task_arn).is_some_and(|n| *n == self.node),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -21,9 +21,11 @@ use trellis_model::tls::Certificates;
 use trellis_store::{EtcdStore, SqliteStore, Store};
 
 use crate::agent::{Agent, AgentConfig, Lattice};
+use crate::cluster::{Membership, NodeRecord};
 use crate::config::{Config, StoreConfig};
 use crate::netmgr::NetManager;
 use crate::watch::Ingress;
+use std::sync::atomic::AtomicI64;
 use trellis_net::{Netns, Network};
 
 /// The file in the data directory that holds the API token (readable only by the
@@ -32,11 +34,18 @@ pub const TOKEN_FILE: &str = "api-token";
 
 /// A server with its sockets bound, ready to run.
 pub struct Bound {
+    /// This node's place among the nodes sharing the store.
+    membership: Arc<Membership>,
+    /// The newest store revision the snapshot compiler has read.
+    seen: Arc<AtomicI64>,
     listener: tokio::net::TcpListener,
     /// `--metrics-listen`'s socket.
     metrics_listener: Option<tokio::net::TcpListener>,
     telemetry: Arc<trellis_proxy::Telemetry>,
+    /// What the listener serves (the API, or a node's own endpoints only).
     router: axum::Router,
+    /// The API, for the agent's calls in process.
+    api: axum::Router,
     store: Arc<dyn Store>,
     config: Config,
     snapshots: watch::Sender<Arc<Snapshot>>,
@@ -76,13 +85,41 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
     // the CLI on this machine reads it from the data directory.
     let api_token = trellis_control::access::ensure_api_token(store.as_ref()).await.context("making the API token")?;
     write_private(&config.data_dir.join(TOKEN_FILE), &api_token)?;
+    let roles = config.roles;
+    // The network manager makes VPC networks for the data plane and task networks for tasks.
     let netmgr = match netns {
-        None => None,
-        Some(netns) => Some(NetManager::new(store.clone(), config.node.clone(), netns)),
+        Some(netns) if roles.proxy || roles.tasks => Some(NetManager::new(store.clone(), config.node.clone(), netns)),
+        _ => None,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the API to {}", config.listen))?;
+    let record = NodeRecord {
+        node: config.node.clone(),
+        roles: roles.names().into_iter().map(str::to_owned).collect(),
+        endpoint: listener.local_addr().context("reading the bound address")?.to_string(),
+        ingress_range: (roles.proxy && matches!(config.network, Network::Loopback)).then(|| {
+            let (first, last) = config.ingress_range.hosts();
+            format!("{first}-{last}")
+        }),
+        pid: std::process::id(),
+        started_at: crate::cluster::now_ms(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let membership = Membership::join(store.clone(), record).await?;
+    // A netns-mode VPC is a network on one host: a second data-plane node would make a second,
+    // separate network for it (spanning hosts needs an overlay, out of scope).
+    if matches!(config.network, Network::Netns(_)) && (roles.proxy || roles.tasks) {
+        let others = crate::cluster::live_nodes(store.as_ref()).await.context("listing the live nodes")?;
+        if let Some(other) = others.iter().find(|n| n.node != config.node && (n.has("proxy") || n.has("tasks"))) {
+            bail!(
+                "node {:?} already runs a data plane or tasks, and --network netns runs them on one node only; \
+                 use --network loopback for several data-plane nodes",
+                other.node
+            );
+        }
+    }
+    let seen = Arc::new(AtomicI64::new(0));
     let control = ControlConfig {
         default_region: config.region.clone(),
         account: config.account.clone(),
@@ -117,6 +154,14 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
             offset: config.proxy.ports.low_port_offset,
             netns: matches!(config.network, Network::Netns(_)),
         })
+        .merge(crate::cluster::router(crate::cluster::NodeState {
+            store: store.clone(),
+            node: config.node.clone(),
+            roles,
+            snapshots: snapshots.subscribe(),
+            seen: seen.clone(),
+            token: api_token.clone(),
+        }))
         .merge(crate::instances::router(netmgr.clone()))
         .merge(crate::logs::router(config.data_dir.clone()))
         .merge(crate::access_logs::router(telemetry.clone()))
@@ -135,8 +180,12 @@ pub async fn build(config: Config) -> anyhow::Result<Bound> {
                 node: config.node.clone(),
             },
         ));
-    let router = trellis_control::router_with(state, ours);
-    Ok(Bound { listener, metrics_listener, telemetry, router, store, config, snapshots, netmgr })
+    // The router the API answers with; the agent calls Lattice through it in process, so a
+    // tasks node builds it too.
+    let api = trellis_control::router_with(state.clone(), ours.clone());
+    let router =
+        if roles.api { api.clone() } else { trellis_control::node_router(state, ours, roles.names().join(",")) };
+    Ok(Bound { membership, seen, listener, metrics_listener, telemetry, router, api, store, config, snapshots, netmgr })
 }
 
 /// Opens the configured store: the embedded one in the data directory, or etcd (which must
@@ -165,59 +214,105 @@ impl Bound {
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
     pub async fn wait_termination(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
-        let Self { listener, metrics_listener, telemetry, router, store, config, snapshots, netmgr } = self;
+        let Self {
+            membership,
+            seen,
+            listener,
+            metrics_listener,
+            telemetry,
+            router,
+            api,
+            store,
+            config,
+            snapshots,
+            netmgr,
+        } = self;
+        let roles = config.roles;
         let (stop_tx, stop) = watch::channel(false);
+        // The node stays a member until its work has stopped (tasks drain through the data
+        // plane, its locks must not move while it still acts on them).
+        let (leave_tx, leave) = watch::channel(false);
+        let member = tokio::spawn(membership.clone().run(leave));
+        // Every part this node runs stops when `stop` is raised; what it does not run is not
+        // started (`roles`).
+        let mut parts: Vec<(&'static str, tokio::task::JoinHandle<()>)> = Vec::new();
+        if roles.api {
+            parts.push(("sweeper", tokio::spawn(sweep_tokens(store.clone(), stop.clone()))));
+        }
         // netns mode: the network manager stands between the compiler and the data plane, so
         // that a VPC's network exists before the proxy opens sockets in it.
         let netmgr_for_agent = netmgr.clone();
-        let (compiled, ingress, network) = match netmgr {
-            None => (snapshots.clone(), Ingress::Loopback(config.ingress_range), None),
-            Some(mgr) => {
-                let (raw, raw_rx) = watch::channel(Arc::new(Snapshot::default()));
-                let task = tokio::spawn(mgr.run(raw_rx, snapshots.clone(), stop.clone()));
-                (raw, Ingress::LinkLocal, Some(task))
-            }
+        let mut proxy = None;
+        let mut reports = None;
+        if roles.proxy {
+            let (compiled, ingress) = match netmgr {
+                None => (snapshots.clone(), Ingress::Loopback(config.ingress_range)),
+                Some(mgr) => {
+                    let (raw, raw_rx) = watch::channel(Arc::new(Snapshot::default()));
+                    parts.push(("network", tokio::spawn(mgr.run(raw_rx, snapshots.clone(), stop.clone()))));
+                    (raw, Ingress::LinkLocal)
+                }
+            };
+            let (shared_tx, shared_health) = watch::channel(Arc::new(trellis_proxy::SharedHealth::default()));
+            let compiler =
+                crate::watch::run(store.clone(), config.node.clone(), ingress, compiled, shared_tx, seen, stop.clone());
+            parts.push(("compiler", tokio::spawn(compiler)));
+            let trimmer = crate::memory::trim_after_changes(snapshots.subscribe(), stop.clone());
+            parts.push(("trimmer", tokio::spawn(trimmer)));
+            let (sink, drain_reports) = crate::watch::StoreSink::new(store.clone(), config.node.clone());
+            reports = Some(tokio::spawn(drain_reports));
+            let (certificates_tx, certificates) = watch::channel(Arc::new(Certificates::default()));
+            let pki_settings = PkiSettings {
+                lifetime: config.certificate_lifetime,
+                zones: vec![trellis_model::dns_name::zone(&config.partition_label, &config.region)],
+            };
+            let pki = trellis_control::pki::run(
+                store.clone(),
+                pki_settings,
+                snapshots.subscribe(),
+                certificates_tx,
+                stop.clone(),
+            );
+            parts.push(("pki", tokio::spawn(pki)));
+            let (identities_tx, identities) = watch::channel(Arc::new(trellis_model::iam::Identities::default()));
+            let credentials = trellis_control::identity::run(
+                store.clone(),
+                config.organization_id.clone(),
+                identities_tx,
+                stop.clone(),
+            );
+            parts.push(("credentials", tokio::spawn(credentials)));
+            let inputs = trellis_proxy::Inputs {
+                snapshots: snapshots.subscribe(),
+                certificates,
+                identities,
+                telemetry: telemetry.clone(),
+                shared_health,
+            };
+            let mut proxy_stop = stop.clone();
+            proxy = Some(tokio::spawn(trellis_proxy::run(config.proxy.clone(), inputs, sink, async move {
+                let _ = proxy_stop.wait_for(|s| *s).await;
+            })));
+        }
+        let agent = if roles.tasks {
+            let agent = Agent::new(
+                store.clone(),
+                Lattice::new(api, addr.to_string()),
+                netmgr_for_agent,
+                Some(membership.clone()),
+                AgentConfig {
+                    data_dir: config.data_dir.clone(),
+                    node: config.node.clone(),
+                    trellis: std::env::current_exe().context("finding the trellis binary")?,
+                    loopback: matches!(config.network, Network::Loopback)
+                        .then_some((config.task_range, config.task_port_offset)),
+                    drain_timeout: config.proxy.deregistration_delay + std::time::Duration::from_secs(5),
+                },
+            );
+            Some(tokio::spawn(agent.run(stop.clone())))
+        } else {
+            None
         };
-        let compiler =
-            tokio::spawn(crate::watch::run(store.clone(), config.node.clone(), ingress, compiled, stop.clone()));
-        let sweeper = tokio::spawn(sweep_tokens(store.clone(), stop.clone()));
-        let trimmer = tokio::spawn(crate::memory::trim_after_changes(snapshots.subscribe(), stop.clone()));
-        let agent = Agent::new(
-            store.clone(),
-            Lattice::new(router.clone(), addr.to_string()),
-            netmgr_for_agent,
-            AgentConfig {
-                data_dir: config.data_dir.clone(),
-                node: config.node.clone(),
-                trellis: std::env::current_exe().context("finding the trellis binary")?,
-                loopback: matches!(config.network, Network::Loopback)
-                    .then_some((config.task_range, config.task_port_offset)),
-                drain_timeout: config.proxy.deregistration_delay + std::time::Duration::from_secs(5),
-            },
-        );
-        let agent = tokio::spawn(agent.run(stop.clone()));
-        let (sink, drain_reports) = crate::watch::StoreSink::new(store.clone(), config.node.clone());
-        let reports = tokio::spawn(drain_reports);
-        let mut proxy_stop = stop.clone();
-        let (certificates_tx, certificates) = watch::channel(Arc::new(Certificates::default()));
-        let pki_settings = PkiSettings {
-            lifetime: config.certificate_lifetime,
-            zones: vec![trellis_model::dns_name::zone(&config.partition_label, &config.region)],
-        };
-        let pki = tokio::spawn(trellis_control::pki::run(
-            store.clone(),
-            pki_settings,
-            snapshots.subscribe(),
-            certificates_tx,
-            stop.clone(),
-        ));
-        let (identities_tx, identities) = watch::channel(Arc::new(trellis_model::iam::Identities::default()));
-        let credentials = tokio::spawn(trellis_control::identity::run(
-            store.clone(),
-            config.organization_id.clone(),
-            identities_tx,
-            stop.clone(),
-        ));
         let metrics = metrics_listener.map(|l| {
             let router = crate::access_logs::metrics_router(telemetry.clone());
             let mut stop = stop.clone();
@@ -225,16 +320,7 @@ impl Bound {
                 let _ = stop.wait_for(|s| *s).await;
             }))
         });
-        let inputs = trellis_proxy::Inputs {
-            snapshots: snapshots.subscribe(),
-            certificates,
-            identities,
-            telemetry: telemetry.clone(),
-        };
-        let proxy = tokio::spawn(trellis_proxy::run(config.proxy.clone(), inputs, sink, async move {
-            let _ = proxy_stop.wait_for(|s| *s).await;
-        }));
-        tracing::info!(%addr, node = %config.node, "Trellis API listening");
+        tracing::info!(%addr, node = %config.node, roles = %roles.names().join(","), "Trellis listening");
         let mut api_stop = stop.clone();
         let served = trellis_control::serve(listener, router, async move {
             let _ = api_stop.wait_for(|s| *s).await;
@@ -253,24 +339,28 @@ impl Bound {
         };
         served.context("serving the API")?;
         // Tasks stop before the data plane does (they deregister and drain through it).
-        let _ = agent.await;
-        let _ = compiler.await;
-        let _ = sweeper.await;
-        let _ = pki.await;
-        let _ = credentials.await;
-        let _ = trimmer.await;
-        if let Some(network) = network {
-            let _ = network.await;
+        if let Some(agent) = agent {
+            let _ = agent.await;
+        }
+        for (_, part) in parts {
+            let _ = part.await;
         }
         if let Some(metrics) = metrics {
             let _ = metrics.await;
         }
-        match proxy.await {
-            Ok(result) => result.context("running the data plane")?,
-            Err(e) => anyhow::bail!("the data plane panicked: {e}"),
+        if let Some(proxy) = proxy {
+            match proxy.await {
+                Ok(result) => result.context("running the data plane")?,
+                Err(e) => anyhow::bail!("the data plane panicked: {e}"),
+            }
         }
         // The sink's task ends once the data plane (its last sender) is gone.
-        let _ = reports.await;
+        if let Some(reports) = reports {
+            let _ = reports.await;
+        }
+        // Last: the node leaves (its record and locks go) once its work has stopped.
+        let _ = leave_tx.send(true);
+        let _ = member.await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -340,10 +430,14 @@ async fn vpc_ingress(State(ingress): State<IngressState>, Path(vpc): Path<String
                 .flat_map(|s| s.listeners.keys().copied())
                 .collect();
             let dns_port = if ingress.offset == 0 { 53 } else { 53 + ingress.offset };
+            // This node's address, then the other live proxy nodes' (what DNS answers too).
+            let addresses: Vec<String> =
+                std::iter::once(ip).chain(view.peers.iter().copied()).map(|a| a.to_string()).collect();
             axum::Json(serde_json::json!({
                 "vpcId": vpc,
                 "network": if ingress.netns { "netns" } else { "loopback" },
                 "address": ip.to_string(),
+                "addresses": addresses,
                 "dnsPort": dns_port,
                 "lowPortOffset": ingress.offset,
                 "listenerPorts": ports,

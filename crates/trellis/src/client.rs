@@ -249,24 +249,24 @@ impl Signer {
         headers.push(("host".to_owned(), host));
         headers.push(("x-amz-date".to_owned(), amz_date.clone()));
         let mut claim = Signed {
-            access_key: self.access_key.clone(),
-            scope_date: amz_date[..8].to_owned(),
-            region: self.region.clone(),
-            service: service.to_owned(),
-            amz_date,
-            signed_headers: vec!["host".to_owned(), "x-amz-date".to_owned()],
-            signature: String::new(),
+            access_key: self.access_key.as_str().into(),
+            scope_date: amz_date[..8].to_owned().into(),
+            region: self.region.as_str().into(),
+            service: service.into(),
+            amz_date: amz_date.into(),
+            signed_headers: "host;x-amz-date".into(),
+            signature: "".into(),
             expires: None,
             query_token: None,
         };
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
-        let lookup = |name: &str| {
-            headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_bytes()).collect::<Vec<_>>()
+        let lookup = |name: &str, each: &mut dyn FnMut(&[u8])| {
+            headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).for_each(|(_, v)| each(v.as_bytes()));
         };
         let received = Received { method, path, query, header: &lookup };
         // Both signed headers are present, so signing cannot fail.
         if let Ok(signature) = claim.signature_of(&received, &self.secret, &sigv4::payload_hash(body)) {
-            claim.signature = signature;
+            claim.signature = signature.into();
             headers.push(("authorization".to_owned(), claim.authorization()));
         }
     }

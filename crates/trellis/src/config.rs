@@ -82,6 +82,8 @@ pub struct RawConfig {
     pub quotas: RawQuotas,
     /// This node's name in the store (default: the host name).
     pub node: Option<String>,
+    /// What this node runs: `all` (default), or some of `api`, `proxy`, `tasks`, comma-separated.
+    pub role: Option<String>,
     /// The loopback block VPC ingress addresses come from (default: a /24 derived from the
     /// data directory, so that installations side by side never collide).
     pub ingress_range: Option<String>,
@@ -126,6 +128,10 @@ pub struct RawProxy {
     pub max_header_bytes: Option<usize>,
     /// Most header fields in a request head (default 100).
     pub max_headers: Option<usize>,
+    /// Most client connections the data plane keeps open at once, over all its listeners
+    /// (default 20,000); more are closed when accepted, and counted
+    /// (`trellis_connections_refused_total`).
+    pub max_connections: Option<usize>,
     /// Seconds a deregistered target drains at most (default 60).
     pub deregistration_delay_seconds: Option<u64>,
     /// Lowest health-check interval in milliseconds (default 5000, AWS's floor). A Trellis
@@ -156,6 +162,9 @@ pub struct RawQuotas {
     pub service_associations_per_service_network: Option<u64>,
 }
 
+/// Client connections a node's data plane keeps open at once unless `max_connections` says.
+const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+
 /// Validated settings.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -185,6 +194,8 @@ pub struct Config {
     pub quotas: Quotas,
     /// This node's name.
     pub node: String,
+    /// What this node runs.
+    pub roles: crate::cluster::Roles,
     /// Where VPC ingress addresses come from.
     pub ingress_range: IngressRange,
     /// Where loopback-mode task addresses come from.
@@ -274,6 +285,9 @@ impl RawConfig {
         if let Some(v) = s("NODE") {
             self.node = Some(v);
         }
+        if let Some(v) = s("ROLE") {
+            self.role = Some(v);
+        }
         if let Some(v) = s("INGRESS_RANGE") {
             self.ingress_range = Some(v);
         }
@@ -291,6 +305,9 @@ impl RawConfig {
         p.deregistration_delay_seconds = num("DEREGISTRATION_DELAY_SECONDS")?.or(p.deregistration_delay_seconds);
         p.min_health_check_interval_ms = num("MIN_HEALTH_CHECK_INTERVAL_MS")?.or(p.min_health_check_interval_ms);
         p.access_log_max_file_bytes = num("ACCESS_LOG_MAX_FILE_BYTES")?.or(p.access_log_max_file_bytes);
+        if let Some(v) = num("MAX_CONNECTIONS")? {
+            p.max_connections = Some(usize::try_from(v).context("TRELLIS_MAX_CONNECTIONS is too large")?);
+        }
         let size = |v: u64, name: &str| usize::try_from(v).with_context(|| format!("TRELLIS_{name} is too large"));
         if let Some(v) = num("ACCESS_LOG_KEEP_FILES")? {
             p.access_log_keep_files = Some(size(v, "ACCESS_LOG_KEEP_FILES")?);
@@ -399,6 +416,16 @@ impl RawConfig {
         if node.is_empty() || !node.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
             bail!("node name {node:?} must be letters, digits, '-', '_' or '.'");
         }
+        let roles = match self.role.as_deref() {
+            None => crate::cluster::Roles::ALL,
+            Some(text) => crate::cluster::Roles::parse(text)?,
+        };
+        if roles != crate::cluster::Roles::ALL && matches!(store, StoreConfig::Embedded) {
+            bail!(
+                "--role {} needs a shared store (--store etcd://…): the embedded store is one process's",
+                roles.names().join(",")
+            );
+        }
         let ingress_range = match &self.ingress_range {
             Some(range) => IngressRange::parse(range)?,
             None => IngressRange::parse(&default_ingress_range(&data_dir))?,
@@ -426,6 +453,7 @@ impl RawConfig {
             response_timeout: Duration::from_secs(p.response_timeout_seconds.unwrap_or(60)),
             header_read_timeout: Duration::from_secs(p.header_read_timeout_seconds.unwrap_or(10)),
             max_connection_age: Duration::from_secs(600),
+            max_connections: p.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1),
             max_header_bytes: p.max_header_bytes.unwrap_or(64 * 1024),
             max_headers: p.max_headers.unwrap_or(100),
             deregistration_delay: Duration::from_secs(p.deregistration_delay_seconds.unwrap_or(60)),
@@ -462,6 +490,7 @@ impl RawConfig {
             relaxed_health_checks,
             require_signature: self.require_signature.unwrap_or(false),
             node,
+            roles,
             ingress_range,
             task_range,
             task_port_offset: p.low_port_offset.unwrap_or(10_000),

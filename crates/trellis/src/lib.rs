@@ -5,6 +5,7 @@ pub mod access_logs;
 pub mod agent;
 pub mod app;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod demo;

@@ -37,8 +37,15 @@ enum Command {
         #[arg(long)]
         auth: bool,
     },
-    /// Show service networks, services (with DNS names), target groups and targets.
-    Status(ClientArgs),
+    /// Show service networks, services (with DNS names), target groups and targets; with
+    /// --nodes, the live nodes sharing the store instead (roles, served revision, lag).
+    Status {
+        /// List the nodes.
+        #[arg(long)]
+        nodes: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print the installation's certificate authority (PEM): what HTTPS clients trust
     /// (`curl --cacert`, `AWS_CA_BUNDLE`, `update-ca-certificates`).
     Ca(ClientArgs),
@@ -157,6 +164,13 @@ struct ServeArgs {
     /// API listener only].
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// What this node runs over a shared store: all, or some of api, proxy, tasks
+    /// (comma-separated) [default: all].
+    #[arg(long)]
+    role: Option<String>,
+    /// This node's name, unique among the nodes sharing a store [default: the host name].
+    #[arg(long)]
+    node: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -220,9 +234,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             runtime(None)?.block_on(trellis::demo::run(keep, network, options))?;
             Ok(0)
         }
-        Command::Status(args) => {
+        Command::Status { nodes, client: args } => {
             let client = client(args, &ProcessEnv)?;
-            runtime(Some(1))?.block_on(status::run(&client))?;
+            if nodes {
+                runtime(Some(1))?.block_on(status::nodes(&client))?;
+            } else {
+                runtime(Some(1))?.block_on(status::run(&client))?;
+            }
             Ok(0)
         }
         Command::Ca(args) => {
@@ -300,6 +318,8 @@ fn serve_config(args: ServeArgs, env: &dyn Env) -> anyhow::Result<config::Config
         raw.require_signature = Some(true);
     }
     raw.metrics_listen = args.metrics_listen.or(raw.metrics_listen);
+    raw.role = args.role.or(raw.role);
+    raw.node = args.node.or(raw.node);
     raw.validate(env)
 }
 

@@ -45,6 +45,26 @@ pub async fn run(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints the live nodes: name, roles, endpoint, the revision each data plane serves and how
+/// many revisions it is behind the store.
+pub async fn nodes(client: &Client) -> anyhow::Result<()> {
+    let answer = client.call("GET", "/_trellis/nodes", None).await?;
+    let nodes = answer["nodes"].as_array().cloned().unwrap_or_default();
+    let rows = nodes.iter().map(|n| {
+        let roles = n["roles"]
+            .as_array()
+            .map_or_else(String::new, |r| r.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","));
+        let state = if n["reachable"] == Value::Bool(true) {
+            "up".to_owned()
+        } else {
+            format!("unreachable: {}", s(n, "error"))
+        };
+        vec![s(n, "node"), roles, s(n, "endpoint"), s(n, "revision"), s(n, "lag"), state]
+    });
+    print!("{}", table("NODES", &["NODE", "ROLES", "ENDPOINT", "REVISION", "LAG", "STATE"], rows));
+    Ok(())
+}
+
 /// A member as text (`-` when absent).
 fn s(v: &Value, key: &str) -> String {
     match v.get(key) {

@@ -8,15 +8,20 @@
 //! Also the other direction: [`StoreSink`] takes the data plane's health reports and writes
 //! them to the store, off the data plane's path.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use trellis_control::compile::{self, Compiler};
 use trellis_model::snapshot::Snapshot;
 use trellis_net::IngressRange;
-use trellis_proxy::{HealthReport, HealthSink};
-use trellis_store::{Revision, Store, WatchEvent, WatchStream};
+use trellis_proxy::{HealthReport, HealthSink, SharedHealth, TargetHealth, TargetKey};
+use trellis_store::{EventKind, Revision, Store, StoreExt, WatchEvent, WatchStream};
+
+use crate::cluster::{NODE_PREFIX, NodeRecord};
 
 /// How long to gather more changes after the first one before building.
 const DEBOUNCE: Duration = Duration::from_millis(2);
@@ -25,16 +30,20 @@ const MAX_BATCH: usize = 4096;
 /// How long to wait before retrying when the store fails.
 const RETRY: Duration = Duration::from_millis(500);
 
-/// Compiles and publishes snapshots until `stop` is raised.
+/// Compiles and publishes snapshots until `stop` is raised. `seen` follows the newest store
+/// revision the loop has read (changes it has no use for included): how far behind the store
+/// this node is.
 pub async fn run(
     store: Arc<dyn Store>,
     node: String,
     ingress: Ingress,
     tx: watch::Sender<Arc<Snapshot>>,
+    shared: watch::Sender<Arc<SharedHealth>>,
+    seen: Arc<AtomicI64>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let (mut compiler, mut stream) = match start(store.as_ref(), &node).await {
+        let (mut peers, mut compiler, mut stream) = match start(store.as_ref(), &node, ingress).await {
             Ok(started) => started,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the configuration; serving the last one");
@@ -45,34 +54,56 @@ pub async fn run(
             }
         };
         let (mut changes, mut revision) = (Vec::new(), compiler.revision());
+        seen.fetch_max(revision, Ordering::Relaxed);
+        let mut current: Option<Arc<Snapshot>> = None;
         loop {
-            let built = compile::blocking(move || {
-                for event in &changes {
-                    compiler.apply(event);
+            let mut membership = false;
+            changes.retain(|event: &WatchEvent| match peers.apply(event) {
+                Followed::No => true,
+                Followed::Node => {
+                    membership = true;
+                    false
                 }
-                compiler.advance(revision);
-                let snapshot = compiler.snapshot();
-                (compiler, snapshot)
-            })
-            .await;
-            let Ok((built, mut snapshot)) = built else { return };
-            compiler = built;
-            match with_ingress(store.as_ref(), &node, ingress, &mut snapshot).await {
-                // The addresses given arrive as changes; the snapshot that has them is published.
-                Ok(Allocated::Some) => {}
-                Ok(Allocated::None) => {
-                    tx.send_replace(snapshot);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot allocate ingress addresses; serving the last configuration");
-                    if pause(&mut stop, RETRY).await {
-                        return;
+                Followed::Health => false,
+            });
+            // When only other nodes' health records changed, the snapshot stays as it is.
+            if current.is_none() || !changes.is_empty() || membership {
+                let built = compile::blocking(move || {
+                    for event in &changes {
+                        compiler.apply(event);
                     }
-                    changes = Vec::new();
-                    continue;
+                    compiler.advance(revision);
+                    let snapshot = compiler.snapshot();
+                    (compiler, snapshot)
+                })
+                .await;
+                let Ok((built, mut snapshot)) = built else { return };
+                compiler = built;
+                peers.fill(&mut snapshot);
+                current = Some(snapshot.clone());
+                match with_ingress(store.as_ref(), &node, ingress, &mut snapshot).await {
+                    // The addresses given arrive as changes; the snapshot that has them is published.
+                    Ok(Allocated::Some) => {}
+                    Ok(Allocated::None) => {
+                        tx.send_replace(snapshot);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot allocate ingress addresses; serving the last configuration");
+                        if pause(&mut stop, RETRY).await {
+                            return;
+                        }
+                        changes = Vec::new();
+                        continue;
+                    }
                 }
             }
-            match next_changes(&mut stream, &mut stop, &compiler).await {
+            if let Some(snapshot) = &current {
+                let now = peers.shared(snapshot.target_groups.keys());
+                if **shared.borrow() != now {
+                    shared.send_replace(Arc::new(now));
+                }
+            }
+            match next_changes(&mut stream, &mut stop, &|key| compiler.reads(key) || peers.reads(key), &seen).await {
                 Change::Config(events, seen) => (changes, revision) = (events, seen),
                 // The stream failed (compaction, store gone): read afresh and watch again.
                 Change::Lost => break,
@@ -82,11 +113,20 @@ pub async fn run(
     }
 }
 
-/// Reads the whole configuration and watches the store from the revision after it.
-async fn start(store: &dyn Store, node: &str) -> Result<(Compiler, WatchStream), trellis_store::Error> {
+/// Reads the other nodes (loopback mode) and the whole configuration, and watches the store
+/// from the revision after it.
+async fn start(
+    store: &dyn Store,
+    node: &str,
+    ingress: Ingress,
+) -> Result<(Peers, Compiler, WatchStream), trellis_store::Error> {
+    let peers = match ingress {
+        Ingress::Loopback(_) => Peers::load(store, node).await?,
+        Ingress::LinkLocal => Peers::none(),
+    };
     let compiler = Compiler::load(store, node).await?;
     let stream = store.watch(String::new(), compiler.revision() + 1).await?;
-    Ok((compiler, stream))
+    Ok((peers, compiler, stream))
 }
 
 enum Change {
@@ -103,9 +143,14 @@ enum Change {
 ///
 /// A transaction's changes arrive one by one: a batch can end inside one, and the build then
 /// shows part of it until the rest arrives, a moment later.
-async fn next_changes(stream: &mut WatchStream, stop: &mut watch::Receiver<bool>, compiler: &Compiler) -> Change {
+async fn next_changes(
+    stream: &mut WatchStream,
+    stop: &mut watch::Receiver<bool>,
+    reads: &(dyn Fn(&str) -> bool + Sync),
+    seen: &AtomicI64,
+) -> Change {
     let mut events = Vec::new();
-    let mut revision = compiler.revision();
+    let mut revision = 0;
     while events.is_empty() {
         let event = tokio::select! {
             event = stream.recv() => event,
@@ -114,7 +159,8 @@ async fn next_changes(stream: &mut WatchStream, stop: &mut watch::Receiver<bool>
         match event {
             Some(Ok(e)) => {
                 revision = revision.max(e.kv.mod_revision);
-                if compiler.reads(&e.kv.key) {
+                seen.fetch_max(revision, Ordering::Relaxed);
+                if reads(&e.kv.key) {
                     events.push(e);
                 }
             }
@@ -137,7 +183,8 @@ async fn next_changes(stream: &mut WatchStream, stop: &mut watch::Receiver<bool>
         match event {
             Ok(e) => {
                 revision = revision.max(e.kv.mod_revision);
-                if compiler.reads(&e.kv.key) {
+                seen.fetch_max(revision, Ordering::Relaxed);
+                if reads(&e.kv.key) {
                     events.push(e);
                 }
             }
@@ -149,6 +196,215 @@ async fn next_changes(stream: &mut WatchStream, stop: &mut watch::Receiver<bool>
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// The ingress addresses other live proxy nodes gave each VPC (loopback mode over a shared
+/// store), which this node's DNS answers list after its own.
+struct Peers {
+    /// This node (its own addresses are in the snapshot already).
+    node: String,
+    /// Whether peers are followed at all (not in netns mode, where every node's address is the
+    /// same link-local one).
+    on: bool,
+    /// Live nodes that run the data plane.
+    live: BTreeSet<String>,
+    /// Every other node's address for each VPC: node → VPC ID → address.
+    addresses: BTreeMap<String, BTreeMap<String, IpAddr>>,
+    /// Whether the last snapshot was given any peers (so that losing them all is written too).
+    filled: bool,
+    /// Every node's health records, by target: what the node that checks a group found.
+    health: HashMap<TargetKey, BTreeMap<String, TargetHealth>>,
+}
+
+/// Whether a change was one [`Peers`] follows, and of what.
+enum Followed {
+    No,
+    /// A node's record or another node's VPC address.
+    Node,
+    /// A health record.
+    Health,
+}
+
+impl Peers {
+    fn none() -> Self {
+        Self {
+            node: String::new(),
+            on: false,
+            live: BTreeSet::new(),
+            addresses: BTreeMap::new(),
+            filled: false,
+            health: HashMap::new(),
+        }
+    }
+
+    async fn load(store: &dyn Store, node: &str) -> Result<Self, trellis_store::Error> {
+        let mut peers = Self { node: node.to_owned(), on: true, ..Self::none() };
+        for kv in store.list_prefix(NODE_PREFIX, None, 0).await?.kvs {
+            peers.apply(&WatchEvent { kind: EventKind::Put, kv });
+        }
+        for kv in store.list_prefix("node/", None, 0).await?.kvs {
+            if peers.reads(&kv.key) {
+                peers.apply(&WatchEvent { kind: EventKind::Put, kv });
+            }
+        }
+        // Other nodes' findings, when there are other nodes (a node alone finds all itself;
+        // the records of nodes that join later arrive as changes).
+        if !peers.live.is_empty() {
+            for kv in store.list_prefix("r/", None, 0).await?.kvs {
+                if health_key(&kv.key).is_some() {
+                    peers.apply(&WatchEvent { kind: EventKind::Put, kv });
+                }
+            }
+        }
+        Ok(peers)
+    }
+
+    /// Which of `groups` other live proxy nodes check (each group is checked by
+    /// one node: the one that ranks first for it among the live ones, so that all agree without
+    /// talking, and a group moves only when its node comes or goes), and what they found.
+    fn shared<'g>(&self, groups: impl Iterator<Item = &'g String>) -> SharedHealth {
+        if !self.on || self.live.is_empty() {
+            return SharedHealth::default();
+        }
+        let nodes: Vec<&str> = self.live.iter().map(String::as_str).chain([self.node.as_str()]).collect();
+        let mut out = SharedHealth::default();
+        for tg in groups {
+            if checker_of(tg, &nodes) != self.node {
+                out.elsewhere.insert(tg.clone());
+            }
+        }
+        for (key, by_node) in &self.health {
+            if !out.elsewhere.contains(&key.target_group_id) {
+                continue;
+            }
+            let checker = checker_of(&key.target_group_id, &nodes);
+            if let Some(found) = by_node.get(checker) {
+                out.statuses.insert(key.clone(), *found);
+            }
+        }
+        out
+    }
+
+    /// Whether `key` is a node's record, another node's VPC address, or a health record.
+    fn reads(&self, key: &str) -> bool {
+        self.on && (key.starts_with(NODE_PREFIX) || self.address_key(key).is_some() || health_key(key).is_some())
+    }
+
+    /// `(node, VPC ID)` of another node's `node/<node>/vpc/<region>/<vpc-id>`.
+    fn address_key<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
+        let rest = key.strip_prefix("node/")?;
+        let (node, rest) = rest.split_once('/')?;
+        let (_region, vpc) = rest.strip_prefix("vpc/")?.split_once('/')?;
+        (node != self.node).then_some((node, vpc))
+    }
+
+    /// Takes in a change if it is one of ours; what it was.
+    fn apply(&mut self, event: &WatchEvent) -> Followed {
+        if !self.reads(&event.kv.key) {
+            return Followed::No;
+        }
+        let put = event.kind == EventKind::Put;
+        if let Some((key, node)) = health_key(&event.kv.key) {
+            let found = put.then(|| health_of(&event.kv.value)).flatten();
+            match found {
+                Some(found) => {
+                    self.health.entry(key).or_default().insert(node.to_owned(), found);
+                }
+                None => {
+                    if let Some(by_node) = self.health.get_mut(&key) {
+                        by_node.remove(node);
+                        if by_node.is_empty() {
+                            self.health.remove(&key);
+                        }
+                    }
+                }
+            }
+            return Followed::Health;
+        }
+        if let Some(name) = event.kv.key.strip_prefix(NODE_PREFIX) {
+            let proxy = put && serde_json::from_slice::<NodeRecord>(&event.kv.value).is_ok_and(|r| r.has("proxy"));
+            if proxy && name != self.node {
+                self.live.insert(name.to_owned());
+            } else {
+                self.live.remove(name);
+            }
+        } else if let Some((node, vpc)) = self.address_key(&event.kv.key) {
+            let ip = put.then(|| std::str::from_utf8(&event.kv.value).ok()?.parse::<IpAddr>().ok()).flatten();
+            let (node, vpc) = (node.to_owned(), vpc.to_owned());
+            match ip {
+                Some(ip) => {
+                    self.addresses.entry(node).or_default().insert(vpc, ip);
+                }
+                None => {
+                    if let Some(vpcs) = self.addresses.get_mut(&node) {
+                        vpcs.remove(&vpc);
+                    }
+                }
+            }
+        }
+        Followed::Node
+    }
+
+    /// Gives each VPC of `snapshot` the addresses live peers serve it on.
+    fn fill(&mut self, snapshot: &mut Arc<Snapshot>) {
+        let any = self.live.iter().any(|n| self.addresses.get(n).is_some_and(|a| !a.is_empty()));
+        if !any && !std::mem::take(&mut self.filled) {
+            return;
+        }
+        self.filled = any;
+        for vpc in Arc::make_mut(snapshot).vpcs.values_mut() {
+            vpc.peers = self.live.iter().filter_map(|n| self.addresses.get(n)?.get(&vpc.vpc_id).copied()).collect();
+        }
+    }
+}
+
+/// The target and node of a health record,
+/// `r/<region>/<account>/health/<tg>/<target-id>/<port:05>/<node>` (target IDs may hold '/').
+fn health_key(key: &str) -> Option<(TargetKey, &str)> {
+    let rest = key.strip_prefix("r/")?;
+    let mut parts = rest.splitn(4, '/');
+    let (_region, _account, kind, rest) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if kind != "health" {
+        return None;
+    }
+    let (tg, rest) = rest.split_once('/')?;
+    let mut back = rest.rsplitn(3, '/');
+    let (node, port, id) = (back.next()?, back.next()?, back.next()?);
+    let key = TargetKey { target_group_id: tg.to_owned(), target_id: id.to_owned(), port: port.parse().ok()? };
+    Some((key, node))
+}
+
+/// A health record's status.
+fn health_of(value: &[u8]) -> Option<TargetHealth> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Recorded {
+        status: String,
+        #[serde(default)]
+        reason_code: Option<String>,
+    }
+    let recorded: Recorded = serde_json::from_slice(value).ok()?;
+    let status = trellis_proxy::HealthStatus::from_name(&recorded.status)?;
+    Some(TargetHealth { status, reason: recorded.reason_code.as_deref().and_then(trellis_proxy::reason_code) })
+}
+
+/// The node that checks target group `tg`: the one that ranks first for it (rendezvous
+/// hashing: FNV-1a, then a 64-bit finalizer to spread its high bits, so that every node
+/// computes the same ranks).
+fn checker_of<'a>(tg: &str, nodes: &[&'a str]) -> &'a str {
+    let rank = |node: &str| {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in node.bytes().chain([b'/']).chain(tg.bytes()) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash ^= hash >> 33;
+        hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        hash ^= hash >> 33;
+        hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        hash ^ (hash >> 33)
+    };
+    nodes.iter().copied().max_by_key(|n| (rank(n), *n)).unwrap_or("")
 }
 
 /// Where associated VPCs reach Lattice.
@@ -268,7 +524,8 @@ async fn write_reports(
                 reason: h.reason,
             }),
             HealthReport::Drained { region, account, key } => {
-                health::remove_drained(store, region, account, &key.target_group_id, &key.target_id, key.port).await?;
+                health::remove_drained(store, node, region, account, &key.target_group_id, &key.target_id, key.port)
+                    .await?;
             }
         }
     }
@@ -338,6 +595,18 @@ mod tests {
                 Ok(rx)
             })
         }
+
+        fn grant_lease(&self, ttl_seconds: i64) -> BoxFuture<'_, Result<trellis_store::LeaseId, Error>> {
+            self.inner.grant_lease(ttl_seconds)
+        }
+
+        fn keep_alive(&self, lease: trellis_store::LeaseId) -> BoxFuture<'_, Result<bool, Error>> {
+            self.inner.keep_alive(lease)
+        }
+
+        fn revoke_lease(&self, lease: trellis_store::LeaseId) -> BoxFuture<'_, Result<(), Error>> {
+            self.inner.revoke_lease(lease)
+        }
     }
 
     /// Writes a VPC record.
@@ -364,7 +633,15 @@ mod tests {
         let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
         let (stop_tx, stop) = watch::channel(false);
         let range = IngressRange::parse("127.201.0.0/24").unwrap();
-        let task = tokio::spawn(run(store.clone(), "n1".into(), Ingress::Loopback(range), tx, stop));
+        let task = tokio::spawn(run(
+            store.clone(),
+            "n1".into(),
+            Ingress::Loopback(range),
+            tx,
+            watch::channel(Default::default()).0,
+            Default::default(),
+            stop,
+        ));
         wait_for_revision(&mut rx, 1).await;
         // A change is applied without reading the store again.
         put_vpc(&inner, "vpc-2").await;
@@ -439,7 +716,15 @@ mod tests {
         let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
         let (stop_tx, stop) = watch::channel(false);
         let range = IngressRange::parse("127.202.0.0/24").unwrap();
-        let task = tokio::spawn(run(Arc::new(store.clone()), "n1".into(), Ingress::Loopback(range), tx, stop));
+        let task = tokio::spawn(run(
+            Arc::new(store.clone()),
+            "n1".into(),
+            Ingress::Loopback(range),
+            tx,
+            watch::channel(Default::default()).0,
+            Default::default(),
+            stop,
+        ));
         let mut seed = 0x2545_F491_4F6C_DD1D_u64;
         for round in 0..300 {
             // Transactions of one to a few writes, some back to back, some spaced out.
@@ -491,16 +776,87 @@ mod tests {
         tx.send(event("iam/111122223333/role/ecsinfrastructurerole", 2)).await.unwrap();
         tx.send(event("r/us-east-1/111122223333/name/svc/web", 3)).await.unwrap();
         tx.send(event("node/n2/vpc/us-east-1/vpc-1", 4)).await.unwrap();
-        let waiting = tokio::time::timeout(Duration::from_millis(50), next_changes(&mut stream, &mut stop, &compiler));
+        let (reads, seen) = (|k: &str| compiler.reads(k), AtomicI64::new(0));
+        let waiting =
+            tokio::time::timeout(Duration::from_millis(50), next_changes(&mut stream, &mut stop, &reads, &seen));
         assert!(waiting.await.is_err(), "no build for changes the snapshot is not made of");
         // A resource after them does; every change is handed over, so the revision moves on.
         tx.send(event("r/us-east-1/111122223333/res/svc/svc-new", 5)).await.unwrap();
         tx.send(event("r/us-east-1/111122223333/health/tg-1/10.0.0.1/80/node-1", 6)).await.unwrap();
-        let change =
-            tokio::time::timeout(Duration::from_secs(5), next_changes(&mut stream, &mut stop, &compiler)).await;
+        let change = tokio::time::timeout(
+            Duration::from_secs(5),
+            next_changes(&mut stream, &mut stop, &|k| compiler.reads(k), &AtomicI64::new(0)),
+        )
+        .await;
         let Ok(Change::Config(events, revision)) = change else { panic!("a change is expected") };
         assert_eq!(events.iter().map(|e| e.kv.mod_revision).collect::<Vec<_>>(), [5]);
         assert_eq!(revision, 6, "the revision moves past changes that are not read");
+    }
+
+    #[test]
+    fn health_records_are_read_back() {
+        let (key, node) = health_key("r/us-east-1/111122223333/health/tg-1/arn:aws:x/y/00080/n2").unwrap();
+        assert_eq!(
+            (key.target_group_id.as_str(), key.target_id.as_str(), key.port, node),
+            ("tg-1", "arn:aws:x/y", 80, "n2")
+        );
+        assert!(health_key("r/us-east-1/111122223333/res/tg/tg-1").is_none());
+        let found = health_of(br#"{"status":"UNHEALTHY","reasonCode":"HealthCheckFailed"}"#).unwrap();
+        assert_eq!(found.status, trellis_proxy::HealthStatus::Unhealthy);
+        assert_eq!(found.reason, Some("HealthCheckFailed"));
+        assert!(health_of(br#"{"status":"ASLEEP"}"#).is_none());
+    }
+
+    #[test]
+    fn each_group_has_one_checker_that_moves_only_with_its_node() {
+        let groups: Vec<String> = (0..300).map(|i| format!("tg-{i:017x}")).collect();
+        let three = ["n1", "n2", "n3"];
+        let mut per_node = std::collections::HashMap::new();
+        for tg in &groups {
+            *per_node.entry(checker_of(tg, &three)).or_insert(0) += 1;
+            // The order nodes are listed in does not matter.
+            assert_eq!(checker_of(tg, &three), checker_of(tg, &["n3", "n1", "n2"]));
+        }
+        assert!(three.iter().all(|n| per_node.get(n).copied().unwrap_or(0) > 50), "{per_node:?}");
+        // n3 leaves: only its groups move.
+        for tg in &groups {
+            let before = checker_of(tg, &three);
+            if before != "n3" {
+                assert_eq!(checker_of(tg, &["n1", "n2"]), before);
+            }
+        }
+    }
+
+    #[test]
+    fn groups_of_other_live_nodes_are_shared_with_their_findings() {
+        let mut peers = Peers { node: "n1".into(), on: true, ..Peers::none() };
+        let put = |key: &str, value: &str| WatchEvent {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key: key.into(),
+                value: value.as_bytes().to_vec(),
+                create_revision: 1,
+                mod_revision: 1,
+                version: 1,
+            },
+        };
+        let groups: Vec<String> = (0..20).map(|i| format!("tg-{i}")).collect();
+        // Alone: everything is ours.
+        assert_eq!(peers.shared(groups.iter()), SharedHealth::default());
+        peers.apply(&put("cluster/node/n2", r#"{"node":"n2","roles":["proxy"]}"#));
+        let theirs = groups.iter().find(|tg| checker_of(tg, &["n1", "n2"]) == "n2").unwrap().clone();
+        peers.apply(&put(&format!("r/us-east-1/1/health/{theirs}/127.0.0.9/00080/n2"), r#"{"status":"HEALTHY"}"#));
+        // A record of a node that does not check the group is not its finding.
+        peers.apply(&put(&format!("r/us-east-1/1/health/{theirs}/127.0.0.8/00080/n1"), r#"{"status":"HEALTHY"}"#));
+        let shared = peers.shared(groups.iter());
+        assert!(shared.elsewhere.contains(&theirs));
+        assert!(!shared.elsewhere.is_empty() && shared.elsewhere.len() < 20, "{:?}", shared.elsewhere);
+        let key = TargetKey { target_group_id: theirs, target_id: "127.0.0.9".into(), port: 80 };
+        assert_eq!(shared.statuses.get(&key).map(|h| h.status), Some(trellis_proxy::HealthStatus::Healthy));
+        assert_eq!(shared.statuses.len(), 1);
+        // n2 leaves: everything is ours again.
+        peers.apply(&WatchEvent { kind: EventKind::Delete, ..put("cluster/node/n2", "") });
+        assert_eq!(peers.shared(groups.iter()), SharedHealth::default());
     }
 
     #[tokio::test]
@@ -509,8 +865,11 @@ mod tests {
         let (_stop_tx, mut stop) = watch::channel(false);
         let compiler = Compiler::from_kvs(&[], 0, "n1");
         tx.send(Err(Error::Compacted { requested: 1, oldest: 5 })).await.unwrap();
-        let change =
-            tokio::time::timeout(Duration::from_secs(5), next_changes(&mut stream, &mut stop, &compiler)).await;
+        let change = tokio::time::timeout(
+            Duration::from_secs(5),
+            next_changes(&mut stream, &mut stop, &|k| compiler.reads(k), &AtomicI64::new(0)),
+        )
+        .await;
         assert!(matches!(change, Ok(Change::Lost)));
     }
 }

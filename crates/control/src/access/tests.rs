@@ -23,15 +23,16 @@ fn signed(access_key: &str, secret: &str, service: &str, at: u64, uri: &Uri, bod
         scope_date: amz_date[..8].into(),
         region: "us-east-1".into(),
         service: service.into(),
-        amz_date,
-        signed_headers: vec!["host".into(), "x-amz-date".into()],
-        signature: String::new(),
+        amz_date: amz_date.as_str().into(),
+        signed_headers: "host;x-amz-date".into(),
+        signature: "".into(),
         expires: None,
         query_token: None,
     };
-    let header = |name: &str| headers.get_all(name).iter().map(HeaderValue::as_bytes).collect::<Vec<_>>();
+    let header =
+        |name: &str, each: &mut dyn FnMut(&[u8])| headers.get_all(name).iter().for_each(|v| each(v.as_bytes()));
     let received = Received { method: "POST", path: uri.path(), query: uri.query().unwrap_or(""), header: &header };
-    claim.signature = claim.signature_of(&received, secret, &sigv4::payload_hash(body)).unwrap();
+    claim.signature = claim.signature_of(&received, secret, &sigv4::payload_hash(body)).unwrap().into();
     let mut out = headers.clone();
     out.insert("authorization", HeaderValue::from_str(&claim.authorization()).unwrap());
     out

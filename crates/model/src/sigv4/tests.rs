@@ -4,9 +4,15 @@ use super::*;
 
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
 
-fn check(method: &str, path: &str, query: &str, headers: &[(&str, &str)], secret: &str) -> Result<Signed, SigError> {
-    let lookup = |name: &str| {
-        headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_bytes()).collect::<Vec<_>>()
+fn check<'a>(
+    method: &str,
+    path: &str,
+    query: &'a str,
+    headers: &[(&'a str, &'a str)],
+    secret: &str,
+) -> Result<Signed<'a>, SigError> {
+    let lookup = |name: &str, each: &mut dyn FnMut(&[u8])| {
+        headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).for_each(|(_, v)| each(v.as_bytes()));
     };
     let first = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v);
     let signed = Signed::parse(first("authorization"), first("x-amz-date"), query)?.expect("signed");
@@ -32,7 +38,7 @@ const GET: &[(&str, &str)] = &[
 fn header_signatures_verify() {
     let signed = check("GET", "/rates", "b=2&a=1&a=0&empty=", GET, SECRET).expect("verifies");
     assert_eq!(
-        (signed.access_key.as_str(), signed.scope_date.as_str(), signed.region.as_str(), signed.service.as_str()),
+        (&*signed.access_key, &*signed.scope_date, &*signed.region, &*signed.service),
         ("AKIDEXAMPLE", "20261204", "us-east-1", "vpc-lattice-svcs")
     );
     let post: &[(&str, &str)] = &[
@@ -206,8 +212,8 @@ mod signed_by_the_aws_sigv4_crate {
     }
 
     fn verify_as_received(case: &Case, headers: &[(String, String)], query: &str, body: &[u8]) -> Result<(), SigError> {
-        let lookup = |name: &str| {
-            headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_bytes()).collect::<Vec<_>>()
+        let lookup = |name: &str, each: &mut dyn FnMut(&[u8])| {
+            headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).for_each(|(_, v)| each(v.as_bytes()));
         };
         let first = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
         let signed = Signed::parse(first("authorization"), first("x-amz-date"), query)?.expect("signed");
@@ -305,4 +311,47 @@ mod signed_by_the_aws_sigv4_crate {
     fn clone(case: &Case) -> Case {
         Case { headers: case.headers.clone(), ..*case }
     }
+}
+
+#[test]
+fn header_values_trim_and_collapse_as_split_whitespace_does() {
+    for value in [
+        &b"  blue \t\x0b team \r\n"[..],
+        b"",
+        b"   ",
+        b"a",
+        b"caf\xc3\xa9  x",
+        b"bad\xff byte",
+        b"\xc2\xa0nbsp\xc2\xa0",
+    ] {
+        let mut out = Vec::new();
+        canonical_value(&mut out, value);
+        let want = String::from_utf8_lossy(value).split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(String::from_utf8(out).unwrap(), want, "{value:?}");
+    }
+}
+
+#[test]
+fn signed_header_lists_are_normalised() {
+    assert!(matches!(signed_headers("host;x-amz-date"), Cow::Borrowed("host;x-amz-date")));
+    assert_eq!(signed_headers(" Host ; ;X-Amz-Date;"), "host;x-amz-date");
+    assert_eq!(signed_headers(""), "");
+    for (list, want) in
+        [(";host", "host"), ("host;", "host"), ("host;;x", "host;x"), ("HOST", "host"), ("a\tb", "a\tb")]
+    {
+        assert!(matches!(signed_headers(list), Cow::Owned(_)), "{list:?}");
+        assert_eq!(signed_headers(list), want, "{list:?}");
+    }
+}
+
+#[test]
+fn the_buffered_digest_hashes_what_it_is_given() {
+    let pieces: Vec<Vec<u8>> = (0..40).map(|i| vec![b'a' + (i % 26) as u8; i * 7 % 300]).collect();
+    let mut digest = Digest::new();
+    let mut all = Vec::new();
+    for piece in &pieces {
+        digest.put(piece);
+        all.put(piece);
+    }
+    assert_eq!(digest.finish().as_ref(), sha256(&all));
 }

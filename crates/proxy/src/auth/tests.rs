@@ -134,9 +134,9 @@ fn signed(key: &str, secret: &str, method: &str, path: &str, region: &str, at: u
         scope_date: amz_date[..8].into(),
         region: region.into(),
         service: "vpc-lattice-svcs".into(),
-        amz_date: amz_date.clone(),
-        signed_headers: vec!["host".into(), "x-amz-content-sha256".into(), "x-amz-date".into()],
-        signature: String::new(),
+        amz_date: amz_date.as_str().into(),
+        signed_headers: "host;x-amz-content-sha256;x-amz-date".into(),
+        signature: "".into(),
         expires: None,
         query_token: None,
     };
@@ -145,7 +145,9 @@ fn signed(key: &str, secret: &str, method: &str, path: &str, region: &str, at: u
         ("x-amz-content-sha256", "UNSIGNED-PAYLOAD".to_owned()),
         ("x-amz-date", amz_date.clone()),
     ];
-    let lookup = |n: &str| headers.iter().filter(|(k, _)| *k == n).map(|(_, v)| v.as_bytes()).collect::<Vec<_>>();
+    let lookup = |n: &str, each: &mut dyn FnMut(&[u8])| {
+        headers.iter().filter(|(k, _)| *k == n).for_each(|(_, v)| each(v.as_bytes()));
+    };
     let received = Received { method, path, query: "", header: &lookup };
     let signature = claim.signature_of(&received, secret, "UNSIGNED-PAYLOAD").expect("signs");
     format!(
@@ -278,14 +280,15 @@ fn auth_check_cost() {
         let (k, v) = line.split_once(": ").expect("a header line");
         fields.push((k.to_owned(), v.to_owned()));
     }
-    let header = |name: &str| {
-        fields.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_bytes()).collect::<Vec<_>>()
+    let header = |name: &str, each: &mut dyn FnMut(&[u8])| {
+        fields.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).for_each(|(_, v)| each(v.as_bytes()));
     };
     let facts = Facts {
         method: "GET",
         path: "/",
         query: "",
         header: &header,
+        signature: crate::auth::SignatureHeaders::find(fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()))),
         port: 80,
         source_vpc: "vpc-1",
         source_vpc_account: "000000000000",

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use hickory_proto::op::{Edns, Header, Message, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA};
-use hickory_proto::rr::{RData, Record};
+use hickory_proto::rr::{RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -187,11 +187,15 @@ fn answer(mut request: Message, zone: Option<&VpcZone>) -> (Message, usize) {
     let found = zone.map_or(Answer::Refused, |z| z.answer(query.name(), query.query_type(), query.query_class()));
     match found {
         Answer::Address(ip) => {
-            let data = match ip {
-                IpAddr::V4(v4) => RData::A(A(v4)),
-                IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
-            };
-            response.answers.push(Record::from_rdata(query.name().clone(), TTL, data));
+            // This node's address first, then every other live proxy node's for the VPC.
+            let peers = zone.into_iter().flat_map(|z| z.peers(ip, query.query_type() == RecordType::ANY));
+            for ip in std::iter::once(ip).chain(peers) {
+                let data = match ip {
+                    IpAddr::V4(v4) => RData::A(A(v4)),
+                    IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+                };
+                response.answers.push(Record::from_rdata(query.name().clone(), TTL, data));
+            }
         }
         Answer::NoData => {}
         Answer::NxDomain => response.metadata.response_code = ResponseCode::NXDomain,

@@ -49,6 +49,7 @@ fn config() -> Arc<ProxyConfig> {
         response_timeout: Duration::from_secs(60),
         header_read_timeout: Duration::from_secs(10),
         max_connection_age: Duration::from_secs(600),
+        max_connections: 10_000,
         max_header_bytes: 64 * 1024,
         max_headers: 100,
         deregistration_delay: Duration::from_secs(60),

@@ -36,6 +36,8 @@ pub(crate) struct Zones {
 pub(crate) struct VpcZone {
     /// Where every name that resolves points.
     ingress: IpAddr,
+    /// Other live proxy nodes' addresses for this VPC, answered after `ingress`.
+    peers: Vec<IpAddr>,
     /// Names that exist, fully qualified (hickory's `Name` hashes and compares ignoring case).
     names: HashMap<Name, Node>,
 }
@@ -86,7 +88,7 @@ impl Zones {
 impl VpcZone {
     /// Indexes what `vpc` resolves; `None` when it has no ingress address (no responder).
     fn build(snapshot: &Snapshot, vpc: &VpcView) -> Option<Self> {
-        let mut zone = Self { ingress: vpc.ingress?, names: HashMap::new() };
+        let mut zone = Self { ingress: vpc.ingress?, peers: vpc.peers.clone(), names: HashMap::new() };
         for (service_id, reach) in &vpc.reach {
             let Some(service) = snapshot.services.get(service_id) else { continue };
             zone.insert(&service.dns_name);
@@ -97,6 +99,12 @@ impl VpcZone {
             }
         }
         Some(zone)
+    }
+
+    /// Other nodes' addresses of the same family as `ip` (for a question of type ANY: all),
+    /// answered after this node's.
+    pub(crate) fn peers(&self, ip: IpAddr, any: bool) -> impl Iterator<Item = IpAddr> + '_ {
+        self.peers.iter().copied().filter(move |p| any || p.is_ipv4() == ip.is_ipv4())
     }
 
     /// Adds a name that resolves, and its ancestors inside the Lattice zone as empty nodes.
@@ -199,6 +207,7 @@ pub(crate) mod tests {
             })
             .collect();
         let view = VpcView {
+            peers: Vec::new(),
             vpc_id: id.to_owned(),
             vpc_arn: format!("arn:aws:ec2:us-east-1:000000000000:vpc/{id}"),
             region: "us-east-1".to_owned(),

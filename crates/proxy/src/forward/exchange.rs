@@ -123,7 +123,6 @@ impl Session {
             if headers::find_traceparent(buf, &head.fields).is_none() {
                 self.meter.trace = Some(headers::new_traceparent());
             }
-            let identity = fw.identity.as_deref().map(crate::auth::identity_header);
             let f = Forwarded {
                 client_ip: &self.conn.client_ip,
                 port: fw.port,
@@ -131,7 +130,7 @@ impl Session {
                 network: fw.network,
                 target: fw.target_header,
                 request_id,
-                identity: identity.as_deref().map(str::as_bytes),
+                identity: fw.identity.as_deref(),
                 traceparent: self.meter.trace.as_ref().map(|t| &t[..]),
             };
             let authority = fw.authority.clone().map(|a| &buf[a]);

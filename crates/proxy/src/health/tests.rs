@@ -18,7 +18,9 @@ use trellis_net::{Place, Ports};
 
 use super::Checker;
 use super::check::{self, Check, Plan};
-use crate::{HealthReport, HealthSink, HealthStatus, HealthTable, InFlight, ProxyConfig, TargetHealth, TargetKey};
+use crate::{
+    HealthReport, HealthSink, HealthStatus, HealthTable, InFlight, ProxyConfig, SharedHealth, TargetHealth, TargetKey,
+};
 use HealthStatus::{Draining, Healthy, Initial, Unavailable, Unhealthy, Unused};
 
 /// One settings second, in tests.
@@ -32,6 +34,7 @@ pub(super) fn config(delay: Duration) -> ProxyConfig {
         response_timeout: Duration::from_secs(60),
         header_read_timeout: Duration::from_secs(10),
         max_connection_age: Duration::from_secs(600),
+        max_connections: 10_000,
         max_header_bytes: 65536,
         max_headers: 100,
         deregistration_delay: delay,
@@ -187,6 +190,7 @@ impl Sink {
 
 pub(super) struct Harness {
     pub(super) snapshots: watch::Sender<Arc<Snapshot>>,
+    shared: watch::Sender<Arc<SharedHealth>>,
     table: watch::Receiver<Arc<HealthTable>>,
     pub(super) sink: Arc<Sink>,
     in_flight: Arc<InFlight>,
@@ -204,7 +208,8 @@ impl Harness {
         let in_flight = Arc::new(InFlight::default());
         let (stop, stop_rx) = watch::channel(false);
         let checker = Checker::new(Arc::new(config), second, sink.clone(), table_tx, in_flight.clone());
-        let task = Some(tokio::spawn(checker.run(snapshots_rx, stop_rx)));
+        let (shared, shared_rx) = watch::channel(Arc::new(SharedHealth::default()));
+        let task = Some(tokio::spawn(checker.run(snapshots_rx, shared_rx, stop_rx)));
         let seen: Arc<Mutex<HashMap<TargetKey, Vec<HealthStatus>>>> = Arc::default();
         let (mut observer, record) = (table.clone(), seen.clone());
         tokio::spawn(async move {
@@ -219,7 +224,7 @@ impl Harness {
                 }
             }
         });
-        Self { snapshots, table, sink, in_flight, seen, stop, task }
+        Self { snapshots, shared, table, sink, in_flight, seen, stop, task }
     }
 
     fn health(&self, key: &TargetKey) -> Option<TargetHealth> {
@@ -641,5 +646,33 @@ async fn http2_checks_speak_http2() {
     let health = h.wait_for(&key("tg-2", bad), Unhealthy).await;
     assert_eq!(health.reason, Some(check::FAILED));
     assert!(good_hits.load(Ordering::SeqCst) >= 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn groups_another_node_checks_are_not_probed_and_show_what_it_found() {
+    let (ours, theirs) = (FakeTarget::start(200).await, FakeTarget::start(200).await);
+    let groups = vec![group("tg-ours", vec![at(ours.addr)], |_| {}), group("tg-theirs", vec![at(theirs.addr)], |_| {})];
+    let mut h = Harness::start(config(Duration::from_secs(60)), UNIT, snapshot(groups));
+    let (k_ours, k_theirs) = (key("tg-ours", ours.addr), key("tg-theirs", theirs.addr));
+    h.wait_for(&k_ours, Healthy).await;
+    h.wait_for(&k_theirs, Healthy).await;
+    // Another node takes tg-theirs over: no more probes of it; INITIAL until its finding comes.
+    let elsewhere = std::collections::HashSet::from(["tg-theirs".to_owned()]);
+    h.shared.send_replace(Arc::new(SharedHealth { elsewhere: elsewhere.clone(), statuses: HashMap::new() }));
+    h.wait_for(&k_theirs, Initial).await;
+    let hits = theirs.hits();
+    let found = TargetHealth { status: Unhealthy, reason: Some(check::FAILED) };
+    let statuses = HashMap::from([(k_theirs.clone(), found)]);
+    h.shared.send_replace(Arc::new(SharedHealth { elsewhere, statuses }));
+    assert_eq!(h.wait_for(&k_theirs, Unhealthy).await, found);
+    tokio::time::sleep(UNIT * 6).await;
+    assert!(theirs.hits() <= hits + 1, "a group another node checks is not probed here");
+    assert!(ours.hits() >= 3, "ours still is");
+    assert_eq!(h.sink.statuses(&k_theirs), [Initial, Healthy], "another node's finding is not reported as ours");
+    // It comes back to this node: probed again from INITIAL, and reported.
+    h.shared.send_replace(Arc::new(SharedHealth::default()));
+    h.wait_for(&k_theirs, Healthy).await;
+    eventually("reported again", || h.sink.statuses(&k_theirs).len() >= 4).await;
     h.stop().await;
 }

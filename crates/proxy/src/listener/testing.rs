@@ -99,6 +99,7 @@ pub(crate) fn config() -> ProxyConfig {
         response_timeout: Duration::from_secs(5),
         header_read_timeout: Duration::from_secs(2),
         max_connection_age: Duration::from_secs(600),
+        max_connections: 10_000,
         max_header_bytes: 64 * 1024,
         max_headers: 100,
         deregistration_delay: Duration::from_secs(60),
@@ -209,6 +210,7 @@ impl Fixture {
     pub(crate) fn add_vpc(&mut self, id: &str, ingress: Option<IpAddr>, reach: &[&str]) {
         let reach = reach.iter().map(|s| ((*s).to_owned(), sn_reach())).collect();
         let vpc = VpcView {
+            peers: Vec::new(),
             vpc_id: id.to_owned(),
             vpc_arn: format!("arn:aws:ec2:us-east-1:000000000000:vpc/{id}"),
             region: "us-east-1".into(),
@@ -263,6 +265,7 @@ impl Proxy {
         let (stop, stop_rx) = watch::channel(false);
         let in_flight = Arc::new(InFlight::default());
         let inputs = crate::Inputs {
+            shared_health: tokio::sync::watch::channel(Default::default()).1,
             snapshots: snapshots_rx,
             certificates: certificates_rx,
             identities: identities_rx,

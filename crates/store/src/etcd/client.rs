@@ -231,13 +231,19 @@ impl Client {
         Ok(Some(fresh.token))
     }
 
-    /// One unary call, on the first endpoint that can be reached.
+    /// One unary call, on the first endpoint that can be reached. A read is also tried on the
+    /// next endpoint when its connection broke or the member has no leader (a member killed,
+    /// an election): it changes nothing, so asking again cannot apply anything twice.
     async fn post(&self, path: &str, body: Bytes, token: Option<&str>) -> Result<Bytes, CallError> {
+        let read = path == "/v3/kv/range";
         let attempt = async {
             let mut last = String::new();
             for endpoint in self.order() {
                 match self.post_to(endpoint, path, body.clone(), token).await {
                     Err(CallError::Unreachable(e)) => last = e,
+                    Err(CallError::Broken(e)) if read => last = e,
+                    // gRPC's UNAVAILABLE: no leader, or the leader changed under the request.
+                    Err(CallError::Etcd { code: 14, message }) if read => last = message,
                     other => {
                         self.preferred.store(endpoint, Ordering::Relaxed);
                         return other;

@@ -203,3 +203,22 @@ async fn watch_ends_when_store_is_dropped() {
     let end = timeout(Duration::from_secs(5), stream.recv()).await;
     assert!(matches!(end, Ok(None)), "the stream must end once the store is dropped, got {end:?}");
 }
+
+#[tokio::test]
+async fn leased_keys_of_a_process_that_is_gone_are_deleted_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        let lease = store.grant_lease(60).await.unwrap();
+        let op = Op::PutLeased("node/a".into(), b"alive".to_vec(), lease);
+        store.txn(Txn { success: vec![op], ..Txn::default() }).await.unwrap();
+        put(&store, "kept", b"v").await;
+    }
+    let store = open(dir.path());
+    assert_eq!(store.get("node/a").await.unwrap(), None, "the lease died with its process");
+    assert!(store.get("kept").await.unwrap().is_some(), "keys without a lease stay");
+    // The next open finds nothing more to delete.
+    let revision = store.revision();
+    drop(store);
+    assert_eq!(open(dir.path()).revision(), revision);
+}

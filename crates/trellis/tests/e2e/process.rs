@@ -83,9 +83,11 @@ fn json_logs() {
     wait_exit(&mut proc);
     let mut err = String::new();
     proc.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    let first = err.lines().next().unwrap();
-    let line: serde_json::Value = serde_json::from_str(first).unwrap();
-    assert!(line["fields"]["message"].as_str().unwrap().contains("listening"), "{first}");
+    // Every line is a JSON object; one of them says where the server listens (other parts may
+    // log before it).
+    let lines: Vec<serde_json::Value> = err.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let listening = lines.iter().any(|l| l["fields"]["message"].as_str().is_some_and(|m| m.contains("listening")));
+    assert!(listening, "{err}");
 }
 
 #[test]

@@ -147,7 +147,9 @@ async fn record_status(store: &Arc<dyn Store>, u: &StatusUpdate<'_>) -> bool {
 }
 
 async fn remove_drained(store: &Arc<dyn Store>, t: &TargetRef<'_>) -> bool {
-    health::remove_drained(store.as_ref(), t.region, t.account, t.target_group_id, t.target_id, t.port).await.unwrap()
+    health::remove_drained(store.as_ref(), "node-a", t.region, t.account, t.target_group_id, t.target_id, t.port)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]

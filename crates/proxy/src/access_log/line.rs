@@ -1,0 +1,406 @@
+//! An access log record as its line of JSON, written straight into the writer's buffer: the
+//! fields in a fixed order, strings escaped as `serde_json` escapes them (`"`, `\`, and control
+//! characters; `\u00xx` in lowercase hex where there is no short form), `-` for a field that
+//! does not apply. Nothing here allocates per record except the rare request text that is not
+//! valid UTF-8 (read as U+FFFD, as `String::from_utf8_lossy` does).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+
+use super::{Entry, Part};
+
+/// The start of the current second as ISO-8601 (`YYYY-MM-DDTHH:MM:SS.`), made once a second
+/// rather than once a record.
+#[derive(Debug, Default)]
+pub(super) struct Clock {
+    second: Option<u64>,
+    prefix: String,
+}
+
+/// What each byte becomes inside a JSON string: 0 for itself, `u` for `\u00xx`, any other
+/// byte `c` for `\c`.
+const ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b'u';
+        b += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// `,"name":`, the text before a field's value (one copy per field rather than three).
+macro_rules! key {
+    ($name:literal) => {
+        concat!(",\"", $name, "\":").as_bytes()
+    };
+}
+
+// === impl Entry ===
+
+impl Entry {
+    /// Appends the record as one JSON object (no newline).
+    pub(super) fn write_line(&self, out: &mut Vec<u8>, clock: &mut Clock) {
+        // A typical line is 1–1.5 KiB: room for it at once.
+        out.reserve(2048);
+        out.extend_from_slice(b"{\"startTime\":\"");
+        clock.write(self.start_time, out);
+        out.push(b'"');
+        text(out, key!("serviceNetworkArn"), self.service_network_arn.as_deref());
+        text(out, key!("serviceArn"), self.service_arn.as_deref());
+        text(out, key!("sourceVpcArn"), self.source_vpc_arn.as_deref());
+        text(out, key!("sourceVpcId"), self.source_vpc_id.as_deref());
+        text(out, key!("destinationVpcId"), self.destination_vpc_id.as_deref());
+        address(out, key!("sourceIpPort"), self.source_ip_port);
+        address(out, key!("targetIpPort"), self.target_ip_port);
+        text(out, key!("targetGroupArn"), self.target_group_arn.as_deref());
+        text(out, key!("listenerId"), self.listener_id.as_deref());
+        text(out, key!("listenerType"), Some(self.listener_type));
+        raw(out, key!("requestMethod"), self.request.find(Part::Method));
+        raw(out, key!("requestPath"), self.request.find(Part::Path));
+        text(out, key!("protocol"), Some(self.protocol));
+        raw(out, key!("hostHeader"), self.request.find(Part::Host));
+        text(out, key!("serverNameIndication"), self.server_name_indication.as_deref());
+        raw(out, key!("userAgent"), self.request.find(Part::UserAgent));
+        number(out, key!("responseCode"), self.response_code.into());
+        number(out, key!("bytesReceived"), self.bytes_received);
+        number(out, key!("bytesSent"), self.bytes_sent);
+        number(out, key!("duration"), self.duration);
+        number(out, key!("requestToTargetDuration"), self.request_to_target_duration);
+        number(out, key!("responseFromTargetDuration"), self.response_from_target_duration);
+        text(out, key!("sslCipher"), Some(self.ssl_cipher));
+        text(out, key!("tlsVersion"), Some(self.tls_version));
+        text(out, key!("authDeniedReason"), Some(self.auth_denied_reason));
+        text(out, key!("failureReason"), Some(self.failure_reason));
+        let principal = self.caller.as_ref().map(|c| c.principal.arn());
+        text(out, key!("resolvedUser"), principal);
+        text(out, key!("callerPrincipal"), principal);
+        text(out, key!("callerPrincipalOrgID"), self.caller.as_ref().map(|c| c.organization_id.as_str()));
+        // Listeners take no client certificates: the caller's X.509 fields are always `-`.
+        for name in [
+            key!("callerX509IssuerOU"),
+            key!("callerX509SubjectCN"),
+            key!("callerX509SANNameCN"),
+            key!("callerX509SANDNS"),
+            key!("callerX509SANURI"),
+        ] {
+            text(out, name, None);
+        }
+        text(out, key!("requestId"), Some(std::str::from_utf8(&self.request_id.0).unwrap_or("-")));
+        raw(out, key!("traceparent"), self.request.find(Part::Traceparent));
+        out.push(b'}');
+    }
+}
+
+// === impl Clock ===
+
+impl Clock {
+    /// Appends epoch milliseconds `ms` as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
+    pub(super) fn write(&mut self, ms: u64, out: &mut Vec<u8>) {
+        let (second, millis) = (ms / 1000, ms % 1000);
+        if self.second != Some(second) {
+            let mut text = trellis_model::Timestamp(second * 1000).iso8601();
+            // `….000Z`: the prefix keeps the `.`.
+            text.truncate(text.len() - 4);
+            self.prefix = text;
+            self.second = Some(second);
+        }
+        out.extend_from_slice(self.prefix.as_bytes());
+        out.extend_from_slice(&[
+            b'0' + (millis / 100) as u8,
+            b'0' + (millis / 10 % 10) as u8,
+            b'0' + (millis % 10) as u8,
+            b'Z',
+        ]);
+    }
+}
+
+/// A string field, `-` when absent.
+fn text(out: &mut Vec<u8>, key: &[u8], value: Option<&str>) {
+    out.extend_from_slice(key);
+    string(out, value.unwrap_or("-"));
+}
+
+/// A string field from bytes a request sent, `-` when absent.
+fn raw(out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
+    out.extend_from_slice(key);
+    match value.map(std::str::from_utf8) {
+        None => string(out, "-"),
+        Some(Ok(s)) => string(out, s),
+        Some(Err(_)) => string(out, &String::from_utf8_lossy(value.unwrap_or_default())),
+    }
+}
+
+/// An address field as `ip:port`, `-` when absent.
+fn address(out: &mut Vec<u8>, key: &[u8], value: Option<SocketAddr>) {
+    out.extend_from_slice(key);
+    match value {
+        // Neither form has a character to escape.
+        Some(SocketAddr::V4(a)) => {
+            out.push(b'"');
+            for (i, octet) in a.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                digits(out, octet.into());
+            }
+            out.push(b':');
+            digits(out, a.port().into());
+            out.push(b'"');
+        }
+        Some(a @ SocketAddr::V6(_)) => {
+            let _ = write!(out, "\"{a}\"");
+        }
+        None => string(out, "-"),
+    }
+}
+
+/// A number field.
+fn number(out: &mut Vec<u8>, key: &[u8], value: u64) {
+    out.extend_from_slice(key);
+    digits(out, value);
+}
+
+/// Appends `n` in decimal.
+fn digits(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[at..]);
+}
+
+/// Appends `s` as a JSON string. Eight bytes at a time are checked for one that needs an
+/// escape; a string with none (nearly every one) is copied whole.
+fn string(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let mut words = bytes.chunks_exact(8);
+    let escapes = words.by_ref().any(|w| needs_escape(u64::from_ne_bytes(w.try_into().unwrap_or([0; 8]))))
+        // The last few bytes one by one (gathering them into a word would cost a stalled
+        // load).
+        || words.remainder().iter().any(|&b| ESCAPE[usize::from(b)] != 0);
+    out.push(b'"');
+    if escapes {
+        escaped(out, bytes);
+    } else {
+        out.extend_from_slice(bytes);
+    }
+    out.push(b'"');
+}
+
+/// Appends `bytes` with each byte that needs it escaped, runs of bytes that do not copied whole.
+fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut copied = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape = ESCAPE[usize::from(b)];
+        if escape == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[copied..i]);
+        if escape == b'u' {
+            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+        } else {
+            out.extend_from_slice(&[b'\\', escape]);
+        }
+        copied = i + 1;
+    }
+    out.extend_from_slice(&bytes[copied..]);
+}
+
+/// Whether one of the eight bytes in `word` is below 0x20, `"` or `\` (it may say yes for a
+/// word with none, never no for a word with one).
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
+    below(word, 0x20) | below(word ^ (ONES * u64::from(b'"')), 1) | below(word ^ (ONES * u64::from(b'\\')), 1) != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::access_log::{RequestId, RequestText};
+
+    /// `s` as `serde_json` writes a string.
+    fn json(s: &str) -> String {
+        serde_json::to_string(s).unwrap()
+    }
+
+    #[test]
+    fn strings_escape_as_serde_json_does() {
+        let mut all: String = (0u8..0x80).map(char::from).collect();
+        all.push_str("ü€😀\u{7f}\u{2028}");
+        let table = [
+            "",
+            "-",
+            "plain text that needs nothing",
+            "\"",
+            "\\",
+            "a\"b\\c\nd\te\u{1}f\u{1f}g",
+            "12345678\"2345678",
+            "1234567\n",
+            "abcdefgh\"",
+            "abcdefghi\\",
+            "abcdefg\u{1f}abcdefgh",
+            "/aws/vpc-lattice/ü",
+            all.as_str(),
+        ];
+        for s in table {
+            let mut out = Vec::new();
+            string(&mut out, s);
+            assert_eq!(String::from_utf8(out).unwrap(), json(s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn escape_check_misses_no_byte() {
+        for b in 0..=255u8 {
+            for at in 0..8 {
+                let mut word = [b'a'; 8];
+                word[at] = b;
+                if ESCAPE[usize::from(b)] != 0 {
+                    assert!(needs_escape(u64::from_ne_bytes(word)), "{b:#x} at {at}");
+                }
+            }
+        }
+        assert!(!needs_escape(u64::from_ne_bytes(*b"arn:aws:")));
+    }
+
+    #[test]
+    fn timestamps_and_numbers() {
+        let mut clock = Clock::default();
+        for ms in [0, 999, 1_000, 1_764_892_800_123, 1_764_892_800_999, 1_764_892_801_007, 253_402_300_799_999] {
+            let mut out = Vec::new();
+            clock.write(ms, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), trellis_model::Timestamp(ms).iso8601());
+        }
+        for n in [0, 7, 10, 1234567890, u64::MAX] {
+            let mut out = Vec::new();
+            digits(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
+    }
+
+    /// `cargo test --release -p trellis-proxy -- --ignored access_log_line_cost --nocapture`.
+    /// What writing one typical record's line costs the writer thread.
+    #[test]
+    #[ignore]
+    fn access_log_line_cost() {
+        let mut request = RequestText::with_capacity(0);
+        request.set(Part::Method, b"GET");
+        request.set(Part::Path, b"/");
+        request.set(Part::Host, b"bench-05c0105fc3d252936.7d67968.vpc-lattice-svcs.us-east-1.on.aws");
+        request.set(Part::UserAgent, b"wrk/4.1.0");
+        request.set(Part::Traceparent, b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        let arn = |s: &str| Some(Arc::from(format!("arn:aws:vpc-lattice:us-east-1:000000000000:{s}")));
+        let entry = Entry {
+            start_time: 1_764_892_800_123,
+            service_network_arn: arn("servicenetwork/sn-05e4735cdbb4027c1"),
+            service_arn: arn("service/svc-05c0105fc3d252936"),
+            source_vpc_arn: Some(Arc::from("arn:aws:ec2:us-east-1:000000000000:vpc/vpc-0123456789abcdef0")),
+            source_vpc_id: Some(Arc::from("vpc-0123456789abcdef0")),
+            destination_vpc_id: Some(Arc::from("vpc-0123456789abcdef0")),
+            source_ip_port: Some("127.100.5.1:40000".parse().unwrap()),
+            target_ip_port: Some("127.0.0.1:18101".parse().unwrap()),
+            target_group_arn: arn("targetgroup/tg-0123456789abcdef0"),
+            listener_id: Some(Arc::from("listener-0123456789abcdef0")),
+            listener_type: "HTTP",
+            request,
+            protocol: "HTTP/1.1",
+            response_code: 200,
+            bytes_received: 120,
+            bytes_sent: 160,
+            ssl_cipher: "-",
+            tls_version: "-",
+            auth_denied_reason: "-",
+            failure_reason: "-",
+            ..Entry::default()
+        };
+        let mut clock = Clock::default();
+        let mut out = Vec::with_capacity(1 << 20);
+        const N: u64 = 200_000;
+        let t = std::time::Instant::now();
+        for _ in 0..N {
+            if out.len() > (1 << 20) - 2048 {
+                out.clear();
+            }
+            std::hint::black_box(&entry).write_line(&mut out, &mut clock);
+        }
+        let each = t.elapsed() / N as u32;
+        let mut line = Vec::new();
+        entry.write_line(&mut line, &mut clock);
+        println!("access log line: {each:?} per record, {} bytes", line.len());
+    }
+
+    /// Every field, in the order and the form the record has had since it was written by
+    /// `serde_json`.
+    #[test]
+    fn a_full_line() {
+        let mut request = RequestText::with_capacity(0);
+        request.set(Part::Method, b"GET");
+        request.set(Part::Path, b"/a?b=\"c\"");
+        request.set(Part::Host, b"svc.example");
+        request.set(Part::UserAgent, b"agent\xff/1");
+        request.set(Part::Traceparent, b"00-1-2-01");
+        let entry = Entry {
+            start_time: 1_764_892_800_123,
+            service_network_arn: Some(Arc::from("arn:sn")),
+            service_arn: Some(Arc::from("arn:svc")),
+            source_vpc_arn: Some(Arc::from("arn:vpc")),
+            source_vpc_id: Some(Arc::from("vpc-1")),
+            destination_vpc_id: None,
+            source_ip_port: Some("10.0.0.1:5000".parse().unwrap()),
+            target_ip_port: Some("[::1]:80".parse().unwrap()),
+            target_group_arn: Some(Arc::from("arn:tg")),
+            listener_id: Some(Arc::from("listener-1")),
+            listener_type: "HTTP",
+            request,
+            protocol: "HTTP/1.1",
+            server_name_indication: None,
+            response_code: 200,
+            bytes_received: 1,
+            bytes_sent: 22,
+            duration: 3,
+            request_to_target_duration: 4,
+            response_from_target_duration: 5,
+            ssl_cipher: "-",
+            tls_version: "-",
+            auth_denied_reason: "-",
+            failure_reason: "-",
+            caller: None,
+            request_id: RequestId([b'r'; 36]),
+        };
+        let mut out = Vec::new();
+        entry.write_line(&mut out, &mut Clock::default());
+        let want = concat!(
+            r#"{"startTime":"2025-12-05T00:00:00.123Z","serviceNetworkArn":"arn:sn","serviceArn":"arn:svc","#,
+            r#""sourceVpcArn":"arn:vpc","sourceVpcId":"vpc-1","destinationVpcId":"-","sourceIpPort":"10.0.0.1:5000","#,
+            r#""targetIpPort":"[::1]:80","targetGroupArn":"arn:tg","listenerId":"listener-1","listenerType":"HTTP","#,
+            r#""requestMethod":"GET","requestPath":"/a?b=\"c\"","protocol":"HTTP/1.1","hostHeader":"svc.example","#,
+            r#""serverNameIndication":"-","userAgent":"agent�/1","responseCode":200,"bytesReceived":1,"#,
+            r#""bytesSent":22,"duration":3,"requestToTargetDuration":4,"responseFromTargetDuration":5,"#,
+            r#""sslCipher":"-","tlsVersion":"-","authDeniedReason":"-","failureReason":"-","resolvedUser":"-","#,
+            r#""callerPrincipal":"-","callerPrincipalOrgID":"-","callerX509IssuerOU":"-","callerX509SubjectCN":"-","#,
+            r#""callerX509SANNameCN":"-","callerX509SANDNS":"-","callerX509SANURI":"-","#,
+            r#""requestId":"rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr","traceparent":"00-1-2-01"}"#,
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
+}
