@@ -476,3 +476,104 @@ def test_a_server_name_of_one_service_does_not_open_another(server_factory, tmp_
     finally:
         ours.stop()
         theirs.stop()
+
+
+# --- Paths that a policy could read one way and a target another --------------------------------
+
+# (path as sent, what happens): "400" refused, "403" denied by the policy, else the path (and
+# query) the target must receive. The policy allows everything but `RequestPath` `/admin*` and
+# the resource `*/secret*`.
+PATH_CASES = [
+    ("/public/page", "/public/page"),
+    ("/admin", "403"),
+    ("/secret/x", "403"),
+    ("//admin", "403"),
+    ("/public//../admin", "400"),
+    ("/%61dmin", "403"),
+    ("/%73ecret", "403"),
+    ("/public/../admin", "400"),
+    ("/public/./../admin", "400"),
+    ("/public/%2e%2e/admin", "400"),
+    ("/public/%2E%2e/secret", "400"),
+    ("/public/.%2e/admin", "400"),
+    ("/public%2f..%2fadmin", "400"),
+    ("/public%2F%2E%2E%2Fadmin", "400"),
+    ("/public%5c..%5cadmin", "400"),
+    ("/public\\..\\admin", "400"),
+    ("/admin%00.html", "400"),
+    ("/public/%zz", "400"),
+    ("/public//page", "/public/page"),
+    ("/%70ublic/page?next=/admin%2F..", "/public/page?next=/admin%2F.."),
+    ("/public/a%20b", "/public/a%20b"),
+    ("/public/..page", "/public/..page"),
+]
+
+
+def test_path_tricks_cannot_pass_a_request_path_policy(server_factory, tmp_path):
+    """The threat model's open row: `/public/../admin`, `%2e%2e`, encoded slashes, doubled
+    slashes and encoded letters, against an auth policy that denies `RequestPath` `/admin*` and
+    the resource `*/secret*`, over HTTP/1.1 and HTTP/2. Each is refused (400), denied (403), or
+    forwarded with the normal form of its path, the one the policy was evaluated on, so a
+    target cannot read a path the policy did not."""
+    import json
+    import subprocess
+
+    from support import require_binary
+    server = server_factory(config_text=CONFIG)
+    lattice, ec2 = server.client("vpc-lattice"), server.client("ec2")
+    res = Factory(lattice, ec2)
+    target = RecordingTarget()
+    try:
+        vpc = res.vpc()
+        tg = res.tg(vpc=vpc, config={"port": target.port, "protocol": "HTTP", "vpcIdentifier": vpc,
+                                     "healthCheck": {"enabled": False}})
+        lattice.register_targets(targetGroupIdentifier=tg["id"], targets=[{"id": "127.0.0.1", "port": target.port}])
+        sn, svc = res.sn(), res.service()
+        to_target = {"forward": {"targetGroups": [{"targetGroupIdentifier": tg["id"]}]}}
+        res.listener(svc["id"], protocol="HTTP", port=80, defaultAction=to_target)
+        res.listener(svc["id"], protocol="HTTPS", port=443, defaultAction=to_target)
+        res.snsa(sn["id"], svc["id"])
+        res.snva(sn["id"], vpc)
+        host = lattice.get_service(serviceIdentifier=svc["id"])["dnsEntry"]["domainName"]
+        everyone = {"Principal": "*", "Action": "vpc-lattice-svcs:Invoke"}
+        lattice.put_auth_policy(resourceIdentifier=svc["id"], policy=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", **everyone, "Resource": "*"},
+            {"Effect": "Deny", **everyone, "Resource": "*",
+             "Condition": {"StringLike": {"vpc-lattice-svcs:RequestPath": "/admin*"}}},
+            {"Effect": "Deny", **everyone, "Resource": "*/secret*"},
+        ]}))
+        lattice.update_service(serviceIdentifier=svc["id"], authType="AWS_IAM")
+        info = wait_for(lambda: _ingress(server, vpc), 10, message="an ingress address")
+        address, offset = info["address"], info["lowPortOffset"]
+        ca = subprocess.run([require_binary(), "ca", "--endpoint", server.endpoint], capture_output=True, text=True,
+                            timeout=30)
+        ca_file = tmp_path / "ca.pem"
+        ca_file.write_text(ca.stdout)
+
+        def h1(path: str) -> str:
+            data = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+            return send_raw(address, 80 + offset, data).split(b"\r\n", 1)[0].split(b" ")[1].decode()
+
+        def h2(path: str) -> str:
+            return h2_exchange(address, 443 + offset, host, str(ca_file),
+                               [(":method", "GET"), (":scheme", "https"), (":authority", host), (":path", path)], None)
+
+        wait_for(lambda: h1("/admin") == "403" and h2("/admin") == "403", 10, message="the policy applies")
+        failures, outcomes = [], []
+        for name, send, reached in [("HTTP/1.1", h1, lambda c: [r[1].decode() for r in forwarded(c)]),
+                                    ("HTTP/2", h2, lambda c: [r["target"] for r in headers_at_target(c)])]:
+            for path, want in PATH_CASES:
+                mark = target.mark()
+                status = send(path)
+                time.sleep(0.1)
+                seen = reached(target.received_since(mark))
+                outcomes.append(f"{name:8} {path:34} {status} {seen}")
+                expected = (want, []) if want in ("400", "403") else ("200", [want])
+                # An HTTP/2 path the server cannot even parse may be reset instead of answered.
+                refused = name == "HTTP/2" and want == "400" and status == "reset"
+                if (status, seen) != expected and not (refused and seen == []):
+                    failures.append(f"{name} {path}: answered {status}, target saw {seen}; wanted {expected}")
+        print("\n" + "\n".join(outcomes))
+        assert not failures, "\n".join(failures)
+    finally:
+        target.stop()

@@ -1,13 +1,14 @@
 //! Identifiers and names from outside (crates/model): ARNs (`Arn::parse`, `lattice_path`),
 //! resource IDs (`Kind::is_id`, `Kind::from_prefix`), resource names (`name::check`), IPv4
-//! CIDR blocks, ISO-8601 timestamps and the zone of a generated name. The input is one string.
+//! CIDR blocks, ISO-8601 timestamps, the zone of a generated name and request paths
+//! (`route::path::normalize`). The input is one string.
 //! Checked: nothing panics, and what parses prints back to something that parses the same.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use trellis_model::cidr::Cidr;
-use trellis_model::{Arn, Kind, Timestamp, name, tls};
+use trellis_model::{Arn, Kind, Timestamp, name, route, tls};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else { return };
@@ -47,4 +48,13 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(Timestamp::parse(&t.iso8601()), Some(t), "{s}");
     }
     let _ = tls::zone_of(s);
+    // A request path: its normal form is normal, and has no `\`, no `//` and no dot segment.
+    if let Ok(normal) = route::path::normalize(s) {
+        assert_eq!(route::path::normalize(&normal).as_deref(), Ok(&*normal), "{s}");
+        assert!(!normal.contains('\\'));
+        if s.starts_with('/') {
+            assert!(!normal.contains("//"), "{s}");
+            assert!(normal.split('/').all(|seg| seg != "." && seg != ".."), "{s}");
+        }
+    }
 });

@@ -12,6 +12,9 @@
 //! exactly, as a prefix or as a substring, case-insensitively unless the rule says otherwise,
 //! and holds if any value of a multi-valued header matches. Every given criterion must hold.
 //! Case folding is ASCII-only, and values are compared as bytes (non-UTF-8 values are fine).
+//! The path is the one [`path::normalize`] gives, which is also what the target is sent.
+
+pub mod path;
 
 use crate::lattice::{HeaderMatch, HeaderMatchType, HttpMatch, PathMatch, PathMatchType};
 use crate::snapshot::{Action, ListenerView, WeightedTarget};

@@ -30,6 +30,9 @@ pub(crate) enum ErrorKind {
     BadFraming,
     /// The `Host` header is missing, repeated or not a host name.
     BadHost,
+    /// The request path has no safe normal form (a dot segment, an encoded separator, a bad
+    /// escape; `trellis_model::route::path`).
+    BadPath,
     /// The client's request body broke off or was malformed mid-stream.
     ClientBody,
     /// The request head is longer than `ProxyConfig::max_header_bytes`.
@@ -80,7 +83,9 @@ impl ErrorKind {
     /// Access logs' `failureReason` for a request that ended with this error.
     pub(crate) fn failure_reason(self) -> &'static str {
         match self {
-            Self::BadFraming | Self::ClientBody | Self::HeadTooLarge | Self::TooManyHeaders => "ClientRequestInvalid",
+            Self::BadFraming | Self::BadPath | Self::ClientBody | Self::HeadTooLarge | Self::TooManyHeaders => {
+                "ClientRequestInvalid"
+            }
             Self::BadHost | Self::UnknownHost => "UnknownHost",
             Self::ConnectFailed => "TargetConnectionError",
             Self::Internal => "InternalError",
@@ -97,6 +102,7 @@ impl ErrorKind {
         match self {
             Self::BadFraming
             | Self::BadHost
+            | Self::BadPath
             | Self::ClientBody
             | Self::HeadTooLarge
             | Self::TooManyHeaders
@@ -116,6 +122,7 @@ impl ErrorKind {
         match self {
             Self::BadFraming
             | Self::BadHost
+            | Self::BadPath
             | Self::ClientBody
             | Self::HeadTooLarge
             | Self::NoListener
@@ -151,6 +158,9 @@ impl ProxyError {
         match self.kind {
             ErrorKind::BadFraming => "the request's framing is ambiguous or malformed",
             ErrorKind::BadHost => "the request has no valid Host header",
+            ErrorKind::BadPath => {
+                "the request path has a dot segment, an encoded slash or backslash, a backslash or a bad escape"
+            }
             ErrorKind::ClientBody => "the request body is malformed or was cut short",
             ErrorKind::ConnectFailed => "the target refused the connection or could not be reached",
             ErrorKind::HeadTooLarge => "the request head is too large",
@@ -178,7 +188,11 @@ impl ProxyError {
         matches!(self.origin, Origin::Client)
             && !matches!(
                 self.kind,
-                ErrorKind::UnknownHost | ErrorKind::NoListener | ErrorKind::NeedsHttp2 | ErrorKind::ProtocolMismatch
+                ErrorKind::UnknownHost
+                    | ErrorKind::NoListener
+                    | ErrorKind::NeedsHttp2
+                    | ErrorKind::ProtocolMismatch
+                    | ErrorKind::BadPath
             )
     }
 

@@ -18,6 +18,7 @@
 //! once no stream has been open for the idle timeout of the service last used, at the maximum
 //! connection age, or when its listener closes.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -223,8 +224,10 @@ async fn forward(
     // Route.
     let Located { vpc, reach, listener, port } = request::locate(&ctx.conn, &routes, host)?;
     note.begin(ctx, vpc, reach, listener, &req, request_id);
-    // Auth policies, before the rules (spec §3.1).
-    let path = req.uri().path();
+    // Auth policies, before the rules (spec §3.1), on the normal form of the path, which is
+    // also what the target gets.
+    let path =
+        trellis_model::route::path::normalize(req.uri().path()).map_err(|_| ProxyError::new(ErrorKind::BadPath))?;
     let mut identity = None;
     if let Some(auth) = &reach.auth {
         let headers = req.headers();
@@ -243,7 +246,7 @@ async fn forward(
         let fields = headers.iter().map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
         let facts = crate::auth::Facts {
             method: req.method().as_str(),
-            path,
+            path: &path,
             query: req.uri().query().unwrap_or(""),
             header: &header,
             signature: crate::auth::SignatureHeaders::find(fields),
@@ -256,14 +259,14 @@ async fn forward(
             Ok(caller) => identity = caller,
             Err(denied) => {
                 note.denied = Some(request::denied_layer(&denied));
-                let message = auth.message(&denied, path);
+                let message = auth.message(&denied, &path);
                 tracing::debug!(%message, "request denied by an auth policy");
                 return Ok(local(StatusCode::FORBIDDEN, Bytes::from(message), request_id));
             }
         }
     }
     // Rule.
-    let action = trellis_model::route::find(listener, req.method().as_str(), path, &Fields(req.headers()));
+    let action = trellis_model::route::find(listener, req.method().as_str(), &path, &Fields(req.headers()));
     let groups = match action {
         Action::Fixed(status) => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -294,9 +297,16 @@ async fn forward(
         target: target_header,
         request_id,
     };
+    let target = match path {
+        Cow::Borrowed(_) => req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
+        Cow::Owned(path) => {
+            let query = req.uri().query().map_or(String::new(), |q| format!("?{q}"));
+            PathAndQuery::try_from(format!("{path}{query}")).map_err(|_| ProxyError::new(ErrorKind::BadPath))?
+        }
+    };
     let (parts, body) = req.into_parts();
     let h2 = group.version != Version::Http1;
-    let mut head = upstream_head(&parts, &authority, h2.then_some(group.tls), &added)?;
+    let mut head = upstream_head(&parts, target, &authority, h2.then_some(group.tls), &added)?;
     // A request without a valid `traceparent` starts a trace here.
     let mut client_traces = head.headers.get_all(TRACEPARENT).iter();
     let traced = match (client_traces.next(), client_traces.next()) {
@@ -530,13 +540,13 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// needs it), the proxy's fields added.
 fn upstream_head(
     parts: &http::request::Parts,
+    path: PathAndQuery,
     authority: &HeaderValue,
     h2_tls: Option<bool>,
     added: &Added<'_>,
 ) -> Result<http::request::Parts, ProxyError> {
     let h2 = h2_tls.is_some();
     let bad = |_| ProxyError::new(ErrorKind::Internal);
-    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let mut uri = http::uri::Parts::default();
     uri.path_and_query = Some(path);
     if let Some(tls) = h2_tls {

@@ -9,11 +9,13 @@
 //! connected to is replaced by the next one). Nothing here locks or rebuilds anything: the route
 //! table was built when the snapshot or the health table changed.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::time::Duration;
 
 use trellis_model::lattice::ListenerProtocol;
 use trellis_model::route::HeaderLookup;
+use trellis_model::route::path::normalize;
 use trellis_model::snapshot::{Action, ListenerView, WeightedTarget};
 
 use crate::auth::Facts;
@@ -66,6 +68,9 @@ pub(crate) struct Forward<'r> {
     pub(crate) idle_timeout: Duration,
     /// The request target in origin form (positions in the head's buffer).
     pub(crate) path: Range<usize>,
+    /// The request target in origin form with the path normalized, when that changed it
+    /// (`trellis_model::route::path`); the target is sent this instead of `path`.
+    pub(crate) normalized: Option<Box<[u8]>>,
     /// The authority of an absolute-form request target, which replaces `Host`.
     pub(crate) authority: Option<Range<usize>>,
     /// Who signed the request, when a signature authenticated it (`x-amzn-lattice-identity`).
@@ -111,8 +116,9 @@ pub(crate) fn route<'r>(
     // Rule.
     let method = std::str::from_utf8(method).map_err(|_| ProxyError::new(ErrorKind::BadFraming))?;
     let path = match std::str::from_utf8(&buf[target.path.clone()]) {
-        Ok("") => "/",
-        Ok(path) => path,
+        Ok("") => Cow::Borrowed("/"),
+        Ok("*") => Cow::Borrowed("*"),
+        Ok(path) => normalize(path).map_err(|_| ProxyError::new(ErrorKind::BadPath))?,
         Err(_) => return Err(ProxyError::new(ErrorKind::BadFraming)),
     };
     // Auth policies, before the rules (spec §3.1).
@@ -127,7 +133,7 @@ pub(crate) fn route<'r>(
         let fields = head.fields.iter().map(|f| (&buf[f.name.clone()], &buf[f.value.clone()]));
         let facts = Facts {
             method,
-            path,
+            path: &path,
             query: query.strip_prefix('?').unwrap_or(query),
             header: &header,
             signature: crate::auth::SignatureHeaders::find(fields),
@@ -140,11 +146,11 @@ pub(crate) fn route<'r>(
             Ok(caller) => identity = caller,
             Err(denied) => {
                 let layer = denied_layer(&denied);
-                return Ok(Decision::Denied { message: auth.message(&denied, path), layer });
+                return Ok(Decision::Denied { message: auth.message(&denied, &path), layer });
             }
         }
     }
-    let action = trellis_model::route::find(listener, method, path, &Headers { buf, fields: &head.fields });
+    let action = trellis_model::route::find(listener, method, &path, &Headers { buf, fields: &head.fields });
     let groups = match action {
         Action::Fixed(status) => return Ok(Decision::Fixed(*status)),
         Action::Forward(groups) => groups,
@@ -161,6 +167,10 @@ pub(crate) fn route<'r>(
         target_header,
         port,
         idle_timeout: reach.service.idle_timeout,
+        normalized: match path {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(path) => Some([path.as_bytes(), &buf[target.path.end..target.origin.end]].concat().into()),
+        },
         path: target.origin,
         authority: target.authority,
         identity,

@@ -135,7 +135,7 @@ impl Session {
             };
             let authority = fw.authority.clone().map(|a| &buf[a]);
             // An absolute-form target without a path asks for `/` (RFC 9112 §3.2.1).
-            let path = &buf[fw.path.clone()];
+            let path = fw.normalized.as_deref().unwrap_or(&buf[fw.path.clone()]);
             let rooted;
             let path = match path.first() {
                 Some(b'/' | b'*') => path,
