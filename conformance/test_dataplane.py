@@ -98,6 +98,12 @@ class _TargetHandler(BaseHTTPRequestHandler):
         pass
 
 
+class _TargetServer(ThreadingHTTPServer):
+    # Room for many connections at once (the default backlog of 5 makes a burst of connects
+    # wait for SYN retries).
+    request_queue_size = 512
+
+
 class FakeTarget:
     """An HTTP server on 127.0.0.1:<free port> that answers every request with its name and the
     headers it received. `/healthz` answers 200 or 500 as `healthy` says; `/slow/<seconds>` holds
@@ -114,7 +120,7 @@ class FakeTarget:
         self.release = threading.Event()
         self.probe_gate = threading.Event()
         self.probe_gate.set()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _TargetHandler)
+        self.server = _TargetServer(("127.0.0.1", 0), _TargetHandler)
         self.server.daemon_threads = True
         self.server.target = self  # type: ignore[attr-defined]
         self.port = self.server.server_address[1]

@@ -66,10 +66,12 @@ def test_installations_with_their_own_prefix_share_one_etcd(server_factory, etcd
 
 class CuttableProxy:
     """A TCP proxy to a local port whose connections can all be cut at once, refusing new ones
-    until resumed: a network that breaks while both ends stay up."""
+    until resumed: a network that breaks while both ends stay up. With `delay` set, each chunk
+    waits that long before it is passed on: a slow network."""
 
     def __init__(self, upstream_port: int):
         self.upstream_port = upstream_port
+        self.delay = 0.0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.refusing = False
@@ -97,10 +99,11 @@ class CuttableProxy:
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket):
+    def _pump(self, src: socket.socket, dst: socket.socket):
         try:
             while data := src.recv(65536):
+                if self.delay:
+                    time.sleep(self.delay)
                 dst.sendall(data)
         except OSError:
             pass
@@ -274,3 +277,70 @@ def test_signatures_that_cannot_be_checked_without_etcd_get_a_retryable_server_e
             call(client(service))
         got = (e.value.response["Error"]["Code"], e.value.response["ResponseMetadata"]["HTTPStatusCode"])
         assert got == (code, 500), (service, got)
+
+
+def test_a_slow_store_slows_the_api_not_the_data_plane(server_factory, etcd):
+    """etcd behind a link that holds every chunk 150 ms each way: API writes take longer but
+    each one acknowledged is there, the data plane serves every request at its usual latency
+    from its snapshot, and a change still reaches it."""
+    import statistics
+
+    from test_dataplane import CONFIG, DataPlane, forward
+    link = CuttableProxy(etcd.port)
+    server = server_factory(config_text=CONFIG, env={"TRELLIS_STORE": f"etcd://127.0.0.1:{link.port}"})
+    dp = DataPlane(server)
+    try:
+        vpc = dp.res.vpc()
+        a = dp.target("a")
+        tg = dp.tg(vpc)["id"]
+        dp.register(tg, a)
+        m = dp.mesh(forward(tg), vpc=vpc)
+        c = dp.client(vpc)
+        dp.wait_serving(c, m["host"], "a")
+
+        def latencies(n):
+            out = []
+            for _ in range(n):
+                t = time.monotonic()
+                assert c.request("GET", "/", m["host"]).status == 200
+                out.append(time.monotonic() - t)
+            return out
+        latencies(10)
+        before = statistics.median(latencies(40))
+        t = time.monotonic()
+        dp.lattice.create_service_network(name=uname("fast"))
+        fast_write = time.monotonic() - t
+
+        link.delay = 0.15
+        lattice = dp.server.client("vpc-lattice")
+        written, write_times = [], []
+        during = []
+        for i in range(5):
+            t = time.monotonic()
+            name = uname(f"slow-{i}")
+            lattice.create_service_network(name=name)
+            write_times.append(time.monotonic() - t)
+            written.append(name)
+            during += latencies(20)
+        # A change made while the store is slow reaches the data plane.
+        b = dp.target("b")
+        t = time.monotonic()
+        dp.register(tg, b)
+        served = set()
+        while served != {"a", "b"} and time.monotonic() - t < 30:
+            served.add(c.request("GET", "/", m["host"]).target)
+        propagated = time.monotonic() - t
+        link.delay = 0.0
+        names = {s["name"] for s in list_all(lattice, "list_service_networks")}
+        median = statistics.median(during)
+        print(f"\nslow store (150 ms a chunk each way): a write took {statistics.median(write_times):.2f}s "
+              f"(before {fast_write:.3f}s); {len(during)} data-plane requests, median {median * 1000:.1f} ms "
+              f"(before {before * 1000:.1f} ms), max {max(during) * 1000:.1f} ms; a new target served after "
+              f"{propagated:.1f}s")
+        assert served == {"a", "b"}, served
+        assert [n for n in written if n not in names] == []
+        assert median < max(5 * before, 0.05), (median, before)
+        assert min(write_times) > 0.15, "the link must have slowed the store"
+    finally:
+        dp.close()
+        link.close()

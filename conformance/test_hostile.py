@@ -79,9 +79,11 @@ class Plane:
         assert max(lat) < bound, f"a well-behaved client waited {max(lat):.3f}s (bound {bound:.3f}s, median {median:.4f}s)"
         return statistics.median(lat), max(lat)
 
-    def assert_flat(self, base_fds: int, base_rss: float):
-        wait_for(lambda: fds(self.pid) <= base_fds + 8, 15, interval=0.2,
-                 message=f"file descriptors back near {base_fds} (now {fds(self.pid)})")
+    def assert_flat(self, base_fds: int, base_rss: float, pooled: int = 0):
+        """Descriptors back near `base_fds` (with `pooled` idle keep-alive connections to the
+        target, which the proxy keeps for the service's idle timeout), and RSS near `base_rss`."""
+        wait_for(lambda: fds(self.pid) <= base_fds + pooled + 8, 15, interval=0.2,
+                 message=f"file descriptors back near {base_fds} + {pooled} pooled")
         grown = rss_mib(self.pid) - base_rss
         assert grown < 32, f"RSS grew {grown:.1f} MiB"
         return fds(self.pid), grown
@@ -136,6 +138,48 @@ def test_slow_heads_and_idle_connections_are_closed_and_others_are_served(plane)
     print(f"\n600 slow and idle connections closed within {took:.1f}s (header timeout 2s); a client meanwhile: "
           f"median {during[0] * 1000:.1f} ms, max {during[1] * 1000:.1f} ms (before: {median * 1000:.1f} ms); "
           f"fds {base_fds} -> {after[0]}, RSS +{after[1]:.1f} MiB")
+
+
+def test_slow_bodies_hold_a_connection_each_and_nothing_more(plane):
+    """200 clients send a head promising a 4 KiB body, then a byte of it every 0.3 s: the proxy
+    passes each on as it comes (no buffering), a well-behaved client is served meanwhile, and
+    once the slow clients finish or go, descriptors and memory are back where they were."""
+    median, base_fds, base_rss = plane.baseline()
+    host = plane.m["host"].encode()
+    slow = []
+    for _ in range(200):
+        s = socket.create_connection((plane.address, plane.port), timeout=5)
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: " + host + b"\r\nContent-Length: 4096\r\n\r\n")
+        slow.append(s)
+    started = time.monotonic()
+    during = None
+    sent = 0
+    while time.monotonic() - started < 5:
+        for s in slow:
+            s.sendall(b"x")
+        sent += 1
+        time.sleep(0.3)
+        if during is None and time.monotonic() - started > 1:
+            during = plane.assert_served_during(median)
+    held = fds(plane.pid) - base_fds
+    # Half finish their bodies and get their answers; the other half go away mid-body.
+    finished = 0
+    for s in slow[:100]:
+        s.sendall(b"x" * (4096 - sent))
+    for s in slow[:100]:
+        if s.recv(4096).startswith(b"HTTP/1.1 200"):
+            finished += 1
+    for s in slow:
+        s.close()
+    # The target connections of the finished requests stay in the keep-alive pool; those of
+    # the abandoned ones close with their clients.
+    after = plane.assert_flat(base_fds, base_rss, pooled=finished)
+    print(f"\n200 slow bodies for 5s: {held} descriptors held meanwhile (a client and a target connection "
+          f"each), {finished} of 100 finished and answered (their target connections pooled); a client meanwhile: median {during[0] * 1000:.1f} ms, "
+          f"max {during[1] * 1000:.1f} ms (before {median * 1000:.1f} ms); fds {base_fds} -> {after[0]}, "
+          f"RSS +{after[1]:.1f} MiB")
+    assert finished == 100
+    assert held <= 2 * 200 + 16, held
 
 
 def test_huge_header_counts_and_sizes_are_refused(plane):
