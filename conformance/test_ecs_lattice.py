@@ -263,6 +263,7 @@ def test_tasks_register_serve_scale_roll_and_survive_kill_9(world, tmp_path):
     victim_pid, victim_task, victim_ip = body["pid"], body["task"], body["address"]
     assert victim_ip in world.healthy()
     os.kill(victim_pid, signal.SIGKILL)
+    killed = time.monotonic()
     # The killed task's address must be seen gone from the target group at least once (the
     # replacement could, rarely, be given the same address again).
     seen_gone = []
@@ -274,6 +275,7 @@ def test_tasks_register_serve_scale_roll_and_survive_kill_9(world, tmp_path):
         return seen_gone and len(running) == 2 and victim_task not in [t["taskArn"] for t in running] \
             and len(world.healthy()) == 2
     wait_for(replaced, 40, interval=0.1, message="the killed task's target is removed and the task replaced")
+    replaced_after = time.monotonic() - killed
     running_ips = [d["value"] for t in world.tasks() for d in t["attachments"][0]["details"]
                    if d["name"] == "privateIPv4Address"]
     assert victim_ip in running_ips or victim_ip not in [t["id"] for t in world.targets()]
@@ -282,6 +284,8 @@ def test_tasks_register_serve_scale_roll_and_survive_kill_9(world, tmp_path):
     assert gone["containers"][0]["exitCode"] == 137
     time.sleep(0.5)
     counts = stop()
+    print(f"{world.mode}: a task killed with SIGKILL under load: replaced and healthy after {replaced_after:.1f} s; "
+          f"{counts['ok']} requests over the scaling, the deployment and the kill, {counts['nfailed']} failed")
     assert counts["nfailed"] == 0, counts
     assert counts["ok"] > 20 and "2" in counts["versions"], counts
     events = [e["message"] for e in world.service()["events"]]
