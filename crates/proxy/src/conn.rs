@@ -48,6 +48,12 @@ mod tests;
 /// How long a connection told to close may take to finish its request in progress.
 pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
+/// How long a connection that reached its maximum age between requests waits for one more:
+/// a client that sends its next request as soon as it has an answer has it on the way, and
+/// closing under it would reset the connection with the request unanswered. That request is
+/// answered with `connection: close`.
+const LAST_CALL: Duration = Duration::from_secs(1);
+
 /// How much a read asks for at least.
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -306,7 +312,9 @@ impl Session {
                     tracing::debug!(error = %e, "client connection ended with an error");
                     return Ok(None);
                 }
-                Err(Event::Drain) if between => return Ok(None),
+                Err(Event::Drain) if between && !self.timers.clock.aged(Instant::now()) => return Ok(None),
+                // Aged between requests: one more may already be on its way.
+                Err(Event::Drain) if between => self.timers.clock.last_call(Instant::now()),
                 Err(Event::Drain) => {}
                 Err(Event::Expired(_)) => {
                     tracing::debug!("client connection idle or too slow sending a request head: closed");
@@ -600,6 +608,17 @@ impl Clock {
     /// The response head arrived (or the exchange ended).
     pub(crate) fn response_arrived(&mut self) {
         self.response_due = None;
+    }
+
+    /// Whether the connection is past its maximum age.
+    fn aged(&self, now: Instant) -> bool {
+        now >= self.max_age_at
+    }
+
+    /// Draining ends [`LAST_CALL`] after `now` at the latest.
+    fn last_call(&mut self, now: Instant) {
+        let until = later(now, LAST_CALL);
+        self.drain_until = Some(self.drain_until.map_or(until, |d| d.min(until)));
     }
 
     fn start_draining(&mut self, now: Instant) {

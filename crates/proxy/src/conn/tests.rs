@@ -263,6 +263,28 @@ async fn connections_are_closed_at_their_maximum_age() {
     proxy.stop().await;
 }
 
+#[tokio::test]
+async fn a_request_sent_as_the_maximum_age_passes_is_answered_and_then_the_connection_closes() {
+    let config = crate::ProxyConfig { max_connection_age: Duration::from_millis(300), ..config() };
+    let (proxy, _f, addr, _a) = one_service(config).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let first = request(&mut stream).await.expect("answered");
+    assert!(!first.to_ascii_lowercase().contains("connection: close"), "{first}");
+    // The age passes while the client is between requests; its next one comes soon after.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let last = request(&mut stream).await.expect("the request on its way is answered");
+    assert!(last.starts_with("HTTP/1.1 200 "), "{last}");
+    assert!(last.to_ascii_lowercase().contains("connection: close"), "{last}");
+    assert_eq!(read_until_closed(&mut stream).await, "");
+    // A client quiet after the age passes is closed after the last call.
+    let mut quiet = TcpStream::connect(addr).await.unwrap();
+    assert!(request(&mut quiet).await.is_some());
+    let from = Instant::now();
+    assert_eq!(read_until_closed(&mut quiet).await, "");
+    assert!(from.elapsed() < Duration::from_secs(3), "{:?}", from.elapsed());
+    proxy.stop().await;
+}
+
 /// A target that answers every request on a connection with `response`, as raw bytes, after
 /// reading its head (and a body framed by Content-Length); closes the connection after it when
 /// `close`. Records each request (head and body) it got.
