@@ -26,6 +26,7 @@ import pytest
 import support
 from support import TrellisServer, make_client, wait_for
 from test_dataplane import dns_query
+from test_ecs_lattice import echo_service
 
 TRUST = json.dumps({"Version": "2012-10-17", "Statement": [{
     "Effect": "Allow", "Principal": {"Service": "ecs.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
@@ -128,21 +129,11 @@ class Cluster:
         subnet = e.create_subnet(VpcId=self.vpc_a, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
         role = self.iam.create_role(RoleName="ecsInfra", AssumeRolePolicyDocument=TRUST)["Role"]["Arn"]
         self.iam.attach_role_policy(RoleName="ecsInfra", PolicyArn=MANAGED)
-        lat = self.lattice
-        sn = lat.create_service_network(name="net")["id"]
-        for v in (self.vpc_a, self.vpc_b):
-            lat.create_service_network_vpc_association(serviceNetworkIdentifier=sn, vpcIdentifier=v)
-        tg = lat.create_target_group(name="echo", type="IP", config={
-            "port": 8080, "protocol": "HTTP", "vpcIdentifier": self.vpc_a,
-            "healthCheck": {"enabled": True, "healthCheckIntervalSeconds": 1, "healthCheckTimeoutSeconds": 1,
-                            "healthyThresholdCount": 2, "unhealthyThresholdCount": 2}})
+        echo = echo_service(self.lattice, self.vpc_a, self.vpc_b)
+        tg = echo["tg"]
         self.tg = tg["id"]
-        svc = lat.create_service(name="echo")
-        self.svc, self.dns = svc["id"], svc["dnsEntry"]["domainName"]
-        self.listener = lat.create_listener(
-            serviceIdentifier=svc["id"], name="http", protocol="HTTP", port=80,
-            defaultAction={"forward": {"targetGroups": [{"targetGroupIdentifier": self.tg}]}})["id"]
-        lat.create_service_network_service_association(serviceNetworkIdentifier=sn, serviceIdentifier=svc["id"])
+        self.svc, self.dns = echo["svc"]["id"], echo["svc"]["dnsEntry"]["domainName"]
+        self.listener = echo["listener"]
         self.ecs.create_cluster(clusterName="c1")
         self.ecs.register_task_definition(
             family="echo", networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",

@@ -67,6 +67,24 @@ print(json.dumps({"ok": ok, "failed": failed[:20], "nfailed": len(failed), "vers
 '''
 
 
+
+def echo_service(lat, vpc_a: str, vpc_b: str) -> dict:
+    """A service network for both VPCs with a service `echo` on HTTP:80 forwarding to the target
+    group `echo` (port 8080 in VPC-A, health checks every second): the target group, the service
+    and the listener's ID."""
+    sn = lat.create_service_network(name="net")["id"]
+    for v in (vpc_a, vpc_b):
+        lat.create_service_network_vpc_association(serviceNetworkIdentifier=sn, vpcIdentifier=v)
+    tg = lat.create_target_group(name="echo", type="IP", config={
+        "port": 8080, "protocol": "HTTP", "vpcIdentifier": vpc_a,
+        "healthCheck": {"enabled": True, "healthCheckIntervalSeconds": 1, "healthCheckTimeoutSeconds": 1,
+                        "healthyThresholdCount": 2, "unhealthyThresholdCount": 2}})
+    svc = lat.create_service(name="echo")
+    listener = lat.create_listener(serviceIdentifier=svc["id"], name="http", protocol="HTTP", port=80,
+                                   defaultAction={"forward": {"targetGroups": [{"targetGroupIdentifier": tg["id"]}]}})
+    lat.create_service_network_service_association(serviceNetworkIdentifier=sn, serviceIdentifier=svc["id"])
+    return {"tg": tg, "svc": svc, "listener": listener["id"]}
+
 class World:
     """A server in one mode, with the seed's setup around an ECS service of the echo image."""
 
@@ -115,20 +133,9 @@ class World:
             "SecurityGroups"][0]["GroupId"]
         self.role = self.iam.create_role(RoleName="ecsInfra", AssumeRolePolicyDocument=TRUST)["Role"]["Arn"]
         self.iam.attach_role_policy(RoleName="ecsInfra", PolicyArn=MANAGED)
-        lat = self.lattice
-        sn = lat.create_service_network(name="net")["id"]
-        for v in (self.vpc_a, self.vpc_b):
-            lat.create_service_network_vpc_association(serviceNetworkIdentifier=sn, vpcIdentifier=v)
-        tg = lat.create_target_group(name="echo", type="IP", config={
-            "port": 8080, "protocol": "HTTP", "vpcIdentifier": self.vpc_a,
-            "healthCheck": {"enabled": True, "healthCheckIntervalSeconds": 1, "healthCheckTimeoutSeconds": 1,
-                            "healthyThresholdCount": 2, "unhealthyThresholdCount": 2}})
-        self.tg, self.tg_arn = tg["id"], tg["arn"]
-        svc = lat.create_service(name="echo")
-        self.dns = svc["dnsEntry"]["domainName"]
-        lat.create_listener(serviceIdentifier=svc["id"], name="http", protocol="HTTP", port=80,
-                            defaultAction={"forward": {"targetGroups": [{"targetGroupIdentifier": self.tg}]}})
-        lat.create_service_network_service_association(serviceNetworkIdentifier=sn, serviceIdentifier=svc["id"])
+        echo = echo_service(self.lattice, self.vpc_a, self.vpc_b)
+        self.tg, self.tg_arn = echo["tg"]["id"], echo["tg"]["arn"]
+        self.dns = echo["svc"]["dnsEntry"]["domainName"]
         self.ecs.create_cluster(clusterName="c1")
         self.register_definition()
         started = time.monotonic()

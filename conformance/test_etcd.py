@@ -215,17 +215,9 @@ def test_an_api_without_etcd_answers_each_apis_retryable_error_and_writes_nothin
 def test_a_proxy_without_etcd_keeps_serving_its_last_snapshot(server_factory, etcd):
     """With etcd down the data plane goes on with what it had (targets, routes); with etcd back
     it catches up with what changed meanwhile."""
-    from test_dataplane import CONFIG, DataPlane, forward
-    server = server_factory(config_text=CONFIG, env={"TRELLIS_STORE": etcd.url})
-    dp = DataPlane(server)
+    from test_dataplane import CONFIG
+    dp, tg, m, c = _serving_one_target(server_factory(config_text=CONFIG, env={"TRELLIS_STORE": etcd.url}))
     try:
-        vpc = dp.res.vpc()
-        a = dp.target("a")
-        tg = dp.tg(vpc)["id"]
-        dp.register(tg, a)
-        m = dp.mesh(forward(tg), vpc=vpc)
-        c = dp.client(vpc)
-        dp.wait_serving(c, m["host"], "a")
         etcd.kill()
         # Bounded: 40 requests over a few seconds, every one served by the target.
         for _ in range(40):
@@ -242,6 +234,24 @@ def test_a_proxy_without_etcd_keeps_serving_its_last_snapshot(server_factory, et
         assert served == {"a", "b"}, served
     finally:
         dp.close()
+
+
+def _serving_one_target(server):
+    """A data plane on `server` with one service forwarding to one fake target, `a`, already
+    answering: (the DataPlane, the target group's ID, the mesh, a client in its VPC)."""
+    from test_dataplane import DataPlane, forward
+    dp = DataPlane(server)
+    try:
+        vpc = dp.res.vpc()
+        tg = dp.tg(vpc)["id"]
+        dp.register(tg, dp.target("a"))
+        m = dp.mesh(forward(tg), vpc=vpc)
+        c = dp.client(vpc)
+        dp.wait_serving(c, m["host"], "a")
+        return dp, tg, m, c
+    except BaseException:
+        dp.close()
+        raise
 
 
 def _try_register(dp, tg, target) -> bool:
@@ -285,18 +295,11 @@ def test_a_slow_store_slows_the_api_not_the_data_plane(server_factory, etcd):
     from its snapshot, and a change still reaches it."""
     import statistics
 
-    from test_dataplane import CONFIG, DataPlane, forward
+    from test_dataplane import CONFIG
     link = CuttableProxy(etcd.port)
-    server = server_factory(config_text=CONFIG, env={"TRELLIS_STORE": f"etcd://127.0.0.1:{link.port}"})
-    dp = DataPlane(server)
+    dp, tg, m, c = _serving_one_target(
+        server_factory(config_text=CONFIG, env={"TRELLIS_STORE": f"etcd://127.0.0.1:{link.port}"}))
     try:
-        vpc = dp.res.vpc()
-        a = dp.target("a")
-        tg = dp.tg(vpc)["id"]
-        dp.register(tg, a)
-        m = dp.mesh(forward(tg), vpc=vpc)
-        c = dp.client(vpc)
-        dp.wait_serving(c, m["host"], "a")
 
         def latencies(n):
             out = []

@@ -243,10 +243,26 @@ def serve_target(server, res, target: RecordingTarget, vpc: str, protocol: str =
     return lattice.get_service(serviceIdentifier=svc["id"])["dnsEntry"]["domainName"]
 
 
-def test_ambiguous_requests_are_refused_or_forwarded_as_the_client_meant(server_factory):
+def _plane(server_factory):
+    """A server, its Lattice client and a factory of resources through it."""
     server = server_factory(config_text=CONFIG)
-    lattice, ec2 = server.client("vpc-lattice"), server.client("ec2")
-    res = Factory(lattice, ec2)
+    lattice = server.client("vpc-lattice")
+    return server, lattice, Factory(lattice, server.client("ec2"))
+
+
+def _ca_file(server, tmp_path):
+    """The installation's CA certificate (`trellis ca`), in a file."""
+    import subprocess
+
+    from support import require_binary
+    ca = subprocess.run([require_binary(), "ca", "--endpoint", server.endpoint], capture_output=True, text=True,
+                        timeout=30, check=True)
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text(ca.stdout)
+    return ca_file
+
+def test_ambiguous_requests_are_refused_or_forwarded_as_the_client_meant(server_factory):
+    server, lattice, res = _plane(server_factory)
     target = RecordingTarget()
     try:
         vpc = res.vpc()
@@ -371,22 +387,14 @@ def test_http2_requests_that_cannot_cross_to_http1_are_refused(server_factory, t
     """RFC 9113 §8.2.2 and §8.1.1: connection-specific fields, `te` other than `trailers`, fields
     with CR, LF or NUL, upper-case names, and a body that does not match `content-length` make a
     request malformed; none of them may reach an HTTP/1.1 target, where each could mean more."""
-    import subprocess
-
-    from support import require_binary
-    server = server_factory(config_text=CONFIG)
-    lattice, ec2 = server.client("vpc-lattice"), server.client("ec2")
-    res = Factory(lattice, ec2)
+    server, lattice, res = _plane(server_factory)
     target = RecordingTarget()
     try:
         vpc = res.vpc()
         host = serve_target(server, res, target, vpc, "HTTPS", 443)
         info = wait_for(lambda: _ingress(server, vpc), 10, message="an ingress address")
         address, port = info["address"], 443 + info["lowPortOffset"]
-        ca = subprocess.run([require_binary(), "ca", "--endpoint", server.endpoint], capture_output=True, text=True,
-                            timeout=30)
-        ca_file = tmp_path / "ca.pem"
-        ca_file.write_text(ca.stdout)
+        ca_file = _ca_file(server, tmp_path)
 
         def request(path, extra=(), body=None, method="GET"):
             base = [(":method", method), (":scheme", "https"), (":authority", host), (":path", path)]
@@ -439,12 +447,7 @@ def test_a_server_name_of_one_service_does_not_open_another(server_factory, tmp_
     """TLS names a service the VPC reaches; `Host` names one it does not: the request reaches
     nothing (routing is by the VPC's reach map, whatever the ClientHello said)."""
     import ssl
-    import subprocess
-
-    from support import require_binary
-    server = server_factory(config_text=CONFIG)
-    lattice, ec2 = server.client("vpc-lattice"), server.client("ec2")
-    res = Factory(lattice, ec2)
+    server, lattice, res = _plane(server_factory)
     ours, theirs = RecordingTarget(), RecordingTarget()
     try:
         vpc, other_vpc = res.vpc(), res.vpc()
@@ -452,10 +455,7 @@ def test_a_server_name_of_one_service_does_not_open_another(server_factory, tmp_
                  "theirs": serve_target(server, res, theirs, other_vpc, "HTTPS", 443)}
         info = wait_for(lambda: _ingress(server, vpc), 10, message="an ingress address")
         address, port = info["address"], 443 + info["lowPortOffset"]
-        ca = subprocess.run([require_binary(), "ca", "--endpoint", server.endpoint], capture_output=True, text=True,
-                            timeout=30)
-        ca_file = tmp_path / "ca.pem"
-        ca_file.write_text(ca.stdout)
+        ca_file = _ca_file(server, tmp_path)
         context = ssl.create_default_context(cafile=str(ca_file))
 
         def ask(host: str) -> bytes:
@@ -516,12 +516,7 @@ def test_path_tricks_cannot_pass_a_request_path_policy(server_factory, tmp_path)
     forwarded with the normal form of its path, the one the policy was evaluated on, so a
     target cannot read a path the policy did not."""
     import json
-    import subprocess
-
-    from support import require_binary
-    server = server_factory(config_text=CONFIG)
-    lattice, ec2 = server.client("vpc-lattice"), server.client("ec2")
-    res = Factory(lattice, ec2)
+    server, lattice, res = _plane(server_factory)
     target = RecordingTarget()
     try:
         vpc = res.vpc()
@@ -545,10 +540,7 @@ def test_path_tricks_cannot_pass_a_request_path_policy(server_factory, tmp_path)
         lattice.update_service(serviceIdentifier=svc["id"], authType="AWS_IAM")
         info = wait_for(lambda: _ingress(server, vpc), 10, message="an ingress address")
         address, offset = info["address"], info["lowPortOffset"]
-        ca = subprocess.run([require_binary(), "ca", "--endpoint", server.endpoint], capture_output=True, text=True,
-                            timeout=30)
-        ca_file = tmp_path / "ca.pem"
-        ca_file.write_text(ca.stdout)
+        ca_file = _ca_file(server, tmp_path)
 
         def h1(path: str) -> str:
             data = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()

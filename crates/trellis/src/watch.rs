@@ -624,24 +624,44 @@ mod tests {
         }
     }
 
+    /// [`run`] as node `n1` in loopback mode on `range`, in a task of its own.
+    fn spawn_run(store: Arc<dyn Store>, range: &str) -> (watch::Receiver<Arc<Snapshot>>, Running) {
+        let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+        let (stop, stopped) = watch::channel(false);
+        let ingress = Ingress::Loopback(IngressRange::parse(range).unwrap());
+        let task = tokio::spawn(run(
+            store,
+            "n1".into(),
+            ingress,
+            tx,
+            watch::channel(Default::default()).0,
+            Default::default(),
+            stopped,
+        ));
+        (rx, Running { stop, task })
+    }
+
+    /// A [`run`] in a task, and what stops it.
+    struct Running {
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Running {
+        /// Tells it to stop, and waits (5 s at most) until it has.
+        async fn stop(self) {
+            let _ = self.stop.send(true);
+            tokio::time::timeout(Duration::from_secs(5), self.task).await.unwrap().unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn changes_are_published_and_the_last_snapshot_stays_while_the_store_is_down() {
         let dir = tempfile::tempdir().unwrap();
         let inner = SqliteStore::open(&dir.path().join("store.db"), Default::default()).unwrap();
         put_vpc(&inner, "vpc-1").await;
         let store = Arc::new(Flaky { inner: inner.clone(), down: Arc::new(AtomicBool::new(false)) });
-        let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
-        let (stop_tx, stop) = watch::channel(false);
-        let range = IngressRange::parse("127.201.0.0/24").unwrap();
-        let task = tokio::spawn(run(
-            store.clone(),
-            "n1".into(),
-            Ingress::Loopback(range),
-            tx,
-            watch::channel(Default::default()).0,
-            Default::default(),
-            stop,
-        ));
+        let (mut rx, running) = spawn_run(store.clone(), "127.201.0.0/24");
         wait_for_revision(&mut rx, 1).await;
         // A change is applied without reading the store again.
         put_vpc(&inner, "vpc-2").await;
@@ -659,8 +679,7 @@ mod tests {
         store.down.store(false, Ordering::SeqCst);
         wait_for_revision(&mut rx, 3).await;
         assert_eq!(rx.borrow().networks.len(), 3);
-        let _ = stop_tx.send(true);
-        tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+        running.stop().await;
     }
 
     /// A record for a small random world: services, listeners, target groups and targets,
@@ -713,18 +732,7 @@ mod tests {
     async fn after_many_changes_the_published_snapshot_is_a_full_compile_of_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("store.db"), Default::default()).unwrap();
-        let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
-        let (stop_tx, stop) = watch::channel(false);
-        let range = IngressRange::parse("127.202.0.0/24").unwrap();
-        let task = tokio::spawn(run(
-            Arc::new(store.clone()),
-            "n1".into(),
-            Ingress::Loopback(range),
-            tx,
-            watch::channel(Default::default()).0,
-            Default::default(),
-            stop,
-        ));
+        let (mut rx, running) = spawn_run(Arc::new(store.clone()), "127.202.0.0/24");
         let mut seed = 0x2545_F491_4F6C_DD1D_u64;
         for round in 0..300 {
             // Transactions of one to a few writes, some back to back, some spaced out.
@@ -751,8 +759,7 @@ mod tests {
             assert!(Instant::now() < deadline, "the loop did not catch up");
             let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
         }
-        let _ = stop_tx.send(true);
-        tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+        running.stop().await;
     }
 
     fn event(key: &str, revision: Revision) -> Result<WatchEvent, Error> {
