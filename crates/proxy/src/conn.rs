@@ -51,8 +51,9 @@ pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(30);
 /// How long a connection that reached its maximum age between requests waits for one more:
 /// a client that sends its next request as soon as it has an answer has it on the way, and
 /// closing under it would reset the connection with the request unanswered. That request is
-/// answered with `connection: close`.
-const LAST_CALL: Duration = Duration::from_secs(1);
+/// answered with `connection: close`. The same holds for a connection told to close after its
+/// answer's head said keep-alive.
+pub(crate) const LAST_CALL: Duration = Duration::from_secs(1);
 
 /// How much a read asks for at least.
 const READ_CHUNK: usize = 8 * 1024;
@@ -254,8 +255,13 @@ pub(crate) async fn serve(
         };
         let routes = cache.current();
         let next = s.handle(&routes, head).await;
-        if next == Next::Close || s.timers.clock.draining() {
+        if next == Next::Close {
             break;
+        }
+        if s.timers.clock.draining() {
+            // Told to close after the answer had said keep-alive: the client may send its next
+            // request at once. One already on its way is answered, with `connection: close`.
+            s.timers.clock.last_call(Instant::now());
         }
         s.rbuf.shrink(KEEP_BUF);
         s.ubuf.shrink(KEEP_BUF);

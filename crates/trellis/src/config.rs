@@ -132,6 +132,9 @@ pub struct RawProxy {
     /// (default 20,000); more are closed when accepted, and counted
     /// (`trellis_connections_refused_total`).
     pub max_connections: Option<usize>,
+    /// Seconds a client connection lives at most (default 600, Lattice's 10 minutes); past it,
+    /// the connection closes after the request in progress.
+    pub max_connection_age_seconds: Option<u64>,
     /// Seconds a deregistered target drains at most (default 60).
     pub deregistration_delay_seconds: Option<u64>,
     /// Lowest health-check interval in milliseconds (default 5000, AWS's floor). A Trellis
@@ -303,6 +306,7 @@ impl RawConfig {
         }
         p.response_timeout_seconds = num("RESPONSE_TIMEOUT_SECONDS")?.or(p.response_timeout_seconds);
         p.deregistration_delay_seconds = num("DEREGISTRATION_DELAY_SECONDS")?.or(p.deregistration_delay_seconds);
+        p.max_connection_age_seconds = num("MAX_CONNECTION_AGE_SECONDS")?.or(p.max_connection_age_seconds);
         p.min_health_check_interval_ms = num("MIN_HEALTH_CHECK_INTERVAL_MS")?.or(p.min_health_check_interval_ms);
         p.access_log_max_file_bytes = num("ACCESS_LOG_MAX_FILE_BYTES")?.or(p.access_log_max_file_bytes);
         if let Some(v) = num("MAX_CONNECTIONS")? {
@@ -452,7 +456,7 @@ impl RawConfig {
             ports: Ports::for_process(is_root, p.low_port_offset.unwrap_or(10_000)),
             response_timeout: Duration::from_secs(p.response_timeout_seconds.unwrap_or(60)),
             header_read_timeout: Duration::from_secs(p.header_read_timeout_seconds.unwrap_or(10)),
-            max_connection_age: Duration::from_secs(600),
+            max_connection_age: Duration::from_secs(p.max_connection_age_seconds.unwrap_or(600).max(1)),
             max_connections: p.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1),
             max_header_bytes: p.max_header_bytes.unwrap_or(64 * 1024),
             max_headers: p.max_headers.unwrap_or(100),

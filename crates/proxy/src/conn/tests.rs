@@ -285,6 +285,57 @@ async fn a_request_sent_as_the_maximum_age_passes_is_answered_and_then_the_conne
     proxy.stop().await;
 }
 
+#[tokio::test]
+async fn a_client_sending_back_to_back_is_told_to_close_at_the_maximum_age_and_loses_no_request() {
+    // A target that sends its answer's head, then its body 30 ms later: the age passes while
+    // an answer is half sent, after its head said keep-alive.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    got.clear();
+                    if stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n").await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    if stream.write_all(b"ok").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let config = crate::ProxyConfig { max_connection_age: Duration::from_millis(300), ..config() };
+    let (proxy, addr) = behind_all(&[target], config).await;
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let started = Instant::now();
+        let mut answered = 0;
+        loop {
+            // Each request is sent as soon as the last answer is read, as wrk and pooled clients do.
+            let r = request(&mut stream).await.unwrap_or_else(|| panic!("closed under request {}", answered + 1));
+            answered += 1;
+            if r.to_ascii_lowercase().contains("connection: close") {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "never told to close");
+        }
+        assert_eq!(read_until_closed(&mut stream).await, "");
+        assert!(answered > 1, "{answered}");
+    }
+    proxy.stop().await;
+}
+
 /// A target that answers every request on a connection with `response`, as raw bytes, after
 /// reading its head (and a body framed by Content-Length); closes the connection after it when
 /// `close`. Records each request (head and body) it got.

@@ -249,7 +249,11 @@ impl Session {
         loop {
             match self.wait(|s, cx| s.poll_exchange(cx, up, x, body, req)).await {
                 Ok(outcome) => return outcome,
-                Err(Event::Drain) => x.client_keeps = false,
+                // Told to close: the response says so if its head has not gone out yet; once
+                // it said keep-alive, the connection answers one more request (`LAST_CALL`)
+                // rather than close under a client that may already be sending it.
+                Err(Event::Drain) if !x.responded => x.client_keeps = false,
+                Err(Event::Drain) => {}
                 Err(Event::Expired(Expired::Response)) if !x.responded => return Outcome::Failed(ErrorKind::Timeout),
                 Err(Event::Expired(_)) => {
                     return if x.responded { Outcome::Broken } else { Outcome::Failed(ErrorKind::Timeout) };
