@@ -295,15 +295,7 @@ async fn a_client_sending_back_to_back_is_told_to_close_at_the_maximum_age_and_l
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let mut got = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => got.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    got.clear();
+                while read_request(&mut stream, &mut got).await.is_some() {
                     if stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n").await.is_err() {
                         return;
                     }
