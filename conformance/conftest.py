@@ -68,7 +68,13 @@ def _footprint() -> dict[str, set]:
     run = lambda *cmd: subprocess.run(cmd, capture_output=True, text=True).stdout  # noqa: E731
     namespaces = {line.split()[0] for line in run("ip", "netns", "list").splitlines() if line.strip()}
     links = {line.split(":")[1].strip().split("@")[0] for line in run("ip", "-o", "link").splitlines() if ":" in line}
-    return {"processes": processes, "namespaces": namespaces, "links": links}
+    # Files and mounts the suite makes under the temp directory (data directories, etcd's, the
+    # small file system of the full-disk test) are all named so.
+    ours = ("trellis", "etcd-")
+    files = {e for e in os.listdir(tempfile.gettempdir()) if e.startswith(ours)}
+    with open("/proc/mounts") as f:
+        mounts = {line.split()[1] for line in f if os.path.basename(line.split()[1]).startswith(ours)}
+    return {"processes": processes, "namespaces": namespaces, "links": links, "files": files, "mounts": mounts}
 
 
 def pytest_sessionstart(session):

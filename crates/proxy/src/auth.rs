@@ -186,7 +186,11 @@ impl AuthCheck {
 
     /// The resource a request names: the service's ARN and the path (`…/svc-…/rates`).
     pub(crate) fn resource(&self, path: &str) -> String {
-        format!("{}{}", self.service_arn, if path.is_empty() { "/" } else { path })
+        let path = if path.is_empty() { "/" } else { path };
+        let mut resource = String::with_capacity(self.service_arn.len() + path.len());
+        resource.push_str(&self.service_arn);
+        resource.push_str(path);
+        resource
     }
 
     /// The 403's body (spec §3.11).
