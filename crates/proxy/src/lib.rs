@@ -55,6 +55,9 @@ pub struct ProxyConfig {
     pub ports: Ports,
     /// How long a target may take to start answering a request before the client gets a 504.
     pub response_timeout: Duration,
+    /// A connection to a target not made by then fails, and the request goes to another target
+    /// when it may (a target that vanished, as a stopped task's address does, answers nothing).
+    pub connect_timeout: Duration,
     /// How long a client may take to send a whole request head.
     pub header_read_timeout: Duration,
     /// No connection lives longer than this (Lattice: 10 minutes).

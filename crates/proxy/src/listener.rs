@@ -65,7 +65,7 @@ pub(crate) async fn run(
     let (routes_tx, routes) = watch::channel(Arc::new(Routes::empty()));
     let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
     let shared = Arc::new(Shared { routes, config: config.clone(), telemetry: telemetry.clone(), connections });
-    let mut pools = Pools::new(config.response_timeout);
+    let mut pools = Pools::new(config.connect_timeout);
     let mut tls = TlsStore::new();
     let (conns_tx, mut conns_rx) = mpsc::channel::<()>(1);
     let mut open: HashMap<Endpoint, watch::Sender<bool>> = HashMap::new();

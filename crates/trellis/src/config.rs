@@ -122,6 +122,9 @@ pub struct RawProxy {
     pub low_port_offset: Option<u16>,
     /// Seconds a target may take to start answering before the client gets 504 (default 60).
     pub response_timeout_seconds: Option<u64>,
+    /// Milliseconds a connection to a target may take to be made (default 2000); then the
+    /// request goes to another target when it may, else the client gets a 502.
+    pub connect_timeout_ms: Option<u64>,
     /// Seconds a client may take to send a whole request head (default 10).
     pub header_read_timeout_seconds: Option<u64>,
     /// Largest request head in bytes (default 65536).
@@ -305,6 +308,7 @@ impl RawConfig {
             p.low_port_offset = Some(u16::try_from(v).context("TRELLIS_LOW_PORT_OFFSET is too large")?);
         }
         p.response_timeout_seconds = num("RESPONSE_TIMEOUT_SECONDS")?.or(p.response_timeout_seconds);
+        p.connect_timeout_ms = num("CONNECT_TIMEOUT_MS")?.or(p.connect_timeout_ms);
         p.deregistration_delay_seconds = num("DEREGISTRATION_DELAY_SECONDS")?.or(p.deregistration_delay_seconds);
         p.max_connection_age_seconds = num("MAX_CONNECTION_AGE_SECONDS")?.or(p.max_connection_age_seconds);
         p.min_health_check_interval_ms = num("MIN_HEALTH_CHECK_INTERVAL_MS")?.or(p.min_health_check_interval_ms);
@@ -455,6 +459,7 @@ impl RawConfig {
         let proxy = ProxyConfig {
             ports: Ports::for_process(is_root, p.low_port_offset.unwrap_or(10_000)),
             response_timeout: Duration::from_secs(p.response_timeout_seconds.unwrap_or(60)),
+            connect_timeout: Duration::from_millis(p.connect_timeout_ms.unwrap_or(2000).max(1)),
             header_read_timeout: Duration::from_secs(p.header_read_timeout_seconds.unwrap_or(10)),
             max_connection_age: Duration::from_secs(p.max_connection_age_seconds.unwrap_or(600).max(1)),
             max_connections: p.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1),

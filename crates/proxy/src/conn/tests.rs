@@ -328,6 +328,33 @@ async fn a_client_sending_back_to_back_is_told_to_close_at_the_maximum_age_and_l
     proxy.stop().await;
 }
 
+#[tokio::test]
+async fn a_target_that_never_answers_the_connect_is_given_up_and_the_next_one_serves() {
+    // A listener whose accept queue is full and never drained: its SYNs go unanswered, as a
+    // stopped task's vanished address does.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let silent = socket.local_addr().unwrap();
+    let _listener = socket.listen(0).unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(silent)).await {
+            fillers.push(s);
+        }
+    }
+    let good = FakeTarget::start("good").await;
+    let config = crate::ProxyConfig { connect_timeout: Duration::from_millis(300), ..config() };
+    let (proxy, addr) = behind_all(&[silent, good.addr], config).await;
+    for _ in 0..6 {
+        let started = Instant::now();
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let r = request(&mut stream).await.expect("an answer");
+        assert!(r.starts_with("HTTP/1.1 200 ") && r.contains("target=good"), "{r}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+    proxy.stop().await;
+}
+
 /// A target that answers every request on a connection with `response`, as raw bytes, after
 /// reading its head (and a body framed by Content-Length); closes the connection after it when
 /// `close`. Records each request (head and body) it got.

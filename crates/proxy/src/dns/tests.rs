@@ -47,6 +47,7 @@ fn config() -> Arc<ProxyConfig> {
     Arc::new(ProxyConfig {
         ports: PORTS,
         response_timeout: Duration::from_secs(60),
+        connect_timeout: Duration::from_secs(2),
         header_read_timeout: Duration::from_secs(10),
         max_connection_age: Duration::from_secs(600),
         max_connections: 10_000,

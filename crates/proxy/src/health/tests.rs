@@ -32,6 +32,7 @@ pub(super) fn config(delay: Duration) -> ProxyConfig {
     ProxyConfig {
         ports: Ports { low_port_offset: 10000 },
         response_timeout: Duration::from_secs(60),
+        connect_timeout: Duration::from_secs(2),
         header_read_timeout: Duration::from_secs(10),
         max_connection_age: Duration::from_secs(600),
         max_connections: 10_000,

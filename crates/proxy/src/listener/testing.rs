@@ -97,6 +97,7 @@ pub(crate) fn config() -> ProxyConfig {
     ProxyConfig {
         ports: Ports::ROOT,
         response_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(2),
         header_read_timeout: Duration::from_secs(2),
         max_connection_age: Duration::from_secs(600),
         max_connections: 10_000,
