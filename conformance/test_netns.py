@@ -27,6 +27,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -326,10 +327,15 @@ def test_instances_are_removed_with_their_command(netns_server, instances):
     assert support.error_code(refused.value) == "DependencyViolation"
     sleeper = wait_for(lambda: subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
                        .stdout.split(), 5, message="the command runs")
+    # The files of trusted certificates it made for the command (it removes them itself when
+    # it ends; killed outright, the server does when it reaps the instance).
+    bundles = lambda: list(Path(tempfile.gettempdir()).glob(f"trellis-ca-{proc.pid}-*.pem"))  # noqa: E731
+    assert bundles(), "the command's trust bundles"
     proc.kill()
     proc.wait()
     wait_for(lambda: not any("-i-" in n for n in namespaces(srv.prefix)), 15, interval=0.2,
              message="the dead owner's instance is removed")
+    wait_for(lambda: not bundles(), 10, interval=0.2, message="the dead owner's trust bundles are removed")
     wait_for(lambda: not Path(f"/proc/{sleeper[0]}").exists(), 10, message="its command is ended")
 
     # Deleting the subnet and the VPC removes their networks.

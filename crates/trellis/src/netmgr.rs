@@ -434,6 +434,7 @@ impl NetManager {
             if let Err(e) = self.remove_instance(&instance).await {
                 tracing::warn!(instance = %instance.instance_id, error = %e, "cannot remove the instance");
             }
+            crate::vpc::TrustBundle::remove_left_by(instance.owner_pid, &instance.instance_id);
         }
     }
 

@@ -158,6 +158,23 @@ fn write_bundle(path: &std::path::Path, source: &std::path::Path, ca_pem: &str) 
     Ok(())
 }
 
+impl TrustBundle {
+    /// Removes the bundles `trellis vpc exec` (process `pid`) wrote for instance `id`: what it
+    /// would have removed itself, had it not been killed outright. The server calls it when it
+    /// reaps the instance of an owner that died (both on one machine, with one temp directory).
+    pub fn remove_left_by(pid: u32, id: &str) {
+        let prefix = format!("trellis-ca-{pid}-{id}-");
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&prefix) && name.ends_with(".pem") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 impl Drop for TrustBundle {
     fn drop(&mut self) {
         for file in &self.files {
