@@ -299,9 +299,12 @@ async fn forward(
     };
     let target = match path {
         Cow::Borrowed(_) => req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
-        Cow::Owned(path) => {
-            let query = req.uri().query().map_or(String::new(), |q| format!("?{q}"));
-            PathAndQuery::try_from(format!("{path}{query}")).map_err(|_| ProxyError::new(ErrorKind::BadPath))?
+        Cow::Owned(mut target) => {
+            if let Some(query) = req.uri().query() {
+                target.push('?');
+                target.push_str(query);
+            }
+            PathAndQuery::try_from(target).map_err(|_| ProxyError::new(ErrorKind::BadPath))?
         }
     };
     let (parts, body) = req.into_parts();

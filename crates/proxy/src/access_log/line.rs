@@ -8,6 +8,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 
 use super::{Entry, Part};
+use crate::headers::write_decimal;
 
 /// The start of the current second as ISO-8601 (`YYYY-MM-DDTHH:MM:SS.`), made once a second
 /// rather than once a record.
@@ -151,10 +152,10 @@ fn address(out: &mut Vec<u8>, key: &[u8], value: Option<SocketAddr>) {
                 if i > 0 {
                     out.push(b'.');
                 }
-                digits(out, octet.into());
+                write_decimal(out, octet.into());
             }
             out.push(b':');
-            digits(out, a.port().into());
+            write_decimal(out, a.port().into());
             out.push(b'"');
         }
         Some(a @ SocketAddr::V6(_)) => {
@@ -167,22 +168,7 @@ fn address(out: &mut Vec<u8>, key: &[u8], value: Option<SocketAddr>) {
 /// A number field.
 fn number(out: &mut Vec<u8>, key: &[u8], value: u64) {
     out.extend_from_slice(key);
-    digits(out, value);
-}
-
-/// Appends `n` in decimal.
-fn digits(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[at..]);
+    write_decimal(out, value);
 }
 
 /// Appends `s` as a JSON string. Eight bytes at a time are checked for one that needs an
@@ -293,7 +279,7 @@ mod tests {
         }
         for n in [0, 7, 10, 1234567890, u64::MAX] {
             let mut out = Vec::new();
-            digits(&mut out, n);
+            write_decimal(&mut out, n);
             assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
         }
     }
