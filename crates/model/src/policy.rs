@@ -56,12 +56,126 @@ pub enum Caller<'a> {
     },
 }
 
-/// The condition keys of a request, by name as a policy writes them (compare without case
-/// where IAM does). A key the request does not have has no values.
+/// The condition keys of a request. A key the request does not have has no values.
 pub trait Keys {
     /// Calls `each` with every value of the key (once for single-valued keys; never for a key
     /// the request lacks). Called per condition per request: no allocation it can avoid.
-    fn visit(&self, key: &str, each: &mut dyn FnMut(&str));
+    fn visit(&self, key: &Key, each: &mut dyn FnMut(&str));
+}
+
+/// A condition key as a policy names it, read once when the policy is compiled (IAM compares
+/// key names without case), so that a request's check does not parse names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Key {
+    /// The name as the policy writes it.
+    pub name: String,
+    /// What it names.
+    pub kind: KeyKind,
+}
+
+/// The condition keys Lattice's requests have (spec §4.3); any other name is `Other` and
+/// has no values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    /// `aws:SourceIp`.
+    SourceIp,
+    /// `aws:PrincipalType`.
+    PrincipalType,
+    /// `aws:PrincipalArn`.
+    PrincipalArn,
+    /// `aws:PrincipalAccount`.
+    PrincipalAccount,
+    /// `aws:PrincipalOrgID`.
+    PrincipalOrgId,
+    /// `aws:userid`.
+    UserId,
+    /// `aws:username`.
+    UserName,
+    /// `aws:PrincipalTag/<key>`: the tag key as written (tag keys compare without case).
+    PrincipalTag(String),
+    /// `vpc-lattice-svcs:Port`.
+    Port,
+    /// `vpc-lattice-svcs:RequestMethod`.
+    RequestMethod,
+    /// `vpc-lattice-svcs:RequestPath`.
+    RequestPath,
+    /// `vpc-lattice-svcs:ServiceArn`.
+    ServiceArn,
+    /// `vpc-lattice-svcs:ServiceNetworkArn`.
+    ServiceNetworkArn,
+    /// `vpc-lattice-svcs:SourceVpc`.
+    SourceVpc,
+    /// `vpc-lattice-svcs:SourceVpcOwnerAccount`.
+    SourceVpcOwnerAccount,
+    /// `vpc-lattice-svcs:RequestHeader/<name>`: the header name in lowercase.
+    RequestHeader(String),
+    /// `vpc-lattice-svcs:RequestQueryString/<name>`: the parameter name as written (compared
+    /// exactly with the decoded name).
+    RequestQueryString(String),
+    /// A key no Lattice request has.
+    Other,
+}
+
+// === impl Key ===
+
+impl Key {
+    /// Reads a key name.
+    pub fn parse(name: &str) -> Self {
+        Self { name: name.to_owned(), kind: KeyKind::parse(name) }
+    }
+}
+
+impl KeyKind {
+    fn parse(key: &str) -> Self {
+        let Some((service, name)) = key.split_once(':') else { return Self::Other };
+        let is = |want: &str| name.eq_ignore_ascii_case(want);
+        if service.eq_ignore_ascii_case("aws") {
+            if let Some(tag) = strip_prefix_ignore_case(name, "principaltag/") {
+                return Self::PrincipalTag(tag.to_owned());
+            }
+            return match () {
+                () if is("sourceip") => Self::SourceIp,
+                () if is("principaltype") => Self::PrincipalType,
+                () if is("principalarn") => Self::PrincipalArn,
+                () if is("principalaccount") => Self::PrincipalAccount,
+                () if is("principalorgid") => Self::PrincipalOrgId,
+                () if is("userid") => Self::UserId,
+                () if is("username") => Self::UserName,
+                () => Self::Other,
+            };
+        }
+        if !service.eq_ignore_ascii_case("vpc-lattice-svcs") {
+            return Self::Other;
+        }
+        if let Some(header) = strip_prefix_ignore_case(name, "requestheader/") {
+            return Self::RequestHeader(header.to_ascii_lowercase());
+        }
+        if let Some(wanted) = strip_prefix_ignore_case(name, "requestquerystring/") {
+            return Self::RequestQueryString(wanted.to_owned());
+        }
+        match () {
+            () if is("port") => Self::Port,
+            () if is("requestmethod") => Self::RequestMethod,
+            () if is("requestpath") => Self::RequestPath,
+            () if is("servicearn") => Self::ServiceArn,
+            () if is("servicenetworkarn") => Self::ServiceNetworkArn,
+            () if is("sourcevpc") => Self::SourceVpc,
+            () if is("sourcevpcowneraccount") => Self::SourceVpcOwnerAccount,
+            () => Self::Other,
+        }
+    }
+}
+
+/// `s` without the concatenation of `parts` at its start (checked part by part, so that a
+/// request's check builds no string).
+fn strip_parts<'s>(s: &'s str, parts: &[&str]) -> Option<&'s str> {
+    parts.iter().try_fold(s, |rest, part| rest.strip_prefix(part))
+}
+
+/// `s` without `prefix`, compared without case.
+fn strip_prefix_ignore_case<'s>(s: &'s str, prefix: &str) -> Option<&'s str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
 }
 
 /// One request, as a policy sees it.
@@ -134,7 +248,7 @@ struct Condition {
     negated: bool,
     if_exists: bool,
     set: Option<Set>,
-    key: String,
+    key: Key,
     values: Vec<String>,
 }
 
@@ -375,7 +489,7 @@ fn conditions(v: &Value) -> Result<Vec<Condition>, PolicyError> {
                     return Err(err(format!("condition {name:?} {key:?}: {value:?} is not a valid value")));
                 }
             }
-            out.push(Condition { op, negated, if_exists, set, key: key.clone(), values });
+            out.push(Condition { op, negated, if_exists, set, key: Key::parse(key), values });
         }
     }
     Ok(out)
@@ -402,8 +516,8 @@ impl Principals {
                 PrincipalPattern::Arn(a) => a == arn,
                 PrincipalPattern::Role(acct, role) => {
                     acct == account
-                        && (arn == format!("arn:aws:iam::{acct}:role/{role}")
-                            || arn.strip_prefix(&format!("arn:aws:sts::{acct}:assumed-role/{role}/")).is_some())
+                        && (strip_parts(arn, &["arn:aws:iam::", acct, ":role/", role]) == Some("")
+                            || strip_parts(arn, &["arn:aws:sts::", acct, ":assumed-role/", role, "/"]).is_some())
                 }
             }),
         }

@@ -18,7 +18,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 
 use trellis_model::iam::{Identities, Identity, Principal};
-use trellis_model::policy::{Caller, Decision, Keys, Request};
+use trellis_model::policy::{Caller, Decision, Key, KeyKind, Keys, Request};
 use trellis_model::sigv4::{HeaderValues, Received, SigError, Signed, SigningKeys};
 use trellis_model::snapshot::IamAuth;
 
@@ -145,11 +145,12 @@ impl AuthCheck {
                 signed.service
             )));
         }
-        let region = self.service_arn.split(':').nth(3).unwrap_or_default();
-        if signed.region != region {
+        let region = self.service_arn.as_bytes().split(|&b| b == b':').nth(3).unwrap_or_default();
+        if signed.region.as_bytes() != region {
             return Err(refuse(format!(
-                "the credential scope names region {:?}; the service is in {region}",
-                signed.region
+                "the credential scope names region {:?}; the service is in {}",
+                signed.region,
+                String::from_utf8_lossy(region)
             )));
         }
         let at = signed.time().ok_or_else(|| refuse("the signature's date is malformed".into()))?;
@@ -226,80 +227,55 @@ struct Context<'c, 'f> {
 }
 
 impl Keys for Context<'_, '_> {
-    fn visit(&self, key: &str, each: &mut dyn FnMut(&str)) {
+    fn visit(&self, key: &Key, each: &mut dyn FnMut(&str)) {
         let f = self.facts;
-        let Some((service, name)) = key.split_once(':') else { return };
-        let is = |want: &str| name.eq_ignore_ascii_case(want);
-        if service.eq_ignore_ascii_case("aws") {
-            if is("sourceip") {
-                return each(&f.client_ip.to_string());
-            }
-            let Some(id) = self.identity else {
-                if is("principaltype") {
-                    each("Anonymous");
-                }
-                return;
-            };
-            if let Some(tag) = strip_prefix_ignore_case(name, "principaltag/") {
-                for t in id.principal_tags.iter().filter(|t| t.key.eq_ignore_ascii_case(tag)) {
+        let principal = |value: fn(&Identity) -> &str| self.identity.map(value);
+        let value = match &key.kind {
+            KeyKind::SourceIp => return each(&f.client_ip.to_string()),
+            KeyKind::PrincipalType => Some(self.identity.map_or("Anonymous", |id| id.principal.kind())),
+            KeyKind::PrincipalArn => principal(|id| id.principal.policy_arn()),
+            KeyKind::PrincipalAccount => principal(|id| &id.account),
+            KeyKind::PrincipalOrgId => principal(|id| &id.organization_id),
+            KeyKind::UserId => principal(|id| id.principal.user_id(&id.account)),
+            KeyKind::UserName => self.identity.and_then(|id| match &id.principal {
+                Principal::User { user_name, .. } => Some(user_name.as_str()),
+                _ => None,
+            }),
+            KeyKind::PrincipalTag(tag) => {
+                let tags = self.identity.map_or(&[][..], |id| &id.principal_tags[..]);
+                for t in tags.iter().filter(|t| t.key.eq_ignore_ascii_case(tag)) {
                     each(&t.value);
                 }
                 return;
             }
-            let value = if is("principaltype") {
-                id.principal.kind()
-            } else if is("principalarn") {
-                id.principal.policy_arn()
-            } else if is("principalaccount") {
-                &id.account
-            } else if is("principalorgid") {
-                &id.organization_id
-            } else if is("userid") {
-                id.principal.user_id(&id.account)
-            } else if is("username") {
-                match &id.principal {
-                    Principal::User { user_name, .. } => user_name,
-                    _ => return,
-                }
-            } else {
+            KeyKind::Port => return each(&f.port.to_string()),
+            KeyKind::RequestMethod => Some(f.method),
+            KeyKind::RequestPath => Some(f.path),
+            KeyKind::ServiceArn => Some(self.check.service_arn.as_str()),
+            KeyKind::ServiceNetworkArn => Some(self.check.network_arn.as_str()),
+            KeyKind::SourceVpc => Some(f.source_vpc),
+            KeyKind::SourceVpcOwnerAccount => Some(f.source_vpc_account),
+            KeyKind::RequestHeader(name) => {
+                (f.header)(name, &mut |v| match std::str::from_utf8(v) {
+                    Ok(v) => each(v),
+                    Err(_) => each(&String::from_utf8_lossy(v)),
+                });
                 return;
-            };
-            return each(value);
-        }
-        if !service.eq_ignore_ascii_case("vpc-lattice-svcs") {
-            return;
-        }
-        if let Some(header) = strip_prefix_ignore_case(name, "requestheader/") {
-            (f.header)(&header.to_ascii_lowercase(), &mut |v| each(&String::from_utf8_lossy(v)));
-            return;
-        }
-        if let Some(wanted) = strip_prefix_ignore_case(name, "requestquerystring/") {
-            for pair in f.query.split('&').filter(|p| !p.is_empty()) {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                if decode(k) == wanted {
-                    each(&decode(v));
-                }
             }
-            return;
-        }
-        let value = if is("port") {
-            return each(&f.port.to_string());
-        } else if is("requestmethod") {
-            f.method
-        } else if is("requestpath") {
-            f.path
-        } else if is("servicearn") {
-            &self.check.service_arn
-        } else if is("servicenetworkarn") {
-            &self.check.network_arn
-        } else if is("sourcevpc") {
-            f.source_vpc
-        } else if is("sourcevpcowneraccount") {
-            f.source_vpc_account
-        } else {
-            return;
+            KeyKind::RequestQueryString(wanted) => {
+                for pair in f.query.split('&').filter(|p| !p.is_empty()) {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    if decode(k) == *wanted {
+                        each(&decode(v));
+                    }
+                }
+                return;
+            }
+            KeyKind::Other => None,
         };
-        each(value);
+        if let Some(value) = value {
+            each(value);
+        }
     }
 }
 
@@ -323,12 +299,6 @@ impl<'a> SignatureHeaders<'a> {
         }
         found
     }
-}
-
-/// `s` without `prefix`, compared without case.
-fn strip_prefix_ignore_case<'s>(s: &'s str, prefix: &str) -> Option<&'s str> {
-    let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
 }
 
 /// `x-amzn-lattice-identity` for an authenticated caller (spec §3.8):

@@ -8,8 +8,8 @@ const SVC: &str = "arn:aws:vpc-lattice:us-east-1:111122223333:service/svc-012345
 struct Ctx(HashMap<String, Vec<String>>);
 
 impl Keys for Ctx {
-    fn visit(&self, key: &str, each: &mut dyn FnMut(&str)) {
-        for v in self.0.iter().filter(|(k, _)| k.eq_ignore_ascii_case(key)).flat_map(|(_, v)| v) {
+    fn visit(&self, key: &Key, each: &mut dyn FnMut(&str)) {
+        for v in self.0.iter().filter(|(k, _)| k.eq_ignore_ascii_case(&key.name)).flat_map(|(_, v)| v) {
             each(v);
         }
     }
@@ -365,4 +365,34 @@ fn wildcards() {
     assert!(!glob("arn:x/svc-1/*", "arn:x/svc-1", false) && !glob("arn:x/svc-1/*", "arn:x/svc-2/", false));
     assert!(glob("café/*", "café/x", false) && !glob("café/*", "cafe/x", false));
     assert!(glob("é?", "éa", false) && glob("?é", "aé", false) && !glob("é?", "é", false));
+}
+
+#[test]
+fn condition_keys_are_read_once_without_case() {
+    let kind = |name: &str| Key::parse(name).kind;
+    assert_eq!(kind("aws:SourceIp"), KeyKind::SourceIp);
+    assert_eq!(kind("AWS:sourceip"), KeyKind::SourceIp);
+    assert_eq!(kind("aws:PrincipalOrgID"), KeyKind::PrincipalOrgId);
+    assert_eq!(kind("aws:principaltag/Team"), KeyKind::PrincipalTag("Team".into()));
+    assert_eq!(kind("vpc-lattice-svcs:RequestHeader/X-Team"), KeyKind::RequestHeader("x-team".into()));
+    assert_eq!(kind("VPC-Lattice-Svcs:requestquerystring/Tag"), KeyKind::RequestQueryString("Tag".into()));
+    assert_eq!(kind("vpc-lattice-svcs:SourceVpcOwnerAccount"), KeyKind::SourceVpcOwnerAccount);
+    assert_eq!(kind("vpc-lattice-svcs:Nothing"), KeyKind::Other);
+    assert_eq!(kind("ec2:SourceVpc"), KeyKind::Other);
+    assert_eq!(kind("SourceVpc"), KeyKind::Other);
+    assert_eq!(Key::parse("aws:SourceIp").name, "aws:SourceIp");
+}
+
+#[test]
+fn a_role_principal_matches_the_role_and_its_sessions_only() {
+    let policy = r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:role/rates-client"},
+        "Action":"*","Resource":"*"}]}"#;
+    let role = Caller::Principal { arn: "arn:aws:iam::111122223333:role/rates-client", account: "111122223333" };
+    let longer = Caller::Principal { arn: "arn:aws:iam::111122223333:role/rates-client2", account: "111122223333" };
+    let other = Caller::Principal { arn: "arn:aws:sts::111122223333:assumed-role/rates/s1", account: "111122223333" };
+    assert_eq!(eval(policy, ROLE_SESSION, "/", &base()), Decision::Allow);
+    assert_eq!(eval(policy, role, "/", &base()), Decision::Allow);
+    assert_eq!(eval(policy, longer, "/", &base()), Decision::NoMatch);
+    assert_eq!(eval(policy, other, "/", &base()), Decision::NoMatch);
+    assert_eq!(eval(policy, USER, "/", &base()), Decision::NoMatch);
 }

@@ -46,6 +46,20 @@ macro_rules! key {
     };
 }
 
+/// `,"name":"`, the text before a string field's value, its opening quote included.
+macro_rules! key_quote {
+    ($name:literal) => {
+        concat!(",\"", $name, "\":\"").as_bytes()
+    };
+}
+
+/// The fields of a caller's client certificate: listeners take none, so they are always `-`.
+const NO_X509: &[u8] = concat!(
+    r#","callerX509IssuerOU":"-","callerX509SubjectCN":"-","callerX509SANNameCN":"-","#,
+    r#""callerX509SANDNS":"-","callerX509SANURI":"-""#,
+)
+.as_bytes();
+
 // === impl Entry ===
 
 impl Entry {
@@ -56,48 +70,42 @@ impl Entry {
         out.extend_from_slice(b"{\"startTime\":\"");
         clock.write(self.start_time, out);
         out.push(b'"');
-        text(out, key!("serviceNetworkArn"), self.service_network_arn.as_deref());
-        text(out, key!("serviceArn"), self.service_arn.as_deref());
-        text(out, key!("sourceVpcArn"), self.source_vpc_arn.as_deref());
-        text(out, key!("sourceVpcId"), self.source_vpc_id.as_deref());
-        text(out, key!("destinationVpcId"), self.destination_vpc_id.as_deref());
+        text(out, key_quote!("serviceNetworkArn"), self.service_network_arn.as_deref());
+        text(out, key_quote!("serviceArn"), self.service_arn.as_deref());
+        text(out, key_quote!("sourceVpcArn"), self.source_vpc_arn.as_deref());
+        text(out, key_quote!("sourceVpcId"), self.source_vpc_id.as_deref());
+        text(out, key_quote!("destinationVpcId"), self.destination_vpc_id.as_deref());
         address(out, key!("sourceIpPort"), self.source_ip_port);
         address(out, key!("targetIpPort"), self.target_ip_port);
-        text(out, key!("targetGroupArn"), self.target_group_arn.as_deref());
-        text(out, key!("listenerId"), self.listener_id.as_deref());
-        text(out, key!("listenerType"), Some(self.listener_type));
-        raw(out, key!("requestMethod"), self.request.find(Part::Method));
-        raw(out, key!("requestPath"), self.request.find(Part::Path));
-        text(out, key!("protocol"), Some(self.protocol));
-        raw(out, key!("hostHeader"), self.request.find(Part::Host));
-        text(out, key!("serverNameIndication"), self.server_name_indication.as_deref());
-        raw(out, key!("userAgent"), self.request.find(Part::UserAgent));
+        text(out, key_quote!("targetGroupArn"), self.target_group_arn.as_deref());
+        text(out, key_quote!("listenerId"), self.listener_id.as_deref());
+        known(out, key_quote!("listenerType"), self.listener_type);
+        raw(out, key_quote!("requestMethod"), self.request.find(Part::Method));
+        raw(out, key_quote!("requestPath"), self.request.find(Part::Path));
+        known(out, key_quote!("protocol"), self.protocol);
+        raw(out, key_quote!("hostHeader"), self.request.find(Part::Host));
+        text(out, key_quote!("serverNameIndication"), self.server_name_indication.as_deref());
+        raw(out, key_quote!("userAgent"), self.request.find(Part::UserAgent));
         number(out, key!("responseCode"), self.response_code.into());
         number(out, key!("bytesReceived"), self.bytes_received);
         number(out, key!("bytesSent"), self.bytes_sent);
         number(out, key!("duration"), self.duration);
         number(out, key!("requestToTargetDuration"), self.request_to_target_duration);
         number(out, key!("responseFromTargetDuration"), self.response_from_target_duration);
-        text(out, key!("sslCipher"), Some(self.ssl_cipher));
-        text(out, key!("tlsVersion"), Some(self.tls_version));
-        text(out, key!("authDeniedReason"), Some(self.auth_denied_reason));
-        text(out, key!("failureReason"), Some(self.failure_reason));
+        known(out, key_quote!("sslCipher"), self.ssl_cipher);
+        known(out, key_quote!("tlsVersion"), self.tls_version);
+        known(out, key_quote!("authDeniedReason"), self.auth_denied_reason);
+        known(out, key_quote!("failureReason"), self.failure_reason);
         let principal = self.caller.as_ref().map(|c| c.principal.arn());
-        text(out, key!("resolvedUser"), principal);
-        text(out, key!("callerPrincipal"), principal);
-        text(out, key!("callerPrincipalOrgID"), self.caller.as_ref().map(|c| c.organization_id.as_str()));
-        // Listeners take no client certificates: the caller's X.509 fields are always `-`.
-        for name in [
-            key!("callerX509IssuerOU"),
-            key!("callerX509SubjectCN"),
-            key!("callerX509SANNameCN"),
-            key!("callerX509SANDNS"),
-            key!("callerX509SANURI"),
-        ] {
-            text(out, name, None);
-        }
-        text(out, key!("requestId"), Some(std::str::from_utf8(&self.request_id.0).unwrap_or("-")));
-        raw(out, key!("traceparent"), self.request.find(Part::Traceparent));
+        text(out, key_quote!("resolvedUser"), principal);
+        text(out, key_quote!("callerPrincipal"), principal);
+        text(out, key_quote!("callerPrincipalOrgID"), self.caller.as_ref().map(|c| c.organization_id.as_str()));
+        out.extend_from_slice(NO_X509);
+        // The proxy's own request ids are a UUID's hex digits and dashes: nothing to escape.
+        out.extend_from_slice(key_quote!("requestId"));
+        out.extend_from_slice(&self.request_id.0);
+        out.push(b'"');
+        raw(out, key_quote!("traceparent"), self.request.find(Part::Traceparent));
         out.push(b'}');
     }
 }
@@ -125,20 +133,32 @@ impl Clock {
     }
 }
 
-/// A string field, `-` when absent.
+/// A string field, `-` when absent (`key` ends in the opening quote).
 fn text(out: &mut Vec<u8>, key: &[u8], value: Option<&str>) {
     out.extend_from_slice(key);
-    string(out, value.unwrap_or("-"));
+    string_body(out, value.unwrap_or("-"));
+    out.push(b'"');
 }
 
-/// A string field from bytes a request sent, `-` when absent.
+/// A string field whose value is one of the proxy's own names (a protocol, a cipher suite, a
+/// reason): text with nothing to escape, copied as it is.
+fn known(out: &mut Vec<u8>, key: &[u8], value: &'static str) {
+    debug_assert!(value.bytes().all(|b| ESCAPE[usize::from(b)] == 0), "{value:?} needs escaping");
+    out.extend_from_slice(key);
+    out.extend_from_slice(value.as_bytes());
+    out.push(b'"');
+}
+
+/// A string field from bytes a request sent, `-` when absent (`key` ends in the opening
+/// quote).
 fn raw(out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
     out.extend_from_slice(key);
     match value.map(std::str::from_utf8) {
-        None => string(out, "-"),
-        Some(Ok(s)) => string(out, s),
-        Some(Err(_)) => string(out, &String::from_utf8_lossy(value.unwrap_or_default())),
+        None => string_body(out, "-"),
+        Some(Ok(s)) => string_body(out, s),
+        Some(Err(_)) => string_body(out, &String::from_utf8_lossy(value.unwrap_or_default())),
     }
+    out.push(b'"');
 }
 
 /// An address field as `ip:port`, `-` when absent.
@@ -171,22 +191,27 @@ fn number(out: &mut Vec<u8>, key: &[u8], value: u64) {
     write_decimal(out, value);
 }
 
-/// Appends `s` as a JSON string. Eight bytes at a time are checked for one that needs an
-/// escape; a string with none (nearly every one) is copied whole.
+/// Appends `s` as a JSON string.
 fn string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    string_body(out, s);
+    out.push(b'"');
+}
+
+/// Appends `s` as the inside of a JSON string. Eight bytes at a time are checked for one that
+/// needs an escape; a string with none (nearly every one) is copied whole.
+fn string_body(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     let mut words = bytes.chunks_exact(8);
     let escapes = words.by_ref().any(|w| needs_escape(u64::from_ne_bytes(w.try_into().unwrap_or([0; 8]))))
         // The last few bytes one by one (gathering them into a word would cost a stalled
         // load).
         || words.remainder().iter().any(|&b| ESCAPE[usize::from(b)] != 0);
-    out.push(b'"');
     if escapes {
         escaped(out, bytes);
     } else {
         out.extend_from_slice(bytes);
     }
-    out.push(b'"');
 }
 
 /// Appends `bytes` with each byte that needs it escaped, runs of bytes that do not copied whole.
