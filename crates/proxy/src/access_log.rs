@@ -2,23 +2,26 @@
 //! access log subscription applies to, and the writer that appends records to their
 //! destinations' files under the data directory (layout: `trellis_model::access_log`).
 //!
-//! The request path never waits on the writer: a record goes into a bounded channel with
-//! `try_send`, and when the writer has fallen behind (a slow disk, a destination that blocks)
-//! the record is dropped and counted (`trellis_access_log_records_dropped_total`), never queued
-//! without bound. The writer is a thread of its own (file I/O blocks). Every 20 ms it takes what
-//! queued up, writes each record once as a line of JSON into one buffer (`line.rs`), appends
-//! the lines to their destinations (one write per destination and batch), rotates a file past
-//! its size limit (`<node>.log` → `<node>.log.1` …, keeping a fixed number), and keeps the
-//! newest records in memory for `GET /_trellis/access-logs` (the batches themselves, not a copy
-//! per record). Records are per node.
+//! The request path never waits on the writer. A record is written as its line of JSON
+//! (`line.rs`) where the request ends, while what it copies is still in the worker's cache, into
+//! a buffer of the worker thread's own, then appended to the pending batch under a lock held
+//! for that copy only (so lines keep the order requests ended in); when the writer has fallen
+//! behind (a slow disk, a destination that blocks) and `queue` lines are pending already, the
+//! record is dropped and counted (`trellis_access_log_records_dropped_total`), never queued
+//! without bound. The writer is a thread of its own (file I/O blocks). Every 20 ms it swaps
+//! the pending batch for an empty one, appends the lines to their destinations (one write per
+//! destination and batch),
+//! rotates a file past its size limit (`<node>.log` → `<node>.log.1` …, keeping a fixed
+//! number), and keeps the newest records in memory for `GET /_trellis/access-logs` (the batches
+//! themselves, not a copy per record). When a round finds nothing it sleeps until a record
+//! comes. Records are per node.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use trellis_model::iam::Identity;
@@ -38,7 +41,7 @@ pub struct AccessLogConfig {
     pub max_file_bytes: u64,
     /// Rotated files kept per destination (older ones are deleted).
     pub keep_files: usize,
-    /// Records waiting for the writer at most; more are dropped.
+    /// Records waiting for the writer at most, per worker thread; more are dropped.
     pub queue: usize,
     /// Newest records kept in memory for `GET /_trellis/access-logs`.
     pub recent: usize,
@@ -126,17 +129,35 @@ const WRITER_NICE: i32 = 5;
 /// How long the writer lets records gather before it takes them.
 const BATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// A record on its way to the writer.
-struct Job {
-    destinations: Arc<[PathBuf]>,
-    service_id: Arc<str>,
-    entry: Entry,
-}
-
 /// The request path's end of the writer.
 pub(crate) struct AccessLog {
-    tx: SyncSender<Job>,
+    shared: Arc<Shared>,
     recent: Arc<Mutex<Recent>>,
+    /// The writer thread, to wake when records come to an idle writer or the log closes.
+    writer: Option<std::thread::Thread>,
+}
+
+/// What the request path and the writer share.
+struct Shared {
+    /// The lines waiting for the writer.
+    pending: Mutex<Batch>,
+    /// Lines pending at most.
+    queue: usize,
+    /// The writer found nothing in its last round and sleeps until woken.
+    idle: AtomicBool,
+    /// The log is closed: the writer takes what is pending and stops.
+    closed: AtomicBool,
+}
+
+/// A worker thread's buffer for the line it writes, with its clock.
+#[derive(Default)]
+struct Scratch {
+    line: Vec<u8>,
+    clock: line::Clock,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
 /// The records the writer took in one round, as text: one JSON object a line, each line
@@ -186,31 +207,66 @@ impl LogRoute {
 impl AccessLog {
     /// Starts the writer thread.
     pub(crate) fn start(config: AccessLogConfig, stats: Arc<ProcessStats>) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel(config.queue.max(1));
+        let shared = Arc::new(Shared {
+            pending: Mutex::default(),
+            queue: config.queue.max(1),
+            idle: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        });
         let recent = Arc::new(Mutex::new(Recent::default()));
         let writer = Writer {
             config,
             stats,
+            shared: shared.clone(),
             recent: recent.clone(),
             files: HashMap::new(),
             failing: HashSet::new(),
-            clock: line::Clock::default(),
+            hint: (0, 0),
         };
-        let spawned = std::thread::Builder::new().name("access-log".into()).spawn(move || writer.run(rx));
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the access log writer; records will be dropped");
-        }
-        Self { tx, recent }
+        let spawned = std::thread::Builder::new().name("access-log".into()).spawn(move || writer.run());
+        let writer = match spawned {
+            Ok(handle) => Some(handle.thread().clone()),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the access log writer; records will be dropped");
+                // Nothing takes the pending records: once full, each new one is dropped.
+                None
+            }
+        };
+        Self { shared, recent, writer }
     }
 
-    /// Hands a record to the writer, or counts it dropped when the writer is behind.
+    /// Writes a record's line for the writer to take, or counts it dropped when the writer is
+    /// behind.
     pub(crate) fn send(&self, route: &LogRoute, entry: Entry, stats: &ProcessStats) {
-        let job = Job { destinations: route.destinations.clone(), service_id: route.service_id.clone(), entry };
-        match self.tx.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                stats.log_dropped.fetch_add(1, Ordering::Relaxed);
+        let added = SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let Scratch { line, clock } = &mut *scratch;
+            line.clear();
+            entry.write_line(line, clock);
+            line.push(b'\n');
+            let mut pending = self.shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.lines.len() >= self.shared.queue {
+                return false;
             }
+            pending.text.extend_from_slice(line);
+            let end = pending.text.len();
+            pending.lines.push(Line {
+                destinations: route.destinations.clone(),
+                service_id: route.service_id.clone(),
+                end,
+            });
+            true
+        });
+        if !added {
+            stats.log_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // A writer that found nothing sleeps: the first record after wakes it.
+        if self.shared.idle.load(Ordering::SeqCst)
+            && self.shared.idle.swap(false, Ordering::SeqCst)
+            && let Some(writer) = &self.writer
+        {
+            writer.unpark();
         }
     }
 
@@ -230,6 +286,15 @@ impl AccessLog {
             out.push_str(&String::from_utf8_lossy(line));
         }
         out
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        if let Some(writer) = &self.writer {
+            writer.unpark();
+        }
     }
 }
 
@@ -277,17 +342,19 @@ impl Recent {
 struct Writer {
     config: AccessLogConfig,
     stats: Arc<ProcessStats>,
+    shared: Arc<Shared>,
     recent: Arc<Mutex<Recent>>,
     files: HashMap<PathBuf, Open>,
     /// Destinations whose last write failed.
     failing: HashSet<PathBuf>,
-    clock: line::Clock,
+    /// The last round's size (text bytes and lines), with some room to grow.
+    hint: (usize, usize),
 }
 
 // === impl Writer ===
 
 impl Writer {
-    fn run(mut self, rx: Receiver<Job>) {
+    fn run(mut self) {
         // Requests come before their records: where the writer shares a busy core with a
         // worker, its round of file work waits for the worker instead of stalling requests
         // behind it (at nice 5 it still gets a quarter of a contended core, several times what
@@ -296,56 +363,70 @@ impl Writer {
         if let Err(e) = rustix::process::nice(WRITER_NICE) {
             tracing::debug!(error = %e, "cannot lower the access log writer's priority");
         }
-        // A batch's text is about 1 KiB a record: sized from the last one, it is not grown by
-        // doubling. The buffers of a batch the recent records no longer keep are used again
-        // (fresh ones would cost a page fault every 4 KiB).
-        let mut hint = (0, 0);
+        // A round's batches are swapped for spare ones of about their size; the buffers of a
+        // batch the recent records no longer keep are used again (fresh ones would cost a page
+        // fault every 4 KiB).
         let mut spare: Vec<Batch> = Vec::with_capacity(SPARE_BATCHES);
-        // Waits for a record only when idle; while busy it takes what queued up every
-        // `BATCH_EVERY`, so that a request's `try_send` almost never has a sleeping writer to
-        // wake (a futex call and a context switch per request), and files are written in
-        // batches: one write per destination and batch.
-        while let Ok(job) = rx.recv() {
-            let mut batch = match spare.pop() {
-                Some(mut batch) => {
-                    batch.text.clear();
-                    batch.lines.clear();
-                    // Grown once to the last round's size if smaller, not by doubling.
-                    batch.text.reserve(hint.0);
-                    batch.lines.reserve(hint.1);
-                    batch
+        loop {
+            // The round of records that gathered while the last one was written (or while
+            // the writer slept); when there were none, sleep until a record comes.
+            let closed = self.shared.closed.load(Ordering::SeqCst);
+            let batch = match self.take(&mut spare) {
+                Some(batch) => batch,
+                None if closed => break,
+                None => {
+                    // Said idle before looking again, so that a record written after this
+                    // look finds the flag and wakes the writer.
+                    self.shared.idle.store(true, Ordering::SeqCst);
+                    let batch = self.take(&mut spare);
+                    self.shared.idle.store(batch.is_none(), Ordering::SeqCst);
+                    match batch {
+                        Some(batch) => batch,
+                        None => {
+                            std::thread::park();
+                            self.shared.idle.store(false, Ordering::SeqCst);
+                            continue;
+                        }
+                    }
                 }
-                None => Batch { text: Vec::with_capacity(hint.0), lines: Vec::with_capacity(hint.1) },
             };
-            self.take(&mut batch, job);
-            std::thread::sleep(BATCH_EVERY);
-            // At most a queue's worth a round, so that a batch stays bounded.
-            while batch.lines.len() < self.config.queue
-                && let Ok(job) = rx.try_recv()
-            {
-                self.take(&mut batch, job);
-            }
-            hint = (batch.text.len() + batch.text.len() / 8, batch.lines.len());
             self.write(&batch);
-            self.flush();
             let written = batch.lines.len() as u64;
             // Readers of the recent records find them in the files too.
             if self.config.recent > 0 {
                 let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
                 recent.push(batch, self.config.recent, &mut spare);
-            } else {
+            } else if spare.len() < SPARE_BATCHES {
                 spare.push(batch);
             }
             self.stats.log_written.fetch_add(written, Ordering::Relaxed);
+            self.flush();
+            if !closed {
+                std::thread::sleep(BATCH_EVERY);
+            }
         }
         self.flush();
     }
 
-    /// Adds a record's line to the batch.
-    fn take(&mut self, batch: &mut Batch, job: Job) {
-        job.entry.write_line(&mut batch.text, &mut self.clock);
-        batch.text.push(b'\n');
-        batch.lines.push(Line { destinations: job.destinations, service_id: job.service_id, end: batch.text.len() });
+    /// Takes the pending batch, if it has lines, leaving an empty one in its place: a spare
+    /// (or new) one made ready before the lock is taken, with room for as much as the last
+    /// round had (grown once, not by doubling).
+    fn take(&mut self, spare: &mut Vec<Batch>) -> Option<Batch> {
+        let mut empty = spare.pop().unwrap_or_default();
+        empty.text.clear();
+        empty.lines.clear();
+        empty.text.reserve(self.hint.0);
+        empty.lines.reserve(self.hint.1);
+        let mut pending = self.shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.lines.is_empty() {
+            drop(pending);
+            spare.push(empty);
+            return None;
+        }
+        let batch = std::mem::replace(&mut *pending, empty);
+        drop(pending);
+        self.hint = (batch.text.len() + batch.text.len() / 8, batch.lines.len() + batch.lines.len() / 8);
+        Some(batch)
     }
 
     /// Appends a batch's lines to their destinations: each run of lines bound to the same
@@ -570,6 +651,72 @@ mod tests {
         assert_eq!(ids, [padded(97), padded(98), padded(99)]);
         assert_eq!(log.recent(Some("svc-2"), 3), "");
         assert_eq!(log.recent(Some("svc-1"), 100).lines().count(), 5);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_idle_writer_wakes_for_a_record_and_a_closed_log_writes_what_is_pending() {
+        let dir = tempfile_dir();
+        let stats = Arc::new(ProcessStats::default());
+        let log = AccessLog::start(config(&dir), stats.clone());
+        let r = route(&["a"]);
+        // Long enough for the writer to find nothing and sleep.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(log.shared.idle.load(Ordering::SeqCst), "the writer sleeps while there is nothing");
+        log.send(&r, Entry::default(), &stats);
+        wait_written(&stats, 1);
+        // Records from several threads, then the log closes at once: all are written.
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..25 {
+                        log.send(&r, Entry::default(), &stats);
+                    }
+                });
+            }
+        });
+        drop(log);
+        wait_written(&stats, 101);
+        let written = std::fs::read_to_string(dir.join("a").join("n1.log")).unwrap_or_default();
+        let rotated = std::fs::read_to_string(dir.join("a").join("n1.log.1")).unwrap_or_default();
+        assert!(written.lines().count() + rotated.lines().count() > 0);
+        assert_eq!(stats.log_dropped.load(Ordering::Relaxed), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_writer_stuck_on_its_destination_drops_what_the_pending_batch_cannot_hold() {
+        let dir = tempfile_dir();
+        // A FIFO nobody reads: opening it for writing blocks the writer.
+        std::fs::create_dir_all(dir.join("a")).unwrap();
+        let fifo = dir.join("a").join("n1.log");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        let stats = Arc::new(ProcessStats::default());
+        let log = AccessLog::start(AccessLogConfig { queue: 10, ..config(&dir) }, stats.clone());
+        let r = route(&["a"]);
+        log.send(&r, Entry::default(), &stats);
+        // Taken by the writer, which is now stuck opening the FIFO.
+        for _ in 0..500 {
+            if log.shared.pending.lock().unwrap().lines.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(log.shared.pending.lock().unwrap().lines.is_empty(), "the writer takes the first record");
+        for _ in 0..15 {
+            log.send(&r, Entry::default(), &stats);
+        }
+        assert_eq!(log.shared.pending.lock().unwrap().lines.len(), 10);
+        assert_eq!(stats.log_dropped.load(Ordering::Relaxed), 5);
+        // Unstick the writer (a reader opens the FIFO), and let it go.
+        let reader = std::thread::spawn(move || {
+            let mut f = File::open(&fifo).unwrap();
+            std::io::copy(&mut f, &mut std::io::sink()).unwrap()
+        });
+        drop(log);
+        wait_written(&stats, 11);
+        assert!(reader.join().unwrap() > 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
