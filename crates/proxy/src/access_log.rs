@@ -3,18 +3,17 @@
 //! destinations' files under the data directory (layout: `trellis_model::access_log`).
 //!
 //! The request path never waits on the writer. A record is written as its line of JSON
-//! (`line.rs`) where the request ends, while what it copies is still in the worker's cache, into
-//! a buffer of the worker thread's own, then appended to the pending batch under a lock held
-//! for that copy only (so lines keep the order requests ended in); when the writer has fallen
-//! behind (a slow disk, a destination that blocks) and `queue` lines are pending already, the
-//! record is dropped and counted (`trellis_access_log_records_dropped_total`), never queued
-//! without bound. The writer is a thread of its own (file I/O blocks). Every 20 ms it swaps
-//! the pending batch for an empty one, appends the lines to their destinations (one write per
-//! destination and batch),
-//! rotates a file past its size limit (`<node>.log` → `<node>.log.1` …, keeping a fixed
-//! number), and keeps the newest records in memory for `GET /_trellis/access-logs` (the batches
-//! themselves, not a copy per record). When a round finds nothing it sleeps until a record
-//! comes. Records are per node.
+//! (`line.rs`) where the request ends, while what it copies is still in the worker's cache,
+//! straight into the pending batch, under a lock held for that line's writing (a few hundred
+//! nanoseconds; lines keep the order requests ended in); when the writer has fallen behind (a
+//! slow disk, a destination that blocks) and `queue` lines are pending already, the record is
+//! dropped and counted (`trellis_access_log_records_dropped_total`), never queued without
+//! bound. The writer is a thread of its own (file I/O blocks). Every 20 ms it swaps the pending
+//! batch for an empty one, appends the lines to their destinations (one write per destination
+//! and batch), rotates a file past its size limit (`<node>.log` → `<node>.log.1` …, keeping a
+//! fixed number), and keeps the newest records in memory for `GET /_trellis/access-logs` (the
+//! batches themselves, not a copy per record). When a round finds nothing it sleeps until a
+//! record comes. Records are per node.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -41,7 +40,7 @@ pub struct AccessLogConfig {
     pub max_file_bytes: u64,
     /// Rotated files kept per destination (older ones are deleted).
     pub keep_files: usize,
-    /// Records waiting for the writer at most, per worker thread; more are dropped.
+    /// Records waiting for the writer at most; more are dropped.
     pub queue: usize,
     /// Newest records kept in memory for `GET /_trellis/access-logs`.
     pub recent: usize,
@@ -140,7 +139,7 @@ pub(crate) struct AccessLog {
 /// What the request path and the writer share.
 struct Shared {
     /// The lines waiting for the writer.
-    pending: Mutex<Batch>,
+    pending: Mutex<Pending>,
     /// Lines pending at most.
     queue: usize,
     /// The writer found nothing in its last round and sleeps until woken.
@@ -149,15 +148,11 @@ struct Shared {
     closed: AtomicBool,
 }
 
-/// A worker thread's buffer for the line it writes, with its clock.
+/// The lines waiting for the writer, and the clock their times are written with.
 #[derive(Default)]
-struct Scratch {
-    line: Vec<u8>,
+struct Pending {
+    batch: Batch,
     clock: line::Clock,
-}
-
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
 /// The records the writer took in one round, as text: one JSON object a line, each line
@@ -238,28 +233,22 @@ impl AccessLog {
     /// Writes a record's line for the writer to take, or counts it dropped when the writer is
     /// behind.
     pub(crate) fn send(&self, route: &LogRoute, entry: Entry, stats: &ProcessStats) {
-        let added = SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let Scratch { line, clock } = &mut *scratch;
-            line.clear();
-            entry.write_line(line, clock);
-            line.push(b'\n');
+        {
             let mut pending = self.shared.pending.lock().unwrap_or_else(|p| p.into_inner());
-            if pending.lines.len() >= self.shared.queue {
-                return false;
+            if pending.batch.lines.len() >= self.shared.queue {
+                drop(pending);
+                stats.log_dropped.fetch_add(1, Ordering::Relaxed);
+                return;
             }
-            pending.text.extend_from_slice(line);
-            let end = pending.text.len();
-            pending.lines.push(Line {
+            let Pending { batch, clock } = &mut *pending;
+            entry.write_line(&mut batch.text, clock);
+            batch.text.push(b'\n');
+            let end = batch.text.len();
+            batch.lines.push(Line {
                 destinations: route.destinations.clone(),
                 service_id: route.service_id.clone(),
                 end,
             });
-            true
-        });
-        if !added {
-            stats.log_dropped.fetch_add(1, Ordering::Relaxed);
-            return;
         }
         // A writer that found nothing sleeps: the first record after wakes it.
         if self.shared.idle.load(Ordering::SeqCst)
@@ -418,12 +407,12 @@ impl Writer {
         empty.text.reserve(self.hint.0);
         empty.lines.reserve(self.hint.1);
         let mut pending = self.shared.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.lines.is_empty() {
+        if pending.batch.lines.is_empty() {
             drop(pending);
             spare.push(empty);
             return None;
         }
-        let batch = std::mem::replace(&mut *pending, empty);
+        let batch = std::mem::replace(&mut pending.batch, empty);
         drop(pending);
         self.hint = (batch.text.len() + batch.text.len() / 8, batch.lines.len() + batch.lines.len() / 8);
         Some(batch)
@@ -698,16 +687,16 @@ mod tests {
         log.send(&r, Entry::default(), &stats);
         // Taken by the writer, which is now stuck opening the FIFO.
         for _ in 0..500 {
-            if log.shared.pending.lock().unwrap().lines.is_empty() {
+            if log.shared.pending.lock().unwrap().batch.lines.is_empty() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        assert!(log.shared.pending.lock().unwrap().lines.is_empty(), "the writer takes the first record");
+        assert!(log.shared.pending.lock().unwrap().batch.lines.is_empty(), "the writer takes the first record");
         for _ in 0..15 {
             log.send(&r, Entry::default(), &stats);
         }
-        assert_eq!(log.shared.pending.lock().unwrap().lines.len(), 10);
+        assert_eq!(log.shared.pending.lock().unwrap().batch.lines.len(), 10);
         assert_eq!(stats.log_dropped.load(Ordering::Relaxed), 5);
         // Unstick the writer (a reader opens the FIFO), and let it go.
         let reader = std::thread::spawn(move || {

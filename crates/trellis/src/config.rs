@@ -147,8 +147,8 @@ pub struct RawProxy {
     pub access_log_max_file_bytes: Option<u64>,
     /// Rotated access log files kept per destination (default 4).
     pub access_log_keep_files: Option<usize>,
-    /// Access log records waiting for the writer at most, per proxy worker thread; more are
-    /// dropped and counted (default 8192).
+    /// Access log records waiting for the writer at most; more are dropped and counted
+    /// (default 8192).
     pub access_log_queue: Option<usize>,
 }
 
