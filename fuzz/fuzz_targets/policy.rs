@@ -9,14 +9,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trellis_model::policy::{self, Caller, Keys, Policy, Request};
+use trellis_model::policy::{self, Caller, Key, Keys, Policy, Request};
 
 struct Pairs<'a>(Vec<(&'a str, &'a str)>);
 
 impl Keys for Pairs<'_> {
-    fn visit(&self, key: &str, each: &mut dyn FnMut(&str)) {
+    fn visit(&self, key: &Key, each: &mut dyn FnMut(&str)) {
         for (k, v) in &self.0 {
-            if k.eq_ignore_ascii_case(key) {
+            if k.eq_ignore_ascii_case(&key.name) {
                 each(v);
             }
         }
