@@ -219,10 +219,9 @@ async fn forward(
         Some(a) => a.as_str().as_bytes(),
         None => req.headers().get(HOST).map(HeaderValue::as_bytes).ok_or(ProxyError::new(ErrorKind::BadHost))?,
     };
-    let mut host_buf = [0u8; MAX_HOST];
-    let host = request::host_name(raw, &mut host_buf).ok_or(ProxyError::new(ErrorKind::BadHost))?;
-    // Route.
-    let Located { vpc, reach, listener, port } = request::locate(&ctx.conn, &routes, host)?;
+    // Route (in a function of its own, so that the name's buffer is not kept in this future's
+    // state across its awaits).
+    let Located { vpc, reach, listener, port } = locate(&ctx.conn, &routes, raw)?;
     note.begin(ctx, vpc, reach, listener, &req, request_id);
     // Auth policies, before the rules (spec §3.1), on the normal form of the path, which is
     // also what the target gets.
@@ -638,6 +637,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"] {
         headers.remove(name);
     }
+}
+
+/// The listener and service the lowercase form of `raw` (the request's host) names.
+fn locate<'r>(conn: &'r Conn, routes: &'r Routes, raw: &[u8]) -> Result<Located<'r>, ProxyError> {
+    let mut host_buf = [0u8; MAX_HOST];
+    let host = request::host_name(raw, &mut host_buf).ok_or(ProxyError::new(ErrorKind::BadHost))?;
+    request::locate(conn, routes, host)
 }
 
 /// Whether a request is gRPC (`content-type: application/grpc`, `+proto` and the like).
