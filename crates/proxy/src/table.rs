@@ -38,6 +38,9 @@ type TargetHeaders = Arc<[(String, Box<[u8]>)]>;
 /// to resist; measured, SipHash was about 3% of the proxy's user time).
 type FastMap<V> = HashMap<String, V, BuildHasherDefault<FastHasher>>;
 
+/// The same, keyed by IDs the snapshot shares (no copy per table).
+type SharedKeyMap<V> = HashMap<Arc<str>, V, BuildHasherDefault<FastHasher>>;
+
 /// FxHash's mixing, a word at a time.
 #[derive(Default)]
 pub(crate) struct FastHasher(u64);
@@ -95,7 +98,7 @@ pub(crate) struct VpcRoute {
     pub(crate) vpc_arn: Arc<str>,
     /// The account that owns the VPC (`vpc-lattice-svcs:SourceVpcOwnerAccount`).
     pub(crate) account: Box<str>,
-    reach: FastMap<ReachRoute>,
+    reach: SharedKeyMap<ReachRoute>,
     /// Lattice ports on which a service it reaches has an HTTPS or TLS_PASSTHROUGH listener.
     tls_ports: Vec<u16>,
     /// Lattice ports on which a service it reaches has an HTTP listener.
@@ -229,7 +232,7 @@ impl Routes {
     pub(crate) fn find(&self, vpc_id: &str, host: &str) -> Result<(&VpcRoute, &ReachRoute), ErrorKind> {
         let vpc = self.vpcs.get(vpc_id).ok_or(ErrorKind::UnknownHost)?;
         let id = self.snapshot.hosts.get(host).ok_or(ErrorKind::UnknownHost)?;
-        let reach = vpc.reach.get(id).ok_or(ErrorKind::UnknownHost)?;
+        let reach = vpc.reach.get(&**id).ok_or(ErrorKind::UnknownHost)?;
         Ok((vpc, reach))
     }
 
@@ -267,15 +270,15 @@ fn vpc_route<'s>(
         .iter()
         .filter_map(|(id, r)| {
             let service = snapshot.services.get(id)?;
-            let network_arn = r.service_network_arn.as_str();
+            let network_arn = &*r.service_network_arn;
             let (target_headers, obs) = labels
-                .entry((id.as_str(), network_arn))
+                .entry((&**id, network_arn))
                 .or_insert_with(|| {
                     let obs = route_obs(snapshot, service, &r.service_network_id, network_arn, telemetry);
                     (target_headers(snapshot, service, network_arn), Arc::new(obs))
                 })
                 .clone();
-            let (network, guarded) = (snapshot.iam.get(&r.service_network_id), snapshot.iam.get(id));
+            let (network, guarded) = (snapshot.iam.get(&*r.service_network_id), snapshot.iam.get(&**id));
             let auth = (network.is_some() || guarded.is_some()).then(|| {
                 Arc::new(AuthCheck {
                     network: network.cloned(),
@@ -286,7 +289,7 @@ fn vpc_route<'s>(
             });
             Some((id.clone(), ReachRoute { service: service.clone(), target_headers, auth, obs }))
         })
-        .collect::<FastMap<_>>();
+        .collect::<SharedKeyMap<_>>();
     let ports = |tls: bool| {
         let mut ports: Vec<u16> = reach
             .values()
@@ -327,7 +330,7 @@ fn route_obs(
             vpc_id: tg.vpc_id.as_deref().unwrap_or("-").into(),
         });
     }
-    let subscriptions = [network_id, service.id.as_str()]
+    let subscriptions = [network_id, &*service.id]
         .into_iter()
         .filter_map(|owner| snapshot.access_logs.get(owner))
         .flat_map(|subs| subs.iter())
@@ -342,7 +345,7 @@ fn route_obs(
     let log = (!destinations.is_empty()).then(|| LogRoute {
         destinations: destinations.into(),
         service_arn: service.arn.as_str().into(),
-        service_id: service.id.as_str().into(),
+        service_id: (&*service.id).into(),
         network_arn: network_arn.into(),
         listener_ids: service.listeners.values().map(|l| l.id.as_str().into()).collect(),
     });

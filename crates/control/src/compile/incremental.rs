@@ -189,20 +189,22 @@ pub(super) fn update(last: &mut Snapshot, model: &Model, index: &Index, mut dirt
         .any(|id| index.target_group_exists(id) != last.target_groups.contains_key(id) && index.uses.contains_key(id));
     if flipped {
         dirty.services.extend(index.services.keys().cloned());
-        dirty.services.extend(last.services.keys().cloned());
+        dirty.services.extend(last.services.keys().map(|id| id.to_string()));
     }
     let services_changed = !dirty.services.is_empty();
     for id in &dirty.services {
-        let was_served = last.services.contains_key(id);
+        let was_served = last.services.contains_key(id.as_str());
         match service(model, index, id) {
             Some(view) => {
-                last.services.insert(id.clone(), Arc::new(view));
+                // A new key, not the old one kept: the maps share the view's own ID.
+                last.services.remove(id.as_str());
+                last.services.insert(view.id.clone(), Arc::new(view));
             }
             None => {
-                last.services.remove(id);
+                last.services.remove(id.as_str());
             }
         }
-        dirty.vpcs |= was_served != last.services.contains_key(id);
+        dirty.vpcs |= was_served != last.services.contains_key(id.as_str());
     }
     for id in &dirty.target_groups {
         match target_group(model, index, id) {

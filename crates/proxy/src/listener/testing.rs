@@ -120,9 +120,9 @@ pub(crate) fn service(id: &str, host: &str, port: u16, default_action: Action) -
         default_action,
     };
     ServiceView {
-        id: id.to_owned(),
+        id: id.into(),
         arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}"),
-        dns_name: host.to_owned(),
+        dns_name: host.into(),
         custom_domain_name: None,
         certificate_arn: None,
         idle_timeout: Duration::from_secs(60),
@@ -209,7 +209,7 @@ impl Fixture {
 
     /// Adds a VPC reaching these services through `sn-1`.
     pub(crate) fn add_vpc(&mut self, id: &str, ingress: Option<IpAddr>, reach: &[&str]) {
-        let reach = reach.iter().map(|s| ((*s).to_owned(), sn_reach())).collect();
+        let reach = reach.iter().map(|s| ((*s).into(), sn_reach())).collect();
         let vpc = VpcView {
             peers: Vec::new(),
             vpc_id: id.to_owned(),
