@@ -215,7 +215,7 @@ impl<'m> Records<'m> {
             .values()
             .filter(|sn| sn.auth_type == AuthType::AwsIam)
             .map(|sn| sn.id.as_str())
-            .chain(self.services.values().filter(|s| s.auth_type == AuthType::AwsIam).map(|s| s.id.as_str()));
+            .chain(self.services.values().filter(|s| s.auth_type == AuthType::AwsIam).map(|s| &*s.id));
         let mut out = HashMap::new();
         for id in owners {
             let source = self.auth_policies.get(id).copied();
@@ -308,7 +308,7 @@ impl<'m> Records<'m> {
         let mut rules = self.rules.clone();
         let mut listeners: HashMap<&str, Vec<(&ListenerRec, Vec<&RuleRec>)>> = HashMap::new();
         for l in &self.listeners {
-            let rules = rules.remove(l.id.as_str()).unwrap_or_default();
+            let rules = rules.remove(&*l.id).unwrap_or_default();
             mark_in_use(tgs, rules.iter().map(|r| &r.action).chain([&l.default_action]));
             if associated.contains(l.service_id.as_str()) {
                 listeners.entry(l.service_id.as_str()).or_default().push((l, rules));
@@ -377,9 +377,9 @@ fn service_view(
 ) -> ServiceView {
     let seconds = svc.idle_timeout_seconds.filter(|s| *s > 0).unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS);
     ServiceView {
-        id: svc.id.as_str().into(),
+        id: svc.id.clone(),
         arn: svc.arn.clone(),
-        dns_name: svc.dns_name.to_ascii_lowercase().into(),
+        dns_name: lowercase(&svc.dns_name),
         custom_domain_name: svc.custom_domain_name.as_ref().map(|c| c.to_ascii_lowercase().into()),
         certificate_arn: svc.certificate_arn.clone().filter(|c| !c.is_empty()),
         idle_timeout: Duration::from_secs(u64::from(seconds)),
@@ -409,6 +409,11 @@ fn target_group_view(
         in_use,
         targets: targets.iter().map(|t| target_view(t)).collect(),
     }
+}
+
+/// `name` in lowercase: the same string when it already is (generated names are).
+fn lowercase(name: &Arc<str>) -> Arc<str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) { name.to_ascii_lowercase().into() } else { name.clone() }
 }
 
 /// Whether an association in this status carries traffic: an active one does, and so does one

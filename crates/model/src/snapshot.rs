@@ -117,10 +117,10 @@ pub struct Reach {
 /// A service and its listeners.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceView {
-    /// `svc-…` (shared with the snapshot's maps).
+    /// `svc-…` (shared with the snapshot's maps and the compiler's record).
     pub id: Arc<str>,
-    /// Its ARN.
-    pub arn: String,
+    /// Its ARN (shared with the compiler's record).
+    pub arn: Arc<str>,
     /// Its generated DNS name (lowercase; shared with [`Snapshot::hosts`]).
     pub dns_name: Arc<str>,
     /// Its custom domain name (lowercase), if any (shared the same way).
@@ -142,10 +142,10 @@ pub struct Listeners(Vec<ListenerView>);
 /// A listener: its protocol, its rules in evaluation order, and its default action.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerView {
-    /// `listener-…`.
-    pub id: String,
-    /// Its ARN.
-    pub arn: String,
+    /// `listener-…` (shared with the compiler's record).
+    pub id: Arc<str>,
+    /// Its ARN (shared the same way).
+    pub arn: Arc<str>,
     /// HTTP, HTTPS or TLS_PASSTHROUGH.
     pub protocol: ListenerProtocol,
     /// The port it listens on.

@@ -211,7 +211,7 @@ fn service(id: &str, name: &str, custom: &str) -> (Arc<str>, Arc<ServiceView>) {
     let suffix = id.trim_start_matches("svc-");
     let view = ServiceView {
         id: id.into(),
-        arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}"),
+        arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}").into(),
         dns_name: format!("{name}-{suffix}.7d67968.vpc-lattice-svcs.us-east-1.on.aws").into(),
         custom_domain_name: Some(custom.into()),
         certificate_arn: None,

@@ -284,7 +284,7 @@ fn vpc_route<'s>(
                     network: network.cloned(),
                     service: guarded.cloned(),
                     network_arn: network_arn.to_owned(),
-                    service_arn: service.arn.clone(),
+                    service_arn: service.arn.to_string(),
                 })
             });
             Some((id.clone(), ReachRoute { service: service.clone(), target_headers, auth, obs }))
@@ -344,10 +344,10 @@ fn route_obs(
     }
     let log = (!destinations.is_empty()).then(|| LogRoute {
         destinations: destinations.into(),
-        service_arn: service.arn.as_str().into(),
+        service_arn: (&*service.arn).into(),
         service_id: (&*service.id).into(),
         network_arn: network_arn.into(),
-        listener_ids: service.listeners.values().map(|l| l.id.as_str().into()).collect(),
+        listener_ids: service.listeners.values().map(|l| (&*l.id).into()).collect(),
     });
     RouteObs { stats, groups: groups.into(), log }
 }

@@ -18,9 +18,15 @@ use super::model::Model;
 use super::records::{ListenerRec, Rec, RuleRec, TargetRec, split_resource};
 use super::{hosts, serves, service_view, target_group_view};
 
-/// Keys by ID, each list sorted (key order). Most lists hold one key: a sorted `Vec` of
-/// shared keys is a fraction of a `BTreeSet`'s size.
-type Keys = HashMap<String, Vec<Arc<str>>>;
+/// Keys by ID, each list sorted (key order).
+type Keys = HashMap<Box<str>, KeyList>;
+
+/// The sorted keys of one ID. Nearly every list holds one key, kept inline (a `Vec` would be
+/// one more allocation per ID, three per service).
+enum KeyList {
+    One(Arc<str>),
+    Many(Vec<Arc<str>>),
+}
 
 /// Where the records each view is made of are.
 #[derive(Default)]
@@ -84,17 +90,16 @@ impl Index {
     fn touch(&mut self, key: &Arc<str>, rec: &Rec, dirty: &mut Dirty, add: bool) {
         let keys = |map: &mut Keys, id: &str| {
             if add {
-                let list = map.entry(id.to_owned()).or_insert_with(|| Vec::with_capacity(1));
-                if let Err(at) = list.binary_search(key) {
-                    list.insert(at, key.clone());
+                match map.get_mut(id) {
+                    Some(list) => list.insert(key),
+                    None => {
+                        map.insert(id.into(), KeyList::One(key.clone()));
+                    }
                 }
-            } else if let Some(list) = map.get_mut(id) {
-                if let Ok(at) = list.binary_search(key) {
-                    list.remove(at);
-                }
-                if list.is_empty() {
-                    map.remove(id);
-                }
+            } else if let Some(list) = map.get_mut(id)
+                && list.remove(key)
+            {
+                map.remove(id);
             }
         };
         match rec {
@@ -109,7 +114,7 @@ impl Index {
             Rec::Service(s) => {
                 dirty.auth = true;
                 keys(&mut self.services, &s.id);
-                dirty.services.insert(s.id.clone());
+                dirty.services.insert(s.id.to_string());
             }
             Rec::ServiceAssociation(a) => {
                 if serves(a.status) {
@@ -123,7 +128,7 @@ impl Index {
                 keys(&mut self.listener_ids, &l.id);
                 self.count_uses(&l.default_action, add, dirty);
                 dirty.services.insert(l.service_id.clone());
-                dirty.listener_ids.insert(l.id.clone());
+                dirty.listener_ids.insert(l.id.to_string());
             }
             Rec::Rule(r) => {
                 keys(&mut self.rules, &r.listener_id);
@@ -160,6 +165,65 @@ impl Index {
     }
 }
 
+// === impl KeyList ===
+
+impl KeyList {
+    /// Adds `key` in order (once).
+    fn insert(&mut self, key: &Arc<str>) {
+        match self {
+            Self::One(one) if one == key => {}
+            Self::One(one) => {
+                let mut list = vec![one.clone(), key.clone()];
+                list.sort();
+                *self = Self::Many(list);
+            }
+            Self::Many(list) => {
+                if let Err(at) = list.binary_search(key) {
+                    list.insert(at, key.clone());
+                }
+            }
+        }
+    }
+
+    /// Removes `key`; whether the list is now empty.
+    fn remove(&mut self, key: &Arc<str>) -> bool {
+        match self {
+            Self::One(one) => one == key,
+            Self::Many(list) => {
+                if let Ok(at) = list.binary_search(key) {
+                    list.remove(at);
+                }
+                if list.len() == 1
+                    && let Some(last) = list.pop()
+                {
+                    *self = Self::One(last);
+                }
+                matches!(self, Self::Many(list) if list.is_empty())
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for KeyList {
+    type Target = [Arc<str>];
+
+    fn deref(&self) -> &[Arc<str>] {
+        match self {
+            Self::One(key) => std::slice::from_ref(key),
+            Self::Many(keys) => keys,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a KeyList {
+    type Item = &'a Arc<str>;
+    type IntoIter = std::slice::Iter<'a, Arc<str>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
 /// Moves a counter up or down, forgetting it at zero.
 fn count(map: &mut HashMap<String, usize>, id: &str, add: bool) {
     if add {
@@ -175,7 +239,7 @@ fn count(map: &mut HashMap<String, usize>, id: &str, add: bool) {
 /// Remakes the views of `last` that the changes marked in `dirty` touch.
 pub(super) fn update(last: &mut Snapshot, model: &Model, index: &Index, mut dirty: Dirty) {
     for id in &dirty.listener_ids {
-        for key in index.listener_ids.get(id).into_iter().flatten() {
+        for key in index.listener_ids.get(id.as_str()).into_iter().flatten() {
             if let Some(Rec::Listener(l)) = model.get(key) {
                 dirty.services.insert(l.service_id.clone());
             }
@@ -188,7 +252,7 @@ pub(super) fn update(last: &mut Snapshot, model: &Model, index: &Index, mut dirt
         .iter()
         .any(|id| index.target_group_exists(id) != last.target_groups.contains_key(id) && index.uses.contains_key(id));
     if flipped {
-        dirty.services.extend(index.services.keys().cloned());
+        dirty.services.extend(index.services.keys().map(|id| id.to_string()));
         dirty.services.extend(last.services.keys().map(|id| id.to_string()));
     }
     let services_changed = !dirty.services.is_empty();
@@ -248,8 +312,8 @@ fn service(model: &Model, index: &Index, id: &str) -> Option<ServiceView> {
     for key in index.listeners.get(id).into_iter().flatten() {
         let Some(Rec::Listener(l)) = model.get(key) else { continue };
         // Of listeners sharing an ID (a damaged store), the first in key order has the rules.
-        let first = index.listener_ids.get(&l.id).and_then(|keys| keys.first()) == Some(key);
-        let rules = match index.rules.get(&l.id) {
+        let first = index.listener_ids.get(&*l.id).and_then(|keys| keys.first()) == Some(key);
+        let rules = match index.rules.get(&*l.id) {
             Some(keys) if first => keys
                 .iter()
                 .filter_map(|k| if let Some(Rec::Rule(r)) = model.get(k) { Some(&**r) } else { None })
@@ -271,7 +335,7 @@ fn target_group(model: &Model, index: &Index, id: &str) -> Option<TargetGroupVie
     let targets: Vec<&TargetRec> = match index.targets.get(id) {
         Some(targets) if keys.len() == 1 => targets
             .iter()
-            .filter_map(|k| if let Some(Rec::Target(t)) = model.get(k) { Some(t) } else { None })
+            .filter_map(|k| if let Some(Rec::Target(t)) = model.get(k) { Some(&**t) } else { None })
             .collect(),
         _ => Vec::new(),
     };

@@ -149,13 +149,10 @@ async fn compiles_the_p0_scenario() {
 
     let s = &snap.services[id(&svc).as_str()];
     let dns = svc["dnsEntry"]["domainName"].as_str().unwrap();
-    assert_eq!(
-        (s.arn.as_str(), &*s.dns_name, s.custom_domain_name.as_deref()),
-        (svc["arn"].as_str().unwrap(), dns, None)
-    );
+    assert_eq!((&*s.arn, &*s.dns_name, s.custom_domain_name.as_deref()), (svc["arn"].as_str().unwrap(), dns, None));
     assert_eq!(s.idle_timeout, Duration::from_secs(120));
     let l = &s.listeners[&80];
-    assert_eq!((l.id.as_str(), l.protocol, l.port, l.rules.len()), (listener.as_str(), ListenerProtocol::Http, 80, 0));
+    assert_eq!((&*l.id, l.protocol, l.port, l.rules.len()), (listener.as_str(), ListenerProtocol::Http, 80, 0));
     assert_eq!(l.default_action, Action::Forward(vec![wt(&tg, 100)]));
     assert_eq!(snap.hosts.get(dns).map(|s| &**s), Some(id(&svc).as_str()));
     assert_eq!(snap.hosts.len(), 1);

@@ -211,7 +211,7 @@ pub(crate) mod tests {
     pub(crate) fn service(id: &str, dns_name: &str, custom: Option<&str>) -> (Arc<str>, Arc<ServiceView>) {
         let view = ServiceView {
             id: id.into(),
-            arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}"),
+            arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}").into(),
             dns_name: dns_name.into(),
             custom_domain_name: custom.map(Arc::from),
             certificate_arn: None,

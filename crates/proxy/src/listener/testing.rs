@@ -112,8 +112,8 @@ pub(crate) fn config() -> ProxyConfig {
 /// A service with one HTTP listener.
 pub(crate) fn service(id: &str, host: &str, port: u16, default_action: Action) -> ServiceView {
     let listener = ListenerView {
-        id: format!("listener-{id}"),
-        arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}/listener/listener-{id}"),
+        id: format!("listener-{id}").into(),
+        arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}/listener/listener-{id}").into(),
         protocol: ListenerProtocol::Http,
         port,
         rules: Vec::new(),
@@ -121,7 +121,7 @@ pub(crate) fn service(id: &str, host: &str, port: u16, default_action: Action) -
     };
     ServiceView {
         id: id.into(),
-        arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}"),
+        arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}").into(),
         dns_name: host.into(),
         custom_domain_name: None,
         certificate_arn: None,

@@ -66,8 +66,8 @@ const PORT: u16 = 18443;
 
 fn listener(id: &str, protocol: ListenerProtocol, default_action: trellis_model::snapshot::Action) -> ListenerView {
     ListenerView {
-        id: format!("listener-{id}"),
-        arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}/listener/listener-{id}"),
+        id: format!("listener-{id}").into(),
+        arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}/listener/listener-{id}").into(),
         protocol,
         port: PORT,
         rules: Vec::new(),
