@@ -304,7 +304,7 @@ impl<'m> Records<'m> {
     /// Marks the target groups that any listener or rule (of any service) forwards to.
     fn services(&self, tgs: &mut TargetGroups<'m>) -> BTreeMap<Arc<str>, Arc<ServiceView>> {
         let associated: HashSet<&str> =
-            self.service_associations.iter().filter(|a| serves(a.status)).map(|a| a.service_id.as_str()).collect();
+            self.service_associations.iter().filter(|a| serves(a.status)).map(|a| &*a.service_id).collect();
         let mut rules = self.rules.clone();
         let mut listeners: HashMap<&str, Vec<(&ListenerRec, Vec<&RuleRec>)>> = HashMap::new();
         for l in &self.listeners {
@@ -333,7 +333,7 @@ impl<'m> Records<'m> {
     fn vpcs(&self, services: &BTreeMap<Arc<str>, Arc<ServiceView>>) -> BTreeMap<String, VpcView> {
         let mut by_network: HashMap<&str, Vec<&Arc<str>>> = HashMap::new();
         for a in self.service_associations.iter().filter(|a| serves(a.status)) {
-            if let Some((id, _)) = services.get_key_value(a.service_id.as_str()) {
+            if let Some((id, _)) = services.get_key_value(&*a.service_id) {
                 by_network.entry(a.service_network_id.as_str()).or_default().push(id);
             }
         }

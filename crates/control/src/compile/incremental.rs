@@ -8,7 +8,9 @@
 //! to a missing target group): the indexes keep every key per ID, in key order, so that the
 //! same record wins here as there. The tests check this over random sequences of changes.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::Arc;
 
 use trellis_model::lattice::RuleAction;
@@ -19,7 +21,7 @@ use super::records::{ListenerRec, Rec, RuleRec, TargetRec, split_resource};
 use super::{hosts, serves, service_view, target_group_view};
 
 /// Keys by ID, each list sorted (key order).
-type Keys = HashMap<Box<str>, KeyList>;
+type Keys = HashMap<Arc<str>, KeyList>;
 
 /// The sorted keys of one ID. Nearly every list holds one key, kept inline (a `Vec` would be
 /// one more allocation per ID, three per service).
@@ -46,7 +48,7 @@ pub(super) struct Index {
     /// Target group ID → how many forward entries of listeners and rules name it.
     uses: HashMap<String, usize>,
     /// Service ID → how many of its service-network associations carry traffic.
-    serving: HashMap<String, usize>,
+    serving: HashMap<Arc<str>, usize>,
 }
 
 /// What changed since the last build.
@@ -88,12 +90,14 @@ impl Index {
     }
 
     fn touch(&mut self, key: &Arc<str>, rec: &Rec, dirty: &mut Dirty, add: bool) {
-        let keys = |map: &mut Keys, id: &str| {
+        // `shared`: the record's own copy of `id`, when it has one to share.
+        let keys = |map: &mut Keys, id: &str, shared: Option<&Arc<str>>| {
             if add {
                 match map.get_mut(id) {
                     Some(list) => list.insert(key),
                     None => {
-                        map.insert(id.into(), KeyList::One(key.clone()));
+                        let id = shared.cloned().unwrap_or_else(|| id.into());
+                        map.insert(id, KeyList::One(key.clone()));
                     }
                 }
             } else if let Some(list) = map.get_mut(id)
@@ -113,37 +117,37 @@ impl Index {
             Rec::Subnet(_) | Rec::Vpc(_) => dirty.networks = true,
             Rec::Service(s) => {
                 dirty.auth = true;
-                keys(&mut self.services, &s.id);
+                keys(&mut self.services, &s.id, Some(&s.id));
                 dirty.services.insert(s.id.to_string());
             }
             Rec::ServiceAssociation(a) => {
                 if serves(a.status) {
-                    count(&mut self.serving, &a.service_id, add);
+                    count(&mut self.serving, &a.service_id, || a.service_id.clone(), add);
                 }
-                dirty.services.insert(a.service_id.clone());
+                dirty.services.insert(a.service_id.to_string());
                 dirty.vpcs = true;
             }
             Rec::Listener(l) => {
-                keys(&mut self.listeners, &l.service_id);
-                keys(&mut self.listener_ids, &l.id);
+                keys(&mut self.listeners, &l.service_id, None);
+                keys(&mut self.listener_ids, &l.id, Some(&l.id));
                 self.count_uses(&l.default_action, add, dirty);
                 dirty.services.insert(l.service_id.clone());
                 dirty.listener_ids.insert(l.id.to_string());
             }
             Rec::Rule(r) => {
-                keys(&mut self.rules, &r.listener_id);
+                keys(&mut self.rules, &r.listener_id, None);
                 self.count_uses(&r.action, add, dirty);
                 dirty.listener_ids.insert(r.listener_id.clone());
             }
             Rec::TargetGroup(tg) => {
-                keys(&mut self.target_groups, &tg.id);
+                keys(&mut self.target_groups, &tg.id, None);
                 dirty.target_groups.insert(tg.id.clone());
             }
             Rec::Target(_) => {
                 // `r/<region>/<account>/target/<tg>/…`: the model holds no other.
                 let tg = split_resource(key).and_then(|(_, _, tail)| tail.split_once('/')).map(|(tg, _)| tg);
                 if let Some(tg) = tg {
-                    keys(&mut self.targets, tg);
+                    keys(&mut self.targets, tg, None);
                     dirty.target_groups.insert(tg.to_owned());
                 }
             }
@@ -154,7 +158,7 @@ impl Index {
     fn count_uses(&mut self, action: &RuleAction, add: bool, dirty: &mut Dirty) {
         if let RuleAction::Forward(f) = action {
             for t in &f.target_groups {
-                count(&mut self.uses, &t.target_group_identifier, add);
+                count(&mut self.uses, &t.target_group_identifier, || t.target_group_identifier.clone(), add);
                 dirty.target_groups.insert(t.target_group_identifier.clone());
             }
         }
@@ -225,9 +229,14 @@ impl<'a> IntoIterator for &'a KeyList {
 }
 
 /// Moves a counter up or down, forgetting it at zero.
-fn count(map: &mut HashMap<String, usize>, id: &str, add: bool) {
+fn count<K: Borrow<str> + Hash + Eq>(map: &mut HashMap<K, usize>, id: &str, owned: impl FnOnce() -> K, add: bool) {
     if add {
-        *map.entry(id.to_owned()).or_default() += 1;
+        match map.get_mut(id) {
+            Some(n) => *n += 1,
+            None => {
+                map.insert(owned(), 1);
+            }
+        }
     } else if let Some(n) = map.get_mut(id) {
         *n -= 1;
         if *n == 0 {

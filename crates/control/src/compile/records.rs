@@ -136,7 +136,8 @@ pub(super) struct VpcAssociationRec {
 #[serde(rename_all = "camelCase")]
 pub(super) struct ServiceAssociationRec {
     pub(super) service_network_id: String,
-    pub(super) service_id: String,
+    #[serde(deserialize_with = "shared")]
+    pub(super) service_id: Arc<str>,
     pub(super) status: Status,
 }
 
