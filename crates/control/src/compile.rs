@@ -310,8 +310,8 @@ impl<'m> Records<'m> {
         for l in &self.listeners {
             let rules = rules.remove(&*l.id).unwrap_or_default();
             mark_in_use(tgs, rules.iter().map(|r| &r.action).chain([&l.default_action]));
-            if associated.contains(l.service_id.as_str()) {
-                listeners.entry(l.service_id.as_str()).or_default().push((l, rules));
+            if associated.contains(&*l.service_id) {
+                listeners.entry(&*l.service_id).or_default().push((l, rules));
             }
         }
         // Rules whose listener is gone route nothing, but still count as users.
@@ -438,7 +438,6 @@ fn listener_view(l: &ListenerRec, rules: &[&RuleRec], exists: &dyn Fn(&str) -> b
     ListenerView {
         default_action: action(&l.default_action, exists),
         id: l.id.clone(),
-        arn: l.arn.clone(),
         protocol: l.protocol,
         port: l.port,
         rules,

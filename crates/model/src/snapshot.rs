@@ -142,10 +142,9 @@ pub struct Listeners(Vec<ListenerView>);
 /// A listener: its protocol, its rules in evaluation order, and its default action.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerView {
-    /// `listener-…` (shared with the compiler's record).
+    /// `listener-…` (shared with the compiler's record). No ARN: the data plane names a
+    /// listener by its ID alone, and 10,000 ARNs were a megabyte.
     pub id: Arc<str>,
-    /// Its ARN (shared the same way).
-    pub arn: Arc<str>,
     /// HTTP, HTTPS or TLS_PASSTHROUGH.
     pub protocol: ListenerProtocol,
     /// The port it listens on.

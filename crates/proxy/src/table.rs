@@ -109,8 +109,6 @@ pub(crate) struct VpcRoute {
 pub(crate) struct ReachRoute {
     /// The service.
     pub(crate) service: Arc<ServiceView>,
-    /// The ARN of the service network it is reached through (the snapshot's shared copy).
-    network_arn: Arc<str>,
     /// The auth policies guarding the service through that network, if any guards it.
     pub(crate) auth: Option<Arc<AuthCheck>>,
     /// Its metrics and access log destinations (shared by the VPCs that reach the service
@@ -129,6 +127,8 @@ pub(crate) struct RouteObs {
     /// `x-amzn-lattice-target` per target group the service forwards to (through this
     /// service network).
     target_headers: TargetHeaders,
+    /// The ARN of that service network (the snapshot's shared copy).
+    network_arn: Arc<str>,
 }
 
 /// A target group, as metrics and access logs see it.
@@ -288,15 +288,14 @@ fn vpc_route<'s>(
                 .entry((&**id, network_arn))
                 .or_insert_with(|| match same {
                     Some(old) => old.obs.clone(),
-                    None => Arc::new(route_obs(snapshot, service, &r.service_network_id, network_arn, telemetry)),
+                    None => Arc::new(route_obs(snapshot, service, r, telemetry)),
                 })
                 .clone();
             let auth = match same {
                 Some(old) => old.auth.clone(),
                 None => auth_check(snapshot, service, r),
             };
-            let network_arn = r.service_network_arn.clone();
-            Some((id.clone(), ReachRoute { service: service.clone(), network_arn, auth, obs }))
+            Some((id.clone(), ReachRoute { service: service.clone(), auth, obs }))
         })
         .collect::<SharedKeyMap<_>>();
     let ports = |tls: bool| {
@@ -326,7 +325,7 @@ fn unchanged(old: &ReachRoute, service: &Arc<ServiceView>, reach: &Reach, now: &
     };
     let owners = [&*reach.service_network_id, &*service.id];
     Arc::ptr_eq(&old.service, service)
-        && old.network_arn == reach.service_network_arn
+        && old.obs.network_arn == reach.service_network_arn
         && owners.iter().all(|o| now.iam.get(*o) == before.iam.get(*o))
         && owners.iter().all(|o| now.access_logs.get(*o) == before.access_logs.get(*o))
         && forwarded_groups(service).all(same_tg)
@@ -345,15 +344,11 @@ fn auth_check(snapshot: &Snapshot, service: &ServiceView, reach: &Reach) -> Opti
     })
 }
 
-/// The counters and log destinations of requests to `service` through network `network_id`:
-/// the network's `SERVICE` subscriptions and the service's own, each destination once.
-fn route_obs(
-    snapshot: &Snapshot,
-    service: &ServiceView,
-    network_id: &str,
-    network_arn: &str,
-    telemetry: &Telemetry,
-) -> RouteObs {
+/// The counters and log destinations of requests to `service` reached as `reach` (through its
+/// service network): the network's `SERVICE` subscriptions and the service's own, each
+/// destination once.
+fn route_obs(snapshot: &Snapshot, service: &ServiceView, reach: &Reach, telemetry: &Telemetry) -> RouteObs {
+    let (network_id, network_arn) = (&*reach.service_network_id, &*reach.service_network_arn);
     let registry = &telemetry.registry;
     let stats = registry.route(network_id, &service.id, "");
     let mut groups: Vec<GroupObs> = Vec::new();
@@ -389,7 +384,8 @@ fn route_obs(
         listener_ids: service.listeners.values().map(|l| (&*l.id).into()).collect(),
     });
     let target_headers = target_headers(snapshot, service, network_arn);
-    RouteObs { stats, groups: groups.into(), log, target_headers }
+    let network_arn = reach.service_network_arn.clone();
+    RouteObs { stats, groups: groups.into(), log, target_headers, network_arn }
 }
 
 /// `x-amzn-lattice-target` for each target group `service` forwards to, reached through
@@ -492,5 +488,46 @@ mod tests {
         }
         assert!(routes.find("vpc-3", "a.example").is_err());
         assert!(routes.group("tg-1").is_some());
+    }
+
+    #[test]
+    fn a_rebuild_keeps_the_entries_of_unchanged_services() {
+        let mut f = Fixture::new("127.88.1.1".parse().unwrap());
+        f.add_service(service("svc-a", "a.example", 18080, Action::Fixed(404)));
+        f.add_service(service("svc-b", "b.example", 18080, Action::Fixed(404)));
+        let (pools, telemetry) = (&mut Pools::new(Duration::from_secs(1)), Telemetry::for_tests());
+        let mut tls = TlsStore::new();
+        let mut build = |snapshot: &Snapshot, previous: &Routes| {
+            let inputs = TableInputs {
+                health: &HealthTable::default(),
+                in_flight: &InFlight::default(),
+                pools: &mut *pools,
+                network: &trellis_net::Network::Loopback,
+                previous,
+                certificates: &Certificates::default(),
+                tls: &mut tls,
+                identities: Arc::default(),
+                telemetry: &telemetry,
+            };
+            Routes::build(Arc::new(snapshot.clone()), inputs)
+        };
+        let obs = |routes: &Routes, host: &str| routes.find("vpc-1", host).unwrap().1.obs.clone();
+        let first = build(&f.snapshot, &Routes::empty());
+        // svc-b changes (a new view); svc-a does not.
+        f.add_service(service("svc-b", "b.example", 18080, Action::Fixed(503)));
+        let second = build(&f.snapshot, &first);
+        assert!(Arc::ptr_eq(&obs(&first, "a.example"), &obs(&second, "a.example")));
+        assert!(!Arc::ptr_eq(&obs(&first, "b.example"), &obs(&second, "b.example")));
+        let b = &second.find("vpc-1", "b.example").unwrap().1.service;
+        assert_eq!(b.listeners[&18080].default_action, Action::Fixed(503));
+        // The same series counts the requests of both tables.
+        assert!(Arc::ptr_eq(&obs(&first, "b.example").stats, &obs(&second, "b.example").stats));
+        // An access log subscription of svc-a's network makes its entry anew.
+        let destination = trellis_model::access_log::Destination::parse("arn:aws:s3:::trellis-test-bucket").unwrap();
+        let view = trellis_model::snapshot::AccessLogView { id: "als-1".into(), destination, resource_only: false };
+        f.snapshot.access_logs.insert("sn-1".into(), Arc::from(vec![view]));
+        let third = build(&f.snapshot, &second);
+        assert!(!Arc::ptr_eq(&obs(&second, "a.example"), &obs(&third, "a.example")));
+        assert!(obs(&third, "a.example").log.is_some());
     }
 }

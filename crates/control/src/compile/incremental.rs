@@ -128,10 +128,10 @@ impl Index {
                 dirty.vpcs = true;
             }
             Rec::Listener(l) => {
-                keys(&mut self.listeners, &l.service_id, None);
+                keys(&mut self.listeners, &l.service_id, Some(&l.service_id));
                 keys(&mut self.listener_ids, &l.id, Some(&l.id));
                 self.count_uses(&l.default_action, add, dirty);
-                dirty.services.insert(l.service_id.clone());
+                dirty.services.insert(l.service_id.to_string());
                 dirty.listener_ids.insert(l.id.to_string());
             }
             Rec::Rule(r) => {
@@ -250,7 +250,7 @@ pub(super) fn update(last: &mut Snapshot, model: &Model, index: &Index, mut dirt
     for id in &dirty.listener_ids {
         for key in index.listener_ids.get(id.as_str()).into_iter().flatten() {
             if let Some(Rec::Listener(l)) = model.get(key) {
-                dirty.services.insert(l.service_id.clone());
+                dirty.services.insert(l.service_id.to_string());
             }
         }
     }

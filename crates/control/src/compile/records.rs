@@ -79,8 +79,7 @@ pub(super) struct ListenerRec {
     #[serde(deserialize_with = "shared")]
     pub(super) id: Arc<str>,
     #[serde(deserialize_with = "shared")]
-    pub(super) arn: Arc<str>,
-    pub(super) service_id: String,
+    pub(super) service_id: Arc<str>,
     pub(super) protocol: ListenerProtocol,
     pub(super) port: u16,
     pub(super) default_action: RuleAction,

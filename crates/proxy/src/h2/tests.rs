@@ -265,7 +265,6 @@ async fn setup() -> (Setup, Arc<Seen>, Arc<Seen>) {
             PORT,
             ListenerView {
                 id: format!("listener-{id}").into(),
-                arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}/listener/listener-{id}").into(),
                 protocol: ListenerProtocol::Https,
                 port: PORT,
                 rules: Vec::new(),

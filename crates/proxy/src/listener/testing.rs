@@ -113,7 +113,6 @@ pub(crate) fn config() -> ProxyConfig {
 pub(crate) fn service(id: &str, host: &str, port: u16, default_action: Action) -> ServiceView {
     let listener = ListenerView {
         id: format!("listener-{id}").into(),
-        arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}/listener/listener-{id}").into(),
         protocol: ListenerProtocol::Http,
         port,
         rules: Vec::new(),
