@@ -29,7 +29,7 @@ use trellis_model::lattice::{AuthType, HealthCheckConfig, Matcher, RuleAction, R
 use trellis_model::policy::Policy;
 use trellis_model::snapshot::{
     AccessLogView, Action, IamAuth, ListenerView, Reach, RuleView, ServiceView, Snapshot, TargetGroupView, TargetView,
-    VpcNetwork, VpcView, WeightedTarget,
+    VpcNetwork, VpcView, WeightedTarget, hosts,
 };
 use trellis_model::{Arn, Kind};
 use trellis_store::{EventKind, KeyValue, Revision, Store, StoreExt, WatchEvent};
@@ -215,7 +215,7 @@ impl<'m> Records<'m> {
             .values()
             .filter(|sn| sn.auth_type == AuthType::AwsIam)
             .map(|sn| sn.id.as_str())
-            .chain(self.services.values().filter(|s| s.auth_type == AuthType::AwsIam).map(|s| s.id.as_str()));
+            .chain(self.services.values().filter(|s| s.auth_type == AuthType::AwsIam).map(|s| &*s.id));
         let mut out = HashMap::new();
         for id in owners {
             let source = self.auth_policies.get(id).copied();
@@ -302,16 +302,16 @@ impl<'m> Records<'m> {
 
     /// Every service with at least one active service-network association, with its listeners.
     /// Marks the target groups that any listener or rule (of any service) forwards to.
-    fn services(&self, tgs: &mut TargetGroups<'m>) -> BTreeMap<String, Arc<ServiceView>> {
+    fn services(&self, tgs: &mut TargetGroups<'m>) -> BTreeMap<Arc<str>, Arc<ServiceView>> {
         let associated: HashSet<&str> =
-            self.service_associations.iter().filter(|a| serves(a.status)).map(|a| a.service_id.as_str()).collect();
+            self.service_associations.iter().filter(|a| serves(a.status)).map(|a| &*a.service_id).collect();
         let mut rules = self.rules.clone();
         let mut listeners: HashMap<&str, Vec<(&ListenerRec, Vec<&RuleRec>)>> = HashMap::new();
         for l in &self.listeners {
-            let rules = rules.remove(l.id.as_str()).unwrap_or_default();
+            let rules = rules.remove(&*l.id).unwrap_or_default();
             mark_in_use(tgs, rules.iter().map(|r| &r.action).chain([&l.default_action]));
-            if associated.contains(l.service_id.as_str()) {
-                listeners.entry(l.service_id.as_str()).or_default().push((l, rules));
+            if associated.contains(&*l.service_id) {
+                listeners.entry(&*l.service_id).or_default().push((l, rules));
             }
         }
         // Rules whose listener is gone route nothing, but still count as users.
@@ -321,7 +321,8 @@ impl<'m> Records<'m> {
         for (id, svc) in &self.services {
             if associated.contains(id) {
                 let listeners = listeners.remove(id).unwrap_or_default();
-                out.insert((*id).to_owned(), Arc::new(service_view(svc, &listeners, &exists)));
+                let view = service_view(svc, &listeners, &exists);
+                out.insert(view.id.clone(), Arc::new(view));
             }
         }
         out
@@ -329,11 +330,11 @@ impl<'m> Records<'m> {
 
     /// Every VPC with an active association, and the services it reaches: those associated with
     /// any of its service networks, each through the lowest service network ID.
-    fn vpcs(&self, services: &BTreeMap<String, Arc<ServiceView>>) -> BTreeMap<String, VpcView> {
-        let mut by_network: HashMap<&str, Vec<&str>> = HashMap::new();
+    fn vpcs(&self, services: &BTreeMap<Arc<str>, Arc<ServiceView>>) -> BTreeMap<String, VpcView> {
+        let mut by_network: HashMap<&str, Vec<&Arc<str>>> = HashMap::new();
         for a in self.service_associations.iter().filter(|a| serves(a.status)) {
-            if services.contains_key(&a.service_id) {
-                by_network.entry(a.service_network_id.as_str()).or_default().push(a.service_id.as_str());
+            if let Some((id, _)) = services.get_key_value(&*a.service_id) {
+                by_network.entry(a.service_network_id.as_str()).or_default().push(id);
             }
         }
         let mut associations: Vec<_> = self.vpc_associations.iter().filter(|(_, a)| serves(a.status)).collect();
@@ -350,13 +351,14 @@ impl<'m> Records<'m> {
                 reach: BTreeMap::new(),
             });
             let sn_id = a.service_network_id.as_str();
-            let sn_arn = match self.service_networks.get(sn_id) {
-                Some(sn) => sn.arn.clone(),
-                None => Arn::lattice(scope.region, scope.account, Kind::ServiceNetwork, &[], sn_id),
+            let sn_arn: Arc<str> = match self.service_networks.get(sn_id) {
+                Some(sn) => sn.arn.as_str().into(),
+                None => Arn::lattice(scope.region, scope.account, Kind::ServiceNetwork, &[], sn_id).into(),
             };
+            let shared_id: Arc<str> = sn_id.into();
             for svc in by_network.get(sn_id).map_or(&[][..], Vec::as_slice) {
-                view.reach.entry((*svc).to_owned()).or_insert_with(|| Reach {
-                    service_network_id: sn_id.to_owned(),
+                view.reach.entry(Arc::clone(svc)).or_insert_with(|| Reach {
+                    service_network_id: shared_id.clone(),
                     service_network_arn: sn_arn.clone(),
                     private_dns: a.private_dns_enabled,
                 });
@@ -377,8 +379,8 @@ fn service_view(
     ServiceView {
         id: svc.id.clone(),
         arn: svc.arn.clone(),
-        dns_name: svc.dns_name.to_ascii_lowercase(),
-        custom_domain_name: svc.custom_domain_name.as_ref().map(|c| c.to_ascii_lowercase()),
+        dns_name: lowercase(&svc.dns_name),
+        custom_domain_name: svc.custom_domain_name.as_ref().map(|c| c.to_ascii_lowercase().into()),
         certificate_arn: svc.certificate_arn.clone().filter(|c| !c.is_empty()),
         idle_timeout: Duration::from_secs(u64::from(seconds)),
         listeners: listeners.iter().map(|(l, rules)| (l.port, listener_view(l, rules, exists))).collect(),
@@ -409,6 +411,11 @@ fn target_group_view(
     }
 }
 
+/// `name` in lowercase: the same string when it already is (generated names are).
+fn lowercase(name: &Arc<str>) -> Arc<str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) { name.to_ascii_lowercase().into() } else { name.clone() }
+}
+
 /// Whether an association in this status carries traffic: an active one does, and so does one
 /// whose settings are being updated (it stays in force meanwhile).
 fn serves(status: Status) -> bool {
@@ -431,7 +438,6 @@ fn listener_view(l: &ListenerRec, rules: &[&RuleRec], exists: &dyn Fn(&str) -> b
     ListenerView {
         default_action: action(&l.default_action, exists),
         id: l.id.clone(),
-        arn: l.arn.clone(),
         protocol: l.protocol,
         port: l.port,
         rules,
@@ -481,19 +487,6 @@ fn target_view(t: &TargetRec) -> TargetView {
         port: t.port,
         draining_since_ms: t.draining_since.map(|ts| ts.0),
     }
-}
-
-/// Generated and custom names (lowercase) → service ID. Should two services claim one custom
-/// name (possible across service networks), the lower service ID keeps it.
-fn hosts(services: &BTreeMap<String, Arc<ServiceView>>) -> HashMap<String, String> {
-    let mut hosts = HashMap::with_capacity(services.len() * 2);
-    for (id, svc) in services {
-        hosts.insert(svc.dns_name.clone(), id.clone());
-        if let Some(custom) = &svc.custom_domain_name {
-            hosts.entry(custom.clone()).or_insert_with(|| id.clone());
-        }
-    }
-    hosts
 }
 
 /// A target group's health check with every member filled in (spec §3.7): what is stored (the

@@ -24,12 +24,14 @@ pub struct Snapshot {
     pub revision: i64,
     /// VPCs associated with at least one service network, by VPC ID.
     pub vpcs: BTreeMap<String, VpcView>,
-    /// Every service that is associated with at least one service network, by service ID.
-    pub services: BTreeMap<String, Arc<ServiceView>>,
+    /// Every service that is associated with at least one service network, by service ID
+    /// (the key is the view's own `id`).
+    pub services: BTreeMap<Arc<str>, Arc<ServiceView>>,
     /// Every target group, by ID (including unused ones: health checks report `UNUSED`).
     pub target_groups: BTreeMap<String, Arc<TargetGroupView>>,
-    /// Host names (generated and custom, lowercase) → service ID, for routing by `Host`/SNI.
-    pub hosts: HashMap<String, String>,
+    /// Host names (generated and custom, lowercase) → service ID, for routing by `Host`/SNI;
+    /// made by [`hosts`], and sharing the views' strings.
+    pub hosts: HashMap<Arc<str>, Arc<str>>,
     /// Every VPC's network (associated or not), by VPC ID: what netns mode makes real.
     pub networks: BTreeMap<String, VpcNetwork>,
     /// Service networks and services with `authType: AWS_IAM`, by ID (`sn-…`, `svc-…`); any
@@ -97,16 +99,17 @@ pub struct VpcView {
     pub peers: Vec<IpAddr>,
     /// The services reachable from this VPC, by service ID. A service reachable through several
     /// service networks appears once (the first network in ID order).
-    pub reach: BTreeMap<String, Reach>,
+    pub reach: BTreeMap<Arc<str>, Reach>,
 }
 
 /// How a VPC reaches one service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reach {
-    /// The service network through which the VPC reaches the service.
-    pub service_network_id: String,
-    /// Its ARN (for `x-amzn-lattice-target` and access logs).
-    pub service_network_arn: String,
+    /// The service network through which the VPC reaches the service (one copy per network,
+    /// shared by its services).
+    pub service_network_id: Arc<str>,
+    /// Its ARN (for `x-amzn-lattice-target` and access logs), shared the same way.
+    pub service_network_arn: Arc<str>,
     /// Whether the VPC's association has private DNS enabled (custom domain names resolve).
     pub private_dns: bool,
 }
@@ -114,14 +117,14 @@ pub struct Reach {
 /// A service and its listeners.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceView {
-    /// `svc-…`.
-    pub id: String,
-    /// Its ARN.
-    pub arn: String,
-    /// Its generated DNS name (lowercase).
-    pub dns_name: String,
-    /// Its custom domain name (lowercase), if any.
-    pub custom_domain_name: Option<String>,
+    /// `svc-…` (shared with the snapshot's maps and the compiler's record).
+    pub id: Arc<str>,
+    /// Its ARN (shared with the compiler's record).
+    pub arn: Arc<str>,
+    /// Its generated DNS name (lowercase; shared with [`Snapshot::hosts`]).
+    pub dns_name: Arc<str>,
+    /// Its custom domain name (lowercase), if any (shared the same way).
+    pub custom_domain_name: Option<Arc<str>>,
     /// The customer certificate (ACM ARN) its custom domain name is served with over HTTPS.
     pub certificate_arn: Option<String>,
     /// Idle timeout for client and target connections.
@@ -139,10 +142,9 @@ pub struct Listeners(Vec<ListenerView>);
 /// A listener: its protocol, its rules in evaluation order, and its default action.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerView {
-    /// `listener-…`.
-    pub id: String,
-    /// Its ARN.
-    pub arn: String,
+    /// `listener-…` (shared with the compiler's record). No ARN: the data plane names a
+    /// listener by its ID alone, and 10,000 ARNs were a megabyte.
+    pub id: Arc<str>,
     /// HTTP, HTTPS or TLS_PASSTHROUGH.
     pub protocol: ListenerProtocol,
     /// The port it listens on.
@@ -223,6 +225,21 @@ pub struct TargetView {
     /// Deregistered and draining since this many milliseconds after the Unix epoch: it gets no
     /// new requests.
     pub draining_since_ms: Option<u64>,
+}
+
+/// Generated and custom names (lowercase) → service ID, sharing the views' strings. Should two
+/// services claim one custom name (possible across service networks), the lower service ID
+/// keeps it.
+pub fn hosts(services: &BTreeMap<Arc<str>, Arc<ServiceView>>) -> HashMap<Arc<str>, Arc<str>> {
+    let custom = services.values().filter(|s| s.custom_domain_name.is_some()).count();
+    let mut hosts = HashMap::with_capacity(services.len() + custom);
+    for (id, svc) in services {
+        hosts.insert(svc.dns_name.clone(), id.clone());
+        if let Some(custom) = &svc.custom_domain_name {
+            hosts.entry(custom.clone()).or_insert_with(|| id.clone());
+        }
+    }
+    hosts
 }
 
 // === impl Snapshot ===

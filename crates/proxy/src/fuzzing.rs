@@ -161,7 +161,7 @@ fn zones() -> &'static Zones {
     ZONES.get_or_init(|| {
         let v4 = IpAddr::V4(Ipv4Addr::new(127, 77, 0, 1));
         let peer = IpAddr::V4(Ipv4Addr::new(127, 77, 0, 2));
-        let snapshot = Snapshot {
+        let mut snapshot = Snapshot {
             revision: 1,
             vpcs: [
                 vpc("vpc-1", v4, vec![peer], &[("svc-0123456789abcdef0", true), ("svc-0123456789abcdef1", false)]),
@@ -177,7 +177,8 @@ fn zones() -> &'static Zones {
             .collect(),
             ..Snapshot::default()
         };
-        Zones::build(&snapshot)
+        snapshot.hosts = trellis_model::snapshot::hosts(&snapshot.services);
+        Zones::build(&Arc::new(snapshot))
     })
 }
 
@@ -186,12 +187,12 @@ fn vpc(id: &str, ingress: IpAddr, peers: Vec<IpAddr>, reach: &[(&str, bool)]) ->
         .iter()
         .map(|&(service, private_dns)| {
             let reach = Reach {
-                service_network_id: "sn-0123456789abcdef0".to_owned(),
+                service_network_id: "sn-0123456789abcdef0".into(),
                 service_network_arn: "arn:aws:vpc-lattice:us-east-1:000000000000:servicenetwork/sn-0123456789abcdef0"
-                    .to_owned(),
+                    .into(),
                 private_dns,
             };
-            (service.to_owned(), reach)
+            (service.into(), reach)
         })
         .collect();
     let view = VpcView {
@@ -206,16 +207,16 @@ fn vpc(id: &str, ingress: IpAddr, peers: Vec<IpAddr>, reach: &[(&str, bool)]) ->
     (id.to_owned(), view)
 }
 
-fn service(id: &str, name: &str, custom: &str) -> (String, Arc<ServiceView>) {
+fn service(id: &str, name: &str, custom: &str) -> (Arc<str>, Arc<ServiceView>) {
     let suffix = id.trim_start_matches("svc-");
     let view = ServiceView {
-        id: id.to_owned(),
-        arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}"),
-        dns_name: format!("{name}-{suffix}.7d67968.vpc-lattice-svcs.us-east-1.on.aws"),
-        custom_domain_name: Some(custom.to_owned()),
+        id: id.into(),
+        arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}").into(),
+        dns_name: format!("{name}-{suffix}.7d67968.vpc-lattice-svcs.us-east-1.on.aws").into(),
+        custom_domain_name: Some(custom.into()),
         certificate_arn: None,
         idle_timeout: Duration::from_secs(60),
         listeners: Default::default(),
     };
-    (id.to_owned(), Arc::new(view))
+    (id.into(), Arc::new(view))
 }

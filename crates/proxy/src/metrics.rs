@@ -9,10 +9,10 @@
 //! applying a snapshot took, health checks run, TLS handshakes that failed before a service was
 //! known, and the access log's written and dropped records.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::{HealthStatus, HealthTable};
@@ -39,10 +39,9 @@ type Counter = (&'static str, &'static str, &'static str, fn(&RouteStats) -> i64
 pub(crate) struct RouteStats {
     /// Requests answered, by status class (2xx, 3xx, 4xx, 5xx; 1xx counts as 2xx).
     requests: [AtomicU64; 4],
-    /// Time from a request's head to the end of its response.
-    request_time: Histogram,
-    /// Time a target took to start answering (forwarded requests only).
-    target_time: Histogram,
+    /// The latency histograms, made at the first observation: most of a series' size, and
+    /// most of 10,000 services' series never see a request (an unset pair renders as zeros).
+    times: OnceLock<Box<Times>>,
     /// Client connections whose first request (or TLS server name) was for this service.
     connections: AtomicU64,
     /// Of those, open now.
@@ -52,6 +51,18 @@ pub(crate) struct RouteStats {
     /// Requests an auth policy denied.
     auth_denies: AtomicU64,
 }
+
+/// A series' latency histograms.
+#[derive(Default)]
+struct Times {
+    /// Time from a request's head to the end of its response.
+    request: Histogram,
+    /// Time a target took to start answering (forwarded requests only).
+    target: Histogram,
+}
+
+/// What a series without observations renders.
+static NO_TIMES: Times = Times { request: Histogram::empty(), target: Histogram::empty() };
 
 /// A latency histogram with fixed buckets.
 #[derive(Default)]
@@ -86,7 +97,15 @@ pub(crate) struct ProcessStats {
 /// Every series' counters, by key; read at table builds and scrapes only.
 #[derive(Default)]
 pub(crate) struct Registry {
-    routes: Mutex<BTreeMap<RouteKey, Arc<RouteStats>>>,
+    routes: Mutex<Series>,
+}
+
+/// The series, and the network and target group IDs their keys share (one copy of a service
+/// network's ID for all of its services' series, not one each).
+#[derive(Default)]
+struct Series {
+    by_key: BTreeMap<RouteKey, Arc<RouteStats>>,
+    names: HashSet<Arc<str>>,
 }
 
 /// Keeps a connection counted as active on a service until it closes.
@@ -104,12 +123,22 @@ impl RouteStats {
             _ => 0,
         };
         self.requests[class].fetch_add(1, Ordering::Relaxed);
-        self.request_time.observe(elapsed);
+        self.times_mut().request.observe(elapsed);
     }
 
     /// Counts a target's time to first byte.
     pub(crate) fn target_time(&self, elapsed: Duration) {
-        self.target_time.observe(elapsed);
+        self.times_mut().target.observe(elapsed);
+    }
+
+    /// The histograms, to add to (made on first use).
+    fn times_mut(&self) -> &Times {
+        self.times.get_or_init(Box::default)
+    }
+
+    /// The histograms, to read (zeros before the first observation).
+    fn times(&self) -> &Times {
+        self.times.get().map_or(&NO_TIMES, |t| t)
     }
 
     /// Counts an auth denial.
@@ -139,6 +168,11 @@ impl Drop for ActiveConn {
 // === impl Histogram ===
 
 impl Histogram {
+    /// A histogram without observations.
+    const fn empty() -> Self {
+        Self { counts: [const { AtomicU64::new(0) }; BUCKETS.len() + 1], sum_us: AtomicU64::new(0) }
+    }
+
     /// Adds one observation.
     pub(crate) fn observe(&self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
@@ -168,10 +202,10 @@ impl Histogram {
 
 impl Registry {
     /// The stats of a series, made on first use.
-    pub(crate) fn route(&self, network: &str, service: &str, target_group: &str) -> Arc<RouteStats> {
+    pub(crate) fn route(&self, network: &str, service: &Arc<str>, target_group: &str) -> Arc<RouteStats> {
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        let key: RouteKey = (network.into(), service.into(), target_group.into());
-        routes.entry(key).or_default().clone()
+        let key: RouteKey = (routes.name(network), service.clone(), routes.name(target_group));
+        routes.by_key.entry(key).or_default().clone()
     }
 
     /// Forgets the series no route table holds any more (their services, networks or target
@@ -179,13 +213,20 @@ impl Registry {
     /// which Prometheus reads as a counter reset. Called after a new table replaced the old.
     pub(crate) fn prune(&self) {
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        routes.retain(|_, stats| Arc::strong_count(stats) > 1);
+        routes.by_key.retain(|_, stats| Arc::strong_count(stats) > 1);
+        routes.names.retain(|name| Arc::strong_count(name) > 1);
     }
 
     /// Every metric in the Prometheus text format (version 0.0.4).
     pub(crate) fn render(&self, process: &ProcessStats, health: Option<&HealthTable>) -> String {
-        let routes: Vec<(RouteKey, Arc<RouteStats>)> =
-            self.routes.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let routes: Vec<(RouteKey, Arc<RouteStats>)> = self
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_key
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let mut out = String::with_capacity(4096 + routes.len() * 2048);
         let labels = |(sn, svc, tg): &RouteKey| {
             format!("service_network=\"{}\",service=\"{}\",target_group=\"{}\"", escape(sn), escape(svc), escape(tg))
@@ -199,7 +240,7 @@ impl Registry {
         }
         header(&mut out, "trellis_request_duration_seconds", "histogram", "Time from request head to response end.");
         for (key, s) in &routes {
-            s.request_time.render(&mut out, "trellis_request_duration_seconds", &labels(key));
+            s.times().request.render(&mut out, "trellis_request_duration_seconds", &labels(key));
         }
         let forwarded = routes.iter().filter(|((_, _, tg), _)| !tg.is_empty());
         header(
@@ -209,7 +250,7 @@ impl Registry {
             "Time a target took to start its response.",
         );
         for (key, s) in forwarded {
-            s.target_time.render(&mut out, "trellis_target_response_duration_seconds", &labels(key));
+            s.times().target.render(&mut out, "trellis_target_response_duration_seconds", &labels(key));
         }
         let services: Vec<_> = routes.iter().filter(|((_, _, tg), _)| tg.is_empty()).collect();
         let service_labels =
@@ -240,6 +281,20 @@ impl Registry {
         render_health(&mut out, health);
         render_process(&mut out, process);
         out
+    }
+}
+
+// === impl Series ===
+
+impl Series {
+    /// The shared copy of a network or target group ID.
+    fn name(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.names.get(name) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.names.insert(shared.clone());
+        shared
     }
 }
 
@@ -334,11 +389,11 @@ mod tests {
     #[test]
     fn renders_counters_and_histograms() {
         let registry = Registry::default();
-        let s = registry.route("sn-1", "svc-1", "tg-1");
+        let s = registry.route("sn-1", &Arc::from("svc-1"), "tg-1");
         s.request(200, Duration::from_millis(3));
         s.request(503, Duration::from_secs(20));
         s.target_time(Duration::from_micros(400));
-        let none = registry.route("sn-1", "svc-1", "");
+        let none = registry.route("sn-1", &Arc::from("svc-1"), "");
         none.auth_denied();
         let _conn = none.connected();
         let text = registry.render(&ProcessStats::default(), None);
@@ -358,7 +413,7 @@ mod tests {
         has(r#"trellis_connections_active{service_network="sn-1",service="svc-1"} 1"#);
         has("trellis_snapshot_apply_duration_seconds_count 0");
         // The same key is the same counters.
-        assert!(Arc::ptr_eq(&s, &registry.route("sn-1", "svc-1", "tg-1")));
+        assert!(Arc::ptr_eq(&s, &registry.route("sn-1", &Arc::from("svc-1"), "tg-1")));
         // Series no table holds are forgotten.
         drop((s, none, _conn));
         registry.prune();

@@ -8,7 +8,9 @@
 //! to a missing target group): the indexes keep every key per ID, in key order, so that the
 //! same record wins here as there. The tests check this over random sequences of changes.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::Arc;
 
 use trellis_model::lattice::RuleAction;
@@ -18,9 +20,15 @@ use super::model::Model;
 use super::records::{ListenerRec, Rec, RuleRec, TargetRec, split_resource};
 use super::{hosts, serves, service_view, target_group_view};
 
-/// Keys by ID, each list sorted (key order). Most lists hold one key: a sorted `Vec` of
-/// shared keys is a fraction of a `BTreeSet`'s size.
-type Keys = HashMap<String, Vec<Arc<str>>>;
+/// Keys by ID, each list sorted (key order).
+type Keys = HashMap<Arc<str>, KeyList>;
+
+/// The sorted keys of one ID. Nearly every list holds one key, kept inline (a `Vec` would be
+/// one more allocation per ID, three per service).
+enum KeyList {
+    One(Arc<str>),
+    Many(Vec<Arc<str>>),
+}
 
 /// Where the records each view is made of are.
 #[derive(Default)]
@@ -40,7 +48,7 @@ pub(super) struct Index {
     /// Target group ID → how many forward entries of listeners and rules name it.
     uses: HashMap<String, usize>,
     /// Service ID → how many of its service-network associations carry traffic.
-    serving: HashMap<String, usize>,
+    serving: HashMap<Arc<str>, usize>,
 }
 
 /// What changed since the last build.
@@ -82,19 +90,20 @@ impl Index {
     }
 
     fn touch(&mut self, key: &Arc<str>, rec: &Rec, dirty: &mut Dirty, add: bool) {
-        let keys = |map: &mut Keys, id: &str| {
+        // `shared`: the record's own copy of `id`, when it has one to share.
+        let keys = |map: &mut Keys, id: &str, shared: Option<&Arc<str>>| {
             if add {
-                let list = map.entry(id.to_owned()).or_insert_with(|| Vec::with_capacity(1));
-                if let Err(at) = list.binary_search(key) {
-                    list.insert(at, key.clone());
+                match map.get_mut(id) {
+                    Some(list) => list.insert(key),
+                    None => {
+                        let id = shared.cloned().unwrap_or_else(|| id.into());
+                        map.insert(id, KeyList::One(key.clone()));
+                    }
                 }
-            } else if let Some(list) = map.get_mut(id) {
-                if let Ok(at) = list.binary_search(key) {
-                    list.remove(at);
-                }
-                if list.is_empty() {
-                    map.remove(id);
-                }
+            } else if let Some(list) = map.get_mut(id)
+                && list.remove(key)
+            {
+                map.remove(id);
             }
         };
         match rec {
@@ -108,37 +117,37 @@ impl Index {
             Rec::Subnet(_) | Rec::Vpc(_) => dirty.networks = true,
             Rec::Service(s) => {
                 dirty.auth = true;
-                keys(&mut self.services, &s.id);
-                dirty.services.insert(s.id.clone());
+                keys(&mut self.services, &s.id, Some(&s.id));
+                dirty.services.insert(s.id.to_string());
             }
             Rec::ServiceAssociation(a) => {
                 if serves(a.status) {
-                    count(&mut self.serving, &a.service_id, add);
+                    count(&mut self.serving, &a.service_id, || a.service_id.clone(), add);
                 }
-                dirty.services.insert(a.service_id.clone());
+                dirty.services.insert(a.service_id.to_string());
                 dirty.vpcs = true;
             }
             Rec::Listener(l) => {
-                keys(&mut self.listeners, &l.service_id);
-                keys(&mut self.listener_ids, &l.id);
+                keys(&mut self.listeners, &l.service_id, Some(&l.service_id));
+                keys(&mut self.listener_ids, &l.id, Some(&l.id));
                 self.count_uses(&l.default_action, add, dirty);
-                dirty.services.insert(l.service_id.clone());
-                dirty.listener_ids.insert(l.id.clone());
+                dirty.services.insert(l.service_id.to_string());
+                dirty.listener_ids.insert(l.id.to_string());
             }
             Rec::Rule(r) => {
-                keys(&mut self.rules, &r.listener_id);
+                keys(&mut self.rules, &r.listener_id, None);
                 self.count_uses(&r.action, add, dirty);
                 dirty.listener_ids.insert(r.listener_id.clone());
             }
             Rec::TargetGroup(tg) => {
-                keys(&mut self.target_groups, &tg.id);
+                keys(&mut self.target_groups, &tg.id, None);
                 dirty.target_groups.insert(tg.id.clone());
             }
             Rec::Target(_) => {
                 // `r/<region>/<account>/target/<tg>/…`: the model holds no other.
                 let tg = split_resource(key).and_then(|(_, _, tail)| tail.split_once('/')).map(|(tg, _)| tg);
                 if let Some(tg) = tg {
-                    keys(&mut self.targets, tg);
+                    keys(&mut self.targets, tg, None);
                     dirty.target_groups.insert(tg.to_owned());
                 }
             }
@@ -149,7 +158,7 @@ impl Index {
     fn count_uses(&mut self, action: &RuleAction, add: bool, dirty: &mut Dirty) {
         if let RuleAction::Forward(f) = action {
             for t in &f.target_groups {
-                count(&mut self.uses, &t.target_group_identifier, add);
+                count(&mut self.uses, &t.target_group_identifier, || t.target_group_identifier.clone(), add);
                 dirty.target_groups.insert(t.target_group_identifier.clone());
             }
         }
@@ -160,10 +169,74 @@ impl Index {
     }
 }
 
+// === impl KeyList ===
+
+impl KeyList {
+    /// Adds `key` in order (once).
+    fn insert(&mut self, key: &Arc<str>) {
+        match self {
+            Self::One(one) if one == key => {}
+            Self::One(one) => {
+                let mut list = vec![one.clone(), key.clone()];
+                list.sort();
+                *self = Self::Many(list);
+            }
+            Self::Many(list) => {
+                if let Err(at) = list.binary_search(key) {
+                    list.insert(at, key.clone());
+                }
+            }
+        }
+    }
+
+    /// Removes `key`; whether the list is now empty.
+    fn remove(&mut self, key: &Arc<str>) -> bool {
+        match self {
+            Self::One(one) => one == key,
+            Self::Many(list) => {
+                if let Ok(at) = list.binary_search(key) {
+                    list.remove(at);
+                }
+                if list.len() == 1
+                    && let Some(last) = list.pop()
+                {
+                    *self = Self::One(last);
+                }
+                matches!(self, Self::Many(list) if list.is_empty())
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for KeyList {
+    type Target = [Arc<str>];
+
+    fn deref(&self) -> &[Arc<str>] {
+        match self {
+            Self::One(key) => std::slice::from_ref(key),
+            Self::Many(keys) => keys,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a KeyList {
+    type Item = &'a Arc<str>;
+    type IntoIter = std::slice::Iter<'a, Arc<str>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
 /// Moves a counter up or down, forgetting it at zero.
-fn count(map: &mut HashMap<String, usize>, id: &str, add: bool) {
+fn count<K: Borrow<str> + Hash + Eq>(map: &mut HashMap<K, usize>, id: &str, owned: impl FnOnce() -> K, add: bool) {
     if add {
-        *map.entry(id.to_owned()).or_default() += 1;
+        match map.get_mut(id) {
+            Some(n) => *n += 1,
+            None => {
+                map.insert(owned(), 1);
+            }
+        }
     } else if let Some(n) = map.get_mut(id) {
         *n -= 1;
         if *n == 0 {
@@ -175,9 +248,9 @@ fn count(map: &mut HashMap<String, usize>, id: &str, add: bool) {
 /// Remakes the views of `last` that the changes marked in `dirty` touch.
 pub(super) fn update(last: &mut Snapshot, model: &Model, index: &Index, mut dirty: Dirty) {
     for id in &dirty.listener_ids {
-        for key in index.listener_ids.get(id).into_iter().flatten() {
+        for key in index.listener_ids.get(id.as_str()).into_iter().flatten() {
             if let Some(Rec::Listener(l)) = model.get(key) {
-                dirty.services.insert(l.service_id.clone());
+                dirty.services.insert(l.service_id.to_string());
             }
         }
     }
@@ -188,21 +261,23 @@ pub(super) fn update(last: &mut Snapshot, model: &Model, index: &Index, mut dirt
         .iter()
         .any(|id| index.target_group_exists(id) != last.target_groups.contains_key(id) && index.uses.contains_key(id));
     if flipped {
-        dirty.services.extend(index.services.keys().cloned());
-        dirty.services.extend(last.services.keys().cloned());
+        dirty.services.extend(index.services.keys().map(|id| id.to_string()));
+        dirty.services.extend(last.services.keys().map(|id| id.to_string()));
     }
     let services_changed = !dirty.services.is_empty();
     for id in &dirty.services {
-        let was_served = last.services.contains_key(id);
+        let was_served = last.services.contains_key(id.as_str());
         match service(model, index, id) {
             Some(view) => {
-                last.services.insert(id.clone(), Arc::new(view));
+                // A new key, not the old one kept: the maps share the view's own ID.
+                last.services.remove(id.as_str());
+                last.services.insert(view.id.clone(), Arc::new(view));
             }
             None => {
-                last.services.remove(id);
+                last.services.remove(id.as_str());
             }
         }
-        dirty.vpcs |= was_served != last.services.contains_key(id);
+        dirty.vpcs |= was_served != last.services.contains_key(id.as_str());
     }
     for id in &dirty.target_groups {
         match target_group(model, index, id) {
@@ -246,8 +321,8 @@ fn service(model: &Model, index: &Index, id: &str) -> Option<ServiceView> {
     for key in index.listeners.get(id).into_iter().flatten() {
         let Some(Rec::Listener(l)) = model.get(key) else { continue };
         // Of listeners sharing an ID (a damaged store), the first in key order has the rules.
-        let first = index.listener_ids.get(&l.id).and_then(|keys| keys.first()) == Some(key);
-        let rules = match index.rules.get(&l.id) {
+        let first = index.listener_ids.get(&*l.id).and_then(|keys| keys.first()) == Some(key);
+        let rules = match index.rules.get(&*l.id) {
             Some(keys) if first => keys
                 .iter()
                 .filter_map(|k| if let Some(Rec::Rule(r)) = model.get(k) { Some(&**r) } else { None })
@@ -269,7 +344,7 @@ fn target_group(model: &Model, index: &Index, id: &str) -> Option<TargetGroupVie
     let targets: Vec<&TargetRec> = match index.targets.get(id) {
         Some(targets) if keys.len() == 1 => targets
             .iter()
-            .filter_map(|k| if let Some(Rec::Target(t)) = model.get(k) { Some(t) } else { None })
+            .filter_map(|k| if let Some(Rec::Target(t)) = model.get(k) { Some(&**t) } else { None })
             .collect(),
         _ => Vec::new(),
     };

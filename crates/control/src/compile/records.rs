@@ -7,9 +7,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use trellis_model::Kind;
 use trellis_model::Timestamp;
 use trellis_model::lattice::{AuthType, ListenerProtocol, RuleAction, RuleMatch, Status, TargetGroupConfig};
@@ -55,9 +56,12 @@ pub(super) struct AuthPolicyRec {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct ServiceRec {
-    pub(super) id: String,
-    pub(super) arn: String,
-    pub(super) dns_name: String,
+    #[serde(deserialize_with = "shared")]
+    pub(super) id: Arc<str>,
+    #[serde(deserialize_with = "shared")]
+    pub(super) arn: Arc<str>,
+    #[serde(deserialize_with = "shared")]
+    pub(super) dns_name: Arc<str>,
     #[serde(default)]
     pub(super) custom_domain_name: Option<String>,
     #[serde(default)]
@@ -72,9 +76,10 @@ pub(super) struct ServiceRec {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct ListenerRec {
-    pub(super) id: String,
-    pub(super) arn: String,
-    pub(super) service_id: String,
+    #[serde(deserialize_with = "shared")]
+    pub(super) id: Arc<str>,
+    #[serde(deserialize_with = "shared")]
+    pub(super) service_id: Arc<str>,
     pub(super) protocol: ListenerProtocol,
     pub(super) port: u16,
     pub(super) default_action: RuleAction,
@@ -130,7 +135,8 @@ pub(super) struct VpcAssociationRec {
 #[serde(rename_all = "camelCase")]
 pub(super) struct ServiceAssociationRec {
     pub(super) service_network_id: String,
-    pub(super) service_id: String,
+    #[serde(deserialize_with = "shared")]
+    pub(super) service_id: Arc<str>,
     pub(super) status: Status,
 }
 
@@ -151,21 +157,22 @@ pub(super) struct SubnetRec {
     pub(super) cidr_block: String,
 }
 
-/// One decoded record, as a [`Model`](super::model::Model) keeps it under its store key. Large
-/// records are boxed so that the small, numerous ones (associations, targets) stay small.
+/// One decoded record, as a [`Model`](super::model::Model) keeps it under its store key. Every
+/// kind is boxed: a `Rec` is two words, and the model's B-tree nodes (eleven slots each, most
+/// of them full or empty whatever is in them) hold keys and pointers, not 64-byte records.
 pub(super) enum Rec {
     AccessLog(Box<AccessLogRec>),
     AuthPolicy(Box<AuthPolicyRec>),
-    Ingress(IpAddr),
+    Ingress(Box<IpAddr>),
     Listener(Box<ListenerRec>),
-    Network(NetworkRec),
+    Network(Box<NetworkRec>),
     Rule(Box<RuleRec>),
     Service(Box<ServiceRec>),
-    ServiceAssociation(ServiceAssociationRec),
+    ServiceAssociation(Box<ServiceAssociationRec>),
     Subnet(Box<SubnetRec>),
-    Target(TargetRec),
+    Target(Box<TargetRec>),
     TargetGroup(Box<TargetGroupRec>),
-    Vpc(VpcRec),
+    Vpc(Box<VpcRec>),
     VpcAssociation(Box<VpcAssociationRec>),
 }
 
@@ -241,7 +248,7 @@ impl<'m> Records<'m> {
         if let Rec::Ingress(addr) = rec {
             // `<ingress_prefix><region>/<vpc-id>`.
             if let Some((region, vpc)) = key.strip_prefix(ingress_prefix).and_then(|rest| rest.split_once('/')) {
-                self.ingress.insert((region, vpc), *addr);
+                self.ingress.insert((region, vpc), **addr);
             }
             return;
         }
@@ -283,14 +290,14 @@ pub(super) fn decode(key: &str, value: &[u8], ingress_prefix: &str) -> Decoded {
         RecKind::AuthPolicy => auth_policy(key, value),
         RecKind::Ingress => ingress(key, value),
         RecKind::Listener => read(key, value, |l| Rec::Listener(Box::new(l))),
-        RecKind::Network => read(key, value, Rec::Network),
+        RecKind::Network => read(key, value, |n| Rec::Network(Box::new(n))),
         RecKind::Rule => read(key, value, |r| Rec::Rule(Box::new(r))),
         RecKind::Service => read(key, value, |s| Rec::Service(Box::new(s))),
-        RecKind::ServiceAssociation => read(key, value, Rec::ServiceAssociation),
+        RecKind::ServiceAssociation => read(key, value, |a| Rec::ServiceAssociation(Box::new(a))),
         RecKind::Subnet => read(key, value, |s| Rec::Subnet(Box::new(s))),
-        RecKind::Target => read(key, value, Rec::Target),
+        RecKind::Target => read(key, value, |t| Rec::Target(Box::new(t))),
         RecKind::TargetGroup => read(key, value, |tg| Rec::TargetGroup(Box::new(tg))),
-        RecKind::Vpc => read(key, value, Rec::Vpc),
+        RecKind::Vpc => read(key, value, |v| Rec::Vpc(Box::new(v))),
         RecKind::VpcAssociation => read(key, value, |a| Rec::VpcAssociation(Box::new(a))),
     }
 }
@@ -351,12 +358,17 @@ fn auth_policy(key: &str, value: &[u8]) -> Decoded {
 fn ingress(key: &str, value: &[u8]) -> Decoded {
     let text = String::from_utf8_lossy(value);
     match text.trim().parse::<IpAddr>() {
-        Ok(addr) => Decoded::Rec(Rec::Ingress(addr)),
+        Ok(addr) => Decoded::Rec(Rec::Ingress(Box::new(addr))),
         Err(_) => {
             tracing::warn!(%key, value = %text, "ingress address is not an IP address; ignored");
             Decoded::Unreadable
         }
     }
+}
+
+/// A string the snapshot's views share with the record (no copy per build).
+fn shared<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+    String::deserialize(d).map(Arc::from)
 }
 
 /// Decodes a record; [`Decoded::Unreadable`] (and a warning) if it is unreadable.

@@ -141,26 +141,23 @@ async fn compiles_the_p0_scenario() {
     assert_eq!((v.region.as_str(), v.account.as_str()), ("us-east-1", "000000000000"));
     assert_eq!(v.ingress, Some("127.0.0.2".parse().unwrap()), "this node's address, not n2's");
     let reach = Reach {
-        service_network_id: id(&sn),
+        service_network_id: id(&sn).into(),
         service_network_arn: sn["arn"].as_str().unwrap().into(),
         private_dns: true,
     };
-    assert_eq!(v.reach.iter().collect::<Vec<_>>(), vec![(&id(&svc), &reach)]);
+    assert_eq!(v.reach.iter().map(|(k, r)| (&**k, r)).collect::<Vec<_>>(), vec![(id(&svc).as_str(), &reach)]);
 
-    let s = &snap.services[&id(&svc)];
+    let s = &snap.services[id(&svc).as_str()];
     let dns = svc["dnsEntry"]["domainName"].as_str().unwrap();
-    assert_eq!(
-        (s.arn.as_str(), s.dns_name.as_str(), s.custom_domain_name.as_deref()),
-        (svc["arn"].as_str().unwrap(), dns, None)
-    );
+    assert_eq!((&*s.arn, &*s.dns_name, s.custom_domain_name.as_deref()), (svc["arn"].as_str().unwrap(), dns, None));
     assert_eq!(s.idle_timeout, Duration::from_secs(120));
     let l = &s.listeners[&80];
-    assert_eq!((l.id.as_str(), l.protocol, l.port, l.rules.len()), (listener.as_str(), ListenerProtocol::Http, 80, 0));
+    assert_eq!((&*l.id, l.protocol, l.port, l.rules.len()), (listener.as_str(), ListenerProtocol::Http, 80, 0));
     assert_eq!(l.default_action, Action::Forward(vec![wt(&tg, 100)]));
-    assert_eq!(snap.hosts.get(dns), Some(&id(&svc)));
+    assert_eq!(snap.hosts.get(dns).map(|s| &**s), Some(id(&svc).as_str()));
     assert_eq!(snap.hosts.len(), 1);
     let (found, how) = snap.find_service(&vpc, dns).unwrap();
-    assert_eq!((found.id.as_str(), how), (id(&svc).as_str(), &reach));
+    assert_eq!((&*found.id, how), (id(&svc).as_str(), &reach));
 
     let t = &snap.target_groups[&tg];
     assert!(t.in_use);
@@ -211,7 +208,7 @@ async fn unassociated_vpcs_and_services_are_absent() {
     assert!(!snap.vpcs.contains_key(&lonely_vpc), "no association, no view");
     assert_eq!(snap.vpcs.len(), 2, "a VPC of a network without services is still associated");
     assert!(snap.vpcs.values().any(|v| v.reach.is_empty() && v.ingress.is_none()));
-    assert_eq!(snap.services.keys().collect::<Vec<_>>(), vec![&id(&svc)]);
+    assert_eq!(snap.services.keys().map(|k| &**k).collect::<Vec<_>>(), vec![id(&svc).as_str()]);
     assert_eq!(snap.hosts.len(), 1);
     // Every target group is there; use counts listeners of unassociated services too.
     let in_use: Vec<(&str, bool)> =
@@ -233,11 +230,15 @@ async fn a_service_in_two_networks_is_reached_through_each() {
 
     let snap = w.compile().await;
     assert_eq!(snap.services.len(), 1);
-    assert_eq!(snap.services[&id(&svc)].listeners[&80].default_action, Action::Fixed(404));
-    let via = |vpc: &str| snap.vpcs[vpc].reach[&id(&svc)].clone();
-    assert_eq!((via(&vpc1).service_network_id, via(&vpc1).private_dns), (id(&sn1), true));
-    assert_eq!((via(&vpc2).service_network_id, via(&vpc2).private_dns), (id(&sn2), false));
-    assert_eq!(snap.hosts.get("shared.example.com"), Some(&id(&svc)), "custom names are lowercased");
+    assert_eq!(snap.services[id(&svc).as_str()].listeners[&80].default_action, Action::Fixed(404));
+    let via = |vpc: &str| snap.vpcs[vpc].reach[id(&svc).as_str()].clone();
+    assert_eq!((via(&vpc1).service_network_id.to_string(), via(&vpc1).private_dns), (id(&sn1), true));
+    assert_eq!((via(&vpc2).service_network_id.to_string(), via(&vpc2).private_dns), (id(&sn2), false));
+    assert_eq!(
+        snap.hosts.get("shared.example.com").map(|s| &**s),
+        Some(id(&svc).as_str()),
+        "custom names are lowercased"
+    );
     assert!(snap.find_service(&vpc2, "shared.example.com").is_some());
 }
 
@@ -259,7 +260,7 @@ async fn rules_are_in_priority_order_with_weights_filled_in() {
     w.associate_service(&sn, &svc).await;
 
     let snap = w.compile().await;
-    let lv = &snap.services[&id(&svc)].listeners[&8080];
+    let lv = &snap.services[id(&svc).as_str()].listeners[&8080];
     let order: Vec<(&str, u32)> = lv.rules.iter().map(|r| (r.id.as_str(), r.priority)).collect();
     assert_eq!(order, vec![(r10.as_str(), 10), (r20.as_str(), 20), (r30.as_str(), 30)]);
     assert_eq!(lv.rules[0].action, Action::Forward(vec![wt(&a, 100)]));
@@ -304,7 +305,7 @@ async fn draining_targets_and_damaged_records() {
         snap.target_groups[&tg].targets.iter().map(|t| (t.id.as_str(), t.draining_since_ms)).collect();
     assert_eq!(targets, vec![("10.0.0.5", None), ("10.0.0.6", Some(1_700_000_000_123))]);
     assert_eq!(snap.services.len(), 1);
-    assert_eq!(snap.services[&id(&svc)].listeners.len(), 1);
+    assert_eq!(snap.services[id(&svc).as_str()].listeners.len(), 1);
     assert_eq!(snap.vpcs[&vpc].ingress, None);
 }
 
@@ -450,14 +451,14 @@ fn compiles_hand_made_records_and_the_lowest_network_wins() {
     assert_eq!(v.reach.len(), 60);
     for i in 0..60 {
         let svc = format!("svc-{i:017x}");
-        let reach = &v.reach[&svc];
+        let reach = &v.reach[svc.as_str()];
         // Even services are in network 1 (and some also in 2): reached through 1, without
         // private DNS; odd ones only through network 2.
         let want = if i % 2 == 0 { ("sn-00000000000000001", false) } else { ("sn-00000000000000002", true) };
-        assert_eq!((reach.service_network_id.as_str(), reach.private_dns), want, "{svc}");
+        assert_eq!((&*reach.service_network_id, reach.private_dns), want, "{svc}");
         assert!(reach.service_network_arn.ends_with(want.0));
-        let s = &snap.services[&svc];
-        assert_eq!(snap.hosts[&s.dns_name], svc);
+        let s = &snap.services[svc.as_str()];
+        assert_eq!(*snap.hosts[&s.dns_name], *svc);
         assert!(s.dns_name.starts_with(&format!("s{i}-")), "lowercased");
         assert_eq!(s.idle_timeout, Duration::from_secs(60));
         assert_eq!(s.listeners[&80].default_action, Action::Forward(vec![wt(&format!("tg-{i:017x}"), 100)]));
@@ -673,7 +674,7 @@ async fn access_log_subscriptions_are_compiled_by_owner() {
     assert_eq!(on_sn.len(), 2);
     let resource_only: Vec<bool> = on_sn.iter().map(|a| a.resource_only).collect();
     assert_eq!(resource_only.iter().filter(|r| **r).count(), 1, "the RESOURCE one is marked");
-    let on_svc = &snap.access_logs[&id(&svc)];
+    let on_svc = &snap.access_logs[id(&svc).as_str()];
     assert_eq!(on_svc[0].id, id(&s3));
     assert_eq!(on_svc[0].destination, Destination::S3 { bucket: "bucket".into(), prefix: "p".into() });
 

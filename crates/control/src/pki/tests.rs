@@ -82,7 +82,7 @@ fn renewal_is_due_when_a_third_is_left() {
 fn service(id: &str, dns_name: &str) -> Arc<ServiceView> {
     Arc::new(ServiceView {
         id: id.into(),
-        arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}"),
+        arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}").into(),
         dns_name: dns_name.into(),
         custom_domain_name: None,
         certificate_arn: None,

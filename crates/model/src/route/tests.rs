@@ -37,7 +37,6 @@ fn wt(id: &str, weight: u32) -> WeightedTarget {
 fn listener(rules: Vec<(u32, HttpMatch, u16)>) -> ListenerView {
     ListenerView {
         id: "listener-0".into(),
-        arn: "arn".into(),
         protocol: ListenerProtocol::Http,
         port: 80,
         rules: rules

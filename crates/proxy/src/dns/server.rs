@@ -37,37 +37,33 @@ const MAX_TCP_CONNECTIONS: usize = 256;
 /// Pause after a failed `accept` or `recv` (e.g. out of file descriptors) so the loop does not spin.
 const ERROR_BACKOFF: Duration = Duration::from_millis(20);
 
-/// The current zone of one VPC, refreshed when a new snapshot's index is published. Reading it
-/// costs an atomic load per query, no lock.
+/// The current zone of one VPC: looked up in the latest published index at each query (a
+/// read lock and a hash lookup), so that an idle socket holds on to no zone, and through it to
+/// no old snapshot.
 #[derive(Clone, Debug)]
 pub(crate) struct ZoneCache {
     zones: watch::Receiver<Arc<Zones>>,
     vpc_id: Arc<str>,
-    zone: Option<Arc<VpcZone>>,
 }
 
 // === impl ZoneCache ===
 
 impl ZoneCache {
     /// Follows `vpc_id`'s zone in the indexes published on `zones`.
-    pub(crate) fn new(mut zones: watch::Receiver<Arc<Zones>>, vpc_id: &str) -> Self {
-        let zone = zones.borrow_and_update().find(vpc_id).cloned();
-        Self { zones, vpc_id: vpc_id.into(), zone }
+    pub(crate) fn new(zones: watch::Receiver<Arc<Zones>>, vpc_id: &str) -> Self {
+        Self { zones, vpc_id: vpc_id.into() }
     }
 
     /// The VPC's zone as of the latest snapshot (`None` once the VPC is gone: queries are refused
-    /// until its socket closes).
-    fn current(&mut self) -> Option<&VpcZone> {
-        // A closed channel means the responder is stopping: keep the last zone.
-        if self.zones.has_changed().unwrap_or(false) {
-            self.zone = self.zones.borrow_and_update().find(&self.vpc_id).cloned();
-        }
-        self.zone.as_deref()
+    /// until its socket closes). A closed channel means the responder is stopping: the last
+    /// zone stays.
+    fn current(&self) -> Option<Arc<VpcZone>> {
+        self.zones.borrow().find(&self.vpc_id).cloned()
     }
 }
 
 /// Serves DNS over UDP on `socket` until the task is aborted.
-pub(crate) async fn serve_udp(socket: UdpSocket, mut zone: ZoneCache) {
+pub(crate) async fn serve_udp(socket: UdpSocket, zone: ZoneCache) {
     let mut buf = vec![0; MAX_QUERY_BYTES];
     let mut out = Vec::with_capacity(PLAIN_UDP_PAYLOAD);
     loop {
@@ -79,7 +75,7 @@ pub(crate) async fn serve_udp(socket: UdpSocket, mut zone: ZoneCache) {
                 continue;
             }
         };
-        if respond(&buf[..len], zone.current(), true, &mut out)
+        if respond(&buf[..len], zone.current().as_deref(), true, &mut out)
             && let Err(e) = socket.send_to(&out, peer).await
         {
             tracing::debug!(error = %e, %peer, "DNS: UDP send failed");
@@ -112,7 +108,7 @@ pub(crate) async fn serve_tcp(listener: TcpListener, zone: ZoneCache) {
 
 /// One TCP connection: length-prefixed queries, answered in order, until the client closes,
 /// goes idle, or sends something unframeable.
-async fn serve_connection(mut stream: TcpStream, mut zone: ZoneCache) {
+async fn serve_connection(mut stream: TcpStream, zone: ZoneCache) {
     let mut query = Vec::new();
     let mut out = Vec::new();
     let mut frame = Vec::new();
@@ -130,7 +126,7 @@ async fn serve_connection(mut stream: TcpStream, mut zone: ZoneCache) {
         if !matches!(timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut query)).await, Ok(Ok(_))) {
             return;
         }
-        if !respond(&query, zone.current(), false, &mut out) {
+        if !respond(&query, zone.current().as_deref(), false, &mut out) {
             continue;
         }
         let Ok(out_len) = u16::try_from(out.len()) else { return };
@@ -253,7 +249,7 @@ mod tests {
     }
 
     fn exchange(request: &Message, udp: bool) -> Option<Message> {
-        let zones = Zones::build(&snapshot());
+        let zones = Zones::build(&Arc::new(snapshot()));
         let mut out = Vec::new();
         respond(&request.to_vec().unwrap(), zones.find("vpc-1").map(|z| &**z), udp, &mut out)
             .then(|| Message::from_vec(&out).unwrap())

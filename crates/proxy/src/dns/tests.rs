@@ -70,7 +70,7 @@ fn dns_addr(ip: Ipv4Addr) -> SocketAddr {
 /// Services alpha (custom name alpha.example.com) and beta (beta.example.com); `vpcs` gives each
 /// VPC's ingress and what it reaches (service ID, private DNS).
 fn snapshot(vpcs: &[VpcSpec<'_>]) -> Snapshot {
-    Snapshot {
+    let mut snapshot = Snapshot {
         revision: 1,
         vpcs: vpcs.iter().map(|&(id, ingress, reach)| vpc(id, ingress.map(IpAddr::V4), reach)).collect(),
         services: [
@@ -80,7 +80,9 @@ fn snapshot(vpcs: &[VpcSpec<'_>]) -> Snapshot {
         .into_iter()
         .collect(),
         ..Snapshot::default()
-    }
+    };
+    snapshot.hosts = trellis_model::snapshot::hosts(&snapshot.services);
+    snapshot
 }
 
 fn start(snapshot: Snapshot) -> Running {

@@ -10,7 +10,7 @@
 //! would let a resolver deny every name below it). Everything else — the Internet, a custom
 //! domain name the VPC does not reach — is not ours to answer (REFUSED).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -31,15 +31,23 @@ pub(crate) struct Zones {
     by_vpc: HashMap<String, Arc<VpcZone>>,
 }
 
-/// What one VPC can resolve.
+/// What one VPC can resolve. The names of services are not copied here: a question is looked up
+/// in the snapshot's host index (shared with the proxy), then in what the VPC reaches, so a zone
+/// costs the same at 10 services as at 10,000.
 #[derive(Debug)]
 pub(crate) struct VpcZone {
     /// Where every name that resolves points.
     ingress: IpAddr,
     /// Other live proxy nodes' addresses for this VPC, answered after `ingress`.
     peers: Vec<IpAddr>,
-    /// Names that exist, fully qualified (hickory's `Name` hashes and compares ignoring case).
-    names: HashMap<Name, Node>,
+    /// The snapshot the zone was built from.
+    snapshot: Arc<Snapshot>,
+    /// The VPC (in `snapshot.vpcs`).
+    vpc_id: String,
+    /// Ancestors of the names that resolve, inside the Lattice zone: they exist, with no records
+    /// (fully qualified; hickory's `Name` hashes and compares ignoring case). A handful: every
+    /// generated name of a region has the same parent.
+    empty: HashSet<Name>,
 }
 
 /// Whether a known name carries the address.
@@ -68,7 +76,7 @@ pub(crate) enum Answer {
 
 impl Zones {
     /// Indexes every VPC of `snapshot` that has an ingress address.
-    pub(crate) fn build(snapshot: &Snapshot) -> Self {
+    pub(crate) fn build(snapshot: &Arc<Snapshot>) -> Self {
         let by_vpc = snapshot
             .vpcs
             .values()
@@ -87,18 +95,34 @@ impl Zones {
 
 impl VpcZone {
     /// Indexes what `vpc` resolves; `None` when it has no ingress address (no responder).
-    fn build(snapshot: &Snapshot, vpc: &VpcView) -> Option<Self> {
-        let mut zone = Self { ingress: vpc.ingress?, peers: vpc.peers.clone(), names: HashMap::new() };
+    fn build(snapshot: &Arc<Snapshot>, vpc: &VpcView) -> Option<Self> {
+        let ingress = vpc.ingress?;
+        // The parents of the names that resolve, once each (text: no allocation per service).
+        let mut parents: HashSet<&str> = HashSet::new();
         for (service_id, reach) in &vpc.reach {
             let Some(service) = snapshot.services.get(service_id) else { continue };
-            zone.insert(&service.dns_name);
-            if reach.private_dns
-                && let Some(custom) = &service.custom_domain_name
-            {
-                zone.insert(custom);
+            let custom = service.custom_domain_name.as_deref().filter(|_| reach.private_dns);
+            for name in [Some(&*service.dns_name), custom].into_iter().flatten() {
+                if let Some((_, parent)) = name.split_once('.') {
+                    parents.insert(parent);
+                }
             }
         }
-        Some(zone)
+        let mut empty = HashSet::new();
+        for parent in parents {
+            let Ok(mut ancestor) = Name::from_ascii(parent) else {
+                tracing::debug!(name = parent, "not a DNS name; not served");
+                continue;
+            };
+            ancestor.set_fqdn(true);
+            while lattice_zone_depth(&ancestor).is_some() {
+                let next = ancestor.base_name();
+                empty.insert(ancestor);
+                ancestor = next;
+            }
+        }
+        let (peers, vpc_id, snapshot) = (vpc.peers.clone(), vpc.vpc_id.clone(), snapshot.clone());
+        Some(Self { ingress, peers, snapshot, vpc_id, empty })
     }
 
     /// Other nodes' addresses of the same family as `ip` (for a question of type ANY: all),
@@ -107,20 +131,24 @@ impl VpcZone {
         self.peers.iter().copied().filter(move |p| any || p.is_ipv4() == ip.is_ipv4())
     }
 
-    /// Adds a name that resolves, and its ancestors inside the Lattice zone as empty nodes.
-    fn insert(&mut self, name: &str) {
-        let Ok(mut name) = Name::from_ascii(name) else {
-            tracing::debug!(name, "not a DNS name; not served");
-            return;
-        };
-        name.set_fqdn(true);
-        let mut ancestor = name.base_name();
-        self.names.insert(name, Node::Service);
-        while lattice_zone_depth(&ancestor).is_some() {
-            let next = ancestor.base_name();
-            self.names.entry(ancestor).or_insert(Node::Empty);
-            ancestor = next;
+    /// What `name` (fully qualified) is in this zone: the generated name of a service the VPC
+    /// reaches, or its custom domain name where the VPC's association has private DNS; else an
+    /// ancestor of one inside the Lattice zone; else nothing.
+    fn find(&self, name: &Name) -> Option<Node> {
+        let text = name.to_lowercase().to_ascii();
+        let text = text.strip_suffix('.').unwrap_or(&text);
+        let snapshot = &*self.snapshot;
+        let service = snapshot.hosts.get(text).and_then(|id| {
+            let reach = snapshot.vpcs.get(&self.vpc_id)?.reach.get(&**id)?;
+            Some((snapshot.services.get(&**id)?, reach))
+        });
+        if let Some((service, reach)) = service {
+            let custom = reach.private_dns && service.custom_domain_name.as_deref() == Some(text);
+            if *service.dns_name == *text || custom {
+                return Some(Node::Service);
+            }
         }
+        self.empty.contains(name).then_some(Node::Empty)
     }
 
     /// Answers a question for `name` (any case, with or without the trailing dot). Class IN or
@@ -131,12 +159,12 @@ impl VpcZone {
             return Answer::Refused;
         }
         let node = if name.is_fqdn() {
-            self.names.get(name)
+            self.find(name)
         } else {
             // Names off the wire are always fully qualified; this is for callers holding text.
             let mut fqdn = name.clone();
             fqdn.set_fqdn(true);
-            self.names.get(&fqdn)
+            self.find(&fqdn)
         };
         match node {
             Some(Node::Service) => match (qtype, self.ingress) {
@@ -173,24 +201,24 @@ pub(crate) mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
     use std::time::Duration;
 
-    use trellis_model::snapshot::{Reach, ServiceView};
+    use trellis_model::snapshot::{Reach, ServiceView, hosts};
 
     use super::*;
 
     pub(crate) const A_NAME: &str = "alpha-0123456789abcdef0.7d67968.vpc-lattice-svcs.us-east-1.on.aws";
     pub(crate) const B_NAME: &str = "beta-0123456789abcdef1.7d67968.vpc-lattice-svcs.us-east-1.on.aws";
 
-    pub(crate) fn service(id: &str, dns_name: &str, custom: Option<&str>) -> (String, Arc<ServiceView>) {
+    pub(crate) fn service(id: &str, dns_name: &str, custom: Option<&str>) -> (Arc<str>, Arc<ServiceView>) {
         let view = ServiceView {
-            id: id.to_owned(),
-            arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}"),
-            dns_name: dns_name.to_owned(),
-            custom_domain_name: custom.map(str::to_owned),
+            id: id.into(),
+            arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}").into(),
+            dns_name: dns_name.into(),
+            custom_domain_name: custom.map(Arc::from),
             certificate_arn: None,
             idle_timeout: Duration::from_secs(60),
             listeners: Default::default(),
         };
-        (id.to_owned(), Arc::new(view))
+        (id.into(), Arc::new(view))
     }
 
     pub(crate) fn vpc(id: &str, ingress: Option<IpAddr>, reach: &[(&str, bool)]) -> (String, VpcView) {
@@ -198,12 +226,12 @@ pub(crate) mod tests {
             .iter()
             .map(|&(svc, private_dns)| {
                 let reach = Reach {
-                    service_network_id: "sn-0123456789abcdef0".to_owned(),
+                    service_network_id: "sn-0123456789abcdef0".into(),
                     service_network_arn:
-                        "arn:aws:vpc-lattice:us-east-1:000000000000:servicenetwork/sn-0123456789abcdef0".to_owned(),
+                        "arn:aws:vpc-lattice:us-east-1:000000000000:servicenetwork/sn-0123456789abcdef0".into(),
                     private_dns,
                 };
-                (svc.to_owned(), reach)
+                (svc.into(), reach)
             })
             .collect();
         let view = VpcView {
@@ -223,7 +251,7 @@ pub(crate) mod tests {
     pub(crate) fn snapshot() -> Snapshot {
         let v4 = IpAddr::V4(Ipv4Addr::new(127, 77, 0, 1));
         let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
-        Snapshot {
+        let mut snapshot = Snapshot {
             revision: 1,
             vpcs: [
                 vpc("vpc-1", Some(v4), &[("svc-a", true), ("svc-b", false)]),
@@ -239,7 +267,9 @@ pub(crate) mod tests {
             .into_iter()
             .collect(),
             ..Snapshot::default()
-        }
+        };
+        snapshot.hosts = hosts(&snapshot.services);
+        snapshot
     }
 
     fn ask(zones: &Zones, vpc: &str, name: &str, qtype: RecordType) -> Answer {
@@ -249,7 +279,7 @@ pub(crate) mod tests {
 
     #[test]
     fn answers_per_vpc() {
-        let zones = Zones::build(&snapshot());
+        let zones = Zones::build(&Arc::new(snapshot()));
         let v4 = Answer::Address(IpAddr::V4(Ipv4Addr::new(127, 77, 0, 1)));
         let v6 = Answer::Address(IpAddr::V6(Ipv6Addr::LOCALHOST));
         let upper = A_NAME.to_uppercase();
@@ -305,7 +335,7 @@ pub(crate) mod tests {
 
     #[test]
     fn vpcs_without_ingress_or_unknown_have_no_zone() {
-        let zones = Zones::build(&snapshot());
+        let zones = Zones::build(&Arc::new(snapshot()));
         assert!(zones.find("vpc-3").is_none());
         assert!(zones.find("vpc-9").is_none());
         assert_eq!(zones.find("vpc-1").unwrap().ingress, IpAddr::V4(Ipv4Addr::new(127, 77, 0, 1)));
@@ -313,7 +343,7 @@ pub(crate) mod tests {
 
     #[test]
     fn other_classes_are_refused() {
-        let zones = Zones::build(&snapshot());
+        let zones = Zones::build(&Arc::new(snapshot()));
         let zone = zones.find("vpc-1").unwrap();
         let name = Name::from_ascii(A_NAME).unwrap();
         assert_eq!(zone.answer(&name, RecordType::A, DNSClass::CH), Answer::Refused);
@@ -334,7 +364,7 @@ pub(crate) mod tests {
     fn services_missing_from_the_snapshot_are_skipped() {
         let mut snap = snapshot();
         snap.services.remove("svc-a");
-        let zones = Zones::build(&snap);
+        let zones = Zones::build(&Arc::new(snap));
         assert_eq!(ask(&zones, "vpc-1", A_NAME, RecordType::A), Answer::NxDomain);
         assert_eq!(ask(&zones, "vpc-1", "alpha.example.com", RecordType::A), Answer::Refused);
     }

@@ -112,17 +112,16 @@ pub(crate) fn config() -> ProxyConfig {
 /// A service with one HTTP listener.
 pub(crate) fn service(id: &str, host: &str, port: u16, default_action: Action) -> ServiceView {
     let listener = ListenerView {
-        id: format!("listener-{id}"),
-        arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}/listener/listener-{id}"),
+        id: format!("listener-{id}").into(),
         protocol: ListenerProtocol::Http,
         port,
         rules: Vec::new(),
         default_action,
     };
     ServiceView {
-        id: id.to_owned(),
-        arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}"),
-        dns_name: host.to_owned(),
+        id: id.into(),
+        arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}").into(),
+        dns_name: host.into(),
         custom_domain_name: None,
         certificate_arn: None,
         idle_timeout: Duration::from_secs(60),
@@ -209,7 +208,7 @@ impl Fixture {
 
     /// Adds a VPC reaching these services through `sn-1`.
     pub(crate) fn add_vpc(&mut self, id: &str, ingress: Option<IpAddr>, reach: &[&str]) {
-        let reach = reach.iter().map(|s| ((*s).to_owned(), sn_reach())).collect();
+        let reach = reach.iter().map(|s| ((*s).into(), sn_reach())).collect();
         let vpc = VpcView {
             peers: Vec::new(),
             vpc_id: id.to_owned(),

@@ -65,14 +65,7 @@ impl Ca {
 const PORT: u16 = 18443;
 
 fn listener(id: &str, protocol: ListenerProtocol, default_action: trellis_model::snapshot::Action) -> ListenerView {
-    ListenerView {
-        id: format!("listener-{id}"),
-        arn: format!("arn:aws:vpc-lattice:us-east-1:000000000000:service/{id}/listener/listener-{id}"),
-        protocol,
-        port: PORT,
-        rules: Vec::new(),
-        default_action,
-    }
+    ListenerView { id: format!("listener-{id}").into(), protocol, port: PORT, rules: Vec::new(), default_action }
 }
 
 /// A service on [`PORT`] with one listener of `protocol`.
