@@ -66,7 +66,6 @@ fuzz_target!(|data: &[u8]| {
     );
     let listener = ListenerView {
         id: "listener-0123456789abcdef0".into(),
-        arn: String::new(),
         protocol: ListenerProtocol::Http,
         port: 80,
         rules: matchers
