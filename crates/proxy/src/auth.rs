@@ -41,6 +41,8 @@ pub(crate) struct AuthCheck {
     pub(crate) service: Option<IamAuth>,
     pub(crate) network_arn: String,
     pub(crate) service_arn: String,
+    /// The service's region (from its ARN), which a signature's scope must name.
+    region: String,
 }
 
 /// What a request is, for its policies.
@@ -90,6 +92,17 @@ pub(crate) enum Layer {
 // === impl AuthCheck ===
 
 impl AuthCheck {
+    /// The check of a service (`service_arn`) reached through a network (`network_arn`).
+    pub(crate) fn new(
+        network: Option<IamAuth>,
+        service: Option<IamAuth>,
+        network_arn: String,
+        service_arn: String,
+    ) -> Self {
+        let region = service_arn.split(':').nth(3).unwrap_or_default().to_owned();
+        Self { network, service, network_arn, service_arn, region }
+    }
+
     /// Whether the request passes every layer that guards it (`now`: seconds since the Unix
     /// epoch); the identity of a signed request that does.
     pub(crate) fn check(
@@ -145,12 +158,11 @@ impl AuthCheck {
                 signed.service
             )));
         }
-        let region = self.service_arn.as_bytes().split(|&b| b == b':').nth(3).unwrap_or_default();
-        if signed.region.as_bytes() != region {
+        let region = &self.region;
+        if signed.region != *region {
             return Err(refuse(format!(
-                "the credential scope names region {:?}; the service is in {}",
-                signed.region,
-                String::from_utf8_lossy(region)
+                "the credential scope names region {:?}; the service is in {region}",
+                signed.region
             )));
         }
         let at = signed.time().ok_or_else(|| refuse("the signature's date is malformed".into()))?;

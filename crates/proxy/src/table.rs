@@ -335,12 +335,12 @@ fn unchanged(old: &ReachRoute, service: &Arc<ServiceView>, reach: &Reach, now: &
 fn auth_check(snapshot: &Snapshot, service: &ServiceView, reach: &Reach) -> Option<Arc<AuthCheck>> {
     let (network, guarded) = (snapshot.iam.get(&*reach.service_network_id), snapshot.iam.get(&*service.id));
     (network.is_some() || guarded.is_some()).then(|| {
-        Arc::new(AuthCheck {
-            network: network.cloned(),
-            service: guarded.cloned(),
-            network_arn: reach.service_network_arn.to_string(),
-            service_arn: service.arn.to_string(),
-        })
+        Arc::new(AuthCheck::new(
+            network.cloned(),
+            guarded.cloned(),
+            reach.service_network_arn.to_string(),
+            service.arn.to_string(),
+        ))
     })
 }
 

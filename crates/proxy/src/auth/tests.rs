@@ -265,12 +265,12 @@ fn auth_check_cost() {
             "Condition":{{"StringEquals":{{"vpc-lattice-svcs:SourceVpc":"vpc-1","vpc-lattice-svcs:RequestMethod":"GET"}}}}}}"#
     ));
     let policy = format!(r#"{{"Version":"2012-10-17","Statement":[{}]}}"#, statements.join(","));
-    let check = AuthCheck {
-        network: None,
-        service: Some(iam(Some(&policy))),
-        network_arn: "arn:aws:vpc-lattice:us-east-1:000000000000:servicenetwork/sn-1".into(),
-        service_arn: svc.into(),
-    };
+    let check = AuthCheck::new(
+        None,
+        Some(iam(Some(&policy))),
+        "arn:aws:vpc-lattice:us-east-1:000000000000:servicenetwork/sn-1".into(),
+        svc.into(),
+    );
     let mut known = Identities::default();
     known.by_key.insert("AKIAANA".into(), user("AKIAANA", "secret-ana", "ana"));
     let now = crate::auth::now();
