@@ -83,7 +83,13 @@ struct Busy(Arc<Activity>);
 enum RespBody {
     /// Made here.
     Local(Option<Bytes>),
-    /// The target's.
+    /// An HTTP/1.1 target's, read here (`down`).
+    Down {
+        body: down::H1Body,
+        /// Held until the body ends.
+        _held: (InFlightGuard, Busy),
+    },
+    /// The target's, through hyper's client.
     Upstream {
         /// The body.
         body: Incoming,
@@ -308,18 +314,47 @@ async fn forward(
     };
     let (parts, body) = req.into_parts();
     let h2 = group.version != Version::Http1;
-    let mut head = upstream_head(&parts, target, &authority, h2.then_some(group.tls), &added)?;
     // A request without a valid `traceparent` starts a trace here.
-    let mut client_traces = head.headers.get_all(TRACEPARENT).iter();
+    let mut client_traces = parts.headers.get_all(TRACEPARENT).iter();
     let traced = match (client_traces.next(), client_traces.next()) {
         (Some(v), None) => crate::headers::valid_traceparent(v.as_bytes()),
         _ => false,
     };
-    if !traced {
-        let trace = crate::headers::new_traceparent();
-        let value = HeaderValue::from_bytes(&trace).map_err(|_| ProxyError::new(ErrorKind::Internal))?;
+    let trace = (!traced).then(crate::headers::new_traceparent);
+    if let Some(trace) = &trace {
+        note.trace = Some(String::from_utf8_lossy(trace).into_owned());
+    }
+    if !h2 && body.is_end_stream() {
+        // No body: written and read here (`down`).
+        let head = h1_head(&parts, target.as_str(), authority.as_bytes(), &added, trace.as_ref().map(|t| &t[..]));
+        let is_head = parts.method == Method::HEAD;
+        let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
+        let mut tries = 0;
+        let (response, guard) = loop {
+            tries += 1;
+            let target = group.pick().map_err(ProxyError::new)?;
+            let guard = InFlightGuard::new(&target.in_flight);
+            note.target = Some(target.pool.addr());
+            note.sent = Some(Instant::now());
+            match down::send(&target.pool, &head, is_head, idempotent, ctx.config.response_timeout).await {
+                Ok(response) => {
+                    note.answered = Some(Instant::now());
+                    break (response, guard);
+                }
+                Err(Sent::NotConnected(_)) if tries < CONNECT_TRIES => {}
+                Err(Sent::NotConnected(kind) | Sent::Failed(kind)) => return Err(ProxyError::new(kind)),
+            }
+        };
+        drop(routes);
+        let (mut parts, body) = response.into_parts();
+        parts.version = HttpVersion::HTTP_2;
+        parts.headers.insert(X_AMZN_REQUESTID, request_id_value(request_id));
+        return Ok(Response::from_parts(parts, RespBody::Down { body, _held: (guard, busy) }));
+    }
+    let mut head = upstream_head(&parts, target, &authority, h2.then_some(group.tls), &added)?;
+    if let Some(trace) = &trace {
+        let value = HeaderValue::from_bytes(trace).map_err(|_| ProxyError::new(ErrorKind::Internal))?;
         head.headers.insert(TRACEPARENT, value);
-        note.trace = Some(String::from_utf8_lossy(&trace).into_owned());
     }
     let mut body = if body.is_end_stream() { Either::Right(Empty::new()) } else { Either::Left(body) };
     let resend = matches!(body, Either::Right(_));
@@ -616,6 +651,74 @@ fn upstream_head(
     Ok(head)
 }
 
+/// The HTTP/1.1 head of a request without a body, as [`upstream_head`] would make it, written
+/// straight to bytes: origin form, `Host`, the client's fields but those of the connection and
+/// `x-amzn-lattice-*`, the proxy's fields, and `trace` as `traceparent` when the proxy started
+/// the trace. A POST, PUT or PATCH without a `Content-Length` says 0 (servers may refuse one
+/// with no length).
+fn h1_head(
+    parts: &http::request::Parts,
+    target: &str,
+    authority: &[u8],
+    added: &Added<'_>,
+    trace: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512 + target.len() + authority.len());
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(authority);
+    out.extend_from_slice(b"\r\n");
+    let mut field = |name: &[u8], value: &[u8]| {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    };
+    let mut forwarded_for: Option<Vec<u8>> = None;
+    let mut has_length = false;
+    for (name, value) in &parts.headers {
+        let n = name.as_str();
+        if n == "x-forwarded-for" {
+            let joined = forwarded_for.get_or_insert_with(Vec::new);
+            joined.extend_from_slice(value.as_bytes());
+            joined.extend_from_slice(b", ");
+            continue;
+        }
+        if is_hop_by_hop(n)
+            || n.starts_with("x-amzn-lattice-")
+            || n == "x-forwarded-port"
+            || n == "x-forwarded-proto"
+            || n == "x-amzn-requestid"
+            || n == "host"
+        {
+            continue;
+        }
+        has_length |= n == "content-length";
+        field(n.as_bytes(), value.as_bytes());
+    }
+    if !has_length && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+        field(b"content-length", b"0");
+    }
+    let mut xff = forwarded_for.unwrap_or_default();
+    xff.extend_from_slice(added.client_ip);
+    field(b"x-forwarded-for", &xff);
+    field(b"x-forwarded-port", added.port);
+    field(b"x-forwarded-proto", b"https");
+    field(b"x-amzn-lattice-network", added.network);
+    field(b"x-amzn-lattice-target", added.target);
+    field(b"x-amzn-requestid", added.request_id);
+    if let Some(identity) = added.identity {
+        field(b"x-amzn-lattice-identity", identity.as_bytes());
+    }
+    if let Some(trace) = trace {
+        field(TRACEPARENT.as_str().as_bytes(), trace);
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
 /// The authority the client asked for, as sent.
 fn raw_authority(req: &Request<Incoming>) -> &str {
     req.uri()
@@ -704,18 +807,20 @@ impl Drop for Busy {
 
 impl Body for RespBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             Self::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Self::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
+            Self::Down { body, .. } => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::Upstream { body, .. } => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Local(bytes) => bytes.is_none(),
+            Self::Down { body, .. } => body.is_end_stream(),
             Self::Upstream { body, .. } => body.is_end_stream(),
         }
     }
@@ -724,6 +829,7 @@ impl Body for RespBody {
         match self {
             Self::Local(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Self::Local(None) => SizeHint::with_exact(0),
+            Self::Down { body, .. } => body.size_hint(),
             Self::Upstream { body, .. } => body.size_hint(),
         }
     }
@@ -735,5 +841,6 @@ impl HeaderLookup for Fields<'_> {
     }
 }
 
+mod down;
 #[cfg(test)]
 mod tests;

@@ -556,7 +556,12 @@ impl Session {
 }
 
 /// Reads from `stream` into `buf` (which may grow to `limit`): `Ok(0)` at end of stream.
-fn poll_read(stream: &mut Upstream, buf: &mut Buf, cx: &mut Context<'_>, limit: usize) -> Poll<std::io::Result<usize>> {
+pub(crate) fn poll_read(
+    stream: &mut Upstream,
+    buf: &mut Buf,
+    cx: &mut Context<'_>,
+    limit: usize,
+) -> Poll<std::io::Result<usize>> {
     let Some(spare) = buf.spare(READ_CHUNK.min(limit), limit) else {
         return Poll::Ready(Err(std::io::Error::other("response head too large")));
     };

@@ -39,6 +39,9 @@ impl Body for Frames {
     fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         Poll::Ready(self.0.pop_front().map(Ok))
     }
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl Body for Channel {
@@ -238,6 +241,55 @@ struct Setup {
     targets: Vec<FakeTarget>,
 }
 
+/// Starts a proxy with `f`'s groups and an HTTPS listener on [`PORT`] for each `(service id,
+/// name, target group)`, with certificates for `*.zone.test` from `ca`; returns once a handshake
+/// for the zone works.
+async fn start_https(
+    mut f: Fixture,
+    ip: std::net::IpAddr,
+    services: &[(&str, &str, &str)],
+    ca: &(Vec<u8>, rcgen::Issuer<'static, rcgen::KeyPair>),
+) -> (Proxy, SocketAddr) {
+    for &(id, name, tg) in services {
+        let mut s = service(id, name, PORT, forward(&[(tg, 1)]));
+        s.listeners = [(
+            PORT,
+            ListenerView {
+                id: format!("listener-{id}").into(),
+                protocol: ListenerProtocol::Https,
+                port: PORT,
+                rules: Vec::new(),
+                default_action: forward(&[(tg, 1)]),
+            },
+        )]
+        .into();
+        f.add_service(s);
+    }
+    let addr = SocketAddr::new(ip, PORT);
+    let proxy = Proxy::start(config(), f.build(), addr).await;
+    let mut certificates = Certificates::default();
+    certificates.zones.insert("zone.test".into(), identity(ca, "*.zone.test"));
+    proxy.certificates.send_replace(Arc::new(certificates));
+    // Serving once a handshake for the zone works.
+    let name = services.first().map_or("h1.zone.test", |s| s.1);
+    for _ in 0..100 {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(ca.0.clone())).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from(name.to_owned()).unwrap();
+        if tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (proxy, addr)
+}
+
 /// A proxy with HTTPS services on [`PORT`]: `h1.zone.test` → an HTTP/1.1 target,
 /// `h2.zone.test` → an HTTP2 group (cleartext target), `grpc.zone.test` → a GRPC group (TLS
 /// target), and the `Seen` of the two HTTP/2 targets.
@@ -257,44 +309,12 @@ async fn setup() -> (Setup, Arc<Seen>, Arc<Seen>) {
     g.protocol = Some("HTTPS".into());
     g.protocol_version = Some("GRPC".into());
     f.add_group(g);
-    for (id, name, tg) in
-        [("svc-1", "h1.zone.test", "tg-h1"), ("svc-2", "h2.zone.test", "tg-h2"), ("svc-3", "grpc.zone.test", "tg-grpc")]
-    {
-        let mut s = service(id, name, PORT, forward(&[(tg, 1)]));
-        s.listeners = [(
-            PORT,
-            ListenerView {
-                id: format!("listener-{id}").into(),
-                protocol: ListenerProtocol::Https,
-                port: PORT,
-                rules: Vec::new(),
-                default_action: forward(&[(tg, 1)]),
-            },
-        )]
-        .into();
-        f.add_service(s);
-    }
-    let addr = SocketAddr::new(ip, PORT);
-    let proxy = Proxy::start(config(), f.build(), addr).await;
-    let mut certificates = Certificates::default();
-    certificates.zones.insert("zone.test".into(), identity(&ca, "*.zone.test"));
-    proxy.certificates.send_replace(Arc::new(certificates));
-    // Serving once a handshake for the zone works.
-    for _ in 0..100 {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from(ca.0.clone())).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let name = ServerName::try_from("h1.zone.test").unwrap();
-        if tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let services = [
+        ("svc-1", "h1.zone.test", "tg-h1"),
+        ("svc-2", "h2.zone.test", "tg-h2"),
+        ("svc-3", "grpc.zone.test", "tg-grpc"),
+    ];
+    let (proxy, addr) = start_https(f, ip, &services, &ca).await;
     let setup = Setup { proxy, addr, ca: ca.0, _keep: vec![t1, t2], targets: vec![h1] };
     (setup, h2c_seen, h2s_seen)
 }
@@ -453,4 +473,122 @@ async fn the_protocol_matrix_refuses_what_cannot_cross() {
     let response = sender.send_request(request("GET", "nobody.zone.test", "/", frames(&[], None))).await.unwrap();
     assert_eq!(response.status(), 404);
     s.proxy.stop().await;
+}
+
+/// An HTTP/1.1 target that answers by path with responses written byte for byte: `/length`,
+/// `/chunked` (two chunks and a trailer), `/close` (no length: the body ends with the
+/// connection), `/interim` (a 103 before the 200), `/garbage` (not HTTP), `/slow` (never
+/// answers); anything else 204. It keeps every request head it read (`heads`) and counts the
+/// connections it accepted.
+async fn scripted_target() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>, Arc<AtomicUsize>, JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (h, a) = (heads.clone(), accepted.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else { return };
+            a.fetch_add(1, Ordering::SeqCst);
+            let heads = h.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end);
+                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    let is_head = head.starts_with("HEAD ");
+                    heads.lock().unwrap().push(head);
+                    let answer: &[u8] = match path.as_str() {
+                        "/length" => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-from: target\r\n\r\nhello",
+                        "/chunked" => {
+                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n\
+                              5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-trailer: t\r\n\r\n"
+                        }
+                        "/close" => b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end",
+                        "/interim" => b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                        "/garbage" => b"SPDY/9 what\r\n\r\n",
+                        "/slow" => {
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                            return;
+                        }
+                        _ => b"HTTP/1.1 204 No Content\r\n\r\n",
+                    };
+                    // A HEAD's answer is the head alone.
+                    let answer = match is_head {
+                        true => {
+                            &answer[..answer.windows(4).position(|w| w == b"\r\n\r\n").map_or(answer.len(), |i| i + 4)]
+                        }
+                        false => answer,
+                    };
+                    if tcp.write_all(answer).await.is_err() || path == "/close" || path == "/garbage" {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, heads, accepted, task)
+}
+
+#[tokio::test]
+async fn bodiless_requests_to_http1_targets_are_written_and_read_by_the_proxy() {
+    let ca = pki();
+    let ip = next_ingress();
+    let (target, heads, accepted, task) = scripted_target().await;
+    let mut f = Fixture::new(ip);
+    f.add_group(target_group("tg-s", &[target]));
+    let (proxy, addr) = start_https(f, ip, &[("svc-1", "s.zone.test", "tg-s")], &ca).await;
+    let mut sender = h2_client(&ca.0, addr, "s.zone.test").await;
+    let mut get = async |method: &str, path: &str| {
+        let response = sender.send_request(request(method, "s.zone.test", path, frames(&[], None))).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned());
+        (parts, body.unwrap_or_else(|e| format!("body error: {e}")))
+    };
+    // A length, chunks (trailers are the connection's: dropped), a 103 skipped: one connection.
+    let (parts, body) = get("GET", "/length").await;
+    assert_eq!((parts.status.as_u16(), body.as_str()), (200, "hello"));
+    assert_eq!(parts.headers["x-from"], "target");
+    assert!(parts.headers.contains_key("x-amzn-requestid"));
+    let (parts, body) = get("GET", "/chunked").await;
+    assert_eq!((parts.status.as_u16(), body.as_str()), (200, "hello, world"));
+    assert!(!parts.headers.contains_key("transfer-encoding") && !parts.headers.contains_key("connection"));
+    let (parts, body) = get("GET", "/interim").await;
+    assert_eq!((parts.status.as_u16(), body.as_str()), (200, "ok"));
+    let (parts, body) = get("HEAD", "/length").await;
+    assert_eq!((parts.status.as_u16(), body.as_str()), (200, ""));
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "kept alive across the responses");
+    // A body that ends with the connection: whole, and the connection is not used again.
+    let (parts, body) = get("GET", "/close").await;
+    assert_eq!((parts.status.as_u16(), body.as_str()), (200, "until the end"));
+    let (parts, _) = get("POST", "/empty").await;
+    assert_eq!(parts.status.as_u16(), 204);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // What the target read: Host, the proxy's fields, a length for an empty POST.
+    let seen = heads.lock().unwrap().clone();
+    assert!(seen[0].starts_with("GET /length HTTP/1.1\r\nhost: s.zone.test\r\n"), "{}", seen[0]);
+    for field in ["x-forwarded-proto: https\r\n", "x-amzn-lattice-target: ", "x-forwarded-for: ", "traceparent: 00-"] {
+        assert!(seen[0].contains(field), "{field} in {}", seen[0]);
+    }
+    let post = seen.iter().find(|h| h.starts_with("POST /empty ")).expect("the POST arrived");
+    assert!(post.contains("content-length: 0\r\n"), "{post}");
+    // Not HTTP: 502; no answer within the response timeout: 504.
+    let (parts, body) = get("GET", "/garbage").await;
+    assert_eq!(parts.status.as_u16(), 502, "{body}");
+    let (parts, _) = get("GET", "/slow").await;
+    assert_eq!(parts.status.as_u16(), 504);
+    task.abort();
+    proxy.stop().await;
 }

@@ -1,0 +1,253 @@
+//! An HTTP/2 request without a body, to an HTTP1 target group: written here as an HTTP/1.1 head
+//! on a connection of the pools the HTTP/1.1 path uses, and its response read in place (the
+//! head parsed where it lies in the buffer, the body framed by its length, chunks or the
+//! connection's end). No client task, channel or header map on the way down; the connection
+//! goes back to its pool when the body has been read to its end.
+//!
+//! Requests with a body keep hyper's client (`send_h1`): their body has to be sent while the
+//! target may already answer, which a sender task does well.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
+
+use super::Sent;
+use crate::error::ErrorKind;
+use crate::forward::exchange::poll_read;
+use crate::forward::{Pool, Upstream};
+use crate::h1::{Buf, ChunkDecoder, Framing, parse_response, response_framing};
+
+/// The longest response head a target may send.
+const MAX_HEAD: usize = 64 * 1024;
+/// How much a read takes at most.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A target's response body, read from its HTTP/1.1 connection as the client's stream asks.
+pub(crate) struct H1Body {
+    /// The connection, until the body ends (then back to the pool, or closed).
+    stream: Option<Upstream>,
+    buf: Buf,
+    state: State,
+    pool: Arc<Pool>,
+    /// The target keeps the connection after this response.
+    keep_alive: bool,
+}
+
+/// Where the body is.
+enum State {
+    /// This many bytes are still to come.
+    Length(u64),
+    Chunked(ChunkDecoder),
+    /// Until the target closes.
+    Close,
+    Done,
+}
+
+/// Sends `head` (a whole HTTP/1.1 request head, no body) to the pool's target and reads the
+/// response head, within `timeout`. `is_head`: the request's method is HEAD (no body follows
+/// the response head); `idempotent`: the request may be sent again when a kept-alive
+/// connection turns out closed before any answer.
+pub(crate) async fn send(
+    pool: &Arc<Pool>,
+    head: &[u8],
+    is_head: bool,
+    idempotent: bool,
+    timeout: Duration,
+) -> Result<Response<H1Body>, Sent> {
+    match tokio::time::timeout(timeout, exchange(pool, head, is_head, idempotent)).await {
+        Ok(answer) => answer,
+        Err(_) => Err(Sent::Failed(ErrorKind::Timeout)),
+    }
+}
+
+async fn exchange(pool: &Arc<Pool>, head: &[u8], is_head: bool, idempotent: bool) -> Result<Response<H1Body>, Sent> {
+    let (mut stream, reused) = match pool.take() {
+        Some(stream) => (stream, true),
+        None => (Box::pin(pool.connect()).await.map_err(Sent::NotConnected)?, false),
+    };
+    // A kept-alive connection the target closed meanwhile fails here or answers nothing: the
+    // request may go again on another.
+    let stale = |kind| if reused && idempotent { Sent::NotConnected(kind) } else { Sent::Failed(kind) };
+    if let Err(e) = stream.write_all(head).await {
+        tracing::debug!(error = %e, "cannot write the request to the target");
+        return Err(stale(ErrorKind::UpstreamBroken));
+    }
+    let mut buf = Buf::with_capacity(READ_CHUNK);
+    let (response, framing) = loop {
+        let parsed = parse_response(buf.bytes()).map_err(|()| Sent::Failed(ErrorKind::UpstreamBroken))?;
+        match parsed {
+            // An interim response (100 Continue, 103 Early Hints): the final one follows.
+            Some(h) if (100..200).contains(&h.status) && h.status != 101 => buf.consume(h.len),
+            // Nothing can be upgraded across HTTP/2.
+            Some(h) if h.status == 101 => return Err(Sent::Failed(ErrorKind::UpstreamBroken)),
+            Some(h) => {
+                let response = response_of(buf.bytes(), &h).ok_or(Sent::Failed(ErrorKind::UpstreamBroken))?;
+                let framing = (response_framing(&h, is_head), h.keep_alive);
+                buf.consume(h.len);
+                break (response, framing);
+            }
+            None => {
+                let read = std::future::poll_fn(|cx| poll_read(&mut stream, &mut buf, cx, MAX_HEAD + READ_CHUNK)).await;
+                match read {
+                    Ok(0) if buf.is_empty() => return Err(stale(ErrorKind::UpstreamBroken)),
+                    Ok(0) => return Err(Sent::Failed(ErrorKind::UpstreamBroken)),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "target broke the exchange");
+                        return Err(if buf.is_empty() {
+                            stale(ErrorKind::UpstreamBroken)
+                        } else {
+                            Sent::Failed(ErrorKind::UpstreamBroken)
+                        });
+                    }
+                }
+            }
+        }
+    };
+    let (framing, keep_alive) = framing;
+    let state = match framing {
+        Framing::Empty | Framing::Length(0) => State::Done,
+        Framing::Length(n) => State::Length(n),
+        Framing::Chunked => State::Chunked(ChunkDecoder::default()),
+        Framing::Close => State::Close,
+    };
+    let mut body = H1Body { stream: Some(stream), buf, state, pool: pool.clone(), keep_alive };
+    if matches!(body.state, State::Done) {
+        body.end();
+    }
+    Ok(response.map(|()| body))
+}
+
+/// The response a parsed head describes, without the fields that belong to the connection.
+fn response_of(buf: &[u8], head: &crate::h1::ResponseHead) -> Option<Response<()>> {
+    let mut response = Response::new(());
+    *response.status_mut() = StatusCode::from_u16(head.status).ok()?;
+    let headers = response.headers_mut();
+    headers.reserve(head.fields.len() + 1);
+    for f in &head.fields {
+        let name = &buf[f.name.clone()];
+        if is_connection_field(name) {
+            continue;
+        }
+        let name = HeaderName::from_bytes(name).ok()?;
+        let value = HeaderValue::from_bytes(&buf[f.value.clone()]).ok()?;
+        headers.append(name, value);
+    }
+    Some(response)
+}
+
+/// Fields of one HTTP/1.1 connection, which HTTP/2 does not carry.
+fn is_connection_field(name: &[u8]) -> bool {
+    const FIELDS: [&[u8]; 7] =
+        [b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"];
+    FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name))
+}
+
+// === impl H1Body ===
+
+impl H1Body {
+    /// The body has been read to its end: the connection goes back to its pool when the target
+    /// keeps it and sent nothing more.
+    fn end(&mut self) {
+        self.state = State::Done;
+        if let Some(stream) = self.stream.take()
+            && self.keep_alive
+            && self.buf.is_empty()
+        {
+            self.pool.put(stream);
+        }
+    }
+
+    /// Reads more of the body into the buffer: `Ok(0)` at the connection's end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        match self.stream.as_mut() {
+            Some(stream) => poll_read(stream, &mut self.buf, cx, READ_CHUNK),
+            None => Poll::Ready(Ok(0)),
+        }
+    }
+}
+
+impl Body for H1Body {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        loop {
+            if !this.buf.is_empty() {
+                let data = match &mut this.state {
+                    State::Done => return Poll::Ready(None),
+                    State::Length(left) => {
+                        let n = usize::try_from(*left).map_or(this.buf.len(), |l| l.min(this.buf.len()));
+                        let data = Bytes::copy_from_slice(&this.buf.bytes()[..n]);
+                        this.buf.consume(n);
+                        *left -= n as u64;
+                        if *left == 0 {
+                            this.end();
+                        }
+                        Some(data)
+                    }
+                    State::Chunked(decoder) => {
+                        let step = decoder
+                            .decode(this.buf.bytes())
+                            .map_err(|()| std::io::Error::other("the target's chunked body is malformed"))?;
+                        let data = step.data.map(|r| Bytes::copy_from_slice(&this.buf.bytes()[r]));
+                        this.buf.consume(step.used);
+                        if step.done {
+                            this.end();
+                        }
+                        data
+                    }
+                    State::Close => {
+                        let data = Bytes::copy_from_slice(this.buf.bytes());
+                        this.buf.consume(data.len());
+                        Some(data)
+                    }
+                };
+                match data {
+                    Some(data) if !data.is_empty() => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    _ if matches!(this.state, State::Done) => return Poll::Ready(None),
+                    _ => continue,
+                }
+            }
+            match this.state {
+                State::Done => return Poll::Ready(None),
+                _ => match std::task::ready!(this.poll_fill(cx)) {
+                    Ok(0) if matches!(this.state, State::Close) => {
+                        this.state = State::Done;
+                        this.stream = None;
+                        return Poll::Ready(None);
+                    }
+                    Ok(0) => {
+                        this.stream = None;
+                        return Poll::Ready(Some(Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        this.stream = None;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Done => SizeHint::with_exact(0),
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Chunked(_) | State::Close => SizeHint::default(),
+        }
+    }
+}
