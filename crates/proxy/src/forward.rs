@@ -4,8 +4,8 @@
 //! and owns it for the whole exchange: the connection's task writes the request and reads the
 //! response itself (`exchange`), with no task or channel in between. The socket goes back when
 //! the response was read to its end and both sides may keep it; otherwise it is closed. Idle
-//! sockets close after the idle timeout: checked when they are taken, and by one reaper task per
-//! pool while it has idle sockets.
+//! sockets close after the idle timeout, or within a second once the target has closed them:
+//! checked when they are taken, and by one reaper task per pool while it has idle sockets.
 //!
 //! Also the in-flight count: a guard increments a target's counter before the request goes out
 //! and decrements it when the exchange ends, which is what a draining target waits for.
@@ -269,11 +269,13 @@ fn is_quiet(stream: &TcpStream) -> bool {
     }
 }
 
-/// Closes a pool's connections once they have been idle for `idle`; ends when the pool has no
-/// idle connection left (or is gone).
+/// Closes a pool's connections once they have been idle for `idle`, and within a second those
+/// the target closed (they would otherwise sit in CLOSE_WAIT, holding a descriptor, until their
+/// idle time ran out); ends when the pool has no idle connection left (or is gone).
 async fn reap(pool: Weak<Pool>, idle: Duration) {
+    let tick = idle.min(Duration::from_secs(1));
     loop {
-        tokio::time::sleep(idle).await;
+        tokio::time::sleep(tick).await;
         let Some(pool) = pool.upgrade() else { return };
         let mut conns = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
         conns.retain(|i| i.since.elapsed() < idle && is_quiet(i.stream.tcp()));
@@ -345,6 +347,29 @@ impl AsyncWrite for Upstream {
         match self.get_mut() {
             Self::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
             Self::Tls(s) => std::pin::Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_idle_connection_the_target_closes_is_let_go_within_seconds() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // An idle timeout far longer than the test: only the target's close lets it go.
+        let pool = Pools::new(Duration::from_secs(5)).pool(&(Place::Host, addr, Duration::from_secs(600), None));
+        let stream = pool.connect().await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        pool.put(stream);
+        assert_eq!(pool.idle.lock().unwrap().len(), 1);
+        drop(accepted);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pool.idle.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "the closed connection is still pooled");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
