@@ -7,6 +7,7 @@
 //! and oversized heads; this module refuses what the guard leaves to a parser (bad names, bad
 //! request lines, bad lengths, unsupported transfer codings).
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use crate::error::ErrorKind;
@@ -197,16 +198,17 @@ impl Buf {
 
 /// Parses the request head at the start of `buf`: `Ok(None)` while it is incomplete.
 pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Result<Option<RequestHead>, ErrorKind> {
-    let mut storage = [httparse::EMPTY_HEADER; 100];
+    // Uninitialised: httparse writes the fields it finds (4 KB of zeros a request otherwise).
+    let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 100];
     let mut heap;
-    let headers: &mut [httparse::Header<'_>] = if max_headers <= storage.len() {
+    let headers: &mut [MaybeUninit<httparse::Header<'_>>] = if max_headers <= storage.len() {
         &mut storage[..max_headers]
     } else {
-        heap = vec![httparse::EMPTY_HEADER; max_headers];
+        heap = std::iter::repeat_with(MaybeUninit::uninit).take(max_headers).collect::<Vec<_>>();
         &mut heap
     };
-    let mut req = httparse::Request::new(headers);
-    let len = match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(ErrorKind::TooManyHeaders),
@@ -265,9 +267,9 @@ pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Result<Option<Req
 /// Parses the response head at the start of `buf`: `Ok(None)` while it is incomplete, `Err`
 /// when it is not HTTP.
 pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, ()> {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut res = httparse::Response::new(&mut storage);
-    let len = match res.parse(buf) {
+    let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, &mut storage) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(()),

@@ -353,21 +353,27 @@ async fn forward(
     }
     let mut head = upstream_head(&parts, target, &authority, h2.then_some(group.tls), &added)?;
     if let Some(trace) = &trace {
-        let value = HeaderValue::from_bytes(trace).map_err(|_| ProxyError::new(ErrorKind::Internal))?;
+        let mut value = HeaderValue::from_bytes(trace).map_err(|_| ProxyError::new(ErrorKind::Internal))?;
+        // New on every request, like the request id: never indexed.
+        value.set_sensitive(true);
         head.headers.insert(TRACEPARENT, value);
     }
     let mut body = if body.is_end_stream() { Either::Right(Empty::new()) } else { Either::Left(body) };
     let resend = matches!(body, Either::Right(_));
     // A target that refuses the connection is replaced by the next (the request was not sent).
     let mut tries = 0;
+    let mut head = Some(head);
     let (response, guard, give_back) = loop {
         tries += 1;
+        // The head is copied only for a request that may go again.
+        let last = !resend || tries >= CONNECT_TRIES;
+        let parts = if last { head.take() } else { head.clone() }.ok_or(ProxyError::new(ErrorKind::Internal))?;
         let target = group.pick().map_err(ProxyError::new)?;
         let pool = target.pool.clone();
         let guard = InFlightGuard::new(&target.in_flight);
         note.target = Some(pool.addr());
         note.sent = Some(Instant::now());
-        let request = Request::from_parts(head.clone(), std::mem::replace(&mut body, Either::Right(Empty::new())));
+        let request = Request::from_parts(parts, std::mem::replace(&mut body, Either::Right(Empty::new())));
         let sent = if h2 {
             send_h2(&pool, request, ctx.config.response_timeout).await.map(|r| (r, GiveBack(None)))
         } else {
@@ -644,7 +650,7 @@ fn upstream_head(
     h.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("https"));
     h.insert(HeaderName::from_static("x-amzn-lattice-network"), HeaderValue::from_bytes(added.network).map_err(bad)?);
     h.insert(HeaderName::from_static("x-amzn-lattice-target"), HeaderValue::from_bytes(added.target).map_err(bad)?);
-    h.insert(X_AMZN_REQUESTID, HeaderValue::from_bytes(added.request_id).map_err(bad)?);
+    h.insert(X_AMZN_REQUESTID, request_id_value(added.request_id));
     if let Some(identity) = added.identity {
         h.insert(HeaderName::from_static("x-amzn-lattice-identity"), HeaderValue::from_str(identity).map_err(bad)?);
     }
@@ -767,8 +773,13 @@ fn local(status: StatusCode, body: Bytes, request_id: &[u8]) -> Response<RespBod
     response
 }
 
+/// A request id as a field value. Marked sensitive, which in HPACK means "never indexed": a
+/// value that is new on every message would only churn the connection's dynamic tables (each
+/// one searched through the ids before it, inserted, then evicted).
 fn request_id_value(id: &[u8]) -> HeaderValue {
-    HeaderValue::from_bytes(id).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    let mut value = HeaderValue::from_bytes(id).unwrap_or_else(|_| HeaderValue::from_static("-"));
+    value.set_sensitive(true);
+    value
 }
 
 fn millis(d: Duration) -> u64 {
