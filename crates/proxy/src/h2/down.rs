@@ -75,7 +75,12 @@ async fn exchange(pool: &Arc<Pool>, head: &[u8], is_head: bool, idempotent: bool
     // A kept-alive connection the target closed meanwhile fails here or answers nothing: the
     // request may go again on another.
     let stale = |kind| if reused && idempotent { Sent::NotConnected(kind) } else { Sent::Failed(kind) };
-    if let Err(e) = stream.write_all(head).await {
+    // Flushed: over TLS, a write may leave records in the session's buffer.
+    let written = match stream.write_all(head).await {
+        Ok(()) => stream.flush().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = written {
         tracing::debug!(error = %e, "cannot write the request to the target");
         return Err(stale(ErrorKind::UpstreamBroken));
     }

@@ -475,13 +475,14 @@ async fn the_protocol_matrix_refuses_what_cannot_cross() {
     s.proxy.stop().await;
 }
 
-/// An HTTP/1.1 target that answers by path with responses written byte for byte: `/length`,
-/// `/chunked` (two chunks and a trailer), `/close` (no length: the body ends with the
-/// connection), `/interim` (a 103 before the 200), `/garbage` (not HTTP), `/slow` (never
-/// answers); anything else 204. It keeps every request head it read (`heads`) and counts the
-/// connections it accepted.
-async fn scripted_target() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>, Arc<AtomicUsize>, JoinHandle<()>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// An HTTP/1.1 target (over TLS with `tls`) that answers by path with responses written byte
+/// for byte: `/length`, `/chunked` (two chunks and a trailer), `/close` (no length: the body
+/// ends with the connection), `/interim` (a 103 before the 200), `/garbage` (not HTTP), `/slow`
+/// (never answers); anything else 204. It keeps every request head it read (`heads`) and counts
+/// the connections it accepted.
+async fn scripted_target(
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>, Arc<AtomicUsize>, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -489,52 +490,18 @@ async fn scripted_target() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>, A
     let (h, a) = (heads.clone(), accepted.clone());
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else { return };
             a.fetch_add(1, Ordering::SeqCst);
             let heads = h.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    let mut chunk = [0u8; 4096];
-                    let end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
+                match tls {
+                    Some(config) => {
+                        if let Ok(stream) = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await {
+                            scripted_connection(stream, heads).await;
                         }
-                        match tcp.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    buf.drain(..end);
-                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
-                    let is_head = head.starts_with("HEAD ");
-                    heads.lock().unwrap().push(head);
-                    let answer: &[u8] = match path.as_str() {
-                        "/length" => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-from: target\r\n\r\nhello",
-                        "/chunked" => {
-                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n\
-                              5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-trailer: t\r\n\r\n"
-                        }
-                        "/close" => b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end",
-                        "/interim" => b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
-                        "/garbage" => b"SPDY/9 what\r\n\r\n",
-                        "/slow" => {
-                            tokio::time::sleep(Duration::from_secs(30)).await;
-                            return;
-                        }
-                        _ => b"HTTP/1.1 204 No Content\r\n\r\n",
-                    };
-                    // A HEAD's answer is the head alone.
-                    let answer = match is_head {
-                        true => {
-                            &answer[..answer.windows(4).position(|w| w == b"\r\n\r\n").map_or(answer.len(), |i| i + 4)]
-                        }
-                        false => answer,
-                    };
-                    if tcp.write_all(answer).await.is_err() || path == "/close" || path == "/garbage" {
-                        return;
                     }
+                    None => scripted_connection(tcp, heads).await,
                 }
             });
         }
@@ -542,11 +509,64 @@ async fn scripted_target() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>, A
     (addr, heads, accepted, task)
 }
 
+/// One connection of [`scripted_target`].
+async fn scripted_connection(
+    mut tcp: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    heads: Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end);
+        let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+        let is_head = head.starts_with("HEAD ");
+        heads.lock().unwrap().push(head);
+        let answer: &[u8] = match path.as_str() {
+            "/length" => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-from: target\r\n\r\nhello",
+            "/chunked" => {
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n\
+                  5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-trailer: t\r\n\r\n"
+            }
+            "/close" => b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end",
+            "/interim" => {
+                b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+            }
+            "/garbage" => b"SPDY/9 what\r\n\r\n",
+            "/slow" => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                return;
+            }
+            _ => b"HTTP/1.1 204 No Content\r\n\r\n",
+        };
+        // A HEAD's answer is the head alone.
+        let answer = match is_head {
+            true => &answer[..answer.windows(4).position(|w| w == b"\r\n\r\n").map_or(answer.len(), |i| i + 4)],
+            false => answer,
+        };
+        if tcp.write_all(answer).await.is_err() || tcp.flush().await.is_err() || path == "/close" || path == "/garbage"
+        {
+            let _ = tcp.shutdown().await;
+            return;
+        }
+    }
+}
+
 #[tokio::test]
 async fn bodiless_requests_to_http1_targets_are_written_and_read_by_the_proxy() {
     let ca = pki();
     let ip = next_ingress();
-    let (target, heads, accepted, task) = scripted_target().await;
+    let (target, heads, accepted, task) = scripted_target(None).await;
     let mut f = Fixture::new(ip);
     f.add_group(target_group("tg-s", &[target]));
     let (proxy, addr) = start_https(f, ip, &[("svc-1", "s.zone.test", "tg-s")], &ca).await;
@@ -589,6 +609,29 @@ async fn bodiless_requests_to_http1_targets_are_written_and_read_by_the_proxy() 
     assert_eq!(parts.status.as_u16(), 502, "{body}");
     let (parts, _) = get("GET", "/slow").await;
     assert_eq!(parts.status.as_u16(), 504);
+    task.abort();
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn bodiless_requests_reach_https_http1_targets_over_tls() {
+    let ca = pki();
+    let ip = next_ingress();
+    let target_id = identity(&ca, "target.internal");
+    let (target, heads, accepted, task) = scripted_target(Some(server_config(&target_id, &[b"http/1.1"]))).await;
+    let mut f = Fixture::new(ip);
+    let mut g = target_group("tg-tls", &[target]);
+    g.protocol = Some("HTTPS".into());
+    f.add_group(g);
+    let (proxy, addr) = start_https(f, ip, &[("svc-1", "t.zone.test", "tg-tls")], &ca).await;
+    let mut sender = h2_client(&ca.0, addr, "t.zone.test").await;
+    for (path, want) in [("/length", "hello"), ("/chunked", "hello, world"), ("/length", "hello")] {
+        let response = sender.send_request(request("GET", "t.zone.test", path, frames(&[], None))).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), want);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one kept-alive TLS connection");
+    assert_eq!(heads.lock().unwrap().len(), 3);
     task.abort();
     proxy.stop().await;
 }
