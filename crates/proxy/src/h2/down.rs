@@ -130,10 +130,12 @@ async fn exchange(pool: &Arc<Pool>, head: &[u8], is_head: bool, idempotent: bool
     Ok(response.map(|()| body))
 }
 
-/// The response a parsed head describes, without the fields that belong to the connection.
+/// The response a parsed head describes, without the fields that belong to the connection. The
+/// values share one copy of the head (one allocation, not one per field).
 fn response_of(buf: &[u8], head: &crate::h1::ResponseHead) -> Option<Response<()>> {
     let mut response = Response::new(());
     *response.status_mut() = StatusCode::from_u16(head.status).ok()?;
+    let text = Bytes::copy_from_slice(&buf[..head.len]);
     let headers = response.headers_mut();
     headers.reserve(head.fields.len() + 1);
     for f in &head.fields {
@@ -142,7 +144,7 @@ fn response_of(buf: &[u8], head: &crate::h1::ResponseHead) -> Option<Response<()
             continue;
         }
         let name = HeaderName::from_bytes(name).ok()?;
-        let value = HeaderValue::from_bytes(&buf[f.value.clone()]).ok()?;
+        let value = HeaderValue::from_maybe_shared(text.slice(f.value.clone())).ok()?;
         headers.append(name, value);
     }
     Some(response)
