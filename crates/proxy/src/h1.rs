@@ -68,7 +68,9 @@ pub(crate) struct ResponseHead {
     /// `Transfer-Encoding: chunked` (last coding), else a valid `Content-Length`, else until
     /// close. Whether the body exists at all depends on the request (see [`response_framing`]).
     pub(crate) framing: Framing,
-    /// The target keeps the connection open after this response.
+    /// The target keeps the connection open after this response, as far as its head says (not
+    /// `close`, or HTTP/1.0 with `keep-alive`). A body that runs to the connection's end ends it
+    /// all the same: [`target_keeps`].
     pub(crate) keep_alive: bool,
 }
 
@@ -310,9 +312,6 @@ pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, ()> {
         (false, _, Some(n)) => Framing::Length(n),
         (false, _, None) => Framing::Close,
     };
-    if head.framing == Framing::Close {
-        head.keep_alive = false;
-    }
     Ok(Some(head))
 }
 
@@ -320,6 +319,13 @@ pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, ()> {
 pub(crate) fn response_framing(head: &ResponseHead, is_head: bool) -> Framing {
     let bodiless = is_head || head.status == 204 || head.status == 304 || (100..200).contains(&head.status);
     if bodiless || head.framing == Framing::Length(0) { Framing::Empty } else { head.framing }
+}
+
+/// Whether the target's connection can carry another exchange after this response, whose body
+/// is `framing` ([`response_framing`]): a 204, a 304 or the answer to a HEAD has no body and
+/// keeps the connection even without a length; a body delimited by the close does not.
+pub(crate) fn target_keeps(head: &ResponseHead, framing: Framing) -> bool {
+    head.keep_alive && framing != Framing::Close
 }
 
 /// Whether a message keeps its connection open, after a `Connection` field with `value`:
@@ -545,6 +551,11 @@ mod tests {
         assert_eq!((head.framing, head.keep_alive), (Framing::Close, false));
         let head = parse_response(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap().unwrap();
         assert_eq!(response_framing(&head, false), Framing::Empty);
+        // No length, but no body either: the connection stays usable.
+        assert!(target_keeps(&head, response_framing(&head, false)));
+        let head = parse_response(b"HTTP/1.1 200 OK\r\n\r\n").unwrap().unwrap();
+        assert!(!target_keeps(&head, response_framing(&head, false)));
+        assert!(target_keeps(&head, response_framing(&head, true)), "a HEAD's answer has no body");
         assert!(parse_response(b"SSH-2.0-x\r\n\r\n").is_err());
     }
 }

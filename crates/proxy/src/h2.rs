@@ -608,8 +608,13 @@ fn upstream_head(
         .map_err(|_| ProxyError::new(ErrorKind::Internal))?
         .into_parts();
     let mut forwarded_for: Option<Vec<u8>> = None;
+    let mut cookies: Option<Vec<u8>> = None;
     for (name, value) in &parts.headers {
         let n = name.as_str();
+        if n == "cookie" && !h2 {
+            join_cookie(&mut cookies, value.as_bytes());
+            continue;
+        }
         if n == "x-forwarded-for" {
             let joined = forwarded_for.get_or_insert_with(Vec::new);
             if !joined.is_empty() {
@@ -632,6 +637,9 @@ fn upstream_head(
     }
     if !h2 {
         head.headers.insert(HOST, authority.clone());
+    }
+    if let Some(cookies) = cookies {
+        head.headers.insert(http::header::COOKIE, HeaderValue::from_bytes(&cookies).map_err(bad)?);
     }
     let mut xff = forwarded_for.map(|mut v| {
         v.extend_from_slice(b", ");
@@ -683,6 +691,7 @@ fn h1_head(
         out.extend_from_slice(b"\r\n");
     };
     let mut forwarded_for: Option<Vec<u8>> = None;
+    let mut cookies: Option<Vec<u8>> = None;
     let mut has_length = false;
     for (name, value) in &parts.headers {
         let n = name.as_str();
@@ -690,6 +699,10 @@ fn h1_head(
             let joined = forwarded_for.get_or_insert_with(Vec::new);
             joined.extend_from_slice(value.as_bytes());
             joined.extend_from_slice(b", ");
+            continue;
+        }
+        if n == "cookie" {
+            join_cookie(&mut cookies, value.as_bytes());
             continue;
         }
         if is_hop_by_hop(n)
@@ -703,6 +716,9 @@ fn h1_head(
         }
         has_length |= n == "content-length";
         field(n.as_bytes(), value.as_bytes());
+    }
+    if let Some(cookies) = &cookies {
+        field(b"cookie", cookies);
     }
     if !has_length && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
         field(b"content-length", b"0");
@@ -723,6 +739,17 @@ fn h1_head(
     }
     out.extend_from_slice(b"\r\n");
     out
+}
+
+/// Adds a `cookie` field's value to those before it: HTTP/2 clients may split the cookies of
+/// one request into several fields, which HTTP/1.1 carries as one, joined by `; ` (RFC 9113
+/// §8.2.3).
+fn join_cookie(joined: &mut Option<Vec<u8>>, value: &[u8]) {
+    let joined = joined.get_or_insert_with(Vec::new);
+    if !joined.is_empty() {
+        joined.extend_from_slice(b"; ");
+    }
+    joined.extend_from_slice(value);
 }
 
 /// The authority the client asked for, as sent.

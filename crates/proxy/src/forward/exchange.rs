@@ -466,7 +466,7 @@ impl Session {
                                     (true, 0) => Some(true),
                                     (true, _) => None,
                                 };
-                                x.target_keeps = h.keep_alive;
+                                x.target_keeps = crate::h1::target_keeps(&h, framing);
                                 headers::write_response(&mut self.out, self.ubuf.bytes(), &h, client, request_id, keep);
                                 self.ubuf.consume(h.len);
                                 let left = match framing {

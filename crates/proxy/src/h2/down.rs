@@ -22,7 +22,7 @@ use super::Sent;
 use crate::error::ErrorKind;
 use crate::forward::exchange::poll_read;
 use crate::forward::{Pool, Upstream};
-use crate::h1::{Buf, ChunkDecoder, Framing, parse_response, response_framing};
+use crate::h1::{Buf, ChunkDecoder, Framing, ResponseHead, parse_response, response_framing, target_keeps};
 
 /// The longest response head a target may send.
 const MAX_HEAD: usize = 64 * 1024;
@@ -85,38 +85,36 @@ async fn exchange(pool: &Arc<Pool>, head: &[u8], is_head: bool, idempotent: bool
         return Err(stale(ErrorKind::UpstreamBroken));
     }
     let mut buf = Buf::with_capacity(READ_CHUNK);
-    let (response, framing) = loop {
-        let parsed = parse_response(buf.bytes()).map_err(|()| Sent::Failed(ErrorKind::UpstreamBroken))?;
-        match parsed {
+    // Whether the target sent anything at all (after which the request is never sent again).
+    let mut answered = false;
+    let broken = || Sent::Failed(ErrorKind::UpstreamBroken);
+    let (response, framing, keep_alive) = loop {
+        match parse_response(buf.bytes()).map_err(|()| broken())? {
             // An interim response (100 Continue, 103 Early Hints): the final one follows.
             Some(h) if (100..200).contains(&h.status) && h.status != 101 => buf.consume(h.len),
             // Nothing can be upgraded across HTTP/2.
-            Some(h) if h.status == 101 => return Err(Sent::Failed(ErrorKind::UpstreamBroken)),
+            Some(h) if h.status == 101 => return Err(broken()),
             Some(h) => {
-                let response = response_of(buf.bytes(), &h).ok_or(Sent::Failed(ErrorKind::UpstreamBroken))?;
-                let framing = (response_framing(&h, is_head), h.keep_alive);
+                let framing = response_framing(&h, is_head);
+                let response = response_of(buf.bytes(), &h).ok_or_else(broken)?;
+                let keep_alive = target_keeps(&h, framing);
                 buf.consume(h.len);
-                break (response, framing);
+                break (response, framing, keep_alive);
             }
+            None if buf.len() >= MAX_HEAD => return Err(broken()),
             None => {
-                let read = std::future::poll_fn(|cx| poll_read(&mut stream, &mut buf, cx, MAX_HEAD + READ_CHUNK)).await;
-                match read {
-                    Ok(0) if buf.is_empty() => return Err(stale(ErrorKind::UpstreamBroken)),
-                    Ok(0) => return Err(Sent::Failed(ErrorKind::UpstreamBroken)),
-                    Ok(_) => {}
+                match std::future::poll_fn(|cx| poll_read(&mut stream, &mut buf, cx, MAX_HEAD + READ_CHUNK)).await {
+                    Ok(0) if !answered => return Err(stale(ErrorKind::UpstreamBroken)),
+                    Ok(0) => return Err(broken()),
+                    Ok(_) => answered = true,
                     Err(e) => {
                         tracing::debug!(error = %e, "target broke the exchange");
-                        return Err(if buf.is_empty() {
-                            stale(ErrorKind::UpstreamBroken)
-                        } else {
-                            Sent::Failed(ErrorKind::UpstreamBroken)
-                        });
+                        return Err(if answered { broken() } else { stale(ErrorKind::UpstreamBroken) });
                     }
                 }
             }
         }
     };
-    let (framing, keep_alive) = framing;
     let state = match framing {
         Framing::Empty | Framing::Length(0) => State::Done,
         Framing::Length(n) => State::Length(n),
@@ -130,9 +128,12 @@ async fn exchange(pool: &Arc<Pool>, head: &[u8], is_head: bool, idempotent: bool
     Ok(response.map(|()| body))
 }
 
-/// The response a parsed head describes, without the fields that belong to the connection. The
-/// values share one copy of the head (one allocation, not one per field).
-fn response_of(buf: &[u8], head: &crate::h1::ResponseHead) -> Option<Response<()>> {
+/// The response a parsed head describes, without the fields that belong to the connection (and
+/// without a `Content-Length` that does not frame the body: one beside `Transfer-Encoding`, which
+/// would contradict the body HTTP/2 carries). The values share one copy of the head (one
+/// allocation, not one per field).
+fn response_of(buf: &[u8], head: &ResponseHead) -> Option<Response<()>> {
+    let length_frames = matches!(head.framing, Framing::Length(_));
     let mut response = Response::new(());
     *response.status_mut() = StatusCode::from_u16(head.status).ok()?;
     let text = Bytes::copy_from_slice(&buf[..head.len]);
@@ -140,7 +141,7 @@ fn response_of(buf: &[u8], head: &crate::h1::ResponseHead) -> Option<Response<()
     headers.reserve(head.fields.len() + 1);
     for f in &head.fields {
         let name = &buf[f.name.clone()];
-        if is_connection_field(name) {
+        if is_connection_field(name) || (!length_frames && name.eq_ignore_ascii_case(b"content-length")) {
             continue;
         }
         let name = HeaderName::from_bytes(name).ok()?;
@@ -256,5 +257,24 @@ impl Body for H1Body {
             State::Length(n) => SizeHint::with_exact(n),
             State::Chunked(_) | State::Close => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_of_the_connection_and_a_length_that_does_not_frame_the_body_are_left_out() {
+        let raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\
+                    Keep-Alive: timeout=5\r\nX-Kept: yes\r\n\r\n";
+        let head = parse_response(raw).unwrap().unwrap();
+        let response = response_of(raw, &head).unwrap();
+        let names: Vec<&str> = response.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nUpgrade: h2c\r\n\r\n";
+        let head = parse_response(raw).unwrap().unwrap();
+        let response = response_of(raw, &head).unwrap();
+        assert_eq!(response.headers().keys().map(|n| n.as_str()).collect::<Vec<_>>(), ["content-length"]);
     }
 }
