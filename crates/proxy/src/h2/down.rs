@@ -52,8 +52,9 @@ enum State {
 
 /// Sends `head` (a whole HTTP/1.1 request head, no body) to the pool's target and reads the
 /// response head, within `timeout`. `is_head`: the request's method is HEAD (no body follows
-/// the response head); `idempotent`: the request may be sent again when a kept-alive
-/// connection turns out closed before any answer.
+/// the response head); `idempotent`: the request may be sent again (to the next target) when
+/// the connection broke before any answer: a kept-alive one the target closed meanwhile, or a
+/// target that went away (as on HTTP/1.1, a killed task loses no GET).
 pub(crate) async fn send(
     pool: &Arc<Pool>,
     head: &[u8],
@@ -68,13 +69,12 @@ pub(crate) async fn send(
 }
 
 async fn exchange(pool: &Arc<Pool>, head: &[u8], is_head: bool, idempotent: bool) -> Result<Response<H1Body>, Sent> {
-    let (mut stream, reused) = match pool.take() {
-        Some(stream) => (stream, true),
-        None => (Box::pin(pool.connect()).await.map_err(Sent::NotConnected)?, false),
+    let mut stream = match pool.take() {
+        Some(stream) => stream,
+        None => Box::pin(pool.connect()).await.map_err(Sent::NotConnected)?,
     };
-    // A kept-alive connection the target closed meanwhile fails here or answers nothing: the
-    // request may go again on another.
-    let stale = |kind| if reused && idempotent { Sent::NotConnected(kind) } else { Sent::Failed(kind) };
+    // The connection broke before any answer: an idempotent request may go again.
+    let stale = |kind| if idempotent { Sent::NotConnected(kind) } else { Sent::Failed(kind) };
     // Flushed: over TLS, a write may leave records in the session's buffer.
     let written = match stream.write_all(head).await {
         Ok(()) => stream.flush().await,

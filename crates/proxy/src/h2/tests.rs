@@ -478,7 +478,7 @@ async fn the_protocol_matrix_refuses_what_cannot_cross() {
 /// An HTTP/1.1 target (over TLS with `tls`) that answers by path with responses written byte
 /// for byte: `/length`, `/chunked` (two chunks and a trailer), `/close` (no length: the body
 /// ends with the connection), `/interim` (a 103 before the 200), `/garbage` (not HTTP), `/slow`
-/// (never answers); anything else 204. It keeps every request head it read (`heads`) and counts
+/// (never answers), `/vanish` (closes without answering); anything else 204. It keeps every request head it read (`heads`) and counts
 /// the connections it accepted.
 async fn scripted_target(
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -543,6 +543,8 @@ async fn scripted_connection(
                 b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
             }
             "/garbage" => b"SPDY/9 what\r\n\r\n",
+            // Gone without a word, like a process killed mid-request.
+            "/vanish" => return,
             "/slow" => {
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 return;
@@ -642,6 +644,28 @@ async fn bodiless_requests_reach_https_http1_targets_over_tls() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "one kept-alive TLS connection");
     assert_eq!(heads.lock().unwrap().len(), 3);
+    task.abort();
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn an_idempotent_request_whose_target_breaks_before_answering_goes_to_the_next() {
+    let ca = pki();
+    let ip = next_ingress();
+    let (vanishing, _, accepted, task) = scripted_target(None).await;
+    let answering = FakeTarget::start("answering").await;
+    let mut f = Fixture::new(ip);
+    f.add_group(target_group("tg-2", &[vanishing, answering.addr]));
+    let (proxy, addr) = start_https(f, ip, &[("svc-1", "v.zone.test", "tg-2")], &ca).await;
+    let mut sender = h2_client(&ca.0, addr, "v.zone.test").await;
+    // Round robin: one of the two starts with the target that breaks; both are answered.
+    for _ in 0..2 {
+        let response = sender.send_request(request("GET", "v.zone.test", "/vanish", frames(&[], None))).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(target_of(&String::from_utf8_lossy(&body)), "answering");
+    }
+    assert!(accepted.load(Ordering::SeqCst) >= 1, "the breaking target was tried");
     task.abort();
     proxy.stop().await;
 }
