@@ -612,25 +612,15 @@ fn upstream_head(
     for (name, value) in &parts.headers {
         let n = name.as_str();
         if n == "cookie" && !h2 {
-            join_cookie(&mut cookies, value.as_bytes());
+            join_value(&mut cookies, value.as_bytes(), b"; ");
             continue;
         }
         if n == "x-forwarded-for" {
-            let joined = forwarded_for.get_or_insert_with(Vec::new);
-            if !joined.is_empty() {
-                joined.extend_from_slice(b", ");
-            }
-            joined.extend_from_slice(value.as_bytes());
+            join_value(&mut forwarded_for, value.as_bytes(), b", ");
             continue;
         }
         let te_trailers = n == "te" && value.as_bytes().eq_ignore_ascii_case(b"trailers");
-        if (is_hop_by_hop(n) && !(h2 && te_trailers))
-            || n.starts_with("x-amzn-lattice-")
-            || n == "x-forwarded-port"
-            || n == "x-forwarded-proto"
-            || n == "x-amzn-requestid"
-            || n == "host"
-        {
+        if (is_hop_by_hop(n) && !(h2 && te_trailers)) || replaced_by_proxy(n) {
             continue;
         }
         head.headers.append(name.clone(), value.clone());
@@ -641,17 +631,8 @@ fn upstream_head(
     if let Some(cookies) = cookies {
         head.headers.insert(http::header::COOKIE, HeaderValue::from_bytes(&cookies).map_err(bad)?);
     }
-    let mut xff = forwarded_for.map(|mut v| {
-        v.extend_from_slice(b", ");
-        v
-    });
-    let xff = match xff.as_mut() {
-        Some(v) => {
-            v.extend_from_slice(added.client_ip);
-            HeaderValue::from_bytes(v).map_err(bad)?
-        }
-        None => HeaderValue::from_bytes(added.client_ip).map_err(bad)?,
-    };
+    join_value(&mut forwarded_for, added.client_ip, b", ");
+    let xff = HeaderValue::from_bytes(&forwarded_for.unwrap_or_default()).map_err(bad)?;
     head.headers.insert(X_FORWARDED_FOR, xff);
     let h = &mut head.headers;
     h.insert(HeaderName::from_static("x-forwarded-port"), HeaderValue::from_bytes(added.port).map_err(bad)?);
@@ -696,22 +677,14 @@ fn h1_head(
     for (name, value) in &parts.headers {
         let n = name.as_str();
         if n == "x-forwarded-for" {
-            let joined = forwarded_for.get_or_insert_with(Vec::new);
-            joined.extend_from_slice(value.as_bytes());
-            joined.extend_from_slice(b", ");
+            join_value(&mut forwarded_for, value.as_bytes(), b", ");
             continue;
         }
         if n == "cookie" {
-            join_cookie(&mut cookies, value.as_bytes());
+            join_value(&mut cookies, value.as_bytes(), b"; ");
             continue;
         }
-        if is_hop_by_hop(n)
-            || n.starts_with("x-amzn-lattice-")
-            || n == "x-forwarded-port"
-            || n == "x-forwarded-proto"
-            || n == "x-amzn-requestid"
-            || n == "host"
-        {
+        if is_hop_by_hop(n) || replaced_by_proxy(n) {
             continue;
         }
         has_length |= n == "content-length";
@@ -723,8 +696,8 @@ fn h1_head(
     if !has_length && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
         field(b"content-length", b"0");
     }
-    let mut xff = forwarded_for.unwrap_or_default();
-    xff.extend_from_slice(added.client_ip);
+    join_value(&mut forwarded_for, added.client_ip, b", ");
+    let xff = forwarded_for.unwrap_or_default();
     field(b"x-forwarded-for", &xff);
     field(b"x-forwarded-port", added.port);
     field(b"x-forwarded-proto", b"https");
@@ -741,15 +714,22 @@ fn h1_head(
     out
 }
 
-/// Adds a `cookie` field's value to those before it: HTTP/2 clients may split the cookies of
-/// one request into several fields, which HTTP/1.1 carries as one, joined by `; ` (RFC 9113
-/// §8.2.3).
-fn join_cookie(joined: &mut Option<Vec<u8>>, value: &[u8]) {
+/// Adds a field's value to those of the same name before it, `sep` between them: the
+/// `x-forwarded-for` list the proxy extends, and `cookie`, which HTTP/2 clients may split into
+/// several fields and HTTP/1.1 carries as one joined by `; ` (RFC 9113 §8.2.3).
+fn join_value(joined: &mut Option<Vec<u8>>, value: &[u8], sep: &[u8]) {
     let joined = joined.get_or_insert_with(Vec::new);
     if !joined.is_empty() {
-        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(sep);
     }
     joined.extend_from_slice(value);
+}
+
+/// Fields the proxy removes or sets itself: the Lattice ones, `x-forwarded-port` and
+/// `-proto`, the request id, and `host` (from the authority).
+fn replaced_by_proxy(name: &str) -> bool {
+    name.starts_with("x-amzn-lattice-")
+        || matches!(name, "x-forwarded-port" | "x-forwarded-proto" | "x-amzn-requestid" | "host")
 }
 
 /// The authority the client asked for, as sent.

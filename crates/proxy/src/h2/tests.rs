@@ -602,6 +602,7 @@ async fn bodiless_requests_to_http1_targets_are_written_and_read_by_the_proxy() 
     for cookie in ["a=1", "b=2"] {
         req.headers_mut().append("cookie", HeaderValue::from_static(cookie));
     }
+    req.headers_mut().insert("x-forwarded-for", HeaderValue::from_static("10.1.1.1"));
     let response = with_cookies.send_request(req).await.unwrap();
     assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "hello");
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -616,6 +617,8 @@ async fn bodiless_requests_to_http1_targets_are_written_and_read_by_the_proxy() 
     // Cookies split over HTTP/2 fields arrive as one field.
     let last = seen.last().expect("the last GET arrived");
     assert!(last.contains("cookie: a=1; b=2\r\n"), "{last}");
+    // The client's x-forwarded-for is extended with the client's address.
+    assert!(last.contains("x-forwarded-for: 10.1.1.1, 127.0.0.1\r\n"), "{last}");
     // Not HTTP: 502; no answer within the response timeout: 504.
     let (parts, body) = get("GET", "/garbage").await;
     assert_eq!(parts.status.as_u16(), 502, "{body}");
