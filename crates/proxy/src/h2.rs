@@ -741,16 +741,17 @@ fn raw_authority(req: &Request<Incoming>) -> &str {
         .unwrap_or("")
 }
 
-/// Fields that belong to one connection, not the message.
+/// Fields that belong to one connection, not the message (lowercase).
+const HOP_BY_HOP: [&str; 7] =
+    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+
+/// Whether a (lowercase) field name is one of [`HOP_BY_HOP`].
 fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade"
-    )
+    HOP_BY_HOP.contains(&name)
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
 }

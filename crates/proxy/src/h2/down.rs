@@ -151,11 +151,9 @@ fn response_of(buf: &[u8], head: &ResponseHead) -> Option<Response<()>> {
     Some(response)
 }
 
-/// Fields of one HTTP/1.1 connection, which HTTP/2 does not carry.
+/// Fields of one HTTP/1.1 connection (any case), which HTTP/2 does not carry.
 fn is_connection_field(name: &[u8]) -> bool {
-    const FIELDS: [&[u8]; 7] =
-        [b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"];
-    FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name))
+    super::HOP_BY_HOP.iter().any(|f| f.as_bytes().eq_ignore_ascii_case(name))
 }
 
 // === impl H1Body ===

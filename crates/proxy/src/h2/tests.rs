@@ -478,7 +478,8 @@ async fn the_protocol_matrix_refuses_what_cannot_cross() {
 /// An HTTP/1.1 target (over TLS with `tls`) that answers by path with responses written byte
 /// for byte: `/length`, `/chunked` (two chunks and a trailer), `/close` (no length: the body
 /// ends with the connection), `/interim` (a 103 before the 200), `/garbage` (not HTTP), `/slow`
-/// (never answers), `/vanish` (closes without answering); anything else 204. It keeps every request head it read (`heads`) and counts
+/// (never answers), `/vanish` (closes without answering), `/upgrade` (a 101), `/short` (half
+/// its announced body, then the close), `/huge` (a head of 70 KiB); anything else 204. It keeps every request head it read (`heads`) and counts
 /// the connections it accepted.
 async fn scripted_target(
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -545,6 +546,14 @@ async fn scripted_connection(
             "/garbage" => b"SPDY/9 what\r\n\r\n",
             // Gone without a word, like a process killed mid-request.
             "/vanish" => return,
+            "/upgrade" => b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+            // Half the body it announces, then the end of the connection.
+            "/short" => b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello",
+            "/huge" => {
+                let filler = format!("x-filler: {}\r\n", "f".repeat(1000)).repeat(70);
+                let _ = tcp.write_all(format!("HTTP/1.1 200 OK\r\n{filler}\r\n").as_bytes()).await;
+                return;
+            }
             "/slow" => {
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 return;
@@ -556,8 +565,8 @@ async fn scripted_connection(
             true => &answer[..answer.windows(4).position(|w| w == b"\r\n\r\n").map_or(answer.len(), |i| i + 4)],
             false => answer,
         };
-        if tcp.write_all(answer).await.is_err() || tcp.flush().await.is_err() || path == "/close" || path == "/garbage"
-        {
+        let last = matches!(path.as_str(), "/close" | "/garbage" | "/upgrade" | "/short");
+        if tcp.write_all(answer).await.is_err() || tcp.flush().await.is_err() || last {
             let _ = tcp.shutdown().await;
             return;
         }
@@ -619,9 +628,19 @@ async fn bodiless_requests_to_http1_targets_are_written_and_read_by_the_proxy() 
     assert!(last.contains("cookie: a=1; b=2\r\n"), "{last}");
     // The client's x-forwarded-for is extended with the client's address.
     assert!(last.contains("x-forwarded-for: 10.1.1.1, 127.0.0.1\r\n"), "{last}");
-    // Not HTTP: 502; no answer within the response timeout: 504.
-    let (parts, body) = get("GET", "/garbage").await;
-    assert_eq!(parts.status.as_u16(), 502, "{body}");
+    // Not HTTP, an upgrade (which cannot cross to HTTP/2), a head over 64 KiB: 502.
+    for path in ["/garbage", "/upgrade", "/huge"] {
+        let (parts, body) = get("GET", path).await;
+        assert_eq!(parts.status.as_u16(), 502, "{path}: {body}");
+    }
+    // A body cut short: the stream is reset, never ended as if whole.
+    let short = with_cookies.send_request(request("GET", "s.zone.test", "/short", frames(&[], None))).await;
+    let whole = match short {
+        Ok(response) => response.into_body().collect().await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(!whole, "a body cut short ended cleanly");
+    // No answer within the response timeout: 504.
     let (parts, _) = get("GET", "/slow").await;
     assert_eq!(parts.status.as_u16(), 504);
     task.abort();
