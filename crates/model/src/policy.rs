@@ -166,6 +166,21 @@ impl KeyKind {
     }
 }
 
+/// Whether `a` and `b` are the same bytes. Policies compare short strings (accounts, VPC IDs,
+/// methods) many times a request: compared inline, without a call into the C library's
+/// `memcmp` for each.
+#[inline]
+pub fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    if a.len() > 64 {
+        return a == b;
+    }
+    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
 /// `s` without the concatenation of `parts` at its start (checked part by part, so that a
 /// request's check builds no string).
 fn strip_parts<'s>(s: &'s str, parts: &[&str]) -> Option<&'s str> {
@@ -327,6 +342,174 @@ impl Policy {
             }
         }
         if allowed { Decision::Allow } else { Decision::NoMatch }
+    }
+}
+
+/// A policy narrowed to the requests of one service and one action ([`Policy::narrow`]):
+/// what the proxy keeps per service, so that a request's check does only the work that the
+/// service and the action leave. Statements for other actions or other services are gone,
+/// action patterns are answered, and resource patterns are cut to the part of the resource
+/// after the service's ARN (the request's path).
+#[derive(Clone, Debug)]
+pub struct Narrowed {
+    /// Deny statements first, then the allows (order does not change a decision: a Deny wins
+    /// wherever it stands, and one Allow is enough), so the first statement that applies
+    /// decides.
+    statements: Vec<NarrowStatement>,
+    /// How many of `statements` deny.
+    denies: usize,
+    /// The service's ARN: every resource is this followed by a path.
+    base: Box<str>,
+}
+
+#[derive(Clone, Debug)]
+struct NarrowStatement {
+    principals: Callers,
+    paths: Paths,
+    conditions: Vec<Condition>,
+}
+
+/// A statement's `Principal`, the usual one account held in place (a request's check reads
+/// every statement's: no pointer to follow to a string elsewhere).
+#[derive(Clone, Debug)]
+enum Callers {
+    Anyone,
+    /// Every identity of this account (its 12 digits as a number).
+    Account(u64),
+    Listed(Principals),
+}
+
+/// An account ID's 12 digits as a number.
+fn account_number(account: &str) -> Option<u64> {
+    let b = account.as_bytes();
+    (b.len() == 12).then_some(())?;
+    b.iter().try_fold(0u64, |n, &d| d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0')))
+}
+
+/// A statement's `Resource`/`NotResource` for resources of one service.
+#[derive(Clone, Debug)]
+enum Paths {
+    /// Every path of the service.
+    Any,
+    /// Some paths: exactly these, under these prefixes, or whole resources matching these
+    /// wildcard patterns (`negated`: any path but those).
+    Some { negated: bool, exact: Vec<Box<str>>, prefixes: Vec<Box<str>>, globs: Vec<Box<str>> },
+}
+
+// === impl Narrowed ===
+
+impl Policy {
+    /// This policy for requests whose action is `action` and whose resource is `base` (a
+    /// service's ARN) followed by a path; [`Narrowed::evaluate`] says of such a request what
+    /// [`Policy::evaluate`] says.
+    pub fn narrow(&self, action: &str, base: &str) -> Narrowed {
+        let mut statements = Vec::new();
+        let mut denies = 0;
+        for s in &self.statements {
+            if !s.actions.matches(action) {
+                continue;
+            }
+            let Some(paths) = narrow_paths(&s.resources, base) else { continue };
+            let principals = match &s.principals {
+                Principals::Anyone => Callers::Anyone,
+                Principals::Listed(list) => match &list[..] {
+                    [PrincipalPattern::Account(a)] => {
+                        account_number(a).map_or(Callers::Listed(s.principals.clone()), Callers::Account)
+                    }
+                    _ => Callers::Listed(s.principals.clone()),
+                },
+            };
+            let narrowed = NarrowStatement { principals, paths, conditions: s.conditions.clone() };
+            if s.effect == Effect::Deny {
+                statements.insert(denies, narrowed);
+                denies += 1;
+            } else {
+                statements.push(narrowed);
+            }
+        }
+        Narrowed { statements, denies, base: base.into() }
+    }
+}
+
+/// `patterns` for resources that are `base` followed by a non-empty path, or `None` when no
+/// such resource matches.
+fn narrow_paths(patterns: &Patterns, base: &str) -> Option<Paths> {
+    debug_assert!(!patterns.ignore_case, "resources compare with case");
+    let (mut every, mut exact, mut prefixes, mut globs) = (false, Vec::new(), Vec::new(), Vec::new());
+    for p in &patterns.patterns {
+        match p {
+            // The path is never empty, so a pattern of the service's ARN alone matches nothing.
+            Pattern::Exact(p) => {
+                if let Some(path) = p.strip_prefix(base).filter(|path| !path.is_empty()) {
+                    exact.push(path.into());
+                }
+            }
+            Pattern::Prefix(p) if p.len() <= base.len() => every |= base.as_bytes().starts_with(p.as_bytes()),
+            Pattern::Prefix(p) => {
+                if let Some(path) = p.strip_prefix(base) {
+                    prefixes.push(path.into());
+                }
+            }
+            Pattern::Glob(p) => globs.push(p.as_str().into()),
+        }
+    }
+    let none_left = exact.is_empty() && prefixes.is_empty() && globs.is_empty();
+    match (every, patterns.negated) {
+        (true, false) => Some(Paths::Any),
+        (true, true) => None,
+        (false, negated) if none_left => negated.then_some(Paths::Any),
+        (false, negated) => Some(Paths::Some { negated, exact, prefixes, globs }),
+    }
+}
+
+impl Narrowed {
+    /// What the policy says of a request to `path` (of the service, with its query removed;
+    /// empty reads as `/`) by `caller`, with condition keys `keys`.
+    pub fn evaluate(&self, caller: Caller<'_>, path: &str, keys: &dyn Keys) -> Decision {
+        let path = if path.is_empty() { "/" } else { path };
+        let account = match caller {
+            Caller::Principal { account, .. } => account_number(account),
+            Caller::Anonymous => None,
+        };
+        let mut resource = None;
+        for (i, s) in self.statements.iter().enumerate() {
+            let principal = match &s.principals {
+                Callers::Anyone => true,
+                Callers::Account(a) => account == Some(*a),
+                Callers::Listed(list) => list.matches(caller),
+            };
+            if principal
+                && s.paths.matches(path, &self.base, &mut resource)
+                && s.conditions.iter().all(|c| c.holds(keys))
+            {
+                return if i < self.denies { Decision::Deny } else { Decision::Allow };
+            }
+        }
+        Decision::NoMatch
+    }
+
+    /// How many statements are left.
+    pub fn len(&self) -> usize {
+        self.statements.len()
+    }
+
+    /// Whether none is (every request is an implicit deny).
+    pub fn is_empty(&self) -> bool {
+        self.statements.is_empty()
+    }
+}
+
+impl Paths {
+    /// Whether `path` matches; `resource` is the whole resource once a wildcard pattern needed it.
+    fn matches(&self, path: &str, base: &str, resource: &mut Option<String>) -> bool {
+        let Self::Some { negated, exact, prefixes, globs } = self else { return true };
+        let any = exact.iter().any(|p| same(p, path))
+            || prefixes.iter().any(|p| path.starts_with(&**p))
+            || (!globs.is_empty() && {
+                let whole = resource.get_or_insert_with(|| [base, path].concat());
+                globs.iter().any(|p| glob(p, whole, false))
+            });
+        any != *negated
     }
 }
 
@@ -512,8 +695,8 @@ impl Principals {
             (Self::Anyone, _) => true,
             (Self::Listed(_), Caller::Anonymous) => false,
             (Self::Listed(list), Caller::Principal { arn, account }) => list.iter().any(|p| match p {
-                PrincipalPattern::Account(a) => a == account,
-                PrincipalPattern::Arn(a) => a == arn,
+                PrincipalPattern::Account(a) => same(a, account),
+                PrincipalPattern::Arn(a) => same(a, arn),
                 PrincipalPattern::Role(acct, role) => {
                     acct == account
                         && (strip_parts(arn, &["arn:aws:iam::", acct, ":role/", role]) == Some("")
@@ -576,7 +759,7 @@ impl Op {
     /// Whether request value `v` matches policy value `p` (the positive form).
     fn matches(self, p: &str, v: &str) -> bool {
         match self {
-            Self::StringEquals => p == v,
+            Self::StringEquals => same(p, v),
             Self::StringEqualsIgnoreCase => p.eq_ignore_ascii_case(v),
             Self::StringLike => glob(p, v, false),
             Self::ArnLike => glob(p, v, false),

@@ -12,6 +12,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use sha::{HmacKey, Sha256};
+
+mod sha;
+
 /// `AWS4-HMAC-SHA256`.
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// SigV4A's algorithm name (refused: not supported).
@@ -125,7 +129,7 @@ impl<'a> Signed<'a> {
     }
 
     fn from_header(auth: &'a str, amz_date: Option<&'a str>) -> Result<Self, SigError> {
-        let (algorithm, rest) = split_once(auth.trim(), b' ').ok_or(SigError::Malformed("Authorization"))?;
+        let (algorithm, rest) = split_once(auth.trim_ascii(), b' ').ok_or(SigError::Malformed("Authorization"))?;
         match algorithm {
             ALGORITHM => {}
             ALGORITHM_V4A => return Err(SigError::V4a),
@@ -133,7 +137,7 @@ impl<'a> Signed<'a> {
         }
         let (mut credential, mut headers, mut signature) = (None, None, None);
         for part in pieces(rest, b',') {
-            let Some((k, v)) = split_once(part.trim(), b'=') else { continue };
+            let Some((k, v)) = split_once(part.trim_ascii(), b'=') else { continue };
             let slot = match k {
                 "Credential" => &mut credential,
                 "SignedHeaders" => &mut headers,
@@ -181,12 +185,7 @@ impl<'a> Signed<'a> {
         self.verify_with_key(request, &key, payload_hash)
     }
 
-    fn verify_with_key(
-        &self,
-        request: &Received<'_>,
-        key: &ring::hmac::Key,
-        payload_hash: &str,
-    ) -> Result<(), SigError> {
+    fn verify_with_key(&self, request: &Received<'_>, key: &HmacKey, payload_hash: &str) -> Result<(), SigError> {
         if !self.signed_header_names().any(|h| h == "host") {
             return Err(SigError::Malformed("SignedHeaders (host must be signed)"));
         }
@@ -227,20 +226,20 @@ impl Signed<'_> {
     fn signature_with(
         &self,
         request: &Received<'_>,
-        key: &ring::hmac::Key,
+        key: &HmacKey,
         payload_hash: &str,
         plus: Plus,
     ) -> Result<[u8; 64], SigError> {
-        let mut canonical = Digest::new();
+        let mut canonical = Sha256::new();
         canonical_request(&mut canonical, self, request, payload_hash, plus)?;
-        let canonical = hex(canonical.finish().as_ref());
-        let mut to_sign = ring::hmac::Context::with_key(key);
+        let canonical = hex(&canonical.finish());
+        let mut to_sign = key.context();
         for part in [ALGORITHM, "\n", &self.amz_date, "\n", &self.scope_date, "/", &self.region, "/", &self.service] {
             to_sign.update(part.as_bytes());
         }
         to_sign.update(b"/aws4_request\n");
         to_sign.update(&canonical);
-        Ok(hex(to_sign.sign().as_ref()))
+        Ok(hex(&key.finish(to_sign)))
     }
 
     /// Seconds since the Unix epoch of [`Signed::amz_date`].
@@ -274,7 +273,7 @@ struct KeyEntry {
     date: String,
     region: String,
     service: String,
-    key: ring::hmac::Key,
+    key: HmacKey,
 }
 
 impl SigningKeys {
@@ -287,17 +286,18 @@ impl SigningKeys {
     }
 
     /// The signing key of `claim`'s credential and scope with `secret`, derived on first use.
-    fn get(&self, claim: &Signed<'_>, secret: &str) -> ring::hmac::Key {
+    fn get(&self, claim: &Signed<'_>, secret: &str) -> HmacKey {
         {
             let ring = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let same = crate::policy::same;
             if let Some(e) = ring.entries.iter().find(|e| {
-                e.access_key == claim.access_key
-                    && e.date == claim.scope_date
-                    && e.region == claim.region
-                    && e.service == claim.service
-                    && e.secret == secret
+                same(&e.access_key, &claim.access_key)
+                    && same(&e.date, &claim.scope_date)
+                    && same(&e.region, &claim.region)
+                    && same(&e.service, &claim.service)
+                    && same(&e.secret, secret)
             }) {
-                return e.key.clone();
+                return e.key;
             }
         }
         let key = hmac_key(&signing_key(secret, &claim.scope_date, &claim.region, &claim.service));
@@ -307,7 +307,7 @@ impl SigningKeys {
             date: claim.scope_date.clone().into_owned(),
             region: claim.region.clone().into_owned(),
             service: claim.service.clone().into_owned(),
-            key: key.clone(),
+            key,
         };
         let mut ring = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if ring.entries.len() < Self::CAPACITY {
@@ -329,7 +329,7 @@ impl Default for SigningKeys {
 
 /// The hex SHA-256 of a payload: what a signer puts in the canonical request for a signed body.
 pub fn payload_hash(body: &[u8]) -> String {
-    hex(&sha256(body)).iter().copied().map(char::from).collect()
+    hex(&sha::sha256(body)).iter().copied().map(char::from).collect()
 }
 
 /// `YYYYMMDDTHHMMSSZ` → seconds since the Unix epoch.
@@ -338,7 +338,9 @@ pub fn parse_amz_date(s: &str) -> Option<u64> {
     if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let num = |r: std::ops::Range<usize>| {
+        b[r].iter().try_fold(0i64, |n, &d| d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0')))
+    };
     let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
     let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
@@ -372,13 +374,12 @@ pub fn format_amz_date(secs: u64) -> String {
     format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
-/// The pieces of `s` between the ASCII bytes `sep`. On text as short as a signature's parts,
-/// a plain byte loop is quicker than `str::split`, which decodes characters and runs memchr.
+/// The pieces of `s` between the ASCII bytes `sep`.
 fn pieces(s: &str, sep: u8) -> impl Iterator<Item = &str> {
     let mut rest = Some(s);
     std::iter::from_fn(move || {
         let r = rest?;
-        match r.bytes().position(|b| b == sep) {
+        match memchr::memchr(sep, r.as_bytes()) {
             Some(i) => {
                 rest = Some(&r[i + 1..]);
                 Some(&r[..i])
@@ -393,7 +394,7 @@ fn pieces(s: &str, sep: u8) -> impl Iterator<Item = &str> {
 
 /// `s` split at its first ASCII byte `sep`, which neither side keeps.
 fn split_once(s: &str, sep: u8) -> Option<(&str, &str)> {
-    let i = s.bytes().position(|b| b == sep)?;
+    let i = memchr::memchr(sep, s.as_bytes())?;
     Some((&s[..i], &s[i + 1..]))
 }
 
@@ -413,17 +414,12 @@ fn credential_parts(credential: &str) -> Result<(&str, &str, &str, &str), SigErr
 /// The signed header names trimmed, lowercased and without empty ones, joined by `;`:
 /// borrowed when `list` is already so.
 fn signed_headers(list: &str) -> Cow<'_, str> {
-    // No empty name, nothing to trim or lowercase.
-    let mut prev = b';';
-    let mut plain = true;
-    for &b in list.as_bytes() {
-        if (b == b';' && prev == b';') || !b.is_ascii_graphic() || b.is_ascii_uppercase() {
-            plain = false;
-            break;
-        }
-        prev = b;
-    }
-    if plain && prev != b';' {
+    // No empty name, nothing to trim or lowercase: graphic bytes but capitals, no `;` first,
+    // last or twice in a row.
+    let b = list.as_bytes();
+    let graphic = b.iter().fold(true, |ok, &c| ok & (c.is_ascii_graphic() & !c.is_ascii_uppercase()));
+    let no_empty = b.first() != Some(&b';') && b.last() != Some(&b';') && !b.windows(2).any(|w| w == b";;");
+    if graphic && no_empty && !b.is_empty() {
         return Cow::Borrowed(list);
     }
     let names: Vec<String> = list.split(';').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
@@ -526,37 +522,9 @@ impl Sink for Vec<u8> {
     }
 }
 
-/// SHA-256 fed through a small buffer, so that the many short pieces of a canonical request
-/// reach the hash in blocks.
-struct Digest {
-    context: ring::digest::Context,
-    buf: [u8; 256],
-    len: usize,
-}
-
-impl Digest {
-    fn new() -> Self {
-        Self { context: ring::digest::Context::new(&ring::digest::SHA256), buf: [0; 256], len: 0 }
-    }
-
-    fn finish(mut self) -> ring::digest::Digest {
-        self.context.update(&self.buf[..self.len]);
-        self.context.finish()
-    }
-}
-
-impl Sink for Digest {
+impl Sink for Sha256 {
     fn put(&mut self, bytes: &[u8]) {
-        if self.len + bytes.len() > self.buf.len() {
-            self.context.update(&self.buf[..self.len]);
-            self.len = 0;
-            if bytes.len() > self.buf.len() {
-                self.context.update(bytes);
-                return;
-            }
-        }
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
+        self.update(bytes);
     }
 }
 
@@ -664,43 +632,53 @@ pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8
 }
 
 /// A signing key ready to sign (its pads hashed once).
-fn hmac_key(key: &[u8; 32]) -> ring::hmac::Key {
-    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key)
+fn hmac_key(key: &[u8; 32]) -> HmacKey {
+    HmacKey::new(key)
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
-    let tag = ring::hmac::sign(&key, data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(tag.as_ref());
-    out
-}
-
-fn sha256(data: &[u8]) -> [u8; 32] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
+    HmacKey::new(key).sign(data)
 }
 
 /// A 32-byte hash or MAC in lowercase hex.
 fn hex(bytes: &[u8]) -> [u8; 64] {
     let mut out = [0u8; 64];
-    for (i, &b) in bytes.iter().take(32).enumerate() {
-        out[2 * i] = LOWER_HEX[usize::from(b >> 4)];
-        out[2 * i + 1] = LOWER_HEX[usize::from(b & 0xf)];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
     }
     out
 }
+
+/// Every byte's two lowercase hex digits.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    let mut table = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = [LOWER_HEX[i >> 4], LOWER_HEX[i & 0xf]];
+        i += 1;
+    }
+    table
+};
 
 /// Whether `a` and `b` are equal, in a time that depends on their lengths only (for secrets).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// [`constant_time_eq`] of `want` and `given` in lowercase.
-fn constant_time_eq_lowercase(want: &[u8], given: &[u8]) -> bool {
-    want.len() == given.len() && want.iter().zip(given).fold(0u8, |acc, (x, y)| acc | (x ^ y.to_ascii_lowercase())) == 0
+/// [`constant_time_eq`] of `want` (lowercase) and `given` in lowercase. Signers send
+/// lowercase: that is compared as it is, eight bytes at a time; only a `given` that differs
+/// is compared again, lowercased. Either comparison takes a time that depends on the
+/// lengths only, and whether the first matched says only whether the signature is right.
+fn constant_time_eq_lowercase(want: &[u8; 64], given: &[u8]) -> bool {
+    let Ok(given) = <&[u8; 64]>::try_from(given) else { return false };
+    let words = |b: &[u8; 64]| -> [u64; 8] {
+        std::array::from_fn(|i| u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default()))
+    };
+    let (w, g) = (words(want), words(given));
+    if w.iter().zip(&g).fold(0u64, |acc, (x, y)| acc | (x ^ y)) == 0 {
+        return true;
+    }
+    want.iter().zip(given).fold(0u8, |acc, (x, y)| acc | (x ^ y.to_ascii_lowercase())) == 0
 }
 
 impl fmt::Display for SigError {

@@ -18,7 +18,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 
 use trellis_model::iam::{Identities, Identity, Principal};
-use trellis_model::policy::{Caller, Decision, Key, KeyKind, Keys, Request};
+use trellis_model::policy::{Caller, Decision, Key, KeyKind, Keys, Narrowed};
 use trellis_model::sigv4::{HeaderValues, Received, SigError, Signed, SigningKeys};
 use trellis_model::snapshot::IamAuth;
 
@@ -35,10 +35,9 @@ const INVOKE: &str = "vpc-lattice-svcs:Invoke";
 
 /// The policies one (service, service network) pair is guarded by.
 pub(crate) struct AuthCheck {
-    /// The service network's, when its `authType` is `AWS_IAM`.
-    pub(crate) network: Option<IamAuth>,
-    /// The service's, when its `authType` is `AWS_IAM`.
-    pub(crate) service: Option<IamAuth>,
+    /// The layers whose `authType` is `AWS_IAM`, network first, each with its policy narrowed
+    /// to this service (`None`: no policy, every request denied).
+    layers: Vec<(Layer, Option<Narrowed>)>,
     pub(crate) network_arn: String,
     pub(crate) service_arn: String,
     /// The service's region (from its ARN), which a signature's scope must name.
@@ -100,7 +99,12 @@ impl AuthCheck {
         service_arn: String,
     ) -> Self {
         let region = service_arn.split(':').nth(3).unwrap_or_default().to_owned();
-        Self { network, service, network_arn, service_arn, region }
+        let narrow = |auth: IamAuth| auth.policy.map(|p| p.narrow(INVOKE, &service_arn));
+        let layers = [(Layer::Network, network), (Layer::Service, service)]
+            .into_iter()
+            .filter_map(|(layer, auth)| Some((layer, narrow(auth?))))
+            .collect();
+        Self { layers, network_arn, service_arn, region }
     }
 
     /// Whether the request passes every layer that guards it (`now`: seconds since the Unix
@@ -116,17 +120,14 @@ impl AuthCheck {
             Some(id) => Caller::Principal { arn: id.principal.arn(), account: &id.account },
             None => Caller::Anonymous,
         };
-        let resource = self.resource(facts.path);
         let keys = Context { facts, check: self, identity: identity.as_deref() };
-        let request = Request { caller, action: INVOKE, resource: &resource, keys: &keys };
-        for (layer, auth) in [(Layer::Network, &self.network), (Layer::Service, &self.service)] {
-            let Some(auth) = auth else { continue };
-            let decision = auth.policy.as_ref().map_or(Decision::NoMatch, |p| p.evaluate(&request));
+        for (layer, policy) in &self.layers {
+            let decision = policy.as_ref().map_or(Decision::NoMatch, |p| p.evaluate(caller, facts.path, &keys));
             match decision {
                 Decision::Allow => {}
                 Decision::Deny | Decision::NoMatch => {
                     let user = identity.as_ref().map_or("anonymous", |id| id.principal.arn()).to_owned();
-                    return Err(Denied::Policy { layer, explicit: decision == Decision::Deny, user });
+                    return Err(Denied::Policy { layer: *layer, explicit: decision == Decision::Deny, user });
                 }
             }
         }
@@ -152,14 +153,14 @@ impl AuthCheck {
             Ok(Some(signed)) => signed,
             Err(e) => return Err(refuse(e.to_string())),
         };
-        if signed.service != "vpc-lattice-svcs" {
+        if !trellis_model::policy::same(&signed.service, "vpc-lattice-svcs") {
             return Err(refuse(format!(
                 "the credential scope names service {:?}, not vpc-lattice-svcs",
                 signed.service
             )));
         }
         let region = &self.region;
-        if signed.region != *region {
+        if !trellis_model::policy::same(&signed.region, region) {
             return Err(refuse(format!(
                 "the credential scope names region {:?}; the service is in {region}",
                 signed.region
@@ -334,9 +335,12 @@ pub(crate) fn write_identity(out: &mut Vec<u8>, id: &Identity) {
     }
 }
 
-/// Now, in seconds since the Unix epoch.
+/// Now, in seconds since the Unix epoch, from the kernel's coarse clock (a few milliseconds
+/// behind at most, which a check of minutes does not see; it reads no time counter, which
+/// the precise clock does on every request).
 pub(crate) fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+    u64::try_from(t.tv_sec).unwrap_or(0)
 }
 
 /// Percent-decoding of a query part (`+` is a space in forms).

@@ -39,7 +39,11 @@ const OTHER: Caller<'static> = Caller::Principal { arn: "arn:aws:iam::9999888877
 fn eval(policy: &str, caller: Caller<'_>, path: &str, keys: &Ctx) -> Decision {
     let policy = Policy::compile(policy).unwrap_or_else(|e| panic!("{policy}: {e}"));
     let resource = format!("{SVC}{path}");
-    policy.evaluate(&Request { caller, action: "vpc-lattice-svcs:Invoke", resource: &resource, keys })
+    let decision = policy.evaluate(&Request { caller, action: "vpc-lattice-svcs:Invoke", resource: &resource, keys });
+    // The narrowed form the proxy keeps per service says the same.
+    let narrowed = policy.narrow("vpc-lattice-svcs:Invoke", SVC);
+    assert_eq!(narrowed.evaluate(caller, path, keys), decision, "narrowed: {policy:?} {path}");
+    decision
 }
 
 fn allow(extra: &str) -> String {
@@ -395,4 +399,50 @@ fn a_role_principal_matches_the_role_and_its_sessions_only() {
     assert_eq!(eval(policy, longer, "/", &base()), Decision::NoMatch);
     assert_eq!(eval(policy, other, "/", &base()), Decision::NoMatch);
     assert_eq!(eval(policy, USER, "/", &base()), Decision::NoMatch);
+}
+
+#[test]
+fn a_narrowed_policy_keeps_only_what_can_apply_to_its_service_and_action() {
+    let other = "arn:aws:vpc-lattice:us-east-1:111122223333:service/svc-0fffffffffffffff0";
+    let statement = |effect: &str, action: &str, resource: &str| {
+        format!(r#"{{"Effect":"{effect}","Principal":"*","Action":"{action}",{resource}}}"#)
+    };
+    let policy = |statements: &[String]| {
+        Policy::compile(&format!(r#"{{"Statement":[{}]}}"#, statements.join(","))).expect("compiles")
+    };
+    let kept = |statements: &[String]| policy(statements).narrow("vpc-lattice-svcs:Invoke", SVC).len();
+    // Other actions, other services, the service's ARN without a path: nothing can apply.
+    assert_eq!(kept(&[statement("Allow", "vpc-lattice-svcs:Connect", r#""Resource":"*""#)]), 0);
+    assert_eq!(kept(&[statement("Allow", "VPC-Lattice-Svcs:invoke", r#""Resource":"*""#)]), 1);
+    assert_eq!(kept(&[statement("Allow", "*", &format!(r#""Resource":"{other}/*""#))]), 0);
+    assert_eq!(kept(&[statement("Allow", "*", &format!(r#""Resource":"{SVC}""#))]), 0);
+    assert_eq!(kept(&[statement("Deny", "*", &format!(r#""NotResource":"{SVC}*""#))]), 0);
+    assert_eq!(kept(&[statement("Deny", "*", &format!(r#""NotResource":"{other}/*""#))]), 1);
+    assert_eq!(kept(&[statement("Allow", "*", &format!(r#""Resource":["{other}/*","{SVC}/a"]"#))]), 1);
+
+    // Denies decide before allows whatever their order, and the path is what is left.
+    let k = base();
+    let p = policy(&[
+        statement("Allow", "*", &format!(r#""Resource":"{SVC}/*""#)),
+        statement("Deny", "*", &format!(r#""Resource":["{SVC}/admin/*","{SVC}/secret"]"#)),
+        statement("Deny", "*", r#""Resource":"arn:aws:vpc-lattice:*:*:service/*/glob/?""#),
+        statement("Allow", "*", &format!(r#""NotResource":"{SVC}/public/*""#)),
+    ]);
+    let n = p.narrow("vpc-lattice-svcs:Invoke", SVC);
+    for (path, want) in [
+        ("/", Decision::Allow),
+        ("", Decision::Allow),
+        ("/admin/x", Decision::Deny),
+        ("/admin", Decision::Allow),
+        ("/secret", Decision::Deny),
+        ("/secret/", Decision::Allow),
+        ("/glob/a", Decision::Deny),
+        ("/glob/ab", Decision::Allow),
+    ] {
+        assert_eq!(n.evaluate(Caller::Anonymous, path, &k), want, "{path}");
+        let resource = format!("{SVC}{}", if path.is_empty() { "/" } else { path });
+        let request =
+            Request { caller: Caller::Anonymous, action: "vpc-lattice-svcs:Invoke", resource: &resource, keys: &k };
+        assert_eq!(p.evaluate(&request), want, "{path}");
+    }
 }

@@ -265,6 +265,11 @@ fn auth_check_cost() {
             "Condition":{{"StringEquals":{{"vpc-lattice-svcs:SourceVpc":"vpc-1","vpc-lattice-svcs:RequestMethod":"GET"}}}}}}"#
     ));
     let policy = format!(r#"{{"Version":"2012-10-17","Statement":[{}]}}"#, statements.join(","));
+    // The last statement names Ana, a user, rather than her account.
+    let policy = policy.replace(
+        "arn:aws:iam::000000000000:root\"},\n            \"Action\":\"vpc-lattice-svcs:Invoke\",\"Resource\":\"arn:aws:vpc-lattice:us-east-1:000000000000:service/svc-1/*\"",
+        "arn:aws:iam::000000000000:user/ana\"},\n            \"Action\":\"vpc-lattice-svcs:Invoke\",\"Resource\":\"arn:aws:vpc-lattice:us-east-1:000000000000:service/svc-1/*\"",
+    );
     let check = AuthCheck::new(
         None,
         Some(iam(Some(&policy))),
@@ -293,14 +298,6 @@ fn auth_check_cost() {
         source_vpc: "vpc-1",
         source_vpc_account: "000000000000",
         client_ip: "10.0.0.1".parse().expect("an address"),
-    };
-    // Not the root: Ana is a user, so name her in the last statement's principal instead.
-    let check = AuthCheck {
-        service: Some(iam(Some(&policy.replace(
-            "arn:aws:iam::000000000000:root\"},\n            \"Action\":\"vpc-lattice-svcs:Invoke\",\"Resource\":\"arn:aws:vpc-lattice:us-east-1:000000000000:service/svc-1/*\"",
-            "arn:aws:iam::000000000000:user/ana\"},\n            \"Action\":\"vpc-lattice-svcs:Invoke\",\"Resource\":\"arn:aws:vpc-lattice:us-east-1:000000000000:service/svc-1/*\"",
-        )))),
-        ..check
     };
     assert!(check.check(&facts, &known, now).is_ok(), "the request is allowed");
     const N: u32 = 200_000;
