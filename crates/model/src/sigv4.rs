@@ -300,6 +300,14 @@ impl SigningKeys {
                 return e.key;
             }
         }
+        self.derive(claim, secret)
+    }
+
+    /// Derives and keeps the key of a credential and scope not seen yet (out of line: once a
+    /// day per caller).
+    #[cold]
+    #[inline(never)]
+    fn derive(&self, claim: &Signed<'_>, secret: &str) -> HmacKey {
         let key = hmac_key(&signing_key(secret, &claim.scope_date, &claim.region, &claim.service));
         let entry = KeyEntry {
             access_key: claim.access_key.clone().into_owned(),
@@ -448,20 +456,7 @@ fn canonical_request(
     encode_into(out, &normalize_path(r.path), false);
     out.put(b"\n");
     if !r.query.is_empty() {
-        let mut pairs: Vec<(String, String)> = query_pairs(r.query, plus)
-            .into_iter()
-            .filter(|(k, _)| !(signed.expires.is_some() && k == "X-Amz-Signature"))
-            .map(|(k, v)| (encode(&k, true), encode(&v, true)))
-            .collect();
-        pairs.sort_unstable();
-        for (i, (k, v)) in pairs.iter().enumerate() {
-            if i > 0 {
-                out.put(b"&");
-            }
-            out.put(k.as_bytes());
-            out.put(b"=");
-            out.put(v.as_bytes());
-        }
+        canonical_query(out, signed, r.query, plus);
     }
     out.put(b"\n");
     for name in signed.signed_header_names() {
@@ -485,6 +480,26 @@ fn canonical_request(
     out.put(b"\n");
     out.put(payload_hash.as_bytes());
     Ok(())
+}
+
+/// The canonical query: names and values decoded, encoded again, sorted (out of line: most
+/// requests have no query).
+#[inline(never)]
+fn canonical_query(out: &mut impl Sink, signed: &Signed<'_>, query: &str, plus: Plus) {
+    let mut pairs: Vec<(String, String)> = query_pairs(query, plus)
+        .into_iter()
+        .filter(|(k, _)| !(signed.expires.is_some() && k == "X-Amz-Signature"))
+        .map(|(k, v)| (encode(&k, true), encode(&v, true)))
+        .collect();
+    pairs.sort_unstable();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.put(b"&");
+        }
+        out.put(k.as_bytes());
+        out.put(b"=");
+        out.put(v.as_bytes());
+    }
 }
 
 /// A header value as the canonical request has it: trimmed, inner runs of whitespace

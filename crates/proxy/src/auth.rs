@@ -141,7 +141,6 @@ impl AuthCheck {
         identities: &Identities,
         now: u64,
     ) -> Result<Option<std::sync::Arc<Identity>>, Denied> {
-        let refuse = |why: String| Denied::Unauthenticated(why);
         // `from_utf8` first: it is much quicker than the lossy reading of text that is valid.
         let text = |v: Option<&'f [u8]>| {
             v.map(|v| std::str::from_utf8(v).map_or_else(|_| String::from_utf8_lossy(v), Cow::Borrowed))
@@ -151,50 +150,52 @@ impl AuthCheck {
         let signed = match Signed::parse(authorization.as_deref(), amz_date.as_deref(), facts.query) {
             Ok(None) => return Ok(None),
             Ok(Some(signed)) => signed,
-            Err(e) => return Err(refuse(e.to_string())),
+            Err(e) => return Err(refused(format_args!("{e}"))),
         };
         if !trellis_model::policy::same(&signed.service, "vpc-lattice-svcs") {
-            return Err(refuse(format!(
+            return Err(refused(format_args!(
                 "the credential scope names service {:?}, not vpc-lattice-svcs",
                 signed.service
             )));
         }
         let region = &self.region;
         if !trellis_model::policy::same(&signed.region, region) {
-            return Err(refuse(format!(
+            return Err(refused(format_args!(
                 "the credential scope names region {:?}; the service is in {region}",
                 signed.region
             )));
         }
-        let at = signed.time().ok_or_else(|| refuse("the signature's date is malformed".into()))?;
+        let at = signed.time().ok_or_else(|| refused(format_args!("the signature's date is malformed")))?;
         if !signed.amz_date.starts_with(&*signed.scope_date) {
-            return Err(refuse("the signature's date and its credential scope's date differ".into()));
+            return Err(refused(format_args!("the signature's date and its credential scope's date differ")));
         }
         match signed.expires {
             None if at.abs_diff(now) > SKEW_SECONDS => {
-                return Err(refuse("the signature's date is more than 5 minutes from the server's time".into()));
+                return Err(refused(format_args!(
+                    "the signature's date is more than 5 minutes from the server's time"
+                )));
             }
             Some(expires) if now > at.saturating_add(expires) || at > now + SKEW_SECONDS => {
-                return Err(refuse("the presigned request has expired or is not valid yet".into()));
+                return Err(refused(format_args!("the presigned request has expired or is not valid yet")));
             }
             _ => {}
         }
         let payload = text(headers.content_sha256);
         if signed.expires.is_none() && payload.as_deref() != Some(UNSIGNED_PAYLOAD) {
-            return Err(refuse(
-                "Lattice requires x-amz-content-sha256: UNSIGNED-PAYLOAD (payload signing is not supported)".into(),
-            ));
+            return Err(refused(format_args!(
+                "Lattice requires x-amz-content-sha256: UNSIGNED-PAYLOAD (payload signing is not supported)"
+            )));
         }
         let token = signed.query_token.clone().or_else(|| text(headers.security_token));
         let identity = identities
             .find(&signed.access_key, token.as_deref(), now.saturating_mul(1000))
-            .map_err(|e| refuse(e.to_string()))?
+            .map_err(|e| refused(format_args!("{e}")))?
             .clone();
         let received = Received { method: facts.method, path: facts.path, query: facts.query, header: facts.header };
         match signed.verify_cached(&received, &identity.secret_access_key, UNSIGNED_PAYLOAD, &SIGNING_KEYS) {
             Ok(()) => Ok(Some(identity)),
-            Err(SigError::Mismatch) => Err(refuse("the signature does not match the request".into())),
-            Err(e) => Err(refuse(e.to_string())),
+            Err(SigError::Mismatch) => Err(refused(format_args!("the signature does not match the request"))),
+            Err(e) => Err(refused(format_args!("{e}"))),
         }
     }
 
@@ -230,6 +231,13 @@ impl AuthCheck {
             }
         }
     }
+}
+
+/// A signed request refused, and why (out of line: the check's own code stays small).
+#[cold]
+#[inline(never)]
+fn refused(why: std::fmt::Arguments<'_>) -> Denied {
+    Denied::Unauthenticated(why.to_string())
 }
 
 /// The condition keys of a request.

@@ -31,7 +31,24 @@ impl Sha256 {
         Self { state, total: taken, buf: [0; 64], len: 0 }
     }
 
-    pub(super) fn update(&mut self, mut data: &[u8]) {
+    /// Takes `data`: the many short pieces of a canonical request are copied into the
+    /// buffer in place, and only a full block calls out (so that the dozens of places that
+    /// feed a hash stay small code).
+    #[inline]
+    pub(super) fn update(&mut self, data: &[u8]) {
+        if let Some(slot) = self.buf.get_mut(self.len..self.len + data.len())
+            && self.len + data.len() < 64
+        {
+            slot.copy_from_slice(data);
+            self.len += data.len();
+            self.total += data.len() as u64;
+            return;
+        }
+        self.absorb(data);
+    }
+
+    #[inline(never)]
+    fn absorb(&mut self, mut data: &[u8]) {
         self.total += data.len() as u64;
         if self.len > 0 {
             let n = data.len().min(64 - self.len);
