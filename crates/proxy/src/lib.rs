@@ -38,6 +38,7 @@ mod h1;
 mod h2;
 mod headers;
 mod health;
+pub mod http2;
 mod listener;
 mod metrics;
 mod request;

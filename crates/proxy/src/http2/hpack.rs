@@ -1,0 +1,404 @@
+//! HPACK, HTTP/2's header compression (RFC 7541).
+//!
+//! - [`Decoder`] reads what peers send, all of it: the static and dynamic tables, the
+//!   literal forms, Huffman-coded strings, and table size updates within the limit the proxy
+//!   advertised. Every malformed block is an [`Error`] (a connection error,
+//!   COMPRESSION_ERROR); nothing panics and nothing grows beyond the limits.
+//! - [`encode`] writes the way a proxy pays least for: a field of the static table by index,
+//!   everything else as a literal that is not indexed, strings raw. It never touches the
+//!   dynamic table, so there is no encoder state to keep in step with the peer's decoder;
+//!   what a stream sends costs a few more bytes on the wire and no hashing or Huffman coding
+//!   per field.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+mod huffman_table;
+
+/// Why a header block cannot be decoded (each a COMPRESSION_ERROR, RFC 7541 §2.3.3, RFC 9113
+/// §4.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The block ends inside a representation.
+    Truncated,
+    /// An integer does not fit (or is absurdly long).
+    Overflow,
+    /// An index names no entry.
+    BadIndex,
+    /// A Huffman-coded string is malformed: EOS inside it, or padding that is longer than
+    /// seven bits or not all ones.
+    Huffman,
+    /// A table size update over the advertised limit, or after the block's first field.
+    TableSize,
+}
+
+/// The 61 entries of the static table (RFC 7541, Appendix A), index 1 first.
+pub const STATIC: [(&str, &str); 61] = [
+    (":authority", ""),
+    (":method", "GET"),
+    (":method", "POST"),
+    (":path", "/"),
+    (":path", "/index.html"),
+    (":scheme", "http"),
+    (":scheme", "https"),
+    (":status", "200"),
+    (":status", "204"),
+    (":status", "206"),
+    (":status", "304"),
+    (":status", "400"),
+    (":status", "404"),
+    (":status", "500"),
+    ("accept-charset", ""),
+    ("accept-encoding", "gzip, deflate"),
+    ("accept-language", ""),
+    ("accept-ranges", ""),
+    ("accept", ""),
+    ("access-control-allow-origin", ""),
+    ("age", ""),
+    ("allow", ""),
+    ("authorization", ""),
+    ("cache-control", ""),
+    ("content-disposition", ""),
+    ("content-encoding", ""),
+    ("content-language", ""),
+    ("content-length", ""),
+    ("content-location", ""),
+    ("content-range", ""),
+    ("content-type", ""),
+    ("cookie", ""),
+    ("date", ""),
+    ("etag", ""),
+    ("expect", ""),
+    ("expires", ""),
+    ("from", ""),
+    ("host", ""),
+    ("if-match", ""),
+    ("if-modified-since", ""),
+    ("if-none-match", ""),
+    ("if-range", ""),
+    ("if-unmodified-since", ""),
+    ("last-modified", ""),
+    ("link", ""),
+    ("location", ""),
+    ("max-forwards", ""),
+    ("proxy-authenticate", ""),
+    ("proxy-authorization", ""),
+    ("range", ""),
+    ("referer", ""),
+    ("refresh", ""),
+    ("retry-after", ""),
+    ("server", ""),
+    ("set-cookie", ""),
+    ("strict-transport-security", ""),
+    ("transfer-encoding", ""),
+    ("user-agent", ""),
+    ("vary", ""),
+    ("via", ""),
+    ("www-authenticate", ""),
+];
+
+/// A dynamic table entry: (name, value).
+type Entry = (Box<[u8]>, Box<[u8]>);
+
+/// What an entry adds to a table's size beyond its name and value (RFC 7541 §4.1).
+const ENTRY_OVERHEAD: usize = 32;
+
+/// Reads header blocks of one connection (its dynamic table lives as long as the connection).
+#[derive(Debug)]
+pub struct Decoder {
+    /// Newest first: dynamic index 62 is `entries[0]`.
+    entries: VecDeque<Entry>,
+    /// The sum of the entries' sizes.
+    size: usize,
+    /// The size the encoder last chose (at most `limit`).
+    max: usize,
+    /// The most the proxy allows (its SETTINGS_HEADER_TABLE_SIZE).
+    limit: usize,
+    /// Huffman-decoded strings.
+    name_buf: Vec<u8>,
+    value_buf: Vec<u8>,
+}
+
+impl Decoder {
+    /// A decoder whose peer may use a dynamic table of up to `limit` bytes (4,096 unless the
+    /// proxy advertised otherwise).
+    pub fn new(limit: usize) -> Self {
+        Self { entries: VecDeque::new(), size: 0, max: limit, limit, name_buf: Vec::new(), value_buf: Vec::new() }
+    }
+
+    /// Decodes one header block (the fragments of a HEADERS frame and its CONTINUATIONs,
+    /// joined), calling `field(name, value, never_indexed)` for each field in order. Names
+    /// are passed as sent: checking them (lowercase, pseudo-fields first) is the caller's.
+    pub fn decode(&mut self, block: &[u8], mut field: impl FnMut(&[u8], &[u8], bool)) -> Result<(), Error> {
+        let mut at = 0;
+        let mut fields = 0usize;
+        while at < block.len() {
+            let first = block[at];
+            if first & 0x80 != 0 {
+                // Indexed field.
+                let index = integer(block, &mut at, 7)?;
+                let (name, value) = entry(&self.entries, index)?;
+                field(name, value, false);
+            } else if first & 0xe0 == 0x20 {
+                // Dynamic table size update: only before the block's first field.
+                let size = integer(block, &mut at, 5)?;
+                if fields > 0 || size > self.limit as u64 {
+                    return Err(Error::TableSize);
+                }
+                self.max = size as usize;
+                self.evict(0);
+                continue;
+            } else {
+                // A literal: with incremental indexing (01), without (0000), never indexed (0001).
+                let (prefix, indexing, never) = match first & 0xf0 {
+                    0x00 => (4, false, false),
+                    0x10 => (4, false, true),
+                    _ => (6, true, false),
+                };
+                let index = integer(block, &mut at, prefix)?;
+                let name: &[u8] = if index == 0 {
+                    string(block, &mut at, &mut self.name_buf)?
+                } else {
+                    entry(&self.entries, index)?.0
+                };
+                let value = string(block, &mut at, &mut self.value_buf)?;
+                field(name, value, never);
+                if indexing {
+                    let entry = (Box::from(name), Box::from(value));
+                    self.insert(entry);
+                }
+            }
+            fields += 1;
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, (name, value): Entry) {
+        let size = name.len() + value.len() + ENTRY_OVERHEAD;
+        if size > self.max {
+            // An entry larger than the table empties it (RFC 7541 §4.4).
+            self.entries.clear();
+            self.size = 0;
+            return;
+        }
+        self.evict(size);
+        self.entries.push_front((name, value));
+        self.size += size;
+    }
+
+    /// Evicts the oldest entries until `room` more bytes fit.
+    fn evict(&mut self, room: usize) {
+        while self.size + room > self.max {
+            let Some((n, v)) = self.entries.pop_back() else { break };
+            self.size -= n.len() + v.len() + ENTRY_OVERHEAD;
+        }
+    }
+
+    /// The dynamic table's size in bytes (as RFC 7541 counts it).
+    pub fn table_size(&self) -> usize {
+        self.size
+    }
+}
+
+/// The entry at `index` (1-based: the static table, then the dynamic one newest first).
+fn entry(entries: &VecDeque<Entry>, index: u64) -> Result<(&[u8], &[u8]), Error> {
+    let index = usize::try_from(index).map_err(|_| Error::BadIndex)?;
+    match index {
+        0 => Err(Error::BadIndex),
+        1..=61 => {
+            let (n, v) = STATIC[index - 1];
+            Ok((n.as_bytes(), v.as_bytes()))
+        }
+        _ => entries.get(index - 62).map(|(n, v)| (&n[..], &v[..])).ok_or(Error::BadIndex),
+    }
+}
+
+/// An integer with an `n`-bit prefix at `block[*at]` (RFC 7541 §5.1); `*at` moves past it.
+fn integer(block: &[u8], at: &mut usize, n: u8) -> Result<u64, Error> {
+    let mask = (1u8 << n) - 1;
+    let first = *block.get(*at).ok_or(Error::Truncated)? & mask;
+    *at += 1;
+    if first < mask {
+        return Ok(u64::from(first));
+    }
+    let mut value = u64::from(mask);
+    // Five continuation bytes carry 35 bits: more than any size or index this side accepts.
+    for shift in (0..35).step_by(7) {
+        let b = *block.get(*at).ok_or(Error::Truncated)?;
+        *at += 1;
+        value += u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err(Error::Overflow)
+}
+
+/// A string literal at `block[*at]` (RFC 7541 §5.2): borrowed from the block when raw,
+/// decoded into `buf` when Huffman-coded.
+fn string<'a>(block: &'a [u8], at: &mut usize, buf: &'a mut Vec<u8>) -> Result<&'a [u8], Error> {
+    let huffman = block.get(*at).ok_or(Error::Truncated)? & 0x80 != 0;
+    let len = usize::try_from(integer(block, at, 7)?).map_err(|_| Error::Overflow)?;
+    let end = at.checked_add(len).filter(|&end| end <= block.len()).ok_or(Error::Truncated)?;
+    let raw = &block[*at..end];
+    *at = end;
+    if !huffman {
+        return Ok(raw);
+    }
+    buf.clear();
+    huffman_decode(raw, buf)?;
+    Ok(buf)
+}
+
+/// The canonical form of the Huffman code, found at compile time: for each length, the first
+/// code of that length, how many codes have it, and where its symbols start in [`SYMBOLS`].
+struct Canonical {
+    first: [u32; 31],
+    count: [u16; 31],
+    offset: [u16; 31],
+    symbols: [u16; 257],
+}
+
+const CANONICAL: Canonical = {
+    let codes = huffman_table::CODES;
+    let mut c = Canonical { first: [0; 31], count: [0; 31], offset: [0; 31], symbols: [0; 257] };
+    let mut n = 0;
+    let mut len = 1;
+    while len <= 30 {
+        c.offset[len] = n as u16;
+        let mut first = u32::MAX;
+        let mut sym = 0;
+        while sym < 257 {
+            if codes[sym].1 as usize == len {
+                c.symbols[n] = sym as u16;
+                n += 1;
+                c.count[len] += 1;
+                if codes[sym].0 < first {
+                    first = codes[sym].0;
+                }
+            }
+            sym += 1;
+        }
+        // A length without codes: the codes of the next length start where they would have.
+        c.first[len] = if first == u32::MAX { (c.first[len - 1] + c.count[len - 1] as u32) << 1 } else { first };
+        len += 1;
+    }
+    c
+};
+
+/// Decodes a Huffman-coded string (RFC 7541 §5.2, Appendix B) onto `out`.
+pub fn huffman_decode(coded: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+    let c = &CANONICAL;
+    let (mut code, mut len) = (0u32, 0usize);
+    for &byte in coded {
+        for shift in (0..8).rev() {
+            code = (code << 1) | u32::from((byte >> shift) & 1);
+            len += 1;
+            let rank = code.wrapping_sub(c.first[len]);
+            if rank < u32::from(c.count[len]) {
+                let symbol = c.symbols[usize::from(c.offset[len]) + rank as usize];
+                // EOS inside a string is an error (§5.2); every other symbol is a byte.
+                let byte = u8::try_from(symbol).map_err(|_| Error::Huffman)?;
+                out.push(byte);
+                (code, len) = (0, 0);
+            } else if len == 30 {
+                return Err(Error::Huffman);
+            }
+        }
+    }
+    // Padding: at most seven bits, all ones (a prefix of EOS).
+    if len > 7 || code != (1u32 << len) - 1 {
+        return Err(Error::Huffman);
+    }
+    Ok(())
+}
+
+/// Appends the Huffman coding of `bytes` to `out`.
+pub fn huffman_encode(bytes: &[u8], out: &mut Vec<u8>) {
+    let (mut acc, mut bits) = (0u64, 0u32);
+    for &b in bytes {
+        let (code, len) = huffman_table::CODES[usize::from(b)];
+        acc = (acc << len) | u64::from(code);
+        bits += u32::from(len);
+        while bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    if bits > 0 {
+        // Padded with the most significant bits of EOS (ones).
+        out.push(((acc << (8 - bits)) as u8) | (0xff >> bits));
+    }
+}
+
+/// Appends the representation of one field (see the module's comment): `sensitive` fields are
+/// sent never-indexed, so that no intermediary after the proxy indexes them either.
+pub fn encode(out: &mut Vec<u8>, name: &[u8], value: &[u8], sensitive: bool) {
+    let name_index = static_name(name);
+    if !sensitive && let Some(index) = name_index.and_then(|first| static_field(first, value)) {
+        put_integer(out, 0x80, 7, index as u64);
+        return;
+    }
+    let flags = if sensitive { 0x10 } else { 0x00 };
+    match name_index {
+        Some(index) => put_integer(out, flags, 4, index as u64),
+        None => {
+            out.push(flags);
+            put_string(out, name);
+        }
+    }
+    put_string(out, value);
+}
+
+/// The static index of the first entry named `name`.
+fn static_name(name: &[u8]) -> Option<usize> {
+    STATIC.iter().position(|(n, _)| n.as_bytes() == name).map(|i| i + 1)
+}
+
+/// The static index of (`STATIC[first - 1]`'s name, `value`), when the table has it.
+fn static_field(first: usize, value: &[u8]) -> Option<usize> {
+    let name = STATIC[first - 1].0;
+    STATIC[first - 1..]
+        .iter()
+        .take_while(|(n, _)| *n == name)
+        .position(|(_, v)| v.as_bytes() == value && !v.is_empty())
+        .map(|i| first + i)
+}
+
+fn put_integer(out: &mut Vec<u8>, flags: u8, n: u8, mut value: u64) {
+    let mask = (1u8 << n) - 1;
+    if value < u64::from(mask) {
+        out.push(flags | value as u8);
+        return;
+    }
+    out.push(flags | mask);
+    value -= u64::from(mask);
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// A raw (not Huffman-coded) string literal.
+fn put_string(out: &mut Vec<u8>, s: &[u8]) {
+    put_integer(out, 0x00, 7, s.len() as u64);
+    out.extend_from_slice(s);
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Truncated => "a header block ends inside a field",
+            Self::Overflow => "an integer in a header block is too large",
+            Self::BadIndex => "a header block names a table entry that does not exist",
+            Self::Huffman => "a Huffman-coded string is malformed",
+            Self::TableSize => "a dynamic table size update is over the limit or out of place",
+        })
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,179 @@
+use super::*;
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+}
+
+fn decode(d: &mut Decoder, block: &[u8]) -> Result<Vec<(String, String, bool)>, Error> {
+    let mut out = Vec::new();
+    d.decode(block, |n, v, never| {
+        out.push((String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(v).into_owned(), never));
+    })?;
+    Ok(out)
+}
+
+fn fields(list: &[(&str, &str)]) -> Vec<(String, String, bool)> {
+    list.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned(), false)).collect()
+}
+
+/// RFC 7541 C.4: three requests on one connection, Huffman-coded, the table growing.
+#[test]
+fn the_rfc_request_examples_decode() {
+    let mut d = Decoder::new(4096);
+    let first = [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "www.example.com")];
+    assert_eq!(decode(&mut d, &hex("828684418cf1e3c2e5f23a6ba0ab90f4ff")).unwrap(), fields(&first));
+    assert_eq!(d.table_size(), 57);
+    let mut second = first.to_vec();
+    second.push(("cache-control", "no-cache"));
+    assert_eq!(decode(&mut d, &hex("828684be5886a8eb10649cbf")).unwrap(), fields(&second));
+    assert_eq!(d.table_size(), 110);
+    let third = [
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":path", "/index.html"),
+        (":authority", "www.example.com"),
+        ("custom-key", "custom-value"),
+    ];
+    let block = hex("828785bf408825a849e95ba97d7f8925a849e95bb8e8b4bf");
+    assert_eq!(decode(&mut d, &block).unwrap(), fields(&third));
+    assert_eq!(d.table_size(), 164);
+}
+
+/// RFC 7541 C.6: responses with a 256-byte table, so that entries are evicted.
+#[test]
+fn the_rfc_response_examples_decode_and_evict() {
+    let mut d = Decoder::new(256);
+    let date = "Mon, 21 Oct 2013 20:13:21 GMT";
+    let location = ("location", "https://www.example.com");
+    let block = hex(concat!(
+        "3fe101488264025885aec3771a4b6196d07abe941054d444a8200595040b8166e082a62d1bff",
+        "6e919d29ad171863c78f0b97c8e9ae82ae43d3"
+    ));
+    let first = [(":status", "302"), ("cache-control", "private"), ("date", date), location];
+    assert_eq!(decode(&mut d, &block).unwrap(), fields(&first));
+    assert_eq!(d.table_size(), 222);
+    let second = [(":status", "307"), ("cache-control", "private"), ("date", date), location];
+    assert_eq!(decode(&mut d, &hex("4883640effc1c0bf")).unwrap(), fields(&second));
+    assert_eq!(d.table_size(), 222);
+    let block = hex(concat!(
+        "88c16196d07abe941054d444a8200595040b8166e084a62d1bffc05a839bd9ab77ad94e7821dd7f2e6c7b335",
+        "dfdfcd5b3960d5af27087f3672c1ab270fb5291f9587316065c003ed4ee5b1063d5007"
+    ));
+    let third = [
+        (":status", "200"),
+        ("cache-control", "private"),
+        ("date", "Mon, 21 Oct 2013 20:13:22 GMT"),
+        location,
+        ("content-encoding", "gzip"),
+        ("set-cookie", "foo=ASDJKHQKBZXOQWEOPIUAXQWEOIU; max-age=3600; version=1"),
+    ];
+    assert_eq!(decode(&mut d, &block).unwrap(), fields(&third));
+    assert_eq!(d.table_size(), 215);
+}
+
+#[test]
+fn huffman_codes_every_byte_both_ways() {
+    let all: Vec<u8> = (0..=255).collect();
+    for text in [&all[..], b"", b"www.example.com", b"a", &[0xff; 40]] {
+        let mut coded = Vec::new();
+        huffman_encode(text, &mut coded);
+        let mut back = Vec::new();
+        huffman_decode(&coded, &mut back).unwrap();
+        assert_eq!(back, text);
+    }
+    let mut coded = Vec::new();
+    huffman_encode(b"www.example.com", &mut coded);
+    assert_eq!(coded, hex("f1e3c2e5f23a6ba0ab90f4ff"));
+}
+
+#[test]
+fn malformed_huffman_is_refused() {
+    let mut out = Vec::new();
+    // EOS (30 ones) inside the string.
+    assert_eq!(huffman_decode(&[0xff, 0xff, 0xff, 0xfc], &mut out), Err(Error::Huffman));
+    // Padding longer than seven bits.
+    assert_eq!(huffman_decode(&[0xff], &mut out), Err(Error::Huffman));
+    assert_eq!(huffman_decode(&[0x1f, 0xff], &mut out), Err(Error::Huffman));
+    // Padding that is not ones: `a` (00011) then 000.
+    assert_eq!(huffman_decode(&[0x18], &mut out), Err(Error::Huffman));
+    // `a` then 111 is fine.
+    out.clear();
+    assert_eq!(huffman_decode(&[0x1f], &mut out), Ok(()));
+    assert_eq!(out, b"a");
+}
+
+#[test]
+fn what_the_encoder_writes_decodes_to_what_it_was_given() {
+    let list: &[(&[u8], &[u8], bool)] = &[
+        (b":status", b"200", false),
+        (b":status", b"503", false),
+        (b":method", b"POST", false),
+        (b"content-type", b"application/grpc", false),
+        (b"grpc-status", b"0", false),
+        (b"x-amzn-requestid", b"0d3b8f2c-6d0e-4f5e-9c1a-2b7e0f1a9c44", true),
+        (b"authorization", b"secret", true),
+        (b"accept-encoding", b"gzip, deflate", false),
+        (b"x-long", &[b'v'; 300], false),
+        (b"", b"", false),
+    ];
+    let mut block = Vec::new();
+    for (n, v, sensitive) in list {
+        encode(&mut block, n, v, *sensitive);
+    }
+    let mut d = Decoder::new(4096);
+    let mut got = Vec::new();
+    d.decode(&block, |n, v, never| got.push((n.to_vec(), v.to_vec(), never))).unwrap();
+    let want: Vec<_> = list.iter().map(|(n, v, s)| (n.to_vec(), v.to_vec(), *s)).collect();
+    assert_eq!(got, want);
+    assert_eq!(d.table_size(), 0, "nothing is indexed");
+    // A field of the static table is one byte; a name of it, an index and the value.
+    let one = |n: &[u8], v: &[u8]| {
+        let mut out = Vec::new();
+        encode(&mut out, n, v, false);
+        out
+    };
+    assert_eq!(one(b":status", b"200"), [0x88]);
+    assert_eq!(one(b":method", b"POST"), [0x83]);
+    assert_eq!(one(b":status", b"503"), [0x08, 3, b'5', b'0', b'3']);
+    assert_eq!(one(b"content-type", b"x"), [0x0f, 0x10, 1, b'x']);
+}
+
+#[test]
+fn malformed_blocks_are_errors() {
+    let cases: &[(&str, Error)] = &[
+        ("80", Error::BadIndex),  // index 0
+        ("be", Error::BadIndex),  // index 62, an empty dynamic table
+        ("ff", Error::Truncated), // an index that goes on past the end
+        ("ffffffffffff01", Error::Overflow),
+        ("0f", Error::Truncated),         // a name index with no value after it
+        ("0003616263", Error::Truncated), // a literal name of 3, a value cut off
+        ("000a61", Error::Truncated),     // a name longer than the block
+        ("3fe21f", Error::TableSize),     // a size update over the 4096 limit
+        ("82 20", Error::TableSize),      // a size update after a field
+        ("0081ff0161", Error::Huffman),   // a Huffman name that is all padding
+    ];
+    for (block, want) in cases {
+        let mut d = Decoder::new(4096);
+        let got = d.decode(&hex(&block.replace(' ', "")), |_, _, _| {});
+        assert_eq!(got, Err(*want), "{block}");
+    }
+}
+
+#[test]
+fn size_updates_shrink_the_table_and_large_entries_empty_it() {
+    let mut d = Decoder::new(4096);
+    // custom-key: custom-header, indexed (RFC 7541 C.2.1).
+    let block = hex("400a637573746f6d2d6b65790d637573746f6d2d686561646572");
+    decode(&mut d, &block).unwrap();
+    assert_eq!(d.table_size(), 55);
+    // A size update to 0 evicts everything, then index 62 names nothing.
+    assert_eq!(decode(&mut d, &hex("20")).unwrap(), vec![]);
+    assert_eq!(d.table_size(), 0);
+    assert_eq!(decode(&mut d, &hex("be")), Err(Error::BadIndex));
+    // With a 40-byte table, a 55-byte entry is not kept and empties the table.
+    let mut d = Decoder::new(4096);
+    let mut small = hex("3f09"); // size update to 40
+    small.extend_from_slice(&block);
+    decode(&mut d, &small).unwrap();
+    assert_eq!(d.table_size(), 0);
+}
