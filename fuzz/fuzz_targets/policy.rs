@@ -1,6 +1,7 @@
 //! Auth policies (crates/model/src/policy.rs): `Policy::compile` on a document as
-//! `PutAuthPolicy` receives it, then `Policy::evaluate` on a request; and IAM's wildcards
-//! (`glob`) against a plain reference matcher.
+//! `PutAuthPolicy` receives it, then `Policy::evaluate` on a request, and the same policy
+//! narrowed to the request's service and action (`Policy::narrow`, what the proxy evaluates),
+//! which must decide the same; and IAM's wildcards (`glob`) against a plain reference matcher.
 //!
 //! Input: the policy document, then optionally a NUL byte and the request, one field a line:
 //! caller ARN (empty: anonymous), caller account, action, resource, then condition keys as
@@ -77,4 +78,11 @@ fuzz_target!(|data: &[u8]| {
     let request = Request { caller, action, resource, keys: &keys };
     let decision = compiled.evaluate(&request);
     assert_eq!(decision, compiled.evaluate(&request), "evaluation is deterministic");
+    // Narrowed to the service the resource names (its ARN ends at the ID's segment), for a
+    // resource with a path after it.
+    let Some(slash) = resource.match_indices("/svc-").next().map(|(at, _)| at + 1) else { return };
+    let Some(end) = resource[slash..].find('/').map(|e| slash + e) else { return };
+    let (base, path) = resource.split_at(end);
+    let narrowed = compiled.narrow(action, base);
+    assert_eq!(narrowed.evaluate(caller, path, &keys), decision, "narrowed to {base:?}, path {path:?}");
 });
