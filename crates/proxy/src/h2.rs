@@ -146,7 +146,8 @@ pub(crate) async fn serve(
     let ctx = Arc::new(Ctx { conn: Arc::new(conn), routes, config: config.clone(), activity: activity.clone() });
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(handle(req, &ctx).await) }
+        // On the heap, so that what hyper moves into each stream's task is a pointer.
+        Box::pin(async move { Ok::<_, Infallible>(handle(req, &ctx).await) })
     });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
@@ -195,7 +196,9 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<RespBody> {
     let busy = Busy::start(ctx.activity.clone());
     let received = req.body().size_hint().exact().unwrap_or(0);
     let mut note = Note::default();
-    let (response, failure) = match forward(req, ctx, &request_id, busy, &mut note).await {
+    // `forward`'s state is kilobytes (the request's parts, its upstream head, the exchange's
+    // futures): kept on the heap, built there once, rather than moved with this future.
+    let (response, failure) = match Box::pin(forward(req, ctx, &request_id, busy, &mut note)).await {
         Ok(response) => (response, None),
         Err(e) => {
             match e.origin {
