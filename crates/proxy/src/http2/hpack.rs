@@ -128,7 +128,10 @@ impl Decoder {
 
     /// Decodes one header block (the fragments of a HEADERS frame and its CONTINUATIONs,
     /// joined), calling `field(name, value, never_indexed)` for each field in order. Names
-    /// are passed as sent: checking them (lowercase, pseudo-fields first) is the caller's.
+    /// are passed as sent: checking them (lowercase, pseudo-fields first) is the caller's, and
+    /// so is bounding the header list (SETTINGS_MAX_HEADER_LIST_SIZE): a block of one-byte
+    /// indexes can name the same large table entry thousands of times. The decoder itself
+    /// copies nothing per field but Huffman-coded strings, into buffers it reuses.
     pub fn decode(&mut self, block: &[u8], mut field: impl FnMut(&[u8], &[u8], bool)) -> Result<(), Error> {
         let mut at = 0;
         let mut fields = 0usize;
