@@ -168,7 +168,7 @@ impl<'a> Signed<'a> {
     /// [`Signed::access_key`]; the payload hash signed is `payload_hash` (what
     /// `x-amz-content-sha256` says, `UNSIGNED-PAYLOAD` for Lattice).
     pub fn verify(&self, request: &Received<'_>, secret: &str, payload_hash: &str) -> Result<(), SigError> {
-        let key = hmac_key(&signing_key(secret, &self.scope_date, &self.region, &self.service));
+        let key = HmacKey::new(&signing_key(secret, &self.scope_date, &self.region, &self.service));
         self.verify_with_key(request, &key, payload_hash)
     }
 
@@ -211,7 +211,7 @@ impl Signed<'_> {
     /// The signature of `request` with `secret` under this claim's scope, date and signed
     /// headers (what a signer would send; what [`Signed::verify`] compares with).
     pub fn signature_of(&self, request: &Received<'_>, secret: &str, payload_hash: &str) -> Result<String, SigError> {
-        let key = hmac_key(&signing_key(secret, &self.scope_date, &self.region, &self.service));
+        let key = HmacKey::new(&signing_key(secret, &self.scope_date, &self.region, &self.service));
         let hex = self.signature_with(request, &key, payload_hash, Plus::Literal)?;
         Ok(hex.iter().copied().map(char::from).collect())
     }
@@ -308,7 +308,7 @@ impl SigningKeys {
     #[cold]
     #[inline(never)]
     fn derive(&self, claim: &Signed<'_>, secret: &str) -> HmacKey {
-        let key = hmac_key(&signing_key(secret, &claim.scope_date, &claim.region, &claim.service));
+        let key = HmacKey::new(&signing_key(secret, &claim.scope_date, &claim.region, &claim.service));
         let entry = KeyEntry {
             access_key: claim.access_key.clone().into_owned(),
             secret: secret.to_owned(),
@@ -644,11 +644,6 @@ pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8
     let k = hmac(&k, region.as_bytes());
     let k = hmac(&k, service.as_bytes());
     hmac(&k, b"aws4_request")
-}
-
-/// A signing key ready to sign (its pads hashed once).
-fn hmac_key(key: &[u8; 32]) -> HmacKey {
-    HmacKey::new(key)
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {

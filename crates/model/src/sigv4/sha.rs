@@ -36,10 +36,8 @@ impl Sha256 {
     /// feed a hash stay small code).
     #[inline]
     pub(super) fn update(&mut self, data: &[u8]) {
-        if let Some(slot) = self.buf.get_mut(self.len..self.len + data.len())
-            && self.len + data.len() < 64
-        {
-            slot.copy_from_slice(data);
+        if self.len + data.len() < 64 {
+            self.buf[self.len..self.len + data.len()].copy_from_slice(data);
             self.len += data.len();
             self.total += data.len() as u64;
             return;
