@@ -1,5 +1,6 @@
-//! HTTP/2 from clients: HTTPS connections that chose `h2` by ALPN. hyper serves the connection
-//! (frames, flow control, streams); every request goes through the same phases as on HTTP/1.1
+//! HTTP/2 from clients: HTTPS connections that chose `h2` by ALPN. The proxy's own HTTP/2
+//! serves the connection (`server`, over `http2::conn`: frames, flow control, streams, all in
+//! the connection's task); every request goes through the same phases as on HTTP/1.1
 //! (`request::locate`, the listener's rules, `request::select`) and on to a target:
 //!
 //! - HTTP1 target groups: down to HTTP/1.1, on a connection of the same pools as the HTTP/1.1
@@ -19,7 +20,6 @@
 //! connection age, or when its listener closes.
 
 use std::borrow::Cow;
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -32,7 +32,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version as HttpVersion};
 use http_body_util::{Either, Empty};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use trellis_model::route::HeaderLookup;
@@ -54,7 +54,9 @@ const CONNECT_TRIES: usize = 3;
 const MAX_STREAMS: u32 = 256;
 
 /// What a request sends a target: the client's body, or nothing (which can be sent again).
-pub(crate) type UpBody = Either<Incoming, Empty<Bytes>>;
+pub(crate) type UpBody = Either<ReqBody, Empty<Bytes>>;
+
+pub(crate) use server::ReqBody;
 
 /// What every stream of one connection shares.
 struct Ctx {
@@ -144,53 +146,59 @@ pub(crate) async fn serve(
     // Counted as active on the service its TLS server name routed to, until it closes.
     let _active = conn.service_stats.as_ref().map(crate::metrics::RouteStats::connected);
     let ctx = Arc::new(Ctx { conn: Arc::new(conn), routes, config: config.clone(), activity: activity.clone() });
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+    let handler = move |req: Request<ReqBody>| -> server::Handling {
         let ctx = ctx.clone();
-        // On the heap, so that what hyper moves into each stream's task is a pointer.
-        Box::pin(async move { Ok::<_, Infallible>(handle(req, &ctx).await) })
-    });
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_STREAMS)
-        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
-    let connection = builder.serve_connection(TokioIo::new(client), service);
-    tokio::pin!(connection);
+        Box::pin(async move { handle(req, &ctx).await })
+    };
+    let settings = crate::http2::conn::Config {
+        max_concurrent_streams: MAX_STREAMS,
+        max_header_list_size: u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX),
+        ..crate::http2::conn::Config::default()
+    };
+    let mut driver = server::Driver::new(client, settings, &handler);
     let max_age_at = start + config.max_connection_age;
     let mut drain_until: Option<Instant> = None;
-    loop {
-        let wake = drain_until.unwrap_or_else(|| activity.idle_at().min(max_age_at));
-        tokio::select! {
-            done = connection.as_mut() => {
-                if let Err(e) = done {
-                    tracing::debug!(%vpc, error = %e, "HTTP/2 connection ended with an error");
-                }
-                return;
+    let sleep = tokio::time::sleep_until(activity.idle_at().min(max_age_at));
+    tokio::pin!(sleep);
+    let closing = closing.wait_for(|c| *c);
+    tokio::pin!(closing);
+    std::future::poll_fn(|cx| {
+        loop {
+            if driver.poll_drive(cx).is_ready() {
+                return Poll::Ready(());
             }
-            _ = closing.wait_for(|c| *c), if drain_until.is_none() => {
-                connection.as_mut().graceful_shutdown();
+            if drain_until.is_none() && closing.as_mut().poll(cx).is_ready() {
+                driver.go_away();
                 drain_until = Some(Instant::now() + DRAIN_GRACE);
+                sleep.as_mut().reset(Instant::now() + DRAIN_GRACE);
+                continue;
             }
-            () = tokio::time::sleep_until(wake) => {
-                let now = Instant::now();
-                match drain_until {
-                    // Streams still open after the grace are cut.
-                    Some(until) if now >= until => return,
-                    Some(_) => {}
-                    None if now >= max_age_at || activity.idle_at() <= now => {
-                        connection.as_mut().graceful_shutdown();
-                        drain_until = Some(now + DRAIN_GRACE);
-                    }
-                    None => {}
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            match drain_until {
+                // Streams still open after the grace are cut.
+                Some(until) if now >= until => {
+                    tracing::debug!(%vpc, streams = driver.streams(), "HTTP/2 connection cut after its drain grace");
+                    return Poll::Ready(());
                 }
+                Some(until) => sleep.as_mut().reset(until),
+                None if now >= max_age_at || activity.idle_at() <= now => {
+                    driver.go_away();
+                    drain_until = Some(now + DRAIN_GRACE);
+                    sleep.as_mut().reset(now + DRAIN_GRACE);
+                }
+                None => sleep.as_mut().reset(activity.idle_at().min(max_age_at)),
             }
         }
-    }
+    })
+    .await;
 }
 
 /// One request: the target's response, or the proxy's own; counted, and logged if a
 /// subscription applies.
-async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<RespBody> {
+async fn handle(req: Request<ReqBody>, ctx: &Ctx) -> Response<RespBody> {
     let started = Instant::now();
     let request_id = crate::headers::request_id();
     let busy = Busy::start(ctx.activity.clone());
@@ -215,7 +223,7 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<RespBody> {
 
 /// The phases, then the exchange with a target.
 async fn forward(
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     ctx: &Ctx,
     request_id: &[u8; 36],
     busy: Busy,
@@ -409,7 +417,7 @@ impl Note {
         vpc: &VpcRoute,
         reach: &ReachRoute,
         listener: &ListenerView,
-        req: &Request<Incoming>,
+        req: &Request<ReqBody>,
         request_id: &[u8; 36],
     ) {
         self.obs = Some(reach.obs.clone());
@@ -736,7 +744,7 @@ fn replaced_by_proxy(name: &str) -> bool {
 }
 
 /// The authority the client asked for, as sent.
-fn raw_authority(req: &Request<Incoming>) -> &str {
+fn raw_authority(req: &Request<ReqBody>) -> &str {
     req.uri()
         .authority()
         .map(|a| a.as_str())
@@ -864,5 +872,6 @@ impl HeaderLookup for Fields<'_> {
 }
 
 mod down;
+mod server;
 #[cfg(test)]
 mod tests;

@@ -691,3 +691,126 @@ async fn an_idempotent_request_whose_target_breaks_before_answering_goes_to_the_
     task.abort();
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn bodies_larger_than_every_window_cross_both_ways() {
+    let (s, _, _) = setup().await;
+    let mut sender = h2_client(&s.ca, s.addr, "h2.zone.test").await;
+    // 6 MiB in 64 KiB frames: beyond the proxy's stream (1 MiB) and connection (4 MiB) windows,
+    // and the target's; every byte comes back, in order.
+    let chunks: Vec<Bytes> = (0..96u8).map(|i| Bytes::from(vec![i; 64 << 10])).collect();
+    let (tx, rx) = mpsc::channel(4);
+    let call = tokio::spawn({
+        let mut sender = sender.clone();
+        async move {
+            sender
+                .send_request(request("POST", "h2.zone.test", "/echo", http_body_util::Either::Right(Channel(rx))))
+                .await
+        }
+    });
+    for chunk in &chunks {
+        tx.send(chunk.clone()).await.unwrap();
+    }
+    drop(tx);
+    let response = tokio::time::timeout(T, call).await.expect("in time").unwrap().unwrap();
+    let collected = tokio::time::timeout(T, response.into_body().collect()).await.expect("in time").unwrap();
+    let body = collected.to_bytes();
+    assert_eq!(body.len(), 96 * (64 << 10));
+    assert!(body.chunks(64 << 10).enumerate().all(|(i, c)| c.iter().all(|&b| usize::from(b) == i)));
+    // The connection serves on.
+    let response = sender.send_request(request("POST", "h2.zone.test", "/echo", frames(&["x"], None))).await.unwrap();
+    assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "x");
+    s.proxy.stop().await;
+}
+
+/// What a raw HTTP/2 client reads: frames as text (`HEADERS 1 :status=200 end`, `RST_STREAM 1
+/// 1`, ...) until `done` says so or the connection closes (`EOF`).
+async fn read_frames(
+    tls: &mut tokio_rustls::client::TlsStream<TcpStream>,
+    decoder: &mut crate::http2::hpack::Decoder,
+    seen: &mut Vec<String>,
+    done: impl Fn(&[String]) -> bool,
+) {
+    use crate::http2::frame::{self, Frame};
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    while !done(seen) {
+        let mut chunk = [0u8; 16 << 10];
+        let n = tokio::time::timeout(T, tls.read(&mut chunk)).await.expect("the proxy answers in time").unwrap_or(0);
+        if n == 0 {
+            seen.push("EOF".into());
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some((f, used)) = frame::parse(&buf, frame::MAX_MAX_FRAME_SIZE).unwrap() {
+            let line = match f {
+                Frame::Headers { stream, end_stream, block, .. } => {
+                    let mut status = String::new();
+                    decoder
+                        .decode(block, |n, v, _| {
+                            if n == b":status" {
+                                status = String::from_utf8_lossy(v).into_owned();
+                            }
+                        })
+                        .unwrap();
+                    format!("HEADERS {stream} :status={status}{}", if end_stream { " end" } else { "" })
+                }
+                Frame::Data { stream, end_stream, .. } => {
+                    format!("DATA {stream}{}", if end_stream { " end" } else { "" })
+                }
+                Frame::RstStream { stream, reason } => format!("RST_STREAM {stream} {}", reason.0),
+                Frame::GoAway { reason, .. } => format!("GOAWAY {}", reason.0),
+                Frame::Ping { ack: true, .. } => "PING ack".into(),
+                _ => String::new(),
+            };
+            if !line.is_empty() {
+                seen.push(line);
+            }
+            buf.drain(..used);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_breaks_the_rules_loses_the_stream_or_the_connection() {
+    use crate::http2::{conn::PREFACE, frame, hpack};
+    use tokio::io::AsyncWriteExt;
+    let (s, _, _) = setup().await;
+    let mut tls = tls_to(&s.ca, s.addr, "h1.zone.test", &[b"h2"]).await;
+    let block = |extra: &[(&str, &str)]| {
+        let mut out = Vec::new();
+        for (n, v) in [(":method", "GET"), (":scheme", "https"), (":authority", "h1.zone.test"), (":path", "/")]
+            .iter()
+            .chain(extra)
+        {
+            hpack::encode(&mut out, n.as_bytes(), v.as_bytes(), false);
+        }
+        out
+    };
+    let mut out = PREFACE.to_vec();
+    frame::write_settings(&mut out, &[], false);
+    // A malformed request (an uppercase name): that stream is reset.
+    frame::write_headers(&mut out, 1, &block(&[("X-Upper", "1")]), true, 16_384);
+    // A header list over the limit (64 KiB): answered 431.
+    let big = "v".repeat(70_000);
+    frame::write_headers(&mut out, 3, &block(&[("x-big", &big)]), true, 16_384);
+    // A sound request after both is served.
+    frame::write_headers(&mut out, 5, &block(&[]), true, 16_384);
+    frame::write_ping(&mut out, *b"pingpong", false);
+    tls.write_all(&out).await.unwrap();
+    let mut decoder = hpack::Decoder::new(4096);
+    let mut seen = Vec::new();
+    read_frames(&mut tls, &mut decoder, &mut seen, |s| s.iter().any(|l| l == "DATA 5 end")).await;
+    assert!(seen.contains(&"RST_STREAM 1 1".to_string()), "{seen:?}");
+    assert!(seen.contains(&"HEADERS 3 :status=431 end".to_string()), "{seen:?}");
+    assert!(seen.contains(&"HEADERS 5 :status=200".to_string()), "{seen:?}");
+    assert!(seen.contains(&"PING ack".to_string()), "{seen:?}");
+    // DATA on stream 0 breaks the connection: GOAWAY, then the proxy closes it.
+    let mut out = Vec::new();
+    frame::write_data(&mut out, 0, b"x", false);
+    tls.write_all(&out).await.unwrap();
+    seen.clear();
+    read_frames(&mut tls, &mut decoder, &mut seen, |s| s.last().is_some_and(|l| l == "EOF")).await;
+    assert_eq!(seen, ["GOAWAY 1", "EOF"]);
+    s.proxy.stop().await;
+}
