@@ -56,7 +56,7 @@ pub(crate) struct Pool {
     idle: Mutex<Vec<Idle>>,
     reaping: AtomicBool,
     /// The HTTP/2 connection, for HTTP2 and GRPC target groups.
-    h2: Mutex<Option<H2Sender>>,
+    h2: Mutex<Option<Arc<H2Client>>>,
     /// HTTP/1.1 connections driven by hyper (HTTP/2 clients' requests going down to HTTP/1.1),
     /// each with when it was last given back.
     h1: Mutex<Vec<(H1Sender, Instant)>>,
@@ -68,8 +68,7 @@ pub(crate) type H1Sender = hyper::client::conn::http1::SendRequest<crate::h2::Up
 /// Most idle HTTP/1.1 senders a pool keeps.
 const MAX_IDLE_SENDERS: usize = 256;
 
-/// Sends requests on a target's HTTP/2 connection.
-pub(crate) type H2Sender = hyper::client::conn::http2::SendRequest<crate::h2::UpBody>;
+use crate::h2::client::H2Client;
 
 struct Idle {
     stream: Upstream,
@@ -155,35 +154,20 @@ impl Pool {
 
     /// The target's HTTP/2 connection (HTTP2 and GRPC target groups): one per target, shared by
     /// every request to it; a new one when there is none or it closed.
-    pub(crate) async fn h2(&self) -> Result<H2Sender, ErrorKind> {
-        if let Some(sender) = self.h2_open() {
-            return Ok(sender);
+    pub(crate) async fn h2(&self) -> Result<Arc<H2Client>, ErrorKind> {
+        if let Some(client) = self.h2_open() {
+            return Ok(client);
         }
         let stream = self.connect_with(crate::tls::target_h2_client_config).await?;
-        let mut builder = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
-        builder
-            .timer(hyper_util::rt::TokioTimer::new())
-            .keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_while_idle(false)
-            .max_header_list_size(256 * 1024);
-        let handshake = builder.handshake(hyper_util::rt::TokioIo::new(stream));
-        let (sender, connection) = match tokio::time::timeout(self.connect_timeout, handshake).await {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => {
-                tracing::debug!(addr = %self.addr, error = %e, "HTTP/2 handshake with target failed");
-                return Err(ErrorKind::ConnectFailed);
-            }
-            Err(_) => return Err(ErrorKind::ConnectFailed),
-        };
-        // Runs until the target closes it or every sender is gone (its pool forgotten).
-        let addr = self.addr;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%addr, error = %e, "HTTP/2 connection to target ended");
-            }
-        });
-        *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
-        Ok(sender)
+        let client = Arc::new(H2Client::start(stream, self.addr));
+        let mut slot = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        // Another request may have connected meanwhile: its connection is kept, and this one
+        // closes unused.
+        if let Some(open) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(open.clone());
+        }
+        *slot = Some(client.clone());
+        Ok(client)
     }
 
     /// An idle HTTP/1.1 sender ready for a request, the most recently used first; closed or
@@ -213,8 +197,8 @@ impl Pool {
     }
 
     /// The target's HTTP/2 connection, if one is open (no waiting).
-    pub(crate) fn h2_open(&self) -> Option<H2Sender> {
-        self.h2.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|s| !s.is_closed()).cloned()
+    pub(crate) fn h2_open(&self) -> Option<Arc<H2Client>> {
+        self.h2.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|c| !c.is_closed()).cloned()
     }
 
     async fn connect_with(&self, tls_config: fn() -> Option<Arc<rustls::ClientConfig>>) -> Result<Upstream, ErrorKind> {

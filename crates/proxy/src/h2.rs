@@ -91,7 +91,13 @@ enum RespBody {
         /// Held until the body ends.
         _held: (InFlightGuard, Busy),
     },
-    /// The target's, through hyper's client.
+    /// An HTTP/2 target's, through the proxy's own client.
+    H2 {
+        body: client::UpstreamBody,
+        /// Held until the body ends.
+        _held: (InFlightGuard, Busy),
+    },
+    /// An HTTP/1.1 target's, through hyper's client.
     Upstream {
         /// The body.
         body: Incoming,
@@ -374,7 +380,7 @@ async fn forward(
     // A target that refuses the connection is replaced by the next (the request was not sent).
     let mut tries = 0;
     let mut head = Some(head);
-    let (response, guard, give_back) = loop {
+    let (response, guard) = loop {
         tries += 1;
         // The head is copied only for a request that may go again.
         let last = !resend || tries >= CONNECT_TRIES;
@@ -384,27 +390,41 @@ async fn forward(
         let guard = InFlightGuard::new(&target.in_flight);
         note.target = Some(pool.addr());
         note.sent = Some(Instant::now());
-        let request = Request::from_parts(parts, std::mem::replace(&mut body, Either::Right(Empty::new())));
+        let body = std::mem::replace(&mut body, Either::Right(Empty::new()));
         let sent = if h2 {
-            send_h2(&pool, request, ctx.config.response_timeout).await.map(|r| (r, GiveBack(None)))
+            send_h2(&pool, &parts, body, ctx.config.response_timeout).await.map(|r| r.map(Answer::H2))
         } else {
-            send_h1(&pool, request, ctx.config.response_timeout).await
+            let request = Request::from_parts(parts, body);
+            send_h1(&pool, request, ctx.config.response_timeout)
+                .await
+                .map(|(r, give_back)| r.map(|body| Answer::H1(body, give_back)))
         };
         match sent {
-            Ok((response, give_back)) => {
+            Ok(response) => {
                 note.answered = Some(Instant::now());
-                break (response, guard, give_back);
+                break (response, guard);
             }
             Err(Sent::NotConnected(_)) if tries < CONNECT_TRIES && resend => {}
             Err(Sent::NotConnected(kind) | Sent::Failed(kind)) => return Err(ProxyError::new(kind)),
         }
     };
     drop(routes);
-    let (mut parts, body) = response.into_parts();
+    let (mut parts, answer) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.version = HttpVersion::HTTP_2;
     parts.headers.insert(X_AMZN_REQUESTID, request_id_value(request_id));
-    Ok(Response::from_parts(parts, RespBody::Upstream { body, _held: (guard, busy, give_back) }))
+    let body = match answer {
+        Answer::H1(body, give_back) => RespBody::Upstream { body, _held: (guard, busy, give_back) },
+        Answer::H2(body) => RespBody::H2 { body, _held: (guard, busy) },
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+/// A target's response body: from an HTTP/1.1 connection driven by hyper (given back to its
+/// pool when the body ends), or from the target's HTTP/2 connection.
+enum Answer {
+    H1(Incoming, GiveBack),
+    H2(client::UpstreamBody),
 }
 
 // === impl Note ===
@@ -502,18 +522,29 @@ enum Sent {
 }
 
 /// HTTP/2 to the target, on its shared connection.
-async fn send_h2(pool: &Arc<Pool>, req: Request<UpBody>, timeout: Duration) -> Result<Response<Incoming>, Sent> {
+async fn send_h2(
+    pool: &Arc<Pool>,
+    head: &http::request::Parts,
+    body: UpBody,
+    timeout: Duration,
+) -> Result<Response<client::UpstreamBody>, Sent> {
     // Connecting is rare and its future large: boxed, so that every request's future stays
-    // small (hyper moves it into a task of its own per stream).
-    let mut sender = match pool.h2_open() {
-        Some(sender) => sender,
+    // small.
+    let client = match pool.h2_open() {
+        Some(client) => client,
         None => Box::pin(pool.h2()).await.map_err(Sent::NotConnected)?,
     };
-    if let Err(e) = std::future::poll_fn(|cx| sender.poll_ready(cx)).await {
-        tracing::debug!(error = %e, "HTTP/2 connection to target not ready");
-        return Err(Sent::NotConnected(ErrorKind::ConnectFailed));
+    let failed = |failure| match failure {
+        client::Failure::Refused => Sent::NotConnected(ErrorKind::ConnectFailed),
+        client::Failure::Broken => Sent::Failed(ErrorKind::UpstreamBroken),
+    };
+    let sending = client.send(head, body);
+    drop(client);
+    let answer = async { sending.await.map_err(failed)?.await.map_err(failed) };
+    match tokio::time::timeout(timeout, answer).await {
+        Ok(answer) => answer,
+        Err(_) => Err(Sent::Failed(ErrorKind::Timeout)),
     }
-    exchange(sender.send_request(req), timeout).await
 }
 
 /// HTTP/1.1 to the target, on a kept-alive connection of the pool (its sender goes back when the
@@ -843,6 +874,7 @@ impl Body for RespBody {
         match self.get_mut() {
             Self::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Down { body, .. } => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::H2 { body, .. } => Pin::new(body).poll_frame(cx).map_err(Into::into),
             Self::Upstream { body, .. } => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
     }
@@ -851,6 +883,7 @@ impl Body for RespBody {
         match self {
             Self::Local(bytes) => bytes.is_none(),
             Self::Down { body, .. } => body.is_end_stream(),
+            Self::H2 { body, .. } => body.is_end_stream(),
             Self::Upstream { body, .. } => body.is_end_stream(),
         }
     }
@@ -860,6 +893,7 @@ impl Body for RespBody {
             Self::Local(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Self::Local(None) => SizeHint::with_exact(0),
             Self::Down { body, .. } => body.size_hint(),
+            Self::H2 { body, .. } => body.size_hint(),
             Self::Upstream { body, .. } => body.size_hint(),
         }
     }
@@ -871,6 +905,7 @@ impl HeaderLookup for Fields<'_> {
     }
 }
 
+pub(crate) mod client;
 mod down;
 mod server;
 #[cfg(test)]

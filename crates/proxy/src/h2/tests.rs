@@ -814,3 +814,93 @@ async fn a_client_that_breaks_the_rules_loses_the_stream_or_the_connection() {
     assert_eq!(seen, ["GOAWAY 1", "EOF"]);
     s.proxy.stop().await;
 }
+
+/// An HTTP/2 target on the proxy's own connection code, scripted by path: `/refuse` is
+/// answered by a GOAWAY that takes no stream, on the first connection only; `/vanish` closes
+/// the connection; `/reset` resets the stream; anything else is a 200 with the path as body,
+/// after 20 ms. It allows one stream at a time, and counts the connections it accepted.
+async fn scripted_h2_target() -> (SocketAddr, Arc<AtomicUsize>, JoinHandle<()>) {
+    use crate::http2::conn::{Config, Connection, Event, Role};
+    use crate::http2::frame::Reason;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else { return };
+            let nth = count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut conn = Connection::new(Role::Server, Config { max_concurrent_streams: 1, ..Config::default() });
+                let mut buf = Vec::new();
+                loop {
+                    if tcp.write_all(&std::mem::take(conn.out())).await.is_err() {
+                        return;
+                    }
+                    let mut chunk = [0u8; 16 << 10];
+                    let n = match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    let mut at = 0;
+                    while let Ok((used, Some(event))) = conn.read(&buf[at..]) {
+                        at += used;
+                        let Event::Head { stream, head, .. } = event else { continue };
+                        let path = String::from_utf8_lossy(head.path().unwrap_or_default()).into_owned();
+                        match path.as_str() {
+                            "/refuse" if nth == 0 => {
+                                crate::http2::frame::write_goaway(conn.out(), 0, Reason::NO_ERROR, b"");
+                            }
+                            "/vanish" => return,
+                            "/reset" => conn.reset(stream, Reason::INTERNAL_ERROR),
+                            _ => {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                conn.send_headers(stream, [(&b":status"[..], &b"200"[..], false)], false);
+                                conn.send_data(stream, path.as_bytes(), true);
+                            }
+                        }
+                    }
+                    buf.drain(..at);
+                }
+            });
+        }
+    });
+    (addr, accepted, task)
+}
+
+#[tokio::test]
+async fn http2_targets_that_limit_refuse_or_break_streams() {
+    let ca = pki();
+    let ip = next_ingress();
+    let (target, accepted, task) = scripted_h2_target().await;
+    let mut f = Fixture::new(ip);
+    let mut g = target_group("tg-s", &[target]);
+    g.protocol_version = Some("HTTP2".into());
+    f.add_group(g);
+    let (proxy, addr) = start_https(f, ip, &[("svc-9", "h2s.zone.test", "tg-s")], &ca).await;
+    let sender = h2_client(&ca.0, addr, "h2s.zone.test").await;
+    let get = |path: &'static str| {
+        let mut sender = sender.clone();
+        async move {
+            let response = sender.send_request(request("GET", "h2s.zone.test", path, frames(&[], None))).await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.into_body().collect().await.unwrap().to_bytes())
+        }
+    };
+    // A GOAWAY that took nothing: the request goes again, on a new connection.
+    assert_eq!(get("/refuse").await, (200, Bytes::from("/refuse")));
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // One stream at a time: the others wait for it, none fails.
+    let calls: Vec<_> = (0..6).map(|_| tokio::spawn(get("/one"))).collect();
+    for call in calls {
+        assert_eq!(tokio::time::timeout(T, call).await.expect("in time").unwrap(), (200, Bytes::from("/one")));
+    }
+    // A reset stream, and a connection that goes: 502s, and the connection after serves.
+    assert_eq!(get("/reset").await.0, 502);
+    assert_eq!(get("/vanish").await.0, 502);
+    assert_eq!(get("/after").await, (200, Bytes::from("/after")));
+    proxy.stop().await;
+    task.abort();
+}
