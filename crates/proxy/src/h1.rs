@@ -120,6 +120,17 @@ pub(crate) struct Buf {
     data: Vec<u8>,
     pub(crate) start: usize,
     pub(crate) end: usize,
+    /// Taken from this thread's spares ([`Buf::pooled`]), and given back when dropped.
+    pooled: bool,
+}
+
+/// The size of [`Buf::pooled`] buffers.
+const POOLED: usize = 16 * 1024;
+/// Most spare buffers a thread keeps (1 MiB).
+const MAX_SPARE: usize = 64;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Longest chunk-size line (with extensions) a target may send.
@@ -131,7 +142,15 @@ const MAX_TRAILERS: usize = 64 * 1024;
 
 impl Buf {
     pub(crate) fn with_capacity(n: usize) -> Self {
-        Self { data: vec![0; n], start: 0, end: 0 }
+        Self { data: vec![0; n], start: 0, end: 0, pooled: false }
+    }
+
+    /// A 16 KiB buffer for an exchange that needs one briefly (an HTTP/2 client's request gone
+    /// down to HTTP/1.1), reused from this thread's spares: a fresh one costs zeroing it, and,
+    /// as the heap's top grows and is trimmed around it, page faults.
+    pub(crate) fn pooled() -> Self {
+        let data = SPARE.with_borrow_mut(Vec::pop).unwrap_or_else(|| vec![0; POOLED]);
+        Self { data, start: 0, end: 0, pooled: true }
     }
 
     /// The unused bytes.
@@ -192,6 +211,19 @@ impl Buf {
         if self.is_empty() && self.data.len() > keep {
             self.data.truncate(keep);
             self.data.shrink_to_fit();
+        }
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        if self.pooled && self.data.len() == POOLED {
+            let data = std::mem::take(&mut self.data);
+            SPARE.with_borrow_mut(|spare| {
+                if spare.len() < MAX_SPARE {
+                    spare.push(data);
+                }
+            });
         }
     }
 }

@@ -422,7 +422,7 @@ impl State {
         match event {
             Event::Head { stream, head, end_stream } => {
                 let Some(exchange) = self.exchanges.get_mut(&stream) else { return };
-                match response_parts(&head) {
+                match response_parts(head) {
                     Some(parts) => {
                         exchange.head = Some(parts);
                         exchange.ended = end_stream;
@@ -514,17 +514,19 @@ impl Exchange {
     }
 }
 
-/// The response head `hyper`'s types hold; `None` for what they refuse.
-fn response_parts(head: &Head) -> Option<http::response::Parts> {
+/// The response head `hyper`'s types hold; `None` for what they refuse. Its fields share the
+/// head's bytes.
+fn response_parts(head: Head) -> Option<http::response::Parts> {
     let status = StatusCode::from_u16(head.status()?).ok()?;
     let (mut parts, ()) = Response::new(()).into_parts();
     parts.status = status;
     parts.version = http::Version::HTTP_2;
-    let mut headers = HeaderMap::with_capacity(head.fields().len());
-    for (name, value, sensitive) in head.fields() {
-        let mut value = HeaderValue::from_bytes(value).ok()?;
+    let (bytes, fields) = head.into_shared();
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, value, sensitive) in fields {
+        let mut value = HeaderValue::from_maybe_shared(bytes.slice(value)).ok()?;
         value.set_sensitive(sensitive);
-        headers.append(HeaderName::from_bytes(name).ok()?, value);
+        headers.append(HeaderName::from_bytes(&bytes[name]).ok()?, value);
     }
     parts.headers = headers;
     Some(parts)

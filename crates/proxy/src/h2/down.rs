@@ -84,7 +84,7 @@ async fn exchange(pool: &Arc<Pool>, head: &[u8], is_head: bool, idempotent: bool
         tracing::debug!(error = %e, "cannot write the request to the target");
         return Err(stale(ErrorKind::UpstreamBroken));
     }
-    let mut buf = Buf::with_capacity(READ_CHUNK);
+    let mut buf = Buf::pooled();
     // Whether the target sent anything at all (after which the request is never sent again).
     let mut answered = false;
     let broken = || Sent::Failed(ErrorKind::UpstreamBroken);

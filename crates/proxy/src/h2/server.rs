@@ -26,8 +26,9 @@ use super::RespBody;
 use crate::http2::conn::{Config, Connection, Event, Head, Role};
 use crate::http2::frame::Reason;
 
-/// What the connection reads into: room for the largest frame (16 KiB and its header) twice.
-const READ_BUF: usize = 64 << 10;
+/// What the connection reads into: room for the largest frame (16 KiB and its header) and
+/// most of the next.
+const READ_BUF: usize = 32 << 10;
 /// Output beyond this stops reading from the client until it is written (a client that sends
 /// PINGs or requests and reads nothing cannot grow it without bound).
 const OUT_HIGH: usize = 256 << 10;
@@ -261,7 +262,7 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Driver<'h, S> {
             self.start += used;
             let Some(event) = event else { break };
             match event {
-                Event::Head { stream, head, end_stream } => self.open(stream, &head, end_stream),
+                Event::Head { stream, head, end_stream } => self.open(stream, head, end_stream),
                 Event::Data { stream, data, end_stream } => {
                     let len = data.len();
                     let pipe = self.by_stream.get(&stream).and_then(|&i| self.slots[i].as_ref()?.pipe.clone());
@@ -293,7 +294,7 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Driver<'h, S> {
     }
 
     /// A new stream: its request's future, polled at once.
-    fn open(&mut self, stream: u32, head: &Head, end_stream: bool) {
+    fn open(&mut self, stream: u32, head: Head, end_stream: bool) {
         let pipe = (!end_stream).then(|| {
             Arc::new(Pipe {
                 stream,
@@ -523,27 +524,37 @@ impl<S> Drop for Driver<'_, S> {
 }
 
 /// The request `hyper`'s types hold, from a checked HTTP/2 head; `None` for what they refuse.
-fn request_of(head: &Head, body: ReqBody) -> Option<Request<ReqBody>> {
+/// Its fields share the head's bytes rather than each being copied.
+fn request_of(head: Head, body: ReqBody) -> Option<Request<ReqBody>> {
     let method = Method::from_bytes(head.method()?).ok()?;
+    let scheme = match head.scheme() {
+        Some(b"https") => Some(Scheme::HTTPS),
+        Some(b"http") => Some(Scheme::HTTP),
+        Some(other) => Some(Scheme::try_from(other).ok()?),
+        None => None,
+    };
+    let (authority, path) = (head.authority_range(), head.path_range());
+    let (bytes, fields) = head.into_shared();
     let mut uri = http::uri::Parts::default();
-    if let Some(authority) = head.authority() {
-        uri.authority = Some(Authority::try_from(authority).ok()?);
-        uri.scheme = Some(match head.scheme() {
-            Some(b"https") => Scheme::HTTPS,
-            Some(b"http") => Scheme::HTTP,
-            Some(other) => Scheme::try_from(other).ok()?,
-            None => return None,
-        });
+    if let Some(authority) = authority {
+        uri.authority = Some(Authority::from_maybe_shared(bytes.slice(authority)).ok()?);
+        uri.scheme = Some(scheme?);
     }
-    if let Some(path) = head.path() {
-        uri.path_and_query = Some(PathAndQuery::try_from(path).ok()?);
+    if let Some(path) = path {
+        uri.path_and_query = Some(PathAndQuery::from_maybe_shared(bytes.slice(path)).ok()?);
     }
     let uri = Uri::from_parts(uri).ok()?;
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, value, sensitive) in fields {
+        let mut value = HeaderValue::from_maybe_shared(bytes.slice(value)).ok()?;
+        value.set_sensitive(sensitive);
+        headers.append(HeaderName::from_bytes(&bytes[name]).ok()?, value);
+    }
     let mut request = Request::new(body);
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = http::Version::HTTP_2;
-    *request.headers_mut() = header_map(head.fields())?;
+    *request.headers_mut() = headers;
     Some(request)
 }
 

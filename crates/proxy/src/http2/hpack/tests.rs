@@ -177,3 +177,14 @@ fn size_updates_shrink_the_table_and_large_entries_empty_it() {
     decode(&mut d, &small).unwrap();
     assert_eq!(d.table_size(), 0);
 }
+
+#[test]
+fn static_names_are_found_as_the_table_has_them() {
+    for (i, (name, _)) in STATIC.iter().enumerate() {
+        let first = STATIC.iter().position(|(n, _)| n == name).unwrap() + 1;
+        assert_eq!(static_name(name.as_bytes()), Some(first), "{name} at {}", i + 1);
+    }
+    for other in [&b""[..], b":", b":authorit", b"content-lengths", b"Content-Length", b"x-custom"] {
+        assert_eq!(static_name(other), None);
+    }
+}
