@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version as HttpVersion};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version as HttpVersion};
 use http_body_util::{Either, Empty};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
@@ -44,6 +44,7 @@ use crate::balance::Version;
 use crate::conn::{Conn, DRAIN_GRACE};
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::{InFlightGuard, Pool};
+use crate::http2::conn::Head;
 use crate::request::{self, Located, MAX_HOST};
 use crate::table::{ReachRoute, RouteObs, Routes, VpcRoute};
 use crate::tls::ClientStream;
@@ -106,8 +107,14 @@ enum RespBody {
     },
 }
 
-/// A header map as rules read it.
-struct Fields<'a>(&'a HeaderMap);
+/// A request's fields as rules read them.
+struct Lookup<'a>(&'a Head);
+
+/// A client's request: its checked head, and its body.
+pub(crate) struct Req {
+    pub(crate) head: Head,
+    pub(crate) body: ReqBody,
+}
 
 /// `traceparent` (W3C Trace Context).
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -152,7 +159,7 @@ pub(crate) async fn serve(
     // Counted as active on the service its TLS server name routed to, until it closes.
     let _active = conn.service_stats.as_ref().map(crate::metrics::RouteStats::connected);
     let ctx = Arc::new(Ctx { conn: Arc::new(conn), routes, config: config.clone(), activity: activity.clone() });
-    let handler = move |req: Request<ReqBody>| -> server::Handling {
+    let handler = move |req: Req| -> server::Handling {
         let ctx = ctx.clone();
         Box::pin(async move { handle(req, &ctx).await })
     };
@@ -204,11 +211,11 @@ pub(crate) async fn serve(
 
 /// One request: the target's response, or the proxy's own; counted, and logged if a
 /// subscription applies.
-async fn handle(req: Request<ReqBody>, ctx: &Ctx) -> Response<RespBody> {
+async fn handle(req: Req, ctx: &Ctx) -> Response<RespBody> {
     let started = Instant::now();
     let request_id = crate::headers::request_id();
     let busy = Busy::start(ctx.activity.clone());
-    let received = req.body().size_hint().exact().unwrap_or(0);
+    let received = req.body.size_hint().exact().unwrap_or(0);
     let mut note = Note::default();
     // `forward`'s state is kilobytes (the request's parts, its upstream head, the exchange's
     // futures): kept on the heap, built there once, rather than moved with this future.
@@ -229,47 +236,49 @@ async fn handle(req: Request<ReqBody>, ctx: &Ctx) -> Response<RespBody> {
 
 /// The phases, then the exchange with a target.
 async fn forward(
-    req: Request<ReqBody>,
+    req: Req,
     ctx: &Ctx,
     request_id: &[u8; 36],
     busy: Busy,
     note: &mut Note,
 ) -> Result<Response<RespBody>, ProxyError> {
+    let Req { head, body } = req;
     let routes = ctx.routes.borrow().clone();
-    let grpc = is_grpc(req.headers());
+    let grpc = is_grpc(&head);
+    // The connection checked it is a token, which is ASCII.
+    let method =
+        std::str::from_utf8(head.method().unwrap_or(b"GET")).map_err(|_| ProxyError::new(ErrorKind::BadFraming))?;
     // Host: the :authority, else the Host field.
-    let raw = match req.uri().authority() {
-        Some(a) => a.as_str().as_bytes(),
-        None => req.headers().get(HOST).map(HeaderValue::as_bytes).ok_or(ProxyError::new(ErrorKind::BadHost))?,
-    };
+    let raw = head.authority().or_else(|| head.get(b"host")).ok_or(ProxyError::new(ErrorKind::BadHost))?;
     // Route (in a function of its own, so that the name's buffer is not kept in this future's
     // state across its awaits).
     let Located { vpc, reach, listener, port } = locate(&ctx.conn, &routes, raw)?;
-    note.begin(ctx, vpc, reach, listener, &req, request_id);
+    note.begin(ctx, vpc, reach, listener, &head, request_id);
+    // The connection checked the path is visible ASCII.
+    let full = std::str::from_utf8(head.path().unwrap_or(b"/")).map_err(|_| ProxyError::new(ErrorKind::BadPath))?;
+    let (raw_path, query) = full.split_once('?').unwrap_or((full, ""));
     // Auth policies, before the rules (spec §3.1), on the normal form of the path, which is
     // also what the target gets.
-    let path =
-        trellis_model::route::path::normalize(req.uri().path()).map_err(|_| ProxyError::new(ErrorKind::BadPath))?;
+    let path = trellis_model::route::path::normalize(raw_path).map_err(|_| ProxyError::new(ErrorKind::BadPath))?;
     let mut identity = None;
     if let Some(auth) = &reach.auth {
-        let headers = req.headers();
         // HTTP/2 carries the host in `:authority`; signatures name it `host`.
-        let authority = req.uri().authority().map(|a| a.as_str().as_bytes());
+        let authority = head.authority();
         let header = |name: &str, each: &mut dyn FnMut(&[u8])| {
             let mut values = 0;
-            for value in headers.get_all(name) {
+            for value in head.get_all(name.as_bytes()) {
                 values += 1;
-                each(value.as_bytes());
+                each(value);
             }
             if let (0, "host", Some(authority)) = (values, name, authority) {
                 each(authority);
             }
         };
-        let fields = headers.iter().map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
+        let fields = head.fields().map(|(name, value, _)| (name, value));
         let facts = crate::auth::Facts {
-            method: req.method().as_str(),
+            method,
             path: &path,
-            query: req.uri().query().unwrap_or(""),
+            query,
             header: &header,
             signature: crate::auth::SignatureHeaders::find(fields),
             port: listener.port,
@@ -288,7 +297,7 @@ async fn forward(
         }
     }
     // Rule.
-    let action = trellis_model::route::find(listener, req.method().as_str(), &path, &Fields(req.headers()));
+    let action = trellis_model::route::find(listener, method, &path, &Lookup(&head));
     let groups = match action {
         Action::Fixed(status) => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -305,11 +314,10 @@ async fn forward(
     note.group = reach.obs.groups.iter().position(|g| std::ptr::eq(g, obs));
     match group.version {
         Version::Http1 if grpc => return Err(ProxyError::new(ErrorKind::ProtocolMismatch)),
-        Version::Grpc if req.method() != Method::POST => return Err(ProxyError::new(ErrorKind::ProtocolMismatch)),
+        Version::Grpc if method != "POST" => return Err(ProxyError::new(ErrorKind::ProtocolMismatch)),
         _ => {}
     }
     ctx.activity.idle_ms.store(millis(reach.service.idle_timeout), Ordering::Relaxed);
-    let authority = HeaderValue::from_str(raw_authority(&req)).map_err(|_| ProxyError::new(ErrorKind::BadHost))?;
     let identity = identity.as_deref().map(crate::auth::identity_header);
     let added = Added {
         identity: identity.as_deref(),
@@ -319,33 +327,31 @@ async fn forward(
         target: target_header,
         request_id,
     };
-    let target = match path {
-        Cow::Borrowed(_) => req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
-        Cow::Owned(mut target) => {
-            if let Some(query) = req.uri().query() {
-                target.push('?');
-                target.push_str(query);
-            }
-            PathAndQuery::try_from(target).map_err(|_| ProxyError::new(ErrorKind::BadPath))?
-        }
+    // What the target is asked for: the normal form of the path, and the query as sent.
+    let target: Cow<'_, str> = match &path {
+        Cow::Borrowed(_) => Cow::Borrowed(full),
+        Cow::Owned(normal) if !full.contains('?') => Cow::Borrowed(normal.as_str()),
+        Cow::Owned(normal) => Cow::Owned(format!("{normal}?{query}")),
     };
-    let (parts, body) = req.into_parts();
     let h2 = group.version != Version::Http1;
     // A request without a valid `traceparent` starts a trace here.
-    let mut client_traces = parts.headers.get_all(TRACEPARENT).iter();
-    let traced = match (client_traces.next(), client_traces.next()) {
-        (Some(v), None) => crate::headers::valid_traceparent(v.as_bytes()),
-        _ => false,
+    let traced = {
+        let mut client_traces = head.get_all(b"traceparent");
+        match (client_traces.next(), client_traces.next()) {
+            (Some(v), None) => crate::headers::valid_traceparent(v),
+            _ => false,
+        }
     };
     let trace = (!traced).then(crate::headers::new_traceparent);
     if let Some(trace) = &trace {
         note.trace = Some(String::from_utf8_lossy(trace).into_owned());
     }
+    let trace = trace.as_ref().map(|t| &t[..]);
     if !h2 && body.is_end_stream() {
         // No body: written and read here (`down`).
-        let head = h1_head(&parts, target.as_str(), authority.as_bytes(), &added, trace.as_ref().map(|t| &t[..]));
-        let is_head = parts.method == Method::HEAD;
-        let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
+        let written = h1_head(method, &head, &target, raw, &added, trace);
+        let is_head = method == "HEAD";
+        let idempotent = matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE");
         let mut tries = 0;
         let (response, guard) = loop {
             tries += 1;
@@ -353,7 +359,7 @@ async fn forward(
             let guard = InFlightGuard::new(&target.in_flight);
             note.target = Some(target.pool.addr());
             note.sent = Some(Instant::now());
-            match down::send(&target.pool, &head, is_head, idempotent, ctx.config.response_timeout).await {
+            match down::send(&target.pool, &written, is_head, idempotent, ctx.config.response_timeout).await {
                 Ok(response) => {
                     note.answered = Some(Instant::now());
                     break (response, guard);
@@ -368,36 +374,38 @@ async fn forward(
         parts.headers.insert(X_AMZN_REQUESTID, request_id_value(request_id));
         return Ok(Response::from_parts(parts, RespBody::Down { body, _held: (guard, busy) }));
     }
-    let mut head = upstream_head(&parts, target, &authority, h2.then_some(group.tls), &added)?;
-    if let Some(trace) = &trace {
-        let mut value = HeaderValue::from_bytes(trace).map_err(|_| ProxyError::new(ErrorKind::Internal))?;
-        // New on every request, like the request id: never indexed.
-        value.set_sensitive(true);
-        head.headers.insert(TRACEPARENT, value);
-    }
+    // What goes up: HTTP/2 fields, or (a body to an HTTP/1.1 target, through hyper) `http`'s
+    // request parts.
+    let mut upstream = if h2 {
+        Upstream::H2(h2_fields(method, &head, &target, raw, group.tls, &added, trace))
+    } else {
+        Upstream::H1(h1_parts(method, &head, &target, raw, &added, trace)?)
+    };
+    drop(target);
+    drop(head);
     let mut body = if body.is_end_stream() { Either::Right(Empty::new()) } else { Either::Left(body) };
     let resend = matches!(body, Either::Right(_));
     // A target that refuses the connection is replaced by the next (the request was not sent).
     let mut tries = 0;
-    let mut head = Some(head);
     let (response, guard) = loop {
         tries += 1;
         // The head is copied only for a request that may go again.
         let last = !resend || tries >= CONNECT_TRIES;
-        let parts = if last { head.take() } else { head.clone() }.ok_or(ProxyError::new(ErrorKind::Internal))?;
+        let up = if last { std::mem::replace(&mut upstream, Upstream::Gone) } else { upstream.clone() };
         let target = group.pick().map_err(ProxyError::new)?;
         let pool = target.pool.clone();
         let guard = InFlightGuard::new(&target.in_flight);
         note.target = Some(pool.addr());
         note.sent = Some(Instant::now());
         let body = std::mem::replace(&mut body, Either::Right(Empty::new()));
-        let sent = if h2 {
-            send_h2(&pool, &parts, body, ctx.config.response_timeout).await.map(|r| r.map(Answer::H2))
-        } else {
-            let request = Request::from_parts(parts, body);
-            send_h1(&pool, request, ctx.config.response_timeout)
+        let sent = match up {
+            Upstream::H2(fields) => {
+                send_h2(&pool, fields, body, ctx.config.response_timeout).await.map(|r| r.map(Answer::H2))
+            }
+            Upstream::H1(parts) => send_h1(&pool, Request::from_parts(parts, body), ctx.config.response_timeout)
                 .await
-                .map(|(r, give_back)| r.map(|body| Answer::H1(body, give_back)))
+                .map(|(r, give_back)| r.map(|body| Answer::H1(body, give_back))),
+            Upstream::Gone => return Err(ProxyError::new(ErrorKind::Internal)),
         };
         match sent {
             Ok(response) => {
@@ -420,6 +428,17 @@ async fn forward(
     Ok(Response::from_parts(parts, body))
 }
 
+/// A request as it goes to a target.
+#[derive(Clone)]
+enum Upstream {
+    /// HTTP/2 fields (HTTP2 and GRPC target groups).
+    H2(client::Fields),
+    /// An HTTP/1.1 head, for hyper's client.
+    H1(http::request::Parts),
+    /// Sent, and not to be sent again.
+    Gone,
+}
+
 /// A target's response body: from an HTTP/1.1 connection driven by hyper (given back to its
 /// pool when the body ends), or from the target's HTTP/2 connection.
 enum Answer {
@@ -437,27 +456,25 @@ impl Note {
         vpc: &VpcRoute,
         reach: &ReachRoute,
         listener: &ListenerView,
-        req: &Request<ReqBody>,
+        head: &Head,
         request_id: &[u8; 36],
     ) {
         self.obs = Some(reach.obs.clone());
         let Some(route) = &reach.obs.log else { return };
-        let headers = req.headers();
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let host =
-            req.uri().authority().map(|a| a.as_str().as_bytes()).or_else(|| headers.get(HOST).map(|h| h.as_bytes()));
-        let user_agent = headers.get(http::header::USER_AGENT).map(HeaderValue::as_bytes);
-        let mut traces = headers.get_all(TRACEPARENT).iter();
+        let path = head.path().unwrap_or(b"/");
+        let host = head.authority().or_else(|| head.get(b"host"));
+        let user_agent = head.get(b"user-agent");
+        let mut traces = head.get_all(b"traceparent");
         let traceparent = match (traces.next(), traces.next()) {
-            (Some(t), None) if crate::headers::valid_traceparent(t.as_bytes()) => Some(t.as_bytes()),
+            (Some(t), None) if crate::headers::valid_traceparent(t) => Some(t),
             _ => None,
         };
-        let method = req.method().as_str().as_bytes();
+        let method = head.method().unwrap_or(b"GET");
         let len = [host, user_agent, traceparent].iter().flatten().map(|v| v.len()).sum::<usize>();
         // Room for the `traceparent` the proxy may start for the request, too.
         let mut text = RequestText::with_capacity(method.len() + path.len() + len + crate::headers::TRACEPARENT_LEN);
         text.set(Part::Method, method);
-        text.set(Part::Path, path.as_bytes());
+        text.set(Part::Path, path);
         for (part, value) in [(Part::Host, host), (Part::UserAgent, user_agent), (Part::Traceparent, traceparent)] {
             if let Some(value) = value {
                 text.set(part, value);
@@ -524,7 +541,7 @@ enum Sent {
 /// HTTP/2 to the target, on its shared connection.
 async fn send_h2(
     pool: &Arc<Pool>,
-    head: &http::request::Parts,
+    head: client::Fields,
     body: UpBody,
     timeout: Duration,
 ) -> Result<Response<client::UpstreamBody>, Sent> {
@@ -619,64 +636,47 @@ struct Added<'a> {
 const X_AMZN_REQUESTID: HeaderName = HeaderName::from_static("x-amzn-requestid");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// The request head the target gets: HTTP/2 (`h2_tls`: `Some`, saying whether the connection
-/// speaks TLS) with the scheme and authority in the URI, or HTTP/1.1 in origin form with `Host`;
-/// hop-by-hop fields and `x-amzn-lattice-*` removed (`te: trailers` kept on HTTP/2, where gRPC
-/// needs it), the proxy's fields added.
-fn upstream_head(
-    parts: &http::request::Parts,
-    path: PathAndQuery,
-    authority: &HeaderValue,
-    h2_tls: Option<bool>,
+/// The HTTP/1.1 head a request with a body goes up with, for hyper's client: origin form,
+/// `Host`, the client's fields but those of the connection and `x-amzn-lattice-*` (cookies
+/// joined into one, RFC 9113 §8.2.3), the proxy's fields, and `trace` as `traceparent` when
+/// the proxy started the trace.
+fn h1_parts(
+    method: &str,
+    head: &Head,
+    target: &str,
+    authority: &[u8],
     added: &Added<'_>,
+    trace: Option<&[u8]>,
 ) -> Result<http::request::Parts, ProxyError> {
-    let h2 = h2_tls.is_some();
     let bad = |_| ProxyError::new(ErrorKind::Internal);
-    let mut uri = http::uri::Parts::default();
-    uri.path_and_query = Some(path);
-    if let Some(tls) = h2_tls {
-        uri.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
-        uri.authority = Some(match parts.uri.authority() {
-            Some(a) => a.clone(),
-            None => Authority::try_from(authority.as_bytes()).map_err(|_| ProxyError::new(ErrorKind::BadHost))?,
-        });
-    }
-    let uri = Uri::from_parts(uri).map_err(|_| ProxyError::new(ErrorKind::BadFraming))?;
-    let (mut head, ()) = Request::builder()
-        .method(parts.method.clone())
-        .uri(uri)
-        .version(if h2 { HttpVersion::HTTP_2 } else { HttpVersion::HTTP_11 })
+    let (mut parts, ()) = Request::builder()
+        .method(Method::from_bytes(method.as_bytes()).map_err(|_| ProxyError::new(ErrorKind::BadFraming))?)
+        .uri(PathAndQuery::try_from(target).map_err(|_| ProxyError::new(ErrorKind::BadPath))?)
+        .version(HttpVersion::HTTP_11)
         .body(())
-        .map_err(|_| ProxyError::new(ErrorKind::Internal))?
+        .map_err(|_| ProxyError::new(ErrorKind::BadFraming))?
         .into_parts();
+    let h = &mut parts.headers;
+    h.insert(HOST, HeaderValue::from_bytes(authority).map_err(|_| ProxyError::new(ErrorKind::BadHost))?);
     let mut forwarded_for: Option<Vec<u8>> = None;
     let mut cookies: Option<Vec<u8>> = None;
-    for (name, value) in &parts.headers {
-        let n = name.as_str();
-        if n == "cookie" && !h2 {
-            join_value(&mut cookies, value.as_bytes(), b"; ");
-            continue;
+    for (name, value, _) in head.fields() {
+        match name {
+            b"cookie" => join_value(&mut cookies, value, b"; "),
+            b"x-forwarded-for" => join_value(&mut forwarded_for, value, b", "),
+            b"traceparent" if trace.is_some() => {}
+            _ if is_hop_by_hop(name) || replaced_by_proxy(name) => {}
+            _ => {
+                let name = HeaderName::from_bytes(name).map_err(|_| ProxyError::new(ErrorKind::BadFraming))?;
+                h.append(name, HeaderValue::from_bytes(value).map_err(|_| ProxyError::new(ErrorKind::BadFraming))?);
+            }
         }
-        if n == "x-forwarded-for" {
-            join_value(&mut forwarded_for, value.as_bytes(), b", ");
-            continue;
-        }
-        let te_trailers = n == "te" && value.as_bytes().eq_ignore_ascii_case(b"trailers");
-        if (is_hop_by_hop(n) && !(h2 && te_trailers)) || replaced_by_proxy(n) {
-            continue;
-        }
-        head.headers.append(name.clone(), value.clone());
-    }
-    if !h2 {
-        head.headers.insert(HOST, authority.clone());
     }
     if let Some(cookies) = cookies {
-        head.headers.insert(http::header::COOKIE, HeaderValue::from_bytes(&cookies).map_err(bad)?);
+        h.insert(http::header::COOKIE, HeaderValue::from_bytes(&cookies).map_err(bad)?);
     }
     join_value(&mut forwarded_for, added.client_ip, b", ");
-    let xff = HeaderValue::from_bytes(&forwarded_for.unwrap_or_default()).map_err(bad)?;
-    head.headers.insert(X_FORWARDED_FOR, xff);
-    let h = &mut head.headers;
+    h.insert(X_FORWARDED_FOR, HeaderValue::from_bytes(&forwarded_for.unwrap_or_default()).map_err(bad)?);
     h.insert(HeaderName::from_static("x-forwarded-port"), HeaderValue::from_bytes(added.port).map_err(bad)?);
     h.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("https"));
     h.insert(HeaderName::from_static("x-amzn-lattice-network"), HeaderValue::from_bytes(added.network).map_err(bad)?);
@@ -685,23 +685,81 @@ fn upstream_head(
     if let Some(identity) = added.identity {
         h.insert(HeaderName::from_static("x-amzn-lattice-identity"), HeaderValue::from_str(identity).map_err(bad)?);
     }
-    Ok(head)
+    if let Some(trace) = trace {
+        let mut value = HeaderValue::from_bytes(trace).map_err(bad)?;
+        // New on every request, like the request id: never indexed.
+        value.set_sensitive(true);
+        h.insert(TRACEPARENT, value);
+    }
+    Ok(parts)
 }
 
-/// The HTTP/1.1 head of a request without a body, as [`upstream_head`] would make it, written
-/// straight to bytes: origin form, `Host`, the client's fields but those of the connection and
-/// `x-amzn-lattice-*`, the proxy's fields, and `trace` as `traceparent` when the proxy started
-/// the trace. A POST, PUT or PATCH without a `Content-Length` says 0 (servers may refuse one
-/// with no length).
+/// The HTTP/2 fields a request goes up with (HTTP2 and GRPC target groups): the pseudo-fields
+/// (`tls`: the target's connection speaks TLS), the client's fields but those of the
+/// connection and `x-amzn-lattice-*` (`te: trailers` kept, which gRPC needs; cookies may stay
+/// split on HTTP/2), then the proxy's fields; the ones new on every request never indexed.
+fn h2_fields(
+    method: &str,
+    head: &Head,
+    target: &str,
+    authority: &[u8],
+    tls: bool,
+    added: &Added<'_>,
+    trace: Option<&[u8]>,
+) -> client::Fields {
+    let mut f = client::Fields::with_capacity(head.fields().len() + 12, head.list_size() + 512);
+    f.bodiless = method == "HEAD";
+    f.push(b":method", method.as_bytes(), false);
+    f.push(b":scheme", if tls { b"https" } else { b"http" }, false);
+    f.push(b":authority", authority, false);
+    f.push(b":path", target.as_bytes(), false);
+    let mut forwarded_for: Option<Vec<u8>> = None;
+    for (name, value, sensitive) in head.fields() {
+        match name {
+            b"x-forwarded-for" => join_value(&mut forwarded_for, value, b", "),
+            b"te" => f.push(name, value, false),
+            b"traceparent" if trace.is_some() => {}
+            _ if is_hop_by_hop(name) || replaced_by_proxy(name) => {}
+            _ => f.push(name, value, sensitive),
+        }
+    }
+    match &mut forwarded_for {
+        Some(list) => {
+            list.extend_from_slice(b", ");
+            list.extend_from_slice(added.client_ip);
+            f.push(b"x-forwarded-for", list, false);
+        }
+        None => f.push(b"x-forwarded-for", added.client_ip, false),
+    }
+    f.push(b"x-forwarded-port", added.port, false);
+    f.push(b"x-forwarded-proto", b"https", false);
+    f.push(b"x-amzn-lattice-network", added.network, false);
+    f.push(b"x-amzn-lattice-target", added.target, false);
+    f.push(b"x-amzn-requestid", added.request_id, true);
+    if let Some(identity) = added.identity {
+        f.push(b"x-amzn-lattice-identity", identity.as_bytes(), false);
+    }
+    if let Some(trace) = trace {
+        f.push(b"traceparent", trace, true);
+    }
+    f
+}
+
+/// The HTTP/1.1 head of a request without a body, written straight to bytes: origin form,
+/// `Host`, the client's fields but those of the connection and `x-amzn-lattice-*` (cookies
+/// joined), the proxy's fields, and `trace` as `traceparent` when the proxy started the trace.
+/// A POST, PUT or PATCH without a `Content-Length` says 0 (servers may refuse one with no
+/// length).
 fn h1_head(
-    parts: &http::request::Parts,
+    method: &str,
+    head: &Head,
     target: &str,
     authority: &[u8],
     added: &Added<'_>,
     trace: Option<&[u8]>,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512 + target.len() + authority.len());
-    out.extend_from_slice(parts.method.as_str().as_bytes());
+    let mut out = Vec::with_capacity(512 + target.len() + authority.len() + head.list_size());
+    out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
@@ -716,26 +774,22 @@ fn h1_head(
     let mut forwarded_for: Option<Vec<u8>> = None;
     let mut cookies: Option<Vec<u8>> = None;
     let mut has_length = false;
-    for (name, value) in &parts.headers {
-        let n = name.as_str();
-        if n == "x-forwarded-for" {
-            join_value(&mut forwarded_for, value.as_bytes(), b", ");
-            continue;
+    for (name, value, _) in head.fields() {
+        match name {
+            b"x-forwarded-for" => join_value(&mut forwarded_for, value, b", "),
+            b"cookie" => join_value(&mut cookies, value, b"; "),
+            b"traceparent" if trace.is_some() => {}
+            _ if is_hop_by_hop(name) || replaced_by_proxy(name) => {}
+            _ => {
+                has_length |= name == b"content-length";
+                field(name, value);
+            }
         }
-        if n == "cookie" {
-            join_value(&mut cookies, value.as_bytes(), b"; ");
-            continue;
-        }
-        if is_hop_by_hop(n) || replaced_by_proxy(n) {
-            continue;
-        }
-        has_length |= n == "content-length";
-        field(n.as_bytes(), value.as_bytes());
     }
     if let Some(cookies) = &cookies {
         field(b"cookie", cookies);
     }
-    if !has_length && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+    if !has_length && matches!(method, "POST" | "PUT" | "PATCH") {
         field(b"content-length", b"0");
     }
     join_value(&mut forwarded_for, added.client_ip, b", ");
@@ -769,18 +823,9 @@ fn join_value(joined: &mut Option<Vec<u8>>, value: &[u8], sep: &[u8]) {
 
 /// Fields the proxy removes or sets itself: the Lattice ones, `x-forwarded-port` and
 /// `-proto`, the request id, and `host` (from the authority).
-fn replaced_by_proxy(name: &str) -> bool {
-    name.starts_with("x-amzn-lattice-")
-        || matches!(name, "x-forwarded-port" | "x-forwarded-proto" | "x-amzn-requestid" | "host")
-}
-
-/// The authority the client asked for, as sent.
-fn raw_authority(req: &Request<ReqBody>) -> &str {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(HOST).and_then(|v| v.to_str().ok()))
-        .unwrap_or("")
+fn replaced_by_proxy(name: &[u8]) -> bool {
+    name.starts_with(b"x-amzn-lattice-")
+        || matches!(name, b"x-forwarded-port" | b"x-forwarded-proto" | b"x-amzn-requestid" | b"host")
 }
 
 /// Fields that belong to one connection, not the message (lowercase).
@@ -788,8 +833,8 @@ const HOP_BY_HOP: [&str; 7] =
     ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
 
 /// Whether a (lowercase) field name is one of [`HOP_BY_HOP`].
-fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.contains(&name)
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.as_bytes() == name)
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -806,11 +851,8 @@ fn locate<'r>(conn: &'r Conn, routes: &'r Routes, raw: &[u8]) -> Result<Located<
 }
 
 /// Whether a request is gRPC (`content-type: application/grpc`, `+proto` and the like).
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers.get(CONTENT_TYPE).is_some_and(|v| {
-        let v = v.as_bytes();
-        v.len() >= 16 && v[..16].eq_ignore_ascii_case(b"application/grpc")
-    })
+fn is_grpc(head: &Head) -> bool {
+    head.get(b"content-type").is_some_and(|v| v.len() >= 16 && v[..16].eq_ignore_ascii_case(b"application/grpc"))
 }
 
 /// A response the proxy makes: `status`, a text body, the request id.
@@ -899,9 +941,9 @@ impl Body for RespBody {
     }
 }
 
-impl HeaderLookup for Fields<'_> {
+impl HeaderLookup for Lookup<'_> {
     fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.0.get_all(name).iter().map(HeaderValue::as_bytes)
+        self.0.get_all(name.as_bytes())
     }
 }
 

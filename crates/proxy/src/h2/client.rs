@@ -127,9 +127,9 @@ impl H2Client {
         state.closed || state.conn.is_closing()
     }
 
-    /// Sends a request (`head` in HTTP/2 form, with its scheme and authority).
-    pub(crate) fn send(&self, head: &http::request::Parts, body: UpBody) -> Sending {
-        Sending { shared: self.shared.clone(), head: Some((head_fields(head), body)) }
+    /// Sends a request.
+    pub(crate) fn send(&self, head: Fields, body: UpBody) -> Sending {
+        Sending { shared: self.shared.clone(), head: Some((head, body)) }
     }
 }
 
@@ -147,36 +147,30 @@ pub(crate) struct Sending {
     head: Option<(Fields, UpBody)>,
 }
 
-/// A request head as HTTP/2 fields: the bytes, and (name, value, sensitive) ranges in them.
-struct Fields {
+/// A request head as HTTP/2 fields, pseudo-fields first: their bytes, and where each name and
+/// value is in them.
+#[derive(Clone)]
+pub(crate) struct Fields {
     bytes: Vec<u8>,
     spans: Vec<(usize, usize, usize, bool)>,
-    bodiless: bool,
-}
-
-fn head_fields(head: &http::request::Parts) -> Fields {
-    let mut f =
-        Fields { bytes: Vec::with_capacity(512), spans: Vec::with_capacity(head.headers.len() + 4), bodiless: false };
-    let mut push = |name: &[u8], value: &[u8], sensitive: bool| {
-        let at = f.bytes.len();
-        f.bytes.extend_from_slice(name);
-        f.bytes.extend_from_slice(value);
-        f.spans.push((at, name.len(), value.len(), sensitive));
-    };
-    push(b":method", head.method.as_str().as_bytes(), false);
-    push(b":scheme", head.uri.scheme_str().unwrap_or("http").as_bytes(), false);
-    if let Some(authority) = head.uri.authority() {
-        push(b":authority", authority.as_str().as_bytes(), false);
-    }
-    push(b":path", head.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes(), false);
-    for (name, value) in &head.headers {
-        push(name.as_str().as_bytes(), value.as_bytes(), value.is_sensitive());
-    }
-    f.bodiless = head.method == http::Method::HEAD;
-    f
+    /// A HEAD request, whose response has no body whatever its `content-length` says.
+    pub(crate) bodiless: bool,
 }
 
 impl Fields {
+    /// Room for `fields` fields of `bytes` bytes in all.
+    pub(crate) fn with_capacity(fields: usize, bytes: usize) -> Self {
+        Self { bytes: Vec::with_capacity(bytes), spans: Vec::with_capacity(fields), bodiless: false }
+    }
+
+    /// Adds a field (`sensitive`: never indexed, by this hop or any after it).
+    pub(crate) fn push(&mut self, name: &[u8], value: &[u8], sensitive: bool) {
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(name);
+        self.bytes.extend_from_slice(value);
+        self.spans.push((at, name.len(), value.len(), sensitive));
+    }
+
     fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8], bool)> {
         self.spans
             .iter()

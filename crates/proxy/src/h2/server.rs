@@ -17,12 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::{Buf, Bytes};
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::RespBody;
+use super::{Req, RespBody};
 use crate::http2::conn::{Config, Connection, Event, Head, Role};
 use crate::http2::frame::Reason;
 
@@ -39,7 +38,7 @@ const ROUNDS: usize = 16;
 pub(super) type Handling = Pin<Box<dyn Future<Output = Response<RespBody>> + Send>>;
 
 /// Makes a request's future (`handle` over the connection's context).
-pub(super) type Handler = dyn Fn(Request<ReqBody>) -> Handling + Send + Sync;
+pub(super) type Handler = dyn Fn(Req) -> Handling + Send + Sync;
 
 /// One client connection's driver.
 pub(super) struct Driver<'h, S> {
@@ -307,8 +306,9 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Driver<'h, S> {
             Some(pipe) => ReqBody { pipe: pipe.clone() },
             None => ReqBody::empty(stream, &self.shared),
         };
-        let Some(request) = request_of(head, body) else {
-            // A head HTTP/2 allows but `http` cannot hold (a method or path it refuses).
+        if !sound(&head) {
+            // A head HTTP/2 allows and the proxy does not take: CONNECT (no path), a method
+            // that is not a token, a path with spaces or control bytes.
             let fields: [(&[u8], &[u8], bool); 1] = [(b":status", b"400", false)];
             self.conn.send_headers(stream, fields, true);
             if !end_stream {
@@ -322,7 +322,7 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Driver<'h, S> {
         });
         let wake = Arc::new(SlotWake { slot: index, queued: AtomicBool::new(false), shared: self.shared.clone() });
         let waker = Waker::from(wake.clone());
-        let phase = Phase::Waiting((self.handler)(request));
+        let phase = Phase::Waiting((self.handler)(Req { head, body }));
         self.slots[index] = Some(Slot { stream, wake, waker, pipe, phase });
         self.by_stream.insert(stream, index);
         self.poll_slot(index);
@@ -523,39 +523,11 @@ impl<S> Drop for Driver<'_, S> {
     }
 }
 
-/// The request `hyper`'s types hold, from a checked HTTP/2 head; `None` for what they refuse.
-/// Its fields share the head's bytes rather than each being copied.
-fn request_of(head: Head, body: ReqBody) -> Option<Request<ReqBody>> {
-    let method = Method::from_bytes(head.method()?).ok()?;
-    let scheme = match head.scheme() {
-        Some(b"https") => Some(Scheme::HTTPS),
-        Some(b"http") => Some(Scheme::HTTP),
-        Some(other) => Some(Scheme::try_from(other).ok()?),
-        None => None,
-    };
-    let (authority, path) = (head.authority_range(), head.path_range());
-    let (bytes, fields) = head.into_shared();
-    let mut uri = http::uri::Parts::default();
-    if let Some(authority) = authority {
-        uri.authority = Some(Authority::from_maybe_shared(bytes.slice(authority)).ok()?);
-        uri.scheme = Some(scheme?);
-    }
-    if let Some(path) = path {
-        uri.path_and_query = Some(PathAndQuery::from_maybe_shared(bytes.slice(path)).ok()?);
-    }
-    let uri = Uri::from_parts(uri).ok()?;
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, value, sensitive) in fields {
-        let mut value = HeaderValue::from_maybe_shared(bytes.slice(value)).ok()?;
-        value.set_sensitive(sensitive);
-        headers.append(HeaderName::from_bytes(&bytes[name]).ok()?, value);
-    }
-    let mut request = Request::new(body);
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = http::Version::HTTP_2;
-    *request.headers_mut() = headers;
-    Some(request)
+/// Whether the proxy takes a request head: a path (so not CONNECT's authority form) of visible
+/// ASCII, and a method that is a token.
+fn sound(head: &Head) -> bool {
+    let path_ok = head.path().is_some_and(|p| p.iter().fold(true, |ok, &b| ok & (b > 0x20) & (b < 0x7f)));
+    path_ok && head.method().is_some_and(|m| Method::from_bytes(m).is_ok())
 }
 
 /// Fields as a header map; `None` if one is not a name or value `http` takes.

@@ -1057,10 +1057,11 @@ fn parse_length(value: &[u8]) -> Option<u64> {
 // === impl Head ===
 
 impl Head {
-    /// Room for what a header block of `block_len` bytes decodes to, most of the time (Huffman
-    /// coding shrinks text by a third at best).
+    /// Room for what a header block of `block_len` bytes decodes to, most of the time: Huffman
+    /// coding shrinks text by a third at best, and a block that names entries of the dynamic
+    /// table is a byte a field, so small blocks get room for a typical request's fields.
     fn with_capacity(block_len: usize) -> Self {
-        Self { bytes: Vec::with_capacity(block_len * 2), fields: Vec::with_capacity(16), ..Self::default() }
+        Self { bytes: Vec::with_capacity((block_len * 2).max(512)), fields: Vec::with_capacity(16), ..Self::default() }
     }
 
     fn push(&mut self, bytes: &[u8]) -> Span {
