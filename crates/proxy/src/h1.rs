@@ -126,8 +126,10 @@ pub(crate) struct Buf {
 
 /// The size of [`Buf::pooled`] buffers.
 const POOLED: usize = 16 * 1024;
-/// Most spare buffers a thread keeps (1 MiB).
-const MAX_SPARE: usize = 64;
+/// Most spare buffers a thread keeps (4 MiB): as many as one client connection's streams can
+/// have in flight, so that a busy connection's exchanges reuse them rather than each
+/// allocating and zeroing its own.
+const MAX_SPARE: usize = 256;
 
 thread_local! {
     static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
