@@ -441,7 +441,7 @@ impl State {
             }
             Event::Trailers { stream, trailers } => {
                 let Some(exchange) = self.exchanges.get_mut(&stream) else { return };
-                exchange.trailers = Some(header_map(&trailers));
+                exchange.trailers = Some(super::server::header_map(&trailers));
                 exchange.ended = true;
                 exchange.wake();
             }
@@ -524,17 +524,6 @@ fn response_parts(head: Head) -> Option<http::response::Parts> {
     }
     parts.headers = headers;
     Some(parts)
-}
-
-/// Trailers as a header map (fields `http` refuses are left out).
-fn header_map(head: &Head) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(head.fields().len());
-    for (name, value, _) in head.fields() {
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
-            map.append(name, value);
-        }
-    }
-    map
 }
 
 // === the connection's task ===

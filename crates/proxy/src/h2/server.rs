@@ -277,7 +277,7 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Driver<'h, S> {
                 Event::Trailers { stream, trailers } => {
                     if let Some(pipe) = self.by_stream.get(&stream).and_then(|&i| self.slots[i].as_ref()?.pipe.clone())
                     {
-                        pipe.end_with(header_map(trailers.fields()));
+                        pipe.end_with(header_map(&trailers));
                     }
                     self.drop_pipe(stream);
                 }
@@ -530,15 +530,15 @@ fn sound(head: &Head) -> bool {
     path_ok && head.method().is_some_and(|m| Method::from_bytes(m).is_ok())
 }
 
-/// Fields as a header map; `None` if one is not a name or value `http` takes.
-fn header_map<'a>(fields: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8], bool)>) -> Option<HeaderMap> {
-    let mut map = HeaderMap::with_capacity(fields.len());
-    for (name, value, sensitive) in fields {
-        let mut value = HeaderValue::from_bytes(value).ok()?;
-        value.set_sensitive(sensitive);
-        map.append(HeaderName::from_bytes(name).ok()?, value);
+/// Trailers as a header map (fields `http` refuses are left out).
+pub(super) fn header_map(trailers: &Head) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(trailers.fields().len());
+    for (name, value, _) in trailers.fields() {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+            map.append(name, value);
+        }
     }
-    Some(map)
+    map
 }
 
 // === impl SlotWake ===
@@ -580,23 +580,15 @@ impl Pipe {
             state.chunks.push_back(Bytes::copy_from_slice(data));
         }
         state.ended |= end;
-        let waker = state.waker.take();
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake_reader(state);
         !data.is_empty()
     }
 
-    fn end_with(&self, trailers: Option<HeaderMap>) {
+    fn end_with(&self, trailers: HeaderMap) {
         let mut state = self.lock();
-        state.trailers = trailers;
+        state.trailers = Some(trailers);
         state.ended = true;
-        let waker = state.waker.take();
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake_reader(state);
     }
 
     /// The stream is over on the client's side: `reset` if it broke off.
@@ -606,11 +598,7 @@ impl Pipe {
             state.reset = true;
         }
         state.ended = true;
-        let waker = state.waker.take();
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake_reader(state);
     }
 
     /// What the reader took since the last call.
@@ -629,6 +617,15 @@ impl Pipe {
         let mut woken = self.shared.woken.lock().unwrap_or_else(|e| e.into_inner());
         woken.released.push(self.clone());
         woken.task.clone()
+    }
+}
+
+/// Wakes the pipe's reader, after letting go of the lock.
+fn wake_reader(mut state: std::sync::MutexGuard<'_, PipeState>) {
+    let waker = state.waker.take();
+    drop(state);
+    if let Some(waker) = waker {
+        waker.wake();
     }
 }
 
