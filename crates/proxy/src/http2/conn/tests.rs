@@ -357,10 +357,10 @@ fn streams_over_the_limit_are_refused_and_ids_only_go_up() {
     assert_eq!(server.read().unwrap_err().reason, Reason::PROTOCOL_ERROR);
 }
 
-#[test]
-fn flow_control_breaches() {
-    // Beyond the stream's window: that stream is reset.
-    let mut server = End::new(Role::Server, Config { stream_window: 65_535, ..Config::default() });
+/// A server (`config`) that gives nothing back, sent a request and 64 KiB of its body: one
+/// byte more than the default window.
+fn flooded(config: Config) -> End {
+    let mut server = End::new(Role::Server, config);
     server.release = false;
     server.inbox.extend_from_slice(PREFACE);
     frame::write_settings(&mut server.inbox, &[], false);
@@ -369,20 +369,19 @@ fn flow_control_breaches() {
         frame::write_data(&mut server.inbox, 1, &[0; 16_384], false);
     }
     server.conn.out().clear();
+    server
+}
+
+#[test]
+fn flow_control_breaches() {
+    // Beyond the stream's window: that stream is reset.
+    let mut server = flooded(Config { stream_window: 65_535, ..Config::default() });
     let events = server.read().expect("fine");
     assert!(matches!(events.last(), Some(Ev::Reset(1, Reason::FLOW_CONTROL_ERROR, false))), "{events:?}");
     assert!(frames(server.conn.out()).contains(&"RST_STREAM 1 3".to_string()));
 
     // Beyond the connection's: the connection goes.
-    let mut server =
-        End::new(Role::Server, Config { stream_window: 1 << 20, connection_window: 65_535, ..Config::default() });
-    server.release = false;
-    server.inbox.extend_from_slice(PREFACE);
-    frame::write_settings(&mut server.inbox, &[], false);
-    frame::write_headers(&mut server.inbox, 1, &request_with(&[]), false, 16_384);
-    for _ in 0..4 {
-        frame::write_data(&mut server.inbox, 1, &[0; 16_384], false);
-    }
+    let mut server = flooded(Config { stream_window: 1 << 20, connection_window: 65_535, ..Config::default() });
     assert_eq!(server.read().unwrap_err().reason, Reason::FLOW_CONTROL_ERROR);
 
     // A window past 2^31-1.
