@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version as HttpVersion};
@@ -437,6 +437,74 @@ enum Upstream {
     H1(http::request::Parts),
     /// Sent, and not to be sent again.
     Gone,
+}
+
+/// How far [`pump_body`] got.
+enum Pumped {
+    /// The stream's windows are full: `pending` waits for them to open.
+    Blocked,
+    /// The body has nothing more yet (it wakes the context's task when it has).
+    Waiting,
+    /// All of it went, with its end; or the stream is gone.
+    Done,
+    /// The body broke off: the caller resets the stream, with the reason its side gives.
+    Failed,
+}
+
+/// Moves a body onto an HTTP/2 stream as far as it goes now: what it has ready, as the peer's
+/// windows allow (what they hold back stays in `pending`), its trailers, its end. Both ends use
+/// it: the server for responses, the client for requests.
+fn pump_body<B>(
+    conn: &mut crate::http2::conn::Connection,
+    stream: u32,
+    body: &mut B,
+    pending: &mut Bytes,
+    cx: &mut Context<'_>,
+) -> Pumped
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    loop {
+        if !pending.is_empty() {
+            let end = body.is_end_stream();
+            let Some(sent) = conn.send_data(stream, pending, end) else { return Pumped::Done };
+            pending.advance(sent);
+            if !pending.is_empty() {
+                return Pumped::Blocked;
+            }
+            if end {
+                return Pumped::Done;
+            }
+        }
+        match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Pending => return Pumped::Waiting,
+            Poll::Ready(None) => {
+                conn.send_data(stream, &[], true);
+                return Pumped::Done;
+            }
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) if data.is_empty() => {
+                    if body.is_end_stream() {
+                        conn.send_data(stream, &[], true);
+                        return Pumped::Done;
+                    }
+                }
+                Ok(data) => *pending = data,
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        let fields = trailers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes(), false));
+                        conn.send_headers(stream, fields, true);
+                    }
+                    return Pumped::Done;
+                }
+            },
+            Poll::Ready(Some(Err(e))) => {
+                tracing::debug!(stream, error = %e, "a body broke off");
+                return Pumped::Failed;
+            }
+        }
+    }
 }
 
 /// A target's response body: from an HTTP/1.1 connection driven by hyper (given back to its

@@ -16,12 +16,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::UpBody;
+use super::{Pumped, UpBody, pump_body};
 use crate::forward::Upstream;
 use crate::http2::conn::{Config, Connection, Event, Head, Role};
 use crate::http2::frame::Reason;
@@ -199,7 +199,7 @@ impl Future for Sending {
             // What the body holds already goes now (a unary call's message, say); the rest as
             // it comes, pumped by the connection's task, which its body wakes.
             let task = state.task.clone().unwrap_or_else(|| cx.waker().clone());
-            if pump(&mut state.conn, stream, &mut body, &mut exchange.pending, &task) == Ok(false) {
+            if !pump(&mut state.conn, stream, &mut body, &mut exchange.pending, &task) {
                 exchange.body = Some(body);
                 state.pumping.push(stream);
             }
@@ -210,49 +210,15 @@ impl Future for Sending {
     }
 }
 
-/// Moves what a request body has ready onto its stream, as far as the target's windows allow:
-/// `Ok(true)` once it has all gone, `Err` if the body failed (the stream is then reset).
-fn pump(conn: &mut Connection, stream: u32, body: &mut UpBody, pending: &mut Bytes, task: &Waker) -> Result<bool, ()> {
-    let mut cx = Context::from_waker(task);
-    loop {
-        if !pending.is_empty() {
-            let end = body.is_end_stream();
-            let Some(sent) = conn.send_data(stream, pending, end) else { return Ok(true) };
-            pending.advance(sent);
-            if !pending.is_empty() {
-                return Ok(false);
-            }
-            if end {
-                return Ok(true);
-            }
-        }
-        match Pin::new(&mut *body).poll_frame(&mut cx) {
-            Poll::Pending => return Ok(false),
-            Poll::Ready(None) => {
-                conn.send_data(stream, &[], true);
-                return Ok(true);
-            }
-            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) if data.is_empty() => {
-                    if body.is_end_stream() {
-                        conn.send_data(stream, &[], true);
-                        return Ok(true);
-                    }
-                }
-                Ok(data) => *pending = data,
-                Err(frame) => {
-                    if let Ok(trailers) = frame.into_trailers() {
-                        let fields = trailers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes(), false));
-                        conn.send_headers(stream, fields, true);
-                    }
-                    return Ok(true);
-                }
-            },
-            Poll::Ready(Some(Err(e))) => {
-                tracing::debug!(error = %e, "request body broke off");
-                conn.reset(stream, Reason::CANCEL);
-                return Err(());
-            }
+/// Moves what a request body has ready onto its stream ([`pump_body`]): `true` once it has
+/// all gone, or failed (the stream is then reset).
+fn pump(conn: &mut Connection, stream: u32, body: &mut UpBody, pending: &mut Bytes, task: &Waker) -> bool {
+    match pump_body(conn, stream, body, pending, &mut Context::from_waker(task)) {
+        Pumped::Blocked | Pumped::Waiting => false,
+        Pumped::Done => true,
+        Pumped::Failed => {
+            conn.reset(stream, Reason::CANCEL);
+            true
         }
     }
 }
@@ -291,7 +257,7 @@ impl Drop for Responding {
     fn drop(&mut self) {
         if !self.done {
             // Given up before the response came (a timeout, the client's reset).
-            self.shared.lock().cancel(self.stream);
+            self.shared.lock().forget(self.stream);
         }
     }
 }
@@ -356,7 +322,7 @@ impl Drop for UpstreamBody {
     fn drop(&mut self) {
         if !self.ended {
             // The client went away mid-response: the target's stream is reset.
-            self.shared.lock().cancel(self.stream);
+            self.shared.lock().forget(self.stream);
         }
     }
 }
@@ -381,7 +347,8 @@ impl State {
     }
 
     /// The exchange is over on the requester's side: the response came whole, or it gave up
-    /// (`cancel`). A stream still open is reset (a request body still going need not).
+    /// (dropped before it ended). A stream still open is reset (a request body still going
+    /// need not).
     fn forget(&mut self, stream: u32) {
         let Some(exchange) = self.exchanges.remove(&stream) else { return };
         // Data nobody will read goes back to the connection's window.
@@ -399,10 +366,6 @@ impl State {
             self.wake_task();
         }
         self.wake_waiting();
-    }
-
-    fn cancel(&mut self, stream: u32) {
-        self.forget(stream);
     }
 
     fn wake_waiting(&mut self) {
@@ -489,13 +452,11 @@ impl State {
         self.pumping.retain(|stream| {
             let Some(exchange) = exchanges.get_mut(stream) else { return false };
             let Some(body) = &mut exchange.body else { return false };
-            match pump(conn, *stream, body, &mut exchange.pending, task) {
-                Ok(false) => true,
-                Ok(true) | Err(()) => {
-                    exchange.body = None;
-                    false
-                }
+            let done = pump(conn, *stream, body, &mut exchange.pending, task);
+            if done {
+                exchange.body = None;
             }
+            !done
         });
     }
 }
@@ -589,8 +550,7 @@ async fn run(mut io: Upstream, shared: Arc<Shared>, addr: SocketAddr) {
                     state.close();
                 }
                 // Bodies are pumped on every round: they wake this task when they fill, and a
-                // window may have opened.
-                state.conn.take_writable();
+                // window may have opened (so `take_writable` need not be asked).
                 if !state.pumping.is_empty() {
                     state.pump_bodies(cx.waker());
                 }

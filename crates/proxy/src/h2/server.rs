@@ -16,12 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{Req, RespBody};
+use super::{Pumped, Req, RespBody, pump_body};
 use crate::http2::conn::{Config, Connection, Event, Head, Role};
 use crate::http2::frame::Reason;
 
@@ -109,7 +109,8 @@ struct SlotWake {
 /// The request body between the connection (which fills it) and the target's side (which reads
 /// it, in hyper's client).
 pub(crate) struct ReqBody {
-    pipe: Arc<Pipe>,
+    /// `None`: the request had no body (its head ended the stream), and nothing is shared.
+    pipe: Option<Arc<Pipe>>,
 }
 
 struct Pipe {
@@ -302,10 +303,7 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Driver<'h, S> {
                 shared: self.shared.clone(),
             })
         });
-        let body = match &pipe {
-            Some(pipe) => ReqBody { pipe: pipe.clone() },
-            None => ReqBody::empty(stream, &self.shared),
-        };
+        let body = ReqBody { pipe: pipe.clone() };
         if !sound(&head) {
             // A head HTTP/2 allows and the proxy does not take: CONNECT (no path), a method
             // that is not a token, a path with spaces or control bytes.
@@ -388,47 +386,18 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Driver<'h, S> {
                     slot.phase = Phase::Sending { body, pending: Bytes::new() };
                 }
                 Phase::Sending { body, pending } => {
-                    if !pending.is_empty() {
-                        let end = body.is_end_stream();
-                        let Some(sent) = self.conn.send_data(stream, pending, end) else { return false };
-                        pending.advance(sent);
-                        if !pending.is_empty() {
+                    return match pump_body(&mut self.conn, stream, body, pending, &mut cx) {
+                        Pumped::Blocked => {
                             self.blocked.push(index);
-                            return true;
+                            true
                         }
-                        if end {
-                            return false;
-                        }
-                    }
-                    match Pin::new(&mut *body).poll_frame(&mut cx) {
-                        Poll::Pending => return true,
-                        Poll::Ready(None) => {
-                            self.conn.send_data(stream, &[], true);
-                            return false;
-                        }
-                        Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                            Ok(data) if data.is_empty() => {
-                                if body.is_end_stream() {
-                                    self.conn.send_data(stream, &[], true);
-                                    return false;
-                                }
-                            }
-                            Ok(data) => *pending = data,
-                            Err(frame) => {
-                                if let Ok(trailers) = frame.into_trailers() {
-                                    let fields =
-                                        trailers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes(), false));
-                                    self.conn.send_headers(stream, fields, true);
-                                }
-                                return false;
-                            }
-                        },
-                        Poll::Ready(Some(Err(e))) => {
-                            tracing::debug!(error = %e, "response body broke off");
+                        Pumped::Waiting => true,
+                        Pumped::Done => false,
+                        Pumped::Failed => {
                             self.conn.reset(stream, Reason::INTERNAL_ERROR);
-                            return false;
+                            false
                         }
-                    }
+                    };
                 }
             }
         }
@@ -631,20 +600,12 @@ fn wake_reader(mut state: std::sync::MutexGuard<'_, PipeState>) {
 
 // === impl ReqBody ===
 
-impl ReqBody {
-    /// A body that has ended before it began.
-    fn empty(stream: u32, shared: &Arc<Shared>) -> Self {
-        let state = PipeState { ended: true, ..PipeState::default() };
-        Self { pipe: Arc::new(Pipe { stream, length: Some(0), state: Mutex::new(state), shared: shared.clone() }) }
-    }
-}
-
 impl Body for ReqBody {
     type Data = Bytes;
     type Error = io::Error;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let pipe = &self.pipe;
+        let Some(pipe) = &self.pipe else { return Poll::Ready(None) };
         let mut state = pipe.lock();
         if let Some(chunk) = state.chunks.pop_front() {
             let task = pipe.taken(&mut state, chunk.len());
@@ -673,12 +634,13 @@ impl Body for ReqBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        let state = self.pipe.lock();
+        let Some(pipe) = &self.pipe else { return true };
+        let state = pipe.lock();
         state.ended && state.chunks.is_empty() && state.trailers.is_none() && !state.reset
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.pipe.length {
+        match self.pipe.as_ref().map_or(Some(0), |pipe| pipe.length) {
             Some(n) => SizeHint::with_exact(n),
             None => SizeHint::default(),
         }
@@ -688,7 +650,7 @@ impl Body for ReqBody {
 impl Drop for ReqBody {
     fn drop(&mut self) {
         // What the reader leaves, and all that comes after, goes back to the client's window.
-        let pipe = &self.pipe;
+        let Some(pipe) = &self.pipe else { return };
         let mut state = pipe.lock();
         state.dropped = true;
         let left: usize = state.chunks.drain(..).map(|c| c.len()).sum();

@@ -796,11 +796,18 @@ async fn a_client_that_breaks_the_rules_loses_the_stream_or_the_connection() {
     frame::write_headers(&mut out, 3, &block(&[("x-big", &big)]), true, 16_384);
     // A sound request after both is served.
     frame::write_headers(&mut out, 5, &block(&[]), true, 16_384);
+    // A path HTTP/2 allows and the proxy does not take (a space in it): answered 400.
+    let mut spaced = Vec::new();
+    for (n, v) in [(":method", "GET"), (":scheme", "https"), (":authority", "h1.zone.test"), (":path", "/a b")] {
+        hpack::encode(&mut spaced, n.as_bytes(), v.as_bytes(), false);
+    }
+    frame::write_headers(&mut out, 7, &spaced, true, 16_384);
     frame::write_ping(&mut out, *b"pingpong", false);
     tls.write_all(&out).await.unwrap();
     let mut decoder = hpack::Decoder::new(4096);
     let mut seen = Vec::new();
-    read_frames(&mut tls, &mut decoder, &mut seen, |s| s.iter().any(|l| l == "DATA 5 end")).await;
+    let done = |s: &[String]| ["DATA 5 end", "HEADERS 7 :status=400 end"].iter().all(|l| s.iter().any(|x| x == l));
+    read_frames(&mut tls, &mut decoder, &mut seen, done).await;
     assert!(seen.contains(&"RST_STREAM 1 1".to_string()), "{seen:?}");
     assert!(seen.contains(&"HEADERS 3 :status=431 end".to_string()), "{seen:?}");
     assert!(seen.contains(&"HEADERS 5 :status=200".to_string()), "{seen:?}");

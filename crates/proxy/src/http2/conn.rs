@@ -463,11 +463,6 @@ impl Connection {
         }
     }
 
-    /// Sends a PING (answered by the peer with the same data).
-    pub fn ping(&mut self, data: [u8; 8]) {
-        frame::write_ping(&mut self.out, data, false);
-    }
-
     /// Streams not yet closed.
     pub fn open_streams(&self) -> usize {
         self.streams.len()
