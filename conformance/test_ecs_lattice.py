@@ -168,16 +168,19 @@ class World:
 
     # --- reaching the service from VPC-B -------------------------------------------------
 
-    def get(self, path="/"):
+    def get(self, path="/", timeout=10):
         """One request to the service from VPC-B: (status, JSON body)."""
         if self.mode == "loopback":
             ingress = support.raw_request(self.server.endpoint, "GET", f"/_trellis/vpcs/{self.vpc_b}/ingress").json()
             port = 80 + ingress["lowPortOffset"]
             req = urllib.request.Request(f"http://{ingress['address']}:{port}{path}", headers={"Host": self.dns})
-            with urllib.request.urlopen(req, timeout=5) as r:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, json.loads(r.read())
+        # curl's phases go to stderr, so that a failure says where the time went.
+        phases = "%{stderr}dns %{time_namelookup} connect %{time_connect} first byte %{time_starttransfer}"
         r = subprocess.run([self.server.bin, "vpc", "exec", self.vpc_b, "--endpoint", self.server.endpoint, "--",
-                            "curl", "-s", "-m", "5", f"http://{self.dns}{path}"], capture_output=True, text=True)
+                            "curl", "-sS", "-m", str(timeout), "-w", phases, f"http://{self.dns}{path}"],
+                           capture_output=True, text=True)
         if r.returncode != 0 or not r.stdout.startswith("{"):
             raise RuntimeError(f"curl from VPC-B failed ({r.returncode}): {r.stdout} {r.stderr}")
         return 200, json.loads(r.stdout)
@@ -380,7 +383,8 @@ def test_requests_in_flight_finish_when_their_task_stops(world):
 
         def slow():
             try:
-                answer["got"] = world.get("/slow?delay_ms=3000")
+                # Generous: the answer takes 3 s, and a loaded machine may add to it.
+                answer["got"] = world.get("/slow?delay_ms=3000", timeout=30)
             except Exception as e:  # noqa: BLE001 - the test fails on it below
                 answer["error"] = repr(e)
         client = threading.Thread(target=slow, daemon=True)
@@ -400,7 +404,7 @@ def test_requests_in_flight_finish_when_their_task_stops(world):
         last = world.ecs.describe_tasks(cluster="c1", tasks=[task])["tasks"][0]["lastStatus"]
         assert last == "DEACTIVATING", (how, last)
         os.kill(pid, 0)
-        client.join(15)
+        client.join(35)
         assert "got" in answer, (how, answer)
         status, got = answer["got"]
         assert status == 200 and got["task"] == task and got["path"] == "/slow?delay_ms=3000", (how, got)
