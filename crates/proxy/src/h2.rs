@@ -40,7 +40,7 @@ use trellis_model::snapshot::{Action, ListenerView};
 
 use crate::ProxyConfig;
 use crate::access_log::{Entry, Part, RequestText};
-use crate::balance::Version;
+use crate::balance::{Group, Version};
 use crate::conn::{Conn, DRAIN_GRACE};
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::{InFlightGuard, Pool};
@@ -126,8 +126,9 @@ struct Note {
     obs: Option<Arc<RouteObs>>,
     /// The target group it went to (an index into `obs.groups`).
     group: Option<usize>,
-    /// Its access log record, if a subscription applies.
-    entry: Option<Entry>,
+    /// Its access log record, if a subscription applies (boxed: it is most of a note's size,
+    /// and a note is in every request's future).
+    entry: Option<Box<Entry>>,
     /// Which auth layer denied it.
     denied: Option<&'static str>,
     target: Option<std::net::SocketAddr>,
@@ -159,10 +160,7 @@ pub(crate) async fn serve(
     // Counted as active on the service its TLS server name routed to, until it closes.
     let _active = conn.service_stats.as_ref().map(crate::metrics::RouteStats::connected);
     let ctx = Arc::new(Ctx { conn: Arc::new(conn), routes, config: config.clone(), activity: activity.clone() });
-    let handler = move |req: Req| -> server::Handling {
-        let ctx = ctx.clone();
-        Box::pin(async move { handle(req, &ctx).await })
-    };
+    let handler = move |req: Req| -> server::Handling { Box::pin(handle(req, ctx.clone())) };
     let settings = crate::http2::conn::Config {
         max_concurrent_streams: MAX_STREAMS,
         max_header_list_size: u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX),
@@ -211,7 +209,8 @@ pub(crate) async fn serve(
 
 /// One request: the target's response, or the proxy's own; counted, and logged if a
 /// subscription applies.
-async fn handle(req: Req, ctx: &Ctx) -> Response<RespBody> {
+async fn handle(req: Req, ctx: Arc<Ctx>) -> Response<RespBody> {
+    let ctx = &*ctx;
     let started = Instant::now();
     let request_id = crate::headers::request_id();
     let busy = Busy::start(ctx.activity.clone());
@@ -244,6 +243,63 @@ async fn forward(
 ) -> Result<Response<RespBody>, ProxyError> {
     let Req { head, body } = req;
     let routes = ctx.routes.borrow().clone();
+    // The phases are plain work, done outside this future: their locals are not kept in it
+    // across the exchange (a future of kilobytes is a slow allocation per request).
+    let (group, head, is_head, idempotent) = match prepare(head, body.is_end_stream(), ctx, &routes, request_id, note)?
+    {
+        Prepared::Local(response) => return Ok(response),
+        // Through a client of HTTP/2 or hyper's HTTP/1.1 (boxed: their futures are large).
+        Prepared::Up(group, upstream) => {
+            return Box::pin(exchange_up(group, upstream, body, ctx, request_id, busy, note)).await;
+        }
+        Prepared::Down { group, head, is_head, idempotent } => (group, head, is_head, idempotent),
+    };
+    // No body, to an HTTP1 group: written and read here (`down`).
+    let mut tries = 0;
+    let (response, guard) = loop {
+        tries += 1;
+        let target = group.pick().map_err(ProxyError::new)?;
+        let guard = InFlightGuard::new(&target.in_flight);
+        note.target = Some(target.pool.addr());
+        let sent = Instant::now();
+        note.sent = Some(sent);
+        match down::send(&target.pool, &head, is_head, idempotent, sent + ctx.config.response_timeout).await {
+            Ok(response) => {
+                note.answered = Some(Instant::now());
+                break (response, guard);
+            }
+            Err(Sent::NotConnected(_)) if tries < CONNECT_TRIES => {}
+            Err(Sent::NotConnected(kind) | Sent::Failed(kind)) => return Err(ProxyError::new(kind)),
+        }
+    };
+    drop(routes);
+    let (mut parts, body) = response.into_parts();
+    parts.version = HttpVersion::HTTP_2;
+    parts.headers.insert(X_AMZN_REQUESTID, request_id_value(request_id));
+    Ok(Response::from_parts(parts, RespBody::Down { body, _held: (guard, busy) }))
+}
+
+/// Where [`prepare`] sends a request.
+enum Prepared<'r> {
+    /// The proxy answers it (a fixed response, a denial).
+    Local(Response<RespBody>),
+    /// To an HTTP1 group without a body, as this HTTP/1.1 head (`is_head`: its method is
+    /// HEAD; `idempotent`: it may go to the next target when the first broke).
+    Down { group: &'r Group, head: Vec<u8>, is_head: bool, idempotent: bool },
+    /// To this target group, as this.
+    Up(&'r Group, Upstream),
+}
+
+/// The phases of a request (`no_body`: its body is empty): its route, auth policies, the
+/// rule, the target group, and what goes up to it.
+fn prepare<'r>(
+    head: Head,
+    no_body: bool,
+    ctx: &'r Ctx,
+    routes: &'r Routes,
+    request_id: &[u8; 36],
+    note: &mut Note,
+) -> Result<Prepared<'r>, ProxyError> {
     let grpc = is_grpc(&head);
     // The connection checked it is a token, which is ASCII.
     let method =
@@ -252,7 +308,7 @@ async fn forward(
     let raw = head.authority().or_else(|| head.get(b"host")).ok_or(ProxyError::new(ErrorKind::BadHost))?;
     // Route (in a function of its own, so that the name's buffer is not kept in this future's
     // state across its awaits).
-    let Located { vpc, reach, listener, port } = locate(&ctx.conn, &routes, raw)?;
+    let Located { vpc, reach, listener, port } = locate(&ctx.conn, routes, raw)?;
     note.begin(ctx, vpc, reach, listener, &head, request_id);
     // The connection checked the path is visible ASCII.
     let full = std::str::from_utf8(head.path().unwrap_or(b"/")).map_err(|_| ProxyError::new(ErrorKind::BadPath))?;
@@ -292,7 +348,7 @@ async fn forward(
                 note.denied = Some(request::denied_layer(&denied));
                 let message = auth.message(&denied, &path);
                 tracing::debug!(%message, "request denied by an auth policy");
-                return Ok(local(StatusCode::FORBIDDEN, Bytes::from(message), request_id));
+                return Ok(Prepared::Local(local(StatusCode::FORBIDDEN, Bytes::from(message), request_id)));
             }
         }
     }
@@ -302,7 +358,7 @@ async fn forward(
         Action::Fixed(status) => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let body = Bytes::from_static(status.canonical_reason().unwrap_or("").as_bytes());
-            return Ok(local(status, body, request_id));
+            return Ok(Prepared::Local(local(status, body, request_id)));
         }
         Action::Forward(groups) => groups,
     };
@@ -310,7 +366,7 @@ async fn forward(
     if let Some(entry) = &mut note.entry {
         crate::conn::record::caller(entry, identity.as_ref());
     }
-    let (group, target_header, obs) = request::select(&routes, reach, groups)?;
+    let (group, target_header, obs) = request::select(routes, reach, groups)?;
     note.group = reach.obs.groups.iter().position(|g| std::ptr::eq(g, obs));
     match group.version {
         Version::Http1 if grpc => return Err(ProxyError::new(ErrorKind::ProtocolMismatch)),
@@ -347,42 +403,27 @@ async fn forward(
         note.trace = Some(String::from_utf8_lossy(trace).into_owned());
     }
     let trace = trace.as_ref().map(|t| &t[..]);
-    if !h2 && body.is_end_stream() {
-        // No body: written and read here (`down`).
-        let written = h1_head(method, &head, &target, raw, &added, trace);
-        let is_head = method == "HEAD";
+    Ok(if !h2 && no_body {
         let idempotent = matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE");
-        let mut tries = 0;
-        let (response, guard) = loop {
-            tries += 1;
-            let target = group.pick().map_err(ProxyError::new)?;
-            let guard = InFlightGuard::new(&target.in_flight);
-            note.target = Some(target.pool.addr());
-            note.sent = Some(Instant::now());
-            match down::send(&target.pool, &written, is_head, idempotent, ctx.config.response_timeout).await {
-                Ok(response) => {
-                    note.answered = Some(Instant::now());
-                    break (response, guard);
-                }
-                Err(Sent::NotConnected(_)) if tries < CONNECT_TRIES => {}
-                Err(Sent::NotConnected(kind) | Sent::Failed(kind)) => return Err(ProxyError::new(kind)),
-            }
-        };
-        drop(routes);
-        let (mut parts, body) = response.into_parts();
-        parts.version = HttpVersion::HTTP_2;
-        parts.headers.insert(X_AMZN_REQUESTID, request_id_value(request_id));
-        return Ok(Response::from_parts(parts, RespBody::Down { body, _held: (guard, busy) }));
-    }
-    // What goes up: HTTP/2 fields, or (a body to an HTTP/1.1 target, through hyper) `http`'s
-    // request parts.
-    let mut upstream = if h2 {
-        Upstream::H2(h2_fields(method, &head, &target, raw, group.tls, &added, trace))
+        let head = h1_head(method, &head, &target, raw, &added, trace);
+        Prepared::Down { group, head, is_head: method == "HEAD", idempotent }
+    } else if h2 {
+        Prepared::Up(group, Upstream::H2(h2_fields(method, &head, &target, raw, group.tls, &added, trace)))
     } else {
-        Upstream::H1(h1_parts(method, &head, &target, raw, &added, trace)?)
-    };
-    drop(target);
-    drop(head);
+        Prepared::Up(group, Upstream::H1(h1_parts(method, &head, &target, raw, &added, trace)?))
+    })
+}
+
+/// A request to an HTTP2 or GRPC group, or with a body to an HTTP1 group (hyper's client).
+async fn exchange_up(
+    group: &Group,
+    mut upstream: Upstream,
+    body: ReqBody,
+    ctx: &Ctx,
+    request_id: &[u8; 36],
+    busy: Busy,
+    note: &mut Note,
+) -> Result<Response<RespBody>, ProxyError> {
     let mut body = if body.is_end_stream() { Either::Right(Empty::new()) } else { Either::Left(body) };
     let resend = matches!(body, Either::Right(_));
     // A target that refuses the connection is replaced by the next (the request was not sent).
@@ -416,7 +457,6 @@ async fn forward(
             Err(Sent::NotConnected(kind) | Sent::Failed(kind)) => return Err(ProxyError::new(kind)),
         }
     };
-    drop(routes);
     let (mut parts, answer) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.version = HttpVersion::HTTP_2;
@@ -549,7 +589,8 @@ impl Note {
             }
         }
         let facts = ("HTTP/2.0", text);
-        self.entry = Some(crate::conn::record::begin(&ctx.conn, vpc, route, Some(listener), facts, request_id));
+        self.entry =
+            Some(Box::new(crate::conn::record::begin(&ctx.conn, vpc, route, Some(listener), facts, request_id)));
     }
 
     /// Counts the stream's answer and sends its record.
@@ -562,7 +603,9 @@ impl Note {
         received: u64,
     ) {
         let Some(obs) = self.obs else { return };
-        let now = Instant::now();
+        // The response head is what ends the request's clock: when it came from a target,
+        // that instant (read already) serves.
+        let now = self.answered.unwrap_or_else(Instant::now);
         let elapsed = now.saturating_duration_since(started);
         let status = response.status().as_u16();
         let group = self.group.and_then(|i| obs.groups.get(i));
@@ -594,7 +637,7 @@ impl Note {
         if let Some(trace) = self.trace {
             e.request.set(Part::Traceparent, trace.as_bytes());
         }
-        ctx.conn.telemetry.log.send(route, e, &ctx.conn.telemetry.process);
+        ctx.conn.telemetry.log.send(route, *e, &ctx.conn.telemetry.process);
     }
 }
 
@@ -833,49 +876,55 @@ fn h1_head(
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(authority);
     out.extend_from_slice(b"\r\n");
-    let mut field = |name: &[u8], value: &[u8]| {
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    };
-    let mut forwarded_for: Option<Vec<u8>> = None;
     let mut cookies: Option<Vec<u8>> = None;
     let mut has_length = false;
     for (name, value, _) in head.fields() {
         match name {
-            b"x-forwarded-for" => join_value(&mut forwarded_for, value, b", "),
+            b"x-forwarded-for" => {}
             b"cookie" => join_value(&mut cookies, value, b"; "),
             b"traceparent" if trace.is_some() => {}
             _ if is_hop_by_hop(name) || replaced_by_proxy(name) => {}
             _ => {
                 has_length |= name == b"content-length";
-                field(name, value);
+                field(&mut out, name, value);
             }
         }
     }
     if let Some(cookies) = &cookies {
-        field(b"cookie", cookies);
+        field(&mut out, b"cookie", cookies);
     }
     if !has_length && matches!(method, "POST" | "PUT" | "PATCH") {
-        field(b"content-length", b"0");
+        field(&mut out, b"content-length", b"0");
     }
-    join_value(&mut forwarded_for, added.client_ip, b", ");
-    let xff = forwarded_for.unwrap_or_default();
-    field(b"x-forwarded-for", &xff);
-    field(b"x-forwarded-port", added.port);
-    field(b"x-forwarded-proto", b"https");
-    field(b"x-amzn-lattice-network", added.network);
-    field(b"x-amzn-lattice-target", added.target);
-    field(b"x-amzn-requestid", added.request_id);
+    // The client's `x-forwarded-for` list (in one field or several), then the client.
+    out.extend_from_slice(b"x-forwarded-for: ");
+    for value in head.get_all(b"x-forwarded-for") {
+        out.extend_from_slice(value);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(added.client_ip);
+    out.extend_from_slice(b"\r\n");
+    field(&mut out, b"x-forwarded-port", added.port);
+    field(&mut out, b"x-forwarded-proto", b"https");
+    field(&mut out, b"x-amzn-lattice-network", added.network);
+    field(&mut out, b"x-amzn-lattice-target", added.target);
+    field(&mut out, b"x-amzn-requestid", added.request_id);
     if let Some(identity) = added.identity {
-        field(b"x-amzn-lattice-identity", identity.as_bytes());
+        field(&mut out, b"x-amzn-lattice-identity", identity.as_bytes());
     }
     if let Some(trace) = trace {
-        field(TRACEPARENT.as_str().as_bytes(), trace);
+        field(&mut out, TRACEPARENT.as_str().as_bytes(), trace);
     }
     out.extend_from_slice(b"\r\n");
     out
+}
+
+/// `name: value` and its line's end.
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Adds a field's value to those of the same name before it, `sep` between them: the
@@ -975,6 +1024,19 @@ impl Drop for Busy {
 }
 
 // === impl RespBody ===
+
+impl RespBody {
+    /// Fields of the response that the body carries rather than the response's map: an
+    /// HTTP/1.1 target's, read here (`down`), go to the client without a map between.
+    fn target_fields(&self) -> impl Iterator<Item = (&[u8], &[u8], bool)> {
+        match self {
+            Self::Down { body, .. } => Some(body.fields()),
+            _ => None,
+        }
+        .into_iter()
+        .flatten()
+    }
+}
 
 impl Body for RespBody {
     type Data = Bytes;

@@ -10,10 +10,8 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
@@ -22,15 +20,17 @@ use super::Sent;
 use crate::error::ErrorKind;
 use crate::forward::exchange::poll_read;
 use crate::forward::{Pool, Upstream};
-use crate::h1::{Buf, ChunkDecoder, Framing, ResponseHead, parse_response, response_framing, target_keeps};
+use crate::h1::{Buf, ChunkDecoder, Field, Framing, ResponseHead, parse_response, response_framing, target_keeps};
 
 /// The longest response head a target may send.
 const MAX_HEAD: usize = 64 * 1024;
 /// How much a read takes at most.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// A target's response body, read from its HTTP/1.1 connection as the client's stream asks.
+/// A target's response body, read from its HTTP/1.1 connection as the client's stream asks,
+/// and the fields of its head.
 pub(crate) struct H1Body {
+    fields: TargetFields,
     /// The connection, until the body ends (then back to the pool, or closed).
     stream: Option<Upstream>,
     buf: Buf,
@@ -51,7 +51,7 @@ enum State {
 }
 
 /// Sends `head` (a whole HTTP/1.1 request head, no body) to the pool's target and reads the
-/// response head, within `timeout`. `is_head`: the request's method is HEAD (no body follows
+/// response head, by `deadline`. `is_head`: the request's method is HEAD (no body follows
 /// the response head); `idempotent`: the request may be sent again (to the next target) when
 /// the connection broke before any answer: a kept-alive one the target closed meanwhile, or a
 /// target that went away (as on HTTP/1.1, a killed task loses no GET).
@@ -60,9 +60,9 @@ pub(crate) async fn send(
     head: &[u8],
     is_head: bool,
     idempotent: bool,
-    timeout: Duration,
+    deadline: tokio::time::Instant,
 ) -> Result<Response<H1Body>, Sent> {
-    match tokio::time::timeout(timeout, exchange(pool, head, is_head, idempotent)).await {
+    match tokio::time::timeout_at(deadline, exchange(pool, head, is_head, idempotent)).await {
         Ok(answer) => answer,
         Err(_) => Err(Sent::Failed(ErrorKind::Timeout)),
     }
@@ -96,10 +96,12 @@ async fn exchange(pool: &Arc<Pool>, head: &[u8], is_head: bool, idempotent: bool
             Some(h) if h.status == 101 => return Err(broken()),
             Some(h) => {
                 let framing = response_framing(&h, is_head);
-                let response = response_of(buf.bytes(), &h).ok_or_else(broken)?;
                 let keep_alive = target_keeps(&h, framing);
-                buf.consume(h.len);
-                break (response, framing, keep_alive);
+                let status = StatusCode::from_u16(h.status).map_err(|_| broken())?;
+                let len = h.len;
+                let fields = TargetFields::new(buf.bytes(), h);
+                buf.consume(len);
+                break ((status, fields), framing, keep_alive);
             }
             None if buf.len() >= MAX_HEAD => return Err(broken()),
             None => {
@@ -121,34 +123,47 @@ async fn exchange(pool: &Arc<Pool>, head: &[u8], is_head: bool, idempotent: bool
         Framing::Chunked => State::Chunked(ChunkDecoder::default()),
         Framing::Close => State::Close,
     };
-    let mut body = H1Body { stream: Some(stream), buf, state, pool: pool.clone(), keep_alive };
+    let (status, fields) = response;
+    let mut body = H1Body { fields, stream: Some(stream), buf, state, pool: pool.clone(), keep_alive };
     if matches!(body.state, State::Done) {
         body.end();
     }
-    Ok(response.map(|()| body))
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    Ok(response)
 }
 
-/// The response a parsed head describes, without the fields that belong to the connection (and
-/// without a `Content-Length` that does not frame the body: one beside `Transfer-Encoding`, which
-/// would contradict the body HTTP/2 carries). The values share one copy of the head (one
-/// allocation, not one per field).
-fn response_of(buf: &[u8], head: &ResponseHead) -> Option<Response<()>> {
-    let length_frames = matches!(head.framing, Framing::Length(_));
-    let mut response = Response::new(());
-    *response.status_mut() = StatusCode::from_u16(head.status).ok()?;
-    let text = Bytes::copy_from_slice(&buf[..head.len]);
-    let headers = response.headers_mut();
-    headers.reserve(head.fields.len() + 1);
-    for f in &head.fields {
-        let name = &buf[f.name.clone()];
-        if is_connection_field(name) || (!length_frames && name.eq_ignore_ascii_case(b"content-length")) {
-            continue;
+/// A target's response fields as HTTP/2 carries them: its head copied, with the names
+/// lowercased, and the fields kept; those of the connection go, and so does a `Content-Length`
+/// that does not frame the body (one beside `Transfer-Encoding`, which would contradict the
+/// body HTTP/2 carries), and `x-amzn-requestid` (the proxy sets its own). The parser checked
+/// names are tokens and values have no CR, LF or NUL.
+pub(crate) struct TargetFields {
+    text: Vec<u8>,
+    fields: Vec<Field>,
+}
+
+impl TargetFields {
+    fn new(buf: &[u8], head: ResponseHead) -> Self {
+        let length_frames = matches!(head.framing, Framing::Length(_));
+        let mut text = buf[..head.len].to_vec();
+        let mut fields = head.fields;
+        fields.retain(|f| {
+            let name = &text[f.name.clone()];
+            !(is_connection_field(name)
+                || (!length_frames && name.eq_ignore_ascii_case(b"content-length"))
+                || name.eq_ignore_ascii_case(b"x-amzn-requestid"))
+        });
+        for f in &fields {
+            text[f.name.clone()].make_ascii_lowercase();
         }
-        let name = HeaderName::from_bytes(name).ok()?;
-        let value = HeaderValue::from_maybe_shared(text.slice(f.value.clone())).ok()?;
-        headers.append(name, value);
+        Self { text, fields }
     }
-    Some(response)
+
+    /// Each field: name, value, and whether it is sensitive (never, here).
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8], bool)> {
+        self.fields.iter().map(|f| (&self.text[f.name.clone()], &self.text[f.value.clone()], false))
+    }
 }
 
 /// Fields of one HTTP/1.1 connection (any case), which HTTP/2 does not carry.
@@ -159,6 +174,11 @@ fn is_connection_field(name: &[u8]) -> bool {
 // === impl H1Body ===
 
 impl H1Body {
+    /// The fields of the target's response head.
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8], bool)> {
+        self.fields.iter()
+    }
+
     /// The body has been read to its end: the connection goes back to its pool when the target
     /// keeps it and sent nothing more.
     fn end(&mut self) {
@@ -264,15 +284,18 @@ mod tests {
 
     #[test]
     fn fields_of_the_connection_and_a_length_that_does_not_frame_the_body_are_left_out() {
+        let names = |raw: &[u8]| {
+            let head = parse_response(raw).unwrap().unwrap();
+            let fields = TargetFields::new(raw, head);
+            fields
+                .iter()
+                .map(|(n, v, _)| format!("{}={}", String::from_utf8_lossy(n), String::from_utf8_lossy(v)))
+                .collect::<Vec<_>>()
+        };
         let raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\
-                    Keep-Alive: timeout=5\r\nX-Kept: yes\r\n\r\n";
-        let head = parse_response(raw).unwrap().unwrap();
-        let response = response_of(raw, &head).unwrap();
-        let names: Vec<&str> = response.headers().keys().map(|n| n.as_str()).collect();
-        assert_eq!(names, ["x-kept"]);
-        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nUpgrade: h2c\r\n\r\n";
-        let head = parse_response(raw).unwrap().unwrap();
-        let response = response_of(raw, &head).unwrap();
-        assert_eq!(response.headers().keys().map(|n| n.as_str()).collect::<Vec<_>>(), ["content-length"]);
+                    Keep-Alive: timeout=5\r\nX-Kept: Yes\r\nx-amzn-requestid: 1\r\n\r\n";
+        assert_eq!(names(raw), ["x-kept=Yes"]);
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nUpgrade: h2c\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n\r\n";
+        assert_eq!(names(raw), ["content-length=3", "set-cookie=a=1", "set-cookie=b=2"]);
     }
 }

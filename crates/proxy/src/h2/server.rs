@@ -77,6 +77,10 @@ struct Slot {
     phase: Phase,
 }
 
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a slot sends its body for most of its life: boxing the body would cost an allocation a stream"
+)]
 enum Phase {
     /// Routing and the exchange with a target.
     Waiting(Handling),
@@ -378,9 +382,10 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Driver<'h, S> {
                     let (parts, body) = response.into_parts();
                     let end = body.is_end_stream();
                     let status = [(&b":status"[..], parts.status.as_str().as_bytes(), false)];
-                    let fields =
+                    let own =
                         parts.headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes(), v.is_sensitive()));
-                    if !self.conn.send_headers(stream, status.into_iter().chain(fields), end) || end {
+                    let fields = status.into_iter().chain(body.target_fields()).chain(own);
+                    if !self.conn.send_headers(stream, fields, end) || end {
                         return false;
                     }
                     slot.phase = Phase::Sending { body, pending: Bytes::new() };

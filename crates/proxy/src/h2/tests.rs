@@ -534,7 +534,11 @@ async fn scripted_connection(
         let is_head = head.starts_with("HEAD ");
         heads.lock().unwrap().push(head);
         let answer: &[u8] = match path.as_str() {
-            "/length" => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-from: target\r\n\r\nhello",
+            // Names in any case, a field of the connection, a request id of the target's own.
+            "/length" => {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-From: target\r\nKeep-Alive: timeout=5\r\n\
+                  X-Amzn-RequestId: the-target-s\r\n\r\nhello"
+            }
             "/chunked" => {
                 b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n\
                   5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-trailer: t\r\n\r\n"
@@ -592,8 +596,13 @@ async fn bodiless_requests_to_http1_targets_are_written_and_read_by_the_proxy() 
     // A length, chunks (trailers are the connection's: dropped), a 103 skipped: one connection.
     let (parts, body) = get("GET", "/length").await;
     assert_eq!((parts.status.as_u16(), body.as_str()), (200, "hello"));
+    // Lowercased (an HTTP/2 client refuses capitals), without the connection's fields, with the
+    // proxy's request id alone.
     assert_eq!(parts.headers["x-from"], "target");
-    assert!(parts.headers.contains_key("x-amzn-requestid"));
+    assert_eq!(parts.headers["content-length"], "5");
+    assert!(!parts.headers.contains_key("keep-alive"), "{:?}", parts.headers);
+    let ids: Vec<_> = parts.headers.get_all("x-amzn-requestid").iter().collect();
+    assert!(ids.len() == 1 && ids[0] != "the-target-s", "{ids:?}");
     let (parts, body) = get("GET", "/chunked").await;
     assert_eq!((parts.status.as_u16(), body.as_str()), (200, "hello, world"));
     let (parts, body) = get("GET", "/interim").await;
