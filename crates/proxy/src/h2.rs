@@ -136,8 +136,6 @@ struct Note {
     sent: Option<Instant>,
     /// When the target's response head arrived.
     answered: Option<Instant>,
-    /// The `traceparent` the proxy started.
-    trace: Option<String>,
 }
 
 /// Serves one HTTP/2 client connection until it closes, idles out, ages out, or `closing` asks
@@ -399,8 +397,8 @@ fn prepare<'r>(
         }
     };
     let trace = (!traced).then(crate::headers::new_traceparent);
-    if let Some(trace) = &trace {
-        note.trace = Some(String::from_utf8_lossy(trace).into_owned());
+    if let (Some(trace), Some(entry)) = (&trace, &mut note.entry) {
+        entry.request.set(Part::Traceparent, trace);
     }
     let trace = trace.as_ref().map(|t| &t[..]);
     Ok(if !h2 && no_body {
@@ -634,9 +632,6 @@ impl Note {
             ended: now,
         };
         crate::conn::record::finish(&mut e, outcome);
-        if let Some(trace) = self.trace {
-            e.request.set(Part::Traceparent, trace.as_bytes());
-        }
         ctx.conn.telemetry.log.send(route, *e, &ctx.conn.telemetry.process);
     }
 }

@@ -72,34 +72,45 @@ pub(crate) fn valid_traceparent(v: &[u8]) -> bool {
 
 /// A new trace: `00-<random trace id>-<random parent id>-01`.
 pub(crate) fn new_traceparent() -> [u8; TRACEPARENT_LEN] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
-    let words = [crate::balance::random_u64() | 1, crate::balance::random_u64(), crate::balance::random_u64() | 1];
-    let spans: [(usize, u64); 3] = [(3, words[0]), (19, words[1]), (36, words[2])];
-    for (at, word) in spans {
-        for i in 0..16 {
-            out[at + i] = HEX[((word >> (60 - 4 * i)) & 0xf) as usize];
-        }
-    }
+    out[3..19].copy_from_slice(&hex16(crate::balance::random_u64() | 1));
+    out[19..35].copy_from_slice(&hex16(crate::balance::random_u64()));
+    out[36..52].copy_from_slice(&hex16(crate::balance::random_u64() | 1));
     out
 }
 
 /// A request id: a random UUID (version 4).
 pub(crate) fn request_id() -> [u8; 36] {
-    let (hi, lo) = (crate::balance::random_u64(), crate::balance::random_u64());
-    let bits = (u128::from(hi) << 64 | u128::from(lo)) & !(0xf << 76 | 0x3 << 62) | (0x4 << 76 | 0x2 << 62);
-    let mut buf = [0u8; 36];
-    let mut n = 0;
-    for (i, slot) in buf.iter_mut().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            *slot = b'-';
-            continue;
-        }
-        let nibble = (bits >> (124 - 4 * n)) & 0xf;
-        *slot = b"0123456789abcdef"[nibble as usize];
-        n += 1;
-    }
+    const VERSION: u64 = 0xf << 12;
+    const VARIANT: u64 = 0x3 << 62;
+    let hi = hex16(crate::balance::random_u64() & !VERSION | 0x4 << 12);
+    let lo = hex16(crate::balance::random_u64() & !VARIANT | 0x2 << 62);
+    let mut buf = [b'-'; 36];
+    buf[..8].copy_from_slice(&hi[..8]);
+    buf[9..13].copy_from_slice(&hi[8..12]);
+    buf[14..18].copy_from_slice(&hi[12..]);
+    buf[19..23].copy_from_slice(&lo[..4]);
+    buf[24..].copy_from_slice(&lo[4..]);
     buf
+}
+
+/// The 16 lowercase hex digits of `x`, most significant first, eight at a time: each nibble
+/// spread into a byte of its own, then turned into its digit (`0`–`9` or `a`–`f`).
+fn hex16(x: u64) -> [u8; 16] {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let digits = |half: u64| {
+        let mut v = half;
+        v = (v | v << 16) & 0x0000_ffff_0000_ffff;
+        v = (v | v << 8) & 0x00ff_00ff_00ff_00ff;
+        v = (v | v << 4) & 0x0f0f_0f0f_0f0f_0f0f;
+        // A nibble of 10 or more carries into its byte's 0x10 bit once 6 is added.
+        let letters = ((v + 6 * ONES) >> 4) & ONES;
+        (v + u64::from(b'0') * ONES + letters * u64::from(b'a' - b'0' - 10)).to_be_bytes()
+    };
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&digits(x >> 32));
+    out[8..].copy_from_slice(&digits(x & 0xffff_ffff));
+    out
 }
 
 /// `x-amzn-lattice-network` for a VPC.
@@ -416,6 +427,19 @@ mod tests {
         let mut out = Vec::new();
         write_request(&mut out, raw, &head, b"/p", Some(b"other.example"), Framing::Empty, &f);
         assert!(lines(&out).contains(&"host: other.example".to_string()));
+    }
+
+    #[test]
+    fn hex_digits_as_format_writes_them() {
+        let mut x = 0x0123_4567_89ab_cdef_u64;
+        for v in [0, 1, 9, 10, 15, 16, u64::MAX, 0xa0b0_c0d0_e0f0_9080, 0x0f0f_0f0f_0f0f_0f0f].into_iter().chain(
+            (0..1000).map(|_| {
+                x = x.rotate_left(7).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                x
+            }),
+        ) {
+            assert_eq!(std::str::from_utf8(&hex16(v)).unwrap(), format!("{v:016x}"));
+        }
     }
 
     #[test]
