@@ -272,14 +272,59 @@ fn parse_host<'b>(
     host_name(raw, out).ok_or_else(bad)
 }
 
-/// `name[:port]` or `[v6][:port]` → the name, lowercase, without a trailing dot.
+/// `name[:port]` or `[v6][:port]` → the name, lowercase, without a trailing dot. A name is
+/// checked and lowercased in the one pass that copies it.
 pub(crate) fn host_name<'b>(raw: &[u8], buf: &'b mut [u8; MAX_HOST]) -> Option<&'b str> {
-    let (name, rest) = if raw.first() == Some(&b'[') {
-        let end = raw.iter().position(|&b| b == b']')? + 1;
-        raw.split_at(end)
-    } else {
-        raw.split_at(raw.iter().position(|&b| b == b':').unwrap_or(raw.len()))
-    };
+    if raw.first() == Some(&b'[') {
+        return literal_host(raw, buf);
+    }
+    let (mut len, mut port) = (0, None);
+    for (i, &b) in raw.iter().enumerate() {
+        let lower = HOST_BYTE[usize::from(b)];
+        if lower == 0 {
+            // Only the port may follow the name.
+            port = Some(raw.get(i + 1..).filter(|_| b == b':')?);
+            break;
+        }
+        match buf.get_mut(len) {
+            Some(slot) => *slot = lower,
+            // A trailing dot past the longest name: dropped below anyway.
+            None if b == b'.' && matches!(raw.get(i + 1), None | Some(b':')) => continue,
+            None => return None,
+        }
+        len += 1;
+    }
+    if let Some(port) = port
+        && (port.is_empty() || port.len() > 5 || !port.iter().all(u8::is_ascii_digit))
+    {
+        return None;
+    }
+    let name = &buf[..len];
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    if name.is_empty() {
+        return None;
+    }
+    std::str::from_utf8(name).ok()
+}
+
+/// What each byte of a host name becomes: itself in lowercase, or 0 where no name has it.
+const HOST_BYTE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_') {
+            table[b] = c.to_ascii_lowercase();
+        }
+        b += 1;
+    }
+    table
+};
+
+/// `[v6][:port]` → `[v6]`, lowercase.
+fn literal_host<'b>(raw: &[u8], buf: &'b mut [u8; MAX_HOST]) -> Option<&'b str> {
+    let end = raw.iter().position(|&b| b == b']')? + 1;
+    let (name, rest) = raw.split_at(end);
     if let Some(port) = rest.strip_prefix(b":") {
         if port.is_empty() || port.len() > 5 || !port.iter().all(u8::is_ascii_digit) {
             return None;
@@ -287,13 +332,7 @@ pub(crate) fn host_name<'b>(raw: &[u8], buf: &'b mut [u8; MAX_HOST]) -> Option<&
     } else if !rest.is_empty() {
         return None;
     }
-    let name = name.strip_suffix(b".").unwrap_or(name);
-    let literal = name.first() == Some(&b'[');
-    let valid = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_') || literal;
-    if name.is_empty() || name.len() > buf.len() || !name.iter().all(valid) {
-        return None;
-    }
-    let out = &mut buf[..name.len()];
+    let out = buf.get_mut(..name.len())?;
     out.copy_from_slice(name);
     out.make_ascii_lowercase();
     std::str::from_utf8(out).ok()
@@ -345,13 +384,25 @@ mod tests {
             ("svc example", None),
             ("svc.example/x", None),
             ("[::1", None),
+            ("[::1]x", None),
+            (".", None),
+            ("..", Some(".")),
+            ("a_b-C.9", Some("a_b-c.9")),
+            ("svc.example:80:80", None),
+            ("svc.\u{e9}xample", None),
         ];
         for (raw, want) in table {
             let mut buf = [0u8; MAX_HOST];
             assert_eq!(host_name(raw.as_bytes(), &mut buf), *want, "{raw:?}");
         }
+        // The longest name, with and without its trailing dot; one byte more is too long.
+        let longest = "a".repeat(MAX_HOST);
+        for raw in [longest.clone(), format!("{longest}."), format!("{longest}.:443")] {
+            assert_eq!(host_name(raw.as_bytes(), &mut [0u8; MAX_HOST]), Some(longest.as_str()), "{raw}");
+        }
         let long = "a".repeat(MAX_HOST + 1);
         assert_eq!(host_name(long.as_bytes(), &mut [0u8; MAX_HOST]), None);
+        assert_eq!(host_name(format!("{long}.").as_bytes(), &mut [0u8; MAX_HOST]), None);
     }
 
     #[test]
