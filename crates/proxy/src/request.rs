@@ -294,9 +294,7 @@ pub(crate) fn host_name<'b>(raw: &[u8], buf: &'b mut [u8; MAX_HOST]) -> Option<&
         }
         len += 1;
     }
-    if let Some(port) = port
-        && (port.is_empty() || port.len() > 5 || !port.iter().all(u8::is_ascii_digit))
-    {
+    if port.is_some_and(|p| !is_port(p)) {
         return None;
     }
     let name = &buf[..len];
@@ -305,6 +303,11 @@ pub(crate) fn host_name<'b>(raw: &[u8], buf: &'b mut [u8; MAX_HOST]) -> Option<&
         return None;
     }
     std::str::from_utf8(name).ok()
+}
+
+/// One to five digits.
+fn is_port(port: &[u8]) -> bool {
+    !port.is_empty() && port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
 }
 
 /// What each byte of a host name becomes: itself in lowercase, or 0 where no name has it.
@@ -325,12 +328,10 @@ const HOST_BYTE: [u8; 256] = {
 fn literal_host<'b>(raw: &[u8], buf: &'b mut [u8; MAX_HOST]) -> Option<&'b str> {
     let end = raw.iter().position(|&b| b == b']')? + 1;
     let (name, rest) = raw.split_at(end);
-    if let Some(port) = rest.strip_prefix(b":") {
-        if port.is_empty() || port.len() > 5 || !port.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-    } else if !rest.is_empty() {
-        return None;
+    match rest.strip_prefix(b":") {
+        Some(port) if !is_port(port) => return None,
+        None if !rest.is_empty() => return None,
+        _ => {}
     }
     let out = buf.get_mut(..name.len())?;
     out.copy_from_slice(name);
