@@ -881,15 +881,15 @@ fn h1_head(
             _ if is_hop_by_hop(name) || replaced_by_proxy(name) => {}
             _ => {
                 has_length |= name == b"content-length";
-                field(&mut out, name, value);
+                crate::headers::field(&mut out, name, value);
             }
         }
     }
     if let Some(cookies) = &cookies {
-        field(&mut out, b"cookie", cookies);
+        crate::headers::field(&mut out, b"cookie", cookies);
     }
     if !has_length && matches!(method, "POST" | "PUT" | "PATCH") {
-        field(&mut out, b"content-length", b"0");
+        crate::headers::field(&mut out, b"content-length", b"0");
     }
     // The client's `x-forwarded-for` list (in one field or several), then the client.
     out.extend_from_slice(b"x-forwarded-for: ");
@@ -899,27 +899,19 @@ fn h1_head(
     }
     out.extend_from_slice(added.client_ip);
     out.extend_from_slice(b"\r\n");
-    field(&mut out, b"x-forwarded-port", added.port);
-    field(&mut out, b"x-forwarded-proto", b"https");
-    field(&mut out, b"x-amzn-lattice-network", added.network);
-    field(&mut out, b"x-amzn-lattice-target", added.target);
-    field(&mut out, b"x-amzn-requestid", added.request_id);
+    crate::headers::field(&mut out, b"x-forwarded-port", added.port);
+    crate::headers::field(&mut out, b"x-forwarded-proto", b"https");
+    crate::headers::field(&mut out, b"x-amzn-lattice-network", added.network);
+    crate::headers::field(&mut out, b"x-amzn-lattice-target", added.target);
+    crate::headers::field(&mut out, b"x-amzn-requestid", added.request_id);
     if let Some(identity) = added.identity {
-        field(&mut out, b"x-amzn-lattice-identity", identity.as_bytes());
+        crate::headers::field(&mut out, b"x-amzn-lattice-identity", identity.as_bytes());
     }
     if let Some(trace) = trace {
-        field(&mut out, TRACEPARENT.as_str().as_bytes(), trace);
+        crate::headers::field(&mut out, TRACEPARENT.as_str().as_bytes(), trace);
     }
     out.extend_from_slice(b"\r\n");
     out
-}
-
-/// `name: value` and its line's end.
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Adds a field's value to those of the same name before it, `sep` between them: the

@@ -30,6 +30,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// A target's response body, read from its HTTP/1.1 connection as the client's stream asks,
 /// and the fields of its head.
 pub(crate) struct H1Body {
+    /// The response head's fields, sent with the status before the body.
     fields: TargetFields,
     /// The connection, until the body ends (then back to the pool, or closed).
     stream: Option<Upstream>,
@@ -88,7 +89,7 @@ async fn exchange(pool: &Arc<Pool>, head: &[u8], is_head: bool, idempotent: bool
     // Whether the target sent anything at all (after which the request is never sent again).
     let mut answered = false;
     let broken = || Sent::Failed(ErrorKind::UpstreamBroken);
-    let (response, framing, keep_alive) = loop {
+    let (status, fields, framing, keep_alive) = loop {
         match parse_response(buf.bytes()).map_err(|()| broken())? {
             // An interim response (100 Continue, 103 Early Hints): the final one follows.
             Some(h) if (100..200).contains(&h.status) && h.status != 101 => buf.consume(h.len),
@@ -101,7 +102,7 @@ async fn exchange(pool: &Arc<Pool>, head: &[u8], is_head: bool, idempotent: bool
                 let len = h.len;
                 let fields = TargetFields::new(buf.bytes(), h);
                 buf.consume(len);
-                break ((status, fields), framing, keep_alive);
+                break (status, fields, framing, keep_alive);
             }
             None if buf.len() >= MAX_HEAD => return Err(broken()),
             None => {
@@ -123,7 +124,6 @@ async fn exchange(pool: &Arc<Pool>, head: &[u8], is_head: bool, idempotent: bool
         Framing::Chunked => State::Chunked(ChunkDecoder::default()),
         Framing::Close => State::Close,
     };
-    let (status, fields) = response;
     let mut body = H1Body { fields, stream: Some(stream), buf, state, pool: pool.clone(), keep_alive };
     if matches!(body.state, State::Done) {
         body.end();
@@ -138,7 +138,7 @@ async fn exchange(pool: &Arc<Pool>, head: &[u8], is_head: bool, idempotent: bool
 /// that does not frame the body (one beside `Transfer-Encoding`, which would contradict the
 /// body HTTP/2 carries), and `x-amzn-requestid` (the proxy sets its own). The parser checked
 /// names are tokens and values have no CR, LF or NUL.
-pub(crate) struct TargetFields {
+struct TargetFields {
     text: Vec<u8>,
     fields: Vec<Field>,
 }
