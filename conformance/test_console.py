@@ -202,8 +202,12 @@ def demo(tmp_path_factory):
 
 
 @pytest.fixture
-def browser():
-    """Headless Chromium through Debian's chromedriver (never a downloaded one)."""
+def browser(tmp_path_factory):
+    """Headless Chromium through Debian's chromedriver (never a downloaded one).
+
+    Chromium's profile and its singleton socket directories go under a directory of the test's
+    own, removed afterwards; left to themselves they pile up in /tmp, one per start.
+    """
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
 
@@ -213,15 +217,18 @@ def browser():
         pytest.fail("the console test needs Debian's chromium and chromium-driver (scripts/test installs them)")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
+    scratch = tmp_path_factory.mktemp("chromium")
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1400,1300", "--no-proxy-server"):
+                "--window-size=1400,1300", "--no-proxy-server", f"--user-data-dir={scratch / 'profile'}"):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    env = dict(os.environ, TMPDIR=str(scratch))
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path, env=env), options=options)
     driver.set_page_load_timeout(30)
     try:
         yield driver
     finally:
         driver.quit()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def sign_in_browser(browser, demo: Demo, wait):
