@@ -105,7 +105,8 @@ pub(crate) struct Meter {
 pub(crate) struct Clock {
     header_read_timeout: Duration,
     response_timeout: Duration,
-    /// Last time bytes moved to or from the client.
+    /// Last time bytes moved to or from the client (the coarse clock's: it is read on every
+    /// read and write, and a tick does not change an idle timeout).
     last_io: Instant,
     /// When the head in progress began, if one is.
     head_started: Option<Instant>,
@@ -388,7 +389,7 @@ impl Session {
                 if let Some((_, e)) = &mut entry {
                     record::caller(e, forward.identity.as_ref());
                 }
-                match self.forward(&head, forward, &request_id).await {
+                match self.forward(&head, forward, &request_id, started).await {
                     Ok(next) => {
                         done.status = self.meter.status;
                         if done.status == 0 {
@@ -511,7 +512,7 @@ impl Session {
             return Poll::Ready(Ok(0));
         }
         self.bytes_in += n as u64;
-        let now = Instant::now();
+        let now = crate::clock::instant();
         self.timers.clock.last_io = now;
         let pass = self.guard.scan(&self.rbuf.spare_bytes()[..n]);
         if pass < n {
@@ -534,7 +535,7 @@ impl Session {
             }
             *written += n;
             self.bytes_out += n as u64;
-            self.timers.clock.last_io = Instant::now();
+            self.timers.clock.last_io = crate::clock::instant();
         }
         // TLS records still in the session's buffer go out too (a no-op for cleartext).
         ready!(Pin::new(&mut self.client).poll_flush(cx))?;
@@ -604,11 +605,6 @@ impl Clock {
     /// Starts waiting for a target's response head: the request was all sent at `sent`.
     pub(crate) fn await_response(&mut self, sent: Instant) {
         self.response_due = Some(later(sent, self.response_timeout));
-    }
-
-    /// When the last bytes moved to or from the client.
-    pub(crate) fn last_io(&self) -> Instant {
-        self.last_io
     }
 
     /// The response head arrived (or the exchange ended).

@@ -20,9 +20,9 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 use trellis_net::Place;
 
+use crate::clock::Stamp;
 use crate::error::ErrorKind;
 
 pub(crate) mod exchange;
@@ -59,7 +59,7 @@ pub(crate) struct Pool {
     h2: Mutex<Option<Arc<H2Client>>>,
     /// HTTP/1.1 connections driven by hyper (HTTP/2 clients' requests going down to HTTP/1.1),
     /// each with when it was last given back.
-    h1: Mutex<Vec<(H1Sender, Instant)>>,
+    h1: Mutex<Vec<(H1Sender, Stamp)>>,
 }
 
 /// Sends requests on an HTTP/1.1 connection to a target, for HTTP/2 clients.
@@ -72,7 +72,8 @@ use crate::h2::client::H2Client;
 
 struct Idle {
     stream: Upstream,
-    since: Instant,
+    /// When it was given back (the coarse clock: a pool's idle time is seconds).
+    since: Stamp,
 }
 
 /// A connection to a target: cleartext, or TLS (HTTPS target groups; the target's certificate
@@ -192,7 +193,7 @@ impl Pool {
     pub(crate) fn put_h1(&self, sender: H1Sender) {
         let mut senders = self.h1.lock().unwrap_or_else(|p| p.into_inner());
         if senders.len() < MAX_IDLE_SENDERS && !sender.is_closed() {
-            senders.push((sender, Instant::now()));
+            senders.push((sender, Stamp::now()));
         }
     }
 
@@ -230,7 +231,7 @@ impl Pool {
 
     /// Takes back a connection whose exchange ended cleanly.
     pub(crate) fn put(self: &Arc<Self>, stream: Upstream) {
-        let idle = Idle { stream, since: Instant::now() };
+        let idle = Idle { stream, since: Stamp::now() };
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(idle);
         if !self.reaping.swap(true, Ordering::AcqRel) {
             tokio::spawn(reap(Arc::downgrade(self), self.idle_timeout));
@@ -337,6 +338,8 @@ impl AsyncWrite for Upstream {
 
 #[cfg(test)]
 mod tests {
+    use tokio::time::Instant;
+
     use super::*;
 
     #[tokio::test]

@@ -27,6 +27,7 @@ use trellis_net::{Network, Ports};
 mod access_log;
 mod auth;
 mod balance;
+mod clock;
 mod conn;
 mod dns;
 mod error;

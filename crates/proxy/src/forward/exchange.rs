@@ -106,12 +106,14 @@ enum Outcome {
 impl Session {
     /// Forwards the request whose head is at the start of `rbuf` to a target of `fw.group` and
     /// brings its response back. `Err` carries the error the client gets, and whether the
-    /// request body was left unread (the connection must then close).
+    /// request body was left unread (the connection must then close). `started`: when the
+    /// proxy took the request.
     pub(crate) async fn forward(
         &mut self,
         head: &RequestHead,
         fw: Forward<'_>,
         request_id: &[u8; 36],
+        started: tokio::time::Instant,
     ) -> Result<Next, (ProxyError, bool)> {
         if self.ubuf.capacity() == 0 {
             self.ubuf = Buf::with_capacity(READ_CHUNK);
@@ -199,9 +201,10 @@ impl Session {
                 clock_started: false,
             };
             if matches!(body, ReqBody::Done) {
-                // All of the request goes out at once: the target's time starts now.
-                self.timers.clock.await_response(self.timers.clock.last_io());
-                self.meter.sent = Some(self.timers.clock.last_io());
+                // All of the request goes out at once, in the turn that took it: the target's
+                // time starts with the request's (the clock is not read again).
+                self.timers.clock.await_response(started);
+                self.meter.sent = Some(started);
                 x.clock_started = true;
             }
             let req = Req { head, request_id };

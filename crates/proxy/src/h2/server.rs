@@ -58,6 +58,8 @@ pub(super) struct Driver<'h, S> {
     /// The client closed its side, or the socket failed: nothing more is read.
     read_closed: bool,
     slots: Vec<Option<Slot>>,
+    /// The other of the two lists of woken slots.
+    woken_spare: Vec<usize>,
     free: Vec<usize>,
     /// Which slot serves each open stream.
     by_stream: HashMap<u32, usize>,
@@ -159,6 +161,7 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Driver<'h, S> {
             unflushed: false,
             read_closed: false,
             slots: Vec::new(),
+            woken_spare: Vec::new(),
             free: Vec::new(),
             by_stream: HashMap::new(),
             blocked: Vec::new(),
@@ -332,9 +335,13 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Driver<'h, S> {
 
     /// Polls the slots that were woken, and those whose data waited for a window that opened.
     fn run_woken(&mut self) -> bool {
-        let (slots, released) = {
+        // The woken list trades places with an empty one of the same capacity: no allocation
+        // a turn.
+        let mut slots = std::mem::take(&mut self.woken_spare);
+        let released = {
             let mut woken = self.shared.woken.lock().unwrap_or_else(|e| e.into_inner());
-            (std::mem::take(&mut woken.slots), std::mem::take(&mut woken.released))
+            std::mem::swap(&mut woken.slots, &mut slots);
+            std::mem::take(&mut woken.released)
         };
         let mut busy = !slots.is_empty() || !released.is_empty();
         for pipe in released {
@@ -343,12 +350,14 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Driver<'h, S> {
                 self.conn.release(pipe.stream, taken);
             }
         }
-        for index in slots {
+        for &index in &slots {
             if let Some(Some(slot)) = self.slots.get(index) {
                 slot.wake.queued.store(false, Ordering::Release);
                 self.poll_slot(index);
             }
         }
+        slots.clear();
+        self.woken_spare = slots;
         if self.conn.take_writable() && !self.blocked.is_empty() {
             busy = true;
             for index in std::mem::take(&mut self.blocked) {

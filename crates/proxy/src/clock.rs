@@ -1,0 +1,73 @@
+//! The kernel's coarse monotonic clock: the time of its last tick, read from the vDSO page
+//! without reading a time counter (a few nanoseconds, where the precise clock costs tens on
+//! every read). It lags the precise clock by up to a tick (1-10 ms), so it serves what such a
+//! lag does not change and what happens on every request: when a pooled connection went idle,
+//! when a connection's last stream ended, when bytes last moved on a client's connection.
+//! Request and response times keep the precise clock.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Nanoseconds on the coarse monotonic clock.
+fn coarse_nanos() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
+}
+
+/// Now on the coarse clock, as an `Instant`, for deadlines a tick does not move: within a tick
+/// of `Instant::now()` either way (the two clocks are paired once, when first asked).
+pub(crate) fn instant() -> Instant {
+    static PAIR: OnceLock<(Instant, u64)> = OnceLock::new();
+    let now = coarse_nanos();
+    let &(at, nanos) = PAIR.get_or_init(|| (Instant::now(), coarse_nanos()));
+    at + Duration::from_nanos(now.saturating_sub(nanos))
+}
+
+/// A moment on the coarse monotonic clock, in milliseconds from an unspecified start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Stamp(u64);
+
+impl Stamp {
+    /// The clock's last tick.
+    pub(crate) fn now() -> Self {
+        Self(coarse_nanos() / 1_000_000)
+    }
+
+    /// How long after `earlier` this is (zero if it is not after).
+    pub(crate) fn since(self, earlier: Stamp) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+
+    /// How long ago this was.
+    pub(crate) fn elapsed(self) -> Duration {
+        Self::now().since(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_pace_with_the_precise_clock() {
+        let (coarse, precise) = (Stamp::now(), std::time::Instant::now());
+        std::thread::sleep(Duration::from_millis(60));
+        let (c, p) = (coarse.elapsed(), precise.elapsed());
+        assert!(Stamp::now() >= coarse);
+        // Apart by at most a tick at each end (ticks are 10 ms at the slowest kernel rate).
+        assert!(c.abs_diff(p) <= Duration::from_millis(25), "coarse {c:?}, precise {p:?}");
+        assert_eq!(coarse.since(Stamp::now()), Duration::ZERO);
+    }
+
+    #[test]
+    fn its_instants_are_within_a_tick_of_the_precise_ones() {
+        for _ in 0..3 {
+            let (coarse, precise) = (instant(), Instant::now());
+            let apart = if coarse > precise { coarse - precise } else { precise - coarse };
+            assert!(apart <= Duration::from_millis(25), "{apart:?} apart");
+            std::thread::sleep(Duration::from_millis(15));
+        }
+    }
+}
