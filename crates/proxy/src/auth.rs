@@ -347,8 +347,7 @@ pub(crate) fn write_identity(out: &mut Vec<u8>, id: &Identity) {
 /// behind at most, which a check of minutes does not see; it reads no time counter, which
 /// the precise clock does on every request).
 pub(crate) fn now() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-    u64::try_from(t.tv_sec).unwrap_or(0)
+    crate::clock::unix_seconds()
 }
 
 /// Percent-decoding of a query part (`+` is a space in forms).
