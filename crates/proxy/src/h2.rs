@@ -267,7 +267,8 @@ async fn forward(
         note.target = Some(target.pool.addr());
         let sent = Instant::now();
         note.sent = Some(sent);
-        match down::send(&target.pool, &head, is_head, idempotent, sent + ctx.config.response_timeout).await {
+        let deadline = sent + ctx.config.response_timeout;
+        match down::send(&target.pool, &head, is_head, idempotent, deadline, request_id).await {
             Ok(response) => {
                 note.answered = Some(Instant::now());
                 break (response, guard);
@@ -277,9 +278,9 @@ async fn forward(
         }
     };
     drop(routes);
+    // The request id is among the target's fields the body carries.
     let (mut parts, body) = response.into_parts();
     parts.version = HttpVersion::HTTP_2;
-    parts.headers.insert(X_AMZN_REQUESTID, request_id_value(request_id));
     Ok(Response::from_parts(parts, RespBody::Down { body, _held: (guard, busy) }))
 }
 

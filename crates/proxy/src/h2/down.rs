@@ -62,14 +62,21 @@ pub(crate) async fn send(
     is_head: bool,
     idempotent: bool,
     deadline: tokio::time::Instant,
+    request_id: &[u8; 36],
 ) -> Result<Response<H1Body>, Sent> {
-    match tokio::time::timeout_at(deadline, exchange(pool, head, is_head, idempotent)).await {
+    match tokio::time::timeout_at(deadline, exchange(pool, head, is_head, idempotent, request_id)).await {
         Ok(answer) => answer,
         Err(_) => Err(Sent::Failed(ErrorKind::Timeout)),
     }
 }
 
-async fn exchange(pool: &Arc<Pool>, head: &[u8], is_head: bool, idempotent: bool) -> Result<Response<H1Body>, Sent> {
+async fn exchange(
+    pool: &Arc<Pool>,
+    head: &[u8],
+    is_head: bool,
+    idempotent: bool,
+    request_id: &[u8; 36],
+) -> Result<Response<H1Body>, Sent> {
     let mut stream = match pool.take() {
         Some(stream) => stream,
         None => Box::pin(pool.connect()).await.map_err(Sent::NotConnected)?,
@@ -100,7 +107,7 @@ async fn exchange(pool: &Arc<Pool>, head: &[u8], is_head: bool, idempotent: bool
                 let keep_alive = target_keeps(&h, framing);
                 let status = StatusCode::from_u16(h.status).map_err(|_| broken())?;
                 let len = h.len;
-                let fields = TargetFields::new(buf.bytes(), h);
+                let fields = TargetFields::new(buf.bytes(), h, request_id);
                 buf.consume(len);
                 break (status, fields, framing, keep_alive);
             }
@@ -136,7 +143,8 @@ async fn exchange(pool: &Arc<Pool>, head: &[u8], is_head: bool, idempotent: bool
 /// A target's response fields as HTTP/2 carries them: its head copied, with the names
 /// lowercased, and the fields kept; those of the connection go, and so does a `Content-Length`
 /// that does not frame the body (one beside `Transfer-Encoding`, which would contradict the
-/// body HTTP/2 carries), and `x-amzn-requestid` (the proxy sets its own). The parser checked
+/// body HTTP/2 carries), and `x-amzn-requestid`: the proxy's own follows the target's fields
+/// (kept after them in `text`, so that the response needs no header map). The parser checked
 /// names are tokens and values have no CR, LF or NUL.
 struct TargetFields {
     text: Vec<u8>,
@@ -144,9 +152,11 @@ struct TargetFields {
 }
 
 impl TargetFields {
-    fn new(buf: &[u8], head: ResponseHead) -> Self {
+    fn new(buf: &[u8], head: ResponseHead, request_id: &[u8; 36]) -> Self {
         let length_frames = matches!(head.framing, Framing::Length(_));
-        let mut text = buf[..head.len].to_vec();
+        let mut text = Vec::with_capacity(head.len + request_id.len());
+        text.extend_from_slice(&buf[..head.len]);
+        text.extend_from_slice(request_id);
         let mut fields = head.fields;
         fields.retain(|f| {
             let name = &text[f.name.clone()];
@@ -162,7 +172,9 @@ impl TargetFields {
 
     /// Each field: name, value, and whether it is sensitive (never, here).
     fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8], bool)> {
-        self.fields.iter().map(|f| (&self.text[f.name.clone()], &self.text[f.value.clone()], false))
+        let fields = self.fields.iter().map(|f| (&self.text[f.name.clone()], &self.text[f.value.clone()], false));
+        let request_id = &self.text[self.text.len() - 36..];
+        fields.chain(std::iter::once((&b"x-amzn-requestid"[..], request_id, false)))
     }
 }
 
@@ -286,7 +298,7 @@ mod tests {
     fn fields_of_the_connection_and_a_length_that_does_not_frame_the_body_are_left_out() {
         let names = |raw: &[u8]| {
             let head = parse_response(raw).unwrap().unwrap();
-            let fields = TargetFields::new(raw, head);
+            let fields = TargetFields::new(raw, head, &[b'7'; 36]);
             fields
                 .iter()
                 .map(|(n, v, _)| format!("{}={}", String::from_utf8_lossy(n), String::from_utf8_lossy(v)))
@@ -294,8 +306,10 @@ mod tests {
         };
         let raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\
                     Keep-Alive: timeout=5\r\nX-Kept: Yes\r\nx-amzn-requestid: 1\r\n\r\n";
-        assert_eq!(names(raw), ["x-kept=Yes"]);
+        let id = "7".repeat(36);
+        assert_eq!(names(raw), ["x-kept=Yes".to_string(), format!("x-amzn-requestid={id}")]);
         let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nUpgrade: h2c\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n\r\n";
-        assert_eq!(names(raw), ["content-length=3", "set-cookie=a=1", "set-cookie=b=2"]);
+        let kept = ["content-length=3", "set-cookie=a=1", "set-cookie=b=2"].map(String::from);
+        assert_eq!(names(raw)[..3], kept);
     }
 }
