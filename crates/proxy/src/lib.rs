@@ -43,6 +43,7 @@ pub mod http2;
 mod listener;
 mod metrics;
 mod request;
+mod swar;
 mod table;
 mod telemetry;
 mod tls;

@@ -396,17 +396,18 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Driver<'h, S> {
 
     /// Moves a stream on as far as it goes now.
     fn poll_slot(&mut self, index: usize) {
-        let Some(mut slot) = self.slots[index].take() else { return };
-        if self.step(&mut slot, index) {
-            self.slots[index] = Some(slot);
-        } else {
+        // Worked on in its place (a slot is a few hundred bytes, moved out and back otherwise).
+        let Some(Some(slot)) = self.slots.get_mut(index) else { return };
+        if !Self::step(&mut self.conn, &mut self.blocked, slot, index)
+            && let Some(slot) = self.slots[index].take()
+        {
             self.finish(index, slot);
         }
     }
 
-    /// [`Driver::poll_slot`]'s work, the slot taken out of its place: `false` once the stream
-    /// is done.
-    fn step(&mut self, slot: &mut Slot, index: usize) -> bool {
+    /// [`Driver::poll_slot`]'s work: `false` once the stream is done. `blocked` takes the slot
+    /// if its data waits for the client's window.
+    fn step(conn: &mut Connection, blocked: &mut Vec<usize>, slot: &mut Slot, index: usize) -> bool {
         let stream = slot.stream;
         let mut cx = Context::from_waker(&slot.waker);
         loop {
@@ -419,21 +420,21 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Driver<'h, S> {
                     let own =
                         parts.headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes(), v.is_sensitive()));
                     let fields = status.into_iter().chain(body.target_fields()).chain(own);
-                    if !self.conn.send_headers(stream, fields, end) || end {
+                    if !conn.send_headers(stream, fields, end) || end {
                         return false;
                     }
                     slot.phase = Phase::Sending { body, pending: Bytes::new() };
                 }
                 Phase::Sending { body, pending } => {
-                    return match pump_body(&mut self.conn, stream, body, pending, &mut cx) {
+                    return match pump_body(conn, stream, body, pending, &mut cx) {
                         Pumped::Blocked => {
-                            self.blocked.push(index);
+                            blocked.push(index);
                             true
                         }
                         Pumped::Waiting => true,
                         Pumped::Done => false,
                         Pumped::Failed => {
-                            self.conn.reset(stream, Reason::INTERNAL_ERROR);
+                            conn.reset(stream, Reason::INTERNAL_ERROR);
                             false
                         }
                     };

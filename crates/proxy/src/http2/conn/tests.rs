@@ -289,6 +289,12 @@ fn malformed_requests_reset_their_stream_and_nothing_else() {
         ("value with NUL", request_with(&[("x-a", "1\u{0}2")])),
         ("value with leading space", request_with(&[("x-a", " 1")])),
         ("name with a colon", request_with(&[("x:a", "1")])),
+        // Past the first eight bytes, and in the last short word.
+        ("uppercase in a long name", request_with(&[("x-a-long-field-Name", "1")])),
+        ("space in a long name", request_with(&[("x-a-long-field name", "1")])),
+        ("non-ASCII name", request_with(&[("x-caf\u{e9}", "1")])),
+        ("CR in a long value", request_with(&[("x-a", "0123456789abcdef\r")])),
+        ("LF in a long value", request_with(&[("x-a", "01234567\n89abcdef")])),
         ("empty name", request_with(&[("", "1")])),
         ("no :path", block(&[(":method", "GET"), (":scheme", "https"), (":authority", "a")])),
         ("empty :path", block(&[(":method", "GET"), (":scheme", "https"), (":path", "")])),

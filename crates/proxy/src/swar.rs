@@ -1,0 +1,90 @@
+//! Byte checks eight at a time in a `u64` (SWAR: SIMD within a register), for the bytes every
+//! request's fields pass through, where a loop over bytes costs several instructions a byte.
+//! Each test says whether *any* byte of a word matches, exactly: the borrows and carries of
+//! the arithmetic start only at a byte that matches, so they never make a match of nothing.
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// Whether `bad` holds for any word of `bytes` (the last one padded with `pad`, a byte `bad`
+/// must not flag).
+#[inline]
+pub(crate) fn any(bytes: &[u8], pad: u8, bad: impl Fn(u64) -> bool) -> bool {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut found = false;
+    for chunk in &mut chunks {
+        found |= bad(u64::from_le_bytes(<[u8; 8]>::try_from(chunk).unwrap_or([pad; 8])));
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut word = [pad; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        found |= bad(u64::from_le_bytes(word));
+    }
+    found
+}
+
+/// Whether a byte of `x` is `b`.
+#[inline]
+pub(crate) fn has_byte(x: u64, b: u8) -> bool {
+    has_less(x ^ (ONES * u64::from(b)), 1)
+}
+
+/// Whether a byte of `x` is below `n` (`n` at most 128).
+#[inline]
+pub(crate) fn has_less(x: u64, n: u8) -> bool {
+    x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS != 0
+}
+
+/// Whether a byte of `x` is above `n` (`n` at most 127; bytes of 128 and more count).
+#[inline]
+pub(crate) fn has_more(x: u64, n: u8) -> bool {
+    (x.wrapping_add(ONES * u64::from(127 - n)) | x) & HIGHS != 0
+}
+
+/// Whether a byte of `x` is above `m` and below `n` (`m` at most 127, `n` at most 128).
+#[inline]
+pub(crate) fn has_between(x: u64, m: u8, n: u8) -> bool {
+    let low = x & LOW7;
+    (ONES * (127 + u64::from(n))).wrapping_sub(low) & !x & low.wrapping_add(ONES * u64::from(127 - m)) & HIGHS != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte value at every place of words (and of a short last word), among good bytes,
+    /// against the plain definition.
+    #[test]
+    fn each_test_finds_exactly_the_bytes_it_should() {
+        let tests: [(&str, fn(u64) -> bool, fn(u8) -> bool); 5] = [
+            ("byte ':'", |x| has_byte(x, b':'), |b| b == b':'),
+            ("byte 0", |x| has_byte(x, 0), |b| b == 0),
+            ("less than 0x21", |x| has_less(x, 0x21), |b| b < 0x21),
+            ("more than 0x7e", |x| has_more(x, 0x7e), |b| b > 0x7e),
+            ("between 0x40 and 0x5b", |x| has_between(x, 0x40, 0x5b), |b| b > 0x40 && b < 0x5b),
+        ];
+        for (what, word_test, byte_test) in tests {
+            for len in 1..=17 {
+                for at in 0..len {
+                    for b in 0..=255u8 {
+                        let mut bytes = vec![b'a'; len];
+                        bytes[at] = b;
+                        assert_eq!(any(&bytes, b'a', word_test), byte_test(b), "{what}: {b:#x} at {at} of {len}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_that_match_next_to_each_other_are_found() {
+        for (a, b) in [(0xffu8, 0x7eu8), (0x00, 0x01), (0x80, 0x7f), (0x41, 0x5a)] {
+            let word = u64::from_le_bytes([b'a', a, b, b'a', b'a', b'a', b'a', b'a']);
+            assert!(has_more(word, 0x7e) == (a > 0x7e || b > 0x7e));
+            assert!(has_less(word, 0x21) == (a < 0x21 || b < 0x21));
+            assert!(has_between(word, 0x40, 0x5b) == ((0x41..0x5b).contains(&a) || (0x41..0x5b).contains(&b)));
+        }
+    }
+}
