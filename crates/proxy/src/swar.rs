@@ -54,11 +54,14 @@ pub(crate) fn has_between(x: u64, m: u8, n: u8) -> bool {
 mod tests {
     use super::*;
 
+    /// A test's name, the test of words, and what it must find in one byte.
+    type Case = (&'static str, fn(u64) -> bool, fn(u8) -> bool);
+
     /// Every byte value at every place of words (and of a short last word), among good bytes,
     /// against the plain definition.
     #[test]
     fn each_test_finds_exactly_the_bytes_it_should() {
-        let tests: [(&str, fn(u64) -> bool, fn(u8) -> bool); 5] = [
+        let tests: [Case; 5] = [
             ("byte ':'", |x| has_byte(x, b':'), |b| b == b':'),
             ("byte 0", |x| has_byte(x, 0), |b| b == 0),
             ("less than 0x21", |x| has_less(x, 0x21), |b| b < 0x21),
