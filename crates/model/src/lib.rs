@@ -12,6 +12,7 @@ pub mod cidr;
 pub mod dns_name;
 pub mod ec2;
 pub mod ecs;
+pub mod hash;
 pub mod iam;
 pub mod id;
 pub mod lattice;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cidr::Cidr;
+use crate::hash::FastState;
 use crate::lattice::{HealthCheckConfig, HttpMatch, ListenerProtocol};
 use crate::policy::Policy;
 
@@ -30,8 +31,9 @@ pub struct Snapshot {
     /// Every target group, by ID (including unused ones: health checks report `UNUSED`).
     pub target_groups: BTreeMap<String, Arc<TargetGroupView>>,
     /// Host names (generated and custom, lowercase) → service ID, for routing by `Host`/SNI;
-    /// made by [`hosts`], and sharing the views' strings.
-    pub hosts: HashMap<Arc<str>, Arc<str>>,
+    /// made by [`hosts`], and sharing the views' strings (looked up on every request: hashed
+    /// fast).
+    pub hosts: HashMap<Arc<str>, Arc<str>, FastState>,
     /// Every VPC's network (associated or not), by VPC ID: what netns mode makes real.
     pub networks: BTreeMap<String, VpcNetwork>,
     /// Service networks and services with `authType: AWS_IAM`, by ID (`sn-…`, `svc-…`); any
@@ -230,9 +232,9 @@ pub struct TargetView {
 /// Generated and custom names (lowercase) → service ID, sharing the views' strings. Should two
 /// services claim one custom name (possible across service networks), the lower service ID
 /// keeps it.
-pub fn hosts(services: &BTreeMap<Arc<str>, Arc<ServiceView>>) -> HashMap<Arc<str>, Arc<str>> {
+pub fn hosts(services: &BTreeMap<Arc<str>, Arc<ServiceView>>) -> HashMap<Arc<str>, Arc<str>, FastState> {
     let custom = services.values().filter(|s| s.custom_domain_name.is_some()).count();
-    let mut hosts = HashMap::with_capacity(services.len() + custom);
+    let mut hosts = HashMap::with_capacity_and_hasher(services.len() + custom, FastState::default());
     for (id, svc) in services {
         hosts.insert(svc.dns_name.clone(), id.clone());
         if let Some(custom) = &svc.custom_domain_name {

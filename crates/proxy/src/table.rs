@@ -7,9 +7,9 @@
 //! It answers the same question as `Snapshot::find_service` (tested against it), in O(1).
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
+use trellis_model::hash::FastState;
 
 use rustls::ServerConfig;
 use trellis_model::iam::Identities;
@@ -33,39 +33,12 @@ const DEFAULT_IDLE: Duration = Duration::from_secs(60);
 /// `x-amzn-lattice-target` values by target group ID.
 type TargetHeaders = Box<[(String, Box<[u8]>)]>;
 
-/// Maps looked up on every request, by IDs from the configuration: a multiply-rotate hash
-/// instead of SipHash (their keys come from the API, not from clients, so there is no flooding
-/// to resist; measured, SipHash was about 3% of the proxy's user time).
-type FastMap<V> = HashMap<String, V, BuildHasherDefault<FastHasher>>;
+/// Maps looked up on every request, by IDs from the configuration (hashed fast: see
+/// [`trellis_model::hash`]).
+type FastMap<V> = HashMap<String, V, FastState>;
 
 /// The same, keyed by IDs the snapshot shares (no copy per table).
-type SharedKeyMap<V> = HashMap<Arc<str>, V, BuildHasherDefault<FastHasher>>;
-
-/// FxHash's mixing, a word at a time.
-#[derive(Default)]
-pub(crate) struct FastHasher(u64);
-
-impl Hasher for FastHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let word = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
-        }
-        for &b in chunks.remainder() {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
-        }
-    }
-
-    fn write_u8(&mut self, b: u8) {
-        self.write(&[b]);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+type SharedKeyMap<V> = HashMap<Arc<str>, V, FastState>;
 
 /// Everything the request path needs from one snapshot and one health table.
 pub(crate) struct Routes {
