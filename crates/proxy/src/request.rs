@@ -273,36 +273,28 @@ fn parse_host<'b>(
 }
 
 /// `name[:port]` or `[v6][:port]` → the name, lowercase, without a trailing dot. A name is
-/// checked and lowercased in the one pass that copies it.
+/// checked in one pass (a table lookup a byte, no store), then copied and lowercased a vector
+/// at a time.
 pub(crate) fn host_name<'b>(raw: &[u8], buf: &'b mut [u8; MAX_HOST]) -> Option<&'b str> {
     if raw.first() == Some(&b'[') {
         return literal_host(raw, buf);
     }
-    let (mut len, mut port) = (0, None);
-    for (i, &b) in raw.iter().enumerate() {
-        let lower = HOST_BYTE[usize::from(b)];
-        if lower == 0 {
-            // Only the port may follow the name.
-            port = Some(raw.get(i + 1..).filter(|_| b == b':')?);
-            break;
-        }
-        match buf.get_mut(len) {
-            Some(slot) => *slot = lower,
-            // A trailing dot past the longest name: dropped below anyway.
-            None if b == b'.' && matches!(raw.get(i + 1), None | Some(b':')) => continue,
-            None => return None,
-        }
-        len += 1;
+    // The name ends at the first byte no name has: only a port may follow it.
+    let end = raw.iter().position(|&b| HOST_BYTE[usize::from(b)] == 0).unwrap_or(raw.len());
+    let (name, rest) = raw.split_at(end);
+    match rest.split_first() {
+        None => {}
+        Some((b':', port)) if is_port(port) => {}
+        Some(_) => return None,
     }
-    if port.is_some_and(|p| !is_port(p)) {
-        return None;
-    }
-    let name = &buf[..len];
     let name = name.strip_suffix(b".").unwrap_or(name);
     if name.is_empty() {
         return None;
     }
-    std::str::from_utf8(name).ok()
+    let out = buf.get_mut(..name.len())?;
+    out.copy_from_slice(name);
+    out.make_ascii_lowercase();
+    std::str::from_utf8(out).ok()
 }
 
 /// One to five digits.
@@ -310,14 +302,14 @@ fn is_port(port: &[u8]) -> bool {
     !port.is_empty() && port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
 }
 
-/// What each byte of a host name becomes: itself in lowercase, or 0 where no name has it.
+/// Whether a host name may have each byte (non-zero: it may).
 const HOST_BYTE: [u8; 256] = {
     let mut table = [0u8; 256];
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
         if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_') {
-            table[b] = c.to_ascii_lowercase();
+            table[b] = 1;
         }
         b += 1;
     }
