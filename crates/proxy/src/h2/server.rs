@@ -59,6 +59,9 @@ pub(super) struct Driver<'h, S> {
     /// The client closed its side, or the socket failed: nothing more is read.
     read_closed: bool,
     slots: Vec<Option<Slot>>,
+    /// Each slot's waker, made with the slot and kept for the streams it serves after (a wake
+    /// of a finished stream polls the next one for nothing, which any future allows).
+    wakers: Vec<(Waker, Arc<SlotWake>)>,
     /// The other of the two lists of woken slots.
     woken_spare: Vec<usize>,
     free: Vec<usize>,
@@ -186,6 +189,7 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Driver<'h, S> {
             unflushed: false,
             read_closed: false,
             slots: Vec::new(),
+            wakers: Vec::new(),
             woken_spare: Vec::new(),
             free: Vec::new(),
             by_stream: HashMap::default(),
@@ -347,11 +351,13 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Driver<'h, S> {
             return;
         };
         let index = self.free.pop().unwrap_or_else(|| {
+            let index = self.slots.len();
+            let wake = Arc::new(SlotWake { slot: index, queued: AtomicBool::new(false), shared: self.shared.clone() });
+            self.wakers.push((Waker::from(wake.clone()), wake));
             self.slots.push(None);
-            self.slots.len() - 1
+            index
         });
-        let wake = Arc::new(SlotWake { slot: index, queued: AtomicBool::new(false), shared: self.shared.clone() });
-        let waker = Waker::from(wake.clone());
+        let (waker, wake) = self.wakers[index].clone();
         let phase = Phase::Waiting((self.handler)(Req { head, body }));
         self.slots[index] = Some(Slot { stream, wake, waker, pipe, phase });
         self.by_stream.insert(stream, index);
