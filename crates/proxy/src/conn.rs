@@ -35,7 +35,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::guard::{FramingGuard, Limits};
 use crate::h1::{Buf, Framing, RequestHead};
 use crate::metrics::{ActiveConn, RouteStats};
-use crate::request::{self, Decision, Seen};
+use crate::request::{self, Decision, LastHost, Seen};
 use crate::table::{GroupObs, RouteObs, Routes};
 use crate::tls::{ClientStream, TlsDetails};
 use crate::{ProxyConfig, Telemetry};
@@ -177,6 +177,8 @@ pub(crate) struct Session {
     marks: (u64, u64),
     /// Counts the connection as active on the service of its first request.
     active: Option<ActiveConn>,
+    /// The host the last request named.
+    last_host: LastHost,
 }
 
 /// How an exchange left the connection.
@@ -238,6 +240,7 @@ pub(crate) async fn serve(
         bytes_out: 0,
         marks: (0, 0),
         active: None,
+        last_host: LastHost::default(),
     };
     s.active = s.conn.service_stats.as_ref().map(RouteStats::connected);
     let current = routes.borrow().clone();
@@ -339,7 +342,7 @@ impl Session {
         let conn = self.conn.clone();
         self.meter = Meter::default();
         let mut seen = Seen::default();
-        let decision = request::route(&conn, routes, self.rbuf.bytes(), &head, &mut seen);
+        let decision = request::route(&conn, routes, self.rbuf.bytes(), &head, &mut seen, &mut self.last_host);
         let obs = seen.reach.map(|(_, r)| &*r.obs);
         if self.active.is_none()
             && let Some(obs) = obs

@@ -21,8 +21,8 @@
 
 use std::borrow::Cow;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -46,7 +46,7 @@ use crate::conn::{Conn, DRAIN_GRACE};
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::{InFlightGuard, Pool};
 use crate::http2::conn::Head;
-use crate::request::{self, Located, MAX_HOST};
+use crate::request::{self, LastHost, Located};
 use crate::table::{ReachRoute, RouteObs, Routes, VpcRoute};
 use crate::tls::ClientStream;
 
@@ -66,6 +66,9 @@ struct Ctx {
     routes: watch::Receiver<Arc<Routes>>,
     config: Arc<ProxyConfig>,
     activity: Arc<Activity>,
+    /// The host the connection's last request named (its streams' futures share the
+    /// connection's task: the lock is never contended).
+    last_host: Mutex<LastHost>,
 }
 
 /// When a connection was last busy, for its idle clock.
@@ -162,7 +165,13 @@ pub(crate) async fn serve(
     let vpc = conn.vpc.clone();
     // Counted as active on the service its TLS server name routed to, until it closes.
     let _active = conn.service_stats.as_ref().map(crate::metrics::RouteStats::connected);
-    let ctx = Arc::new(Ctx { conn: Arc::new(conn), routes, config: config.clone(), activity: activity.clone() });
+    let ctx = Arc::new(Ctx {
+        conn: Arc::new(conn),
+        routes,
+        config: config.clone(),
+        activity: activity.clone(),
+        last_host: Mutex::default(),
+    });
     let handler = move |req: Req| -> server::Handling { Box::pin(handle(req, ctx.clone())) };
     let settings = crate::http2::conn::Config {
         max_concurrent_streams: MAX_STREAMS,
@@ -312,7 +321,7 @@ fn prepare<'r>(
     // Host: the :authority, else the Host field.
     let raw = head.authority().or_else(|| head.get(b"host")).ok_or(ProxyError::new(ErrorKind::BadHost))?;
     // Route.
-    let Located { vpc, reach, listener, port } = locate(&ctx.conn, routes, raw)?;
+    let Located { vpc, reach, listener, port } = locate(ctx, routes, raw)?;
     note.begin(ctx, vpc, reach, listener, &head, request_id);
     // The connection checked the path is visible ASCII.
     let full = std::str::from_utf8(head.path().unwrap_or(b"/")).map_err(|_| ProxyError::new(ErrorKind::BadPath))?;
@@ -954,10 +963,10 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The listener and service the lowercase form of `raw` (the request's host) names.
-fn locate<'r>(conn: &'r Conn, routes: &'r Routes, raw: &[u8]) -> Result<Located<'r>, ProxyError> {
-    let mut host_buf = [0u8; MAX_HOST];
-    let host = request::host_name(raw, &mut host_buf).ok_or(ProxyError::new(ErrorKind::BadHost))?;
-    request::locate(conn, routes, host)
+fn locate<'r>(ctx: &'r Ctx, routes: &'r Routes, raw: &[u8]) -> Result<Located<'r>, ProxyError> {
+    let mut last_host = ctx.last_host.lock().unwrap_or_else(|e| e.into_inner());
+    let host = last_host.name(raw).ok_or(ProxyError::new(ErrorKind::BadHost))?;
+    request::locate(&ctx.conn, routes, host)
 }
 
 /// Whether a request is gRPC (`content-type: application/grpc`, `+proto` and the like).

@@ -101,6 +101,7 @@ pub(crate) fn route<'r>(
     buf: &[u8],
     head: &RequestHead,
     seen: &mut Seen<'r>,
+    last_host: &mut LastHost,
 ) -> Result<Decision<'r>, ProxyError> {
     let method = &buf[head.method.clone()];
     if method == b"CONNECT" {
@@ -108,8 +109,7 @@ pub(crate) fn route<'r>(
     }
     let target = request_target(buf, head, method)?;
     // Host.
-    let mut host_buf = [0u8; MAX_HOST];
-    let host = parse_host(buf, head, target.authority.clone(), &mut host_buf)?;
+    let host = parse_host(buf, head, target.authority.clone(), last_host)?;
     // Route: which service, through which VPC and network, on which listener.
     let Located { vpc, reach, listener, port } = locate(conn, routes, host)?;
     *seen = Seen { reach: Some((vpc, reach)), listener: Some(listener) };
@@ -256,7 +256,7 @@ fn parse_host<'b>(
     buf: &[u8],
     head: &RequestHead,
     authority: Option<Range<usize>>,
-    out: &'b mut [u8; MAX_HOST],
+    last_host: &'b mut LastHost,
 ) -> Result<&'b str, ProxyError> {
     let bad = || ProxyError::new(ErrorKind::BadHost);
     let raw = match authority {
@@ -269,7 +269,30 @@ fn parse_host<'b>(
             }
         }
     };
-    host_name(raw, out).ok_or_else(bad)
+    last_host.name(raw).ok_or_else(bad)
+}
+
+/// The host a connection's last request named, as it came and as checked: a connection's
+/// requests nearly always name one host, and checking one reads each of its bytes.
+#[derive(Default)]
+pub(crate) struct LastHost {
+    raw: Vec<u8>,
+    name: String,
+}
+
+impl LastHost {
+    /// [`host_name`] of `raw`: the last one's when `raw` is the same as the last.
+    pub(crate) fn name(&mut self, raw: &[u8]) -> Option<&str> {
+        if self.name.is_empty() || self.raw != raw {
+            let mut buf = [0u8; MAX_HOST];
+            let name = host_name(raw, &mut buf)?;
+            self.raw.clear();
+            self.raw.extend_from_slice(raw);
+            self.name.clear();
+            self.name.push_str(name);
+        }
+        Some(&self.name)
+    }
 }
 
 /// `name[:port]` or `[v6][:port]` → the name, lowercase, without a trailing dot. A name is
@@ -359,6 +382,18 @@ impl HeaderLookup for Headers<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_host_is_checked_again_only_when_it_changes() {
+        let mut last = LastHost::default();
+        assert_eq!(last.name(b"A.Example:80"), Some("a.example"));
+        assert_eq!(last.name(b"A.Example:80"), Some("a.example"));
+        assert_eq!(last.name(b"b.example"), Some("b.example"));
+        // A bad one is refused, and does not replace the last good one.
+        assert_eq!(last.name(b"b example"), None);
+        assert_eq!(last.name(b"b.example"), Some("b.example"));
+        assert_eq!(last.name(b"B.example."), Some("b.example"));
+    }
 
     #[test]
     fn host_names() {
