@@ -76,7 +76,6 @@ pub(super) struct Driver<'h, S> {
 /// One stream being served.
 struct Slot {
     stream: u32,
-    wake: Arc<SlotWake>,
     waker: Waker,
     /// The request body's pipe, while the client may still send on it.
     pipe: Option<Arc<Pipe>>,
@@ -357,9 +356,9 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Driver<'h, S> {
             self.slots.push(None);
             index
         });
-        let (waker, wake) = self.wakers[index].clone();
+        let waker = self.wakers[index].0.clone();
         let phase = Phase::Waiting((self.handler)(Req { head, body }));
-        self.slots[index] = Some(Slot { stream, wake, waker, pipe, phase });
+        self.slots[index] = Some(Slot { stream, waker, pipe, phase });
         self.by_stream.insert(stream, index);
         self.poll_slot(index);
     }
@@ -382,8 +381,12 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Driver<'h, S> {
             }
         }
         for &index in &slots {
-            if let Some(Some(slot)) = self.slots.get(index) {
-                slot.wake.queued.store(false, Ordering::Release);
+            // Cleared even when the slot's stream is gone: the waker serves the slot's next
+            // stream, whose wakes a flag left set would drop.
+            if let Some((_, wake)) = self.wakers.get(index) {
+                wake.queued.store(false, Ordering::Release);
+            }
+            if self.slots.get(index).is_some_and(Option::is_some) {
                 self.poll_slot(index);
             }
         }
