@@ -43,25 +43,9 @@ pub(crate) fn instant() -> Instant {
     at + Duration::from_nanos(now.saturating_sub(nanos))
 }
 
-/// A moment on the coarse monotonic clock, in milliseconds from an unspecified start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Stamp(u64);
-
-impl Stamp {
-    /// The clock's last tick.
-    pub(crate) fn now() -> Self {
-        Self(coarse_nanos() / 1_000_000)
-    }
-
-    /// How long after `earlier` this is (zero if it is not after).
-    pub(crate) fn since(self, earlier: Stamp) -> Duration {
-        Duration::from_millis(self.0.saturating_sub(earlier.0))
-    }
-
-    /// How long ago this was.
-    pub(crate) fn elapsed(self) -> Duration {
-        Self::now().since(self)
-    }
+/// How long before now (on the coarse clock) `earlier` was; zero if it was not before.
+pub(crate) fn since(earlier: Instant) -> Duration {
+    instant().saturating_duration_since(earlier)
 }
 
 #[cfg(test)]
@@ -70,13 +54,12 @@ mod tests {
 
     #[test]
     fn keeps_pace_with_the_precise_clock() {
-        let (coarse, precise) = (Stamp::now(), std::time::Instant::now());
+        let (coarse, precise) = (instant(), Instant::now());
         std::thread::sleep(Duration::from_millis(60));
-        let (c, p) = (coarse.elapsed(), precise.elapsed());
-        assert!(Stamp::now() >= coarse);
+        let (c, p) = (since(coarse), precise.elapsed());
         // Apart by at most a tick at each end (ticks are 10 ms at the slowest kernel rate).
         assert!(c.abs_diff(p) <= Duration::from_millis(25), "coarse {c:?}, precise {p:?}");
-        assert_eq!(coarse.since(Stamp::now()), Duration::ZERO);
+        assert_eq!(since(instant() + Duration::from_secs(1)), Duration::ZERO);
     }
 
     #[test]

@@ -20,9 +20,9 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use trellis_net::Place;
 
-use crate::clock::Stamp;
 use crate::error::ErrorKind;
 
 pub(crate) mod exchange;
@@ -59,7 +59,7 @@ pub(crate) struct Pool {
     h2: Mutex<Option<Arc<H2Client>>>,
     /// HTTP/1.1 connections driven by hyper (HTTP/2 clients' requests going down to HTTP/1.1),
     /// each with when it was last given back.
-    h1: Mutex<Vec<(H1Sender, Stamp)>>,
+    h1: Mutex<Vec<(H1Sender, Instant)>>,
 }
 
 /// Sends requests on an HTTP/1.1 connection to a target, for HTTP/2 clients.
@@ -73,7 +73,7 @@ use crate::h2::client::H2Client;
 struct Idle {
     stream: Upstream,
     /// When it was given back (the coarse clock: a pool's idle time is seconds).
-    since: Stamp,
+    since: Instant,
 }
 
 /// A connection to a target: cleartext, or TLS (HTTPS target groups; the target's certificate
@@ -141,7 +141,7 @@ impl Pool {
     pub(crate) fn take(&self) -> Option<Upstream> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(i) = idle.pop() {
-            if i.since.elapsed() < self.idle_timeout && is_quiet(i.stream.tcp()) {
+            if crate::clock::since(i.since) < self.idle_timeout && is_quiet(i.stream.tcp()) {
                 return Some(i.stream);
             }
         }
@@ -179,7 +179,7 @@ impl Pool {
         while i > 0 {
             i -= 1;
             let (sender, since) = &senders[i];
-            if sender.is_closed() || since.elapsed() >= self.idle_timeout {
+            if sender.is_closed() || crate::clock::since(*since) >= self.idle_timeout {
                 senders.swap_remove(i);
             } else if sender.is_ready() {
                 return Some(senders.swap_remove(i).0);
@@ -193,7 +193,7 @@ impl Pool {
     pub(crate) fn put_h1(&self, sender: H1Sender) {
         let mut senders = self.h1.lock().unwrap_or_else(|p| p.into_inner());
         if senders.len() < MAX_IDLE_SENDERS && !sender.is_closed() {
-            senders.push((sender, Stamp::now()));
+            senders.push((sender, crate::clock::instant()));
         }
     }
 
@@ -231,7 +231,7 @@ impl Pool {
 
     /// Takes back a connection whose exchange ended cleanly.
     pub(crate) fn put(self: &Arc<Self>, stream: Upstream) {
-        let idle = Idle { stream, since: Stamp::now() };
+        let idle = Idle { stream, since: crate::clock::instant() };
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(idle);
         if !self.reaping.swap(true, Ordering::AcqRel) {
             tokio::spawn(reap(Arc::downgrade(self), self.idle_timeout));
@@ -263,7 +263,7 @@ async fn reap(pool: Weak<Pool>, idle: Duration) {
         tokio::time::sleep(tick).await;
         let Some(pool) = pool.upgrade() else { return };
         let mut conns = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-        conns.retain(|i| i.since.elapsed() < idle && is_quiet(i.stream.tcp()));
+        conns.retain(|i| crate::clock::since(i.since) < idle && is_quiet(i.stream.tcp()));
         if conns.is_empty() {
             // Under the lock, so that a connection put back now starts a new reaper.
             pool.reaping.store(false, Ordering::Release);
@@ -338,8 +338,6 @@ impl AsyncWrite for Upstream {
 
 #[cfg(test)]
 mod tests {
-    use tokio::time::Instant;
-
     use super::*;
 
     #[tokio::test]

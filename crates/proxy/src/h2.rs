@@ -41,7 +41,6 @@ use trellis_model::snapshot::{Action, ListenerView};
 use crate::ProxyConfig;
 use crate::access_log::{Entry, Part, RequestText};
 use crate::balance::{Group, Version};
-use crate::clock::Stamp;
 use crate::conn::{Conn, DRAIN_GRACE};
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::{InFlightGuard, Pool};
@@ -74,9 +73,6 @@ struct Ctx {
 /// When a connection was last busy, for its idle clock.
 struct Activity {
     start: Instant,
-    /// `start` on the coarse clock, which stream ends are stamped with (a read of the precise
-    /// clock a request saved; idle timeouts are seconds).
-    start_stamp: Stamp,
     /// Streams whose response has not ended.
     open: AtomicUsize,
     /// When the last stream ended, in milliseconds after `start`.
@@ -157,7 +153,6 @@ pub(crate) async fn serve(
     let start = Instant::now();
     let activity = Arc::new(Activity {
         start,
-        start_stamp: Stamp::now(),
         open: AtomicUsize::new(0),
         last_ms: AtomicU64::new(0),
         idle_ms: AtomicU64::new(millis(config.header_read_timeout)),
@@ -1020,7 +1015,8 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         let a = &self.0;
-        a.last_ms.store(millis(Stamp::now().since(a.start_stamp)), Ordering::Relaxed);
+        // The coarse clock: a precise read a request saved; idle timeouts are seconds.
+        a.last_ms.store(millis(crate::clock::since(a.start)), Ordering::Relaxed);
         a.open.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -303,7 +303,7 @@ pub(crate) fn host_name<'b>(raw: &[u8], buf: &'b mut [u8; MAX_HOST]) -> Option<&
         return literal_host(raw, buf);
     }
     // The name ends at the first byte no name has: only a port may follow it.
-    let end = raw.iter().position(|&b| HOST_BYTE[usize::from(b)] == 0).unwrap_or(raw.len());
+    let end = raw.iter().position(|&b| !HOST_BYTE[usize::from(b)]).unwrap_or(raw.len());
     let (name, rest) = raw.split_at(end);
     match rest.split_first() {
         None => {}
@@ -325,14 +325,14 @@ fn is_port(port: &[u8]) -> bool {
     !port.is_empty() && port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
 }
 
-/// Whether a host name may have each byte (non-zero: it may).
-const HOST_BYTE: [u8; 256] = {
-    let mut table = [0u8; 256];
+/// Whether a host name may have each byte.
+const HOST_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
         if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_') {
-            table[b] = 1;
+            table[b] = true;
         }
         b += 1;
     }
@@ -389,8 +389,10 @@ mod tests {
         assert_eq!(last.name(b"A.Example:80"), Some("a.example"));
         assert_eq!(last.name(b"A.Example:80"), Some("a.example"));
         assert_eq!(last.name(b"b.example"), Some("b.example"));
+        assert_eq!(last.raw, b"b.example");
         // A bad one is refused, and does not replace the last good one.
         assert_eq!(last.name(b"b example"), None);
+        assert_eq!((&last.raw[..], &last.name[..]), (&b"b.example"[..], "b.example"));
         assert_eq!(last.name(b"b.example"), Some("b.example"));
         assert_eq!(last.name(b"B.example."), Some("b.example"));
     }
