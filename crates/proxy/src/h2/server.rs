@@ -10,7 +10,6 @@
 //! from the target only while the client's window has room.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +22,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{Pumped, Req, RespBody, pump_body};
-use crate::http2::conn::{Config, Connection, Event, Head, Role};
+use crate::http2::conn::{Config, Connection, Event, Head, IdState, Role};
 use crate::http2::frame::Reason;
 
 /// What the connection reads into: room for the largest frame (16 KiB and its header) and
@@ -66,7 +65,7 @@ pub(super) struct Driver<'h, S> {
     woken_spare: Vec<usize>,
     free: Vec<usize>,
     /// Which slot serves each open stream.
-    by_stream: HashMap<u32, usize, BuildHasherDefault<StreamIdHasher>>,
+    by_stream: HashMap<u32, usize, IdState>,
     /// Slots whose response data waits for the client's window.
     blocked: Vec<usize>,
     /// The driver is finished: closing the socket, then done.
@@ -91,30 +90,6 @@ enum Phase {
     Waiting(Handling),
     /// The response body, its `pending` bytes waiting for the client's window.
     Sending { body: RespBody, pending: Bytes },
-}
-
-/// Hashes stream ids for [`Driver::by_stream`]: a multiply and a fold, where the default
-/// SipHash (made for keys an attacker picks in maps they can grow) costs a hundred instructions
-/// a lookup, three lookups a request. A client picks its ids, but holds at most the streams
-/// the connection allows open at once, so colliding ids cost it little.
-#[derive(Default)]
-struct StreamIdHasher(u64);
-
-impl Hasher for StreamIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u32(u32::from(b));
-        }
-    }
-
-    fn write_u32(&mut self, id: u32) {
-        let x = (self.0 ^ u64::from(id)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.0 = x ^ (x >> 32);
-    }
 }
 
 /// What the driver and its wakers share.
@@ -708,23 +683,5 @@ impl Drop for ReqBody {
         if let Some(task) = task {
             task.wake();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::hash::BuildHasher;
-
-    use super::*;
-
-    #[test]
-    fn stream_ids_spread_over_a_tables_buckets_and_tags() {
-        // A client's ids: odd and counting up. A table finds a bucket by the low bits and tags
-        // entries with the high ones: both should take most of their values.
-        let hasher = BuildHasherDefault::<StreamIdHasher>::default();
-        let hashes: Vec<u64> = (0..512u32).map(|i| hasher.hash_one(2 * i + 1)).collect();
-        let low: std::collections::HashSet<u64> = hashes.iter().map(|h| h & 127).collect();
-        let high: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
-        assert!(low.len() > 110 && high.len() > 110, "{} low, {} high", low.len(), high.len());
     }
 }

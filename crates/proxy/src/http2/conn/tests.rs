@@ -563,3 +563,14 @@ fn the_peer_initial_window_moves_every_stream() {
     client.inbox.extend_from_slice(&settings);
     assert_eq!(client.read().unwrap_err().reason, Reason::PROTOCOL_ERROR);
 }
+
+#[test]
+fn stream_ids_spread_over_a_tables_buckets_and_tags() {
+    use std::hash::BuildHasher;
+    // A client's ids: odd and counting up. A table finds a bucket by the low bits and tags
+    // entries with the high ones: both should take most of their values.
+    let hashes: Vec<u64> = (0..512u32).map(|i| IdState::default().hash_one(2 * i + 1)).collect();
+    let low: std::collections::HashSet<u64> = hashes.iter().map(|h| h & 127).collect();
+    let high: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+    assert!(low.len() > 110 && high.len() > 110, "{} low, {} high", low.len(), high.len());
+}
