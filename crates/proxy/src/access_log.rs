@@ -46,37 +46,65 @@ pub struct AccessLogConfig {
     pub recent: usize,
 }
 
-/// Where the records of requests through one (service network, service) go.
+/// Where the records of requests through one (service network, service) go, and the parts of
+/// their lines that are the same for every request through it, as JSON already (escaped once,
+/// when the route table is built, not once a record).
 #[derive(Debug)]
 pub(crate) struct LogRoute {
     /// Destination directories (relative to the data directory), deduplicated.
     pub(crate) destinations: Arc<[PathBuf]>,
-    pub(crate) service_arn: Arc<str>,
     /// `svc-…` (what `GET /_trellis/access-logs?service=` filters on).
     pub(crate) service_id: Arc<str>,
-    pub(crate) network_arn: Arc<str>,
-    /// The IDs of the service's listeners, shared by its records.
-    pub(crate) listener_ids: Box<[Arc<str>]>,
+    /// `serviceNetworkArn` and `serviceArn`.
+    head: Fields,
+    /// Per listener of the service: its ID, and its `listenerId` and `listenerType`.
+    listeners: Box<[(Box<str>, Fields)]>,
+    /// Per target group the service forwards to, in the order of the route's groups
+    /// (`GroupObs::index`): its `destinationVpcId`, and its `targetGroupArn`.
+    groups: Box<[(Fields, Fields)]>,
+}
+
+/// Fields of a line, as JSON: `,"key":"value"` for each (`line::fields`).
+type Fields = Box<[u8]>;
+
+/// What a [`LogRoute`] is made of.
+pub(crate) struct RouteFacts<'a> {
+    pub(crate) destinations: Vec<PathBuf>,
+    pub(crate) service_id: &'a str,
+    pub(crate) service_arn: &'a str,
+    pub(crate) network_arn: &'a str,
+    /// Each listener's ID and protocol as the API spells it.
+    pub(crate) listeners: Vec<(&'a str, &'static str)>,
+    /// Each target group's VPC ID and ARN, in the order of the route's groups.
+    pub(crate) groups: Vec<(&'a str, &'a str)>,
+}
+
+/// The listener of a record: one of its route's, or (when the route does not know it) its
+/// line's fields made for it.
+#[derive(Debug, Default)]
+pub(crate) enum ListenerLog {
+    #[default]
+    None,
+    Known(usize),
+    Other(Fields),
 }
 
 /// One request's access log entry (spec §5.2): `-` where a field does not apply (`None`).
-/// Built on the request path, so it holds what is cheap to take there (shared `Arc`s, static
-/// names, numbers, and the request's own text copied once into one buffer) and is turned into
-/// text by the writer (`line.rs` writes the JSON, field by field in this order).
+/// Built on the request path, so it holds what is cheap to take there (the source VPC's part
+/// of the line, indexes into the [`LogRoute`]'s parts, static names, numbers, and the
+/// request's own text copied once into one buffer) and is written as its line where the
+/// request ends (`line.rs` writes the JSON, field by field in this order).
 #[derive(Debug, Default)]
 pub(crate) struct Entry {
     /// Milliseconds since the Unix epoch.
     pub(crate) start_time: u64,
-    pub(crate) service_network_arn: Option<Arc<str>>,
-    pub(crate) service_arn: Option<Arc<str>>,
-    pub(crate) source_vpc_arn: Option<Arc<str>>,
-    pub(crate) source_vpc_id: Option<Arc<str>>,
-    pub(crate) destination_vpc_id: Option<Arc<str>>,
+    /// `sourceVpcArn` and `sourceVpcId` (the VPC route's [`source_fields`]).
+    pub(crate) source: Option<Arc<[u8]>>,
     pub(crate) source_ip_port: Option<SocketAddr>,
     pub(crate) target_ip_port: Option<SocketAddr>,
-    pub(crate) target_group_arn: Option<Arc<str>>,
-    pub(crate) listener_id: Option<Arc<str>>,
-    pub(crate) listener_type: &'static str,
+    /// The target group it went to (an index into the route's groups).
+    pub(crate) group: Option<usize>,
+    pub(crate) listener: ListenerLog,
     /// `requestMethod`, `requestPath`, `hostHeader`, `userAgent` and `traceparent`.
     pub(crate) request: RequestText,
     pub(crate) protocol: &'static str,
@@ -95,6 +123,11 @@ pub(crate) struct Entry {
     /// principal's ARN, `callerPrincipalOrgID` its organization.
     pub(crate) caller: Option<Arc<Identity>>,
     pub(crate) request_id: RequestId,
+}
+
+/// A VPC's `sourceVpcArn` and `sourceVpcId`, as its records' lines have them.
+pub(crate) fn source_fields(vpc_arn: &str, vpc_id: &str) -> Arc<[u8]> {
+    line::fields(&[("sourceVpcArn", vpc_arn), ("sourceVpcId", vpc_id)]).into()
 }
 
 /// The text a record copies from the request, in one buffer (one allocation per record):
@@ -191,9 +224,29 @@ struct Failed(std::io::Error, u64);
 // === impl LogRoute ===
 
 impl LogRoute {
-    /// The shared copy of listener ID `id` (a new one if the service has no such listener).
-    pub(crate) fn listener_id(&self, id: &str) -> Arc<str> {
-        self.listener_ids.iter().find(|l| ***l == *id).cloned().unwrap_or_else(|| id.into())
+    pub(crate) fn new(facts: RouteFacts<'_>) -> Self {
+        let listener = |id: &str, protocol: &str| line::fields(&[("listenerId", id), ("listenerType", protocol)]);
+        Self {
+            destinations: facts.destinations.into(),
+            service_id: facts.service_id.into(),
+            head: line::fields(&[("serviceNetworkArn", facts.network_arn), ("serviceArn", facts.service_arn)]),
+            listeners: facts.listeners.iter().map(|&(id, protocol)| (id.into(), listener(id, protocol))).collect(),
+            groups: facts
+                .groups
+                .iter()
+                .map(|&(vpc, arn)| {
+                    (line::fields(&[("destinationVpcId", vpc)]), line::fields(&[("targetGroupArn", arn)]))
+                })
+                .collect(),
+        }
+    }
+
+    /// A record's reference to listener `id` (of protocol `protocol`).
+    pub(crate) fn listener(&self, id: &str, protocol: &str) -> ListenerLog {
+        match self.listeners.iter().position(|(l, _)| **l == *id) {
+            Some(i) => ListenerLog::Known(i),
+            None => ListenerLog::Other(line::fields(&[("listenerId", id), ("listenerType", protocol)])),
+        }
     }
 }
 
@@ -241,7 +294,7 @@ impl AccessLog {
                 return;
             }
             let Pending { batch, clock } = &mut *pending;
-            entry.write_line(&mut batch.text, clock);
+            entry.write_line(route, &mut batch.text, clock);
             batch.text.push(b'\n');
             let end = batch.text.len();
             batch.lines.push(Line {
@@ -585,13 +638,14 @@ mod tests {
     }
 
     fn route(dests: &[&str]) -> LogRoute {
-        LogRoute {
+        LogRoute::new(RouteFacts {
             destinations: dests.iter().map(PathBuf::from).collect(),
-            service_arn: "arn:aws:vpc-lattice:us-east-1:0:service/svc-1".into(),
-            service_id: "svc-1".into(),
-            network_arn: "-".into(),
-            listener_ids: Box::default(),
-        }
+            service_id: "svc-1",
+            service_arn: "arn:aws:vpc-lattice:us-east-1:0:service/svc-1",
+            network_arn: "-",
+            listeners: Vec::new(),
+            groups: Vec::new(),
+        })
     }
 
     fn wait_written(stats: &ProcessStats, n: u64) {

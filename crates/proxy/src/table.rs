@@ -18,7 +18,7 @@ use trellis_model::snapshot::{Action, ListenerView, Reach, ServiceView, Snapshot
 use trellis_model::tls::Certificates;
 use trellis_net::Network;
 
-use crate::access_log::LogRoute;
+use crate::access_log::{LogRoute, RouteFacts};
 use crate::auth::AuthCheck;
 use crate::balance::{BuildCtx, Group};
 use crate::error::ErrorKind;
@@ -67,8 +67,8 @@ pub(crate) enum TlsRoute<'r> {
 pub(crate) struct VpcRoute {
     /// `x-amzn-lattice-network` for its requests.
     pub(crate) network: Box<[u8]>,
-    /// Its ARN (access logs' `sourceVpcArn`).
-    pub(crate) vpc_arn: Arc<str>,
+    /// Its access log records' `sourceVpcArn` and `sourceVpcId`.
+    pub(crate) log_source: Arc<[u8]>,
     /// The account that owns the VPC (`vpc-lattice-svcs:SourceVpcOwnerAccount`).
     pub(crate) account: Box<str>,
     reach: SharedKeyMap<ReachRoute>,
@@ -110,10 +110,8 @@ pub(crate) struct GroupObs {
     pub(crate) id: String,
     /// The (network, service, target group) series.
     pub(crate) stats: Arc<RouteStats>,
-    /// Its ARN.
-    pub(crate) arn: Arc<str>,
-    /// Its VPC (access logs' `destinationVpcId`).
-    pub(crate) vpc_id: Arc<str>,
+    /// Its place among its route's groups (and their access log fields, `LogRoute`).
+    pub(crate) index: usize,
 }
 
 /// What building a table needs besides the snapshot.
@@ -283,8 +281,8 @@ fn vpc_route<'s>(
         ports
     };
     let (tls_ports, http_ports) = (ports(true), ports(false));
-    let vpc_arn = vpc.vpc_arn.as_str().into();
-    Some(VpcRoute { network, vpc_arn, account: vpc.account.as_str().into(), reach, tls_ports, http_ports })
+    let log_source = crate::access_log::source_fields(&vpc.vpc_arn, &vpc.vpc_id);
+    Some(VpcRoute { network, log_source, account: vpc.account.as_str().into(), reach, tls_ports, http_ports })
 }
 
 /// Whether `old` (built from `before`) still stands for `service` reached as `reach` in `now`:
@@ -325,6 +323,8 @@ fn route_obs(snapshot: &Snapshot, service: &ServiceView, reach: &Reach, telemetr
     let registry = &telemetry.registry;
     let stats = registry.route(network_id, &service.id, "");
     let mut groups: Vec<GroupObs> = Vec::new();
+    // Each group's `destinationVpcId` and `targetGroupArn`, for access logs.
+    let mut group_fields = Vec::new();
     for tg_id in forwarded_groups(service) {
         if groups.iter().any(|g| g.id == tg_id) {
             continue;
@@ -333,9 +333,9 @@ fn route_obs(snapshot: &Snapshot, service: &ServiceView, reach: &Reach, telemetr
         groups.push(GroupObs {
             id: tg_id.to_owned(),
             stats: registry.route(network_id, &service.id, tg_id),
-            arn: tg.arn.as_str().into(),
-            vpc_id: tg.vpc_id.as_deref().unwrap_or("-").into(),
+            index: groups.len(),
         });
+        group_fields.push((tg.vpc_id.as_deref().unwrap_or("-"), tg.arn.as_str()));
     }
     let subscriptions = [network_id, &*service.id]
         .into_iter()
@@ -349,12 +349,19 @@ fn route_obs(snapshot: &Snapshot, service: &ServiceView, reach: &Reach, telemetr
             destinations.push(dir);
         }
     }
-    let log = (!destinations.is_empty()).then(|| LogRoute {
-        destinations: destinations.into(),
-        service_arn: (&*service.arn).into(),
-        service_id: (&*service.id).into(),
-        network_arn: network_arn.into(),
-        listener_ids: service.listeners.values().map(|l| (&*l.id).into()).collect(),
+    let log = (!destinations.is_empty()).then(|| {
+        LogRoute::new(RouteFacts {
+            destinations,
+            service_id: &service.id,
+            service_arn: &service.arn,
+            network_arn,
+            listeners: service
+                .listeners
+                .values()
+                .map(|l| (&*l.id, crate::conn::record::protocol_name(l.protocol)))
+                .collect(),
+            groups: group_fields,
+        })
     });
     let target_headers = target_headers(snapshot, service, network_arn);
     let network_arn = reach.service_network_arn.clone();

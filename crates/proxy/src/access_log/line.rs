@@ -7,7 +7,7 @@
 use std::io::Write as _;
 use std::net::SocketAddr;
 
-use super::{Entry, Part};
+use super::{Entry, Fields, ListenerLog, LogRoute, Part};
 use crate::headers::write_decimal;
 
 /// The start of the current second as ISO-8601 (`YYYY-MM-DDTHH:MM:SS.`), made once a second
@@ -60,26 +60,49 @@ const NO_X509: &[u8] = concat!(
 )
 .as_bytes();
 
+/// The fields of a record without a source VPC, target group or listener.
+const NO_SOURCE: &[u8] = br#","sourceVpcArn":"-","sourceVpcId":"-""#;
+const NO_DESTINATION: &[u8] = br#","destinationVpcId":"-""#;
+const NO_GROUP: &[u8] = br#","targetGroupArn":"-""#;
+const NO_LISTENER: &[u8] = br#","listenerId":"-","listenerType":"-""#;
+
+/// `,"key":"value"` for each pair, the values escaped (the keys are the proxy's own names): a
+/// part of the lines of many records, made once.
+pub(super) fn fields(pairs: &[(&str, &str)]) -> Fields {
+    let mut out = Vec::new();
+    for (key, value) in pairs {
+        debug_assert!(key.bytes().all(|b| ESCAPE[usize::from(b)] == 0), "{key:?} needs escaping");
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":\"");
+        string_body(&mut out, value);
+        out.push(b'"');
+    }
+    out.into_boxed_slice()
+}
+
 // === impl Entry ===
 
 impl Entry {
-    /// Appends the record as one JSON object (no newline).
-    pub(super) fn write_line(&self, out: &mut Vec<u8>, clock: &mut Clock) {
+    /// Appends the record, a request through `route`, as one JSON object (no newline).
+    pub(super) fn write_line(&self, route: &LogRoute, out: &mut Vec<u8>, clock: &mut Clock) {
         // A typical line is 1–1.5 KiB: room for it at once.
         out.reserve(2048);
         out.extend_from_slice(b"{\"startTime\":\"");
         clock.write(self.start_time, out);
         out.push(b'"');
-        text(out, key_quote!("serviceNetworkArn"), self.service_network_arn.as_deref());
-        text(out, key_quote!("serviceArn"), self.service_arn.as_deref());
-        text(out, key_quote!("sourceVpcArn"), self.source_vpc_arn.as_deref());
-        text(out, key_quote!("sourceVpcId"), self.source_vpc_id.as_deref());
-        text(out, key_quote!("destinationVpcId"), self.destination_vpc_id.as_deref());
+        out.extend_from_slice(&route.head);
+        out.extend_from_slice(self.source.as_deref().unwrap_or(NO_SOURCE));
+        let group = self.group.and_then(|i| route.groups.get(i));
+        out.extend_from_slice(group.map_or(NO_DESTINATION, |(vpc, _)| vpc));
         address(out, key!("sourceIpPort"), self.source_ip_port);
         address(out, key!("targetIpPort"), self.target_ip_port);
-        text(out, key_quote!("targetGroupArn"), self.target_group_arn.as_deref());
-        text(out, key_quote!("listenerId"), self.listener_id.as_deref());
-        known(out, key_quote!("listenerType"), self.listener_type);
+        out.extend_from_slice(group.map_or(NO_GROUP, |(_, arn)| arn));
+        out.extend_from_slice(match &self.listener {
+            ListenerLog::None => NO_LISTENER,
+            ListenerLog::Known(i) => route.listeners.get(*i).map_or(NO_LISTENER, |(_, fields)| fields),
+            ListenerLog::Other(fields) => fields,
+        });
         raw(out, key_quote!("requestMethod"), self.request.find(Part::Method));
         raw(out, key_quote!("requestPath"), self.request.find(Part::Path));
         known(out, key_quote!("protocol"), self.protocol);
@@ -244,10 +267,9 @@ fn needs_escape(word: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
-    use crate::access_log::{RequestId, RequestText};
+    use crate::access_log::{RequestId, RequestText, RouteFacts, source_fields};
 
     /// `s` as `serde_json` writes a string.
     fn json(s: &str) -> String {
@@ -320,19 +342,25 @@ mod tests {
         request.set(Part::Host, b"bench-05c0105fc3d252936.7d67968.vpc-lattice-svcs.us-east-1.on.aws");
         request.set(Part::UserAgent, b"wrk/4.1.0");
         request.set(Part::Traceparent, b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
-        let arn = |s: &str| Some(Arc::from(format!("arn:aws:vpc-lattice:us-east-1:000000000000:{s}")));
+        let arn = |s: &str| format!("arn:aws:vpc-lattice:us-east-1:000000000000:{s}");
+        let route = LogRoute::new(RouteFacts {
+            destinations: Vec::new(),
+            service_id: "svc-05c0105fc3d252936",
+            service_arn: &arn("service/svc-05c0105fc3d252936"),
+            network_arn: &arn("servicenetwork/sn-05e4735cdbb4027c1"),
+            listeners: vec![("listener-0123456789abcdef0", "HTTP")],
+            groups: vec![("vpc-0123456789abcdef0", &arn("targetgroup/tg-0123456789abcdef0"))],
+        });
         let entry = Entry {
             start_time: 1_764_892_800_123,
-            service_network_arn: arn("servicenetwork/sn-05e4735cdbb4027c1"),
-            service_arn: arn("service/svc-05c0105fc3d252936"),
-            source_vpc_arn: Some(Arc::from("arn:aws:ec2:us-east-1:000000000000:vpc/vpc-0123456789abcdef0")),
-            source_vpc_id: Some(Arc::from("vpc-0123456789abcdef0")),
-            destination_vpc_id: Some(Arc::from("vpc-0123456789abcdef0")),
+            source: Some(source_fields(
+                "arn:aws:ec2:us-east-1:000000000000:vpc/vpc-0123456789abcdef0",
+                "vpc-0123456789abcdef0",
+            )),
             source_ip_port: Some("127.100.5.1:40000".parse().unwrap()),
             target_ip_port: Some("127.0.0.1:18101".parse().unwrap()),
-            target_group_arn: arn("targetgroup/tg-0123456789abcdef0"),
-            listener_id: Some(Arc::from("listener-0123456789abcdef0")),
-            listener_type: "HTTP",
+            group: Some(0),
+            listener: route.listener("listener-0123456789abcdef0", "HTTP"),
             request,
             protocol: "HTTP/1.1",
             response_code: 200,
@@ -352,11 +380,11 @@ mod tests {
             if out.len() > (1 << 20) - 2048 {
                 out.clear();
             }
-            std::hint::black_box(&entry).write_line(&mut out, &mut clock);
+            std::hint::black_box(&entry).write_line(&route, &mut out, &mut clock);
         }
         let each = t.elapsed() / N as u32;
         let mut line = Vec::new();
-        entry.write_line(&mut line, &mut clock);
+        entry.write_line(&route, &mut line, &mut clock);
         println!("access log line: {each:?} per record, {} bytes", line.len());
     }
 
@@ -370,18 +398,21 @@ mod tests {
         request.set(Part::Host, b"svc.example");
         request.set(Part::UserAgent, b"agent\xff/1");
         request.set(Part::Traceparent, b"00-1-2-01");
+        let route = LogRoute::new(RouteFacts {
+            destinations: Vec::new(),
+            service_id: "svc-1",
+            service_arn: "arn:svc",
+            network_arn: "arn:sn",
+            listeners: vec![("listener-0", "HTTPS"), ("listener-1", "HTTP")],
+            groups: vec![("vpc-0", "arn:tg0"), ("-", "arn:\"tg\"")],
+        });
         let entry = Entry {
             start_time: 1_764_892_800_123,
-            service_network_arn: Some(Arc::from("arn:sn")),
-            service_arn: Some(Arc::from("arn:svc")),
-            source_vpc_arn: Some(Arc::from("arn:vpc")),
-            source_vpc_id: Some(Arc::from("vpc-1")),
-            destination_vpc_id: None,
+            source: Some(source_fields("arn:vpc", "vpc-1")),
             source_ip_port: Some("10.0.0.1:5000".parse().unwrap()),
             target_ip_port: Some("[::1]:80".parse().unwrap()),
-            target_group_arn: Some(Arc::from("arn:tg")),
-            listener_id: Some(Arc::from("listener-1")),
-            listener_type: "HTTP",
+            group: Some(1),
+            listener: route.listener("listener-1", "HTTP"),
             request,
             protocol: "HTTP/1.1",
             server_name_indication: None,
@@ -399,11 +430,11 @@ mod tests {
             request_id: RequestId([b'r'; 36]),
         };
         let mut out = Vec::new();
-        entry.write_line(&mut out, &mut Clock::default());
+        entry.write_line(&route, &mut out, &mut Clock::default());
         let want = concat!(
             r#"{"startTime":"2025-12-05T00:00:00.123Z","serviceNetworkArn":"arn:sn","serviceArn":"arn:svc","#,
             r#""sourceVpcArn":"arn:vpc","sourceVpcId":"vpc-1","destinationVpcId":"-","sourceIpPort":"10.0.0.1:5000","#,
-            r#""targetIpPort":"[::1]:80","targetGroupArn":"arn:tg","listenerId":"listener-1","listenerType":"HTTP","#,
+            r#""targetIpPort":"[::1]:80","targetGroupArn":"arn:\"tg\"","listenerId":"listener-1","listenerType":"HTTP","#,
             r#""requestMethod":"GET","requestPath":"/a?b=\"c\"","protocol":"HTTP/1.1","hostHeader":"svc.example","#,
             r#""serverNameIndication":"-","userAgent":"agent�/1","responseCode":200,"bytesReceived":1,"#,
             r#""bytesSent":22,"duration":3,"requestToTargetDuration":4,"responseFromTargetDuration":5,"#,
@@ -413,5 +444,33 @@ mod tests {
             r#""requestId":"rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr","traceparent":"00-1-2-01"}"#,
         );
         assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
+
+    /// A record without a source VPC, target group or listener has `-` for each of their
+    /// fields; a listener its route does not know is written from its own fields.
+    #[test]
+    fn parts_a_record_lacks_or_its_route_does_not_know() {
+        let route = LogRoute::new(RouteFacts {
+            destinations: Vec::new(),
+            service_id: "svc-1",
+            service_arn: "arn:svc",
+            network_arn: "arn:sn",
+            listeners: Vec::new(),
+            groups: Vec::new(),
+        });
+        let line = |entry: &Entry| {
+            let mut out = Vec::new();
+            entry.write_line(&route, &mut out, &mut Clock::default());
+            serde_json::from_slice::<serde_json::Value>(&out).unwrap()
+        };
+        let bare = line(&Entry { group: Some(3), ..Entry::default() });
+        for key in ["sourceVpcArn", "sourceVpcId", "destinationVpcId", "targetGroupArn", "listenerId", "listenerType"] {
+            assert_eq!(bare[key], "-", "{key}");
+        }
+        let other = line(&Entry { listener: route.listener("listener-\"9", "HTTPS"), ..Entry::default() });
+        assert_eq!(
+            (other["listenerId"].as_str(), other["listenerType"].as_str()),
+            (Some("listener-\"9"), Some("HTTPS"))
+        );
     }
 }

@@ -10,7 +10,7 @@ use trellis_model::lattice::ListenerProtocol;
 use trellis_model::snapshot::ListenerView;
 
 use super::Conn;
-use crate::access_log::{Entry, LogRoute, Part, RequestText};
+use crate::access_log::{Entry, ListenerLog, LogRoute, Part, RequestText};
 use crate::h1::RequestHead;
 use crate::table::{GroupObs, VpcRoute};
 
@@ -61,13 +61,9 @@ pub(crate) fn begin(
     let (cipher, version) = conn.tls_details.map_or(("-", "-"), |d| (d.cipher, d.version));
     Entry {
         start_time: now_ms(),
-        service_network_arn: Some(route.network_arn.clone()),
-        service_arn: Some(route.service_arn.clone()),
-        source_vpc_arn: Some(vpc.vpc_arn.clone()),
-        source_vpc_id: Some(conn.vpc.clone()),
+        source: Some(vpc.log_source.clone()),
         source_ip_port: Some(std::net::SocketAddr::new(conn.peer, conn.peer_port)),
-        listener_id: listener.map(|l| route.listener_id(&l.id)),
-        listener_type: listener.map_or("-", |l| protocol_name(l.protocol)),
+        listener: listener.map_or(ListenerLog::None, |l| route.listener(&l.id, protocol_name(l.protocol))),
         request,
         protocol,
         server_name_indication: conn.sni.clone(),
@@ -106,10 +102,7 @@ pub(crate) fn finish(e: &mut Entry, o: Outcome<'_>) {
     (e.failure_reason, e.auth_denied_reason) = (o.failure, o.denied);
     (e.bytes_received, e.bytes_sent) = o.bytes;
     e.duration = ms(o.ended.saturating_duration_since(o.started));
-    if let Some(group) = o.group {
-        e.target_group_arn = Some(group.arn.clone());
-        e.destination_vpc_id = Some(group.vpc_id.clone());
-    }
+    e.group = o.group.map(|g| g.index);
     e.target_ip_port = o.target;
     if let Some(at) = o.sent {
         e.request_to_target_duration = ms(at.saturating_duration_since(o.started));
@@ -118,7 +111,7 @@ pub(crate) fn finish(e: &mut Entry, o: Outcome<'_>) {
 }
 
 /// A listener protocol as the API spells it.
-fn protocol_name(p: ListenerProtocol) -> &'static str {
+pub(crate) fn protocol_name(p: ListenerProtocol) -> &'static str {
     match p {
         ListenerProtocol::Http => "HTTP",
         ListenerProtocol::Https => "HTTPS",
