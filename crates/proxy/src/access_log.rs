@@ -51,10 +51,8 @@ pub struct AccessLogConfig {
 /// when the route table is built, not once a record).
 #[derive(Debug)]
 pub(crate) struct LogRoute {
-    /// Destination directories (relative to the data directory), deduplicated.
-    pub(crate) destinations: Arc<[PathBuf]>,
-    /// `svc-…` (what `GET /_trellis/access-logs?service=` filters on).
-    pub(crate) service_id: Arc<str>,
+    /// Where its records go (each record's line holds a reference).
+    target: Arc<Target>,
     /// `serviceNetworkArn` and `serviceArn`.
     head: Fields,
     /// Per listener of the service: its ID, and its `listenerId` and `listenerType`.
@@ -198,9 +196,17 @@ struct Batch {
 
 /// One line of a [`Batch`]: it ends at `end` and starts where the one before ends.
 struct Line {
-    destinations: Arc<[PathBuf]>,
-    service_id: Arc<str>,
+    target: Arc<Target>,
     end: usize,
+}
+
+/// Where the records of a route go.
+#[derive(Debug)]
+struct Target {
+    /// Destination directories (relative to the data directory), deduplicated.
+    destinations: Box<[PathBuf]>,
+    /// `svc-…` (what `GET /_trellis/access-logs?service=` filters on).
+    service_id: Box<str>,
 }
 
 /// The newest records written, kept as the batches they were written in (no copy per record).
@@ -227,8 +233,7 @@ impl LogRoute {
     pub(crate) fn new(facts: RouteFacts<'_>) -> Self {
         let listener = |id: &str, protocol: &str| line::fields(&[("listenerId", id), ("listenerType", protocol)]);
         Self {
-            destinations: facts.destinations.into(),
-            service_id: facts.service_id.into(),
+            target: Arc::new(Target { destinations: facts.destinations.into(), service_id: facts.service_id.into() }),
             head: line::fields(&[("serviceNetworkArn", facts.network_arn), ("serviceArn", facts.service_arn)]),
             listeners: facts.listeners.iter().map(|&(id, protocol)| (id.into(), listener(id, protocol))).collect(),
             groups: facts
@@ -297,11 +302,7 @@ impl AccessLog {
             entry.write_line(route, &mut batch.text, clock);
             batch.text.push(b'\n');
             let end = batch.text.len();
-            batch.lines.push(Line {
-                destinations: route.destinations.clone(),
-                service_id: route.service_id.clone(),
-                end,
-            });
+            batch.lines.push(Line { target: route.target.clone(), end });
         }
         // A writer that found nothing sleeps: the first record after wakes it.
         if self.shared.idle.load(Ordering::SeqCst)
@@ -376,7 +377,7 @@ impl Recent {
         self.batches.iter().rev().flat_map(|(batch, first)| {
             (*first..batch.lines.len())
                 .rev()
-                .map(move |i| (&*batch.lines[i].service_id, &batch.text[batch.start(i)..batch.lines[i].end]))
+                .map(move |i| (&*batch.lines[i].target.service_id, &batch.text[batch.start(i)..batch.lines[i].end]))
         })
     }
 }
@@ -476,10 +477,10 @@ impl Writer {
     fn write(&mut self, batch: &Batch) {
         let mut first = 0;
         while first < batch.lines.len() {
-            let destinations = &batch.lines[first].destinations;
-            let run = batch.lines[first..].iter().take_while(|l| Arc::ptr_eq(&l.destinations, destinations)).count();
+            let target = &batch.lines[first].target;
+            let run = batch.lines[first..].iter().take_while(|l| Arc::ptr_eq(&l.target, target)).count();
             let lines = &batch.lines[first..first + run];
-            for dir in destinations.iter() {
+            for dir in target.destinations.iter() {
                 match self.append(dir, &batch.text, batch.start(first), lines) {
                     Ok(()) => {
                         if self.failing.remove(dir) {
