@@ -230,6 +230,7 @@ struct Failed(std::io::Error, u64);
 // === impl LogRoute ===
 
 impl LogRoute {
+    /// The route's destinations, and the fields of its records' lines made for all of them.
     pub(crate) fn new(facts: RouteFacts<'_>) -> Self {
         let listener = |id: &str, protocol: &str| line::fields(&[("listenerId", id), ("listenerType", protocol)]);
         Self {

@@ -267,7 +267,6 @@ fn needs_escape(word: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
     use crate::access_log::{RequestId, RequestText, RouteFacts, source_fields};
 
