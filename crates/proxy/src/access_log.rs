@@ -232,11 +232,14 @@ struct Failed(std::io::Error, u64);
 impl LogRoute {
     /// The route's destinations, and the fields of its records' lines made for all of them.
     pub(crate) fn new(facts: RouteFacts<'_>) -> Self {
-        let listener = |id: &str, protocol: &str| line::fields(&[("listenerId", id), ("listenerType", protocol)]);
         Self {
             target: Arc::new(Target { destinations: facts.destinations.into(), service_id: facts.service_id.into() }),
             head: line::fields(&[("serviceNetworkArn", facts.network_arn), ("serviceArn", facts.service_arn)]),
-            listeners: facts.listeners.iter().map(|&(id, protocol)| (id.into(), listener(id, protocol))).collect(),
+            listeners: facts
+                .listeners
+                .iter()
+                .map(|&(id, protocol)| (id.into(), listener_fields(id, protocol)))
+                .collect(),
             groups: facts
                 .groups
                 .iter()
@@ -251,9 +254,14 @@ impl LogRoute {
     pub(crate) fn listener(&self, id: &str, protocol: &str) -> ListenerLog {
         match self.listeners.iter().position(|(l, _)| **l == *id) {
             Some(i) => ListenerLog::Known(i),
-            None => ListenerLog::Other(line::fields(&[("listenerId", id), ("listenerType", protocol)])),
+            None => ListenerLog::Other(listener_fields(id, protocol)),
         }
     }
+}
+
+/// A listener's `listenerId` and `listenerType`.
+fn listener_fields(id: &str, protocol: &str) -> Fields {
+    line::fields(&[("listenerId", id), ("listenerType", protocol)])
 }
 
 // === impl AccessLog ===

@@ -375,7 +375,7 @@ fn prepare<'r>(
         crate::conn::record::caller(entry, identity.as_ref());
     }
     let (group, target_header, obs) = request::select(routes, reach, groups)?;
-    note.group = reach.obs.groups.iter().position(|g| std::ptr::eq(g, obs));
+    note.group = Some(obs.index);
     match group.version {
         Version::Http1 if grpc => return Err(ProxyError::new(ErrorKind::ProtocolMismatch)),
         Version::Grpc if method != "POST" => return Err(ProxyError::new(ErrorKind::ProtocolMismatch)),
