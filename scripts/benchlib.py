@@ -1,5 +1,6 @@
-"""What scripts/authbench and scripts/logbench share: the control-plane client, and the load
-generator run against one service while the Trellis process's CPU time is read around it.
+"""What scripts/authbench and scripts/logbench share: the setting they run in (a backend, trellis,
+a VPC in a service network), and the load generator run against one service while the Trellis
+process's CPU time is read around it.
 
 Two ways to load a service, both from core 0 with one thread and 50 connections:
 - a fixed offered rate (`rate` requests a second, h2load over HTTP/1.1): the services compared
@@ -12,11 +13,18 @@ Two ways to load a service, both from core 0 with one thread and 50 connections:
 import json
 import os
 import re
+import shutil
 import socket
+import statistics
 import subprocess
+import sys
+import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -117,3 +125,133 @@ def load(name, url, headers, pid, duration, rate):
         latency = "p99 " + re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     return Run(rps, latency, (user + system) * 1e6 / requests, user * 1e6 / requests)
+
+
+class Setting:
+    """What both benchmarks run in, as a context manager: an nginx backend on core 0 and
+    trellis (`TRELLIS_BIN`, else a release build) with one worker thread on core 1, in loopback
+    mode with a temporary data directory, and a VPC associated with a service network. On exit
+    everything it started is stopped by PID and the directory removed."""
+
+    def __init__(self, name, rate):
+        self.name = name
+        for tool in ("h2load" if rate else "wrk", "nginx", "taskset", "curl"):
+            if not shutil.which(tool):
+                sys.exit(f"{name}: needs {tool} (Debian: apt-get install nghttp2-client wrk nginx util-linux curl)")
+        self.binary = os.environ.get("TRELLIS_BIN")
+        if not self.binary:
+            subprocess.run(["cargo", "build", "--release", "--locked", "-p", "trellis"], cwd=ROOT, check=True)
+            target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+            self.binary = os.path.join(target, "release", "trellis")
+        self.procs = []
+
+    def __enter__(self):
+        self.work = tempfile.mkdtemp(prefix=f"{self.name}-")
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _start(self):
+        work = self.work
+        self.backend_port = free_port()
+        with open(f"{work}/nginx.conf", "w") as f:
+            f.write(f"""worker_processes 1; daemon off; pid {work}/nginx.pid; error_log {work}/nginx.err;
+events {{ worker_connections 1024; }}
+http {{ access_log off; client_body_temp_path {work}; proxy_temp_path {work}; fastcgi_temp_path {work};
+  uwsgi_temp_path {work}; scgi_temp_path {work};
+  server {{ listen 127.0.0.1:{self.backend_port}; keepalive_requests 1000000;
+    location / {{ return 200 "backend ok\\n"; }} }} }}
+""")
+        self.procs.append(subprocess.Popen(["taskset", "-c", "0", "nginx", "-c", f"{work}/nginx.conf", "-p", work],
+                                           stderr=subprocess.DEVNULL))
+        port = free_port()
+        env = dict(os.environ, TRELLIS_LOG="warn", TRELLIS_WORKER_THREADS="1")
+        self.server = subprocess.Popen(["taskset", "-c", "1", self.binary, "serve",
+                                        "--network", "loopback", "--listen", f"127.0.0.1:{port}",
+                                        "--data-dir", f"{work}/data"], env=env, stderr=subprocess.DEVNULL)
+        self.procs.append(self.server)
+        self.api = Api(f"http://127.0.0.1:{port}", self.name)
+        for _ in range(100):
+            try:
+                self.api.call("GET", "/_trellis/health")
+                break
+            except OSError:
+                time.sleep(0.1)
+        form = "Action=CreateVpc&Version=2016-11-15&CidrBlock=10.0.0.0%2F16"
+        self.vpc = re.search(r"<vpcId>(.*?)</vpcId>", self.api.call("POST", "/", form=form)).group(1)
+        self.network = self.api.json("POST", "/servicenetworks", {"name": "bench-net"})["id"]
+        self.api.call("POST", "/servicenetworkvpcassociations",
+                      {"serviceNetworkIdentifier": self.network, "vpcIdentifier": self.vpc})
+
+    def __exit__(self, *_):
+        for p in reversed(self.procs):
+            p.terminate()
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def service(self, name, **fields):
+        """A service `bench-NAME` (with `fields`) whose HTTP:80 listener forwards to a target
+        group of its own with the backend in it; not yet in the service network."""
+        api = self.api
+        tg = api.json("POST", "/targetgroups", {"name": f"bench-{name}", "type": "IP", "config": {
+            "port": self.backend_port, "protocol": "HTTP", "vpcIdentifier": self.vpc}})["id"]
+        api.call("POST", f"/targetgroups/{tg}/registertargets",
+                 {"targets": [{"id": "127.0.0.1", "port": self.backend_port}]})
+        svc = api.json("POST", "/services", {"name": f"bench-{name}", **fields})
+        api.call("POST", f"/services/{svc['id']}/listeners", {
+            "name": "http", "protocol": "HTTP", "port": 80,
+            "defaultAction": {"forward": {"targetGroups": [{"targetGroupIdentifier": tg}]}}})
+        return svc
+
+    def associate(self, svc):
+        self.api.call("POST", "/servicenetworkserviceassociations",
+                      {"serviceIdentifier": svc["id"], "serviceNetworkIdentifier": self.network})
+
+    def url(self):
+        """The VPC's entry, once its proxy listens."""
+        for _ in range(100):
+            try:
+                info = self.api.json("GET", f"/_trellis/vpcs/{self.vpc}/ingress")
+                return f"http://{info['address']}:{80 + info['lowPortOffset']}/"
+            except OSError:
+                time.sleep(0.1)
+        raise SystemExit(f"{self.name}: the VPC's entry never came up")
+
+    def wait_ok(self, url, label, headers):
+        """Waits for a request with `headers()` (made anew each try) to be answered 200."""
+        for _ in range(100):
+            if check(url, headers()) == "200":
+                return
+            time.sleep(0.1)
+        args = ["curl", "-s", "--noproxy", "*"] + [a for h in headers() for a in ("-H", h)]
+        body = subprocess.run(args + [url], capture_output=True, text=True, timeout=10).stdout
+        raise SystemExit(f"{self.name}: {label} never answered 200: {body}")
+
+    def compare(self, url, headers, reps, duration, rate):
+        """`reps` repetitions measuring the two services `headers` names (label -> a function
+        making a request's headers), back to back, the second first in every other one (a
+        machine whose speed drifts then weighs on both alike); prints each run, the medians and
+        the median of the repetitions' ratios second/first, the figure to quote."""
+        (a, b) = headers
+        results = {a: [], b: []}
+        for rep in range(reps):
+            for label in (a, b) if rep % 2 == 0 else (b, a):
+                run = load(self.name, url, headers[label](), self.server.pid, duration, rate)
+                results[label].append(run)
+                print(f"  rep {rep + 1} {label:>6}: {run.rps:9.0f} req/s  {run.latency:>13}  {run.us:6.2f} us/req"
+                      f" (user {run.user_us:5.2f})", flush=True)
+        pairs = sorted(y.us / x.us for x, y in zip(results[a], results[b]))
+        med = {n: statistics.median(r.us for r in rs) for n, rs in results.items()}
+        for n, rs in results.items():
+            rps, user = statistics.median(r.rps for r in rs), statistics.median(r.user_us for r in rs)
+            print(f"median {n.upper():>6}: {rps:9.0f} req/s  {med[n]:6.2f} us/req (user {user:5.2f})")
+        ratio = f"{b.upper()}/{a.upper()}"
+        print(f"ratio of the medians {med[b] / med[a]:.3f}")
+        print(f"{ratio} per repetition: {' '.join(f'{p:.3f}' for p in pairs)}  "
+              f"{ratio} = {statistics.median(pairs):.3f} (their median)")
