@@ -60,6 +60,16 @@ const NO_X509: &[u8] = concat!(
 )
 .as_bytes();
 
+/// The fields of a request that was not over TLS, of one neither refused nor failed, and of
+/// one without a caller: most records, each written with one copy.
+const NO_TLS: &[u8] = br#","sslCipher":"-","tlsVersion":"-""#;
+const NO_REASONS: &[u8] = br#","authDeniedReason":"-","failureReason":"-""#;
+const NO_CALLER: &[u8] = concat!(
+    r#","resolvedUser":"-","callerPrincipal":"-","callerPrincipalOrgID":"-","callerX509IssuerOU":"-","#,
+    r#""callerX509SubjectCN":"-","callerX509SANNameCN":"-","callerX509SANDNS":"-","callerX509SANURI":"-""#,
+)
+.as_bytes();
+
 /// The fields of a record without a source VPC, target group or listener.
 const NO_SOURCE: &[u8] = br#","sourceVpcArn":"-","sourceVpcId":"-""#;
 const NO_DESTINATION: &[u8] = br#","destinationVpcId":"-""#;
@@ -115,15 +125,28 @@ impl Entry {
         number(out, key!("duration"), self.duration);
         number(out, key!("requestToTargetDuration"), self.request_to_target_duration);
         number(out, key!("responseFromTargetDuration"), self.response_from_target_duration);
-        known(out, key_quote!("sslCipher"), self.ssl_cipher);
-        known(out, key_quote!("tlsVersion"), self.tls_version);
-        known(out, key_quote!("authDeniedReason"), self.auth_denied_reason);
-        known(out, key_quote!("failureReason"), self.failure_reason);
-        let principal = self.caller.as_ref().map(|c| c.principal.arn());
-        text(out, key_quote!("resolvedUser"), principal);
-        text(out, key_quote!("callerPrincipal"), principal);
-        text(out, key_quote!("callerPrincipalOrgID"), self.caller.as_ref().map(|c| c.organization_id.as_str()));
-        out.extend_from_slice(NO_X509);
+        if (self.ssl_cipher, self.tls_version) == ("-", "-") {
+            out.extend_from_slice(NO_TLS);
+        } else {
+            known(out, key_quote!("sslCipher"), self.ssl_cipher);
+            known(out, key_quote!("tlsVersion"), self.tls_version);
+        }
+        if (self.auth_denied_reason, self.failure_reason) == ("-", "-") {
+            out.extend_from_slice(NO_REASONS);
+        } else {
+            known(out, key_quote!("authDeniedReason"), self.auth_denied_reason);
+            known(out, key_quote!("failureReason"), self.failure_reason);
+        }
+        match &self.caller {
+            None => out.extend_from_slice(NO_CALLER),
+            Some(caller) => {
+                let principal = Some(caller.principal.arn());
+                text(out, key_quote!("resolvedUser"), principal);
+                text(out, key_quote!("callerPrincipal"), principal);
+                text(out, key_quote!("callerPrincipalOrgID"), Some(&caller.organization_id));
+                out.extend_from_slice(NO_X509);
+            }
+        }
         // The proxy's own request ids are a UUID's hex digits and dashes: nothing to escape.
         out.extend_from_slice(key_quote!("requestId"));
         out.extend_from_slice(&self.request_id.0);
@@ -267,6 +290,10 @@ fn needs_escape(word: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use trellis_model::iam::{Identity, Principal};
+
     use super::*;
     use crate::access_log::{RequestId, RequestText, RouteFacts, source_fields};
 
@@ -443,6 +470,70 @@ mod tests {
             r#""requestId":"rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr","traceparent":"00-1-2-01"}"#,
         );
         assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
+
+    /// A record with a caller, over TLS, refused or failed: each of those fields is written
+    /// as it is (the usual `-`s are copied whole; these must not be).
+    #[test]
+    fn a_caller_tls_and_reasons() {
+        let route = LogRoute::new(RouteFacts {
+            destinations: Vec::new(),
+            service_id: "svc-1",
+            service_arn: "arn:svc",
+            network_arn: "arn:sn",
+            listeners: Vec::new(),
+            groups: Vec::new(),
+        });
+        let caller = Identity {
+            access_key_id: "AKIA".into(),
+            secret_access_key: "s".into(),
+            session_token: None,
+            expiration: None,
+            account: "000000000000".into(),
+            organization_id: "o-\"x\"".into(),
+            principal: Principal::Root { arn: "arn:aws:iam::000000000000:root".into() },
+            principal_tags: Vec::new(),
+        };
+        let line = |entry: Entry| {
+            let mut out = Vec::new();
+            entry.write_line(&route, &mut out, &mut Clock::default());
+            let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            value
+        };
+        let base = || Entry {
+            ssl_cipher: "-",
+            tls_version: "-",
+            auth_denied_reason: "-",
+            failure_reason: "-",
+            ..Entry::default()
+        };
+        let v = line(Entry {
+            ssl_cipher: "TLS_AES_128_GCM_SHA256",
+            tls_version: "TLSv1.3",
+            auth_denied_reason: "-",
+            failure_reason: "TargetUnreachable",
+            caller: Some(Arc::new(caller)),
+            ..base()
+        });
+        let fields = [
+            ("sslCipher", "TLS_AES_128_GCM_SHA256"),
+            ("tlsVersion", "TLSv1.3"),
+            ("authDeniedReason", "-"),
+            ("failureReason", "TargetUnreachable"),
+            ("resolvedUser", "arn:aws:iam::000000000000:root"),
+            ("callerPrincipal", "arn:aws:iam::000000000000:root"),
+            ("callerPrincipalOrgID", "o-\"x\""),
+            ("callerX509SubjectCN", "-"),
+        ];
+        for (key, want) in fields {
+            assert_eq!(v[key], want, "{key}");
+        }
+        let v = line(Entry { auth_denied_reason: "Policy", ..base() });
+        assert_eq!((&v["authDeniedReason"], &v["failureReason"]), (&"Policy".into(), &"-".into()));
+        assert_eq!(
+            (&v["sslCipher"], &v["resolvedUser"], &v["callerX509SANURI"]),
+            (&"-".into(), &"-".into(), &"-".into())
+        );
     }
 
     /// A record without a source VPC, target group or listener has `-` for each of their
