@@ -355,7 +355,31 @@ fn write_framing(out: &mut Vec<u8>, framing: Framing) {
 }
 
 /// `n` in decimal.
-pub(crate) fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn write_decimal(out: &mut Vec<u8>, n: u64) {
+    // Most numbers written (status codes, ports, octets, sizes, milliseconds) are short: those
+    // are written as a fixed number of digits, a copy of known length rather than a call.
+    match n {
+        0..10 => out.push(b'0' + n as u8),
+        10..100 => digits::<2>(out, n),
+        100..1_000 => digits::<3>(out, n),
+        1_000..10_000 => digits::<4>(out, n),
+        10_000..100_000 => digits::<5>(out, n),
+        _ => long_decimal(out, n),
+    }
+}
+
+/// `n`, which has `N` digits, in decimal.
+#[inline]
+fn digits<const N: usize>(out: &mut Vec<u8>, mut n: u64) {
+    let mut text = [0u8; N];
+    for d in text.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&text);
+}
+
+fn long_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {

@@ -199,6 +199,14 @@ fn known(out: &mut Vec<u8>, key: &[u8], value: &'static str) {
 /// quote).
 fn raw(out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
     out.extend_from_slice(key);
+    // Most requests' text is ASCII with nothing to escape: one look at it, then a copy.
+    if let Some(bytes) = value
+        && plain_ascii(bytes)
+    {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     match value.map(std::str::from_utf8) {
         None => string_body(out, "-"),
         Some(Ok(s)) => string_body(out, s),
@@ -279,6 +287,16 @@ fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&bytes[copied..]);
 }
 
+/// Whether every byte of `bytes` is ASCII and stands for itself in a JSON string.
+fn plain_ascii(bytes: &[u8]) -> bool {
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut words = bytes.chunks_exact(8);
+    words.by_ref().all(|w| {
+        let word = u64::from_ne_bytes(w.try_into().unwrap_or([0; 8]));
+        word & HIGH == 0 && !needs_escape(word)
+    }) && words.remainder().iter().all(|&b| b < 0x80 && ESCAPE[usize::from(b)] == 0)
+}
+
 /// Whether one of the eight bytes in `word` is below 0x20, `"` or `\` (it may say yes for a
 /// word with none, never no for a word with one).
 fn needs_escape(word: u64) -> bool {
@@ -342,6 +360,22 @@ mod tests {
         assert!(!needs_escape(u64::from_ne_bytes(*b"arn:aws:")));
     }
 
+    /// `plain_ascii` says no for every byte that is not ASCII or needs escaping, wherever it
+    /// is in a word or the tail after the words, and yes for text with none.
+    #[test]
+    fn plain_ascii_misses_no_byte() {
+        for b in 0..=255u8 {
+            let plain = b < 0x80 && ESCAPE[usize::from(b)] == 0;
+            for at in 0..11 {
+                let mut text = [b'a'; 11];
+                text[at] = b;
+                assert_eq!(plain_ascii(&text), plain, "{b:#x} at {at}");
+            }
+        }
+        assert!(plain_ascii(b""));
+        assert!(plain_ascii(b"/a/b?c=d&e=f"));
+    }
+
     #[test]
     fn timestamps_and_numbers() {
         let mut clock = Clock::default();
@@ -350,7 +384,7 @@ mod tests {
             clock.write(ms, &mut out);
             assert_eq!(String::from_utf8(out).unwrap(), trellis_model::Timestamp(ms).iso8601());
         }
-        for n in [0, 7, 10, 1234567890, u64::MAX] {
+        for n in [0, 7, 9, 10, 99, 100, 255, 999, 1_000, 9_999, 10_000, 65_535, 99_999, 100_000, 1234567890, u64::MAX] {
             let mut out = Vec::new();
             write_decimal(&mut out, n);
             assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
