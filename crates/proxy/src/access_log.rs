@@ -751,7 +751,6 @@ mod tests {
         assert_eq!(ids, [padded(97), padded(98), padded(99)]);
         assert_eq!(log.recent(Some("svc-2"), 3), "");
         assert_eq!(log.recent(Some("svc-1"), 100).lines().count(), 5);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -781,7 +780,6 @@ mod tests {
         let rotated = std::fs::read_to_string(dir.join("a").join("n1.log.1")).unwrap_or_default();
         assert!(written.lines().count() + rotated.lines().count() > 0);
         assert_eq!(stats.log_dropped.load(Ordering::Relaxed), 0);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -817,7 +815,6 @@ mod tests {
         drop(log);
         wait_written(&stats, 11);
         assert!(reader.join().unwrap() > 0);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Request id `i`, 36 characters long.
@@ -857,18 +854,34 @@ mod tests {
         }
         assert!(held < 64 << 10, "{held} bytes of blocks held after the log closed");
         assert_eq!(std::fs::read(&path).unwrap(), written);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn padded(i: u64) -> String {
         format!("{:0>36}", format!("req-{i}"))
     }
 
-    /// A fresh directory under the system's temporary directory.
-    fn tempfile_dir() -> PathBuf {
+    /// A fresh directory under the system's temporary directory, removed when dropped (a
+    /// test that fails leaves nothing behind either).
+    fn tempfile_dir() -> TempDir {
         let dir =
             std::env::temp_dir().join(format!("trellis-al-{}-{}", std::process::id(), crate::balance::random_u64()));
         std::fs::create_dir_all(&dir).unwrap();
-        dir
+        TempDir(dir)
+    }
+
+    struct TempDir(PathBuf);
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
