@@ -156,6 +156,9 @@ const SPARE_BATCHES: usize = 4;
 /// The writer thread's niceness (Linux's priorities are per thread).
 const WRITER_NICE: i32 = 5;
 
+/// How long dropping the log waits for the writer to write what is pending and stop.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How long the writer lets records gather before it takes them.
 const BATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -182,6 +185,8 @@ struct Shared {
     idle: AtomicBool,
     /// The log is closed: the writer takes what is pending and stops.
     closed: AtomicBool,
+    /// The writer has stopped, its last records written and its files closed.
+    stopped: (Mutex<bool>, std::sync::Condvar),
 }
 
 /// The lines waiting for the writer, and the clock their times are written with.
@@ -230,6 +235,8 @@ struct Open {
     /// How far the file has blocks allocated ahead of its writes (at least `size`); `None`
     /// once its filesystem refused to preallocate.
     allocated: Option<u64>,
+    /// Blocks were asked for ahead (some may be allocated even where the call failed).
+    ahead: bool,
 }
 
 /// A write that failed, with the number of lines it left unwritten.
@@ -282,6 +289,7 @@ impl AccessLog {
             queue: config.queue.max(1),
             idle: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            stopped: (Mutex::new(false), std::sync::Condvar::new()),
         });
         let recent = Arc::new(Mutex::new(Recent::default()));
         let writer = Writer {
@@ -330,6 +338,18 @@ impl AccessLog {
         }
     }
 
+    /// Closes the log: the writer writes what is pending, closes its files and stops. Waits
+    /// for that at most `wait` (a writer stuck on its destination is left to it). Records sent
+    /// after are not written.
+    pub(crate) fn close(&self, wait: std::time::Duration) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        let Some(writer) = &self.writer else { return };
+        writer.unpark();
+        let (stopped, changed) = &self.shared.stopped;
+        let stopped = stopped.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = changed.wait_timeout_while(stopped, wait, |stopped| !*stopped);
+    }
+
     /// The newest `limit` records written (for `service` alone if given), oldest first, one
     /// JSON object a line.
     pub(crate) fn recent(&self, service: Option<&str>, limit: usize) -> String {
@@ -351,10 +371,7 @@ impl AccessLog {
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
-        self.shared.closed.store(true, Ordering::SeqCst);
-        if let Some(writer) = &self.writer {
-            writer.unpark();
-        }
+        self.close(CLOSE_WAIT);
     }
 }
 
@@ -459,13 +476,20 @@ impl Writer {
             } else if spare.len() < SPARE_BATCHES {
                 spare.push(batch);
             }
-            self.stats.log_written.fetch_add(written, Ordering::Relaxed);
             self.flush();
+            // Counted once in the files (the flush above), not before.
+            self.stats.log_written.fetch_add(written, Ordering::Relaxed);
             if !closed {
-                std::thread::sleep(BATCH_EVERY);
+                // Woken early only by `close` (a record wakes a writer that found none).
+                std::thread::park_timeout(BATCH_EVERY);
             }
         }
         self.flush();
+        // Closed now (giving back blocks allocated ahead) rather than when the thread ends.
+        self.files.clear();
+        let (stopped, changed) = &self.shared.stopped;
+        *stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        changed.notify_all();
     }
 
     /// Takes the pending batch, if it has lines, leaving an empty one in its place: a spare
@@ -618,7 +642,7 @@ fn open(path: &Path) -> std::io::Result<Open> {
     }
     let file = OpenOptions::new().create(true).append(true).open(path)?;
     let size = file.metadata().map_or(0, |m| m.len());
-    Ok(Open { file: std::io::BufWriter::with_capacity(64 * 1024, file), size, allocated: Some(size) })
+    Ok(Open { file: std::io::BufWriter::with_capacity(64 * 1024, file), size, allocated: Some(size), ahead: false })
 }
 
 // === impl Open ===
@@ -634,6 +658,7 @@ impl Open {
         }
         let to = (allocated + PREALLOCATE).min(limit).max(size);
         let flags = rustix::fs::FallocateFlags::KEEP_SIZE;
+        self.ahead = true;
         self.allocated = match rustix::fs::fallocate(self.file.get_ref(), flags, allocated, to - allocated) {
             Ok(()) => Some(to),
             // Not supported here (or no room: the write says so): the file grows as written.
@@ -645,13 +670,13 @@ impl Open {
 impl Drop for Open {
     /// Gives back the blocks allocated past what was written (a file closed by a rotation
     /// has at most one line's worth; the one open when the log closes, up to
-    /// [`PREALLOCATE`]).
+    /// [`PREALLOCATE`]). Only when the file's length is what this writer wrote: a length it
+    /// did not write (a failed write, another writer) is left as it is.
     fn drop(&mut self) {
-        if self.allocated.is_some_and(|a| a > self.size) && self.file.flush().is_ok() {
-            // The length the file has (not the one counted here): only blocks past its end go.
+        if self.ahead && self.file.flush().is_ok() {
             let file = self.file.get_ref();
-            if let Ok(meta) = file.metadata() {
-                let _ = file.set_len(meta.len());
+            if file.metadata().is_ok_and(|m| m.len() == self.size) {
+                let _ = file.set_len(self.size);
             }
         }
     }
@@ -817,16 +842,17 @@ mod tests {
         assert!(reader.join().unwrap() > 0);
     }
 
-    /// Request id `i`, 36 characters long.
     /// A destination file gets its blocks [`PREALLOCATE`] at a time, ahead of its writes,
     /// with its length what was written; when the log closes, the blocks past its end are
     /// given back. (Where the filesystem cannot preallocate, only the second half holds.)
     #[test]
     fn a_file_gets_blocks_ahead_and_gives_back_those_past_its_end() {
         let dir = tempfile_dir();
+        // Some filesystems accept the call and allocate nothing.
         let can_preallocate = {
             let probe = File::create(dir.join("probe")).unwrap();
             rustix::fs::fallocate(&probe, rustix::fs::FallocateFlags::KEEP_SIZE, 0, 1 << 20).is_ok()
+                && probe.metadata().unwrap().blocks() * 512 >= 1 << 20
         };
         let stats = Arc::new(ProcessStats::default());
         let log = AccessLog::start(AccessLogConfig { max_file_bytes: 64 << 20, ..config(&dir) }, stats.clone());
@@ -843,19 +869,14 @@ mod tests {
         if can_preallocate {
             assert!(meta.blocks() * 512 >= PREALLOCATE, "{} bytes of blocks", meta.blocks() * 512);
         }
+        // Dropping the log waits for the writer to close its files.
         drop(log);
-        let mut held = u64::MAX;
-        for _ in 0..500 {
-            held = std::fs::metadata(&path).unwrap().blocks() * 512;
-            if held < 64 << 10 {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        let held = std::fs::metadata(&path).unwrap().blocks() * 512;
         assert!(held < 64 << 10, "{held} bytes of blocks held after the log closed");
         assert_eq!(std::fs::read(&path).unwrap(), written);
     }
 
+    /// Request id `i`, 36 characters long.
     fn padded(i: u64) -> String {
         format!("{:0>36}", format!("req-{i}"))
     }

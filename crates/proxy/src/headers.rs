@@ -380,17 +380,17 @@ fn digits<const N: usize>(out: &mut Vec<u8>, mut n: u64) {
 }
 
 fn long_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
+    let mut text = [0u8; 20];
+    let mut i = text.len();
     loop {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+        text[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(&text[i..]);
 }
 
 #[cfg(test)]

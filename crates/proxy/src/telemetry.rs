@@ -33,6 +33,12 @@ impl Telemetry {
         self.registry.render(&self.process, health.as_deref())
     }
 
+    /// Closes the access log when the data plane has stopped: what is pending is written and
+    /// the files closed before the process ends (waiting at most `wait`).
+    pub fn close_access_log(&self, wait: std::time::Duration) {
+        self.log.close(wait);
+    }
+
     /// The newest `limit` access log records this node wrote (for one service if given),
     /// oldest first, one JSON object a line.
     pub fn access_logs(&self, service: Option<&str>, limit: usize) -> String {

@@ -358,6 +358,9 @@ impl Bound {
         if let Some(reports) = reports {
             let _ = reports.await;
         }
+        // Records of the last requests reach their files before the process ends.
+        let log = telemetry.clone();
+        let _ = tokio::task::spawn_blocking(move || log.close_access_log(std::time::Duration::from_secs(5))).await;
         // Last: the node leaves (its record and locks go) once its work has stopped.
         let _ = leave_tx.send(true);
         let _ = member.await;

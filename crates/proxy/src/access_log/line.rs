@@ -54,21 +54,22 @@ macro_rules! key_quote {
 }
 
 /// The fields of a caller's client certificate: listeners take none, so they are always `-`.
-const NO_X509: &[u8] = concat!(
-    r#","callerX509IssuerOU":"-","callerX509SubjectCN":"-","callerX509SANNameCN":"-","#,
-    r#""callerX509SANDNS":"-","callerX509SANURI":"-""#,
-)
-.as_bytes();
+macro_rules! no_x509 {
+    () => {
+        concat!(
+            r#","callerX509IssuerOU":"-","callerX509SubjectCN":"-","callerX509SANNameCN":"-","#,
+            r#""callerX509SANDNS":"-","callerX509SANURI":"-""#,
+        )
+    };
+}
+const NO_X509: &[u8] = no_x509!().as_bytes();
 
 /// The fields of a request that was not over TLS, of one neither refused nor failed, and of
 /// one without a caller: most records, each written with one copy.
 const NO_TLS: &[u8] = br#","sslCipher":"-","tlsVersion":"-""#;
 const NO_REASONS: &[u8] = br#","authDeniedReason":"-","failureReason":"-""#;
-const NO_CALLER: &[u8] = concat!(
-    r#","resolvedUser":"-","callerPrincipal":"-","callerPrincipalOrgID":"-","callerX509IssuerOU":"-","#,
-    r#""callerX509SubjectCN":"-","callerX509SANNameCN":"-","callerX509SANDNS":"-","callerX509SANURI":"-""#,
-)
-.as_bytes();
+const NO_CALLER: &[u8] =
+    concat!(r#","resolvedUser":"-","callerPrincipal":"-","callerPrincipalOrgID":"-""#, no_x509!()).as_bytes();
 
 /// The fields of a record without a source VPC, target group or listener.
 const NO_SOURCE: &[u8] = br#","sourceVpcArn":"-","sourceVpcId":"-""#;
