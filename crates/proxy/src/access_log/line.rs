@@ -507,18 +507,23 @@ mod tests {
         assert_eq!(String::from_utf8(out).unwrap(), want);
     }
 
-    /// A record with a caller, over TLS, refused or failed: each of those fields is written
-    /// as it is (the usual `-`s are copied whole; these must not be).
-    #[test]
-    fn a_caller_tls_and_reasons() {
-        let route = LogRoute::new(RouteFacts {
+    /// A route with no listener or target group known.
+    fn bare_route() -> LogRoute {
+        LogRoute::new(RouteFacts {
             destinations: Vec::new(),
             service_id: "svc-1",
             service_arn: "arn:svc",
             network_arn: "arn:sn",
             listeners: Vec::new(),
             groups: Vec::new(),
-        });
+        })
+    }
+
+    /// A record with a caller, over TLS, refused or failed: each of those fields is written
+    /// as it is (the usual `-`s are copied whole; these must not be).
+    #[test]
+    fn a_caller_tls_and_reasons() {
+        let route = bare_route();
         let caller = Identity {
             access_key_id: "AKIA".into(),
             secret_access_key: "s".into(),
@@ -575,14 +580,7 @@ mod tests {
     /// fields; a listener its route does not know is written from its own fields.
     #[test]
     fn parts_a_record_lacks_or_its_route_does_not_know() {
-        let route = LogRoute::new(RouteFacts {
-            destinations: Vec::new(),
-            service_id: "svc-1",
-            service_arn: "arn:svc",
-            network_arn: "arn:sn",
-            listeners: Vec::new(),
-            groups: Vec::new(),
-        });
+        let route = bare_route();
         let line = |entry: &Entry| {
             let mut out = Vec::new();
             entry.write_line(&route, &mut out, &mut Clock::default());
