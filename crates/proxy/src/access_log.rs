@@ -235,8 +235,6 @@ struct Open {
     /// How far the file has blocks allocated ahead of its writes (at least `size`); `None`
     /// once its filesystem refused to preallocate.
     allocated: Option<u64>,
-    /// Blocks were asked for ahead (some may be allocated even where the call failed).
-    ahead: bool,
 }
 
 /// A write that failed, with the number of lines it left unwritten.
@@ -642,7 +640,7 @@ fn open(path: &Path) -> std::io::Result<Open> {
     }
     let file = OpenOptions::new().create(true).append(true).open(path)?;
     let size = file.metadata().map_or(0, |m| m.len());
-    Ok(Open { file: std::io::BufWriter::with_capacity(64 * 1024, file), size, allocated: Some(size), ahead: false })
+    Ok(Open { file: std::io::BufWriter::with_capacity(64 * 1024, file), size, allocated: Some(size) })
 }
 
 // === impl Open ===
@@ -658,7 +656,6 @@ impl Open {
         }
         let to = (allocated + PREALLOCATE).min(limit).max(size);
         let flags = rustix::fs::FallocateFlags::KEEP_SIZE;
-        self.ahead = true;
         self.allocated = match rustix::fs::fallocate(self.file.get_ref(), flags, allocated, to - allocated) {
             Ok(()) => Some(to),
             // Not supported here (or no room: the write says so): the file grows as written.
@@ -670,10 +667,11 @@ impl Open {
 impl Drop for Open {
     /// Gives back the blocks allocated past what was written (a file closed by a rotation
     /// has at most one line's worth; the one open when the log closes, up to
-    /// [`PREALLOCATE`]). Only when the file's length is what this writer wrote: a length it
-    /// did not write (a failed write, another writer) is left as it is.
+    /// [`PREALLOCATE`]; a failed `fallocate` may have allocated some). Only when the file's
+    /// length is what this writer wrote: a length it did not write (a failed write, another
+    /// writer) is left as it is.
     fn drop(&mut self) {
-        if self.ahead && self.file.flush().is_ok() {
+        if self.file.flush().is_ok() {
             let file = self.file.get_ref();
             if file.metadata().is_ok_and(|m| m.len() == self.size) {
                 let _ = file.set_len(self.size);
@@ -874,6 +872,30 @@ mod tests {
         let held = std::fs::metadata(&path).unwrap().blocks() * 512;
         assert!(held < 64 << 10, "{held} bytes of blocks held after the log closed");
         assert_eq!(std::fs::read(&path).unwrap(), written);
+    }
+
+    /// Blocks come [`PREALLOCATE`] at a time and stop at the rotation size unless a write
+    /// needs more; a file whose filesystem refuses (here: opened read-only) is not asked again.
+    #[test]
+    fn preallocation_steps_stop_at_the_limit_and_end_at_a_refusal() {
+        let dir = tempfile_dir();
+        let mut open = super::open(&dir.join("f.log")).unwrap();
+        open.preallocate(10, 64 << 20);
+        if open.allocated.is_some() {
+            assert_eq!(open.allocated, Some(PREALLOCATE));
+            open.preallocate(PREALLOCATE, 64 << 20);
+            assert_eq!(open.allocated, Some(PREALLOCATE), "already there");
+            open.preallocate(PREALLOCATE + 1, 6 << 20);
+            assert_eq!(open.allocated, Some(6 << 20), "stops at the limit");
+            open.preallocate((6 << 20) + 100, 6 << 20);
+            assert_eq!(open.allocated, Some((6 << 20) + 100), "past the limit: what the write needs");
+        }
+        let file = File::open(dir.join("f.log")).unwrap();
+        let mut refused = Open { file: std::io::BufWriter::new(file), size: 0, allocated: Some(0) };
+        refused.preallocate(10, 64 << 20);
+        assert_eq!(refused.allocated, None);
+        refused.preallocate(PREALLOCATE * 2, 64 << 20);
+        assert_eq!(refused.allocated, None, "not asked again");
     }
 
     /// Request id `i`, 36 characters long.
