@@ -506,6 +506,23 @@ def test_a_blocked_destination_slows_no_request(server_factory):
         dp.close()
 
 
+def test_stopping_the_server_writes_its_last_records(dp):
+    """SIGTERM: the records of the requests that ended just before are in the files when the
+    process has exited (the writer takes a round every 20 ms; the last one is not lost), and
+    the blocks allocated ahead of the writes are given back."""
+    m = mesh_with_logs(dp)
+    c, host = m["c"], m["host"]
+    rids = [c.request("GET", f"/fixed/last/{i}", host).headers["x-amzn-requestid"] for i in range(100)]
+    c.close()
+    assert dp.server.stop() == 0
+    for name, path in destination_files(dp, m).items():
+        logged = {json.loads(line)["requestId"] for line in path.read_text().splitlines()}
+        missing = [r for r in rids if r not in logged]
+        assert not missing, f"{name}: {len(missing)} of the last {len(rids)} records missing"
+        st = path.stat()
+        assert st.st_blocks * 512 < st.st_size + (64 << 10), f"{name}: {st.st_blocks * 512} bytes of blocks held"
+
+
 def test_https_and_http2_entries_carry_tls_details_and_traces(dp, tmp_path):
     from test_https import curl, https_mesh, trellis_ca
     ca = tmp_path / "ca.pem"
