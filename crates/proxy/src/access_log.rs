@@ -313,7 +313,7 @@ impl AccessLog {
 
     /// Writes a record's line for the writer to take, or counts it dropped when the writer is
     /// behind.
-    pub(crate) fn send(&self, route: &LogRoute, entry: Entry, stats: &ProcessStats) {
+    pub(crate) fn send(&self, route: &LogRoute, entry: &Entry, stats: &ProcessStats) {
         {
             let mut pending = self.shared.pending.lock().unwrap_or_else(|p| p.into_inner());
             if pending.batch.lines.len() >= self.shared.queue {
@@ -747,7 +747,7 @@ mod tests {
         for i in 0..100 {
             let mut entry = Entry::default();
             entry.request_id.0.copy_from_slice(padded(i).as_bytes());
-            log.send(&r, entry, &stats);
+            log.send(&r, &entry, &stats);
             // The queue is large enough here; a pause keeps the writer's pace irrelevant.
             if i % 10 == 0 {
                 wait_written(&stats, i + 1);
@@ -785,14 +785,14 @@ mod tests {
         // Long enough for the writer to find nothing and sleep.
         std::thread::sleep(std::time::Duration::from_millis(100));
         assert!(log.shared.idle.load(Ordering::SeqCst), "the writer sleeps while there is nothing");
-        log.send(&r, Entry::default(), &stats);
+        log.send(&r, &Entry::default(), &stats);
         wait_written(&stats, 1);
         // Records from several threads, then the log closes at once: all are written.
         std::thread::scope(|s| {
             for _ in 0..4 {
                 s.spawn(|| {
                     for _ in 0..25 {
-                        log.send(&r, Entry::default(), &stats);
+                        log.send(&r, &Entry::default(), &stats);
                     }
                 });
             }
@@ -816,7 +816,7 @@ mod tests {
         let stats = Arc::new(ProcessStats::default());
         let log = AccessLog::start(AccessLogConfig { queue: 10, ..config(&dir) }, stats.clone());
         let r = route(&["a"]);
-        log.send(&r, Entry::default(), &stats);
+        log.send(&r, &Entry::default(), &stats);
         // Taken by the writer, which is now stuck opening the FIFO.
         for _ in 0..500 {
             if log.shared.pending.lock().unwrap().batch.lines.is_empty() {
@@ -826,7 +826,7 @@ mod tests {
         }
         assert!(log.shared.pending.lock().unwrap().batch.lines.is_empty(), "the writer takes the first record");
         for _ in 0..15 {
-            log.send(&r, Entry::default(), &stats);
+            log.send(&r, &Entry::default(), &stats);
         }
         assert_eq!(log.shared.pending.lock().unwrap().batch.lines.len(), 10);
         assert_eq!(stats.log_dropped.load(Ordering::Relaxed), 5);
@@ -856,7 +856,7 @@ mod tests {
         let log = AccessLog::start(AccessLogConfig { max_file_bytes: 64 << 20, ..config(&dir) }, stats.clone());
         let r = route(&["a"]);
         for _ in 0..10 {
-            log.send(&r, Entry::default(), &stats);
+            log.send(&r, &Entry::default(), &stats);
         }
         wait_written(&stats, 10);
         let path = dir.join("a").join("n1.log");

@@ -421,7 +421,7 @@ impl Session {
         };
         // Counted before the answer's last bytes go out: whoever reads the metrics after the
         // answer arrived sees it.
-        self.finish(started, obs, done, entry);
+        self.finish(started, obs, done, entry.as_mut().map(|(route, e)| (*route, e)));
         if !self.out.is_empty() && self.flush().await.is_err() {
             return Next::Close;
         }
@@ -430,7 +430,13 @@ impl Session {
 
     /// Counts a request that ended (its answer written, or about to be), and sends its record
     /// to the access log.
-    fn finish(&mut self, started: Instant, obs: Option<&RouteObs>, done: Done<'_>, entry: Option<(&LogRoute, Entry)>) {
+    fn finish(
+        &mut self,
+        started: Instant,
+        obs: Option<&RouteObs>,
+        done: Done<'_>,
+        entry: Option<(&LogRoute, &mut Entry)>,
+    ) {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(started);
         if let Some(obs) = obs {
@@ -450,7 +456,7 @@ impl Session {
         let received = self.bytes_in.saturating_sub(self.marks.0);
         let sent = (self.bytes_out + owed).saturating_sub(self.marks.1);
         self.marks = (self.bytes_in, self.bytes_out + owed);
-        let Some((route, mut e)) = entry else { return };
+        let Some((route, e)) = entry else { return };
         let outcome = record::Outcome {
             status: done.status,
             failure: done.failure,
@@ -462,7 +468,7 @@ impl Session {
             sent: self.meter.sent,
             ended: now,
         };
-        record::finish(&mut e, outcome);
+        record::finish(e, outcome);
         if let Some(trace) = &self.meter.trace {
             e.request.set(Part::Traceparent, trace);
         }

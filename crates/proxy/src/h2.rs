@@ -41,6 +41,7 @@ use trellis_model::snapshot::{Action, ListenerView};
 use crate::ProxyConfig;
 use crate::access_log::{Entry, Part, RequestText};
 use crate::balance::{Group, Version};
+use crate::conn::record::millis;
 use crate::conn::{Conn, DRAIN_GRACE};
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::{InFlightGuard, Pool};
@@ -642,7 +643,7 @@ impl Note {
             ended: now,
         };
         crate::conn::record::finish(&mut e, outcome);
-        ctx.conn.telemetry.log.send(route, *e, &ctx.conn.telemetry.process);
+        ctx.conn.telemetry.log.send(route, &e, &ctx.conn.telemetry.process);
     }
 }
 
@@ -986,10 +987,6 @@ fn request_id_value(id: &[u8]) -> HeaderValue {
     let mut value = HeaderValue::from_bytes(id).unwrap_or_else(|_| HeaderValue::from_static("-"));
     value.set_sensitive(true);
     value
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 // === impl Activity ===

@@ -97,17 +97,22 @@ pub(crate) struct Outcome<'a> {
 
 /// Completes a record.
 pub(crate) fn finish(e: &mut Entry, o: Outcome<'_>) {
-    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     e.response_code = o.status;
     (e.failure_reason, e.auth_denied_reason) = (o.failure, o.denied);
     (e.bytes_received, e.bytes_sent) = o.bytes;
-    e.duration = ms(o.ended.saturating_duration_since(o.started));
+    e.duration = millis(o.ended.saturating_duration_since(o.started));
     e.group = o.group.map(|g| g.index);
     e.target_ip_port = o.target;
     if let Some(at) = o.sent {
-        e.request_to_target_duration = ms(at.saturating_duration_since(o.started));
-        e.response_from_target_duration = ms(o.ended.saturating_duration_since(at));
+        e.request_to_target_duration = millis(at.saturating_duration_since(o.started));
+        e.response_from_target_duration = millis(o.ended.saturating_duration_since(at));
     }
+}
+
+/// A duration in whole milliseconds (saturating), as records have them. Seconds and
+/// milliseconds apart: `as_millis` divides a 128-bit number.
+pub(crate) fn millis(d: std::time::Duration) -> u64 {
+    d.as_secs().saturating_mul(1000).saturating_add(d.subsec_millis().into())
 }
 
 /// A listener protocol as the API spells it.
@@ -121,5 +126,5 @@ pub(crate) fn protocol_name(p: ListenerProtocol) -> &'static str {
 
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    millis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default())
 }
