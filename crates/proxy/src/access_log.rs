@@ -106,7 +106,7 @@ pub(crate) struct Entry {
     /// `requestMethod`, `requestPath`, `hostHeader`, `userAgent` and `traceparent`.
     pub(crate) request: RequestText,
     pub(crate) protocol: &'static str,
-    pub(crate) server_name_indication: Option<Box<str>>,
+    pub(crate) server_name_indication: Option<Arc<str>>,
     pub(crate) response_code: u16,
     pub(crate) bytes_received: u64,
     pub(crate) bytes_sent: u64,
@@ -602,6 +602,19 @@ impl RequestText {
     /// An empty text with room for `capacity` bytes.
     pub(crate) fn with_capacity(capacity: usize) -> Self {
         Self { bytes: Vec::with_capacity(capacity), spans: [None; Part::COUNT] }
+    }
+
+    /// An empty text in `bytes` (emptied), with room for `capacity` bytes: a record's buffer
+    /// used again for the next record's.
+    pub(crate) fn reusing(mut bytes: Vec<u8>, capacity: usize) -> Self {
+        bytes.clear();
+        bytes.reserve(capacity);
+        Self { bytes, spans: [None; Part::COUNT] }
+    }
+
+    /// The text's buffer, to be used again.
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
     }
 
     /// Sets `part` to `value` (a part set again takes the new value).

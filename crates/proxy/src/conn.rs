@@ -77,7 +77,7 @@ pub(crate) struct Conn {
     /// The client's port.
     pub(crate) peer_port: u16,
     /// The server name of its ClientHello, for a TLS client.
-    pub(crate) sni: Option<Box<str>>,
+    pub(crate) sni: Option<Arc<str>>,
     /// What its TLS session negotiated, for a TLS client.
     pub(crate) tls_details: Option<TlsDetails>,
     /// The service its TLS server name routed to: the connection counts there.
@@ -179,6 +179,8 @@ pub(crate) struct Session {
     active: Option<ActiveConn>,
     /// The host the last request named.
     last_host: LastHost,
+    /// The buffer of the last record's request text, for the next record's.
+    record_text: Vec<u8>,
 }
 
 /// How an exchange left the connection.
@@ -241,6 +243,7 @@ pub(crate) async fn serve(
         marks: (0, 0),
         active: None,
         last_host: LastHost::default(),
+        record_text: Vec::new(),
     };
     s.active = s.conn.service_stats.as_ref().map(RouteStats::connected);
     let current = routes.borrow().clone();
@@ -352,7 +355,7 @@ impl Session {
         // The record is only made when a subscription applies.
         let mut entry = match (seen.reach, obs.and_then(|o| o.log.as_ref())) {
             (Some((vpc, _)), Some(log)) => {
-                let facts = record::h1_facts(self.rbuf.bytes(), &head);
+                let facts = record::h1_facts(self.rbuf.bytes(), &head, std::mem::take(&mut self.record_text));
                 Some((log, record::begin(&conn, vpc, log, seen.listener, facts, &request_id)))
             }
             _ => None,
@@ -422,6 +425,13 @@ impl Session {
         // Counted before the answer's last bytes go out: whoever reads the metrics after the
         // answer arrived sees it.
         self.finish(started, obs, done, entry.as_mut().map(|(route, e)| (*route, e)));
+        if let Some((_, e)) = entry {
+            let text = e.request.into_bytes();
+            // Kept unless a long request made it large.
+            if text.capacity() <= record::KEPT_TEXT {
+                self.record_text = text;
+            }
+        }
         if !self.out.is_empty() && self.flush().await.is_err() {
             return Next::Close;
         }

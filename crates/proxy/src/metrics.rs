@@ -175,7 +175,8 @@ impl Histogram {
 
     /// Adds one observation.
     pub(crate) fn observe(&self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        // Seconds and microseconds apart (saturating): `as_micros` divides a 128-bit number.
+        let us = d.as_secs().saturating_mul(1_000_000).saturating_add(d.subsec_micros().into());
         let at = BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(BUCKETS_US.len());
         self.counts[at].fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(us, Ordering::Relaxed);
@@ -385,6 +386,25 @@ fn escape(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An observation lands in the first bucket whose bound it does not pass, in microseconds;
+    /// the longest durations in the last, their sum saturated rather than wrapped.
+    #[test]
+    fn observations_land_in_their_buckets() {
+        for (i, &bound) in BUCKETS_US.iter().enumerate() {
+            for (us, at) in [(bound - 1, i), (bound, i), (bound + 1, i + 1)] {
+                let h = Histogram::empty();
+                h.observe(Duration::from_micros(us) + Duration::from_nanos(999));
+                let counts: Vec<u64> = h.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+                assert_eq!(counts.iter().position(|&c| c == 1), Some(at), "{us} us");
+                assert_eq!(h.sum_us.load(Ordering::Relaxed), us);
+            }
+        }
+        let h = Histogram::empty();
+        h.observe(Duration::MAX);
+        assert_eq!(h.counts[BUCKETS_US.len()].load(Ordering::Relaxed), 1);
+        assert_eq!(h.sum_us.load(Ordering::Relaxed), u64::MAX);
+    }
 
     #[test]
     fn renders_counters_and_histograms() {

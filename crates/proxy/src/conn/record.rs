@@ -14,10 +14,13 @@ use crate::access_log::{Entry, ListenerLog, LogRoute, Part, RequestText};
 use crate::h1::RequestHead;
 use crate::table::{GroupObs, VpcRoute};
 
+/// The largest buffer of request text a connection keeps for its next record.
+pub(super) const KEPT_TEXT: usize = 4096;
+
 /// The facts of the HTTP/1.1 request whose head is `head` (positions into `buf`): its
 /// protocol, and its method, target, Host, User-Agent and valid `traceparent` copied into one
-/// buffer, found in one pass over the fields.
-pub(super) fn h1_facts(buf: &[u8], head: &RequestHead) -> (&'static str, RequestText) {
+/// buffer (`text`, the last record's, emptied), found in one pass over the fields.
+pub(super) fn h1_facts(buf: &[u8], head: &RequestHead, text: Vec<u8>) -> (&'static str, RequestText) {
     let (mut host, mut user_agent, mut traceparent, mut traces) = (None, None, None, 0);
     for field in &head.fields {
         let name = &buf[field.name.clone()];
@@ -38,7 +41,7 @@ pub(super) fn h1_facts(buf: &[u8], head: &RequestHead) -> (&'static str, Request
     let (method, path) = (&buf[head.method.clone()], &buf[head.target.clone()]);
     let len = [host, user_agent, traceparent].iter().flatten().map(|v| v.len()).sum::<usize>();
     // Room for the `traceparent` the proxy may start for the request, too.
-    let mut text = RequestText::with_capacity(method.len() + path.len() + len + crate::headers::TRACEPARENT_LEN);
+    let mut text = RequestText::reusing(text, method.len() + path.len() + len + crate::headers::TRACEPARENT_LEN);
     text.set(Part::Method, method);
     text.set(Part::Path, path);
     for (part, value) in [(Part::Host, host), (Part::UserAgent, user_agent), (Part::Traceparent, traceparent)] {
