@@ -12,6 +12,7 @@ Two ways to load a service, both from core 0 with one thread and 50 connections:
 - as fast as it goes (`rate` 0, wrk): each service gets the load it can take, so a dearer one
   runs at a lower rate, where every request costs the kernel more (fewer requests a wakeup).
 """
+import glob
 import json
 import os
 import re
@@ -103,6 +104,8 @@ class Run:
     # The process's CPU microseconds a request, and their user-space part.
     us: float
     user_us: float
+    # Requests answered.
+    requests: int
 
 
 def load(name, url, headers, pid, duration, rate):
@@ -139,7 +142,7 @@ def load(name, url, headers, pid, duration, rate):
             raise SystemExit(f"{name}: {non2xx.group(1)} failed requests:\n{out}")
         latency = "p99 " + re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    return Run(rps, latency, ran * 1e6 / requests, user * 1e6 / requests)
+    return Run(rps, latency, ran * 1e6 / requests, user * 1e6 / requests, requests)
 
 
 class Setting:
@@ -150,9 +153,13 @@ class Setting:
 
     def __init__(self, name, rate):
         self.name = name
-        for tool in ("h2load" if rate else "wrk", "nginx", "taskset", "curl"):
+        # Instructions counted by Callgrind instead of CPU time (see `compare`).
+        self.callgrind = bool(os.environ.get("CALLGRIND"))
+        tools = ("h2load" if rate or self.callgrind else "wrk", "nginx", "taskset", "curl")
+        for tool in tools + (("valgrind", "callgrind_control") if self.callgrind else ()):
             if not shutil.which(tool):
-                sys.exit(f"{name}: needs {tool} (Debian: apt-get install nghttp2-client wrk nginx util-linux curl)")
+                sys.exit(f"{name}: needs {tool} (Debian: apt-get install nghttp2-client wrk nginx util-linux curl"
+                         f"{' valgrind' if self.callgrind else ''})")
         self.binary = os.environ.get("TRELLIS_BIN")
         if not self.binary:
             subprocess.run(["cargo", "build", "--release", "--locked", "-p", "trellis"], cwd=ROOT, check=True)
@@ -184,12 +191,17 @@ http {{ access_log off; client_body_temp_path {work}; proxy_temp_path {work}; fa
                                            stderr=subprocess.DEVNULL))
         port = free_port()
         env = dict(os.environ, TRELLIS_LOG="warn", TRELLIS_WORKER_THREADS="1")
-        self.server = subprocess.Popen(["taskset", "-c", "1", self.binary, "serve",
-                                        "--network", "loopback", "--listen", f"127.0.0.1:{port}",
-                                        "--data-dir", f"{work}/data"], env=env, stderr=subprocess.DEVNULL)
+        cmd = [self.binary, "serve", "--network", "loopback", "--listen", f"127.0.0.1:{port}",
+               "--data-dir", f"{work}/data"]
+        if self.callgrind:
+            # Counting starts and stops around each run (`counted`).
+            cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                   f"--callgrind-out-file={work}/callgrind.out", *cmd]
+        self.server = subprocess.Popen(["taskset", "-c", "1", *cmd], env=env, stderr=subprocess.DEVNULL)
         self.procs.append(self.server)
         self.api = Api(f"http://127.0.0.1:{port}", self.name)
-        for _ in range(100):
+        # Under Callgrind the server takes far longer to start.
+        for _ in range(1200 if self.callgrind else 100):
             try:
                 self.api.call("GET", "/_trellis/health")
                 break
@@ -248,12 +260,44 @@ http {{ access_log off; client_body_temp_path {work}; proxy_temp_path {work}; fa
         body = subprocess.run(args + [url], capture_output=True, text=True, timeout=10).stdout
         raise SystemExit(f"{self.name}: {label} never answered 200: {body}")
 
+    def counted(self, url, headers, label, duration, rate):
+        """Instructions the server runs per request (user space, every thread) while `url` is
+        loaded with `headers` at `rate` for `duration` seconds, counted by Callgrind."""
+        pid = str(self.server.pid)
+        # Counting is switched on once (switched off and on again, it misses code) and zeroed
+        # before each run, which is dumped at its end.
+        subprocess.run(["callgrind_control", "-i", "on", pid], check=True, capture_output=True)
+        load(self.name, url, headers, self.server.pid, 2, rate)
+        subprocess.run(["callgrind_control", "-z", pid], check=True, capture_output=True)
+        run = load(self.name, url, headers, self.server.pid, duration, rate)
+        subprocess.run(["callgrind_control", "-d", label, pid], check=True, capture_output=True)
+        dump = max(glob.glob(f"{self.work}/callgrind.out.*"), key=os.path.getmtime)
+        with open(dump) as f:
+            total = next(int(line.split()[1]) for line in f if line.startswith("summary:"))
+        return total / run.requests
+
     def compare(self, url, headers, reps, duration, rate):
         """`reps` repetitions measuring the two services `headers` names (label -> a function
         making a request's headers), back to back, the second first in every other one (a
         machine whose speed drifts then weighs on both alike); prints each run, the medians and
-        the median of the repetitions' ratios second/first, the figure to quote."""
+        the median of the repetitions' ratios second/first, the figure to quote. With CALLGRIND
+        set, the instructions the server runs per request instead (user space only, at
+        CALLGRIND_RATE requests a second, 400 unless set: Callgrind runs it ~50 times slower),
+        which do not move with the machine's neighbours as CPU time does."""
         (a, b) = headers
+        if self.callgrind:
+            rate = int(os.environ.get("CALLGRIND_RATE", "400"))
+            counts = {a: [], b: []}
+            for rep in range(reps):
+                for label in (a, b) if rep % 2 == 0 else (b, a):
+                    counts[label].append(self.counted(url, headers[label](), label, duration, rate))
+                    print(f"  rep {rep + 1} {label:>6}: {counts[label][-1]:9.0f} instructions/request", flush=True)
+            med = {n: statistics.median(c) for n, c in counts.items()}
+            for n, m in med.items():
+                print(f"median {n.upper():>6}: {m:9.0f} instructions/request")
+            print(f"{b.upper()} - {a.upper()}: {med[b] - med[a]:.0f} instructions/request "
+                  f"({med[b] / med[a]:.3f} times)")
+            return
         results = {a: [], b: []}
         for rep in range(reps):
             for label in (a, b) if rep % 2 == 0 else (b, a):
