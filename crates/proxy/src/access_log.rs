@@ -510,8 +510,8 @@ impl Writer {
     }
 
     /// Appends a batch's lines to their destinations: all of a destination's lines in one
-    /// vectored write, straight from the batch (a copy into a buffer first would cost as much
-    /// as the write), unless its file rotates between them.
+    /// vectored write, straight from the batch (not copied into a buffer first), unless its
+    /// file rotates between them.
     fn write(&mut self, batch: &Batch) {
         // Each destination's lines, as ranges of the batch's text, in order.
         let mut by_dir: Vec<(&Path, Vec<(usize, usize)>)> = Vec::new();
