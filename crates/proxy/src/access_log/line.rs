@@ -230,24 +230,24 @@ fn address(out: &mut Vec<u8>, key: &[u8], value: Option<SocketAddr>) {
 }
 
 /// An IPv4 address and port as a JSON string, `"a.b.c.d:port"`: made on the stack and copied
-/// once (eleven appends to the line cost four times as much).
-fn ipv4(out: &mut Vec<u8>, a: std::net::SocketAddrV4) {
+/// once, rather than in eleven appends to the line.
+fn ipv4(out: &mut Vec<u8>, addr: std::net::SocketAddrV4) {
     // The longest is `"255.255.255.255:65535"`.
     let mut text = [0u8; 23];
     text[0] = b'"';
     let mut at = 1;
-    for (i, octet) in a.ip().octets().into_iter().enumerate() {
+    for (i, octet) in addr.ip().octets().into_iter().enumerate() {
         if i > 0 {
             text[at] = b'.';
             at += 1;
         }
         // Three bytes copied whatever the length (the rest is overwritten or not used).
-        let [a, b, c, len] = OCTETS[usize::from(octet)];
-        text[at..at + 3].copy_from_slice(&[a, b, c]);
+        let [d0, d1, d2, len] = OCTETS[usize::from(octet)];
+        text[at..at + 3].copy_from_slice(&[d0, d1, d2]);
         at += usize::from(len);
     }
     text[at] = b':';
-    at = put_decimal(&mut text, at + 1, a.port());
+    at = put_decimal(&mut text, at + 1, addr.port());
     text[at] = b'"';
     out.extend_from_slice(&text[..=at]);
 }
