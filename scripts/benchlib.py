@@ -194,7 +194,7 @@ http {{ access_log off; client_body_temp_path {work}; proxy_temp_path {work}; fa
         cmd = [self.binary, "serve", "--network", "loopback", "--listen", f"127.0.0.1:{port}",
                "--data-dir", f"{work}/data"]
         if self.callgrind:
-            # Counting starts and stops around each run (`counted`).
+            # Counting is switched on by the first run (`counted`).
             cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                    f"--callgrind-out-file={work}/callgrind.out", *cmd]
         self.server = subprocess.Popen(["taskset", "-c", "1", *cmd], env=env, stderr=subprocess.DEVNULL)
@@ -264,8 +264,8 @@ http {{ access_log off; client_body_temp_path {work}; proxy_temp_path {work}; fa
         """Instructions the server runs per request (user space, every thread) while `url` is
         loaded with `headers` at `rate` for `duration` seconds, counted by Callgrind."""
         pid = str(self.server.pid)
-        # Counting is switched on once (switched off and on again, it misses code) and zeroed
-        # before each run, which is dumped at its end.
+        # Counting is switched on once (switched off and on again, later dumps came out short
+        # here) and zeroed before each run, which is dumped at its end.
         subprocess.run(["callgrind_control", "-i", "on", pid], check=True, capture_output=True)
         load(self.name, url, headers, self.server.pid, 2, rate)
         subprocess.run(["callgrind_control", "-z", pid], check=True, capture_output=True)
