@@ -961,6 +961,35 @@ mod tests {
         }
     }
 
+    /// A destination whose writes fail (its file is `/dev/full`) counts its records as errors
+    /// and is opened again for the next round: once it is an ordinary file, records reach it.
+    #[test]
+    fn a_failed_write_counts_its_records_and_the_next_round_tries_again() {
+        let dir = tempfile_dir();
+        let stats = Arc::new(ProcessStats::default());
+        let log = AccessLog::start(config(&dir), stats.clone());
+        let r = route(&["a"]);
+        std::fs::create_dir_all(dir.join("a")).unwrap();
+        let path = dir.join("a").join("n1.log");
+        std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+        for _ in 0..5 {
+            log.send(&r, &Entry::default(), &stats);
+        }
+        let errors = || stats.log_errors.load(Ordering::Relaxed);
+        for _ in 0..500 {
+            if errors() >= 5 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(errors(), 5, "each record of the failed write is counted");
+        std::fs::remove_file(&path).unwrap();
+        log.send(&r, &Entry::default(), &stats);
+        drop(log);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+        assert_eq!(errors(), 5);
+    }
+
     /// Request id `i`, 36 characters long.
     fn padded(i: u64) -> String {
         format!("{:0>36}", format!("req-{i}"))
