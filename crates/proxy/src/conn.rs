@@ -22,7 +22,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -144,7 +144,19 @@ pub(crate) enum Event {
 pub(crate) struct Timers {
     pub(crate) clock: Clock,
     sleep: Pin<Box<Sleep>>,
-    closing: Pin<Box<dyn Future<Output = ()> + Send>>,
+    closing: Closing,
+}
+
+/// The listener's closing signal, polled on every wakeup of its connection. Once a poll has
+/// registered the task's waker, the next polls with that waker only look whether the channel
+/// changed (one atomic load) and poll the registered future when it did: polling the future
+/// itself takes the channel's locks, some 450 instructions a request.
+pub(crate) struct Closing {
+    /// A receiver of the same channel, for its version.
+    seen: watch::Receiver<bool>,
+    wait: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// The waker `wait` registered last.
+    registered: Option<Waker>,
 }
 
 /// Everything one connection owns.
@@ -206,7 +218,7 @@ pub(crate) async fn serve(
     conn: Conn,
     routes: watch::Receiver<Arc<Routes>>,
     config: Arc<ProxyConfig>,
-    mut closing: watch::Receiver<bool>,
+    closing: watch::Receiver<bool>,
 ) {
     let now = Instant::now();
     let clock = Clock {
@@ -219,9 +231,7 @@ pub(crate) async fn serve(
         max_age_at: later(now, config.max_connection_age),
         drain_until: None,
     };
-    let closing = Box::pin(async move {
-        let _ = closing.wait_for(|c| *c).await;
-    });
+    let closing = Closing::new(closing);
     let sleep = Box::pin(tokio::time::sleep_until(clock.next_deadline()));
     let limits = Limits { head_bytes: config.max_header_bytes, headers: config.max_headers };
     let mut s = Session {
@@ -696,7 +706,7 @@ fn later(at: Instant, d: Duration) -> Instant {
 impl Timers {
     /// Ready when a deadline passes or draining starts; otherwise registers for both.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
-        if !self.clock.draining() && self.closing.as_mut().poll(cx).is_ready() {
+        if !self.clock.draining() && self.closing.poll(cx).is_ready() {
             self.clock.start_draining(Instant::now());
             self.sleep.as_mut().reset(self.clock.next_deadline());
             return Poll::Ready(Event::Drain);
@@ -715,6 +725,32 @@ impl Timers {
             }
             self.sleep.as_mut().reset(self.clock.next_deadline());
         }
+    }
+}
+
+// === impl Closing ===
+
+impl Closing {
+    pub(crate) fn new(mut rx: watch::Receiver<bool>) -> Self {
+        let seen = rx.clone();
+        let wait = Box::pin(async move {
+            let _ = rx.wait_for(|c| *c).await;
+        });
+        Closing { seen, wait, registered: None }
+    }
+
+    /// Ready once the listener closes (or its sender is gone).
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let unchanged = !self.seen.has_changed().unwrap_or(true);
+        if unchanged && self.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            // The registered waker wakes this task when the channel changes.
+            return Poll::Pending;
+        }
+        let poll = self.wait.as_mut().poll(cx);
+        if poll.is_pending() && !self.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.registered = Some(cx.waker().clone());
+        }
+        poll
     }
 }
 

@@ -149,7 +149,7 @@ pub(crate) async fn serve(
     conn: Conn,
     routes: watch::Receiver<Arc<Routes>>,
     config: Arc<ProxyConfig>,
-    mut closing: watch::Receiver<bool>,
+    closing: watch::Receiver<bool>,
 ) {
     let start = Instant::now();
     let activity = Arc::new(Activity {
@@ -179,14 +179,13 @@ pub(crate) async fn serve(
     let mut drain_until: Option<Instant> = None;
     let sleep = tokio::time::sleep_until(activity.idle_at().min(max_age_at));
     tokio::pin!(sleep);
-    let closing = closing.wait_for(|c| *c);
-    tokio::pin!(closing);
+    let mut closing = crate::conn::Closing::new(closing);
     std::future::poll_fn(|cx| {
         loop {
             if driver.poll_drive(cx).is_ready() {
                 return Poll::Ready(());
             }
-            if drain_until.is_none() && closing.as_mut().poll(cx).is_ready() {
+            if drain_until.is_none() && closing.poll(cx).is_ready() {
                 driver.go_away();
                 drain_until = Some(Instant::now() + DRAIN_GRACE);
                 sleep.as_mut().reset(Instant::now() + DRAIN_GRACE);
