@@ -15,11 +15,71 @@ use crate::error::ErrorKind;
 /// Most header fields parsed in a target's response head.
 const MAX_RESPONSE_HEADERS: usize = 128;
 
-/// A field of a parsed head: where its name and value are in the buffer.
+/// A field of a parsed head: where its name and value are in the buffer, and what the name is
+/// to the proxy.
 #[derive(Clone, Debug)]
 pub(crate) struct Field {
     pub(crate) name: Range<usize>,
     pub(crate) value: Range<usize>,
+    pub(crate) kind: Name,
+}
+
+/// The header names the proxy itself acts on, recognised once when a head is parsed so that
+/// writing the head on (and looking for `Host` or `traceparent`) compares a byte per field
+/// rather than the name with each of a dozen others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Name {
+    Other,
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// `keep-alive`, `proxy-connection`, `te`, `trailer`, `upgrade`: hop-by-hop fields the
+    /// proxy drops without looking at them.
+    HopByHop,
+    Expect,
+    RequestId,
+    ForwardedFor,
+    ForwardedPort,
+    ForwardedProto,
+    /// `x-amzn-lattice-*`, which only the proxy may set.
+    Lattice,
+    Traceparent,
+}
+
+impl Name {
+    /// What `name` is (any case): one switch on its length, then a comparison or two.
+    pub(crate) fn of(name: &[u8]) -> Name {
+        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        let kind = match name.len() {
+            2 if is(b"te") => Name::HopByHop,
+            4 if is(b"host") => Name::Host,
+            6 if is(b"expect") => Name::Expect,
+            7 if is(b"trailer") || is(b"upgrade") => Name::HopByHop,
+            10 if is(b"connection") => Name::Connection,
+            10 if is(b"keep-alive") => Name::HopByHop,
+            11 if is(b"traceparent") => Name::Traceparent,
+            14 if is(b"content-length") => Name::ContentLength,
+            15 if is(b"x-forwarded-for") => Name::ForwardedFor,
+            16 if is(b"x-amzn-requestid") => Name::RequestId,
+            16 if is(b"x-forwarded-port") => Name::ForwardedPort,
+            16 if is(b"proxy-connection") => Name::HopByHop,
+            17 if is(b"transfer-encoding") => Name::TransferEncoding,
+            17 if is(b"x-forwarded-proto") => Name::ForwardedProto,
+            _ => Name::Other,
+        };
+        const LATTICE: &[u8] = b"x-amzn-lattice-";
+        if kind == Name::Other && name.len() >= LATTICE.len() && name[..LATTICE.len()].eq_ignore_ascii_case(LATTICE) {
+            return Name::Lattice;
+        }
+        kind
+    }
+
+    /// A field that describes one connection (RFC 9110 §7.6.1) or the body's framing on it:
+    /// never passed on as it came.
+    pub(crate) fn hop_by_hop(self) -> bool {
+        matches!(self, Name::Connection | Name::HopByHop | Name::TransferEncoding | Name::ContentLength)
+    }
 }
 
 /// How a message's body is delimited.
@@ -270,24 +330,29 @@ pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Result<Option<Req
     let mut chunked = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
-        head.fields.push(Field { name: at(name), value: at(h.value) });
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let n = parse_length(h.value).ok_or(ErrorKind::BadFraming)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(ErrorKind::BadFraming);
+        let kind = Name::of(name);
+        head.fields.push(Field { name: at(name), value: at(h.value), kind });
+        match kind {
+            Name::ContentLength => {
+                let n = parse_length(h.value).ok_or(ErrorKind::BadFraming)?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(ErrorKind::BadFraming);
+                }
+                length = Some(n);
             }
-            length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // Only `chunked`, once, is understood (RFC 9112 §6.1: anything else is a 501 or a
-            // 400; ambiguity is never forwarded); HTTP/1.0 has no transfer codings.
-            if chunked || minor == 0 || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                return Err(ErrorKind::BadFraming);
+            Name::TransferEncoding => {
+                // Only `chunked`, once, is understood (RFC 9112 §6.1: anything else is a 501 or
+                // a 400; ambiguity is never forwarded); HTTP/1.0 has no transfer codings.
+                if chunked || minor == 0 || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    return Err(ErrorKind::BadFraming);
+                }
+                chunked = true;
             }
-            chunked = true;
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            head.keep_alive = keep_alive(h.value, minor, head.keep_alive);
-        } else if name.eq_ignore_ascii_case(b"expect") && h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
-            head.expects_continue = minor == 1;
+            Name::Connection => head.keep_alive = keep_alive(h.value, minor, head.keep_alive),
+            Name::Expect if h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") => {
+                head.expects_continue = minor == 1;
+            }
+            _ => {}
         }
     }
     head.framing = match (chunked, length) {
@@ -325,19 +390,23 @@ pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, ()> {
     let mut chunked = false;
     for h in res.headers.iter() {
         let name = h.name.as_bytes();
-        head.fields.push(Field { name: at(name), value: at(h.value) });
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let n = parse_length(h.value).ok_or(())?;
-            if length.is_some_and(|l| l != n) {
-                return Err(());
+        let kind = Name::of(name);
+        head.fields.push(Field { name: at(name), value: at(h.value), kind });
+        match kind {
+            Name::ContentLength => {
+                let n = parse_length(h.value).ok_or(())?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(());
+                }
+                length = Some(n);
             }
-            length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            coded = true;
-            // The last coding decides: chunked ends the body, anything else runs to close.
-            chunked = tokens(h.value).last().is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            head.keep_alive = keep_alive(h.value, minor, head.keep_alive);
+            Name::TransferEncoding => {
+                coded = true;
+                // The last coding decides: chunked ends the body, anything else runs to close.
+                chunked = tokens(h.value).last().is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+            }
+            Name::Connection => head.keep_alive = keep_alive(h.value, minor, head.keep_alive),
+            _ => {}
         }
     }
     head.framing = match (coded, chunked, length) {
@@ -510,6 +579,68 @@ fn hex(b: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_the_proxy_acts_on_are_recognised_in_any_case() {
+        let known = [
+            ("te", Name::HopByHop),
+            ("host", Name::Host),
+            ("expect", Name::Expect),
+            ("trailer", Name::HopByHop),
+            ("upgrade", Name::HopByHop),
+            ("connection", Name::Connection),
+            ("keep-alive", Name::HopByHop),
+            ("traceparent", Name::Traceparent),
+            ("content-length", Name::ContentLength),
+            ("x-forwarded-for", Name::ForwardedFor),
+            ("x-amzn-requestid", Name::RequestId),
+            ("x-forwarded-port", Name::ForwardedPort),
+            ("proxy-connection", Name::HopByHop),
+            ("transfer-encoding", Name::TransferEncoding),
+            ("x-forwarded-proto", Name::ForwardedProto),
+            ("x-amzn-lattice-", Name::Lattice),
+            ("x-amzn-lattice-identity", Name::Lattice),
+            ("x-amzn-lattice-target", Name::Lattice),
+            ("x-amzn-lattice-network", Name::Lattice),
+        ];
+        for (name, kind) in known {
+            assert_eq!(Name::of(name.as_bytes()), kind, "{name}");
+            assert_eq!(Name::of(name.to_ascii_uppercase().as_bytes()), kind, "{name}");
+        }
+        // Same lengths as known names, or near misses: none is anything to the proxy.
+        for other in [
+            "",
+            "t",
+            "tf",
+            "hos",
+            "hosts",
+            "xpect",
+            "trailers",
+            "connectio",
+            "keep-alivf",
+            "traceparenu",
+            "content-lengtx",
+            "x-forwarded-fos",
+            "x-amzn-requestie",
+            "x-forwarded-pors",
+            "proxy-connectioo",
+            "transfer-encodinf",
+            "x-forwarded-protp",
+            "x-amzn-lattice",
+            "x-amzn-latticeX-",
+            "content-type",
+            "x-amzn-trace-id",
+            "server",
+        ] {
+            assert_eq!(Name::of(other.as_bytes()), Name::Other, "{other:?}");
+        }
+        assert!(
+            [Name::Connection, Name::HopByHop, Name::TransferEncoding, Name::ContentLength]
+                .iter()
+                .all(|k| k.hop_by_hop())
+        );
+        assert!(!Name::Host.hop_by_hop() && !Name::Expect.hop_by_hop() && !Name::Other.hop_by_hop());
+    }
 
     fn decode_all(input: &[u8]) -> Result<(Vec<u8>, bool, usize), ()> {
         let mut d = ChunkDecoder::default();

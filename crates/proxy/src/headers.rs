@@ -16,7 +16,7 @@
 //! Heads are written straight into the connection's output buffer from the parsed head's
 //! positions: no header map, no allocation per field.
 
-use crate::h1::{Field, Framing, RequestHead, ResponseHead, tokens};
+use crate::h1::{Field, Framing, Name, RequestHead, ResponseHead, tokens};
 
 /// What the proxy tells a target about a request.
 pub(crate) struct Forwarded<'a> {
@@ -44,7 +44,7 @@ pub(crate) const TRACEPARENT_LEN: usize = 55;
 
 /// The request's `traceparent` value (W3C Trace Context), if it has exactly one valid one.
 pub(crate) fn find_traceparent<'b>(buf: &'b [u8], fields: &[Field]) -> Option<&'b [u8]> {
-    let mut values = fields.iter().filter(|f| buf[f.name.clone()].eq_ignore_ascii_case(b"traceparent"));
+    let mut values = fields.iter().filter(|f| f.kind == Name::Traceparent);
     let value = &buf[values.next()?.value.clone()];
     (values.next().is_none() && valid_traceparent(value)).then_some(value)
 }
@@ -125,21 +125,6 @@ pub(crate) fn lattice_target(service_arn: &str, network_arn: &str, group_arn: &s
         .into_boxed_slice()
 }
 
-/// Headers that never cross the proxy, whatever the direction.
-fn hop_by_hop(name: &[u8]) -> bool {
-    const NAMES: [&[u8]; 8] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-    ];
-    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
-}
-
 /// The header names the `Connection` fields of a head list, other than `close` and `keep-alive`
 /// (which the proxy handles itself): those headers do not cross the proxy. Never `Host` or
 /// `Content-Length`, which a client cannot make us drop.
@@ -156,7 +141,7 @@ struct Named<'b> {
 impl<'b> Named<'b> {
     fn new(buf: &'b [u8], fields: &'b [Field]) -> Self {
         let mut named = Self { buf, fields, first: [&[]; 4], n: 0, many: false };
-        for f in fields.iter().filter(|f| buf[f.name.clone()].eq_ignore_ascii_case(b"connection")) {
+        for f in fields.iter().filter(|f| f.kind == Name::Connection) {
             for token in tokens(&buf[f.value.clone()]) {
                 if token.eq_ignore_ascii_case(b"close") || token.eq_ignore_ascii_case(b"keep-alive") {
                     continue;
@@ -181,15 +166,11 @@ impl<'b> Named<'b> {
             return self
                 .fields
                 .iter()
-                .filter(|f| self.buf[f.name.clone()].eq_ignore_ascii_case(b"connection"))
+                .filter(|f| f.kind == Name::Connection)
                 .any(|f| tokens(&self.buf[f.value.clone()]).any(|t| t.eq_ignore_ascii_case(name)));
         }
         self.first[..self.n].iter().any(|t| t.eq_ignore_ascii_case(name))
     }
-}
-
-fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
-    s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
 /// `name: value` and its line's end.
@@ -221,24 +202,20 @@ pub(crate) fn write_request(
     for fl in &head.fields {
         let name = &buf[fl.name.clone()];
         let value = &buf[fl.value.clone()];
-        if hop_by_hop(name)
-            || name.eq_ignore_ascii_case(b"expect")
-            || name.eq_ignore_ascii_case(b"x-amzn-requestid")
-            || name.eq_ignore_ascii_case(b"x-forwarded-port")
-            || name.eq_ignore_ascii_case(b"x-forwarded-proto")
-            || starts_with_ignore_case(name, b"x-amzn-lattice-")
-            || named.contains(name)
-            || (f.traceparent.is_some() && name.eq_ignore_ascii_case(b"traceparent"))
-        {
+        let dropped = match fl.kind {
+            Name::Expect | Name::RequestId | Name::ForwardedPort | Name::ForwardedProto | Name::Lattice => true,
+            Name::Traceparent => f.traceparent.is_some(),
+            kind => kind.hop_by_hop(),
+        };
+        if dropped || named.contains(name) {
             continue;
         }
-        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+        if fl.kind == Name::ForwardedFor {
             if !forwarded_for {
                 // Every value the client sent, joined, then the client's address.
                 forwarded_for = true;
                 out.extend_from_slice(b"x-forwarded-for: ");
-                for other in head.fields.iter().filter(|o| buf[o.name.clone()].eq_ignore_ascii_case(b"x-forwarded-for"))
-                {
+                for other in head.fields.iter().filter(|o| o.kind == Name::ForwardedFor) {
                     out.extend_from_slice(&buf[other.value.clone()]);
                     out.extend_from_slice(b", ");
                 }
@@ -247,7 +224,7 @@ pub(crate) fn write_request(
             }
             continue;
         }
-        if let Some(host) = host.filter(|_| name.eq_ignore_ascii_case(b"host")) {
+        if let Some(host) = host.filter(|_| fl.kind == Name::Host) {
             // The URI's authority, once, whatever Host lines came with it.
             if !wrote_host {
                 wrote_host = true;
@@ -258,7 +235,7 @@ pub(crate) fn write_request(
         field(out, name, value);
     }
     if let Some(host) = host
-        && !head.fields.iter().any(|fl| buf[fl.name.clone()].eq_ignore_ascii_case(b"host"))
+        && !head.fields.iter().any(|fl| fl.kind == Name::Host)
     {
         field(out, b"host", host);
     }
@@ -319,11 +296,11 @@ pub(crate) fn write_response(
     let named = Named::new(buf, &head.fields);
     for fl in &head.fields {
         let name = &buf[fl.name.clone()];
-        let length = name.eq_ignore_ascii_case(b"content-length");
+        let length = fl.kind == Name::ContentLength;
         // A body-less response keeps the length the target gave it (a HEAD's, a 304's; never
         // a 204's, which has no body to describe).
         if (length && framing == ClientFraming::None && head.framing != Framing::Chunked && status != 204)
-            || !(hop_by_hop(name) || name.eq_ignore_ascii_case(b"x-amzn-requestid") || named.contains(name))
+            || !(fl.kind.hop_by_hop() || fl.kind == Name::RequestId || named.contains(name))
         {
             field(out, name, &buf[fl.value.clone()]);
         }

@@ -22,7 +22,7 @@ use crate::auth::Facts;
 use crate::balance::{self, Group, Version};
 use crate::conn::Conn;
 use crate::error::{ErrorKind, ProxyError};
-use crate::h1::{Field, RequestHead};
+use crate::h1::{Field, Name, RequestHead};
 use crate::table::{GroupObs, ReachRoute, Routes, VpcRoute};
 
 /// Longest host name accepted (a DNS name is at most 253 characters; room for a trailing dot).
@@ -262,7 +262,7 @@ fn parse_host<'b>(
     let raw = match authority {
         Some(a) => &buf[a],
         None => {
-            let mut values = head.fields.iter().filter(|f| buf[f.name.clone()].eq_ignore_ascii_case(b"host"));
+            let mut values = head.fields.iter().filter(|f| f.kind == Name::Host);
             match (values.next(), values.next()) {
                 (Some(f), None) => &buf[f.value.clone()],
                 _ => return Err(bad()),

@@ -20,7 +20,9 @@ use super::Sent;
 use crate::error::ErrorKind;
 use crate::forward::exchange::poll_read;
 use crate::forward::{Pool, Upstream};
-use crate::h1::{Buf, ChunkDecoder, Field, Framing, ResponseHead, parse_response, response_framing, target_keeps};
+use crate::h1::{
+    Buf, ChunkDecoder, Field, Framing, Name, ResponseHead, parse_response, response_framing, target_keeps,
+};
 
 /// The longest response head a target may send.
 const MAX_HEAD: usize = 64 * 1024;
@@ -158,11 +160,11 @@ impl TargetFields {
         text.extend_from_slice(&buf[..head.len]);
         text.extend_from_slice(request_id);
         let mut fields = head.fields;
-        fields.retain(|f| {
-            let name = &text[f.name.clone()];
-            !(is_connection_field(name)
-                || (!length_frames && name.eq_ignore_ascii_case(b"content-length"))
-                || name.eq_ignore_ascii_case(b"x-amzn-requestid"))
+        // Fields of the HTTP/1.1 connection, which HTTP/2 does not carry, go.
+        fields.retain(|f| match f.kind {
+            Name::Connection | Name::HopByHop | Name::TransferEncoding | Name::RequestId => false,
+            Name::ContentLength => length_frames,
+            _ => true,
         });
         for f in &fields {
             text[f.name.clone()].make_ascii_lowercase();
@@ -176,11 +178,6 @@ impl TargetFields {
         let request_id = &self.text[self.text.len() - 36..];
         fields.chain(std::iter::once((&b"x-amzn-requestid"[..], request_id, false)))
     }
-}
-
-/// Fields of one HTTP/1.1 connection (any case), which HTTP/2 does not carry.
-fn is_connection_field(name: &[u8]) -> bool {
-    super::HOP_BY_HOP.iter().any(|f| f.as_bytes().eq_ignore_ascii_case(name))
 }
 
 // === impl H1Body ===
