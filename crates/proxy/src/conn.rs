@@ -144,6 +144,9 @@ pub(crate) enum Event {
 pub(crate) struct Timers {
     pub(crate) clock: Clock,
     sleep: Pin<Box<Sleep>>,
+    /// The waker `sleep` registered when last polled, until it is reset: while it has not
+    /// elapsed, polling it again with the same waker would only register that waker again.
+    armed: Option<Waker>,
     closing: Closing,
 }
 
@@ -241,7 +244,7 @@ pub(crate) async fn serve(
         out: Vec::with_capacity(1024),
         guard: FramingGuard::new(limits),
         refused: None,
-        timers: Timers { clock, sleep, closing },
+        timers: Timers { clock, sleep, armed: None, closing },
         config,
         ubuf: Buf::with_capacity(0),
         qbuf: Vec::new(),
@@ -708,23 +711,37 @@ impl Timers {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
         if !self.clock.draining() && self.closing.poll(cx).is_ready() {
             self.clock.start_draining(Instant::now());
-            self.sleep.as_mut().reset(self.clock.next_deadline());
+            self.reset(self.clock.next_deadline());
             return Poll::Ready(Event::Drain);
         }
         // A deadline moved earlier than the armed one (a response became due): re-arm.
         let next = self.clock.next_deadline();
         if next < self.sleep.deadline() {
-            self.sleep.as_mut().reset(next);
+            self.reset(next);
+        }
+        if self.armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && !self.sleep.is_elapsed() {
+            // The registered waker wakes this task when the deadline passes.
+            return Poll::Pending;
         }
         loop {
-            ready!(self.sleep.as_mut().poll(cx));
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                if !self.armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    self.armed = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
             let now = Instant::now();
             if let Some(event) = self.clock.check(now) {
-                self.sleep.as_mut().reset(self.clock.next_deadline().max(now + Duration::from_millis(1)));
+                self.reset(self.clock.next_deadline().max(now + Duration::from_millis(1)));
                 return Poll::Ready(event);
             }
-            self.sleep.as_mut().reset(self.clock.next_deadline());
+            self.reset(self.clock.next_deadline());
         }
+    }
+
+    fn reset(&mut self, at: Instant) {
+        self.sleep.as_mut().reset(at);
+        self.armed = None;
     }
 }
 
