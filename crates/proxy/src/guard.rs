@@ -101,16 +101,40 @@ struct ChunkLine {
     len: usize,
 }
 
-/// What a step of the scanner did.
+/// What a step of the scanner did (small: a step is returned for every line).
 enum Step {
     /// Stay in the current state (more bytes needed).
     Stay,
     /// Move to this state.
-    To(State),
+    To(Next),
     /// Poison the stream.
     Poison,
     /// Refuse the stream: a head went over a limit.
     Refuse(ErrorKind),
+}
+
+/// The state a step moves to, without the state's buffers (built in place by [`Next::state`]).
+#[derive(Clone, Copy)]
+enum Next {
+    Head,
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkEnd,
+    Trailers,
+}
+
+impl Next {
+    fn state(self) -> State {
+        match self {
+            Next::Head => State::Head(HeadScan::new()),
+            Next::Body(remaining) => State::Body { remaining },
+            Next::ChunkSize => State::ChunkSize(ChunkLine::default()),
+            Next::ChunkData(remaining) => State::ChunkData { remaining },
+            Next::ChunkEnd => State::ChunkEnd { cr: false },
+            Next::Trailers => State::Trailers(Line::new()),
+        }
+    }
 }
 
 // === impl FramingGuard ===
@@ -129,9 +153,9 @@ impl FramingGuard {
         while !rest.is_empty() {
             let (used, step) = match &mut self.state {
                 State::Head(head) => head.feed(rest, self.limits),
-                State::Body { remaining } => skip(remaining, rest, || State::Head(HeadScan::new())),
+                State::Body { remaining } => skip(remaining, rest, Next::Head),
                 State::ChunkSize(line) => line.feed(rest),
-                State::ChunkData { remaining } => skip(remaining, rest, || State::ChunkEnd { cr: false }),
+                State::ChunkData { remaining } => skip(remaining, rest, Next::ChunkEnd),
                 State::ChunkEnd { cr } => chunk_end(cr, rest),
                 State::Trailers(line) => trailers(line, rest),
                 State::Poisoned => break,
@@ -140,7 +164,7 @@ impl FramingGuard {
             rest = rest.get(used..).unwrap_or_default();
             match step {
                 Step::Stay => {}
-                Step::To(next) => self.state = next,
+                Step::To(next) => self.state = next.state(),
                 Step::Poison => {
                     self.state = State::Poisoned;
                     break;
@@ -175,10 +199,10 @@ impl FramingGuard {
 }
 
 /// Skips up to `remaining` bytes of a body; then moves to `next`.
-fn skip(remaining: &mut u64, buf: &[u8], next: impl FnOnce() -> State) -> (usize, Step) {
+fn skip(remaining: &mut u64, buf: &[u8], next: Next) -> (usize, Step) {
     let n = usize::try_from(*remaining).map_or(buf.len(), |r| r.min(buf.len()));
     *remaining -= n as u64;
-    (n, if *remaining == 0 { Step::To(next()) } else { Step::Stay })
+    (n, if *remaining == 0 { Step::To(next) } else { Step::Stay })
 }
 
 fn chunk_end(cr: &mut bool, buf: &[u8]) -> (usize, Step) {
@@ -187,7 +211,7 @@ fn chunk_end(cr: &mut bool, buf: &[u8]) -> (usize, Step) {
             *cr = true;
             (1, Step::Stay)
         }
-        (true, Some(b'\n')) => (1, Step::To(State::ChunkSize(ChunkLine::default()))),
+        (true, Some(b'\n')) => (1, Step::To(Next::ChunkSize)),
         _ => (1, Step::Poison),
     }
 }
@@ -197,7 +221,7 @@ fn trailers(line: &mut Line, buf: &[u8]) -> (usize, Step) {
     let step = match step {
         LineStep::More => Step::Stay,
         LineStep::Bad => Step::Poison,
-        LineStep::Done if line.len == 0 => Step::To(State::Head(HeadScan::new())),
+        LineStep::Done if line.len == 0 => Step::To(Next::Head),
         LineStep::Done if line.starts_with_whitespace() => Step::Poison,
         LineStep::Done => {
             line.reset();
@@ -353,9 +377,9 @@ impl HeadScan {
     fn end_of_head(&self) -> Step {
         match (self.chunked, self.content_length) {
             (true, Some(_)) => Step::Poison,
-            (true, None) => Step::To(State::ChunkSize(ChunkLine::default())),
-            (false, Some(n)) if n > 0 => Step::To(State::Body { remaining: n }),
-            (false, _) => Step::To(State::Head(Self::new())),
+            (true, None) => Step::To(Next::ChunkSize),
+            (false, Some(n)) if n > 0 => Step::To(Next::Body(n)),
+            (false, _) => Step::To(Next::Head),
         }
     }
 }
@@ -383,11 +407,7 @@ impl ChunkLine {
                 if b != b'\n' || self.digits == 0 {
                     return (i + 1, Step::Poison);
                 }
-                let next = if self.size == 0 {
-                    State::Trailers(Line::new())
-                } else {
-                    State::ChunkData { remaining: self.size }
-                };
+                let next = if self.size == 0 { Next::Trailers } else { Next::ChunkData(self.size) };
                 return (i + 1, Step::To(next));
             }
             match b {
