@@ -532,6 +532,7 @@ impl Session {
 
     /// Reads what the client sent into `rbuf`, through the guard: `Ok(0)` at end of stream.
     pub(crate) fn poll_read_client(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        ready!(self.client.poll_read_ready(cx));
         let limit = self.config.max_header_bytes + 2 * READ_CHUNK;
         let Some(spare) = self.rbuf.spare(READ_CHUNK, limit) else {
             // Full of a head the guard has not refused: cannot happen (its limit is lower).
