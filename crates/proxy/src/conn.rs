@@ -725,7 +725,8 @@ impl Timers {
             return Poll::Pending;
         }
         loop {
-            if self.sleep.as_mut().poll(cx).is_pending() {
+            // Unconstrained: a Pending for the task's budget would not have registered the waker.
+            if Pin::new(&mut tokio::task::coop::unconstrained(self.sleep.as_mut())).poll(cx).is_pending() {
                 if !self.armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     self.armed = Some(cx.waker().clone());
                 }
@@ -764,7 +765,8 @@ impl Closing {
             // The registered waker wakes this task when the channel changes.
             return Poll::Pending;
         }
-        let poll = self.wait.as_mut().poll(cx);
+        // Unconstrained: a Pending for the task's budget would not have registered the waker.
+        let poll = Pin::new(&mut tokio::task::coop::unconstrained(self.wait.as_mut())).poll(cx);
         if poll.is_pending() && !self.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             self.registered = Some(cx.waker().clone());
         }
