@@ -434,6 +434,13 @@ pub(crate) fn target_keeps(head: &ResponseHead, framing: Framing) -> bool {
 /// Whether a message keeps its connection open, after a `Connection` field with `value`:
 /// `close` closes; `keep-alive` keeps an HTTP/1.0 connection (1.1 keeps it by default).
 fn keep_alive(value: &[u8], minor: u8, current: bool) -> bool {
+    // The usual values, whole, before the general case.
+    if value.eq_ignore_ascii_case(b"close") {
+        return false;
+    }
+    if value.eq_ignore_ascii_case(b"keep-alive") {
+        return current || minor == 0;
+    }
     tokens(value).fold(current, |keep, token| {
         if token.eq_ignore_ascii_case(b"close") {
             false
@@ -579,6 +586,42 @@ fn hex(b: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_values_keep_or_close() {
+        // Token by token, as RFC 9112 §9.3 reads the list.
+        let by_tokens = |value: &[u8], minor: u8, current: bool| {
+            tokens(value).fold(current, |keep, t| {
+                if t.eq_ignore_ascii_case(b"close") {
+                    false
+                } else if t.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+                    true
+                } else {
+                    keep
+                }
+            })
+        };
+        let values: [&[u8]; 9] = [
+            b"close",
+            b"keep-alive",
+            b"Keep-Alive",
+            b"CLOSE",
+            b"close, keep-alive",
+            b"keep-alive, close",
+            b"upgrade",
+            b"",
+            b"keep-alive,",
+        ];
+        for value in values {
+            for (minor, current) in [(0, false), (0, true), (1, false), (1, true)] {
+                assert_eq!(
+                    keep_alive(value, minor, current),
+                    by_tokens(value, minor, current),
+                    "{value:?} {minor} {current}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn names_the_proxy_acts_on_are_recognised_in_any_case() {

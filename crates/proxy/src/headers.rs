@@ -142,7 +142,12 @@ impl<'b> Named<'b> {
     fn new(buf: &'b [u8], fields: &'b [Field]) -> Self {
         let mut named = Self { buf, fields, first: [&[]; 4], n: 0, many: false };
         for f in fields.iter().filter(|f| f.kind == Name::Connection) {
-            for token in tokens(&buf[f.value.clone()]) {
+            let value = &buf[f.value.clone()];
+            // The usual values, whole, name nothing.
+            if value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close") {
+                continue;
+            }
+            for token in tokens(value) {
                 if token.eq_ignore_ascii_case(b"close") || token.eq_ignore_ascii_case(b"keep-alive") {
                     continue;
                 }
