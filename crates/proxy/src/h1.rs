@@ -441,6 +441,11 @@ fn keep_alive(value: &[u8], minor: u8, current: bool) -> bool {
     if value.eq_ignore_ascii_case(b"keep-alive") {
         return current || minor == 0;
     }
+    keep_alive_by_tokens(value, minor, current)
+}
+
+/// [`keep_alive`] token by token, as RFC 9112 §9.3 reads the list.
+fn keep_alive_by_tokens(value: &[u8], minor: u8, current: bool) -> bool {
     tokens(value).fold(current, |keep, token| {
         if token.eq_ignore_ascii_case(b"close") {
             false
@@ -589,18 +594,6 @@ mod tests {
 
     #[test]
     fn connection_values_keep_or_close() {
-        // Token by token, as RFC 9112 §9.3 reads the list.
-        let by_tokens = |value: &[u8], minor: u8, current: bool| {
-            tokens(value).fold(current, |keep, t| {
-                if t.eq_ignore_ascii_case(b"close") {
-                    false
-                } else if t.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
-                    true
-                } else {
-                    keep
-                }
-            })
-        };
         let values: [&[u8]; 9] = [
             b"close",
             b"keep-alive",
@@ -616,7 +609,7 @@ mod tests {
             for (minor, current) in [(0, false), (0, true), (1, false), (1, true)] {
                 assert_eq!(
                     keep_alive(value, minor, current),
-                    by_tokens(value, minor, current),
+                    keep_alive_by_tokens(value, minor, current),
                     "{value:?} {minor} {current}"
                 );
             }
