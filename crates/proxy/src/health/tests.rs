@@ -462,7 +462,10 @@ async fn draining_ends_when_nothing_is_in_flight() {
     in_flight.fetch_sub(1, Ordering::AcqRel);
     eventually("the drained report", || h.sink.drained(&k) == 1).await;
     assert_eq!(h.health(&k).unwrap().status, Draining, "it shows DRAINING until it leaves the snapshot");
-    assert_eq!(h.sink.statuses(&k), [Initial, Healthy, Draining]);
+    // Reports are batched (a flush at most every PUBLISH_GAP): when the first probe answers
+    // before the first flush, Initial is never reported on its own.
+    let statuses = h.sink.statuses(&k);
+    assert!(statuses == [Initial, Healthy, Draining] || statuses == [Healthy, Draining], "{statuses:?}");
 
     // The control plane removes it.
     h.snapshots.send_replace(snapshot(vec![group("tg-1", vec![], |_| {})]));
