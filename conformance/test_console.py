@@ -215,14 +215,26 @@ def browser(tmp_path_factory):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not driver_path or not chromium:
         pytest.fail("the console test needs Debian's chromium and chromium-driver (scripts/test installs them)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
+    from selenium.common.exceptions import SessionNotCreatedException
+
     scratch = tmp_path_factory.mktemp("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1400,1300", "--no-proxy-server", f"--user-data-dir={scratch / 'profile'}"):
-        options.add_argument(arg)
     env = dict(os.environ, TMPDIR=str(scratch))
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path, env=env), options=options)
+    # Chromium now and then exits as it starts on a busy machine ("Chrome instance exited"):
+    # that is the browser, not the console, so a start is tried three times, each with a
+    # profile of its own (a crashed one may leave its lock behind).
+    for attempt in range(3):
+        options = webdriver.ChromeOptions()
+        options.binary_location = chromium
+        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                    "--window-size=1400,1300", "--no-proxy-server", f"--user-data-dir={scratch / f'profile-{attempt}'}"):
+            options.add_argument(arg)
+        try:
+            driver = webdriver.Chrome(service=Service(executable_path=driver_path, env=env), options=options)
+            break
+        except SessionNotCreatedException:
+            if attempt == 2:
+                raise
+            time.sleep(1)
     driver.set_page_load_timeout(30)
     try:
         yield driver
