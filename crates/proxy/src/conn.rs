@@ -146,7 +146,7 @@ pub(crate) struct Timers {
     sleep: Pin<Box<Sleep>>,
     /// The waker `sleep` registered when last polled, until it is reset: while it has not
     /// elapsed, polling it again with the same waker would only register that waker again.
-    armed: Option<Waker>,
+    armed: Registered,
     closing: Closing,
 }
 
@@ -159,8 +159,13 @@ pub(crate) struct Closing {
     seen: watch::Receiver<bool>,
     wait: Pin<Box<dyn Future<Output = ()> + Send>>,
     /// The waker `wait` registered last.
-    registered: Option<Waker>,
+    registered: Registered,
 }
+
+/// The waker a future registered when it last returned Pending (polled outside the task's
+/// budget, so that a Pending always registered one).
+#[derive(Default)]
+struct Registered(Option<Waker>);
 
 /// Everything one connection owns.
 pub(crate) struct Session {
@@ -244,7 +249,7 @@ pub(crate) async fn serve(
         out: Vec::with_capacity(1024),
         guard: FramingGuard::new(limits),
         refused: None,
-        timers: Timers { clock, sleep, armed: None, closing },
+        timers: Timers { clock, sleep, armed: Registered::default(), closing },
         config,
         ubuf: Buf::with_capacity(0),
         qbuf: Vec::new(),
@@ -720,16 +725,13 @@ impl Timers {
         if next < self.sleep.deadline() {
             self.reset(next);
         }
-        if self.armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && !self.sleep.is_elapsed() {
+        if self.armed.wakes(cx) && !self.sleep.is_elapsed() {
             // The registered waker wakes this task when the deadline passes.
             return Poll::Pending;
         }
         loop {
             // Unconstrained: a Pending for the task's budget would not have registered the waker.
-            if Pin::new(&mut tokio::task::coop::unconstrained(self.sleep.as_mut())).poll(cx).is_pending() {
-                if !self.armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    self.armed = Some(cx.waker().clone());
-                }
+            if self.armed.poll(self.sleep.as_mut(), cx).is_pending() {
                 return Poll::Pending;
             }
             let now = Instant::now();
@@ -743,7 +745,7 @@ impl Timers {
 
     fn reset(&mut self, at: Instant) {
         self.sleep.as_mut().reset(at);
-        self.armed = None;
+        self.armed = Registered::default();
     }
 }
 
@@ -755,20 +757,34 @@ impl Closing {
         let wait = Box::pin(async move {
             let _ = rx.wait_for(|c| *c).await;
         });
-        Closing { seen, wait, registered: None }
+        Closing { seen, wait, registered: Registered::default() }
     }
 
     /// Ready once the listener closes (or its sender is gone).
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let unchanged = !self.seen.has_changed().unwrap_or(true);
-        if unchanged && self.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        if unchanged && self.registered.wakes(cx) {
             // The registered waker wakes this task when the channel changes.
             return Poll::Pending;
         }
-        // Unconstrained: a Pending for the task's budget would not have registered the waker.
-        let poll = Pin::new(&mut tokio::task::coop::unconstrained(self.wait.as_mut())).poll(cx);
-        if poll.is_pending() && !self.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            self.registered = Some(cx.waker().clone());
+        self.registered.poll(self.wait.as_mut(), cx)
+    }
+}
+
+// === impl Registered ===
+
+impl Registered {
+    /// Whether the registered waker is this context's.
+    fn wakes(&self, cx: &Context<'_>) -> bool {
+        self.0.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+    }
+
+    /// Polls `future` unconstrained (a Pending for the task's budget would register nothing),
+    /// noting the waker it registered when it is Pending.
+    fn poll<F: Future + ?Sized>(&mut self, future: Pin<&mut F>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let poll = Pin::new(&mut tokio::task::coop::unconstrained(future)).poll(cx);
+        if poll.is_pending() && !self.wakes(cx) {
+            self.0 = Some(cx.waker().clone());
         }
         poll
     }

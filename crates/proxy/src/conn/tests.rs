@@ -798,3 +798,32 @@ async fn a_client_gone_before_its_response_releases_the_target() {
     assert!(gone.elapsed() < Duration::from_secs(1), "released after {:?}", gone.elapsed());
     proxy.stop().await;
 }
+
+/// A waker that counts its wakes.
+struct Counting(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Counting {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn the_closing_signal_wakes_the_waker_it_last_registered_even_on_a_spent_budget() {
+    use std::task::{Context, Poll, Waker};
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut closing = super::Closing::new(rx);
+    let (a, b) = (Arc::new(Counting(0.into())), Arc::new(Counting(0.into())));
+    let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+    // The task's budget spent: a constrained poll would be Pending without registering.
+    while tokio::task::coop::has_budget_remaining() {
+        tokio::task::coop::consume_budget().await;
+    }
+    assert!(closing.poll(&mut Context::from_waker(&wa)).is_pending());
+    assert!(closing.poll(&mut Context::from_waker(&wa)).is_pending());
+    // Another waker is registered in its turn.
+    assert!(closing.poll(&mut Context::from_waker(&wb)).is_pending());
+    tx.send_replace(true);
+    assert_eq!(b.0.load(Ordering::SeqCst), 1, "the last waker registered is woken");
+    assert_eq!(closing.poll(&mut Context::from_waker(&wb)), Poll::Ready(()));
+}
