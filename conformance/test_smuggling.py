@@ -270,8 +270,14 @@ def test_ambiguous_requests_are_refused_or_forwarded_as_the_client_meant(server_
         info = wait_for(lambda: _ingress(server, vpc), 10, message="an ingress address")
         address, port = info["address"], 80 + info["lowPortOffset"]
         plain = FOLLOW.replace(b"{host}", host)
-        wait_for(lambda: b" 200 " in send_raw(address, port, plain).split(b"\r\n")[0] + b" ", 10,
-                 message="the service answers")
+        def answers() -> bool:
+            # The ingress listener opens a moment after the configuration that asks for it.
+            try:
+                return b" 200 " in send_raw(address, port, plain).split(b"\r\n")[0] + b" "
+            except ConnectionRefusedError:
+                return False
+
+        wait_for(answers, 10, message="the service answers")
         failures, outcomes = [], {}
         for name, template in CASES:
             data = template.replace(b"{host}", host) + plain
