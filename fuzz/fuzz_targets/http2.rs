@@ -7,13 +7,15 @@
 //! Checked: nothing panics; a frame takes at least its header and no more than it was given,
 //! and every shorter prefix of it reads as "not yet"; the table never outgrows the limit;
 //! every block that decodes, written again by `hpack::encode` and `frame::write_headers`,
-//! reads back as the same fields with the same never-indexed flags.
+//! reads back as the same fields with the same never-indexed flags; and written again by one
+//! connection's `hpack::Encoder` (held to the same limit, from block to block), it reads back
+//! the same through one decoder whose table stays the encoder's.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use trellis_proxy::http2::frame::{self, DEFAULT_MAX_FRAME_SIZE, Frame};
-use trellis_proxy::http2::hpack::{self, Decoder};
+use trellis_proxy::http2::hpack::{self, Decoder, Encoder};
 
 type Fields = Vec<(Vec<u8>, Vec<u8>, bool)>;
 
@@ -22,6 +24,9 @@ fuzz_target!(|data: &[u8]| {
     let mut rest = rest;
     let limit = usize::from(u16::from_be_bytes([*hi, *lo])) % (16 * 1024 + 1);
     let mut decoder = Decoder::new(limit);
+    let mut encoder = Encoder::new();
+    encoder.set_peer_limit(limit as u32);
+    let mut mirror = Decoder::new(limit);
     let mut block = Vec::new();
     loop {
         let (frame, used) = match frame::parse(rest, DEFAULT_MAX_FRAME_SIZE) {
@@ -52,8 +57,19 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
         check_round_trip(&fields);
+        check_indexed(&mut encoder, &mut mirror, &fields);
     }
 });
+
+/// `fields` encoded by a connection's encoder read back the same through its peer's decoder.
+fn check_indexed(encoder: &mut Encoder, mirror: &mut Decoder, fields: &Fields) {
+    let mut encoded = Vec::new();
+    encoder.block(&mut encoded, fields.iter().map(|(n, v, never)| (&n[..], &v[..], *never)));
+    let mut back: Fields = Vec::new();
+    mirror.decode(&encoded, |n, v, never| back.push((n.to_vec(), v.to_vec(), never))).expect("encoded");
+    assert_eq!(&back, fields);
+    assert_eq!(encoder.table_size(), mirror.table_size());
+}
 
 /// `fields` encoded and framed again read back the same.
 fn check_round_trip(fields: &Fields) {

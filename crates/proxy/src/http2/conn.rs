@@ -144,6 +144,7 @@ pub struct Connection {
     role: Role,
     config: Config,
     decoder: hpack::Decoder,
+    encoder: hpack::Encoder,
     /// A server still waiting for the client's preface.
     want_preface: bool,
     /// The peer's first frame, which must be SETTINGS, has not come.
@@ -247,6 +248,7 @@ impl Connection {
             role,
             config,
             decoder: hpack::Decoder::new(4096),
+            encoder: hpack::Encoder::new(),
             want_preface: role == Role::Server,
             want_settings: true,
             peer_max_frame_size: DEFAULT_MAX_FRAME_SIZE,
@@ -711,9 +713,7 @@ impl Connection {
                 None => {}
                 Some(Trouble::TooLarge) => {
                     // Answered, so that the client knows why (and its request is not retried).
-                    self.scratch.clear();
-                    hpack::encode(&mut self.scratch, b":status", b"431", false);
-                    frame::write_headers(&mut self.out, stream, &self.scratch, true, self.peer_max_frame_size);
+                    self.write_head(stream, [(&b":status"[..], &b"431"[..], false)], true);
                     if !end_stream {
                         frame::write_rst_stream(&mut self.out, stream, Reason::NO_ERROR);
                     }
@@ -797,11 +797,11 @@ impl Connection {
                 }
             }
             Setting::MaxFrameSize(size) => self.peer_max_frame_size = size,
-            // The encoder never uses the dynamic table, and the peer's list limit is advice.
-            Setting::HeaderTableSize(_)
-            | Setting::EnablePush(_)
-            | Setting::MaxHeaderListSize(_)
-            | Setting::Other(..) => {}
+            // Read with the rest of the frame, before the acknowledgement is written: blocks
+            // written after it are the ones that start with the size update.
+            Setting::HeaderTableSize(size) => self.encoder.set_peer_limit(size),
+            // The peer's list limit is advice.
+            Setting::EnablePush(_) | Setting::MaxHeaderListSize(_) | Setting::Other(..) => {}
         }
         Ok(())
     }
@@ -830,9 +830,7 @@ impl Connection {
         end_stream: bool,
     ) {
         self.scratch.clear();
-        for (name, value, sensitive) in fields {
-            hpack::encode(&mut self.scratch, name, value, sensitive);
-        }
+        self.encoder.block(&mut self.scratch, fields);
         frame::write_headers(&mut self.out, stream, &self.scratch, end_stream, self.peer_max_frame_size);
     }
 

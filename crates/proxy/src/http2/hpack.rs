@@ -4,16 +4,19 @@
 //!   literal forms, Huffman-coded strings, and table size updates within the limit the proxy
 //!   advertised. Every malformed block is an [`Error`] (a connection error,
 //!   COMPRESSION_ERROR); nothing panics and nothing grows beyond the limits.
-//! - [`encode`] writes the way a proxy pays least for: a field of the static table by index,
-//!   everything else as a literal that is not indexed, strings raw. It never touches the
-//!   dynamic table, so there is no encoder state to keep in step with the peer's decoder;
-//!   what a stream sends costs a few more bytes on the wire and no hashing or Huffman coding
-//!   per field.
+//! - [`Encoder`] writes a connection's blocks: a field of the static table by index, the
+//!   fields that repeat on a connection indexed in a dynamic table kept in step with the
+//!   peer's decoder (within the size the peer allows), the rest as literals, strings raw.
+//! - [`encode`] writes one field with no table at all (a literal unless the static table has
+//!   it), for blocks that belong to no connection.
 
 use std::collections::VecDeque;
 use std::fmt;
 
+mod encoder;
 mod huffman_table;
+
+pub use encoder::{Encoder, MAX_TABLE};
 
 /// Why a header block cannot be decoded (each a COMPRESSION_ERROR, RFC 7541 §2.3.3, RFC 9113
 /// §4.3).
@@ -334,17 +337,23 @@ pub fn huffman_encode(bytes: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// Appends the representation of one field (see the module's comment): `sensitive` fields are
-/// sent never-indexed, so that no intermediary after the proxy indexes them either.
+/// Appends the representation of one field using no dynamic table: the static table's index
+/// when it has the field, else a literal that is not indexed (`sensitive`: never indexed, so
+/// that no intermediary after this one indexes it either).
 pub fn encode(out: &mut Vec<u8>, name: &[u8], value: &[u8], sensitive: bool) {
     let name_index = static_name(name);
     if !sensitive && let Some(index) = name_index.and_then(|first| static_field(first, value)) {
         put_integer(out, 0x80, 7, index as u64);
         return;
     }
-    let flags = if sensitive { 0x10 } else { 0x00 };
+    literal(out, if sensitive { 0x10 } else { 0x00 }, 4, name_index, name, value);
+}
+
+/// A literal representation: the pattern `flags` with its `prefix`-bit name index (or a
+/// literal name), then the value.
+fn literal(out: &mut Vec<u8>, flags: u8, prefix: u8, name_index: Option<usize>, name: &[u8], value: &[u8]) {
     match name_index {
-        Some(index) => put_integer(out, flags, 4, index as u64),
+        Some(index) => put_integer(out, flags, prefix, index as u64),
         None => {
             out.push(flags);
             put_string(out, name);

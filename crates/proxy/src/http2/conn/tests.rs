@@ -574,3 +574,60 @@ fn stream_ids_spread_over_a_tables_buckets_and_tags() {
     let high: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
     assert!(low.len() > 110 && high.len() > 110, "{} low, {} high", low.len(), high.len());
 }
+
+/// The header blocks in `bytes`, each joined from its frames.
+fn blocks(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut rest = bytes.strip_prefix(PREFACE).unwrap_or(bytes);
+    let mut found = Vec::new();
+    while let Some((f, used)) = frame::parse(rest, frame::MAX_MAX_FRAME_SIZE).expect("a frame") {
+        rest = &rest[used..];
+        match f {
+            Frame::Headers { block, .. } => found.push(block.to_vec()),
+            Frame::Continuation { block, .. } => found.last_mut().expect("a head first").extend_from_slice(block),
+            _ => {}
+        }
+    }
+    found
+}
+
+#[test]
+fn heads_index_what_repeats_within_the_table_size_the_peer_sets() {
+    let (mut client, mut server) = pair();
+    let mut request = get("/one");
+    request.push((b"x-forwarded-for", b"10.0.0.1", false));
+    // The server's decoder follows the client's blocks: the second is smaller by what the
+    // table holds (`:authority`, `user-agent`, `x-forwarded-for`).
+    client.conn.open(request.clone(), true, false).expect("a stream");
+    let first = blocks(client.conn.out()).pop().expect("a block").len();
+    let (_, at_server) = pump(&mut client, &mut server);
+    assert!(matches!(&at_server[..], [Ev::Head(1, ..)]), "{at_server:?}");
+    client.conn.open(request.clone(), true, false).expect("a stream");
+    let second = blocks(client.conn.out()).pop().expect("a block");
+    assert_eq!(
+        first - second.len(),
+        "svc.example".len() + "test".len() + "x-forwarded-for".len() + "10.0.0.1".len() + 4
+    );
+    let (_, at_server) = pump(&mut client, &mut server);
+    let [Ev::Head(3, head, true)] = &at_server[..] else { panic!("{at_server:?}") };
+    assert_eq!(head.authority(), Some(&b"svc.example"[..]));
+    assert_eq!(head.get(b"x-forwarded-for"), Some(&b"10.0.0.1"[..]));
+
+    // A server that allows no table: the client's next block says so first and indexes
+    // nothing, as read by a decoder that allows none.
+    let mut settings = Vec::new();
+    frame::write_settings(&mut settings, &[(0x1, 0)], false);
+    client.inbox.extend_from_slice(&settings);
+    assert!(client.read().expect("settings").is_empty());
+    client.conn.out().clear();
+    for id in [5, 7] {
+        assert_eq!(client.conn.open(request.clone(), true, false), Some(id));
+        let block = blocks(client.conn.out()).pop().expect("a block");
+        client.conn.out().clear();
+        assert_eq!(block[0] == 0x20, id == 5, "{block:02x?}");
+        let mut decoded = Vec::new();
+        let mut none = hpack::Decoder::new(0);
+        let at = usize::from(id == 5);
+        none.decode(&block[at..], |n, _, _| decoded.push(n.to_vec())).expect("no table needed");
+        assert_eq!(decoded.len(), request.len());
+    }
+}

@@ -188,3 +188,154 @@ fn static_names_are_found_as_the_table_has_them() {
         assert_eq!(static_name(other), None);
     }
 }
+
+/// Fields as decoded: name, value, never indexed.
+type Owned = Vec<(Vec<u8>, Vec<u8>, bool)>;
+
+/// Encodes `list` as one block with `e` and decodes it with `d`; the block, and the fields as
+/// decoded.
+fn cross(e: &mut Encoder, d: &mut Decoder, list: &[(&[u8], &[u8], bool)]) -> (Vec<u8>, Owned) {
+    let mut block = Vec::new();
+    e.block(&mut block, list.iter().copied());
+    let mut got = Vec::new();
+    d.decode(&block, |n, v, never| got.push((n.to_vec(), v.to_vec(), never))).expect("a block the encoder wrote");
+    assert_eq!(e.table_size(), d.table_size(), "the two tables in step");
+    (block, got)
+}
+
+fn owned(list: &[(&[u8], &[u8], bool)]) -> Owned {
+    list.iter().map(|(n, v, s)| (n.to_vec(), v.to_vec(), *s)).collect()
+}
+
+#[test]
+fn fields_that_repeat_go_by_index_from_their_second_block_on() {
+    let arn = b"arn:aws:vpc-lattice:us-east-1:111122223333:targetgroup/tg-0123456789abcdef0";
+    let list: &[(&[u8], &[u8], bool)] = &[
+        (b":method", b"POST", false),
+        (b":scheme", b"http", false),
+        (b":authority", b"svc-0123.7d67968.vpc-lattice-svcs.us-east-1.on.aws", false),
+        (b":path", b"/bench.Echo/Ping", false),
+        (b"content-type", b"application/grpc", false),
+        (b"te", b"trailers", false),
+        (b"x-forwarded-for", b"10.0.1.7", false),
+        (b"x-amzn-lattice-target", arn, false),
+        (b"content-length", b"10", false),
+        (b"x-amzn-requestid", b"0d3b8f2c-6d0e-4f5e-9c1a-2b7e0f1a9c44", true),
+    ];
+    let (mut e, mut d) = (Encoder::new(), Decoder::new(4096));
+    let (first, got) = cross(&mut e, &mut d, list);
+    assert_eq!(got, owned(list));
+    let (second, got) = cross(&mut e, &mut d, list);
+    assert_eq!(got, owned(list));
+    // The four repeated fields of no static entry are one byte each now; :path and
+    // content-length went as literals with their static names, the request id never indexed.
+    let mut want = vec![0x83, 0x86, 0xc2, 0x04, 16];
+    want.extend_from_slice(b"/bench.Echo/Ping");
+    want.extend_from_slice(&[0xc1, 0xc0, 0xbf, 0xbe, 0x0f, 0x0d, 2, b'1', b'0', 0x10, 16]);
+    want.extend_from_slice(b"x-amzn-requestid");
+    assert_eq!(second[..want.len()], want, "{second:02x?}");
+    assert_eq!(second.len(), want.len() + 1 + 36);
+    assert!(first.len() > 3 * second.len(), "{} then {}", first.len(), second.len());
+    // A new value of a name in the table is inserted with the name by index.
+    let moved: &[(&[u8], &[u8], bool)] = &[(b"x-forwarded-for", b"10.0.1.8", false)];
+    let (block, got) = cross(&mut e, &mut d, moved);
+    assert_eq!(got, owned(moved));
+    assert_eq!(block[0], 0x40 | 63, "literal with indexing, the name at 63: {block:02x?}");
+    // Nothing of a field that is sensitive or new on every message went into the table.
+    let size = e.table_size();
+    let never: &[(&[u8], &[u8], bool)] = &[
+        (b"x-custom", b"secret", true),
+        (b"authorization", b"Bearer abc", false),
+        (b"cookie", b"a=b", false),
+        (b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", false),
+        (b"x-large", &[b'v'; 1100], false),
+    ];
+    let (_, got) = cross(&mut e, &mut d, never);
+    assert_eq!(got, owned(never));
+    assert_eq!(e.table_size(), size);
+}
+
+#[test]
+fn the_table_follows_the_limit_the_peer_sets() {
+    let list: &[(&[u8], &[u8], bool)] = &[(b"x-a", b"1", false), (b"x-b", b"2", false)];
+    let (mut e, mut d) = (Encoder::new(), Decoder::new(4096));
+    cross(&mut e, &mut d, list);
+    assert_eq!(e.table_size(), 2 * 36);
+    // The same limit again: nothing to say. One over what the proxy keeps: the size it keeps,
+    // said outright.
+    e.set_peer_limit(4096);
+    let (block, _) = cross(&mut e, &mut d, list);
+    assert_eq!(block, [0xbf, 0xbe]);
+    e.set_peer_limit(65_536);
+    let (block, _) = cross(&mut e, &mut d, list);
+    assert_eq!(block, [0x3f, 0xe1, 0x1f, 0xbf, 0xbe]);
+    // Down to 0 and back up before the next block: both sizes, the smaller first, and the
+    // table starts again.
+    e.set_peer_limit(0);
+    e.set_peer_limit(100);
+    e.set_peer_limit(4096);
+    let (block, got) = cross(&mut e, &mut d, list);
+    assert_eq!(got, owned(list));
+    assert_eq!(&block[..4], [0x20, 0x3f, 0xe1, 0x1f], "{block:02x?}");
+    assert_eq!(e.table_size(), 2 * 36);
+    // Down to 40: the newer entry stays, and the other, over a quarter of the table, is not
+    // indexed again.
+    e.set_peer_limit(40);
+    let (block, got) = cross(&mut e, &mut d, list);
+    assert_eq!(got, owned(list));
+    assert_eq!(block, [0x3f, 0x09, 0x00, 3, b'x', b'-', b'a', 1, b'1', 0xbe], "{block:02x?}");
+    assert_eq!(e.table_size(), 36);
+    // Up to 200: room for both, not for an entry of 60.
+    e.set_peer_limit(200);
+    let more: &[(&[u8], &[u8], bool)] = &[(b"x-a", b"1", false), (b"x-c", &[b'c'; 25], false)];
+    let (block, got) = cross(&mut e, &mut d, more);
+    assert_eq!(got, owned(more));
+    assert_eq!(block[..4], [0x3f, 0xa9, 0x01, 0x40], "{block:02x?}");
+    assert_eq!(e.table_size(), 72);
+}
+
+#[test]
+fn any_mix_of_fields_and_limits_decodes_as_it_was_given() {
+    // A pool with names that repeat, values that change, sizes near the limits, sensitive
+    // fields; blocks drawn from it by a fixed generator, the peer's limit moved now and then.
+    let long = [b'L'; 900];
+    let pool: Vec<(&[u8], &[u8], bool)> = vec![
+        (b":method", b"GET", false),
+        (b":method", b"PATCH", false),
+        (b":path", b"/a", false),
+        (b":authority", b"one.example", false),
+        (b":authority", b"two.example", false),
+        (b"user-agent", b"grpc-go/1.60", false),
+        (b"x-forwarded-for", b"10.0.0.1", false),
+        (b"x-forwarded-for", b"10.0.0.2", false),
+        (b"x-forwarded-for", b"10.0.0.3", false),
+        (b"x-forwarded-for", b"10.0.1.3", false),
+        (b"x-long", &long[..], false),
+        (b"x-long", &long[..200], false),
+        (b"x-secret", b"s", true),
+        (b"cookie", b"k=v", false),
+        (b"", b"", false),
+    ];
+    let limits = [0u32, 40, 64, 100, 300, 1024, 4096, 9000];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let (mut e, mut d) = (Encoder::new(), Decoder::new(4096));
+    let mut limit = 4096usize;
+    for round in 0..2000 {
+        if next(10) == 0 {
+            for _ in 0..=next(3) {
+                limit = limits[next(limits.len())] as usize;
+                e.set_peer_limit(limit as u32);
+            }
+        }
+        let list: Vec<_> = (0..next(12)).map(|_| pool[next(pool.len())]).collect();
+        let (_, got) = cross(&mut e, &mut d, &list);
+        assert_eq!(got, owned(&list), "round {round}");
+        assert!(d.table_size() <= limit.min(MAX_TABLE), "round {round}: {} over {limit}", d.table_size());
+    }
+}
