@@ -341,12 +341,12 @@ pub fn huffman_encode(bytes: &[u8], out: &mut Vec<u8>) {
 /// when it has the field, else a literal that is not indexed (`sensitive`: never indexed, so
 /// that no intermediary after this one indexes it either).
 pub fn encode(out: &mut Vec<u8>, name: &[u8], value: &[u8], sensitive: bool) {
-    let name_index = static_name(name);
-    if !sensitive && let Some(index) = name_index.and_then(|first| static_field(first, value)) {
+    let known = known(name);
+    if !sensitive && let Some(index) = known.field_index(value) {
         put_integer(out, 0x80, 7, index as u64);
         return;
     }
-    literal(out, if sensitive { 0x10 } else { 0x00 }, 4, name_index, name, value);
+    literal(out, if sensitive { 0x10 } else { 0x00 }, 4, known.name_index(), name, value);
 }
 
 /// A literal representation: the pattern `flags` with its `prefix`-bit name index (or a
@@ -362,74 +362,101 @@ fn literal(out: &mut Vec<u8>, flags: u8, prefix: u8, name_index: Option<usize>, 
     put_string(out, value);
 }
 
-/// The static index of the first entry named `name` (a `match`, which the compiler turns into
-/// a switch on the length and a comparison or two, rather than a walk through the table).
-fn static_name(name: &[u8]) -> Option<usize> {
-    Some(match name {
-        b":authority" => 1,
-        b":method" => 2,
-        b":path" => 4,
-        b":scheme" => 6,
-        b":status" => 8,
-        b"accept-charset" => 15,
-        b"accept-encoding" => 16,
-        b"accept-language" => 17,
-        b"accept-ranges" => 18,
-        b"accept" => 19,
-        b"access-control-allow-origin" => 20,
-        b"age" => 21,
-        b"allow" => 22,
-        b"authorization" => 23,
-        b"cache-control" => 24,
-        b"content-disposition" => 25,
-        b"content-encoding" => 26,
-        b"content-language" => 27,
-        b"content-length" => 28,
-        b"content-location" => 29,
-        b"content-range" => 30,
-        b"content-type" => 31,
-        b"cookie" => 32,
-        b"date" => 33,
-        b"etag" => 34,
-        b"expect" => 35,
-        b"expires" => 36,
-        b"from" => 37,
-        b"host" => 38,
-        b"if-match" => 39,
-        b"if-modified-since" => 40,
-        b"if-none-match" => 41,
-        b"if-range" => 42,
-        b"if-unmodified-since" => 43,
-        b"last-modified" => 44,
-        b"link" => 45,
-        b"location" => 46,
-        b"max-forwards" => 47,
-        b"proxy-authenticate" => 48,
-        b"proxy-authorization" => 49,
-        b"range" => 50,
-        b"referer" => 51,
-        b"refresh" => 52,
-        b"retry-after" => 53,
-        b"server" => 54,
-        b"set-cookie" => 55,
-        b"strict-transport-security" => 56,
-        b"transfer-encoding" => 57,
-        b"user-agent" => 58,
-        b"vary" => 59,
-        b"via" => 60,
-        b"www-authenticate" => 61,
-        _ => return None,
-    })
+/// What the encoders need to know of a field's name, found with one `match` (which the
+/// compiler turns into a switch on the length and a comparison or two, rather than a walk
+/// through a table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Known {
+    /// The static index of the first entry of this name; 0 for a name the table lacks.
+    index: u8,
+    /// How many entries from there carry a value (`:status` has seven).
+    values: u8,
+    /// The name's values are new on most messages, or are credentials: a dynamic table
+    /// entry would only churn the table, or share a secret between the requests of several
+    /// clients on one connection (see the encoder's module).
+    vary: bool,
 }
 
-/// The static index of (`STATIC[first - 1]`'s name, `value`), when the table has it.
-fn static_field(first: usize, value: &[u8]) -> Option<usize> {
-    let name = STATIC[first - 1].0;
-    STATIC[first - 1..]
-        .iter()
-        .take_while(|(n, _)| *n == name)
-        .position(|(_, v)| v.as_bytes() == value && !v.is_empty())
-        .map(|i| first + i)
+impl Known {
+    const UNKNOWN: Self = Self { index: 0, values: 0, vary: false };
+
+    /// The static index of the name, when the table has it.
+    fn name_index(self) -> Option<usize> {
+        (self.index != 0).then_some(usize::from(self.index))
+    }
+
+    /// The static index of (this name, `value`), when the table has it.
+    fn field_index(self, value: &[u8]) -> Option<usize> {
+        let first = usize::from(self.index);
+        (0..usize::from(self.values)).find(|&i| STATIC[first - 1 + i].1.as_bytes() == value).map(|i| first + i)
+    }
+}
+
+fn known(name: &[u8]) -> Known {
+    match name {
+        b":authority" => Known { index: 1, values: 0, vary: false },
+        b":method" => Known { index: 2, values: 2, vary: false },
+        b":path" => Known { index: 4, values: 2, vary: true },
+        b":scheme" => Known { index: 6, values: 2, vary: false },
+        b":status" => Known { index: 8, values: 7, vary: false },
+        b"accept-charset" => Known { index: 15, values: 0, vary: false },
+        b"accept-encoding" => Known { index: 16, values: 1, vary: false },
+        b"accept-language" => Known { index: 17, values: 0, vary: false },
+        b"accept-ranges" => Known { index: 18, values: 0, vary: false },
+        b"accept" => Known { index: 19, values: 0, vary: false },
+        b"access-control-allow-origin" => Known { index: 20, values: 0, vary: false },
+        b"age" => Known { index: 21, values: 0, vary: true },
+        b"allow" => Known { index: 22, values: 0, vary: false },
+        b"authorization" => Known { index: 23, values: 0, vary: true },
+        b"cache-control" => Known { index: 24, values: 0, vary: false },
+        b"content-disposition" => Known { index: 25, values: 0, vary: false },
+        b"content-encoding" => Known { index: 26, values: 0, vary: false },
+        b"content-language" => Known { index: 27, values: 0, vary: false },
+        b"content-length" => Known { index: 28, values: 0, vary: true },
+        b"content-location" => Known { index: 29, values: 0, vary: false },
+        b"content-range" => Known { index: 30, values: 0, vary: true },
+        b"content-type" => Known { index: 31, values: 0, vary: false },
+        b"cookie" => Known { index: 32, values: 0, vary: true },
+        b"date" => Known { index: 33, values: 0, vary: true },
+        b"etag" => Known { index: 34, values: 0, vary: true },
+        b"expect" => Known { index: 35, values: 0, vary: false },
+        b"expires" => Known { index: 36, values: 0, vary: true },
+        b"from" => Known { index: 37, values: 0, vary: false },
+        b"host" => Known { index: 38, values: 0, vary: false },
+        b"if-match" => Known { index: 39, values: 0, vary: true },
+        b"if-modified-since" => Known { index: 40, values: 0, vary: true },
+        b"if-none-match" => Known { index: 41, values: 0, vary: true },
+        b"if-range" => Known { index: 42, values: 0, vary: true },
+        b"if-unmodified-since" => Known { index: 43, values: 0, vary: true },
+        b"last-modified" => Known { index: 44, values: 0, vary: true },
+        b"link" => Known { index: 45, values: 0, vary: false },
+        b"location" => Known { index: 46, values: 0, vary: true },
+        b"max-forwards" => Known { index: 47, values: 0, vary: false },
+        b"proxy-authenticate" => Known { index: 48, values: 0, vary: false },
+        b"proxy-authorization" => Known { index: 49, values: 0, vary: true },
+        b"range" => Known { index: 50, values: 0, vary: true },
+        b"referer" => Known { index: 51, values: 0, vary: false },
+        b"refresh" => Known { index: 52, values: 0, vary: false },
+        b"retry-after" => Known { index: 53, values: 0, vary: false },
+        b"server" => Known { index: 54, values: 0, vary: false },
+        b"set-cookie" => Known { index: 55, values: 0, vary: true },
+        b"strict-transport-security" => Known { index: 56, values: 0, vary: false },
+        b"transfer-encoding" => Known { index: 57, values: 0, vary: false },
+        b"user-agent" => Known { index: 58, values: 0, vary: false },
+        b"vary" => Known { index: 59, values: 0, vary: false },
+        b"via" => Known { index: 60, values: 0, vary: false },
+        b"www-authenticate" => Known { index: 61, values: 0, vary: false },
+        b"x-amzn-requestid"
+        | b"x-amzn-trace-id"
+        | b"x-request-id"
+        | b"traceparent"
+        | b"tracestate"
+        | b"x-amz-date"
+        | b"x-amz-security-token"
+        | b"x-amz-content-sha256"
+        | b"grpc-timeout" => Known { index: 0, values: 0, vary: true },
+        _ => Known::UNKNOWN,
+    }
 }
 
 fn put_integer(out: &mut Vec<u8>, flags: u8, n: u8, mut value: u64) {

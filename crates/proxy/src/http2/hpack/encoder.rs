@@ -22,7 +22,7 @@
 
 use std::collections::VecDeque;
 
-use super::{ENTRY_OVERHEAD, STATIC, literal, put_integer, static_field, static_name};
+use super::{ENTRY_OVERHEAD, STATIC, known, literal, put_integer};
 
 /// The most dynamic table the proxy keeps for a peer, whatever larger size the peer allows
 /// (RFC 7541's default, and ample for the fields that repeat on a connection).
@@ -48,6 +48,13 @@ pub struct Encoder {
     /// Owed at the start of the next block, after the peer's limit changed: the smallest size
     /// it went to since the last block, and the size it ended at (RFC 7541 §4.2).
     pending: Option<(usize, usize)>,
+    /// Where the next field is looked for first: a connection's heads carry their fields in
+    /// the same order, and the entries went in in that order, so once a field is found the
+    /// next one is usually the entry just newer than it. `first` is where the last block's
+    /// first field was found, where the next block starts. Both are only guesses, checked
+    /// like any entry; a wrong one costs a look at one entry.
+    next: usize,
+    first: Option<usize>,
 }
 
 impl Default for Encoder {
@@ -59,7 +66,7 @@ impl Default for Encoder {
 impl Encoder {
     /// An encoder for a peer that has not yet said its limit (4,096 until it does).
     pub fn new() -> Self {
-        Self { entries: VecDeque::new(), size: 0, max: MAX_TABLE, pending: None }
+        Self { entries: VecDeque::new(), size: 0, max: MAX_TABLE, pending: None, next: usize::MAX, first: None }
     }
 
     /// The peer's SETTINGS_HEADER_TABLE_SIZE: the table shrinks to it (or grows back, up to
@@ -87,31 +94,39 @@ impl Encoder {
             put_integer(out, 0x20, 5, last as u64);
             self.resize(last);
         }
+        self.next = self.first.take().unwrap_or(usize::MAX);
         for (name, value, sensitive) in fields {
             self.field(out, name, value, sensitive);
         }
     }
 
-    /// One field's representation (see the module's comment for which are indexed).
+    /// One field's representation (see the module's comment for which are indexed). The
+    /// entry after the last one found is looked at first, as the fields of a connection's
+    /// heads come in the same order; then the static table; then the dynamic one.
     fn field(&mut self, out: &mut Vec<u8>, name: &[u8], value: &[u8], sensitive: bool) {
-        let in_static = static_name(name);
-        if sensitive {
-            let name_index = in_static.or_else(|| self.find_name(name));
-            literal(out, 0x10, 4, name_index, name, value);
+        let key = key(name, value);
+        let matches = |e: &Entry| e.key == key && *e.value == *value && *e.name == *name;
+        if !sensitive && self.entries.get(self.next).is_some_and(matches) {
+            self.found(out, self.next);
             return;
         }
-        if let Some(index) = in_static.and_then(|first| static_field(first, value)) {
+        let known = known(name);
+        if !sensitive && let Some(index) = known.field_index(value) {
             put_integer(out, 0x80, 7, index as u64);
             return;
         }
-        let key = key(name, value);
-        if let Some(at) = self.entries.iter().position(|e| e.key == key && *e.value == *value && *e.name == *name) {
-            put_integer(out, 0x80, 7, (STATIC.len() + 1 + at) as u64);
+        if sensitive || known.vary {
+            // Such fields are never inserted, so only the static table can have their names.
+            literal(out, if sensitive { 0x10 } else { 0x00 }, 4, known.name_index(), name, value);
             return;
         }
-        let name_index = in_static.or_else(|| self.find_name(name));
+        if let Some(at) = self.entries.iter().position(matches) {
+            self.found(out, at);
+            return;
+        }
+        let name_index = known.name_index().or_else(|| self.find_name(name));
         let size = name.len() + value.len() + ENTRY_OVERHEAD;
-        if size <= self.max / 4 && worth_indexing(name) {
+        if size <= self.max / 4 {
             literal(out, 0x40, 6, name_index, name, value);
             self.evict(size);
             self.entries.push_front(Entry { name: name.into(), value: value.into(), key });
@@ -119,6 +134,13 @@ impl Encoder {
         } else {
             literal(out, 0x00, 4, name_index, name, value);
         }
+    }
+
+    /// Sends the entry at `at` by index; the next field is looked for just newer than it.
+    fn found(&mut self, out: &mut Vec<u8>, at: usize) {
+        put_integer(out, 0x80, 7, (STATIC.len() + 1 + at) as u64);
+        self.next = at.wrapping_sub(1);
+        self.first.get_or_insert(at);
     }
 
     /// The dynamic index of the newest entry named `name`.
@@ -148,42 +170,9 @@ impl Encoder {
 /// A fingerprint of a field: its lengths and its value's last four bytes, which tell apart
 /// most entries of the same name (addresses, ARNs) before their bytes are compared.
 fn key(name: &[u8], value: &[u8]) -> u64 {
-    let tail = value.iter().rev().take(4).fold(0u64, |k, &b| (k << 8) | u64::from(b));
+    let tail = match value.last_chunk::<4>() {
+        Some(last) => u64::from(u32::from_le_bytes(*last)),
+        None => value.iter().fold(0u64, |k, &b| (k << 8) | u64::from(b)),
+    };
     (name.len() as u64) | ((value.len() as u64) << 16) | (tail << 32)
-}
-
-/// Whether a field of this name is worth a table entry: not for those whose values are new on
-/// most messages, nor for credentials (see the module's comment).
-fn worth_indexing(name: &[u8]) -> bool {
-    !matches!(
-        name,
-        b":path"
-            | b"content-length"
-            | b"content-range"
-            | b"range"
-            | b"date"
-            | b"age"
-            | b"expires"
-            | b"etag"
-            | b"last-modified"
-            | b"location"
-            | b"if-match"
-            | b"if-none-match"
-            | b"if-modified-since"
-            | b"if-unmodified-since"
-            | b"if-range"
-            | b"authorization"
-            | b"proxy-authorization"
-            | b"cookie"
-            | b"set-cookie"
-            | b"x-amzn-requestid"
-            | b"x-amzn-trace-id"
-            | b"x-request-id"
-            | b"traceparent"
-            | b"tracestate"
-            | b"x-amz-date"
-            | b"x-amz-security-token"
-            | b"x-amz-content-sha256"
-            | b"grpc-timeout"
-    )
 }

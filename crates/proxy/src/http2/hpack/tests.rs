@@ -181,12 +181,21 @@ fn size_updates_shrink_the_table_and_large_entries_empty_it() {
 #[test]
 fn static_names_are_found_as_the_table_has_them() {
     for (i, (name, _)) in STATIC.iter().enumerate() {
-        let first = STATIC.iter().position(|(n, _)| n == name).unwrap() + 1;
-        assert_eq!(static_name(name.as_bytes()), Some(first), "{name} at {}", i + 1);
+        let first = STATIC.iter().position(|(n, _)| n == name).unwrap();
+        let values = STATIC.iter().filter(|(n, v)| n == name && !v.is_empty()).count();
+        let k = known(name.as_bytes());
+        assert_eq!((k.name_index(), usize::from(k.values)), (Some(first + 1), values), "{name} at {}", i + 1);
+        for (at, (_, value)) in STATIC.iter().enumerate().skip(first).take(values) {
+            assert_eq!(k.field_index(value.as_bytes()), Some(at + 1), "{name}: {value}");
+        }
+        assert_eq!(k.field_index(b""), None);
+        assert_eq!(k.field_index(b"other"), None);
     }
     for other in [&b""[..], b":", b":authorit", b"content-lengths", b"Content-Length", b"x-custom"] {
-        assert_eq!(static_name(other), None);
+        assert_eq!(known(other), Known::UNKNOWN);
     }
+    assert!(known(b"x-amzn-requestid").vary && known(b":path").vary && known(b"cookie").vary);
+    assert!(!known(b":authority").vary && !known(b"content-type").vary);
 }
 
 /// Fields as decoded: name, value, never indexed.
