@@ -946,9 +946,13 @@ fn replaced_by_proxy(name: &[u8]) -> bool {
 const HOP_BY_HOP: [&str; 7] =
     ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
 
-/// Whether a (lowercase) field name is one of [`HOP_BY_HOP`].
+/// Whether a (lowercase) field name is one of [`HOP_BY_HOP`] (a `match`: a switch on the
+/// length and a comparison, for each field of each HTTP/2 request).
 fn is_hop_by_hop(name: &[u8]) -> bool {
-    HOP_BY_HOP.iter().any(|h| h.as_bytes() == name)
+    matches!(
+        name,
+        b"connection" | b"keep-alive" | b"proxy-connection" | b"te" | b"trailer" | b"transfer-encoding" | b"upgrade"
+    )
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {

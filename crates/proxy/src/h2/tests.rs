@@ -920,3 +920,13 @@ async fn http2_targets_that_limit_refuse_or_break_streams() {
     proxy.stop().await;
     task.abort();
 }
+
+#[test]
+fn connection_fields_are_recognised_by_name_and_nothing_else_is() {
+    for name in super::HOP_BY_HOP {
+        assert!(super::is_hop_by_hop(name.as_bytes()), "{name}");
+    }
+    for other in [&b""[..], b"t", b"tes", b"trailers", b"connectio", b"upgrade-insecure-requests", b"Connection"] {
+        assert!(!super::is_hop_by_hop(other), "{}", String::from_utf8_lossy(other));
+    }
+}
