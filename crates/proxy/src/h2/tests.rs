@@ -67,6 +67,14 @@ struct Seen {
 /// the request had. `GET /stream` sends a frame every 20 ms until its stream is reset (which it
 /// records). Every response carries what the request looked like in `x-seen-*` fields.
 async fn h2_target(tls: Option<Arc<rustls::ServerConfig>>) -> (SocketAddr, Arc<Seen>, JoinHandle<()>) {
+    h2_target_with(tls, None).await
+}
+
+/// [`h2_target`] whose HPACK decoder allows the proxy a dynamic table of `table` bytes.
+async fn h2_target_with(
+    tls: Option<Arc<rustls::ServerConfig>>,
+    table: Option<u32>,
+) -> (SocketAddr, Arc<Seen>, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Seen::default());
@@ -78,7 +86,8 @@ async fn h2_target(tls: Option<Arc<rustls::ServerConfig>>) -> (SocketAddr, Arc<S
             let (state, tls) = (state.clone(), tls.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| respond(req, state.clone()));
-                let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                builder.header_table_size(table);
                 match tls {
                     None => {
                         let _ = builder.serve_connection(TokioIo::new(stream), service).await;
@@ -211,10 +220,18 @@ type Sender = hyper::client::conn::http2::SendRequest<http_body_util::Either<Fra
 
 /// An HTTP/2 client connection to the proxy for `name`.
 async fn h2_client(ca_der: &[u8], addr: SocketAddr, name: &str) -> Sender {
+    h2_client_with(ca_der, addr, name, None).await
+}
+
+/// [`h2_client`] whose HPACK decoder allows the proxy a dynamic table of `table` bytes.
+async fn h2_client_with(ca_der: &[u8], addr: SocketAddr, name: &str, table: Option<u32>) -> Sender {
     let tls = tls_to(ca_der, addr, name, &[b"h2"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .header_table_size(table)
+        .handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
     tokio::spawn(connection);
     sender
 }
@@ -388,6 +405,46 @@ async fn http2_targets_get_http2_with_bodies_and_trailers_both_ways() {
     assert_eq!(h2c_seen.connections.load(Ordering::SeqCst), 1);
     assert_eq!(h2c_seen.requests.load(Ordering::SeqCst), 3);
     s.proxy.stop().await;
+}
+
+#[tokio::test]
+async fn heads_both_ways_decode_whatever_header_table_the_peers_allow() {
+    // hyper's decoder (the h2 crate's) refuses an index its table does not have and a size
+    // update over its limit: with a peer that allows no table, a small one, the default, or
+    // more than the proxy keeps, every request and response of a connection must still read
+    // back as sent, the repeated ones (indexed where the table allows) as the first.
+    for table in [Some(0), Some(200), None, Some(100_000)] {
+        let ca = pki();
+        let ip = next_ingress();
+        let (h2c, seen, task) = h2_target_with(None, table).await;
+        let mut f = Fixture::new(ip);
+        let mut g = target_group("tg-h2", &[h2c]);
+        g.protocol_version = Some("HTTP2".into());
+        f.add_group(g);
+        let (proxy, addr) = start_https(f, ip, &[("svc-2", "h2.zone.test", "tg-h2")], &ca).await;
+        let mut sender = h2_client_with(&ca.0, addr, "h2.zone.test", table).await;
+        for i in 0..6 {
+            let mut req = request("POST", "h2.zone.test", &format!("/echo?{i}"), frames(&["body"], None));
+            req.headers_mut().insert("content-type", HeaderValue::from_static("application/grpc"));
+            req.headers_mut().insert("te", HeaderValue::from_static("trailers"));
+            req.headers_mut().insert("grpc-timeout", HeaderValue::from(i + 1));
+            let response = sender.send_request(req).await.unwrap_or_else(|e| panic!("table {table:?}, {i}: {e}"));
+            assert_eq!(response.status(), 200);
+            let h = response.headers().clone();
+            assert_eq!(h["x-seen-authority"], "h2.zone.test", "table {table:?}, {i}");
+            assert_eq!(h["x-seen-content-type"], "application/grpc");
+            assert_eq!(h["x-seen-te"], "trailers");
+            assert_eq!(h["x-seen-grpc-timeout"], (i + 1).to_string().as_str());
+            assert_eq!(h["x-seen-x-forwarded-proto"], "https");
+            assert_eq!(h["x-seen-x-amzn-lattice-network"], "SourceVpcArn=arn:aws:ec2:us-east-1:000000000000:vpc/vpc-1");
+            let collected = response.into_body().collect().await.unwrap();
+            assert_eq!(collected.trailers().expect("trailers")["grpc-status"], "0");
+            assert_eq!(collected.to_bytes(), "body");
+        }
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 1, "table {table:?}");
+        proxy.stop().await;
+        task.abort();
+    }
 }
 
 fn grpc_request(path: &str, body: TargetBody) -> Request<TargetBody> {
