@@ -292,31 +292,79 @@ const CANONICAL: Canonical = {
     c
 };
 
-/// Decodes a Huffman-coded string (RFC 7541 §5.2, Appendix B) onto `out`.
+/// How many bits [`SHORT`] looks at: the codes of the bytes most text is made of (letters,
+/// digits, common punctuation) are 5 to 8 bits long, and all but a few dozen at most 10.
+const SHORT_BITS: u32 = 10;
+
+/// For each `SHORT_BITS`-bit prefix: the byte whose code it starts with and that code's length,
+/// where the code is at most `SHORT_BITS` long; (0, 0) where it is longer.
+static SHORT: [(u8, u8); 1 << SHORT_BITS] = {
+    let mut table = [(0u8, 0u8); 1 << SHORT_BITS];
+    let mut byte = 0;
+    while byte < 256 {
+        let (code, len) = huffman_table::CODES[byte];
+        if len as u32 <= SHORT_BITS {
+            let free = SHORT_BITS - len as u32;
+            let first = (code << free) as usize;
+            let mut i = 0;
+            while i < 1 << free {
+                table[first + i] = (byte as u8, len);
+                i += 1;
+            }
+        }
+        byte += 1;
+    }
+    table
+};
+
+/// Decodes a Huffman-coded string (RFC 7541 §5.2, Appendix B) onto `out`: up to 64 bits at a
+/// time in an accumulator, a short code found with one look at [`SHORT`], a longer one bit by
+/// bit through the code's canonical form.
 pub fn huffman_decode(coded: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
     let c = &CANONICAL;
-    let (mut code, mut len) = (0u32, 0usize);
-    for &byte in coded {
-        for shift in (0..8).rev() {
-            code = (code << 1) | u32::from((byte >> shift) & 1);
+    out.reserve(coded.len() * 8 / 5);
+    // The next `bits` bits of the string, from the most significant end of `acc` (zeros after).
+    let (mut acc, mut bits, mut at) = (0u64, 0u32, 0usize);
+    loop {
+        while bits <= 56 && at < coded.len() {
+            acc |= u64::from(coded[at]) << (56 - bits);
+            bits += 8;
+            at += 1;
+        }
+        if bits == 0 {
+            return Ok(());
+        }
+        let (byte, len) = SHORT[(acc >> (64 - SHORT_BITS)) as usize];
+        if len != 0 && u32::from(len) <= bits {
+            out.push(byte);
+            acc <<= len;
+            bits -= u32::from(len);
+            continue;
+        }
+        // A longer code, or the string's last few bits.
+        let (mut code, mut len) = (0u32, 0usize);
+        loop {
+            if len == bits as usize {
+                // The end of the string inside a code: padding, at most seven bits, all ones
+                // (a prefix of EOS).
+                return if len <= 7 && code == (1u32 << len) - 1 { Ok(()) } else { Err(Error::Huffman) };
+            }
+            code = (code << 1) | (acc >> 63) as u32;
+            acc <<= 1;
             len += 1;
             let rank = code.wrapping_sub(c.first[len]);
             if rank < u32::from(c.count[len]) {
                 let symbol = c.symbols[usize::from(c.offset[len]) + rank as usize];
                 // EOS inside a string is an error (§5.2); every other symbol is a byte.
-                let byte = u8::try_from(symbol).map_err(|_| Error::Huffman)?;
-                out.push(byte);
-                (code, len) = (0, 0);
-            } else if len == 30 {
+                out.push(u8::try_from(symbol).map_err(|_| Error::Huffman)?);
+                bits -= len as u32;
+                break;
+            }
+            if len == 30 {
                 return Err(Error::Huffman);
             }
         }
     }
-    // Padding: at most seven bits, all ones (a prefix of EOS).
-    if len > 7 || code != (1u32 << len) - 1 {
-        return Err(Error::Huffman);
-    }
-    Ok(())
 }
 
 /// Appends the Huffman coding of `bytes` to `out`.

@@ -86,6 +86,65 @@ fn huffman_codes_every_byte_both_ways() {
     assert_eq!(coded, hex("f1e3c2e5f23a6ba0ab90f4ff"));
 }
 
+/// The Huffman decoder of the RFC's text, a bit at a time: what [`huffman_decode`] must agree
+/// with on any input.
+fn huffman_decode_bitwise(coded: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    let (mut code, mut len) = (0u64, 0u32);
+    for &byte in coded {
+        for shift in (0..8).rev() {
+            code = (code << 1) | u64::from((byte >> shift) & 1);
+            len += 1;
+            let found = huffman_table::CODES.iter().position(|&(c, l)| u32::from(l) == len && u64::from(c) == code);
+            match found {
+                Some(256) => return Err(Error::Huffman),
+                Some(symbol) => {
+                    out.push(symbol as u8);
+                    (code, len) = (0, 0);
+                }
+                None if len == 30 => return Err(Error::Huffman),
+                None => {}
+            }
+        }
+    }
+    if len > 7 || code != (1u64 << len) - 1 {
+        return Err(Error::Huffman);
+    }
+    Ok(out)
+}
+
+#[test]
+fn huffman_decoding_agrees_with_the_bitwise_decoder_on_any_input() {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut out = Vec::new();
+    for round in 0..20_000 {
+        let len = (next() % 40) as usize;
+        let input: Vec<u8> = if round % 2 == 0 {
+            // Coded text (most of it short codes, some long), cut anywhere.
+            let text: Vec<u8> = (0..len)
+                .map(|_| if next() % 8 == 0 { next() as u8 } else { b"abcdefghij0123/-._:ABC"[(next() % 22) as usize] })
+                .collect();
+            let mut coded = Vec::new();
+            huffman_encode(&text, &mut coded);
+            let cut = if next() % 4 == 0 { (next() as usize) % (coded.len() + 1) } else { coded.len() };
+            coded.truncate(cut);
+            coded
+        } else {
+            // Noise, heavy in ones (the long codes and EOS).
+            (0..len).map(|_| (next() as u8) | if next() % 2 == 0 { 0xf0 } else { 0 }).collect()
+        };
+        out.clear();
+        let fast = huffman_decode(&input, &mut out).map(|()| out.clone());
+        assert_eq!(fast, huffman_decode_bitwise(&input), "{input:02x?}");
+    }
+}
+
 #[test]
 fn malformed_huffman_is_refused() {
     let mut out = Vec::new();
