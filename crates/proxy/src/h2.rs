@@ -955,7 +955,13 @@ fn is_hop_by_hop(name: &[u8]) -> bool {
     )
 }
 
+/// Removes [`HOP_BY_HOP`] fields from a response's map. Usually there is none (an HTTP/2
+/// target may not send them): each name is looked at once, and the map is searched by name
+/// (which parses and hashes each) only when one is there.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|name| is_hop_by_hop(name.as_str().as_bytes())) {
+        return;
+    }
     for name in HOP_BY_HOP {
         headers.remove(name);
     }

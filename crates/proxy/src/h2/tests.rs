@@ -986,4 +986,18 @@ fn connection_fields_are_recognised_by_name_and_nothing_else_is() {
     for other in [&b""[..], b"t", b"tes", b"trailers", b"connectio", b"upgrade-insecure-requests", b"Connection"] {
         assert!(!super::is_hop_by_hop(other), "{}", String::from_utf8_lossy(other));
     }
+    // A response's map loses them all, and keeps the rest (also when it has none of them).
+    let mut map = HeaderMap::new();
+    for (name, value) in [("content-type", "text/plain"), ("x-custom", "1"), ("x-custom", "2")] {
+        map.append(name, HeaderValue::from_static(value));
+    }
+    let plain = map.clone();
+    super::strip_hop_by_hop(&mut map);
+    assert_eq!(map, plain);
+    for name in super::HOP_BY_HOP {
+        map.append(name, HeaderValue::from_static("x"));
+    }
+    map.append("connection", HeaderValue::from_static("y"));
+    super::strip_hop_by_hop(&mut map);
+    assert_eq!(map, plain);
 }
