@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{Pumped, UpBody, pump_body};
 use crate::forward::Upstream;
-use crate::http2::conn::{Config, Connection, Event, Head, Role};
+use crate::http2::conn::{Config, Connection, Event, Head, IdState, Role};
 use crate::http2::frame::Reason;
 
 /// What the connection reads into.
@@ -70,7 +70,8 @@ struct Shared {
 
 struct State {
     conn: Connection,
-    exchanges: HashMap<u32, Exchange>,
+    /// By stream id (hashed as the connection's own streams are: ids are odd and go up).
+    exchanges: HashMap<u32, Exchange, IdState>,
     /// The connection's task, woken when there is output or a body to pump.
     task: Option<Waker>,
     /// Requests waiting for a stream (the target's concurrency limit).
@@ -109,7 +110,7 @@ impl H2Client {
         let config = Config { max_concurrent_streams: 0, max_header_list_size: 256 << 10, ..Config::default() };
         let state = State {
             conn: Connection::new(Role::Client, config),
-            exchanges: HashMap::new(),
+            exchanges: HashMap::default(),
             task: None,
             waiting: Vec::new(),
             pumping: Vec::new(),
