@@ -8,7 +8,8 @@
 //!   fields that repeat on a connection indexed in a dynamic table kept in step with the
 //!   peer's decoder (within the size the peer allows), the rest as literals, strings raw.
 //! - [`encode`] writes one field with no table at all (a literal unless the static table has
-//!   it), for blocks that belong to no connection.
+//!   it): what the tests and the fuzz targets write a peer's blocks with; the proxy's own
+//!   connections all go through an [`Encoder`].
 
 use std::collections::VecDeque;
 use std::fmt;
