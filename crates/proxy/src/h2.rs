@@ -223,10 +223,8 @@ async fn handle(req: Req, ctx: Arc<Ctx>) -> Response<RespBody> {
     let busy = Busy::start(ctx.activity.clone());
     let received = req.body.size_hint().exact().unwrap_or(0);
     let mut note = Note::default();
-    // `forward`'s state (the request, the exchange's future) is boxed apart: each of the two
-    // futures stays under the size glibc's per-thread cache serves quickly (1032 bytes; both
-    // together would not).
-    let (response, failure) = match Box::pin(forward(req, ctx, &request_id, busy, &mut note)).await {
+    let routes = ctx.routes.borrow().clone();
+    let (response, failure) = match forward(req, ctx, &routes, &request_id, busy, &mut note).await {
         Ok(response) => (response, None),
         Err(e) => {
             match e.origin {
@@ -241,28 +239,44 @@ async fn handle(req: Req, ctx: Arc<Ctx>) -> Response<RespBody> {
     response
 }
 
-/// The phases, then the exchange with a target.
-async fn forward(
+/// What [`forward`] gives: the exchange with a target, or the proxy's own answer.
+type Forwarding<'a> = Pin<Box<dyn Future<Output = Result<Response<RespBody>, ProxyError>> + Send + 'a>>;
+
+/// The phases (plain work: their locals are not kept across the exchange), then the exchange
+/// with a target, boxed on its own. Only the exchange that goes is in the box, and the request's
+/// own future holds just the box: each stays under the size glibc's per-thread cache serves
+/// quickly (1032 bytes; a larger block costs several times as much to allocate and free).
+fn forward<'a>(
     req: Req,
+    ctx: &'a Ctx,
+    routes: &'a Routes,
+    request_id: &'a [u8; 36],
+    busy: Busy,
+    note: &'a mut Note,
+) -> Forwarding<'a> {
+    let Req { head, body } = req;
+    match prepare(head, body.is_end_stream(), ctx, routes, request_id, note) {
+        Ok(Prepared::Up(group, upstream)) => Box::pin(exchange_up(group, upstream, body, ctx, request_id, busy, note)),
+        Ok(Prepared::Down { group, head, is_head, idempotent }) => {
+            Box::pin(exchange_down(group, head, is_head, idempotent, ctx, request_id, busy, note))
+        }
+        Ok(Prepared::Local(response)) => Box::pin(std::future::ready(Ok(response))),
+        Err(e) => Box::pin(std::future::ready(Err(e))),
+    }
+}
+
+/// No body, to an HTTP1 group: written and read here (`down`).
+#[allow(clippy::too_many_arguments)]
+async fn exchange_down(
+    group: &Group,
+    head: Vec<u8>,
+    is_head: bool,
+    idempotent: bool,
     ctx: &Ctx,
     request_id: &[u8; 36],
     busy: Busy,
     note: &mut Note,
 ) -> Result<Response<RespBody>, ProxyError> {
-    let Req { head, body } = req;
-    let routes = ctx.routes.borrow().clone();
-    // The phases are plain work, done outside this future: their locals are not kept in it
-    // across the exchange (a future of kilobytes is a slow allocation per request).
-    let (group, head, is_head, idempotent) = match prepare(head, body.is_end_stream(), ctx, &routes, request_id, note)?
-    {
-        Prepared::Local(response) => return Ok(response),
-        // Through a client of HTTP/2 or hyper's HTTP/1.1 (boxed: their futures are large).
-        Prepared::Up(group, upstream) => {
-            return Box::pin(exchange_up(group, upstream, body, ctx, request_id, busy, note)).await;
-        }
-        Prepared::Down { group, head, is_head, idempotent } => (group, head, is_head, idempotent),
-    };
-    // No body, to an HTTP1 group: written and read here (`down`).
     let mut tries = 0;
     let (response, guard) = loop {
         tries += 1;
@@ -281,7 +295,6 @@ async fn forward(
             Err(Sent::NotConnected(kind) | Sent::Failed(kind)) => return Err(ProxyError::new(kind)),
         }
     };
-    drop(routes);
     // The request id is among the target's fields the body carries.
     let (mut parts, body) = response.into_parts();
     parts.version = HttpVersion::HTTP_2;
@@ -289,6 +302,8 @@ async fn forward(
 }
 
 /// Where [`prepare`] sends a request.
+// Only ever on the stack, from `prepare` to `forward`: its size is not kept anywhere.
+#[allow(clippy::large_enum_variant)]
 enum Prepared<'r> {
     /// The proxy answers it (a fixed response, a denial).
     Local(Response<RespBody>),
@@ -418,7 +433,7 @@ fn prepare<'r>(
     } else if h2 {
         Prepared::Up(group, Upstream::H2(h2_fields(method, &head, &target, raw, group.tls, &added, trace)))
     } else {
-        Prepared::Up(group, Upstream::H1(h1_parts(method, &head, &target, raw, &added, trace)?))
+        Prepared::Up(group, Upstream::H1(Box::new(h1_parts(method, &head, &target, raw, &added, trace)?)))
     })
 }
 
@@ -451,9 +466,13 @@ async fn exchange_up(
             Upstream::H2(fields) => {
                 send_h2(&pool, fields, body, ctx.config.response_timeout).await.map(|r| r.map(Answer::H2))
             }
-            Upstream::H1(parts) => send_h1(&pool, Request::from_parts(parts, body), ctx.config.response_timeout)
-                .await
-                .map(|(r, give_back)| r.map(|body| Answer::H1(body, give_back))),
+            // Boxed: hyper's exchange is large, and in this future it would make every
+            // request's larger.
+            Upstream::H1(parts) => {
+                Box::pin(send_h1(&pool, Request::from_parts(*parts, body), ctx.config.response_timeout))
+                    .await
+                    .map(|(r, give_back)| r.map(|body| Answer::H1(body, give_back)))
+            }
             Upstream::Gone => return Err(ProxyError::new(ErrorKind::Internal)),
         };
         match sent {
@@ -481,8 +500,9 @@ async fn exchange_up(
 enum Upstream {
     /// HTTP/2 fields (HTTP2 and GRPC target groups).
     H2(client::Fields),
-    /// An HTTP/1.1 head, for hyper's client.
-    H1(http::request::Parts),
+    /// An HTTP/1.1 head, for hyper's client (boxed: it is four times the size of the
+    /// other, and the exchange's future holds two).
+    H1(Box<http::request::Parts>),
     /// Sent, and not to be sent again.
     Gone,
 }
