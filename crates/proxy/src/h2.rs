@@ -519,6 +519,31 @@ enum Pumped {
     Failed,
 }
 
+/// A piece of a body as [`pump_body`] takes it: a frame, or trailers as the HTTP/2 fields they
+/// came as (from a target's HTTP/2 connection to a client's, they need no `HeaderMap`).
+pub(crate) enum Piece {
+    Frame(Frame<Bytes>),
+    Fields(Head),
+}
+
+/// A body [`pump_body`] can move: its frames, or its pieces where it has its trailers as fields.
+pub(crate) trait Pieces: Body<Data = Bytes> + Unpin {
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piece, Self::Error>>> {
+        Pin::new(self).poll_frame(cx).map_ok(Piece::Frame)
+    }
+}
+
+impl Pieces for UpBody {}
+
+impl Pieces for RespBody {
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piece, Self::Error>>> {
+        match self {
+            Self::H2 { body, .. } => body.poll_piece(cx).map_err(Into::into),
+            _ => Pin::new(self).poll_frame(cx).map_ok(Piece::Frame),
+        }
+    }
+}
+
 /// Moves a body onto an HTTP/2 stream as far as it goes now: what it has ready, as the peer's
 /// windows allow (what they hold back stays in `pending`), its trailers, its end. Both ends use
 /// it: the server for responses, the client for requests.
@@ -530,7 +555,7 @@ fn pump_body<B>(
     cx: &mut Context<'_>,
 ) -> Pumped
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Pieces,
     B::Error: std::fmt::Display,
 {
     loop {
@@ -545,31 +570,36 @@ where
                 return Pumped::Done;
             }
         }
-        match Pin::new(&mut *body).poll_frame(cx) {
+        let frame = match body.poll_piece(cx) {
             Poll::Pending => return Pumped::Waiting,
             Poll::Ready(None) => {
                 conn.send_data(stream, &[], true);
                 return Pumped::Done;
             }
-            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) if data.is_empty() => {
-                    if body.is_end_stream() {
-                        conn.send_data(stream, &[], true);
-                        return Pumped::Done;
-                    }
-                }
-                Ok(data) => *pending = data,
-                Err(frame) => {
-                    if let Ok(trailers) = frame.into_trailers() {
-                        let fields = trailers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes(), false));
-                        conn.send_headers(stream, fields, true);
-                    }
-                    return Pumped::Done;
-                }
-            },
+            Poll::Ready(Some(Ok(Piece::Frame(frame)))) => frame,
+            Poll::Ready(Some(Ok(Piece::Fields(trailers)))) => {
+                conn.send_headers(stream, trailers.fields(), true);
+                return Pumped::Done;
+            }
             Poll::Ready(Some(Err(e))) => {
                 tracing::debug!(stream, error = %e, "a body broke off");
                 return Pumped::Failed;
+            }
+        };
+        match frame.into_data() {
+            Ok(data) if data.is_empty() => {
+                if body.is_end_stream() {
+                    conn.send_data(stream, &[], true);
+                    return Pumped::Done;
+                }
+            }
+            Ok(data) => *pending = data,
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    let fields = trailers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes(), false));
+                    conn.send_headers(stream, fields, true);
+                }
+                return Pumped::Done;
             }
         }
     }

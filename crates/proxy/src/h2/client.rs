@@ -21,7 +21,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{Pumped, UpBody, pump_body};
+use super::{Piece, Pieces, Pumped, UpBody, pump_body};
 use crate::forward::Upstream;
 use crate::http2::conn::{Config, Connection, Event, Head, IdState, Role};
 use crate::http2::frame::Reason;
@@ -93,7 +93,8 @@ struct Exchange {
     /// The response head.
     head: Option<http::response::Parts>,
     data: VecDeque<Bytes>,
-    trailers: Option<HeaderMap>,
+    /// As they came: made into a `HeaderMap` only for a body read through `Body`.
+    trailers: Option<Head>,
     /// The target ended its response.
     ended: bool,
     failed: Option<Failure>,
@@ -265,45 +266,60 @@ impl Drop for Responding {
 
 // === impl UpstreamBody ===
 
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = &mut *self;
-        if this.ended {
+impl UpstreamBody {
+    /// The next piece of the body; trailers as the target's fields.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piece, std::io::Error>>> {
+        if self.ended {
             return Poll::Ready(None);
         }
-        let mut state = this.shared.lock();
+        let mut state = self.shared.lock();
         let state = &mut *state;
-        let Some(exchange) = state.exchanges.get_mut(&this.stream) else {
-            this.ended = true;
+        let Some(exchange) = state.exchanges.get_mut(&self.stream) else {
+            self.ended = true;
             return Poll::Ready(Some(Err(broken())));
         };
         if let Some(data) = exchange.data.pop_front() {
-            state.conn.release(this.stream, data.len());
+            state.conn.release(self.stream, data.len());
             if state.conn.has_output() {
                 state.wake_task();
             }
-            return Poll::Ready(Some(Ok(Frame::data(data))));
+            return Poll::Ready(Some(Ok(Piece::Frame(Frame::data(data)))));
         }
         if let Some(trailers) = exchange.trailers.take() {
-            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            return Poll::Ready(Some(Ok(Piece::Fields(trailers))));
         }
         if exchange.ended {
-            this.ended = true;
-            state.forget(this.stream);
+            self.ended = true;
+            state.forget(self.stream);
             return Poll::Ready(None);
         }
         if exchange.failed.is_some() {
-            this.ended = true;
-            state.forget(this.stream);
+            self.ended = true;
+            state.forget(self.stream);
             return Poll::Ready(Some(Err(broken())));
         }
         if !exchange.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             exchange.waker = Some(cx.waker().clone());
         }
         Poll::Pending
+    }
+}
+
+impl Pieces for UpstreamBody {
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piece, Self::Error>>> {
+        self.poll_next(cx)
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.poll_next(cx).map_ok(|piece| match piece {
+            Piece::Frame(frame) => frame,
+            Piece::Fields(trailers) => Frame::trailers(super::server::header_map(&trailers)),
+        })
     }
 
     fn is_end_stream(&self) -> bool {
@@ -405,7 +421,7 @@ impl State {
             }
             Event::Trailers { stream, trailers } => {
                 let Some(exchange) = self.exchanges.get_mut(&stream) else { return };
-                exchange.trailers = Some(super::server::header_map(&trailers));
+                exchange.trailers = Some(trailers);
                 exchange.ended = true;
                 exchange.wake();
             }
