@@ -519,6 +519,39 @@ enum Pumped {
     Failed,
 }
 
+/// A body's data waiting to be read, in order. Most bodies come as one piece, which is kept
+/// without the queue's allocation.
+#[derive(Default)]
+pub(crate) struct Chunks {
+    /// Before all of `rest`.
+    first: Option<Bytes>,
+    rest: std::collections::VecDeque<Bytes>,
+}
+
+impl Chunks {
+    pub(crate) fn push_back(&mut self, chunk: Bytes) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(chunk);
+        } else {
+            self.rest.push_back(chunk);
+        }
+    }
+
+    pub(crate) fn pop_front(&mut self) -> Option<Bytes> {
+        self.first.take().or_else(|| self.rest.pop_front())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+
+    /// Empties it; the bytes it held.
+    pub(crate) fn clear(&mut self) -> usize {
+        let first = self.first.take().map_or(0, |c| c.len());
+        first + self.rest.drain(..).map(|c| c.len()).sum::<usize>()
+    }
+}
+
 /// A piece of a body as [`pump_body`] takes it: a frame, or trailers as the HTTP/2 fields they
 /// came as (from a target's HTTP/2 connection to a client's, they need no `HeaderMap`).
 pub(crate) enum Piece {

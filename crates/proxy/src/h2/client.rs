@@ -10,7 +10,7 @@
 //! windows allow; response data is given back to the target's window as the response body is
 //! read, so a slow client slows the target rather than filling memory.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,7 +21,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{Piece, Pieces, Pumped, UpBody, pump_body};
+use super::{Chunks, Piece, Pieces, Pumped, UpBody, pump_body};
 use crate::forward::Upstream;
 use crate::http2::conn::{Config, Connection, Event, Head, IdState, Role};
 use crate::http2::frame::Reason;
@@ -82,7 +82,17 @@ struct State {
     closed: bool,
     /// No handle is left: close once no exchange is.
     abandoned: bool,
+    /// The field names of the target's responses.
+    names: Names,
 }
+
+/// The field names a target's responses have used (up to [`NAMES_KEPT`]): one found here is
+/// a clone, where `HeaderName::from_bytes` would look it up, and copy a name `http` does not
+/// know into an allocation of its own.
+#[derive(Default)]
+struct Names(Vec<HeaderName>);
+
+const NAMES_KEPT: usize = 32;
 
 /// One request and its response, as far as they have come.
 #[derive(Default)]
@@ -92,7 +102,7 @@ struct Exchange {
     pending: Bytes,
     /// The response head.
     head: Option<http::response::Parts>,
-    data: VecDeque<Bytes>,
+    data: Chunks,
     /// As they came: made into a `HeaderMap` only for a body read through `Body`.
     trailers: Option<Head>,
     /// The target ended its response.
@@ -112,6 +122,7 @@ impl H2Client {
         let state = State {
             conn: Connection::new(Role::Client, config),
             exchanges: HashMap::default(),
+            names: Names::default(),
             task: None,
             waiting: Vec::new(),
             pumping: Vec::new(),
@@ -367,9 +378,9 @@ impl State {
     /// (dropped before it ended). A stream still open is reset (a request body still going
     /// need not).
     fn forget(&mut self, stream: u32) {
-        let Some(exchange) = self.exchanges.remove(&stream) else { return };
+        let Some(mut exchange) = self.exchanges.remove(&stream) else { return };
         // Data nobody will read goes back to the connection's window.
-        let unread: usize = exchange.data.iter().map(Bytes::len).sum();
+        let unread = exchange.data.clear();
         if unread > 0 {
             self.conn.release(stream, unread);
         }
@@ -396,7 +407,7 @@ impl State {
         match event {
             Event::Head { stream, head, end_stream } => {
                 let Some(exchange) = self.exchanges.get_mut(&stream) else { return };
-                match response_parts(head) {
+                match response_parts(head, &mut self.names) {
                     Some(parts) => {
                         exchange.head = Some(parts);
                         exchange.ended = end_stream;
@@ -488,20 +499,36 @@ impl Exchange {
 
 /// The response head `hyper`'s types hold; `None` for what they refuse. Its fields share the
 /// head's bytes.
-fn response_parts(head: Head) -> Option<http::response::Parts> {
+fn response_parts(head: Head, names: &mut Names) -> Option<http::response::Parts> {
     let status = StatusCode::from_u16(head.status()?).ok()?;
     let (mut parts, ()) = Response::new(()).into_parts();
     parts.status = status;
     parts.version = http::Version::HTTP_2;
     let (bytes, fields) = head.into_shared();
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    // Room for the one the proxy adds (`x-amzn-requestid`): growing the map later costs more
+    // than making it.
+    let mut headers = HeaderMap::with_capacity(fields.len() + 1);
     for (name, value, sensitive) in fields {
         let mut value = HeaderValue::from_maybe_shared(bytes.slice(value)).ok()?;
         value.set_sensitive(sensitive);
-        headers.append(HeaderName::from_bytes(&bytes[name]).ok()?, value);
+        headers.append(names.get(&bytes[name])?, value);
     }
     parts.headers = headers;
     Some(parts)
+}
+
+impl Names {
+    /// The name of these bytes; `None` for what `http` refuses.
+    fn get(&mut self, name: &[u8]) -> Option<HeaderName> {
+        if let Some(known) = self.0.iter().find(|known| known.as_str().as_bytes() == name) {
+            return Some(known.clone());
+        }
+        let name = HeaderName::from_bytes(name).ok()?;
+        if self.0.len() < NAMES_KEPT {
+            self.0.push(name.clone());
+        }
+        Some(name)
+    }
 }
 
 // === the connection's task ===
@@ -620,4 +647,27 @@ async fn run(mut io: Upstream, shared: Arc<Shared>, addr: SocketAddr) {
     });
     done.await;
     let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_give_what_http_parses_and_keep_a_bounded_few() {
+        let mut names = Names::default();
+        for round in 0..2 {
+            assert_eq!(names.get(b"content-type"), Some(http::header::CONTENT_TYPE), "round {round}");
+            assert_eq!(names.get(b"grpc-status").unwrap().as_str(), "grpc-status", "round {round}");
+        }
+        assert_eq!(names.0.len(), 2, "each name is kept once");
+        assert_eq!(names.get(b"bad name"), None);
+        assert_eq!(names.get(b""), None);
+        for i in 0..2 * NAMES_KEPT {
+            let name = format!("x-field-{i}");
+            assert_eq!(names.get(name.as_bytes()).unwrap().as_str(), name);
+        }
+        assert_eq!(names.0.len(), NAMES_KEPT);
+        assert_eq!(names.get(b"x-field-60").unwrap().as_str(), "x-field-60", "past the kept ones: parsed");
+    }
 }

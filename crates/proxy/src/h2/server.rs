@@ -9,7 +9,7 @@
 //! to the client's window only when the target's side has taken it; a response body is read
 //! from the target only while the client's window has room.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +21,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{Pumped, Req, RespBody, pump_body};
+use super::{Chunks, Pumped, Req, RespBody, pump_body};
 use crate::http2::conn::{Config, Connection, Event, Head, IdState, Role};
 use crate::http2::frame::Reason;
 
@@ -131,7 +131,7 @@ struct Pipe {
 
 #[derive(Default)]
 struct PipeState {
-    chunks: VecDeque<Bytes>,
+    chunks: Chunks,
     trailers: Option<HeaderMap>,
     /// The client sent all of it.
     ended: bool,
@@ -677,7 +677,7 @@ impl Drop for ReqBody {
         let Some(pipe) = &self.pipe else { return };
         let mut state = pipe.lock();
         state.dropped = true;
-        let left: usize = state.chunks.drain(..).map(|c| c.len()).sum();
+        let left = state.chunks.clear();
         let task = if left > 0 { pipe.taken(&mut state, left) } else { None };
         drop(state);
         if let Some(task) = task {

@@ -1001,3 +1001,27 @@ fn connection_fields_are_recognised_by_name_and_nothing_else_is() {
     super::strip_hop_by_hop(&mut map);
     assert_eq!(map, plain);
 }
+
+#[test]
+fn chunks_come_out_in_the_order_they_went_in() {
+    // Pushes and pops interleaved every way up to six operations deep, against a VecDeque.
+    for ops in 0u32..(1 << 12) {
+        let mut chunks = super::Chunks::default();
+        let mut model = VecDeque::new();
+        let mut next = 0u8;
+        for step in 0..12 {
+            if ops >> step & 1 == 1 {
+                let chunk = Bytes::from(vec![next; usize::from(next) + 1]);
+                next += 1;
+                chunks.push_back(chunk.clone());
+                model.push_back(chunk);
+            } else {
+                assert_eq!(chunks.pop_front(), model.pop_front(), "ops {ops:b}, step {step}");
+            }
+            assert_eq!(chunks.is_empty(), model.is_empty());
+        }
+        let left: usize = model.iter().map(Bytes::len).sum();
+        assert_eq!(chunks.clear(), left);
+        assert!(chunks.is_empty() && chunks.pop_front().is_none());
+    }
+}
