@@ -99,6 +99,8 @@ enum RespBody {
     /// An HTTP/2 target's, through the proxy's own client.
     H2 {
         body: client::UpstreamBody,
+        /// The `x-amzn-requestid` it goes with.
+        request_id: [u8; 36],
         /// Held until the body ends.
         _held: (InFlightGuard, Busy),
     },
@@ -485,12 +487,15 @@ async fn exchange_up(
         }
     };
     let (mut parts, answer) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
     parts.version = HttpVersion::HTTP_2;
-    parts.headers.insert(X_AMZN_REQUESTID, request_id_value(request_id));
     let body = match answer {
-        Answer::H1(body, give_back) => RespBody::Upstream { body, _held: (guard, busy, give_back) },
-        Answer::H2(body) => RespBody::H2 { body, _held: (guard, busy) },
+        Answer::H1(body, give_back) => {
+            strip_hop_by_hop(&mut parts.headers);
+            parts.headers.insert(X_AMZN_REQUESTID, request_id_value(request_id));
+            RespBody::Upstream { body, _held: (guard, busy, give_back) }
+        }
+        // Its fields and the request id are in the body (`RespBody::target_fields`).
+        Answer::H2(body) => RespBody::H2 { body, request_id: *request_id, _held: (guard, busy) },
     };
     Ok(Response::from_parts(parts, body))
 }
@@ -1114,14 +1119,20 @@ impl Drop for Busy {
 
 impl RespBody {
     /// Fields of the response that the body carries rather than the response's map: an
-    /// HTTP/1.1 target's, read here (`down`), go to the client without a map between.
+    /// HTTP/1.1 target's read here (`down`) and an HTTP/2 target's go to the client without
+    /// a map between.
     fn target_fields(&self) -> impl Iterator<Item = (&[u8], &[u8], bool)> {
-        match self {
+        let down = match self {
             Self::Down { body, .. } => Some(body.fields()),
             _ => None,
-        }
-        .into_iter()
-        .flatten()
+        };
+        let h2 = match self {
+            Self::H2 { body, request_id, .. } => {
+                Some(body.fields().chain(std::iter::once((&b"x-amzn-requestid"[..], &request_id[..], true))))
+            }
+            _ => None,
+        };
+        down.into_iter().flatten().chain(h2.into_iter().flatten())
     }
 }
 

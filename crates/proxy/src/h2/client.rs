@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http::{Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -55,13 +55,15 @@ pub(crate) struct Responding {
     done: bool,
 }
 
-/// A response body from a target.
+/// A response body from a target, with the fields of the response's head (they go to the
+/// client as they came, without a `HeaderMap` between).
 pub(crate) struct UpstreamBody {
     shared: Arc<Shared>,
     stream: u32,
     /// Known from `content-length`.
     length: Option<u64>,
     ended: bool,
+    head: Head,
 }
 
 struct Shared {
@@ -82,17 +84,7 @@ struct State {
     closed: bool,
     /// No handle is left: close once no exchange is.
     abandoned: bool,
-    /// The field names of the target's responses.
-    names: Names,
 }
-
-/// The field names a target's responses have used (up to [`NAMES_KEPT`]): one found here is
-/// a clone, where `HeaderName::from_bytes` would look it up, and copy a name `http` does not
-/// know into an allocation of its own.
-#[derive(Default)]
-struct Names(Vec<HeaderName>);
-
-const NAMES_KEPT: usize = 32;
 
 /// One request and its response, as far as they have come.
 #[derive(Default)]
@@ -101,7 +93,7 @@ struct Exchange {
     body: Option<UpBody>,
     pending: Bytes,
     /// The response head.
-    head: Option<http::response::Parts>,
+    head: Option<(StatusCode, Head)>,
     data: Chunks,
     /// As they came: made into a `HeaderMap` only for a body read through `Body`.
     trailers: Option<Head>,
@@ -122,7 +114,6 @@ impl H2Client {
         let state = State {
             conn: Connection::new(Role::Client, config),
             exchanges: HashMap::default(),
-            names: Names::default(),
             task: None,
             waiting: Vec::new(),
             pumping: Vec::new(),
@@ -248,11 +239,14 @@ impl Future for Responding {
             this.done = true;
             return Poll::Ready(Err(Failure::Broken));
         };
-        if let Some(parts) = exchange.head.take() {
+        if let Some((status, head)) = exchange.head.take() {
             this.done = true;
-            let length = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
-            let body = UpstreamBody { shared: this.shared.clone(), stream: this.stream, length, ended: false };
-            return Poll::Ready(Ok(Response::from_parts(parts, body)));
+            let length = head.content_length();
+            let body = UpstreamBody { shared: this.shared.clone(), stream: this.stream, length, ended: false, head };
+            let mut response = Response::new(body);
+            *response.status_mut() = status;
+            *response.version_mut() = http::Version::HTTP_2;
+            return Poll::Ready(Ok(response));
         }
         if let Some(failure) = exchange.failed {
             this.done = true;
@@ -278,6 +272,13 @@ impl Drop for Responding {
 // === impl UpstreamBody ===
 
 impl UpstreamBody {
+    /// The fields of the response's head that go on to the client: not those of a
+    /// connection (which HTTP/2 refuses as they come, but `te` and `trailer`), nor
+    /// `x-amzn-requestid`, which the proxy sets.
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8], bool)> {
+        self.head.fields().filter(|(name, ..)| !super::is_hop_by_hop(name) && *name != b"x-amzn-requestid")
+    }
+
     /// The next piece of the body; trailers as the target's fields.
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piece, std::io::Error>>> {
         if self.ended {
@@ -407,9 +408,9 @@ impl State {
         match event {
             Event::Head { stream, head, end_stream } => {
                 let Some(exchange) = self.exchanges.get_mut(&stream) else { return };
-                match response_parts(head, &mut self.names) {
-                    Some(parts) => {
-                        exchange.head = Some(parts);
+                match head.status().and_then(|s| StatusCode::from_u16(s).ok()) {
+                    Some(status) => {
+                        exchange.head = Some((status, head));
                         exchange.ended = end_stream;
                     }
                     None => {
@@ -494,40 +495,6 @@ impl Exchange {
         if let Some(waker) = self.waker.take() {
             waker.wake();
         }
-    }
-}
-
-/// The response head `hyper`'s types hold; `None` for what they refuse. Its fields share the
-/// head's bytes.
-fn response_parts(head: Head, names: &mut Names) -> Option<http::response::Parts> {
-    let status = StatusCode::from_u16(head.status()?).ok()?;
-    let (mut parts, ()) = Response::new(()).into_parts();
-    parts.status = status;
-    parts.version = http::Version::HTTP_2;
-    let (bytes, fields) = head.into_shared();
-    // Room for the one the proxy adds (`x-amzn-requestid`): growing the map later costs more
-    // than making it.
-    let mut headers = HeaderMap::with_capacity(fields.len() + 1);
-    for (name, value, sensitive) in fields {
-        let mut value = HeaderValue::from_maybe_shared(bytes.slice(value)).ok()?;
-        value.set_sensitive(sensitive);
-        headers.append(names.get(&bytes[name])?, value);
-    }
-    parts.headers = headers;
-    Some(parts)
-}
-
-impl Names {
-    /// The name of these bytes; `None` for what `http` refuses.
-    fn get(&mut self, name: &[u8]) -> Option<HeaderName> {
-        if let Some(known) = self.0.iter().find(|known| known.as_str().as_bytes() == name) {
-            return Some(known.clone());
-        }
-        let name = HeaderName::from_bytes(name).ok()?;
-        if self.0.len() < NAMES_KEPT {
-            self.0.push(name.clone());
-        }
-        Some(name)
     }
 }
 
@@ -647,27 +614,4 @@ async fn run(mut io: Upstream, shared: Arc<Shared>, addr: SocketAddr) {
     });
     done.await;
     let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_give_what_http_parses_and_keep_a_bounded_few() {
-        let mut names = Names::default();
-        for round in 0..2 {
-            assert_eq!(names.get(b"content-type"), Some(http::header::CONTENT_TYPE), "round {round}");
-            assert_eq!(names.get(b"grpc-status").unwrap().as_str(), "grpc-status", "round {round}");
-        }
-        assert_eq!(names.0.len(), 2, "each name is kept once");
-        assert_eq!(names.get(b"bad name"), None);
-        assert_eq!(names.get(b""), None);
-        for i in 0..2 * NAMES_KEPT {
-            let name = format!("x-field-{i}");
-            assert_eq!(names.get(name.as_bytes()).unwrap().as_str(), name);
-        }
-        assert_eq!(names.0.len(), NAMES_KEPT);
-        assert_eq!(names.get(b"x-field-60").unwrap().as_str(), "x-field-60", "past the kept ones: parsed");
-    }
 }

@@ -109,6 +109,9 @@ async fn respond(req: Request<Incoming>, seen: Arc<Seen>) -> Result<Response<Tar
     let text = |s: String| HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("?"));
     described.insert("x-seen-version", text(format!("{:?}", req.version())));
     described.insert("x-seen-authority", text(req.uri().authority().map_or("-".into(), |a| a.to_string())));
+    // The proxy puts its own in place of a target's; `trailer` is the connection's.
+    described.insert("x-amzn-requestid", HeaderValue::from_static("the-target-s"));
+    described.insert("trailer", HeaderValue::from_static("grpc-status"));
     for name in ["te", "content-type", "x-forwarded-proto", "x-amzn-lattice-network", "grpc-timeout"] {
         if let Some(v) = req.headers().get(name) {
             described.insert(HeaderName::from_bytes(format!("x-seen-{name}").as_bytes()).unwrap(), v.clone());
@@ -395,6 +398,9 @@ async fn http2_targets_get_http2_with_bodies_and_trailers_both_ways() {
         assert_eq!(h["x-seen-version"], "HTTP/2.0");
         assert_eq!(h["x-seen-authority"], "h2.zone.test");
         assert_eq!(h["x-seen-x-forwarded-proto"], "https");
+        let ids: Vec<_> = h.get_all("x-amzn-requestid").iter().collect();
+        assert!(ids.len() == 1 && ids[0] != "the-target-s" && ids[0].len() == 36, "{ids:?}");
+        assert!(!h.contains_key("trailer"), "{h:?}");
         let collected = response.into_body().collect().await.unwrap();
         let trailers = collected.trailers().cloned().expect("trailers");
         assert_eq!(collected.to_bytes(), "onetwothree");
