@@ -117,6 +117,15 @@ async fn respond(req: Request<Incoming>, seen: Arc<Seen>) -> Result<Response<Tar
             described.insert(HeaderName::from_bytes(format!("x-seen-{name}").as_bytes()).unwrap(), v.clone());
         }
     }
+    if req.uri().path() == "/pkg.Svc/Missing" {
+        // gRPC's trailers-only answer: one HEADERS frame that ends the stream.
+        described.insert("content-type", HeaderValue::from_static("application/grpc"));
+        described.insert("grpc-status", HeaderValue::from_static("5"));
+        described.insert("grpc-message", HeaderValue::from_static("no such thing"));
+        let mut response = Response::new(http_body_util::Either::Left(Frames(VecDeque::new())));
+        *response.headers_mut() = described;
+        return Ok(response);
+    }
     let body = if req.uri().path() == "/stream" {
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(async move {
@@ -476,6 +485,17 @@ async fn grpc_unary_client_streaming_and_server_streaming_over_tls_to_the_target
     assert_eq!(h["x-seen-version"], "HTTP/2.0");
     let collected = response.into_body().collect().await.unwrap();
     assert_eq!(collected.trailers().expect("trailers")["grpc-status"], "0");
+    // A trailers-only answer (an error): its fields reach the client in the head that ends
+    // the stream, with the proxy's request id.
+    let response =
+        sender.send_request(grpc_request("/pkg.Svc/Missing", frames(&["\0\0\0\0\x02hi"], None))).await.unwrap();
+    let h = response.headers().clone();
+    assert_eq!((h["grpc-status"].as_bytes(), h["grpc-message"].as_bytes()), (&b"5"[..], &b"no such thing"[..]));
+    assert_eq!(h.get_all("x-amzn-requestid").iter().count(), 1, "{h:?}");
+    assert!(response.body().is_end_stream(), "the head ended the stream");
+    let collected = response.into_body().collect().await.unwrap();
+    assert!(collected.trailers().is_none());
+    assert!(collected.to_bytes().is_empty());
     // Client streaming: five messages in five frames.
     let (tx, rx) = mpsc::channel(1);
     let call = tokio::spawn({
