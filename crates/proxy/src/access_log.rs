@@ -380,6 +380,11 @@ impl Batch {
     fn start(&self, i: usize) -> usize {
         i.checked_sub(1).map_or(0, |prev| self.lines[prev].end)
     }
+
+    /// The line the byte at `at` of the text belongs to.
+    fn index_at(&self, at: usize) -> usize {
+        self.lines.partition_point(|line| line.end <= at)
+    }
 }
 
 // === impl Recent ===
@@ -465,8 +470,7 @@ impl Writer {
                     }
                 }
             };
-            self.write(&batch);
-            let written = batch.lines.len() as u64;
+            let written = self.write(&batch);
             // Readers of the recent records find them in the files too.
             if self.config.recent > 0 {
                 let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
@@ -511,10 +515,13 @@ impl Writer {
 
     /// Appends a batch's lines to their destinations: all of a destination's lines in one
     /// vectored write, straight from the batch (not copied into a buffer first), unless its
-    /// file rotates between them.
-    fn write(&mut self, batch: &Batch) {
+    /// file rotates between them. The number of records written to every destination of
+    /// theirs.
+    fn write(&mut self, batch: &Batch) -> u64 {
         // Each destination's lines, as ranges of the batch's text, in order.
         let mut by_dir: Vec<(&Path, Vec<(usize, usize)>)> = Vec::new();
+        // Which records a destination's write left unwritten (by their place in the batch).
+        let mut failed: Vec<bool> = Vec::new();
         let mut index: HashMap<&Path, usize> = HashMap::new();
         let mut first = 0;
         while first < batch.lines.len() {
@@ -539,6 +546,11 @@ impl Writer {
                 }
                 Err(Failed(e, unwritten)) => {
                     self.stats.log_errors.fetch_add(unwritten, Ordering::Relaxed);
+                    // A destination's lines are written in order: those left are its last.
+                    failed.resize(batch.lines.len(), false);
+                    for &(start, _) in &lines[lines.len() - unwritten as usize..] {
+                        failed[batch.index_at(start)] = true;
+                    }
                     self.files.remove(dir);
                     // Said once per destination until it works again, not once per record.
                     if self.failing.insert(dir.to_owned()) {
@@ -547,6 +559,7 @@ impl Writer {
                 }
             }
         }
+        (batch.lines.len() - failed.iter().filter(|&&f| f).count()) as u64
     }
 
     /// Appends `lines` (ranges of `text`) to `dir`'s file, rotating it before a line that
@@ -988,6 +1001,26 @@ mod tests {
         drop(log);
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
         assert_eq!(errors(), 5);
+        assert_eq!(stats.log_written.load(Ordering::Relaxed), 1, "only the record that reached its file");
+    }
+
+    #[test]
+    fn a_record_counts_as_written_once_every_destination_of_its_has_it() {
+        let dir = tempfile_dir();
+        let stats = Arc::new(ProcessStats::default());
+        let log = AccessLog::start(AccessLogConfig { max_file_bytes: 1 << 20, ..config(&dir) }, stats.clone());
+        // Two routes: one to a good destination alone, one also to a destination that fails.
+        let (good, both) = (route(&["good"]), route(&["good", "bad"]));
+        std::fs::create_dir_all(dir.join("bad")).unwrap();
+        std::os::unix::fs::symlink("/dev/full", dir.join("bad").join("n1.log")).unwrap();
+        for i in 0..12 {
+            log.send(if i % 3 == 0 { &both } else { &good }, &Entry::default(), &stats);
+        }
+        drop(log);
+        let lines = std::fs::read_to_string(dir.join("good").join("n1.log")).unwrap().lines().count();
+        assert_eq!(lines, 12, "the good destination has every record");
+        assert_eq!(stats.log_errors.load(Ordering::Relaxed), 4, "the failed destination's lines");
+        assert_eq!(stats.log_written.load(Ordering::Relaxed), 8, "the records that reached every destination");
     }
 
     /// Request id `i`, 36 characters long.

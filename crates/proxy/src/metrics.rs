@@ -349,7 +349,7 @@ fn render_process(out: &mut String, p: &ProcessStats) {
         (
             "trellis_access_log_records_written_total",
             "counter",
-            "Access log records written (once per request).",
+            "Access log records written to every destination of theirs (once per request).",
             p.log_written.load(Ordering::Relaxed) as i64,
         ),
         (
@@ -361,7 +361,7 @@ fn render_process(out: &mut String, p: &ProcessStats) {
         (
             "trellis_access_log_write_errors_total",
             "counter",
-            "Access log writes that failed.",
+            "Access log records that a destination could not take (once per destination).",
             p.log_errors.load(Ordering::Relaxed) as i64,
         ),
     ];
