@@ -86,11 +86,13 @@ pub(crate) struct ProcessStats {
     pub(crate) connections_refused: AtomicU64,
     /// TLS handshakes that failed before a service was known (no or unknown server name).
     pub(crate) tls_failures: AtomicU64,
-    /// Access log records written (once per request, whatever the number of destinations).
+    /// Access log records written to every destination of theirs (once per request, whatever
+    /// the number of destinations).
     pub(crate) log_written: AtomicU64,
     /// Access log records dropped because the writer fell behind.
     pub(crate) log_dropped: AtomicU64,
-    /// Access log writes that failed (a destination could not be opened or written).
+    /// Access log records a destination could not take (it could not be opened or written):
+    /// once per record and destination.
     pub(crate) log_errors: AtomicU64,
 }
 
