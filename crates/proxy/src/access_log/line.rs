@@ -334,17 +334,7 @@ fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Whether every byte of `bytes` is ASCII and stands for itself in a JSON string.
 fn plain_ascii(bytes: &[u8]) -> bool {
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    let plain = |w: &[u8]| {
-        let word = u64::from_ne_bytes(w.try_into().unwrap_or([0; 8]));
-        word & HIGH == 0 && !needs_escape(word)
-    };
-    if bytes.len() < 8 {
-        return bytes.iter().all(|&b| b < 0x80 && ESCAPE[usize::from(b)] == 0);
-    }
-    let mut words = bytes.chunks_exact(8);
-    // The last few bytes in the word that ends the text (overlapping the one before).
-    words.by_ref().all(plain) && (words.remainder().is_empty() || plain(&bytes[bytes.len() - 8..]))
+    !crate::swar::any(bytes, b'a', |word| crate::swar::has_more(word, 0x7f) || needs_escape(word))
 }
 
 /// Whether one of the eight bytes in `word` is below 0x20, `"` or `\` (it may say yes for a

@@ -278,9 +278,11 @@ impl UpstreamBody {
     pub(crate) fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8], bool)> {
         self.head.fields().filter(|(name, ..)| !super::is_hop_by_hop(name) && *name != b"x-amzn-requestid")
     }
+}
 
+impl Pieces for UpstreamBody {
     /// The next piece of the body; trailers as the target's fields.
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piece, std::io::Error>>> {
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piece, Self::Error>>> {
         if self.ended {
             return Poll::Ready(None);
         }
@@ -317,18 +319,12 @@ impl UpstreamBody {
     }
 }
 
-impl Pieces for UpstreamBody {
-    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piece, Self::Error>>> {
-        self.poll_next(cx)
-    }
-}
-
 impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = std::io::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.poll_next(cx).map_ok(|piece| match piece {
+        self.poll_piece(cx).map_ok(|piece| match piece {
             Piece::Frame(frame) => frame,
             Piece::Fields(trailers) => Frame::trailers(super::server::header_map(&trailers)),
         })
