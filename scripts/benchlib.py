@@ -220,7 +220,10 @@ http {{ access_log off; client_body_temp_path {work}; proxy_temp_path {work}; fa
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
-        shutil.rmtree(self.work, ignore_errors=True)
+        if os.environ.get("KEEP_WORK"):
+            print(f"{self.name}: work directory kept: {self.work}")
+        else:
+            shutil.rmtree(self.work, ignore_errors=True)
 
     def service(self, name, **fields):
         """A service `bench-NAME` (with `fields`) whose HTTP:80 listener forwards to a target

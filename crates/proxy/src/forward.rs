@@ -82,7 +82,7 @@ pub(crate) enum Upstream {
     /// Cleartext.
     Plain(TcpStream),
     /// TLS.
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Tls(Box<tokio_rustls::client::TlsStream<crate::tls::Socket>>),
 }
 
 /// One request in flight to a target; decrements the target's counter when dropped.
@@ -216,7 +216,8 @@ impl Pool {
             let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&KEEPALIVE);
             let Some(name) = &self.tls else { return Ok(Upstream::Plain(stream)) };
             let config = tls_config().ok_or_else(|| std::io::Error::other("no TLS"))?;
-            let tls = tokio_rustls::TlsConnector::from(config).connect(name.clone(), stream).await?;
+            let tls =
+                tokio_rustls::TlsConnector::from(config).connect(name.clone(), crate::tls::Socket(stream)).await?;
             Ok::<_, std::io::Error>(Upstream::Tls(Box::new(tls)))
         };
         match tokio::time::timeout(self.connect_timeout, connect).await {
@@ -295,7 +296,7 @@ impl Upstream {
     pub(crate) fn tcp(&self) -> &TcpStream {
         match self {
             Self::Plain(s) => s,
-            Self::Tls(s) => s.get_ref().0,
+            Self::Tls(s) => &s.get_ref().0.0,
         }
     }
 }

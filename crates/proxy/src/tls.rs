@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -31,7 +31,7 @@ use rustls::server::{Accepted, Acceptor, ClientHello, ResolvesServerCert, Stores
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls::{ServerConfig, server::ProducesTickets};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use trellis_model::tls::{Certificates, Identity};
@@ -52,8 +52,15 @@ pub(crate) enum ClientStream {
     /// Cleartext.
     Plain(TcpStream),
     /// TLS, terminated by the proxy.
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Tls(Box<tokio_rustls::server::TlsStream<Socket>>),
 }
+
+/// The TCP connection under a TLS session (a client's, or a target's). rustls hands the
+/// records it has sealed to its socket as one vectored write; a single slice, the usual case
+/// (a response in one record), goes as a `send`, which costs the kernel less than a `writev`
+/// of one slice (that passes through the file layer first: ~0.18 µs a call here, a percent of
+/// an HTTPS request's CPU).
+pub(crate) struct Socket(pub(crate) TcpStream);
 
 /// What a terminated TLS session negotiated.
 #[derive(Clone, Copy, Debug)]
@@ -106,7 +113,17 @@ impl AsyncRead for ClientStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            // The plaintext of the records at hand, one at a time: tokio-rustls's own read
+            // would go on to ask for more at once, which (the socket just drained) only
+            // registers the task again, through the record layer: ~600 instructions a read.
+            Self::Tls(s) => {
+                let mut s = Pin::new(&mut **s);
+                let data = ready!(s.as_mut().poll_fill_buf(cx))?;
+                let n = data.len().min(buf.remaining());
+                buf.put_slice(&data[..n]);
+                s.consume(n);
+                Poll::Ready(Ok(()))
+            }
         }
     }
 }
@@ -144,7 +161,7 @@ impl ClientStream {
         match self {
             Self::Plain(_) => Poll::Ready(()),
             // No plaintext waits and no close_notify came: only the socket can bring anything.
-            Self::Tls(s) if s.get_ref().1.wants_read() => s.get_ref().0.poll_read_ready(cx).map(|_| ()),
+            Self::Tls(s) if s.get_ref().1.wants_read() => s.get_ref().0.0.poll_read_ready(cx).map(|_| ()),
             Self::Tls(_) => Poll::Ready(()),
         }
     }
@@ -186,6 +203,46 @@ impl ClientStream {
             Self::Plain(_) => false,
             Self::Tls(s) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
         }
+    }
+}
+
+// === impl Socket ===
+
+impl AsyncRead for Socket {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let stream = Pin::new(&mut self.get_mut().0);
+        let mut full = bufs.iter().filter(|b| !b.is_empty());
+        match (full.next(), full.next()) {
+            (Some(one), None) => stream.poll_write(cx, one),
+            (None, _) => Poll::Ready(Ok(0)),
+            _ => stream.poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
     }
 }
 
@@ -348,7 +405,7 @@ pub(crate) async fn handshake(
     config: Arc<ServerConfig>,
     deadline: Instant,
 ) -> io::Result<ClientStream> {
-    let start = tokio_rustls::StartHandshake::from_parts(accepted, stream);
+    let start = tokio_rustls::StartHandshake::from_parts(accepted, Socket(stream));
     match tokio::time::timeout_at(deadline, start.into_stream(config)).await {
         Ok(Ok(tls)) => Ok(ClientStream::Tls(Box::new(tls))),
         Ok(Err(e)) => Err(e),
