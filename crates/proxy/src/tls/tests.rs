@@ -401,3 +401,30 @@ async fn https_target_groups_get_tls_with_the_service_name_and_keep_alive() {
     assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1, "one TLS connection, kept alive");
     proxy.stop().await;
 }
+
+/// A socket under a TLS session takes vectored writes whatever their shape: one slice among
+/// empty ones (sent as one plain write), several, or none; the peer gets every byte in order.
+#[tokio::test]
+async fn a_session_socket_takes_vectored_writes_of_any_shape() {
+    use std::io::IoSlice;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    let mut socket = super::Socket(client.unwrap());
+    let (mut peer, _) = accepted.unwrap();
+    let writes: [&[&[u8]]; 4] = [&[b"", b"one", b""], &[b"two", b"-", b"three"], &[], &[b"", b""]];
+    let mut sent = Vec::new();
+    for slices in writes {
+        let bufs: Vec<IoSlice<'_>> = slices.iter().map(|s| IoSlice::new(s)).collect();
+        let n = socket.write_vectored(&bufs).await.unwrap();
+        let all: Vec<u8> = slices.concat();
+        // Loopback takes small writes whole.
+        assert_eq!(n, all.len(), "{slices:?}");
+        sent.extend_from_slice(&all);
+    }
+    drop(socket);
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), peer.read_to_end(&mut got)).await.unwrap().unwrap();
+    assert_eq!(got, sent);
+    assert_eq!(got, b"onetwo-three");
+}
