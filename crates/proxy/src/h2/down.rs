@@ -54,25 +54,11 @@ enum State {
 }
 
 /// Sends `head` (a whole HTTP/1.1 request head, no body) to the pool's target and reads the
-/// response head, by `deadline`. `is_head`: the request's method is HEAD (no body follows
-/// the response head); `idempotent`: the request may be sent again (to the next target) when
-/// the connection broke before any answer: a kept-alive one the target closed meanwhile, or a
-/// target that went away (as on HTTP/1.1, a killed task loses no GET).
+/// response head (the caller bounds how long that may take). `is_head`: the request's method
+/// is HEAD (no body follows the response head); `idempotent`: the request may be sent again (to
+/// the next target) when the connection broke before any answer: a kept-alive one the target
+/// closed meanwhile, or a target that went away (as on HTTP/1.1, a killed task loses no GET).
 pub(crate) async fn send(
-    pool: &Arc<Pool>,
-    head: &[u8],
-    is_head: bool,
-    idempotent: bool,
-    deadline: tokio::time::Instant,
-    request_id: &[u8; 36],
-) -> Result<Response<H1Body>, Sent> {
-    match tokio::time::timeout_at(deadline, exchange(pool, head, is_head, idempotent, request_id)).await {
-        Ok(answer) => answer,
-        Err(_) => Err(Sent::Failed(ErrorKind::Timeout)),
-    }
-}
-
-async fn exchange(
     pool: &Arc<Pool>,
     head: &[u8],
     is_head: bool,

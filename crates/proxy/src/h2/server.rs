@@ -338,6 +338,13 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Driver<'h, S> {
         self.poll_slot(index);
     }
 
+    /// Wakes every slot: each stream looks again at what it waits for (its response deadline).
+    pub(super) fn wake_all(&self) {
+        for (waker, _) in &self.wakers {
+            waker.wake_by_ref();
+        }
+    }
+
     /// Polls the slots that were woken, and those whose data waited for a window that opened.
     fn run_woken(&mut self) -> bool {
         // The woken list trades places with an empty one of the same capacity: no allocation

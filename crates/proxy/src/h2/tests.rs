@@ -1051,3 +1051,30 @@ fn chunks_come_out_in_the_order_they_went_in() {
         assert!(chunks.is_empty() && chunks.pop_front().is_none());
     }
 }
+
+/// A connection's response deadlines: the earliest armed is when its timer wakes; one due
+/// within the millisecond wakes the streams but has not passed; none passes early.
+#[test]
+fn response_deadlines_pass_no_sooner_than_they_are_due() {
+    let base = tokio::time::Instant::now();
+    let at = |micros: u64| base + Duration::from_micros(micros);
+    let deadlines = super::Deadlines::new(base);
+    assert_eq!(deadlines.next(), None);
+    let (soon, late) = (deadlines.ms(at(10_500)), deadlines.ms(at(50_000)));
+    assert_eq!((soon, late), (11, 50), "rounded up");
+    for ms in [late, soon, late] {
+        deadlines.arm(ms);
+    }
+    assert_eq!(deadlines.next(), Some(at(11_000)));
+    assert!(!deadlines.expire(at(5_000)), "nothing due yet");
+    assert!(!deadlines.passed(soon));
+    assert!(deadlines.expire(at(10_600)), "due within the millisecond");
+    assert!(!deadlines.passed(soon), "not passed before it is due");
+    assert_eq!(deadlines.next(), None, "the streams arm theirs again");
+    deadlines.arm(late);
+    deadlines.arm(soon);
+    assert!(deadlines.expire(at(11_000)));
+    assert!(deadlines.passed(soon));
+    assert!(!deadlines.passed(late));
+    assert_eq!(deadlines.next(), None);
+}
