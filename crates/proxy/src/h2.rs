@@ -490,11 +490,13 @@ async fn exchange_up(
         let pool = target.pool.clone();
         let guard = InFlightGuard::new(&target.in_flight);
         note.target = Some(pool.addr());
-        note.sent = Some(Instant::now());
+        let sent_at = Instant::now();
+        note.sent = Some(sent_at);
         let body = std::mem::replace(&mut body, Either::Right(Empty::new()));
         let sent = match up {
             Upstream::H2(fields) => {
-                send_h2(&pool, fields, body, ctx.config.response_timeout).await.map(|r| r.map(Answer::H2))
+                let deadline = sent_at + ctx.config.response_timeout;
+                send_h2(&pool, fields, body, &ctx.deadlines, deadline).await.map(|r| r.map(Answer::H2))
             }
             // Boxed: hyper's exchange is large, and in this future it would make every
             // request's larger.
@@ -770,12 +772,13 @@ enum Sent {
     Failed(ErrorKind),
 }
 
-/// HTTP/2 to the target, on its shared connection.
+/// HTTP/2 to the target, on its shared connection; its response head by `deadline`.
 async fn send_h2(
     pool: &Arc<Pool>,
     head: client::Fields,
     body: UpBody,
-    timeout: Duration,
+    deadlines: &Deadlines,
+    deadline: Instant,
 ) -> Result<Response<client::UpstreamBody>, Sent> {
     // Connecting is rare and its future large: boxed, so that every request's future stays
     // small.
@@ -790,10 +793,7 @@ async fn send_h2(
     let sending = client.send(head, body);
     drop(client);
     let answer = async { sending.await.map_err(failed)?.await.map_err(failed) };
-    match tokio::time::timeout(timeout, answer).await {
-        Ok(answer) => answer,
-        Err(_) => Err(Sent::Failed(ErrorKind::Timeout)),
-    }
+    deadlines.within(deadline, answer).await
 }
 
 /// HTTP/1.1 to the target, on a kept-alive connection of the pool (its sender goes back when the

@@ -117,6 +117,10 @@ async fn respond(req: Request<Incoming>, seen: Arc<Seen>) -> Result<Response<Tar
             described.insert(HeaderName::from_bytes(format!("x-seen-{name}").as_bytes()).unwrap(), v.clone());
         }
     }
+    if req.uri().path() == "/silent" {
+        // An answer long after any response timeout.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
     if req.uri().path() == "/pkg.Svc/Missing" {
         // gRPC's trailers-only answer: one HEADERS frame that ends the stream.
         described.insert("content-type", HeaderValue::from_static("application/grpc"));
@@ -419,6 +423,34 @@ async fn http2_targets_get_http2_with_bodies_and_trailers_both_ways() {
     // One connection to the target, multiplexed.
     assert_eq!(h2c_seen.connections.load(Ordering::SeqCst), 1);
     assert_eq!(h2c_seen.requests.load(Ordering::SeqCst), 3);
+    s.proxy.stop().await;
+}
+
+/// An HTTP/2 target that does not answer within the response timeout (5 s here): that
+/// stream gets a 504, no sooner, while the connection's other streams are answered.
+#[tokio::test]
+async fn an_http2_target_silent_past_the_response_timeout_gets_its_stream_a_504() {
+    let (s, _, _) = setup().await;
+    let sender = h2_client(&s.ca, s.addr, "h2.zone.test").await;
+    let started = std::time::Instant::now();
+    let silent = {
+        let mut sender = sender.clone();
+        tokio::spawn(async move {
+            let response = sender.send_request(request("GET", "h2.zone.test", "/silent", frames(&[], None))).await;
+            (response.map(|r| r.status().as_u16()), started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        let mut sender = sender.clone();
+        let response =
+            sender.send_request(request("POST", "h2.zone.test", "/echo", frames(&["x"], None))).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "x");
+    }
+    let (status, took) = tokio::time::timeout(Duration::from_secs(30), silent).await.unwrap().unwrap();
+    assert_eq!(status.unwrap(), 504);
+    assert!(took >= Duration::from_millis(4_900), "{took:?}");
     s.proxy.stop().await;
 }
 
