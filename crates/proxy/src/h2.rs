@@ -71,6 +71,22 @@ struct Ctx {
     last_host: Mutex<LastHost>,
     /// The response deadlines of the streams waiting for an HTTP/1.1 target's answer.
     deadlines: Deadlines,
+    /// Buffers of HTTP/1.1 heads sent, for the next ones (a connection's streams end in
+    /// bursts, and a burst of frees overflows the allocator's per-thread cache, whose next
+    /// allocations then cost several times as much).
+    spare_heads: Mutex<Vec<Vec<u8>>>,
+}
+
+/// HTTP/1.1 head buffers a connection keeps for reuse, at most.
+const SPARE_HEADS: usize = 16;
+
+/// A head buffer kept for reuse only while it is this small.
+const SPARE_HEAD_BYTES: usize = 16 * 1024;
+
+/// An HTTP/1.1 head being sent: its buffer goes back to the connection's spares when dropped.
+struct SpareHead<'c> {
+    buf: Vec<u8>,
+    ctx: &'c Ctx,
 }
 
 /// Response deadlines, kept by the connection rather than by a timer each: a stream waiting
@@ -186,6 +202,7 @@ pub(crate) async fn serve(
         activity: activity.clone(),
         last_host: Mutex::default(),
         deadlines: Deadlines::new(start),
+        spare_heads: Mutex::default(),
     });
     let clock = ctx.clone();
     let handler = move |req: Req| -> server::Handling { Box::pin(handle(req, ctx.clone())) };
@@ -306,6 +323,9 @@ async fn exchange_down(
     busy: Busy,
     note: &mut Note,
 ) -> Result<Response<RespBody>, ProxyError> {
+    // Given back to the connection however the exchange ends.
+    let head = SpareHead { buf: head, ctx };
+    let head = &head.buf;
     let mut tries = 0;
     let (response, guard) = loop {
         tries += 1;
@@ -315,7 +335,7 @@ async fn exchange_down(
         let sent = Instant::now();
         note.sent = Some(sent);
         let deadline = sent + ctx.config.response_timeout;
-        let exchange = down::send(&target.pool, &head, is_head, idempotent, request_id);
+        let exchange = down::send(&target.pool, head, is_head, idempotent, request_id);
         match ctx.deadlines.within(deadline, exchange).await {
             Ok(response) => {
                 note.answered = Some(Instant::now());
@@ -458,7 +478,8 @@ fn prepare<'r>(
     let trace = trace.as_ref().map(|t| &t[..]);
     Ok(if !h2 && no_body {
         let idempotent = matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE");
-        let head = h1_head(method, &head, &target, raw, &added, trace);
+        let spare = ctx.spare_heads.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
+        let head = h1_head(spare, method, &head, &target, raw, &added, trace);
         Prepared::Down { group, head, is_head: method == "HEAD", idempotent }
     } else if h2 {
         Prepared::Up(group, Upstream::H2(h2_fields(method, &head, &target, raw, group.tls, &added, trace)))
@@ -977,12 +998,13 @@ fn h2_fields(
     f
 }
 
-/// The HTTP/1.1 head of a request without a body, written straight to bytes: origin form,
-/// `Host`, the client's fields but those of the connection and `x-amzn-lattice-*` (cookies
-/// joined), the proxy's fields, and `trace` as `traceparent` when the proxy started the trace.
-/// A POST, PUT or PATCH without a `Content-Length` says 0 (servers may refuse one with no
-/// length).
+/// The HTTP/1.1 head of a request without a body, written straight to bytes (into `out`,
+/// emptied first, whose room is used again): origin form, `Host`, the client's fields but
+/// those of the connection and `x-amzn-lattice-*` (cookies joined), the proxy's fields, and
+/// `trace` as `traceparent` when the proxy started the trace. A POST, PUT or PATCH without a
+/// `Content-Length` says 0 (servers may refuse one with no length).
 fn h1_head(
+    mut out: Vec<u8>,
     method: &str,
     head: &Head,
     target: &str,
@@ -990,7 +1012,8 @@ fn h1_head(
     added: &Added<'_>,
     trace: Option<&[u8]>,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512 + target.len() + authority.len() + head.list_size());
+    out.clear();
+    out.reserve(512 + target.len() + authority.len() + head.list_size());
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
@@ -1112,6 +1135,20 @@ fn request_id_value(id: &[u8]) -> HeaderValue {
     let mut value = HeaderValue::from_bytes(id).unwrap_or_else(|_| HeaderValue::from_static("-"));
     value.set_sensitive(true);
     value
+}
+
+// === impl SpareHead ===
+
+impl Drop for SpareHead<'_> {
+    fn drop(&mut self) {
+        if self.buf.capacity() > SPARE_HEAD_BYTES {
+            return;
+        }
+        let mut spare = self.ctx.spare_heads.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < SPARE_HEADS {
+            spare.push(std::mem::take(&mut self.buf));
+        }
+    }
 }
 
 // === impl Deadlines ===
