@@ -69,7 +69,7 @@ struct Ctx {
     /// The host the connection's last request named (its streams' futures share the
     /// connection's task: the lock is never contended).
     last_host: Mutex<LastHost>,
-    /// The response deadlines of the streams waiting for an HTTP/1.1 target's answer.
+    /// The response deadlines of the streams waiting for a target's answer.
     deadlines: Deadlines,
     /// Buffers of HTTP/1.1 heads sent, for the next ones (a connection's streams end in
     /// bursts, and a burst of frees overflows the allocator's per-thread cache, whose next
