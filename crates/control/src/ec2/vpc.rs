@@ -163,6 +163,8 @@ pub(crate) async fn delete(req: &Req<'_>) -> Result<Xml, Ec2Error> {
         tx.delete(req.keys.name(Kind::SecurityGroup, &id, DEFAULT_GROUP_NAME));
         tx.delete_prefix(req.keys.references(rel::VPC_SG, &id));
         tx.delete_prefix(req.keys.references(rel::VPC_SUBNET, &id));
+        // No subnet, so no address is claimed: what remains is the allocator's cursor.
+        tx.delete_prefix(crate::ipam::prefix(&id));
         // Each read as allowed and still so at commit: nothing was added meanwhile.
         tx.retire(&subnets);
         tx.retire(&groups);

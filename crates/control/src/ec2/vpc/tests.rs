@@ -2,6 +2,7 @@
 
 use crate::ec2::testing::{between, bump, code, group, subnet, vpc};
 use crate::test_util::{app, app_and_store, ec2};
+use trellis_store::StoreExt;
 
 #[tokio::test]
 async fn create_describe_delete() {
@@ -229,4 +230,23 @@ async fn describe_dry_run() {
     }
     let (_, body) = ec2(&app, &[("Action", "DescribeVpcs"), ("DryRun", "maybe")]).await;
     assert_eq!(code(&body), "InvalidParameterValue");
+}
+
+#[tokio::test]
+async fn a_deleted_vpc_leaves_nothing_of_its_address_allocator() {
+    let (app, store, _dir) = app_and_store();
+    let id = vpc(&app, "10.0.0.0/16").await;
+    let range = ("10.0.1.4".parse().unwrap(), "10.0.1.254".parse().unwrap());
+    let ip = crate::ipam::claim(store.as_ref(), &id, range, "i-1").await.unwrap().unwrap();
+    let give_back = trellis_store::Txn {
+        compare: Vec::new(),
+        success: vec![trellis_store::Op::Delete(crate::ipam::key(&id, ip))],
+        failure: Vec::new(),
+    };
+    assert!(store.txn(give_back).await.unwrap().succeeded);
+    let prefix = crate::ipam::prefix(&id);
+    assert!(!store.list_prefix(&prefix, None, 0).await.unwrap().kvs.is_empty(), "the cursor is kept");
+    let (status, body) = ec2(&app, &[("Action", "DeleteVpc"), ("VpcId", &id)]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(store.list_prefix(&prefix, None, 0).await.unwrap().kvs.is_empty());
 }
