@@ -159,6 +159,16 @@ class World:
     def healthy(self):
         return sorted(t["id"] for t in self.targets() if t["status"] == "HEALTHY")
 
+    def state(self) -> str:
+        """What a failed wait needs: the targets, the tasks, and the server's log about tasks."""
+        tasks = [(t["taskArn"].rsplit("/", 1)[-1], t["lastStatus"], t.get("stoppedReason"),
+                  [d["value"] for a in t["attachments"] for d in a["details"] if d["name"] == "privateIPv4Address"])
+                 for s in ("RUNNING", "STOPPED") for t in self.tasks(s)]
+        log = self.server.log_path.read_text(errors="replace").splitlines() if self.server.log_path else []
+        about = [line for line in log if "task" in line or "target" in line or "WARN" in line or "ERROR" in line]
+        return (f"targets: {[(t['id'], t['status'], t.get('reasonCode')) for t in self.targets()]}\n"
+                f"tasks: {tasks}\nlog:\n" + "\n".join(about[-80:]))
+
     def service(self):
         return self.ecs.describe_services(cluster="c1", services=["echo"])["services"][0]
 
@@ -285,7 +295,10 @@ def test_tasks_register_serve_scale_roll_and_survive_kill_9(world, tmp_path):
         running = world.tasks()
         return seen_gone and len(running) == 2 and victim_task not in [t["taskArn"] for t in running] \
             and len(world.healthy()) == 2
-    wait_for(replaced, 40, interval=0.1, message="the killed task's target is removed and the task replaced")
+    try:
+        wait_for(replaced, 40, interval=0.1, message="the killed task's target is removed and the task replaced")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{world.state()}") from None
     replaced_after = time.monotonic() - killed
     running_ips = [d["value"] for t in world.tasks() for d in t["attachments"][0]["details"]
                    if d["name"] == "privateIPv4Address"]
