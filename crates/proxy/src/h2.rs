@@ -335,7 +335,7 @@ async fn exchange_down(
         let sent = Instant::now();
         note.sent = Some(sent);
         let deadline = sent + ctx.config.response_timeout;
-        let exchange = down::send(&target.pool, head, is_head, idempotent, request_id);
+        let exchange = std::pin::pin!(down::send(&target.pool, head, is_head, idempotent, request_id));
         match ctx.deadlines.within(deadline, exchange).await {
             Ok(response) => {
                 note.answered = Some(Instant::now());
@@ -813,7 +813,7 @@ async fn send_h2(
     };
     let sending = client.send(head, body);
     drop(client);
-    let answer = async { sending.await.map_err(failed)?.await.map_err(failed) };
+    let answer = std::pin::pin!(async { sending.await.map_err(failed)?.await.map_err(failed) });
     deadlines.within(deadline, answer).await
 }
 
@@ -1196,11 +1196,15 @@ impl Deadlines {
         true
     }
 
-    /// `exchange` unless it has not ended by `deadline`: then a timeout.
-    async fn within<T>(&self, deadline: Instant, exchange: impl Future<Output = Result<T, Sent>>) -> Result<T, Sent> {
+    /// `exchange` unless it has not ended by `deadline`: then a timeout. The exchange is
+    /// pinned where its caller made it (a future of some hundred bytes, not moved again).
+    fn within<'a, T, F: Future<Output = Result<T, Sent>>>(
+        &'a self,
+        deadline: Instant,
+        mut exchange: Pin<&'a mut F>,
+    ) -> impl Future<Output = Result<T, Sent>> + 'a {
         let ms = self.ms(deadline);
-        let mut exchange = std::pin::pin!(exchange);
-        std::future::poll_fn(|cx| match exchange.as_mut().poll(cx) {
+        std::future::poll_fn(move |cx| match exchange.as_mut().poll(cx) {
             Poll::Ready(answer) => Poll::Ready(answer),
             Poll::Pending if self.passed(ms) => Poll::Ready(Err(Sent::Failed(ErrorKind::Timeout))),
             Poll::Pending => {
@@ -1208,7 +1212,6 @@ impl Deadlines {
                 Poll::Pending
             }
         })
-        .await
     }
 }
 

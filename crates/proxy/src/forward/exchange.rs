@@ -420,21 +420,6 @@ impl Session {
             self.meter.sent = Some(now);
             x.clock_started = true;
         }
-        // A client gone while its response is awaited gets none: the target's socket and its
-        // in-flight count are let go now, not at the response timeout. (A client that shuts its
-        // side after the request is gone too: there is no half-close, as before.) Reading here
-        // costs no system call until the client's socket is readable.
-        if matches!(x.resp, Resp::Head)
-            && matches!(body, ReqBody::Done)
-            && !self.client_eof
-            && self.refused.is_none()
-            && self.rbuf.len() < READ_CHUNK
-            && let Poll::Ready(read) = self.poll_read_client(cx)
-            && !matches!(read, Ok(n) if n > 0)
-        {
-            self.client_eof = true;
-            return Poll::Ready(Outcome::Broken);
-        }
         // The response: its head, then its body, gathered and written.
         loop {
             match &mut x.resp {
@@ -488,7 +473,12 @@ impl Session {
                         }
                     }
                     match poll_read(up, &mut self.ubuf, cx, MAX_RESPONSE_HEAD + READ_CHUNK) {
-                        Poll::Pending => break,
+                        Poll::Pending => {
+                            if self.client_left(body, cx) {
+                                return Poll::Ready(Outcome::Broken);
+                            }
+                            break;
+                        }
                         Poll::Ready(Ok(n)) if n > 0 => x.got_bytes = true,
                         Poll::Ready(_) => {
                             if x.retryable && !x.got_bytes {
@@ -549,6 +539,26 @@ impl Session {
             }
         }
         Poll::Pending
+    }
+
+    /// Whether the client went away while its response is awaited (the target's head not yet
+    /// whole, `body` all sent): it gets none, and the target's socket and its in-flight count
+    /// are let go now, not at the response timeout. (A client that shuts its side after the
+    /// request is gone too: there is no half-close.) Asked only when the target has nothing
+    /// more to read, so that the client's socket is watched while the exchange waits; a read
+    /// here costs no system call until the client's socket is readable.
+    fn client_left(&mut self, body: &ReqBody, cx: &mut Context<'_>) -> bool {
+        if !matches!(body, ReqBody::Done) || self.client_eof || self.refused.is_some() || self.rbuf.len() >= READ_CHUNK
+        {
+            return false;
+        }
+        match self.poll_read_client(cx) {
+            Poll::Pending | Poll::Ready(Ok(1..)) => false,
+            Poll::Ready(_) => {
+                self.client_eof = true;
+                true
+            }
+        }
     }
 
     /// The client's request body broke off or was malformed: before the response, a 400; after
