@@ -308,10 +308,10 @@ impl<'a> SignatureHeaders<'a> {
         let mut found = Self::default();
         for (name, value) in fields {
             let slot = match name.len() {
-                13 if name.eq_ignore_ascii_case(b"authorization") => &mut found.authorization,
-                10 if name.eq_ignore_ascii_case(b"x-amz-date") => &mut found.amz_date,
-                20 if name.eq_ignore_ascii_case(b"x-amz-content-sha256") => &mut found.content_sha256,
-                20 if name.eq_ignore_ascii_case(b"x-amz-security-token") => &mut found.security_token,
+                13 if crate::swar::eq_lowercase(name, b"authorization") => &mut found.authorization,
+                10 if crate::swar::eq_lowercase(name, b"x-amz-date") => &mut found.amz_date,
+                20 if crate::swar::eq_lowercase(name, b"x-amz-content-sha256") => &mut found.content_sha256,
+                20 if crate::swar::eq_lowercase(name, b"x-amz-security-token") => &mut found.security_token,
                 _ => continue,
             };
             if slot.is_none() {

@@ -359,9 +359,9 @@ impl HeadScan {
             return true; // a long name (not a framing header) or no colon (the parser refuses it)
         };
         let (name, value) = (&kept[..colon], &kept[colon + 1..]);
-        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        if crate::swar::eq_lowercase(name, b"transfer-encoding") {
             self.chunked = true;
-        } else if name.eq_ignore_ascii_case(b"content-length") {
+        } else if crate::swar::eq_lowercase(name, b"content-length") {
             if self.line.len > PREFIX {
                 return false;
             }

@@ -50,7 +50,7 @@ pub(crate) enum Name {
 impl Name {
     /// What `name` is (any case): one switch on its length, then a comparison or two.
     pub(crate) fn of(name: &[u8]) -> Name {
-        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        let is = |known: &[u8]| crate::swar::eq_lowercase(name, known);
         let kind = match name.len() {
             2 if is(b"te") => Name::HopByHop,
             4 if is(b"host") => Name::Host,
@@ -69,7 +69,10 @@ impl Name {
             _ => Name::Other,
         };
         const LATTICE: &[u8] = b"x-amzn-lattice-";
-        if kind == Name::Other && name.len() >= LATTICE.len() && name[..LATTICE.len()].eq_ignore_ascii_case(LATTICE) {
+        if kind == Name::Other
+            && name.len() >= LATTICE.len()
+            && crate::swar::eq_lowercase(&name[..LATTICE.len()], LATTICE)
+        {
             return Name::Lattice;
         }
         kind
@@ -343,13 +346,13 @@ pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Result<Option<Req
             Name::TransferEncoding => {
                 // Only `chunked`, once, is understood (RFC 9112 §6.1: anything else is a 501 or
                 // a 400; ambiguity is never forwarded); HTTP/1.0 has no transfer codings.
-                if chunked || minor == 0 || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                if chunked || minor == 0 || !crate::swar::eq_lowercase(h.value.trim_ascii(), b"chunked") {
                     return Err(ErrorKind::BadFraming);
                 }
                 chunked = true;
             }
             Name::Connection => head.keep_alive = keep_alive(h.value, minor, head.keep_alive),
-            Name::Expect if h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") => {
+            Name::Expect if crate::swar::eq_lowercase(h.value.trim_ascii(), b"100-continue") => {
                 head.expects_continue = minor == 1;
             }
             _ => {}
@@ -403,7 +406,7 @@ pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, ()> {
             Name::TransferEncoding => {
                 coded = true;
                 // The last coding decides: chunked ends the body, anything else runs to close.
-                chunked = tokens(h.value).last().is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+                chunked = tokens(h.value).last().is_some_and(|t| crate::swar::eq_lowercase(t, b"chunked"));
             }
             Name::Connection => head.keep_alive = keep_alive(h.value, minor, head.keep_alive),
             _ => {}
@@ -435,10 +438,10 @@ pub(crate) fn target_keeps(head: &ResponseHead, framing: Framing) -> bool {
 /// `close` closes; `keep-alive` keeps an HTTP/1.0 connection (1.1 keeps it by default).
 fn keep_alive(value: &[u8], minor: u8, current: bool) -> bool {
     // The usual values, whole, before the general case.
-    if value.eq_ignore_ascii_case(b"close") {
+    if crate::swar::eq_lowercase(value, b"close") {
         return false;
     }
-    if value.eq_ignore_ascii_case(b"keep-alive") {
+    if crate::swar::eq_lowercase(value, b"keep-alive") {
         return current || minor == 0;
     }
     keep_alive_by_tokens(value, minor, current)
@@ -447,9 +450,9 @@ fn keep_alive(value: &[u8], minor: u8, current: bool) -> bool {
 /// [`keep_alive`] token by token, as RFC 9112 §9.3 reads the list.
 fn keep_alive_by_tokens(value: &[u8], minor: u8, current: bool) -> bool {
     tokens(value).fold(current, |keep, token| {
-        if token.eq_ignore_ascii_case(b"close") {
+        if crate::swar::eq_lowercase(token, b"close") {
             false
-        } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+        } else if crate::swar::eq_lowercase(token, b"keep-alive") && minor == 0 {
             true
         } else {
             keep

@@ -144,11 +144,11 @@ impl<'b> Named<'b> {
         for f in fields.iter().filter(|f| f.kind == Name::Connection) {
             let value = &buf[f.value.clone()];
             // The usual values, whole, name nothing.
-            if value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close") {
+            if crate::swar::eq_lowercase(value, b"keep-alive") || crate::swar::eq_lowercase(value, b"close") {
                 continue;
             }
             for token in tokens(value) {
-                if token.eq_ignore_ascii_case(b"close") || token.eq_ignore_ascii_case(b"keep-alive") {
+                if crate::swar::eq_lowercase(token, b"close") || crate::swar::eq_lowercase(token, b"keep-alive") {
                     continue;
                 }
                 match named.first.get_mut(named.n) {
@@ -164,7 +164,7 @@ impl<'b> Named<'b> {
     }
 
     fn contains(&self, name: &[u8]) -> bool {
-        if self.n == 0 || name.eq_ignore_ascii_case(b"host") {
+        if self.n == 0 || crate::swar::eq_lowercase(name, b"host") {
             return false;
         }
         if self.many {

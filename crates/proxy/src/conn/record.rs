@@ -25,9 +25,9 @@ pub(super) fn h1_facts(buf: &[u8], head: &RequestHead, text: Vec<u8>) -> (&'stat
     for field in &head.fields {
         let name = &buf[field.name.clone()];
         let slot = match name.len() {
-            4 if name.eq_ignore_ascii_case(b"host") => &mut host,
-            10 if name.eq_ignore_ascii_case(b"user-agent") => &mut user_agent,
-            11 if name.eq_ignore_ascii_case(b"traceparent") => {
+            4 if crate::swar::eq_lowercase(name, b"host") => &mut host,
+            10 if crate::swar::eq_lowercase(name, b"user-agent") => &mut user_agent,
+            11 if crate::swar::eq_lowercase(name, b"traceparent") => {
                 traces += 1;
                 &mut traceparent
             }
