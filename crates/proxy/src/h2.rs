@@ -881,8 +881,8 @@ struct Added<'a> {
     identity: Option<&'a str>,
     client_ip: &'a [u8],
     port: &'a [u8],
-    network: &'a [u8],
-    target: &'a [u8],
+    network: &'a crate::headers::AddedField,
+    target: &'a crate::headers::AddedField,
     request_id: &'a [u8],
 }
 
@@ -932,8 +932,14 @@ fn h1_parts(
     h.insert(X_FORWARDED_FOR, HeaderValue::from_bytes(&forwarded_for.unwrap_or_default()).map_err(bad)?);
     h.insert(HeaderName::from_static("x-forwarded-port"), HeaderValue::from_bytes(added.port).map_err(bad)?);
     h.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("https"));
-    h.insert(HeaderName::from_static("x-amzn-lattice-network"), HeaderValue::from_bytes(added.network).map_err(bad)?);
-    h.insert(HeaderName::from_static("x-amzn-lattice-target"), HeaderValue::from_bytes(added.target).map_err(bad)?);
+    h.insert(
+        HeaderName::from_static("x-amzn-lattice-network"),
+        HeaderValue::from_bytes(added.network.value()).map_err(bad)?,
+    );
+    h.insert(
+        HeaderName::from_static("x-amzn-lattice-target"),
+        HeaderValue::from_bytes(added.target.value()).map_err(bad)?,
+    );
     h.insert(X_AMZN_REQUESTID, request_id_value(added.request_id));
     if let Some(identity) = added.identity {
         h.insert(HeaderName::from_static("x-amzn-lattice-identity"), HeaderValue::from_str(identity).map_err(bad)?);
@@ -986,8 +992,8 @@ fn h2_fields(
     }
     f.push(b"x-forwarded-port", added.port, false);
     f.push(b"x-forwarded-proto", b"https", false);
-    f.push(b"x-amzn-lattice-network", added.network, false);
-    f.push(b"x-amzn-lattice-target", added.target, false);
+    f.push(b"x-amzn-lattice-network", added.network.value(), false);
+    f.push(b"x-amzn-lattice-target", added.target.value(), false);
     f.push(b"x-amzn-requestid", added.request_id, true);
     if let Some(identity) = added.identity {
         f.push(b"x-amzn-lattice-identity", identity.as_bytes(), false);
@@ -1048,10 +1054,11 @@ fn h1_head(
     }
     out.extend_from_slice(added.client_ip);
     out.extend_from_slice(b"\r\n");
-    crate::headers::field(&mut out, b"x-forwarded-port", added.port);
-    crate::headers::field(&mut out, b"x-forwarded-proto", b"https");
-    crate::headers::field(&mut out, b"x-amzn-lattice-network", added.network);
-    crate::headers::field(&mut out, b"x-amzn-lattice-target", added.target);
+    out.extend_from_slice(b"x-forwarded-port: ");
+    out.extend_from_slice(added.port);
+    out.extend_from_slice(b"\r\nx-forwarded-proto: https\r\n");
+    out.extend_from_slice(added.network.line());
+    out.extend_from_slice(added.target.line());
     crate::headers::field(&mut out, b"x-amzn-requestid", added.request_id);
     if let Some(identity) = added.identity {
         crate::headers::field(&mut out, b"x-amzn-lattice-identity", identity.as_bytes());

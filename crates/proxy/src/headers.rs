@@ -24,12 +24,12 @@ pub(crate) struct Forwarded<'a> {
     pub(crate) client_ip: &'a [u8],
     /// The Lattice port the request arrived on.
     pub(crate) port: &'a [u8],
-    /// `https` when the client spoke TLS, else `http`.
-    pub(crate) proto: &'a [u8],
-    /// `SourceVpcArn=…`.
-    pub(crate) network: &'a [u8],
-    /// `ServiceArn=…;ServiceNetworkArn=…;TargetGroupArn=…`.
-    pub(crate) target: &'a [u8],
+    /// The client spoke TLS (`x-forwarded-proto: https`, else `http`).
+    pub(crate) tls: bool,
+    /// `x-amzn-lattice-network: SourceVpcArn=…`.
+    pub(crate) network: &'a AddedField,
+    /// `x-amzn-lattice-target: ServiceArn=…;ServiceNetworkArn=…;TargetGroupArn=…`.
+    pub(crate) target: &'a AddedField,
     /// The request id.
     pub(crate) request_id: &'a [u8],
     /// The authenticated caller, named in `x-amzn-lattice-identity`.
@@ -113,16 +113,41 @@ fn hex16(x: u64) -> [u8; 16] {
     out
 }
 
+/// A field the proxy adds to requests, made once where its value is known: its whole
+/// HTTP/1.1 line (`name: value` and CR LF, written with one copy), and its value (HTTP/2).
+#[derive(Debug)]
+pub(crate) struct AddedField {
+    line: Box<[u8]>,
+    name_len: usize,
+}
+
+impl AddedField {
+    fn new(name: &str, value: &str) -> Self {
+        Self { line: format!("{name}: {value}\r\n").into_bytes().into(), name_len: name.len() }
+    }
+
+    /// `name: value` and CR LF.
+    pub(crate) fn line(&self) -> &[u8] {
+        &self.line
+    }
+
+    /// The value.
+    pub(crate) fn value(&self) -> &[u8] {
+        &self.line[self.name_len + 2..self.line.len() - 2]
+    }
+}
+
 /// `x-amzn-lattice-network` for a VPC.
-pub(crate) fn lattice_network(vpc_arn: &str) -> Box<[u8]> {
-    format!("SourceVpcArn={vpc_arn}").into_bytes().into_boxed_slice()
+pub(crate) fn lattice_network(vpc_arn: &str) -> AddedField {
+    AddedField::new("x-amzn-lattice-network", &format!("SourceVpcArn={vpc_arn}"))
 }
 
 /// `x-amzn-lattice-target` for a request.
-pub(crate) fn lattice_target(service_arn: &str, network_arn: &str, group_arn: &str) -> Box<[u8]> {
-    format!("ServiceArn={service_arn};ServiceNetworkArn={network_arn};TargetGroupArn={group_arn}")
-        .into_bytes()
-        .into_boxed_slice()
+pub(crate) fn lattice_target(service_arn: &str, network_arn: &str, group_arn: &str) -> AddedField {
+    AddedField::new(
+        "x-amzn-lattice-target",
+        &format!("ServiceArn={service_arn};ServiceNetworkArn={network_arn};TargetGroupArn={group_arn}"),
+    )
 }
 
 /// The header names the `Connection` fields of a head list, other than `close` and `keep-alive`
@@ -247,10 +272,11 @@ pub(crate) fn write_request(
     if !forwarded_for {
         field(out, b"x-forwarded-for", f.client_ip);
     }
-    field(out, b"x-forwarded-port", f.port);
-    field(out, b"x-forwarded-proto", f.proto);
-    field(out, b"x-amzn-lattice-network", f.network);
-    field(out, b"x-amzn-lattice-target", f.target);
+    out.extend_from_slice(b"x-forwarded-port: ");
+    out.extend_from_slice(f.port);
+    out.extend_from_slice(if f.tls { b"\r\nx-forwarded-proto: https\r\n" } else { b"\r\nx-forwarded-proto: http\r\n" });
+    out.extend_from_slice(f.network.line());
+    out.extend_from_slice(f.target.line());
     if let Some(identity) = f.identity {
         out.extend_from_slice(b"x-amzn-lattice-identity: ");
         crate::auth::write_identity(out, identity);
@@ -394,13 +420,13 @@ mod tests {
             x-forwarded-port: 1\r\nx-other: kept\r\n\r\n";
         let head = parse_request(raw, 100).unwrap().unwrap();
         let target = lattice_target("arn:svc", "arn:sn", "arn:tg");
-        let net = b"SourceVpcArn=arn:aws:ec2:us-east-1:000000000000:vpc/vpc-1";
+        let net = lattice_network("arn:aws:ec2:us-east-1:000000000000:vpc/vpc-1");
         let id = request_id();
         let f = Forwarded {
             client_ip: b"127.0.0.9",
             port: b"80",
-            proto: b"http",
-            network: net,
+            tls: false,
+            network: &net,
             target: &target,
             request_id: &id,
             identity: None,

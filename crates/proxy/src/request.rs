@@ -59,9 +59,9 @@ pub(crate) struct Forward<'r> {
     /// The group chosen by weight.
     pub(crate) group: &'r Group,
     /// `x-amzn-lattice-network`.
-    pub(crate) network: &'r [u8],
+    pub(crate) network: &'r crate::headers::AddedField,
     /// `x-amzn-lattice-target`.
-    pub(crate) target_header: &'r [u8],
+    pub(crate) target_header: &'r crate::headers::AddedField,
     /// `x-forwarded-port`.
     pub(crate) port: &'r [u8],
     /// The service's idle timeout.
@@ -206,12 +206,12 @@ pub(crate) fn locate<'r>(conn: &'r Conn, routes: &'r Routes, host: &str) -> Resu
 }
 
 /// The select phase: a target group of a forward action by weight, with its
-/// `x-amzn-lattice-target` value and its counters.
+/// `x-amzn-lattice-target` field and its counters.
 pub(crate) fn select<'r>(
     routes: &'r Routes,
     reach: &'r ReachRoute,
     groups: &[WeightedTarget],
-) -> Result<(&'r Group, &'r [u8], &'r GroupObs), ProxyError> {
+) -> Result<(&'r Group, &'r crate::headers::AddedField, &'r GroupObs), ProxyError> {
     let chosen = balance::pick_group(groups).ok_or(ProxyError::new(ErrorKind::NoAvailableTarget))?;
     let group = routes.group(&chosen.target_group_id).ok_or(ProxyError::new(ErrorKind::NoTargets))?;
     let target_header = reach.target_header(&chosen.target_group_id).ok_or(ProxyError::new(ErrorKind::Internal))?;

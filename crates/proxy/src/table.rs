@@ -31,7 +31,7 @@ use crate::{HealthTable, InFlight, Telemetry, headers};
 const DEFAULT_IDLE: Duration = Duration::from_secs(60);
 
 /// `x-amzn-lattice-target` values by target group ID.
-type TargetHeaders = Box<[(String, Box<[u8]>)]>;
+type TargetHeaders = Box<[(String, headers::AddedField)]>;
 
 /// Maps looked up on every request, by IDs from the configuration (hashed fast: see
 /// [`trellis_model::hash`]).
@@ -66,7 +66,7 @@ pub(crate) enum TlsRoute<'r> {
 /// A VPC whose clients reach Lattice.
 pub(crate) struct VpcRoute {
     /// `x-amzn-lattice-network` for its requests.
-    pub(crate) network: Box<[u8]>,
+    pub(crate) network: headers::AddedField,
     /// Its access log records' `sourceVpcArn` and `sourceVpcId`.
     pub(crate) log_source: Arc<[u8]>,
     /// The account that owns the VPC (`vpc-lattice-svcs:SourceVpcOwnerAccount`).
@@ -227,8 +227,8 @@ impl ReachRoute {
     }
 
     /// `x-amzn-lattice-target` for a request forwarded to target group `tg_id`.
-    pub(crate) fn target_header(&self, tg_id: &str) -> Option<&[u8]> {
-        self.obs.target_headers.iter().find_map(|(id, v)| (id == tg_id).then_some(&**v))
+    pub(crate) fn target_header(&self, tg_id: &str) -> Option<&headers::AddedField> {
+        self.obs.target_headers.iter().find_map(|(id, v)| (id == tg_id).then_some(v))
     }
 }
 
@@ -371,7 +371,7 @@ fn route_obs(snapshot: &Snapshot, service: &ServiceView, reach: &Reach, telemetr
 /// `x-amzn-lattice-target` for each target group `service` forwards to, reached through
 /// `network_arn`.
 fn target_headers(snapshot: &Snapshot, service: &ServiceView, network_arn: &str) -> TargetHeaders {
-    let mut out: Vec<(String, Box<[u8]>)> = Vec::new();
+    let mut out: Vec<(String, headers::AddedField)> = Vec::new();
     for tg_id in forwarded_groups(service) {
         if out.iter().any(|(id, _)| id == tg_id) {
             continue;

@@ -128,7 +128,7 @@ impl Session {
             let f = Forwarded {
                 client_ip: &self.conn.client_ip,
                 port: fw.port,
-                proto: if self.conn.tls { b"https" } else { b"http" },
+                tls: self.conn.tls,
                 network: fw.network,
                 target: fw.target_header,
                 request_id,
