@@ -22,19 +22,20 @@ pub fn key(vpc_id: &str, address: Ipv4Addr) -> String {
 
 /// The addresses claimed in `vpc_id`.
 pub async fn taken(store: &dyn Store, vpc_id: &str) -> Result<BTreeSet<Ipv4Addr>, trellis_store::Error> {
-    let listed = store.list_prefix(&prefix(vpc_id), None, 0).await?;
-    Ok(claimed(vpc_id, &listed.kvs))
-}
-
-/// The addresses claimed by `kvs`, listed under `vpc_id`'s prefix (its cursors are not claims).
-fn claimed(vpc_id: &str, kvs: &[KeyValue]) -> BTreeSet<Ipv4Addr> {
     let prefix = prefix(vpc_id);
-    kvs.iter().filter_map(|kv| kv.key.strip_prefix(&prefix)?.parse().ok()).collect()
+    let listed = store.list_prefix(&prefix, None, 0).await?;
+    Ok(claimed(&prefix, &listed.kvs))
 }
 
-/// The key of the cursor of `first..` in `vpc_id`: the address the next search starts at.
-fn cursor_key(vpc_id: &str, first: Ipv4Addr) -> String {
-    format!("ipam/{vpc_id}/next/{first}")
+/// The addresses claimed by `kvs`, listed under `prefix` (the cursors there are not claims).
+fn claimed(prefix: &str, kvs: &[KeyValue]) -> BTreeSet<Ipv4Addr> {
+    kvs.iter().filter_map(|kv| kv.key.strip_prefix(prefix)?.parse().ok()).collect()
+}
+
+/// Gives `address` of `vpc_id` back.
+pub async fn release(store: &dyn Store, vpc_id: &str, address: Ipv4Addr) -> Result<(), trellis_store::Error> {
+    let txn = Txn { compare: Vec::new(), success: vec![Op::Delete(key(vpc_id, address))], failure: Vec::new() };
+    store.txn(txn).await.map(|_| ())
 }
 
 /// Claims a free address of `first..=last` in `vpc_id` for `holder`; `None` if every one is
@@ -50,10 +51,12 @@ pub async fn claim(
 ) -> Result<Option<Ipv4Addr>, trellis_store::Error> {
     let (lo, hi) = (u32::from(first), u32::from(last).max(u32::from(first)));
     let size = u64::from(hi - lo) + 1;
-    let cursor_key = cursor_key(vpc_id, first);
+    let prefix = prefix(vpc_id);
+    // Where the next search of this range starts.
+    let cursor_key = format!("{prefix}next/{first}");
     for _ in 0..16 {
-        let listed = store.list_prefix(&prefix(vpc_id), None, 0).await?;
-        let taken = claimed(vpc_id, &listed.kvs);
+        let listed = store.list_prefix(&prefix, None, 0).await?;
+        let taken = claimed(&prefix, &listed.kvs);
         let start = listed
             .kvs
             .iter()
@@ -125,9 +128,7 @@ mod tests {
         let mut handed = Vec::new();
         let mut last = held.pop().unwrap();
         for i in 0..32 {
-            let give_back =
-                Txn { compare: Vec::new(), success: vec![Op::Delete(key("vpc-1", last))], failure: Vec::new() };
-            assert!(store.txn(give_back).await.unwrap().succeeded);
+            release(store.as_ref(), "vpc-1", last).await.unwrap();
             let next = claim(store.as_ref(), "vpc-1", range, &format!("r-{i}")).await.unwrap().unwrap();
             assert_ne!(next, last, "an address given back was handed out again at once");
             assert!(!held.contains(&next), "{next} handed out twice");

@@ -421,12 +421,7 @@ async fn release(ctx: &Ctx, net: &Net) {
     match (net, &ctx.netmgr) {
         (Net::Netns(n), Some(netmgr)) => netmgr.detach_task(n).await,
         (Net::Loopback(ip), _) => {
-            let txn = trellis_store::Txn {
-                compare: Vec::new(),
-                success: vec![trellis_store::Op::Delete(trellis_control::ipam::key(&ctx.loopback_space(), *ip))],
-                failure: Vec::new(),
-            };
-            if let Err(e) = ctx.store.txn(txn).await {
+            if let Err(e) = trellis_control::ipam::release(ctx.store.as_ref(), &ctx.loopback_space(), *ip).await {
                 tracing::warn!(%ip, error = %e, "cannot release a task address");
             }
         }
@@ -448,12 +443,7 @@ pub(super) async fn release_orphan(ctx: &Ctx, task: &Task) {
         },
         None => ctx.loopback_space(),
     };
-    let txn = trellis_store::Txn {
-        compare: Vec::new(),
-        success: vec![trellis_store::Op::Delete(trellis_control::ipam::key(&space, ip))],
-        failure: Vec::new(),
-    };
-    let _ = ctx.store.txn(txn).await;
+    let _ = trellis_control::ipam::release(ctx.store.as_ref(), &space, ip).await;
 }
 
 /// The subnet a task's interface is on (set when the task was created).

@@ -238,12 +238,7 @@ async fn a_deleted_vpc_leaves_nothing_of_its_address_allocator() {
     let id = vpc(&app, "10.0.0.0/16").await;
     let range = ("10.0.1.4".parse().unwrap(), "10.0.1.254".parse().unwrap());
     let ip = crate::ipam::claim(store.as_ref(), &id, range, "i-1").await.unwrap().unwrap();
-    let give_back = trellis_store::Txn {
-        compare: Vec::new(),
-        success: vec![trellis_store::Op::Delete(crate::ipam::key(&id, ip))],
-        failure: Vec::new(),
-    };
-    assert!(store.txn(give_back).await.unwrap().succeeded);
+    crate::ipam::release(store.as_ref(), &id, ip).await.unwrap();
     let prefix = crate::ipam::prefix(&id);
     assert!(!store.list_prefix(&prefix, None, 0).await.unwrap().kvs.is_empty(), "the cursor is kept");
     let (status, body) = ec2(&app, &[("Action", "DeleteVpc"), ("VpcId", &id)]).await;
