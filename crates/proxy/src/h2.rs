@@ -1116,8 +1116,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// The listener and service the lowercase form of `raw` (the request's host) names.
 fn locate<'r>(ctx: &'r Ctx, routes: &'r Routes, raw: &[u8]) -> Result<Located<'r>, ProxyError> {
     let mut last_host = ctx.last_host.lock().unwrap_or_else(|e| e.into_inner());
-    let host = last_host.name(raw).ok_or(ProxyError::new(ErrorKind::BadHost))?;
-    request::locate(&ctx.conn, routes, host)
+    request::locate(&ctx.conn, routes, &mut last_host, raw)
 }
 
 /// Whether a request is gRPC (`content-type: application/grpc`, `+proto` and the like).

@@ -23,7 +23,7 @@ use crate::balance::{self, Group, Version};
 use crate::conn::Conn;
 use crate::error::{ErrorKind, ProxyError};
 use crate::h1::{Field, Name, RequestHead};
-use crate::table::{GroupObs, ReachRoute, Routes, VpcRoute};
+use crate::table::{Found, GroupObs, ReachRoute, Routes, VpcRoute};
 
 /// Longest host name accepted (a DNS name is at most 253 characters; room for a trailing dot).
 pub(crate) const MAX_HOST: usize = 254;
@@ -109,9 +109,9 @@ pub(crate) fn route<'r>(
     }
     let target = request_target(buf, head, method)?;
     // Host.
-    let host = parse_host(buf, head, target.authority.clone(), last_host)?;
+    let host = host_field(buf, head, target.authority.clone())?;
     // Route: which service, through which VPC and network, on which listener.
-    let Located { vpc, reach, listener, port } = locate(conn, routes, host)?;
+    let Located { vpc, reach, listener, port } = locate(conn, routes, last_host, host)?;
     *seen = Seen { reach: Some((vpc, reach)), listener: Some(listener) };
     // Rule.
     let method = std::str::from_utf8(method).map_err(|_| ProxyError::new(ErrorKind::BadFraming))?;
@@ -197,10 +197,16 @@ pub(crate) struct Located<'r> {
     pub(crate) port: &'r [u8],
 }
 
-/// The route phase: the service `host` (lowercase, no port) names for the connection's VPC,
-/// and its listener for the connection's port and protocol.
-pub(crate) fn locate<'r>(conn: &'r Conn, routes: &'r Routes, host: &str) -> Result<Located<'r>, ProxyError> {
-    let (vpc, reach) = routes.find(&conn.vpc, host).map_err(ProxyError::new)?;
+/// The route phase: the service the host `raw` (as the request gave it) names for the
+/// connection's VPC, and its listener for the connection's port and protocol. `last_host` is
+/// the connection's.
+pub(crate) fn locate<'r>(
+    conn: &'r Conn,
+    routes: &'r Routes,
+    last_host: &mut LastHost,
+    raw: &[u8],
+) -> Result<Located<'r>, ProxyError> {
+    let (vpc, reach) = last_host.find(raw, &conn.vpc, routes)?;
     let (listener, port) = find_listener(conn, reach)?;
     Ok(Located { vpc, reach, listener, port })
 }
@@ -250,14 +256,8 @@ fn request_target(buf: &[u8], head: &RequestHead, method: &[u8]) -> Result<Targe
     Ok(Target { path: path_of(origin.clone()), origin, authority: Some(from..end) })
 }
 
-/// The request's host name: from an absolute URI, else the one `Host` header; port and a
-/// trailing dot removed, lowercased into `out`.
-fn parse_host<'b>(
-    buf: &[u8],
-    head: &RequestHead,
-    authority: Option<Range<usize>>,
-    last_host: &'b mut LastHost,
-) -> Result<&'b str, ProxyError> {
+/// The request's host as it came: from an absolute URI, else the one `Host` header.
+fn host_field<'b>(buf: &'b [u8], head: &RequestHead, authority: Option<Range<usize>>) -> Result<&'b [u8], ProxyError> {
     let bad = || ProxyError::new(ErrorKind::BadHost);
     let raw = match authority {
         Some(a) => &buf[a],
@@ -269,15 +269,18 @@ fn parse_host<'b>(
             }
         }
     };
-    last_host.name(raw).ok_or_else(bad)
+    Ok(raw)
 }
 
-/// The host a connection's last request named, as it came and as checked: a connection's
-/// requests nearly always name one host, and checking one reads each of its bytes.
+/// The host a connection's last request named, as it came and as checked, and where it led:
+/// a connection's requests nearly always name one host, checking one reads each of its bytes,
+/// and finding its route hashes it. One connection's (its VPC is always the same).
 #[derive(Default)]
 pub(crate) struct LastHost {
     raw: Vec<u8>,
     name: String,
+    /// Where `name` led in the last table it was looked up in.
+    found: Option<Found>,
 }
 
 impl LastHost {
@@ -290,8 +293,20 @@ impl LastHost {
             self.raw.extend_from_slice(raw);
             self.name.clear();
             self.name.push_str(name);
+            self.found = None;
         }
         Some(&self.name)
+    }
+
+    /// VPC `vpc` (the connection's) and the service the host `raw` names for it in `routes`.
+    fn find<'r>(
+        &mut self,
+        raw: &[u8],
+        vpc: &str,
+        routes: &'r Routes,
+    ) -> Result<(&'r VpcRoute, &'r ReachRoute), ProxyError> {
+        self.name(raw).ok_or(ProxyError::new(ErrorKind::BadHost))?;
+        routes.find_again(vpc, &self.name, &mut self.found).map_err(ProxyError::new)
     }
 }
 
@@ -395,6 +410,33 @@ mod tests {
         assert_eq!((&last.raw[..], &last.name[..]), (&b"b.example"[..], "b.example"));
         assert_eq!(last.name(b"b.example"), Some("b.example"));
         assert_eq!(last.name(b"B.example."), Some("b.example"));
+    }
+
+    #[test]
+    fn a_connection_naming_hosts_in_turn_reaches_each_ones_service() {
+        use crate::listener::testing::{Fixture, service};
+        use trellis_model::snapshot::Action;
+        let mut f = Fixture::new("127.88.1.1".parse().unwrap());
+        f.add_service(service("svc-a", "a.example", 18080, Action::Fixed(404)));
+        f.add_service(service("svc-b", "b.example", 18080, Action::Fixed(404)));
+        let (first, second) = (Routes::for_tests(&f.snapshot), Routes::for_tests(&f.snapshot));
+        let mut last = LastHost::default();
+        let mut service_of =
+            |raw: &[u8], routes: &Routes| last.find(raw, "vpc-1", routes).map(|(_, r)| r.service.id.clone());
+        for (raw, routes, want) in [
+            (&b"a.example"[..], &first, "svc-a"),
+            (b"A.example:18080", &first, "svc-a"),
+            (b"b.example", &first, "svc-b"),
+            (b"a.example", &first, "svc-a"),
+            (b"a.example", &second, "svc-a"),
+            (b"b.example", &second, "svc-b"),
+            (b"b.example", &first, "svc-b"),
+        ] {
+            assert_eq!(service_of(raw, routes).ok().as_deref(), Some(want), "{}", String::from_utf8_lossy(raw));
+        }
+        assert_eq!(service_of(b"c.example", &first).err().map(|e| e.kind), Some(ErrorKind::UnknownHost));
+        assert_eq!(service_of(b"a example", &first).err().map(|e| e.kind), Some(ErrorKind::BadHost));
+        assert_eq!(service_of(b"a.example", &first).ok().as_deref(), Some("svc-a"));
     }
 
     #[test]

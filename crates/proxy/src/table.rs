@@ -7,7 +7,9 @@
 //! It answers the same question as `Snapshot::find_service` (tested against it), in O(1).
 
 use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use trellis_model::hash::FastState;
 
@@ -37,13 +39,22 @@ type TargetHeaders = Box<[(String, headers::AddedField)]>;
 /// [`trellis_model::hash`]).
 type FastMap<V> = HashMap<String, V, FastState>;
 
-/// The same, keyed by IDs the snapshot shares (no copy per table).
-type SharedKeyMap<V> = HashMap<Arc<str>, V, FastState>;
+/// Each table's number ([`Routes::id`]).
+static TABLES: AtomicU64 = AtomicU64::new(1);
+
+/// Values found by key through a hash map, and again by their place without hashing (see
+/// [`Found`]).
+struct Indexed<K, V> {
+    places: HashMap<K, usize, FastState>,
+    values: Vec<V>,
+}
 
 /// Everything the request path needs from one snapshot and one health table.
 pub(crate) struct Routes {
+    /// This table's number: no two tables of a process have the same.
+    id: u64,
     snapshot: Arc<Snapshot>,
-    vpcs: FastMap<VpcRoute>,
+    vpcs: Indexed<String, VpcRoute>,
     groups: FastMap<Group>,
     tls: TlsConfigs,
     /// The credentials signed requests are verified with.
@@ -71,7 +82,8 @@ pub(crate) struct VpcRoute {
     pub(crate) log_source: Arc<[u8]>,
     /// The account that owns the VPC (`vpc-lattice-svcs:SourceVpcOwnerAccount`).
     pub(crate) account: Box<str>,
-    reach: SharedKeyMap<ReachRoute>,
+    /// By service ID (the snapshot's shared copy).
+    reach: Indexed<Arc<str>, ReachRoute>,
     /// Lattice ports on which a service it reaches has an HTTPS or TLS_PASSTHROUGH listener.
     tls_ports: Vec<u16>,
     /// Lattice ports on which a service it reaches has an HTTP listener.
@@ -114,6 +126,17 @@ pub(crate) struct GroupObs {
     pub(crate) index: usize,
 }
 
+/// Where a host led a connection in one table: the VPC's entry and the service as it reaches
+/// it, by place. A connection's requests nearly always name one host, so it keeps this with
+/// the host ([`crate::request::LastHost`]) and finds the route again without hashing the VPC,
+/// the host and the service while the table is the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Found {
+    table: u64,
+    vpc: usize,
+    reach: usize,
+}
+
 /// What building a table needs besides the snapshot.
 pub(crate) struct TableInputs<'a> {
     /// The health checker's last table.
@@ -142,8 +165,9 @@ impl Routes {
     /// A table that routes nothing.
     pub(crate) fn empty() -> Self {
         Self {
+            id: TABLES.fetch_add(1, Ordering::Relaxed),
             snapshot: Arc::new(Snapshot::default()),
-            vpcs: FastMap::default(),
+            vpcs: Indexed::default(),
             groups: FastMap::default(),
             tls: TlsConfigs::default(),
             identities: Arc::default(),
@@ -166,7 +190,7 @@ impl Routes {
         let tls = inputs.tls.configs(inputs.certificates);
         let identities = inputs.identities.clone();
         let groups = build_groups(&snapshot, inputs);
-        Self { snapshot, vpcs, groups, tls, identities }
+        Self { id: TABLES.fetch_add(1, Ordering::Relaxed), snapshot, vpcs, groups, tls, identities }
     }
 
     /// Whether a connection to one of `ports` from `vpc_id` may be TLS.
@@ -206,10 +230,48 @@ impl Routes {
 
     /// VPC `vpc_id` and the service it reaches as `host` (lowercase, no port).
     pub(crate) fn find(&self, vpc_id: &str, host: &str) -> Result<(&VpcRoute, &ReachRoute), ErrorKind> {
-        let vpc = self.vpcs.get(vpc_id).ok_or(ErrorKind::UnknownHost)?;
+        self.find_again(vpc_id, host, &mut None)
+    }
+
+    /// [`Self::find`], by `found` when it is where `host` led `vpc_id` in this table; else looked
+    /// up and kept there. The caller clears `found` when the host or VPC is another.
+    pub(crate) fn find_again(
+        &self,
+        vpc_id: &str,
+        host: &str,
+        found: &mut Option<Found>,
+    ) -> Result<(&VpcRoute, &ReachRoute), ErrorKind> {
+        if let Some(f) = *found
+            && f.table == self.id
+            && let Some(vpc) = self.vpcs.values.get(f.vpc)
+            && let Some(reach) = vpc.reach.values.get(f.reach)
+        {
+            return Ok((vpc, reach));
+        }
+        *found = None;
+        let place = *self.vpcs.places.get(vpc_id).ok_or(ErrorKind::UnknownHost)?;
+        let vpc = &self.vpcs.values[place];
         let id = self.snapshot.hosts.get(host).ok_or(ErrorKind::UnknownHost)?;
-        let reach = vpc.reach.get(&**id).ok_or(ErrorKind::UnknownHost)?;
-        Ok((vpc, reach))
+        let at = *vpc.reach.places.get(&**id).ok_or(ErrorKind::UnknownHost)?;
+        *found = Some(Found { table: self.id, vpc: place, reach: at });
+        Ok((vpc, &vpc.reach.values[at]))
+    }
+
+    /// The table of `snapshot` alone (no health table, certificates or previous table).
+    #[cfg(test)]
+    pub(crate) fn for_tests(snapshot: &Snapshot) -> Self {
+        let inputs = TableInputs {
+            health: &HealthTable::default(),
+            in_flight: &InFlight::default(),
+            pools: &mut Pools::new(Duration::from_secs(1)),
+            network: &trellis_net::Network::Loopback,
+            previous: &Routes::empty(),
+            certificates: &Certificates::default(),
+            tls: &mut TlsStore::new(),
+            identities: Arc::default(),
+            telemetry: &Telemetry::for_tests(),
+        };
+        Self::build(Arc::new(snapshot.clone()), inputs)
     }
 
     /// A target group, ready for picking.
@@ -229,6 +291,41 @@ impl ReachRoute {
     /// `x-amzn-lattice-target` for a request forwarded to target group `tg_id`.
     pub(crate) fn target_header(&self, tg_id: &str) -> Option<&headers::AddedField> {
         self.obs.target_headers.iter().find_map(|(id, v)| (id == tg_id).then_some(v))
+    }
+}
+
+// === impl Indexed ===
+
+impl<K, V> Default for Indexed<K, V> {
+    fn default() -> Self {
+        Self { places: HashMap::default(), values: Vec::new() }
+    }
+}
+
+impl<K: Hash + Eq, V> Indexed<K, V> {
+    fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.places.get(key).map(|&at| &self.values[at])
+    }
+}
+
+impl<K: Hash + Eq, V> FromIterator<(K, V)> for Indexed<K, V> {
+    /// A key given twice keeps its last value (as a map collected from the same would).
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
+        let mut map = Self::default();
+        for (key, value) in pairs {
+            match map.places.entry(key) {
+                std::collections::hash_map::Entry::Occupied(at) => map.values[*at.get()] = value,
+                std::collections::hash_map::Entry::Vacant(place) => {
+                    place.insert(map.values.len());
+                    map.values.push(value);
+                }
+            }
+        }
+        map
     }
 }
 
@@ -268,10 +365,11 @@ fn vpc_route<'s>(
             };
             Some((id.clone(), ReachRoute { service: service.clone(), auth, obs }))
         })
-        .collect::<SharedKeyMap<_>>();
+        .collect::<Indexed<_, _>>();
     let ports = |tls: bool| {
         let mut ports: Vec<u16> = reach
-            .values()
+            .values
+            .iter()
             .flat_map(|r| r.service.listeners.values())
             .filter(|l| (l.protocol != ListenerProtocol::Http) == tls)
             .map(|l| l.port)
@@ -468,6 +566,42 @@ mod tests {
         }
         assert!(routes.find("vpc-3", "a.example").is_err());
         assert!(routes.group("tg-1").is_some());
+    }
+
+    #[test]
+    fn a_route_is_found_again_by_place_only_in_the_table_that_found_it() {
+        let mut f = Fixture::new("127.88.1.1".parse().unwrap());
+        for (id, host) in [("svc-a", "a.example"), ("svc-b", "b.example"), ("svc-c", "c.example")] {
+            f.add_service(service(id, host, 18080, Action::Fixed(404)));
+        }
+        let build = |snapshot: &Snapshot| Routes::for_tests(snapshot);
+        let first = build(&f.snapshot);
+        let service_of = |found: Result<(&VpcRoute, &ReachRoute), ErrorKind>| found.map(|(_, r)| r.service.id.clone());
+        let mut found = None;
+        for host in ["a.example", "b.example", "c.example"] {
+            found = None;
+            let looked_up = service_of(first.find_again("vpc-1", host, &mut found));
+            assert_eq!(looked_up, service_of(first.find("vpc-1", host)));
+            assert!(found.is_some(), "{host}");
+            // Again, by place: the same entry.
+            let (vpc, reach) = first.find_again("vpc-1", host, &mut found).unwrap();
+            let (vpc2, reach2) = first.find("vpc-1", host).unwrap();
+            assert!(std::ptr::eq(vpc, vpc2) && std::ptr::eq(reach, reach2), "{host}");
+        }
+        // The VPC no longer reaches c.example, and reaches d.example instead: the second table
+        // has as many entries, so c.example's place in the first is one of its places, and it
+        // must not answer by it.
+        f.snapshot.vpcs.get_mut("vpc-1").unwrap().reach.remove("svc-c");
+        f.add_service(service("svc-d", "d.example", 18080, Action::Fixed(404)));
+        let second = build(&f.snapshot);
+        assert!(second.find("vpc-1", "d.example").is_ok());
+        assert_eq!(second.find_again("vpc-1", "c.example", &mut found).err(), Some(ErrorKind::UnknownHost));
+        assert_eq!(found, None);
+        // An unknown host, VPC or service is not remembered.
+        for (vpc, host) in [("vpc-1", "nowhere.example"), ("vpc-9", "a.example")] {
+            assert!(second.find_again(vpc, host, &mut found).is_err());
+            assert_eq!(found, None);
+        }
     }
 
     #[test]
