@@ -389,10 +389,11 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Driver<'h, S> {
     fn poll_slot(&mut self, index: usize) {
         // Worked on in its place (a slot is a few hundred bytes, moved out and back otherwise).
         let Some(Some(slot)) = self.slots.get_mut(index) else { return };
-        if !Self::step(&mut self.conn, &mut self.blocked, slot, index)
-            && let Some(slot) = self.slots[index].take()
-        {
-            self.finish(index, slot);
+        if !Self::step(&mut self.conn, &mut self.blocked, slot, index) {
+            let (stream, pipe) = (slot.stream, slot.pipe.take());
+            // Dropped where it is.
+            self.slots[index] = None;
+            self.finish(index, stream, pipe);
         }
     }
 
@@ -434,15 +435,15 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Driver<'h, S> {
         }
     }
 
-    /// A stream whose response has ended (or cannot go on): its slot goes. A client still
+    /// A stream whose response has ended (or cannot go on), its slot emptied. A client still
     /// sending its request is told it need not (RST_STREAM NO_ERROR, RFC 9113 §8.1).
-    fn finish(&mut self, index: usize, slot: Slot) {
+    fn finish(&mut self, index: usize, stream: u32, pipe: Option<Arc<Pipe>>) {
         self.free.push(index);
-        self.by_stream.remove(&slot.stream);
-        if self.conn.is_open(slot.stream) {
-            self.conn.reset(slot.stream, Reason::NO_ERROR);
+        self.by_stream.remove(&stream);
+        if self.conn.is_open(stream) {
+            self.conn.reset(stream, Reason::NO_ERROR);
         }
-        if let Some(pipe) = slot.pipe {
+        if let Some(pipe) = pipe {
             pipe.close(false);
         }
     }
