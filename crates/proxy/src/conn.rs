@@ -201,6 +201,15 @@ pub(crate) struct Session {
     last_host: LastHost,
     /// The buffer of the last record's request text, for the next record's.
     record_text: Vec<u8>,
+    /// The field lists of the last request and response heads, for the next ones.
+    pub(crate) spare_fields: SpareFields,
+}
+
+/// Field lists kept between a connection's heads ([`crate::h1::parse_request_into`]).
+#[derive(Default)]
+pub(crate) struct SpareFields {
+    pub(crate) request: Vec<crate::h1::Field>,
+    pub(crate) response: Vec<crate::h1::Field>,
 }
 
 /// How an exchange left the connection.
@@ -262,6 +271,7 @@ pub(crate) async fn serve(
         active: None,
         last_host: LastHost::default(),
         record_text: Vec::new(),
+        spare_fields: SpareFields::default(),
     };
     s.active = s.conn.service_stats.as_ref().map(RouteStats::connected);
     let current = routes.borrow().clone();
@@ -325,7 +335,8 @@ impl Session {
                 if self.guard.is_poisoned() {
                     return Err(ErrorKind::BadFraming);
                 }
-                if let Some(head) = crate::h1::parse_request(self.rbuf.bytes(), self.config.max_headers)? {
+                let (buf, spare) = (self.rbuf.bytes(), &mut self.spare_fields.request);
+                if let Some(head) = crate::h1::parse_request_into(buf, self.config.max_headers, spare)? {
                     return Ok(Some(head));
                 }
             }
@@ -450,6 +461,7 @@ impl Session {
                 self.record_text = text;
             }
         }
+        crate::h1::give_back(&mut self.spare_fields.request, head.fields);
         if !self.out.is_empty() && self.flush().await.is_err() {
             return Next::Close;
         }

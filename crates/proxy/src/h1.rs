@@ -295,8 +295,38 @@ impl Drop for Buf {
 
 // === parsing ===
 
+/// `spare`, emptied, with room for `len` fields (a new list if it had none).
+fn reuse(spare: &mut Vec<Field>, len: usize) -> Vec<Field> {
+    let mut fields = std::mem::take(spare);
+    fields.clear();
+    fields.reserve(len);
+    fields
+}
+
+/// Gives a head's field list back to `spare` for the next head, unless a head of many fields
+/// made it large.
+pub(crate) fn give_back(spare: &mut Vec<Field>, fields: Vec<Field>) {
+    if fields.capacity() <= KEPT_FIELDS {
+        *spare = fields;
+    }
+}
+
+/// The most fields a kept list has room for (a kilobyte and a half).
+const KEPT_FIELDS: usize = 40;
+
 /// Parses the request head at the start of `buf`: `Ok(None)` while it is incomplete.
 pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Result<Option<RequestHead>, ErrorKind> {
+    parse_request_into(buf, max_headers, &mut Vec::new())
+}
+
+/// [`parse_request`], its fields put in `spare` (emptied first; taken once the head is
+/// complete): a connection gives each head's list back for the next, not allocating one a
+/// request.
+pub(crate) fn parse_request_into(
+    buf: &[u8],
+    max_headers: usize,
+    spare: &mut Vec<Field>,
+) -> Result<Option<RequestHead>, ErrorKind> {
     // Uninitialised: httparse writes the fields it finds (4 KB of zeros a request otherwise).
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 100];
     let mut heap;
@@ -322,7 +352,7 @@ pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Result<Option<Req
         method: at(method.as_bytes()),
         target: at(target.as_bytes()),
         minor,
-        fields: Vec::with_capacity(req.headers.len()),
+        fields: reuse(spare, req.headers.len()),
         framing: Framing::Empty,
         keep_alive: minor == 1,
         expects_continue: false,
@@ -371,6 +401,11 @@ pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Result<Option<Req
 /// Parses the response head at the start of `buf`: `Ok(None)` while it is incomplete, `Err`
 /// when it is not HTTP.
 pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, ()> {
+    parse_response_into(buf, &mut Vec::new())
+}
+
+/// [`parse_response`], its fields put in `spare` as [`parse_request_into`] does.
+pub(crate) fn parse_response_into(buf: &[u8], spare: &mut Vec<Field>) -> Result<Option<ResponseHead>, ()> {
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
     let mut res = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, &mut storage) {
@@ -384,7 +419,7 @@ pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, ()> {
         len,
         status,
         reason: at(res.reason.unwrap_or_default().as_bytes()),
-        fields: Vec::with_capacity(res.headers.len()),
+        fields: reuse(spare, res.headers.len()),
         framing: Framing::Close,
         keep_alive: minor == 1,
     };
@@ -693,6 +728,35 @@ mod tests {
             at += step.used;
         }
         Ok((out, d.is_done(), at))
+    }
+
+    #[test]
+    fn a_field_list_given_back_is_the_next_heads() {
+        let names =
+            |buf: &[u8], fields: &[Field]| fields.iter().map(|f| buf[f.name.clone()].to_vec()).collect::<Vec<_>>();
+        let mut spare = Vec::new();
+        let first = b"GET / HTTP/1.1\r\nHost: a\r\nX-One: 1\r\nX-Two: 2\r\n\r\n";
+        let head = parse_request_into(first, 100, &mut spare).unwrap().unwrap();
+        let list = head.fields.as_ptr();
+        give_back(&mut spare, head.fields);
+        // An incomplete head leaves the list where it is.
+        assert!(parse_request_into(b"GET / HTTP/1.1\r\nHost: b\r\n", 100, &mut spare).unwrap().is_none());
+        assert_eq!((spare.as_ptr(), spare.len()), (list, 3));
+        // The next head gets the same list, holding its own fields only.
+        let second = b"GET / HTTP/1.1\r\nHost: b\r\n\r\n";
+        let head = parse_request_into(second, 100, &mut spare).unwrap().unwrap();
+        assert_eq!(head.fields.as_ptr(), list);
+        assert_eq!(names(second, &head.fields), [b"Host".to_vec()]);
+        assert!(spare.is_empty());
+        give_back(&mut spare, head.fields);
+        let response = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let head = parse_response_into(response, &mut spare).unwrap().unwrap();
+        assert_eq!((head.fields.as_ptr(), names(response, &head.fields)), (list, vec![b"Content-Length".to_vec()]));
+        // A list made large by a head of many fields is not kept.
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X-A: 1\r\n".repeat(KEPT_FIELDS + 1));
+        let head = parse_request_into(many.as_bytes(), 100, &mut spare).unwrap().unwrap();
+        give_back(&mut spare, head.fields);
+        assert_eq!(spare.capacity(), 0);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use super::InFlightGuard;
 use crate::conn::{Event, Expired, Next, Session};
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::Upstream;
-use crate::h1::{Buf, ChunkDecoder, Framing, RequestHead, parse_response, response_framing};
+use crate::h1::{Buf, ChunkDecoder, Framing, RequestHead, parse_response_into, response_framing};
 use crate::headers::{self, ClientFraming, Forwarded};
 use crate::request::Forward;
 
@@ -425,7 +425,7 @@ impl Session {
             match &mut x.resp {
                 Resp::Head => {
                     if !self.ubuf.is_empty() {
-                        match parse_response(self.ubuf.bytes()) {
+                        match parse_response_into(self.ubuf.bytes(), &mut self.spare_fields.response) {
                             Err(()) => return Poll::Ready(Outcome::Failed(ErrorKind::UpstreamBroken)),
                             Ok(Some(h)) if h.status == 101 => {
                                 // The proxy never asks a target to upgrade (it strips `Upgrade`).
@@ -457,6 +457,7 @@ impl Session {
                                 x.target_keeps = crate::h1::target_keeps(&h, framing);
                                 headers::write_response(&mut self.out, self.ubuf.bytes(), &h, client, request_id, keep);
                                 self.ubuf.consume(h.len);
+                                crate::h1::give_back(&mut self.spare_fields.response, h.fields);
                                 let left = match framing {
                                     Framing::Length(n) => n,
                                     _ => 0,
