@@ -473,22 +473,84 @@ async fn pause(stop: &mut watch::Receiver<bool>, how_long: Duration) -> bool {
 }
 
 /// The data plane's [`HealthSink`]: queues reports for a task that writes them to the store.
+/// Reports the store did not take are kept (the last status of each target) and written again,
+/// sooner or later as the store keeps failing: the data plane says a status once, when it
+/// changes, so one lost write would leave `ListTargets` (and ECS, which replaces tasks by it)
+/// with a stale status for as long as the target's health stays the same.
 pub struct StoreSink {
     tx: mpsc::UnboundedSender<Vec<HealthReport>>,
 }
 
+/// How long the first retry of reports the store did not take waits, and the longest wait.
+const REPORT_RETRY_FIRST: Duration = Duration::from_millis(100);
+const REPORT_RETRY_MOST: Duration = Duration::from_secs(5);
+
+/// Which target, of which account in which region.
+type ReportedTarget = (String, String, TargetKey);
+
+/// Reports waiting to be written: the last status of each target, and the drained targets.
+#[derive(Default)]
+struct PendingReports {
+    statuses: BTreeMap<ReportedTarget, TargetHealth>,
+    drained: BTreeSet<ReportedTarget>,
+}
+
+impl PendingReports {
+    fn add(&mut self, reports: Vec<HealthReport>) {
+        for report in reports {
+            match report {
+                HealthReport::Status { region, account, key, health } => {
+                    self.statuses.insert((region, account, key), health);
+                }
+                HealthReport::Drained { region, account, key } => {
+                    self.drained.insert((region, account, key));
+                }
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.statuses.is_empty() && self.drained.is_empty()
+    }
+}
+
 impl StoreSink {
-    /// The sink, and the task that drains it into `store` as `node`.
+    /// The sink, and the task that drains it into `store` as `node` (it ends when the sink is
+    /// dropped).
     pub fn new(store: Arc<dyn Store>, node: String) -> (Arc<Self>, impl std::future::Future<Output = ()>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<HealthReport>>();
         let task = async move {
-            while let Some(mut batch) = rx.recv().await {
+            let mut pending = PendingReports::default();
+            let mut retry = REPORT_RETRY_FIRST;
+            loop {
+                if pending.is_empty() {
+                    let Some(batch) = rx.recv().await else { return };
+                    pending.add(batch);
+                } else {
+                    // Reports the store did not take: new ones join them until it is time to
+                    // try again.
+                    let at = tokio::time::Instant::now() + retry;
+                    loop {
+                        tokio::select! {
+                            batch = rx.recv() => match batch {
+                                Some(batch) => pending.add(batch),
+                                None => return,
+                            },
+                            () = tokio::time::sleep_until(at) => break,
+                        }
+                    }
+                }
                 // Take whatever else is queued too: statuses are written many per transaction.
                 while let Ok(more) = rx.try_recv() {
-                    batch.extend(more);
+                    pending.add(more);
                 }
-                if let Err(e) = write_reports(store.as_ref(), &node, batch).await {
-                    tracing::warn!(error = %e, "cannot record health reports");
+                match write_reports(store.as_ref(), &node, std::mem::take(&mut pending)).await {
+                    Ok(()) => retry = REPORT_RETRY_FIRST,
+                    Err((e, left)) => {
+                        tracing::warn!(error = %e, in_a = ?retry, "cannot record health reports; trying again");
+                        pending = left;
+                        retry = (retry * 2).min(REPORT_RETRY_MOST);
+                    }
                 }
             }
         };
@@ -503,34 +565,49 @@ impl HealthSink for StoreSink {
     }
 }
 
+/// Writes `reports`: the drained targets' removals, then the statuses. What the store did not
+/// take comes back with the first error.
 async fn write_reports(
     store: &dyn Store,
     node: &str,
-    reports: Vec<HealthReport>,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    reports: PendingReports,
+) -> Result<(), (Box<dyn std::error::Error + Send + Sync>, PendingReports)> {
     use trellis_control::health::{self, StatusUpdate, TargetRef};
-    let mut statuses = Vec::new();
-    for report in &reports {
-        match report {
-            HealthReport::Status { region, account, key, health: h } => statuses.push(StatusUpdate {
-                target: TargetRef {
-                    region,
-                    account,
-                    target_group_id: &key.target_group_id,
-                    target_id: &key.target_id,
-                    port: key.port,
-                },
-                status: health_status_name(h.status),
-                reason: h.reason,
-            }),
-            HealthReport::Drained { region, account, key } => {
-                health::remove_drained(store, node, region, account, &key.target_group_id, &key.target_id, key.port)
-                    .await?;
-            }
+    let mut left = PendingReports::default();
+    let mut error: Option<Box<dyn std::error::Error + Send + Sync>> = None;
+    for (region, account, key) in reports.drained {
+        let removed =
+            health::remove_drained(store, node, &region, &account, &key.target_group_id, &key.target_id, key.port);
+        if let Err(e) = removed.await {
+            error.get_or_insert(e.into());
+            left.drained.insert((region, account, key));
         }
     }
-    health::record_statuses(store, node, &statuses).await?;
-    Ok(())
+    let statuses: Vec<StatusUpdate<'_>> = reports
+        .statuses
+        .iter()
+        .map(|((region, account, key), h)| StatusUpdate {
+            target: TargetRef {
+                region,
+                account,
+                target_group_id: &key.target_group_id,
+                target_id: &key.target_id,
+                port: key.port,
+            },
+            status: health_status_name(h.status),
+            reason: h.reason,
+        })
+        .collect();
+    let written = health::record_statuses(store, node, &statuses).await;
+    drop(statuses);
+    if let Err(e) = written {
+        error.get_or_insert(e.into());
+        left.statuses = reports.statuses;
+    }
+    match error {
+        None => Ok(()),
+        Some(e) => Err((e, left)),
+    }
 }
 
 /// The `TargetStatus` enum value of a status.
@@ -653,6 +730,61 @@ mod tests {
             let _ = self.stop.send(true);
             tokio::time::timeout(Duration::from_secs(5), self.task).await.unwrap().unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn health_reports_the_store_did_not_take_are_written_once_it_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = SqliteStore::open(&dir.path().join("store.db"), Default::default()).unwrap();
+        let base = "r/us-east-1/000000000000/";
+        let (tg, ip) = ("tg-0123456789abcdef0", "10.0.0.7");
+        for port in [80, 81] {
+            let target = serde_json::json!({"id": ip, "port": port, "registeredAt": 1});
+            let key = format!("{base}target/{tg}/{ip}/{port:05}");
+            store_put(&inner, key, target.to_string().into_bytes()).await;
+        }
+        let store = Arc::new(Flaky { inner: inner.clone(), down: Arc::new(AtomicBool::new(true)) });
+        let (sink, task) = StoreSink::new(store.clone(), "n1".into());
+        let task = tokio::spawn(task);
+        let report = |port, status| HealthReport::Status {
+            region: "us-east-1".into(),
+            account: "000000000000".into(),
+            key: TargetKey { target_group_id: tg.into(), target_id: ip.into(), port },
+            health: TargetHealth { status, reason: None },
+        };
+        let recorded = |port: u16| {
+            let inner = inner.clone();
+            async move {
+                let key = format!("{base}health/{tg}/{ip}/{port:05}/n1");
+                inner.get(&key).await.unwrap().map(|kv| String::from_utf8(kv.value).unwrap())
+            }
+        };
+        // The store is down: the reports are not written, and later ones join them (the last
+        // status of a target wins).
+        sink.report(vec![report(80, trellis_proxy::HealthStatus::Initial)]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sink.report(vec![
+            report(80, trellis_proxy::HealthStatus::Healthy),
+            report(81, trellis_proxy::HealthStatus::Unhealthy),
+        ]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(recorded(80).await, None);
+        // Once it answers again, they are written without the data plane saying them again.
+        store.down.store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while recorded(81).await.is_none() {
+            assert!(Instant::now() < deadline, "the reports were never written");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(recorded(80).await.as_deref(), Some(r#"{"status":"HEALTHY"}"#));
+        assert_eq!(recorded(81).await.as_deref(), Some(r#"{"status":"UNHEALTHY"}"#));
+        // The task ends with the sink.
+        drop(sink);
+        tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+    }
+
+    async fn store_put(store: &SqliteStore, key: String, value: Vec<u8>) {
+        store.txn(Txn { success: vec![Op::Put(key, value)], ..Txn::default() }).await.unwrap();
     }
 
     #[tokio::test]

@@ -71,7 +71,25 @@ impl Lattice {
     }
 
     /// POSTs `body` to `path` of the Lattice API in `region`; the JSON answer, or the error.
+    /// Calls the API, again (a few times, over some three seconds) while it answers with a
+    /// status that says to try later (throttled, or unavailable for now): every call made here
+    /// may be repeated, and a task whose registration was lost for good would run outside its
+    /// target group until it stopped.
     async fn call(&self, region: &str, path: &str, body: Value) -> Result<Value, String> {
+        let mut wait = RETRY_FIRST;
+        loop {
+            match self.call_once(region, path, &body).await {
+                Err(Failure { message, again: true }) if wait <= RETRY_LAST => {
+                    tracing::debug!(%path, error = %message, "the Lattice API asks to try again");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                answer => return answer.map_err(|f| f.message),
+            }
+        }
+    }
+
+    async fn call_once(&self, region: &str, path: &str, body: &Value) -> Result<Value, Failure> {
         let scope = format!(
             "AWS4-HMAC-SHA256 Credential=ECS/20240101/{region}/vpc-lattice/aws4_request, SignedHeaders=host, \
              Signature=0"
@@ -81,19 +99,96 @@ impl Lattice {
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::AUTHORIZATION, scope)
             .body(Body::from(body.to_string()))
-            .map_err(|e| e.to_string())?;
-        let response = self.router.clone().oneshot(request).await.map_err(|e| e.to_string())?;
+            .map_err(|e| Failure { message: e.to_string(), again: false })?;
+        let response = self.router.clone().oneshot(request).await.map_err(|e| Failure::again(e.to_string()))?;
         let status = response.status();
-        let bytes = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let bytes = response.into_body().collect().await.map_err(|e| Failure::again(e.to_string()))?.to_bytes();
         let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if !status.is_success() {
-            return Err(format!("{status}: {}", json["message"].as_str().unwrap_or("")));
+            let message = format!("{status}: {}", json["message"].as_str().unwrap_or(""));
+            let again =
+                status == http::StatusCode::TOO_MANY_REQUESTS || matches!(status.as_u16(), 500 | 502 | 503 | 504);
+            return Err(Failure { message, again });
         }
         Ok(json)
+    }
+}
+
+/// The first wait before a call is made again, and the last (they double between).
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const RETRY_LAST: std::time::Duration = std::time::Duration::from_millis(1600);
+
+/// A call that failed, and whether the same call may succeed later.
+struct Failure {
+    message: String,
+    again: bool,
+}
+
+impl Failure {
+    fn again(message: String) -> Self {
+        Self { message, again: true }
     }
 }
 
 /// Percent-encodes a path segment or query value (ARNs hold ':' and '/').
 fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::routing::post;
+    use http::StatusCode;
+
+    use super::*;
+
+    /// A Lattice API whose RegisterTargets answers `first` to its first `times` calls, then
+    /// registers; and how many calls it had.
+    fn api(first: StatusCode, times: usize) -> (Lattice, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let router = Router::new().route(
+            "/targetgroups/{id}/registertargets",
+            post(move || {
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < times {
+                        (first, axum::Json(json!({ "message": "not now" })))
+                    } else {
+                        (StatusCode::OK, axum::Json(json!({ "successful": [], "unsuccessful": [] })))
+                    }
+                }
+            }),
+        );
+        (Lattice::new(router, "127.0.0.1:1".into()), calls)
+    }
+
+    #[tokio::test]
+    async fn a_call_the_api_asks_to_make_later_is_made_again() {
+        for status in
+            [StatusCode::TOO_MANY_REQUESTS, StatusCode::SERVICE_UNAVAILABLE, StatusCode::INTERNAL_SERVER_ERROR]
+        {
+            let (lattice, calls) = api(status, 2);
+            lattice.register("us-east-1", "tg-1", "10.0.0.1", 80).await.unwrap();
+            assert_eq!(calls.load(Ordering::SeqCst), 3, "{status}");
+        }
+        // A bounded number of times: five waits, then the failure.
+        let (lattice, calls) = api(StatusCode::SERVICE_UNAVAILABLE, usize::MAX);
+        let e = lattice.register("us-east-1", "tg-1", "10.0.0.1", 80).await.unwrap_err();
+        assert!(e.starts_with("503"), "{e}");
+        assert_eq!(calls.load(Ordering::SeqCst), 6);
+    }
+
+    #[tokio::test]
+    async fn a_refused_call_is_not_made_again() {
+        for status in [StatusCode::BAD_REQUEST, StatusCode::NOT_FOUND, StatusCode::CONFLICT] {
+            let (lattice, calls) = api(status, 1);
+            let e = lattice.register("us-east-1", "tg-1", "10.0.0.1", 80).await.unwrap_err();
+            assert!(e.starts_with(status.as_str()), "{e}");
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "{status}");
+        }
+    }
 }
