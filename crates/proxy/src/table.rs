@@ -541,22 +541,8 @@ mod tests {
         // A second VPC that reaches only svc-b; a third without ingress.
         f.add_vpc("vpc-2", Some("127.88.1.2".parse().unwrap()), &["svc-b"]);
         f.add_vpc("vpc-3", None, &["svc-a"]);
-        let snapshot = Arc::new(f.snapshot.clone());
-        let mut pools = Pools::new(Duration::from_secs(1));
-        let routes = Routes::build(
-            snapshot.clone(),
-            TableInputs {
-                health: &HealthTable::default(),
-                in_flight: &InFlight::default(),
-                pools: &mut pools,
-                network: &trellis_net::Network::Loopback,
-                previous: &Routes::empty(),
-                certificates: &Certificates::default(),
-                tls: &mut TlsStore::new(),
-                identities: Arc::default(),
-                telemetry: &Telemetry::for_tests(),
-            },
-        );
+        let snapshot = &f.snapshot;
+        let routes = Routes::for_tests(snapshot);
         for vpc in ["vpc-1", "vpc-2"] {
             for host in ["a.example", "b.example", "c.example"] {
                 let ours = routes.find(vpc, host).ok().map(|(_, r)| r.service.id.clone());
