@@ -18,3 +18,6 @@ pub mod netmgr;
 pub mod status;
 pub mod vpc;
 pub mod watch;
+
+#[cfg(test)]
+mod testing;

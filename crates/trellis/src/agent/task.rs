@@ -124,6 +124,34 @@ pub(super) fn spawn(
     Handle { stop, pids, join }
 }
 
+/// How long a task actor keeps trying to update its task's record while the store fails: a
+/// blip (an etcd leader election, a busy database) passes well within it, and a server
+/// stopping while its store is gone waits no longer than this for its tasks.
+const STORE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// [`runtime::update_task`], made again while the store fails (for up to [`STORE_PATIENCE`],
+/// waiting 100 ms, doubling to 2 s): an actor that gave up at the first failed write would
+/// leave its task's record as it stood (PENDING or ACTIVATING and never replaced, or RUNNING
+/// after its process ended).
+async fn update_task(
+    store: &dyn Store,
+    arn: &str,
+    mut f: impl FnMut(&mut Task) -> bool + Send,
+) -> Result<Option<Task>, trellis_store::Error> {
+    let started = tokio::time::Instant::now();
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match runtime::update_task(store, arn, &mut f).await {
+            Err(e) if started.elapsed() < STORE_PATIENCE => {
+                tracing::warn!(task = %arn, error = %e, "task record could not be updated; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// The life of one task.
 async fn run(
     ctx: &Ctx,
@@ -141,7 +169,7 @@ async fn run(
         Ok(c) => c,
         Err(reason) => {
             let t = now();
-            runtime::update_task(store, &arn, |t_| {
+            update_task(store, &arn, |t_| {
                 mark_stopped(t_, t, &reason, "TaskFailedToStart");
                 for c in &mut t_.containers {
                     c.reason = Some(reason.clone());
@@ -156,7 +184,7 @@ async fn run(
         Ok(net) => net,
         Err(reason) => {
             let t = now();
-            runtime::update_task(store, &arn, |t_| {
+            update_task(store, &arn, |t_| {
                 mark_stopped(t_, t, &reason, "TaskFailedToStart");
                 true
             })
@@ -173,7 +201,7 @@ async fn run(
         Net::Loopback(a) => TaskNet::Loopback { address: IpAddr::V4(*a), low_port_offset: ctx.port_offset() },
     };
     let pulled = now();
-    runtime::update_task(store, &arn, |t| {
+    update_task(store, &arn, |t| {
         t.last_status = status::PENDING.into();
         t.pull_started_at = Some(pulled);
         t.pull_stopped_at = Some(pulled);
@@ -198,7 +226,7 @@ async fn run(
             let reason = format!("CannotStartContainerError: {e}");
             release(ctx, &net).await;
             let t = now();
-            runtime::update_task(store, &arn, |t_| {
+            update_task(store, &arn, |t_| {
                 mark_stopped(t_, t, &reason, "TaskFailedToStart");
                 true
             })
@@ -208,7 +236,7 @@ async fn run(
     };
     *pids.lock().unwrap_or_else(|p| p.into_inner()) = running.pids();
     let started = now();
-    runtime::update_task(store, &arn, |t| {
+    update_task(store, &arn, |t| {
         t.last_status = if lattice.is_empty() { status::RUNNING } else { status::ACTIVATING }.into();
         for c in &mut t.containers {
             c.last_status = status::RUNNING.into();
@@ -241,7 +269,7 @@ async fn run(
     }
     if !lattice.is_empty() {
         let at = now();
-        runtime::update_task(store, &arn, |t| {
+        update_task(store, &arn, |t| {
             t.last_status = status::RUNNING.into();
             t.started_at = Some(at);
             t.version += 1;
@@ -259,7 +287,7 @@ async fn run(
         reason = wait_stop(&mut stop) => (reason, "", None),
     };
     let stopping = now();
-    runtime::update_task(store, &arn, |t| {
+    update_task(store, &arn, |t| {
         t.last_status = status::DEACTIVATING.into();
         t.desired_status = status::STOPPED.into();
         t.stopping_at.get_or_insert(stopping);
@@ -282,7 +310,7 @@ async fn run(
     if exited.is_none() && reason != SERVER_STOPPING {
         drain(ctx, &registered).await;
     }
-    runtime::update_task(store, &arn, |t| {
+    update_task(store, &arn, |t| {
         t.last_status = status::STOPPING.into();
         t.version += 1;
         true
@@ -296,7 +324,7 @@ async fn run(
         .map_or(STOP_TIMEOUT, |s| Duration::from_secs(s.clamp(0, 120) as u64));
     let exits = running.stop(timeout).await;
     pids.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    runtime::update_task(store, &arn, |t| {
+    update_task(store, &arn, |t| {
         t.last_status = status::DEPROVISIONING.into();
         t.version += 1;
         true
@@ -304,7 +332,7 @@ async fn run(
     .await?;
     release(ctx, &net).await;
     let stopped = now();
-    runtime::update_task(store, &arn, |t| {
+    update_task(store, &arn, |t| {
         record_exits(t, &exits);
         mark_stopped(t, stopped, &reason, "");
         true
@@ -562,7 +590,39 @@ pub(super) fn uuid() -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use trellis_store::{Op, SqliteStore, StoreExt, Txn};
+
     use super::*;
+    use crate::testing::Flaky;
+
+    #[tokio::test]
+    async fn a_task_record_is_updated_once_the_store_answers_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = SqliteStore::open(&dir.path().join("store.db"), Default::default()).unwrap();
+        let arn = "arn:aws:ecs:us-east-1:000000000000:task/c1/0123456789abcdef0123456789abcdef";
+        let key = "ecs/us-east-1/000000000000/task/c1/0123456789abcdef0123456789abcdef";
+        let task = Task { task_arn: arn.into(), last_status: status::PENDING.into(), version: 1, ..Task::default() };
+        let put = Txn { success: vec![Op::Put(key.into(), serde_json::to_vec(&task).unwrap())], ..Txn::default() };
+        inner.txn(put).await.unwrap();
+        let store = Arc::new(Flaky { inner: inner.clone(), down: Arc::new(AtomicBool::new(true)) });
+        let down = store.down.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            down.store(false, Ordering::SeqCst);
+        });
+        let updated = update_task(store.as_ref(), arn, |t| {
+            t.last_status = status::RUNNING.into();
+            true
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(updated.last_status, status::RUNNING);
+        let stored: Task = serde_json::from_slice(&inner.get(key).await.unwrap().unwrap().value).unwrap();
+        assert_eq!((stored.last_status.as_str(), stored.version), (status::RUNNING, 2));
+    }
 
     #[test]
     fn images_resolve_or_cannot_be_pulled() {
