@@ -71,10 +71,10 @@ impl Lattice {
     }
 
     /// POSTs `body` to `path` of the Lattice API in `region`; the JSON answer, or the error.
-    /// Calls the API, again (a few times, over some three seconds) while it answers with a
-    /// status that says to try later (throttled, or unavailable for now): every call made here
-    /// may be repeated, and a task whose registration was lost for good would run outside its
-    /// target group until it stopped.
+    /// While the API answers that the call should be tried later (throttled, or unavailable for
+    /// now) it is made again, a few times over some three seconds: every call made here may be
+    /// repeated, and a task whose registration was lost for good would run outside its target
+    /// group until it stopped.
     async fn call(&self, region: &str, path: &str, body: Value) -> Result<Value, String> {
         let mut wait = RETRY_FIRST;
         loop {
