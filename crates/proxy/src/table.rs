@@ -42,6 +42,11 @@ type FastMap<V> = HashMap<String, V, FastState>;
 /// Each table's number ([`Routes::id`]).
 static TABLES: AtomicU64 = AtomicU64::new(1);
 
+/// A number no table of this process had before.
+fn next_table() -> u64 {
+    TABLES.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Values found by key through a hash map, and again by their place without hashing (see
 /// [`Found`]).
 struct Indexed<K, V> {
@@ -165,7 +170,7 @@ impl Routes {
     /// A table that routes nothing.
     pub(crate) fn empty() -> Self {
         Self {
-            id: TABLES.fetch_add(1, Ordering::Relaxed),
+            id: next_table(),
             snapshot: Arc::new(Snapshot::default()),
             vpcs: Indexed::default(),
             groups: FastMap::default(),
@@ -190,7 +195,7 @@ impl Routes {
         let tls = inputs.tls.configs(inputs.certificates);
         let identities = inputs.identities.clone();
         let groups = build_groups(&snapshot, inputs);
-        Self { id: TABLES.fetch_add(1, Ordering::Relaxed), snapshot, vpcs, groups, tls, identities }
+        Self { id: next_table(), snapshot, vpcs, groups, tls, identities }
     }
 
     /// Whether a connection to one of `ports` from `vpc_id` may be TLS.
@@ -560,8 +565,7 @@ mod tests {
         for (id, host) in [("svc-a", "a.example"), ("svc-b", "b.example"), ("svc-c", "c.example")] {
             f.add_service(service(id, host, 18080, Action::Fixed(404)));
         }
-        let build = |snapshot: &Snapshot| Routes::for_tests(snapshot);
-        let first = build(&f.snapshot);
+        let first = Routes::for_tests(&f.snapshot);
         let service_of = |found: Result<(&VpcRoute, &ReachRoute), ErrorKind>| found.map(|(_, r)| r.service.id.clone());
         let mut found = None;
         for host in ["a.example", "b.example", "c.example"] {
@@ -579,7 +583,7 @@ mod tests {
         // must not answer by it.
         f.snapshot.vpcs.get_mut("vpc-1").unwrap().reach.remove("svc-c");
         f.add_service(service("svc-d", "d.example", 18080, Action::Fixed(404)));
-        let second = build(&f.snapshot);
+        let second = Routes::for_tests(&f.snapshot);
         assert!(second.find("vpc-1", "d.example").is_ok());
         assert_eq!(second.find_again("vpc-1", "c.example", &mut found).err(), Some(ErrorKind::UnknownHost));
         assert_eq!(found, None);

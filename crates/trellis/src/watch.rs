@@ -547,7 +547,7 @@ impl StoreSink {
                 match write_reports(store.as_ref(), &node, std::mem::take(&mut pending)).await {
                     Ok(()) => retry = REPORT_RETRY_FIRST,
                     Err((e, left)) => {
-                        tracing::warn!(error = %e, in_a = ?retry, "cannot record health reports; trying again");
+                        tracing::warn!(error = %e, retry_in = ?retry, "cannot record health reports; trying again");
                         pending = left;
                         retry = (retry * 2).min(REPORT_RETRY_MOST);
                     }
@@ -685,8 +685,13 @@ mod tests {
         let inner = SqliteStore::open(&dir.path().join("store.db"), Default::default()).unwrap();
         let base = "r/us-east-1/000000000000/";
         let (tg, ip) = ("tg-0123456789abcdef0", "10.0.0.7");
-        for port in [80, 81] {
-            let target = serde_json::json!({"id": ip, "port": port, "registeredAt": 1});
+        // Three targets (the group's counter says so), the one on port 82 draining.
+        store_put(&inner, format!("{base}count/target/{tg}"), b"3".to_vec()).await;
+        for port in [80, 81, 82] {
+            let mut target = serde_json::json!({"id": ip, "port": port, "registeredAt": "2026-12-07T10:00:00.000Z"});
+            if port == 82 {
+                target["drainingSince"] = "2026-12-07T10:00:01.000Z".into();
+            }
             let key = format!("{base}target/{tg}/{ip}/{port:05}");
             store_put(&inner, key, target.to_string().into_bytes()).await;
         }
@@ -698,6 +703,10 @@ mod tests {
             account: "000000000000".into(),
             key: TargetKey { target_group_id: tg.into(), target_id: ip.into(), port },
             health: TargetHealth { status, reason: None },
+        };
+        let target = |port: u16| {
+            let inner = inner.clone();
+            async move { inner.get(&format!("{base}target/{tg}/{ip}/{port:05}")).await.unwrap() }
         };
         let recorded = |port: u16| {
             let inner = inner.clone();
@@ -713,9 +722,17 @@ mod tests {
         sink.report(vec![
             report(80, trellis_proxy::HealthStatus::Healthy),
             report(81, trellis_proxy::HealthStatus::Unhealthy),
+            HealthReport::Drained {
+                region: "us-east-1".into(),
+                account: "000000000000".into(),
+                key: TargetKey { target_group_id: tg.into(), target_id: ip.into(), port: 82 },
+            },
         ]);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Long enough for the store to refuse these at least once (it is tried again after
+        // 100, 200, 400 and 800 ms).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         assert_eq!(recorded(80).await, None);
+        assert!(target(82).await.is_some());
         // Once it answers again, they are written without the data plane saying them again.
         store.down.store(false, Ordering::SeqCst);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -725,6 +742,12 @@ mod tests {
         }
         assert_eq!(recorded(80).await.as_deref(), Some(r#"{"status":"HEALTHY"}"#));
         assert_eq!(recorded(81).await.as_deref(), Some(r#"{"status":"UNHEALTHY"}"#));
+        // The drained target's removal was made again too (no proxy node is live: nobody else
+        // has to say so).
+        while target(82).await.is_some() {
+            assert!(Instant::now() < deadline, "the drained target was never removed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         // The task ends with the sink.
         drop(sink);
         tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
