@@ -162,10 +162,20 @@ const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long the writer lets records gather before it takes them.
 const BATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// How much of a destination file is given blocks at a time, ahead of its writes (its size
+/// The most of a destination file given blocks at a time, ahead of its writes (its size
 /// unchanged): a file that gets its blocks as it grows costs the filesystem a reservation
 /// for each page written (ext4's delayed allocation), a fifth of the writer's time a record.
+/// A file opened gets [`FIRST_PREALLOCATE`] first, then as much again as it was given since it
+/// was opened, up to this: a busy destination soon gets its blocks 4 MiB at a time, while one
+/// that gets a record now and then holds little more than it has.
 const PREALLOCATE: u64 = 4 << 20;
+const FIRST_PREALLOCATE: u64 = 64 << 10;
+
+/// How long a destination file stays open after its last record: then it is closed (its
+/// blocks past its end given back) and opened again by its next record. Destinations come and
+/// go with subscriptions; the writer is not told, so without this each one it ever wrote would
+/// keep a descriptor, and blocks allocated ahead, for as long as the process runs.
+const CLOSE_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The request path's end of the writer.
 pub(crate) struct AccessLog {
@@ -232,9 +242,13 @@ struct Recent {
 struct Open {
     file: File,
     size: u64,
+    /// Its size when it was opened.
+    opened_at: u64,
     /// How far the file has blocks allocated ahead of its writes (at least `size`); `None`
     /// once its filesystem refused to preallocate.
     allocated: Option<u64>,
+    /// When a record was last written to it (or it was opened).
+    used: std::time::Instant,
 }
 
 /// A write that failed, with the number of lines it left unwritten.
@@ -282,6 +296,15 @@ fn listener_fields(id: &str, protocol: &str) -> Fields {
 impl AccessLog {
     /// Starts the writer thread.
     pub(crate) fn start(config: AccessLogConfig, stats: Arc<ProcessStats>) -> Self {
+        Self::start_closing_idle_after(config, stats, CLOSE_IDLE_AFTER)
+    }
+
+    /// [`AccessLog::start`], with files closed after `close_idle_after` without a record.
+    fn start_closing_idle_after(
+        config: AccessLogConfig,
+        stats: Arc<ProcessStats>,
+        close_idle_after: std::time::Duration,
+    ) -> Self {
         let shared = Arc::new(Shared {
             pending: Mutex::default(),
             queue: config.queue.max(1),
@@ -298,6 +321,8 @@ impl AccessLog {
             files: HashMap::new(),
             failing: HashSet::new(),
             hint: (0, 0),
+            swept: std::time::Instant::now(),
+            close_idle_after,
         };
         let spawned = std::thread::Builder::new().name("access-log".into()).spawn(move || writer.run());
         let writer = match spawned {
@@ -429,6 +454,10 @@ struct Writer {
     failing: HashSet<PathBuf>,
     /// The last round's size (text bytes and lines), with some room to grow.
     hint: (usize, usize),
+    /// When files unused for `close_idle_after` were last looked for.
+    swept: std::time::Instant,
+    /// [`CLOSE_IDLE_AFTER`], but in tests.
+    close_idle_after: std::time::Duration,
 }
 
 // === impl Writer ===
@@ -463,8 +492,14 @@ impl Writer {
                     match batch {
                         Some(batch) => batch,
                         None => {
-                            std::thread::park();
+                            // Woken by a record, or in time to close the files it left open.
+                            if self.files.is_empty() {
+                                std::thread::park();
+                            } else {
+                                std::thread::park_timeout(self.close_idle_after);
+                            }
                             self.shared.idle.store(false, Ordering::SeqCst);
+                            self.close_idle();
                             continue;
                         }
                     }
@@ -480,6 +515,7 @@ impl Writer {
             }
             // Counted once in the files (written above), not before.
             self.stats.log_written.fetch_add(written, Ordering::Relaxed);
+            self.close_idle();
             if !closed {
                 // Woken early only by `close` (a record wakes a writer that found none).
                 std::thread::park_timeout(BATCH_EVERY);
@@ -490,6 +526,19 @@ impl Writer {
         let (stopped, changed) = &self.shared.stopped;
         *stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
         changed.notify_all();
+    }
+
+    /// Closes the files no record was written to for `close_idle_after` (looked for once a
+    /// second at most).
+    fn close_idle(&mut self) {
+        let now = std::time::Instant::now();
+        let every = std::time::Duration::from_secs(1).min(self.close_idle_after);
+        if now.duration_since(self.swept) < every {
+            return;
+        }
+        self.swept = now;
+        let after = self.close_idle_after;
+        self.files.retain(|_, open| now.duration_since(open.used) < after);
     }
 
     /// Takes the pending batch, if it has lines, leaving an empty one in its place: a spare
@@ -589,6 +638,7 @@ impl Writer {
                 current.preallocate(size, self.config.max_file_bytes);
                 write_lines(&current.file, text, &lines[done..done + fit]).map_err(|e| Failed(e, unwritten))?;
                 current.size = size;
+                current.used = std::time::Instant::now();
                 (done, rotated) = (done + fit, false);
                 continue;
             }
@@ -688,21 +738,23 @@ fn open(path: &Path) -> std::io::Result<Open> {
     }
     let file = OpenOptions::new().create(true).append(true).open(path)?;
     let size = file.metadata().map_or(0, |m| m.len());
-    Ok(Open { file, size, allocated: Some(size) })
+    Ok(Open { file, size, opened_at: size, allocated: Some(size), used: std::time::Instant::now() })
 }
 
 // === impl Open ===
 
 impl Open {
-    /// Gives the file blocks for its first `size` bytes if it lacks them: [`PREALLOCATE`]
-    /// more at a time, up to `limit` (where it rotates) unless `size` is past it. Nothing
-    /// changes for readers: the file's length stays what was written.
+    /// Gives the file blocks for its first `size` bytes if it lacks them: as much again as
+    /// it was given since it was opened, from [`FIRST_PREALLOCATE`] up to [`PREALLOCATE`] at a
+    /// time, up to `limit` (where it rotates) unless `size` is past it. Nothing changes for
+    /// readers: the file's length stays what was written.
     fn preallocate(&mut self, size: u64, limit: u64) {
         let Some(allocated) = self.allocated else { return };
         if size <= allocated {
             return;
         }
-        let to = (allocated + PREALLOCATE).min(limit).max(size);
+        let step = allocated.saturating_sub(self.opened_at).clamp(FIRST_PREALLOCATE, PREALLOCATE);
+        let to = (allocated + step).min(limit).max(size);
         let flags = rustix::fs::FallocateFlags::KEEP_SIZE;
         self.allocated = match rustix::fs::fallocate(&self.file, flags, allocated, to - allocated) {
             Ok(()) => Some(to),
@@ -821,6 +873,57 @@ mod tests {
         assert_eq!(log.recent(Some("svc-1"), 100).lines().count(), 5);
     }
 
+    /// The descriptors this process holds open on `path`.
+    fn open_on(path: &Path) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter(|e| e.as_ref().is_ok_and(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path)))
+            .count()
+    }
+
+    /// A destination no record went to for a while is closed, its blocks ahead given back,
+    /// while one still written to stays open (a subscription deleted, or one per churned
+    /// destination, once kept a descriptor and 4 MiB of blocks each for good); a record for a
+    /// closed one opens it again and appends.
+    #[test]
+    fn a_destination_without_records_is_closed_and_opened_again_by_the_next() {
+        let dir = tempfile_dir();
+        let stats = Arc::new(ProcessStats::default());
+        let idle = std::time::Duration::from_millis(300);
+        let log = AccessLog::start_closing_idle_after(config(&dir), stats.clone(), idle);
+        let (gone, busy) = (route(&["gone"]), route(&["busy"]));
+        let (gone_path, busy_path) = (dir.join("gone").join("n1.log"), dir.join("busy").join("n1.log"));
+        log.send(&gone, &Entry::default(), &stats);
+        log.send(&busy, &Entry::default(), &stats);
+        wait_written(&stats, 2);
+        assert_eq!((open_on(&gone_path), open_on(&busy_path)), (1, 1));
+        // `busy` gets a record every 50 ms; `gone` none. The writer sleeps between records,
+        // and also when none come at all (checked last).
+        let started = std::time::Instant::now();
+        let mut sent = 2;
+        while open_on(&gone_path) == 1 {
+            assert!(started.elapsed() < std::time::Duration::from_secs(20), "the idle file is still open");
+            log.send(&busy, &Entry::default(), &stats);
+            sent += 1;
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(started.elapsed() >= idle);
+        wait_written(&stats, sent);
+        assert_eq!(open_on(&busy_path), 1, "a destination written to stays open");
+        assert!(std::fs::metadata(&gone_path).unwrap().blocks() * 512 < 64 << 10, "blocks given back");
+        log.send(&gone, &Entry::default(), &stats);
+        wait_written(&stats, sent + 1);
+        assert_eq!(std::fs::read(&gone_path).unwrap().iter().filter(|&&b| b == b'\n').count(), 2);
+        assert_eq!(open_on(&gone_path), 1);
+        // With no records at all, the sleeping writer closes both.
+        let started = std::time::Instant::now();
+        while open_on(&gone_path) + open_on(&busy_path) > 0 {
+            assert!(started.elapsed() < std::time::Duration::from_secs(20), "files still open while idle");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(stats.log_written.load(Ordering::Relaxed), sent + 1);
+    }
+
     #[test]
     fn an_idle_writer_wakes_for_a_record_and_a_closed_log_writes_what_is_pending() {
         let dir = tempfile_dir();
@@ -885,9 +988,9 @@ mod tests {
         assert!(reader.join().unwrap() > 0);
     }
 
-    /// A destination file gets its blocks [`PREALLOCATE`] at a time, ahead of its writes,
-    /// with its length what was written; when the log closes, the blocks past its end are
-    /// given back. (Where the filesystem cannot preallocate, only the second half holds.)
+    /// A destination file gets its blocks ahead of its writes, with its length what was
+    /// written; when the log closes, the blocks past its end are given back. (Where the
+    /// filesystem cannot preallocate, only the second half holds.)
     #[test]
     fn a_file_gets_blocks_ahead_and_gives_back_those_past_its_end() {
         let dir = tempfile_dir();
@@ -910,7 +1013,7 @@ mod tests {
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.len(), written.len() as u64, "the length is what was written");
         if can_preallocate {
-            assert!(meta.blocks() * 512 >= PREALLOCATE, "{} bytes of blocks", meta.blocks() * 512);
+            assert!(meta.blocks() * 512 >= FIRST_PREALLOCATE, "{} bytes of blocks", meta.blocks() * 512);
         }
         // Dropping the log waits for the writer to close its files.
         drop(log);
@@ -919,24 +1022,37 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), written);
     }
 
-    /// Blocks come [`PREALLOCATE`] at a time and stop at the rotation size unless a write
+    /// Blocks come 64 KiB first, then as much again as the file was given since it was
+    /// opened, up to [`PREALLOCATE`] at a time, and stop at the rotation size unless a write
     /// needs more; a file whose filesystem refuses (here: opened read-only) is not asked again.
     #[test]
-    fn preallocation_steps_stop_at_the_limit_and_end_at_a_refusal() {
+    fn preallocation_steps_grow_stop_at_the_limit_and_end_at_a_refusal() {
         let dir = tempfile_dir();
+        std::fs::write(dir.join("f.log"), [b'x'; 1000]).unwrap();
         let mut open = super::open(&dir.join("f.log")).unwrap();
-        open.preallocate(10, 64 << 20);
+        assert_eq!((open.size, open.allocated), (1000, Some(1000)), "a file opened again starts at its length");
+        open.preallocate(1010, 64 << 20);
         if open.allocated.is_some() {
-            assert_eq!(open.allocated, Some(PREALLOCATE));
-            open.preallocate(PREALLOCATE, 64 << 20);
-            assert_eq!(open.allocated, Some(PREALLOCATE), "already there");
-            open.preallocate(PREALLOCATE + 1, 6 << 20);
-            assert_eq!(open.allocated, Some(6 << 20), "stops at the limit");
-            open.preallocate((6 << 20) + 100, 6 << 20);
-            assert_eq!(open.allocated, Some((6 << 20) + 100), "past the limit: what the write needs");
+            let given = |open: &Open| open.allocated.unwrap() - 1000;
+            assert_eq!(given(&open), FIRST_PREALLOCATE);
+            open.preallocate(1000 + FIRST_PREALLOCATE, 64 << 20);
+            assert_eq!(given(&open), FIRST_PREALLOCATE, "already there");
+            let mut steps = Vec::new();
+            while given(&open) < 16 << 20 {
+                let before = given(&open);
+                open.preallocate(open.allocated.unwrap() + 1, 64 << 20);
+                steps.push(given(&open) - before);
+            }
+            assert_eq!(steps[..7], [64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20]);
+            assert!(steps[7..].iter().all(|&s| s == PREALLOCATE), "{steps:?}");
+            let at = open.allocated.unwrap();
+            open.preallocate(at + 1, at + 100);
+            assert_eq!(open.allocated, Some(at + 100), "stops at the limit");
+            open.preallocate(at + 200, at + 100);
+            assert_eq!(open.allocated, Some(at + 200), "past the limit: what the write needs");
         }
         let file = File::open(dir.join("f.log")).unwrap();
-        let mut refused = Open { file, size: 0, allocated: Some(0) };
+        let mut refused = Open { file, size: 0, opened_at: 0, allocated: Some(0), used: std::time::Instant::now() };
         refused.preallocate(10, 64 << 20);
         assert_eq!(refused.allocated, None);
         refused.preallocate(PREALLOCATE * 2, 64 << 20);
