@@ -889,10 +889,13 @@ mod tests {
     fn a_destination_without_records_is_closed_and_opened_again_by_the_next() {
         let dir = tempfile_dir();
         let stats = Arc::new(ProcessStats::default());
-        let idle = std::time::Duration::from_millis(300);
+        // Long enough that a test thread held up for a while does not see a file it just
+        // wrote to closed.
+        let idle = std::time::Duration::from_secs(1);
         let log = AccessLog::start_closing_idle_after(config(&dir), stats.clone(), idle);
         let (gone, busy) = (route(&["gone"]), route(&["busy"]));
         let (gone_path, busy_path) = (dir.join("gone").join("n1.log"), dir.join("busy").join("n1.log"));
+        let first_sent = std::time::Instant::now();
         log.send(&gone, &Entry::default(), &stats);
         log.send(&busy, &Entry::default(), &stats);
         wait_written(&stats, 2);
@@ -907,7 +910,7 @@ mod tests {
             sent += 1;
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        assert!(started.elapsed() >= idle);
+        assert!(first_sent.elapsed() >= idle, "closed only once idle that long");
         wait_written(&stats, sent);
         assert_eq!(open_on(&busy_path), 1, "a destination written to stays open");
         assert!(std::fs::metadata(&gone_path).unwrap().blocks() * 512 < 64 << 10, "blocks given back");
