@@ -282,6 +282,21 @@ impl InFlight {
         self.counts.write().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default().clone()
     }
 
+    /// Forgets the counters nothing else holds: those of targets no route table has (the
+    /// tables' targets hold theirs) with no request in flight (each holds its target's). A
+    /// target's key is forgotten some time after it left the configuration, so the map does
+    /// not grow with every target there ever was (each ECS task is a new one); a counter with
+    /// requests in flight stays, and one made again for a key starts at zero, as it would.
+    pub(crate) fn forget_unheld(&self) {
+        self.counts.write().unwrap_or_else(|p| p.into_inner()).retain(|_, c| Arc::strong_count(c) > 1);
+    }
+
+    /// How many targets have a counter.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.counts.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Requests in flight to a target now.
     pub fn get(&self, key: &TargetKey) -> usize {
         self.counts

@@ -529,6 +529,7 @@ fn build_groups(snapshot: &Snapshot, inputs: TableInputs<'_>) -> FastMap<Group> 
         .collect();
     let used = ctx.used;
     inputs.pools.retain(&used);
+    inputs.in_flight.forget_unheld();
     groups
 }
 
