@@ -18,7 +18,7 @@
 //! are marked STOPPED on the first pass, and tasks still running when the server stops are
 //! stopped with it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +46,11 @@ const TICK: Duration = Duration::from_millis(500);
 const KEEP_STOPPED: Duration = Duration::from_secs(3600);
 /// The longest pause between launches for a service whose tasks keep failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often the output directories of tasks no longer recorded are looked for.
+const LOGS_SWEPT_EVERY: Duration = Duration::from_secs(60);
+/// An output directory made this recently is kept whatever the records say (a task placed
+/// after a pass read them may have made it).
+const LOGS_GRACE: Duration = Duration::from_secs(600);
 
 /// What the agent needs from its server.
 pub struct AgentConfig {
@@ -71,6 +76,8 @@ pub struct Agent {
     /// When each service last had a task fail, and how many recently.
     failures: HashMap<String, (u32, Timestamp)>,
     first_pass: bool,
+    /// When the output directories were last swept.
+    logs_swept: Option<std::time::Instant>,
 }
 
 // === impl Agent ===
@@ -86,7 +93,7 @@ impl Agent {
         config: AgentConfig,
     ) -> Self {
         let ctx = Arc::new(task::Ctx { store, lattice, netmgr, config });
-        Self { ctx, membership, actors: HashMap::new(), failures: HashMap::new(), first_pass: true }
+        Self { ctx, membership, actors: HashMap::new(), failures: HashMap::new(), first_pass: true, logs_swept: None }
     }
 
     /// Runs until `stop`; then stops every task this process runs.
@@ -133,6 +140,20 @@ impl Agent {
             }
         }
         self.prune(&state, &world).await?;
+        if self.logs_swept.is_none_or(|at| at.elapsed() >= LOGS_SWEPT_EVERY) {
+            self.logs_swept = Some(std::time::Instant::now());
+            let known: HashSet<String> = state
+                .tasks
+                .iter()
+                .map(|(_, t)| t.id().to_owned())
+                .chain(self.actors.keys().map(|arn| id_of(arn)))
+                .collect();
+            let dir = self.ctx.config.data_dir.join("tasks");
+            let removed = tokio::task::spawn_blocking(move || sweep_task_logs(&dir, &known, LOGS_GRACE)).await;
+            if let Ok(n @ 1..) = removed {
+                tracing::debug!(removed = n, "removed the output of tasks no longer recorded");
+            }
+        }
         Ok(())
     }
 
@@ -482,6 +503,34 @@ impl Agent {
     }
 }
 
+/// The last part of a task's ARN: its ID.
+fn id_of(task_arn: &str) -> String {
+    task_arn.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+/// Removes the output directories under `dir` (`<data_dir>/tasks`) of tasks not in `known`,
+/// untouched for `grace`: a task's output is kept as long as the task is recorded (an hour
+/// after it stops, as ECS lists it), not for as long as the node lives. Returns how many went.
+fn sweep_task_logs(dir: &std::path::Path, known: &HashSet<String>, grace: Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        // Only the directories the agent makes: named by a task's ID, which is hex.
+        let Some(id) = name.to_str().filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_hexdigit())) else {
+            continue;
+        };
+        if known.contains(id) {
+            continue;
+        }
+        let old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|e| e >= grace));
+        if old && std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Where each task runs: `cluster/task/<task-arn>` → the node's name.
 const PLACEMENT_PREFIX: &str = "cluster/task/";
 
@@ -580,5 +629,34 @@ async fn next_change(changes: &mut Option<trellis_store::WatchStream>) -> bool {
     match changes {
         Some(stream) => matches!(stream.recv().await, Some(Ok(_))),
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The output of a task no longer recorded goes once it is old enough; a recorded task's
+    /// stays, a recent directory stays, and what the agent did not make is left alone.
+    #[test]
+    fn output_of_tasks_no_longer_recorded_is_removed() {
+        let root = std::env::temp_dir().join(format!("trellis-sweep-{}", std::process::id()));
+        let dir = root.join("tasks");
+        for name in ["0a1b", "2c3d", "4e5f", "not-a-task"] {
+            std::fs::create_dir_all(dir.join(name)).unwrap();
+            std::fs::write(dir.join(name).join("app.log"), "out\n").unwrap();
+        }
+        let known: HashSet<String> = ["0a1b".to_owned()].into();
+        // Recent: nothing goes yet.
+        assert_eq!(sweep_task_logs(&dir, &known, Duration::from_secs(600)), 0);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 4);
+        // Old enough: the two unknown tasks' directories go.
+        assert_eq!(sweep_task_logs(&dir, &known, Duration::ZERO), 2);
+        let mut left: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["0a1b", "not-a-task"]);
+        assert_eq!(sweep_task_logs(&root.join("missing"), &known, Duration::ZERO), 0);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
