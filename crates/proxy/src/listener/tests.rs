@@ -233,20 +233,15 @@ async fn round_robin_fail_open_and_draining() {
 /// route table or request holds them): the map does not keep every target there ever was.
 #[tokio::test]
 async fn counters_of_targets_gone_from_the_configuration_are_forgotten() {
-    let ip = next_ingress();
-    let (a, b) = (FakeTarget::start("a").await, FakeTarget::start("b").await);
-    let mut f = Fixture::new(ip);
-    f.add_group(target_group("tg-1", &[a.addr]));
-    f.add_service(service("svc-1", "one.example", 18080, forward(&[("tg-1", 1)])));
-    let addr = SocketAddr::new(ip, 18080);
-    let proxy = Proxy::start(config(), f.build(), addr).await;
+    let (proxy, mut f, addr, a) = one_service(config()).await;
+    let b = FakeTarget::start("b").await;
     let c = client();
     assert_eq!(get(&c, addr, "one.example", "/").await.0, 200);
     assert_eq!(proxy.in_flight.len(), 1);
     // `a` replaced by `b` (a task replaced by another, at another address). A counter is
     // forgotten by a later rebuild than the one that left its target out, once the
     // connections have moved on from the tables that had it: changes elsewhere go on.
-    f.add_group(target_group("tg-1", &[b.addr]));
+    f.add_group(target_group("tg-a", &[b.addr]));
     proxy.set(f.build());
     let started = std::time::Instant::now();
     for round in 0.. {
@@ -260,7 +255,7 @@ async fn counters_of_targets_gone_from_the_configuration_are_forgotten() {
         proxy.set(f.build());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(proxy.in_flight.get(&key("tg-1", a.addr)), 0);
+    assert_eq!(proxy.in_flight.get(&key("tg-a", a.addr)), 0);
     proxy.stop().await;
 }
 
